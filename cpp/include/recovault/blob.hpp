@@ -1,0 +1,51 @@
+// Sealed blobs: the unit of encrypted storage (a chunk, a tree, an index, a pack header).
+//
+// Layout (see docs/vault-format.md):
+//   [0]      version = 1
+//   [1]      codec   (0 = stored, 1 = zstd)
+//   [2..17]  session salt (16 bytes, random per SealSession)
+//   [18..29] nonce (12 bytes: 4 zero bytes + 64-bit big-endian counter, unique within the session)
+//   [30..]   AES-256-GCM(subkey, nonce, payload, aad = id || blob[0..29]) || 16-byte tag
+// subkey = HKDF-SHA256(ikm = master key, salt = session salt, info = "recovault/v1/blob").
+// The id (a chunk ID or an object name hash) is bound through the AAD, so a blob can't be moved to
+// another id; nonce reuse is impossible by construction: a fresh random subkey per session, counter nonces.
+#pragma once
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace recovault {
+
+constexpr size_t BLOB_HEADER_LEN = 30;
+constexpr size_t BLOB_OVERHEAD = BLOB_HEADER_LEN + 16;
+constexpr uint8_t BLOB_VERSION = 1;
+constexpr uint8_t CODEC_STORED = 0;
+constexpr uint8_t CODEC_ZSTD = 1;
+
+class SealSession {
+ public:
+  // salt: nullptr = random (normal use); a fixed salt only for reproducible tests.
+  SealSession(const uint8_t master_key[32], const uint8_t* salt = nullptr);
+  ~SealSession();
+  // Reserve n consecutive nonce counters; returns the first.
+  uint64_t reserve(uint64_t n) { return counter_.fetch_add(n); }
+  // Seal with an explicit counter (from reserve()). level <= 0 with codec stored forces no compression.
+  // compress: 0 = never, 1 = always zstd, 2 = auto (skip zstd if looks_incompressible or it doesn't shrink).
+  void seal(const uint8_t* id, size_t id_len, const uint8_t* data, size_t len, int level, int compress,
+            uint64_t counter, std::vector<uint8_t>& out) const;
+  const uint8_t* salt() const { return salt_.data(); }
+
+ private:
+  std::array<uint8_t, 16> salt_;
+  std::array<uint8_t, 32> subkey_;
+  std::atomic<uint64_t> counter_{0};
+};
+
+// Open a sealed blob: verify, decrypt, decompress. max_size bounds the plaintext.
+// Throws crypto::AuthenticationError / compress::DecompressError / std::invalid_argument.
+std::vector<uint8_t> open_blob(const uint8_t master_key[32], const uint8_t* id, size_t id_len,
+                               const uint8_t* blob, size_t len, size_t max_size);
+
+}  // namespace recovault

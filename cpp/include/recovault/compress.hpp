@@ -1,0 +1,26 @@
+// zstd compression with a fast incompressibility test.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <vector>
+
+namespace recovault::compress {
+
+struct DecompressError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Cheap estimate (a few µs per MiB): samples the input and returns true when it is almost surely
+// incompressible (already compressed, encrypted or random), so compressing it would waste time.
+bool looks_incompressible(const uint8_t* data, size_t len);
+
+// Appends a zstd frame (content size recorded) of data to out. Returns the frame size.
+size_t zstd_compress(const uint8_t* data, size_t len, int level, std::vector<uint8_t>& out);
+// Decompresses one frame whose content size must be recorded and <= max_size. Throws DecompressError.
+std::vector<uint8_t> zstd_decompress(const uint8_t* data, size_t len, size_t max_size);
+void zstd_decompress_into(const uint8_t* data, size_t len, uint8_t* out, size_t out_len);
+int zstd_max_level();
+int zstd_min_level();
+
+}  // namespace recovault::compress

@@ -1,0 +1,130 @@
+// The parallel backup pipeline: sources (paths, descriptors, reader callbacks, memory buffers) are read
+// and chunked by one producer thread; chunk hashing and compress+seal run on N worker threads; events
+// come out in a deterministic order (source by source, chunk by chunk), whatever the worker count.
+//
+// Duplicate data costs only chunking and hashing: a worker seals a chunk only if its ID is not in the
+// `known` set. The emitter (the caller of next()) is the single authority that decides "new": the first
+// emitted occurrence of an ID is new and is inserted into `known`; later ones are not. The caller must
+// therefore store every new sealed blob it receives.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "recovault/blob.hpp"
+#include "recovault/chunker.hpp"
+#include "recovault/idset.hpp"
+
+namespace recovault {
+
+enum class IdAlgo { Blake3Keyed, HmacSha256 };
+
+struct PipelineConfig {
+  ChunkerParams chunker;
+  bool fixed = false;               // fixed-size blocks instead of content-defined chunks
+  uint32_t block_size = 1 << 20;    // fixed mode block size
+  IdAlgo id_algo = IdAlgo::Blake3Keyed;
+  uint8_t id_key[32] = {0};
+  uint8_t gear_seed[32] = {0};
+  int level = 3;                    // zstd level
+  int compress = 2;                 // 0 never, 1 always, 2 auto (skip incompressible data)
+  unsigned workers = 0;             // 0 = hardware concurrency
+  size_t max_in_flight = 256u << 20;  // bytes read but not yet emitted
+  size_t read_size = 8u << 20;        // read() size for large streams
+};
+
+// Reads up to len bytes into buf; returns the count, 0 at end of stream. Throws std::runtime_error.
+using ReadFn = std::function<size_t(uint8_t* buf, size_t len)>;
+
+struct Source {
+  enum Kind { PATH, FD, READER, BUFFER } kind = PATH;
+  std::string path;
+  int fd = -1;       // FD: read from here, not closed
+  ReadFn read;
+  const uint8_t* data = nullptr;  // BUFFER: zero-copy view, kept alive by `keepalive`
+  size_t len = 0;
+  std::shared_ptr<void> keepalive;
+};
+
+struct Event {
+  enum Kind : uint8_t { CHUNK = 0, ZERO = 1, END = 2 };
+  Kind kind = CHUNK;
+  uint32_t source = 0;
+  uint64_t offset = 0;  // CHUNK/ZERO: where the chunk starts in the source
+  uint64_t length = 0;  // CHUNK/ZERO: chunk length; END: bytes read from the source
+  ChunkId id{};
+  bool is_new = false;
+  std::vector<uint8_t> sealed;  // CHUNK with is_new: the sealed blob
+  std::string error;            // END: empty on success, else why the source failed
+};
+
+class PipelineRun {
+ public:
+  PipelineRun(const PipelineConfig& cfg, std::shared_ptr<IdSet> known, std::shared_ptr<SealSession> session,
+              std::vector<Source> sources);
+  ~PipelineRun();
+  PipelineRun(const PipelineRun&) = delete;
+  PipelineRun& operator=(const PipelineRun&) = delete;
+
+  // Appends up to max_events events in order, blocking until at least one is ready.
+  // Returns false when the run is complete (nothing appended). Rethrows a worker's fatal error.
+  bool next(std::vector<Event>& out, size_t max_events);
+  void cancel();
+
+  // Computes a chunk ID with the configured algorithm and key.
+  static void chunk_id(const PipelineConfig& cfg, const uint8_t* data, size_t len, uint8_t out[32]);
+
+ private:
+  struct Job {
+    uint64_t seq;
+    uint64_t counter;
+    Event::Kind kind;
+    uint32_t source;
+    uint64_t offset;
+    const uint8_t* data;
+    size_t len;
+    std::shared_ptr<void> keep;
+  };
+
+  PipelineConfig cfg_;
+  std::shared_ptr<IdSet> known_;
+  std::shared_ptr<SealSession> session_;
+  std::vector<Source> sources_;
+  GearTable gear_;
+
+  std::mutex mu_;
+  std::condition_variable cv_work_, cv_done_, cv_space_;
+  std::deque<Job> queue_;
+  std::map<uint64_t, Event> done_;
+  struct PendingData {
+    const uint8_t* data;
+    size_t len;
+    uint64_t counter;
+    std::shared_ptr<void> keep;
+  };
+  std::map<uint64_t, PendingData> pending_data_;  // chunks judged known by a worker
+  uint64_t next_emit_ = 0, next_seq_ = 0;
+  size_t in_flight_ = 0;
+  bool producer_done_ = false;
+  bool cancelled_ = false;
+  std::exception_ptr fatal_;
+  std::vector<std::thread> threads_;
+
+  void produce();
+  void produce_source(uint32_t index, Source& src);
+  void work();
+  void push_job(Job&& j);                     // blocks while too much is in flight
+  void push_end(uint32_t source, uint64_t size, std::string error);
+  void fail(std::exception_ptr e);
+};
+
+}  // namespace recovault

@@ -1,0 +1,449 @@
+// BLAKE3 (https://github.com/BLAKE3-team/BLAKE3-specs), written from the specification: the portable
+// compression function, the chunk state, the chaining-value stack, extendable output, and the run-time
+// choice of the back end (portable / AVX2 / AVX-512) for hashing many chunks and parents at once.
+#include "recovault/blake3.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "blake3_impl.hpp"
+
+namespace recovault::blake3 {
+
+using namespace detail;
+
+namespace {
+
+// ---- portable compression function ---------------------------------------------------------------
+
+inline uint32_t load_le32(const uint8_t* p) {
+  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
+         (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
+}
+
+inline void store_le32(uint8_t* p, uint32_t w) {
+  p[0] = static_cast<uint8_t>(w);
+  p[1] = static_cast<uint8_t>(w >> 8);
+  p[2] = static_cast<uint8_t>(w >> 16);
+  p[3] = static_cast<uint8_t>(w >> 24);
+}
+
+inline void load_words(const uint8_t* p, uint32_t* w, size_t n) {
+  for (size_t i = 0; i < n; ++i) w[i] = load_le32(p + 4 * i);
+}
+
+inline void store_words(uint8_t* p, const uint32_t* w, size_t n) {
+  for (size_t i = 0; i < n; ++i) store_le32(p + 4 * i, w[i]);
+}
+
+inline uint32_t rotr32(uint32_t x, unsigned n) { return (x >> n) | (x << (32 - n)); }
+
+RV_B3_INLINE void g(uint32_t& a, uint32_t& b, uint32_t& c, uint32_t& d, uint32_t x, uint32_t y) {
+  a = a + b + x;
+  d = rotr32(d ^ a, 16);
+  c = c + d;
+  b = rotr32(b ^ c, 12);
+  a = a + b + y;
+  d = rotr32(d ^ a, 8);
+  c = c + d;
+  b = rotr32(b ^ c, 7);
+}
+
+template <int R>
+RV_B3_INLINE void round_fn(uint32_t v[16], const uint32_t m[16]) {
+  constexpr const uint8_t* s = SCHEDULE.idx[R];
+  g(v[0], v[4], v[8], v[12], m[s[0]], m[s[1]]);
+  g(v[1], v[5], v[9], v[13], m[s[2]], m[s[3]]);
+  g(v[2], v[6], v[10], v[14], m[s[4]], m[s[5]]);
+  g(v[3], v[7], v[11], v[15], m[s[6]], m[s[7]]);
+  g(v[0], v[5], v[10], v[15], m[s[8]], m[s[9]]);
+  g(v[1], v[6], v[11], v[12], m[s[10]], m[s[11]]);
+  g(v[2], v[7], v[8], v[13], m[s[12]], m[s[13]]);
+  g(v[3], v[4], v[9], v[14], m[s[14]], m[s[15]]);
+}
+
+// Runs the 7 rounds; leaves the 16 state words in v.
+RV_B3_INLINE void compress_rounds(const uint32_t cv[8], const uint8_t block[BLOCK_LEN],
+                                  uint32_t block_len, uint64_t counter, uint32_t flags,
+                                  uint32_t v[16]) {
+  uint32_t m[16];
+  load_words(block, m, 16);
+  for (int i = 0; i < 8; ++i) v[i] = cv[i];
+  v[8] = IV[0];
+  v[9] = IV[1];
+  v[10] = IV[2];
+  v[11] = IV[3];
+  v[12] = static_cast<uint32_t>(counter);
+  v[13] = static_cast<uint32_t>(counter >> 32);
+  v[14] = block_len;
+  v[15] = flags;
+  round_fn<0>(v, m);
+  round_fn<1>(v, m);
+  round_fn<2>(v, m);
+  round_fn<3>(v, m);
+  round_fn<4>(v, m);
+  round_fn<5>(v, m);
+  round_fn<6>(v, m);
+}
+
+// Compression that keeps only the new chaining value (first 8 output words). cv is updated in place.
+void compress_cv(uint32_t cv[8], const uint8_t block[BLOCK_LEN], uint32_t block_len,
+                 uint64_t counter, uint32_t flags) {
+  uint32_t v[16];
+  compress_rounds(cv, block, block_len, counter, flags, v);
+  for (int i = 0; i < 8; ++i) cv[i] = v[i] ^ v[i + 8];
+}
+
+// Full 64-byte extended output of one compression (used for root output / XOF).
+void compress_xof(const uint32_t cv[8], const uint8_t block[BLOCK_LEN], uint32_t block_len,
+                  uint64_t counter, uint32_t flags, uint8_t out[BLOCK_LEN]) {
+  uint32_t v[16];
+  compress_rounds(cv, block, block_len, counter, flags, v);
+  for (int i = 0; i < 8; ++i) {
+    store_le32(out + 4 * i, v[i] ^ v[i + 8]);
+    store_le32(out + 32 + 4 * i, v[i + 8] ^ cv[i]);
+  }
+}
+
+// ---- dispatch --------------------------------------------------------------------------------------
+
+enum Level : int { LEVEL_PORTABLE = 0, LEVEL_AVX2 = 1, LEVEL_AVX512 = 2 };
+constexpr const char* LEVEL_NAMES[3] = {"portable", "avx2", "avx512"};
+
+struct Backend {
+  HashChunksFn chunks;
+  HashParentsFn parents;
+};
+
+#if RECOVAULT_BLAKE3_X86_SIMD
+constexpr Backend BACKENDS[3] = {{hash_chunks_portable, hash_parents_portable},
+                                 {hash_chunks_avx2, hash_parents_avx2},
+                                 {hash_chunks_avx512, hash_parents_avx512}};
+#else
+constexpr Backend BACKENDS[1] = {{hash_chunks_portable, hash_parents_portable}};
+#endif
+
+int detect_best_level() {
+#if RECOVAULT_BLAKE3_X86_SIMD
+  __builtin_cpu_init();
+  // __builtin_cpu_supports also requires the OS to save the wider registers (XCR0).
+  const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl"))
+    return LEVEL_AVX512;
+  if (avx2) return LEVEL_AVX2;
+#endif
+  return LEVEL_PORTABLE;
+}
+
+int best_level() {
+  static const int best = detect_best_level();  // thread-safe one-time initialisation
+  return best;
+}
+
+// The only mutable global: the level in use (-1: not chosen yet, i.e. the best one).
+std::atomic<int> g_level{-1};
+
+int current_level() {
+  const int l = g_level.load(std::memory_order_relaxed);
+  return l >= 0 ? l : best_level();
+}
+
+const Backend& backend() { return BACKENDS[current_level()]; }
+
+// ---- tree helpers ------------------------------------------------------------------------------------
+
+// Largest subtree (in chunks) hashed as one unit by Hasher::update: its chunk CVs and the parents
+// below its root are computed with the SIMD back end; only the few parents above go through the CV
+// stack one at a time.
+constexpr size_t SUBTREE_MAX_CHUNKS = 64;
+
+// CV of the complete subtree of n chunks (n a power of two, n <= SUBTREE_MAX_CHUNKS) starting at
+// chunk `counter`. Not a root (the caller guarantees more input follows).
+void subtree_cv(const Backend& be, const uint8_t* data, size_t n, const uint32_t key[8],
+                uint64_t counter, uint32_t flags, uint8_t out[OUT_LEN]) {
+  alignas(64) uint8_t a[SUBTREE_MAX_CHUNKS * OUT_LEN];
+  alignas(64) uint8_t b[SUBTREE_MAX_CHUNKS / 2 * OUT_LEN];
+  be.chunks(data, n, key, counter, flags, a);
+  uint8_t* cur = a;
+  uint8_t* next = b;
+  while (n > 1) {
+    n /= 2;
+    be.parents(cur, n, key, flags, next);
+    std::swap(cur, next);
+  }
+  std::memcpy(out, cur, OUT_LEN);
+}
+
+// Inputs of the last compression of a node: a chaining value (with ROOT, or the XOF output).
+struct Output {
+  uint32_t cv[8];
+  uint8_t block[BLOCK_LEN];
+  uint32_t block_len;
+  uint64_t counter;
+  uint32_t flags;
+
+  void chaining_value(uint8_t out[OUT_LEN]) const {
+    uint32_t h[8];
+    std::memcpy(h, cv, sizeof h);
+    compress_cv(h, block, block_len, counter, flags);
+    store_words(out, h, 8);
+  }
+
+  void root_bytes(uint8_t* out, size_t len, uint64_t seek) const {
+    uint64_t block_index = seek / BLOCK_LEN;
+    size_t skip = static_cast<size_t>(seek % BLOCK_LEN);
+    uint8_t tmp[BLOCK_LEN];
+    while (len > 0) {
+      const size_t take = std::min(BLOCK_LEN - skip, len);
+      if (skip == 0 && take == BLOCK_LEN) {
+        compress_xof(cv, block, block_len, block_index, flags | ROOT, out);
+      } else {
+        compress_xof(cv, block, block_len, block_index, flags | ROOT, tmp);
+        std::memcpy(out, tmp + skip, take);
+      }
+      out += take;
+      len -= take;
+      skip = 0;
+      ++block_index;
+    }
+  }
+};
+
+Output parent_output(const uint8_t left_right[2 * OUT_LEN], const uint32_t key[8], uint32_t flags) {
+  Output o;
+  std::memcpy(o.cv, key, sizeof o.cv);
+  std::memcpy(o.block, left_right, BLOCK_LEN);
+  o.block_len = BLOCK_LEN;
+  o.counter = 0;
+  o.flags = flags | PARENT;
+  return o;
+}
+
+void key_words(const uint8_t key[KEY_LEN], uint32_t out[8]) { load_words(key, out, 8); }
+
+}  // namespace
+
+// ---- portable back end -------------------------------------------------------------------------------
+
+namespace detail {
+
+void hash_chunks_portable(const uint8_t* in, size_t n, const uint32_t key[8], uint64_t counter,
+                          uint32_t flags, uint8_t* out) {
+  for (size_t c = 0; c < n; ++c) {
+    uint32_t h[8];
+    std::memcpy(h, key, sizeof h);
+    for (size_t b = 0; b < BLOCKS_PER_CHUNK; ++b) {
+      uint32_t f = flags;
+      if (b == 0) f |= CHUNK_START;
+      if (b + 1 == BLOCKS_PER_CHUNK) f |= CHUNK_END;
+      compress_cv(h, in + b * BLOCK_LEN, BLOCK_LEN, counter, f);
+    }
+    store_words(out, h, 8);
+    in += CHUNK_LEN;
+    out += OUT_LEN;
+    ++counter;
+  }
+}
+
+void hash_parents_portable(const uint8_t* in, size_t n, const uint32_t key[8], uint32_t flags,
+                           uint8_t* out) {
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t h[8];
+    std::memcpy(h, key, sizeof h);
+    compress_cv(h, in, BLOCK_LEN, 0, flags | PARENT);  // reads the whole block before...
+    store_words(out, h, 8);                              // ...writing (out may alias in)
+    in += BLOCK_LEN;
+    out += OUT_LEN;
+  }
+}
+
+}  // namespace detail
+
+// ---- Hasher ----------------------------------------------------------------------------------------
+
+Hasher::Hasher() { init(IV, 0); }
+
+Hasher::Hasher(const uint8_t key[KEY_LEN]) {
+  uint32_t k[8];
+  key_words(key, k);
+  init(k, KEYED_HASH);
+}
+
+Hasher Hasher::derive_key(std::string_view context) {
+  Hasher ctx;
+  ctx.init(IV, DERIVE_KEY_CONTEXT);
+  ctx.update(reinterpret_cast<const uint8_t*>(context.data()), context.size());
+  uint8_t context_key[KEY_LEN];
+  ctx.finalize(context_key, KEY_LEN);
+  uint32_t k[8];
+  key_words(context_key, k);
+  Hasher h;
+  h.init(k, DERIVE_KEY_MATERIAL);
+  return h;
+}
+
+void Hasher::init(const uint32_t key[8], uint32_t flags) {
+  std::memcpy(key_, key, sizeof key_);
+  flags_ = flags;
+  reset();
+}
+
+void Hasher::reset() {
+  start_chunk(0);
+  cv_stack_len_ = 0;
+}
+
+void Hasher::start_chunk(uint64_t chunk_counter) {
+  std::memcpy(cv_, key_, sizeof cv_);
+  chunk_counter_ = chunk_counter;
+  buf_len_ = 0;
+  blocks_compressed_ = 0;
+}
+
+size_t Hasher::chunk_len() const {
+  return static_cast<size_t>(blocks_compressed_) * BLOCK_LEN + buf_len_;
+}
+
+uint32_t Hasher::chunk_start_flag() const { return blocks_compressed_ == 0 ? CHUNK_START : 0; }
+
+// Adds len bytes (len <= CHUNK_LEN - chunk_len()) to the current chunk. A full block is compressed
+// only once more input follows, because the last block of a chunk gets CHUNK_END (and maybe ROOT).
+void Hasher::chunk_absorb(const uint8_t* data, size_t len) {
+  while (len > 0) {
+    if (buf_len_ == BLOCK_LEN) {
+      compress_cv(cv_, buf_, BLOCK_LEN, chunk_counter_, flags_ | chunk_start_flag());
+      ++blocks_compressed_;
+      buf_len_ = 0;
+    }
+    if (buf_len_ == 0) {
+      while (len > BLOCK_LEN) {  // straight from the input, keeping at least one byte back
+        compress_cv(cv_, data, BLOCK_LEN, chunk_counter_, flags_ | chunk_start_flag());
+        ++blocks_compressed_;
+        data += BLOCK_LEN;
+        len -= BLOCK_LEN;
+      }
+    }
+    const size_t take = std::min(BLOCK_LEN - buf_len_, len);
+    std::memcpy(buf_ + buf_len_, data, take);
+    buf_len_ = static_cast<uint8_t>(buf_len_ + take);
+    data += take;
+    len -= take;
+  }
+}
+
+// Merges the top of the stack until it holds one CV per 1 bit of total_chunks. Called only when it
+// is known that input follows those chunks, so none of the merged nodes can be the root.
+void Hasher::merge_cv_stack(uint64_t total_chunks) {
+  const size_t want = static_cast<size_t>(__builtin_popcountll(total_chunks));
+  while (cv_stack_len_ > want) {
+    uint8_t* left = cv_stack_ + (cv_stack_len_ - 2) * OUT_LEN;  // left CV then right CV: a block
+    hash_parents_portable(left, 1, key_, flags_, left);
+    --cv_stack_len_;
+  }
+}
+
+// Pushes the CV of a complete subtree that starts at chunk `chunk_counter` (a multiple of the
+// subtree's size), after merging the subtrees that precede it.
+void Hasher::push_cv(const uint8_t cv[OUT_LEN], uint64_t chunk_counter) {
+  merge_cv_stack(chunk_counter);
+  std::memcpy(cv_stack_ + cv_stack_len_ * OUT_LEN, cv, OUT_LEN);
+  ++cv_stack_len_;
+}
+
+void Hasher::update(const uint8_t* data, size_t len) {
+  if (len == 0) return;
+  // 1. Complete the chunk in progress. It is closed only when more input follows it.
+  if (chunk_len() > 0) {
+    const size_t take = std::min(CHUNK_LEN - chunk_len(), len);
+    chunk_absorb(data, take);
+    data += take;
+    len -= take;
+    if (len == 0) return;
+    // The chunk is full: its last block is the (full) buffer.
+    uint32_t h[8];
+    std::memcpy(h, cv_, sizeof h);
+    compress_cv(h, buf_, BLOCK_LEN, chunk_counter_, flags_ | CHUNK_END | chunk_start_flag());
+    uint8_t cv[OUT_LEN];
+    store_words(cv, h, 8);
+    push_cv(cv, chunk_counter_);
+    start_chunk(chunk_counter_ + 1);
+  }
+  // 2. Whole subtrees through the back end, as long as at least one byte stays for the last chunk
+  //    (it may be the root). A subtree of n chunks must start at a multiple of n.
+  if (len > CHUNK_LEN) {
+    const Backend& be = backend();
+    while (len > CHUNK_LEN) {
+      const uint64_t whole = (len - 1) / CHUNK_LEN;
+      uint64_t n = whole < SUBTREE_MAX_CHUNKS ? whole : SUBTREE_MAX_CHUNKS;
+      n = uint64_t{1} << (63 - __builtin_clzll(n));  // largest power of two <= n
+      while (chunk_counter_ & (n - 1)) n >>= 1;
+      uint8_t cv[OUT_LEN];
+      subtree_cv(be, data, static_cast<size_t>(n), key_, chunk_counter_, flags_, cv);
+      push_cv(cv, chunk_counter_);
+      chunk_counter_ += n;
+      data += n * CHUNK_LEN;
+      len -= static_cast<size_t>(n * CHUNK_LEN);
+    }
+  }
+  // 3. The rest (1..CHUNK_LEN bytes) starts a new chunk. Input now follows every CV on the stack:
+  //    merge it down to one CV per 1 bit of the chunk counter, so finalize() can fold right to left.
+  chunk_absorb(data, len);
+  merge_cv_stack(chunk_counter_);
+}
+
+void Hasher::finalize(uint8_t* out, size_t out_len, uint64_t seek) const {
+  if (out_len == 0) return;
+  Output o;
+  std::memcpy(o.cv, cv_, sizeof o.cv);
+  std::memset(o.block, 0, BLOCK_LEN);
+  std::memcpy(o.block, buf_, buf_len_);
+  o.block_len = buf_len_;
+  o.counter = chunk_counter_;
+  o.flags = flags_ | CHUNK_END | chunk_start_flag();
+  for (size_t i = cv_stack_len_; i-- > 0;) {
+    uint8_t block[BLOCK_LEN];
+    std::memcpy(block, cv_stack_ + i * OUT_LEN, OUT_LEN);
+    o.chaining_value(block + OUT_LEN);
+    o = parent_output(block, key_, flags_);
+  }
+  o.root_bytes(out, out_len, seek);
+}
+
+// ---- one-shot and level selection ------------------------------------------------------------------
+
+void hash(const uint8_t* data, size_t len, uint8_t out[OUT_LEN]) {
+  Hasher h;
+  h.update(data, len);
+  h.finalize(out, OUT_LEN);
+}
+
+void keyed_hash(const uint8_t key[KEY_LEN], const uint8_t* data, size_t len, uint8_t out[OUT_LEN]) {
+  Hasher h(key);
+  h.update(data, len);
+  h.finalize(out, OUT_LEN);
+}
+
+const char* simd_name() { return LEVEL_NAMES[current_level()]; }
+
+const char* set_simd(std::string_view level) {
+  int want;
+  if (level == "auto") {
+    want = best_level();
+  } else if (level == "portable") {
+    want = LEVEL_PORTABLE;
+  } else if (level == "avx2") {
+    want = LEVEL_AVX2;
+  } else if (level == "avx512") {
+    want = LEVEL_AVX512;
+  } else {
+    throw std::invalid_argument("blake3 SIMD level must be 'portable', 'avx2', 'avx512' or 'auto', not '" +
+                                std::string(level) + "'");
+  }
+  g_level.store(std::min(want, best_level()), std::memory_order_relaxed);
+  return simd_name();
+}
+
+}  // namespace recovault::blake3

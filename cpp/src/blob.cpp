@@ -1,0 +1,93 @@
+#include "recovault/blob.hpp"
+
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "recovault/compress.hpp"
+#include "recovault/crypto.hpp"
+
+namespace recovault {
+namespace {
+
+constexpr char SUBKEY_INFO[] = "recovault/v1/blob";
+constexpr size_t AAD_MAX_ID = 64;
+
+void derive_subkey(const uint8_t master[32], const uint8_t salt[16], uint8_t out[32]) {
+  crypto::hkdf_sha256(master, 32, salt, 16, reinterpret_cast<const uint8_t*>(SUBKEY_INFO),
+                      sizeof(SUBKEY_INFO) - 1, out, 32);
+}
+
+size_t make_aad(const uint8_t* id, size_t id_len, const uint8_t* header, uint8_t* aad) {
+  if (id_len > AAD_MAX_ID) throw std::invalid_argument("blob id longer than 64 bytes");
+  std::memcpy(aad, id, id_len);
+  std::memcpy(aad + id_len, header, BLOB_HEADER_LEN);
+  return id_len + BLOB_HEADER_LEN;
+}
+
+}  // namespace
+
+SealSession::SealSession(const uint8_t master_key[32], const uint8_t* salt) {
+  if (salt)
+    std::memcpy(salt_.data(), salt, 16);
+  else
+    crypto::random_bytes(salt_.data(), 16);
+  derive_subkey(master_key, salt_.data(), subkey_.data());
+}
+
+SealSession::~SealSession() {
+  volatile uint8_t* p = subkey_.data();
+  for (size_t i = 0; i < subkey_.size(); ++i) p[i] = 0;
+}
+
+void SealSession::seal(const uint8_t* id, size_t id_len, const uint8_t* data, size_t len, int level,
+                       int compress, uint64_t counter, std::vector<uint8_t>& out) const {
+  // Payload: zstd frame or the data itself. The compressed frame is built in a per-thread scratch buffer.
+  thread_local std::vector<uint8_t> scratch;
+  const uint8_t* payload = data;
+  size_t payload_len = len;
+  uint8_t codec = CODEC_STORED;
+  if (compress == 1 || (compress == 2 && !compress::looks_incompressible(data, len))) {
+    scratch.clear();
+    size_t n = compress::zstd_compress(data, len, level, scratch);
+    if (compress == 1 || n < len) {
+      payload = scratch.data();
+      payload_len = n;
+      codec = CODEC_ZSTD;
+    }
+  }
+  out.resize(BLOB_HEADER_LEN + payload_len + crypto::TAG_LEN);
+  uint8_t* h = out.data();
+  h[0] = BLOB_VERSION;
+  h[1] = codec;
+  std::memcpy(h + 2, salt_.data(), 16);
+  uint8_t* nonce = h + 18;
+  std::memset(nonce, 0, 4);
+  for (int i = 0; i < 8; ++i) nonce[4 + i] = uint8_t(counter >> (56 - 8 * i));
+  uint8_t aad[AAD_MAX_ID + BLOB_HEADER_LEN];
+  size_t aad_len = make_aad(id, id_len, h, aad);
+  crypto::aes256gcm_encrypt(subkey_.data(), nonce, payload, payload_len, aad, aad_len, h + BLOB_HEADER_LEN);
+}
+
+std::vector<uint8_t> open_blob(const uint8_t master_key[32], const uint8_t* id, size_t id_len,
+                               const uint8_t* blob, size_t len, size_t max_size) {
+  if (len < BLOB_OVERHEAD) throw crypto::AuthenticationError("blob too short: truncated or corrupt");
+  if (blob[0] != BLOB_VERSION) throw std::invalid_argument("blob has unknown format version " + std::to_string(blob[0]));
+  uint8_t codec = blob[1];
+  if (codec != CODEC_STORED && codec != CODEC_ZSTD)
+    throw crypto::AuthenticationError("blob has an unknown codec: corrupt");
+  uint8_t subkey[32];
+  derive_subkey(master_key, blob + 2, subkey);
+  uint8_t aad[AAD_MAX_ID + BLOB_HEADER_LEN];
+  size_t aad_len = make_aad(id, id_len, blob, aad);
+  size_t ct_len = len - BLOB_HEADER_LEN;
+  std::vector<uint8_t> payload(ct_len - crypto::TAG_LEN);
+  crypto::aes256gcm_decrypt(subkey, blob + 18, blob + BLOB_HEADER_LEN, ct_len, aad, aad_len, payload.data());
+  if (codec == CODEC_STORED) {
+    if (payload.size() > max_size) throw compress::DecompressError("blob larger than the limit");
+    return payload;
+  }
+  return compress::zstd_decompress(payload.data(), payload.size(), max_size);
+}
+
+}  // namespace recovault

@@ -1,0 +1,328 @@
+#include "recovault/pipeline.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+#include "recovault/blake3.hpp"
+#include "recovault/crypto.hpp"
+
+namespace recovault {
+namespace {
+
+using Buffer = std::vector<uint8_t>;
+
+std::string errno_text(const char* what, int err) { return std::string(what) + ": " + std::strerror(err); }
+
+// A stream reader over a path, a descriptor or a callback.
+class StreamReader {
+ public:
+  explicit StreamReader(Source& s) : s_(s) {
+    if (s.kind == Source::PATH) {
+      fd_ = ::open(s.path.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME);
+      if (fd_ < 0 && (errno == EPERM)) fd_ = ::open(s.path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd_ < 0) throw std::runtime_error(errno_text("cannot open", errno));
+      own_ = true;
+    } else if (s.kind == Source::FD) {
+      fd_ = s.fd;
+    }
+    if (fd_ >= 0) {
+      struct stat st;
+      if (::fstat(fd_, &st) == 0 && S_ISREG(st.st_mode)) size_hint_ = static_cast<uint64_t>(st.st_size);
+      ::posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
+    }
+  }
+  ~StreamReader() {
+    if (own_) ::close(fd_);
+  }
+  // Fills up to len bytes (loops over short reads). Returns 0 at EOF.
+  size_t read(uint8_t* buf, size_t len) {
+    if (s_.kind == Source::READER) return s_.read(buf, len);
+    size_t got = 0;
+    while (got < len) {
+      ssize_t n = ::read(fd_, buf + got, len - got);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw std::runtime_error(errno_text("read error", errno));
+      }
+      if (n == 0) break;
+      got += static_cast<size_t>(n);
+    }
+    return got;
+  }
+  // Regular files: their size when opened (-1 otherwise).
+  int64_t size_hint() const { return size_hint_ < 0 ? -1 : size_hint_; }
+
+ private:
+  Source& s_;
+  int fd_ = -1;
+  bool own_ = false;
+  int64_t size_hint_ = -1;
+};
+
+}  // namespace
+
+void PipelineRun::chunk_id(const PipelineConfig& cfg, const uint8_t* data, size_t len, uint8_t out[32]) {
+  if (cfg.id_algo == IdAlgo::Blake3Keyed)
+    blake3::keyed_hash(cfg.id_key, data, len, out);
+  else
+    crypto::hmac_sha256(cfg.id_key, 32, data, len, out);
+}
+
+PipelineRun::PipelineRun(const PipelineConfig& cfg, std::shared_ptr<IdSet> known,
+                         std::shared_ptr<SealSession> session, std::vector<Source> sources)
+    : cfg_(cfg), known_(std::move(known)), session_(std::move(session)), sources_(std::move(sources)) {
+  if (!known_ || !session_) throw std::invalid_argument("pipeline needs a known-ID set and a seal session");
+  if (cfg_.fixed && (cfg_.block_size < 4096 || cfg_.block_size > (64u << 20)))
+    throw std::invalid_argument("fixed block size must be between 4 KiB and 64 MiB");
+  if (!cfg_.fixed) {
+    Chunker probe(cfg_.chunker, GearTable{});  // validates the parameters
+    gear_ = derive_gear_table(cfg_.gear_seed);
+  }
+  unsigned n = cfg_.workers ? cfg_.workers : std::thread::hardware_concurrency();
+  if (n == 0) n = 1;
+  size_t max_chunk = cfg_.fixed ? cfg_.block_size : cfg_.chunker.max_size;
+  if (cfg_.max_in_flight < 2 * max_chunk + cfg_.read_size) cfg_.max_in_flight = 2 * max_chunk + cfg_.read_size;
+  threads_.emplace_back([this] { produce(); });
+  for (unsigned i = 0; i < n; ++i) threads_.emplace_back([this] { work(); });
+}
+
+PipelineRun::~PipelineRun() {
+  cancel();
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
+}
+
+void PipelineRun::cancel() {
+  std::lock_guard<std::mutex> l(mu_);
+  cancelled_ = true;
+  cv_work_.notify_all();
+  cv_done_.notify_all();
+  cv_space_.notify_all();
+}
+
+void PipelineRun::fail(std::exception_ptr e) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (!fatal_) fatal_ = e;
+  cancelled_ = true;
+  cv_work_.notify_all();
+  cv_done_.notify_all();
+  cv_space_.notify_all();
+}
+
+void PipelineRun::push_job(Job&& j) {
+  std::unique_lock<std::mutex> l(mu_);
+  cv_space_.wait(l, [&] { return cancelled_ || in_flight_ < cfg_.max_in_flight; });
+  if (cancelled_) throw std::runtime_error("cancelled");
+  j.seq = next_seq_++;
+  in_flight_ += j.len;
+  queue_.push_back(std::move(j));
+  cv_work_.notify_one();
+}
+
+void PipelineRun::push_end(uint32_t source, uint64_t size, std::string error) {
+  std::lock_guard<std::mutex> l(mu_);
+  Event ev;
+  ev.kind = Event::END;
+  ev.source = source;
+  ev.length = size;
+  ev.error = std::move(error);
+  done_.emplace(next_seq_++, std::move(ev));
+  cv_done_.notify_all();
+}
+
+void PipelineRun::produce() {
+  try {
+    for (uint32_t i = 0; i < sources_.size(); ++i) {
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        if (cancelled_) break;
+      }
+      produce_source(i, sources_[i]);
+      sources_[i].keepalive.reset();  // drop our reference; jobs hold their own
+    }
+  } catch (...) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!cancelled_ && !fatal_) fatal_ = std::current_exception();
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  producer_done_ = true;
+  cv_work_.notify_all();
+  cv_done_.notify_all();
+}
+
+void PipelineRun::produce_source(uint32_t index, Source& src) {
+  uint64_t total = 0;
+  std::unique_ptr<Chunker> chunker;
+  if (!cfg_.fixed) chunker.reset(new Chunker(cfg_.chunker, gear_));
+  const size_t fixed = cfg_.block_size;
+  uint64_t pending_len = 0;  // fixed mode: bytes of the current block seen so far
+
+  auto emit = [&](const uint8_t* p, size_t len, std::shared_ptr<void> keep) {
+    Job j{};
+    j.kind = Event::CHUNK;
+    j.source = index;
+    j.offset = total;
+    j.data = p;
+    j.len = len;
+    j.keep = std::move(keep);
+    j.counter = session_->reserve(1);
+    total += len;
+    push_job(std::move(j));
+  };
+  // Scans buf[scan..end) for cut points, emitting whole chunks that start at `start`.
+  auto scan = [&](const uint8_t* base, size_t& start, size_t& pos, size_t end, const std::shared_ptr<void>& keep) {
+    while (pos < end) {
+      size_t n;
+      bool cut;
+      if (chunker) {
+        n = chunker->next(base + pos, end - pos, &cut);
+      } else {
+        size_t want = fixed - pending_len;
+        n = std::min(want, end - pos);
+        pending_len += n;
+        cut = pending_len == fixed;
+        if (cut) pending_len = 0;
+      }
+      pos += n;
+      if (cut) {
+        emit(base + start, pos - start, keep);
+        start = pos;
+      }
+    }
+  };
+
+  try {
+    if (src.kind == Source::BUFFER) {
+      size_t start = 0, pos = 0;
+      scan(src.data, start, pos, src.len, src.keepalive);
+      if (pos > start) emit(src.data + start, pos - start, src.keepalive);
+      push_end(index, total, "");
+      return;
+    }
+    StreamReader reader(src);
+    const size_t max_chunk = cfg_.fixed ? fixed : cfg_.chunker.max_size;
+    // Window size: whole small files in one read (size + 1 to see EOF), big streams in read_size pieces
+    // plus room for one pending chunk carried over.
+    size_t cap = cfg_.read_size + max_chunk;
+    int64_t hint = reader.size_hint();
+    if (hint >= 0 && static_cast<uint64_t>(hint) + 1 < cap) cap = static_cast<size_t>(hint) + 1;
+    auto buf = std::make_shared<Buffer>(cap);
+    size_t filled = 0, start = 0, pos = 0;
+    for (;;) {
+      if (filled == buf->size()) {
+        // Window full: move the pending tail (< max_chunk) into a fresh window; chunks already
+        // emitted keep the old one alive.
+        size_t ncap = std::max(cfg_.read_size + max_chunk, (filled - start) * 2);
+        auto nbuf = std::make_shared<Buffer>(ncap);
+        std::memcpy(nbuf->data(), buf->data() + start, filled - start);
+        filled -= start;
+        pos -= start;
+        start = 0;
+        buf = std::move(nbuf);
+      }
+      size_t want = std::min(buf->size() - filled, cfg_.read_size);
+      size_t n = reader.read(buf->data() + filled, want);
+      if (n == 0) break;
+      filled += n;
+      scan(buf->data(), start, pos, filled, buf);
+    }
+    if (pos > start) emit(buf->data() + start, pos - start, buf);
+    push_end(index, total, "");
+  } catch (const std::exception& e) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (cancelled_) throw;
+    }
+    push_end(index, total, e.what());
+  }
+}
+
+void PipelineRun::work() {
+  try {
+    for (;;) {
+      Job j;
+      {
+        std::unique_lock<std::mutex> l(mu_);
+        cv_work_.wait(l, [&] { return cancelled_ || !queue_.empty() || producer_done_; });
+        if (cancelled_ || queue_.empty()) return;
+        j = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      Event ev;
+      ev.kind = Event::CHUNK;
+      ev.source = j.source;
+      ev.offset = j.offset;
+      ev.length = j.len;
+      if (cfg_.fixed && is_all_zero(j.data, j.len)) {
+        ev.kind = Event::ZERO;
+      } else {
+        chunk_id(cfg_, j.data, j.len, ev.id.data());
+        if (!known_->contains(ev.id.data()))
+          session_->seal(ev.id.data(), 32, j.data, j.len, cfg_.level, cfg_.compress, j.counter, ev.sealed);
+      }
+      // Keep the source bytes alive only while a seal may still be needed at emission time.
+      if (ev.kind == Event::CHUNK && ev.sealed.empty()) {
+        std::lock_guard<std::mutex> l(mu_);
+        done_.emplace(j.seq, std::move(ev));
+        pending_data_.emplace(j.seq, PendingData{j.data, j.len, j.counter, std::move(j.keep)});
+        cv_done_.notify_all();
+      } else {
+        j.keep.reset();
+        std::lock_guard<std::mutex> l(mu_);
+        done_.emplace(j.seq, std::move(ev));
+        cv_done_.notify_all();
+      }
+    }
+  } catch (...) {
+    fail(std::current_exception());
+  }
+}
+
+bool PipelineRun::next(std::vector<Event>& out, size_t max_events) {
+  std::unique_lock<std::mutex> l(mu_);
+  for (;;) {
+    if (fatal_) std::rethrow_exception(fatal_);
+    if (cancelled_) return false;
+    if (!done_.empty() && done_.begin()->first == next_emit_) break;
+    if (producer_done_ && next_emit_ == next_seq_) return false;
+    cv_done_.wait(l);
+  }
+  size_t n = 0;
+  while (n < max_events && !done_.empty() && done_.begin()->first == next_emit_) {
+    auto node = done_.extract(done_.begin());
+    Event& ev = node.mapped();
+    uint64_t seq = node.key();
+    ++next_emit_;
+    PendingData pd{};
+    auto it = pending_data_.find(seq);
+    if (it != pending_data_.end()) {
+      pd = std::move(it->second);
+      pending_data_.erase(it);
+    }
+    if (ev.kind != Event::END) in_flight_ -= ev.length;
+    l.unlock();
+    if (ev.kind == Event::CHUNK) {
+      ev.is_new = known_->insert(ev.id.data());
+      if (!ev.is_new) {
+        ev.sealed.clear();
+        ev.sealed.shrink_to_fit();
+      } else if (ev.sealed.empty()) {
+        // The worker saw the ID as known but the set no longer has it (cleared by the caller): seal now.
+        session_->seal(ev.id.data(), 32, pd.data, pd.len, cfg_.level, cfg_.compress, pd.counter, ev.sealed);
+      }
+    }
+    pd.keep.reset();
+    out.push_back(std::move(ev));
+    ++n;
+    l.lock();
+  }
+  cv_space_.notify_all();
+  return true;
+}
+
+}  // namespace recovault

@@ -1,0 +1,59 @@
+"""recovault's exceptions: each carries a one-line message for the operator and an exit code.
+
+The CLI prints ``str(exc)`` and exits with ``exc.exit_code``; nothing here ever carries secrets.
+"""
+from __future__ import annotations
+
+
+class RecovaultError(Exception):
+    """Base of every error recovault reports to a user. The message names the problem."""
+
+    exit_code = 1
+
+
+class UsageError(RecovaultError):
+    exit_code = 2
+
+
+class VaultNotFound(RecovaultError):
+    exit_code = 10
+
+
+class VaultExists(RecovaultError):
+    exit_code = 11
+
+
+class WrongPassphrase(RecovaultError):
+    exit_code = 12
+
+
+class WeakPassphrase(RecovaultError):
+    exit_code = 2
+
+
+class StorageError(RecovaultError):
+    """The storage failed (I/O error, full disk, permission denied, missing object)."""
+
+    exit_code = 13
+
+
+class ObjectMissing(StorageError):
+    exit_code = 14
+
+
+class CorruptData(RecovaultError):
+    """Data on storage failed authentication or does not parse: corrupted or tampered with."""
+
+    exit_code = 15
+
+
+class NotFound(RecovaultError):
+    """A recovery point, path or key the user named does not exist."""
+
+    exit_code = 16
+
+
+class PartialBackup(RecovaultError):
+    """The backup completed but some files could not be read (they are listed in the recovery point)."""
+
+    exit_code = 3

@@ -1,0 +1,329 @@
+"""The backup job: walk the sources, decide what changed since the base recovery point, stream changed
+files through the C++ pipeline into packs, build one tree per directory, and record a recovery point.
+
+Modes (Azure Backup's vocabulary):
+- incremental (default): compare with the last recovery point of the same host and paths;
+- differential: compare with the last *full* recovery point of the same host and paths;
+- full: trust no metadata; read and hash every file (storage still deduplicates).
+Every recovery point holds a complete tree, so each restores on its own.
+"""
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import stat as st_mod
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from .. import __version__, core
+from .. import fsmeta
+from ..errors import UsageError
+from ..vault import format as fmt
+from ..vault.repo import Vault, now_rfc3339
+from ..vault.tree import make_tree, node_map
+from .walk import ExcludeRules, walk
+
+MODES = ("incremental", "differential", "full")
+
+
+@dataclass
+class BackupOptions:
+    paths: List[str]
+    mode: str = "incremental"
+    excludes: List[str] = field(default_factory=list)
+    exclude_files: List[str] = field(default_factory=list)
+    exclude_caches: bool = False
+    one_file_system: bool = False
+    tags: List[str] = field(default_factory=list)
+    host: Optional[str] = None
+    workers: int = 0
+    dry_run: bool = False
+
+
+@dataclass
+class BackupStats:
+    files_new: int = 0
+    files_changed: int = 0
+    files_unmodified: int = 0
+    dirs: int = 0
+    others: int = 0
+    bytes_total: int = 0  # size of all files in the recovery point
+    bytes_read: int = 0  # bytes read and chunked
+    chunks_new: int = 0
+    bytes_added: int = 0  # sealed data bytes added to the vault
+    errors: int = 0
+    duration: float = 0.0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class _Dir:
+    __slots__ = ("meta", "children")
+
+    def __init__(self, meta: Optional[Dict[str, Any]]) -> None:
+        self.meta = meta
+        self.children: Dict[bytes, Any] = {}
+
+
+class _File:
+    __slots__ = ("node", "content", "needs_read", "path", "size", "link_key")
+
+    def __init__(self, node: Dict[str, Any], path: str, size: int) -> None:
+        self.node = node
+        self.path = path
+        self.size = size
+        self.content: Optional[List[str]] = None
+        self.needs_read = True
+        self.link_key: Optional[Tuple[int, int]] = None
+
+
+class _Leaf:
+    __slots__ = ("node",)
+
+    def __init__(self, node: Dict[str, Any]) -> None:
+        self.node = node
+
+
+class _ParentTrees:
+    """Looks up nodes of the base recovery point by path, loading its trees lazily."""
+
+    def __init__(self, vault: Vault, root_tree: Optional[str]) -> None:
+        self.vault = vault
+        self.cache: Dict[Tuple[bytes, ...], Optional[Dict[bytes, Dict[str, Any]]]] = {}
+        self.root = root_tree
+
+    def dir_nodes(self, parts: Tuple[bytes, ...]) -> Optional[Dict[bytes, Dict[str, Any]]]:
+        if parts in self.cache:
+            return self.cache[parts]
+        if not parts:
+            result = node_map(self.vault.load_tree(bytes.fromhex(self.root))) if self.root else None
+        else:
+            up = self.dir_nodes(parts[:-1])
+            node = up.get(parts[-1]) if up else None
+            sub = node.get("subtree") if node else None
+            result = node_map(self.vault.load_tree(bytes.fromhex(sub))) if sub else None
+        self.cache[parts] = result
+        return result
+
+
+def _same_file(old: Dict[str, Any], new: Dict[str, Any]) -> bool:
+    o, n = old.get("meta", {}), new["meta"]
+    return (o.get("t") == "f" and "content" in old and old.get("size") == new["size"]
+            and all(o.get(k) == n.get(k) for k in ("mt", "ct", "ino", "sz")))
+
+
+def find_base(vault: Vault, snaps: List[Dict[str, Any]], host: str, paths: List[str], mode: str):
+    """The recovery point to compare against: latest of this host+paths (incremental) or latest full."""
+    if mode == "full":
+        return None
+    same = [s for s in snaps if s.get("host") == host and sorted(s.get("paths", [])) == sorted(paths)]
+    if mode == "differential":
+        same = [s for s in same if s.get("mode") == "full"]
+    return same[-1] if same else None
+
+
+class BackupJob:
+    def __init__(self, vault: Vault, opts: BackupOptions,
+                 progress: Optional[Callable[[str, Dict[str, Any]], None]] = None) -> None:
+        if opts.mode not in MODES:
+            raise UsageError(f"unknown mode {opts.mode!r}: use incremental, differential or full")
+        if not opts.paths:
+            raise UsageError("nothing to back up: name at least one path")
+        self.vault = vault
+        self.opts = opts
+        self.progress = progress or (lambda kind, info: None)
+        self.stats = BackupStats()
+        self.errors: List[Dict[str, str]] = []
+        self.host = opts.host or socket.gethostname()
+
+    def _error(self, path: str, err: Any) -> None:
+        msg = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        self.errors.append({"path": path, "error": msg})
+        self.stats.errors += 1
+        self.progress("error", {"path": path, "error": msg})
+
+    def run(self) -> Dict[str, Any]:
+        t0 = time.monotonic()
+        opts = self.opts
+        paths = []
+        for p in opts.paths:
+            ap = os.path.abspath(p)
+            if not os.path.lexists(ap):
+                raise UsageError(f"cannot back up {p}: no such file or directory")
+            paths.append(ap)
+        paths = sorted(set(paths))
+        rules = ExcludeRules.from_options(opts.excludes, opts.exclude_files, opts.exclude_caches)
+        snaps = self.vault.snapshots()
+        base = find_base(self.vault, snaps, self.host, paths, opts.mode)
+        mode = opts.mode if (opts.mode == "full" or base is not None) else "full"
+        parent = _ParentTrees(self.vault, base["tree"] if base else None)
+        last_full = next((s for s in reversed(snaps) if s.get("host") == self.host and s.get("mode") == "full"
+                          and sorted(s.get("paths", [])) == paths), None)
+
+        root = _Dir(None)
+        files: List[_File] = []
+        links: Dict[Tuple[int, int], _File] = {}
+        # Ancestors of each source path: directories recorded with their metadata, without contents.
+        for p in paths:
+            cur = root
+            parts = [x for x in os.fsencode(p).split(b"/") if x]
+            for i, part in enumerate(parts[:-1]):
+                d = cur.children.get(part)
+                if not isinstance(d, _Dir):
+                    anc = "/" + os.fsdecode(b"/".join(parts[: i + 1]))
+                    try:
+                        meta = fsmeta.capture(anc).to_dict()
+                    except OSError as e:
+                        self._error(anc, e)
+                        meta = {"t": "d", "m": 0o755}
+                    d = cur.children[part] = _Dir(meta)
+                cur = d
+
+        self.progress("scan", {"paths": paths})
+        for entry in walk(paths, rules, one_file_system=opts.one_file_system, on_error=self._error):
+            raw = os.fsencode(entry.path)
+            parts = tuple(x for x in raw.split(b"/") if x)
+            try:
+                meta = fsmeta.capture(entry.path, entry.st)
+            except (OSError, ValueError) as e:
+                self._error(entry.path, e)
+                continue
+            md = meta.to_dict()
+            parent_dir = root
+            for part in parts[:-1]:
+                nxt = parent_dir.children.get(part)
+                if not isinstance(nxt, _Dir):
+                    nxt = parent_dir.children[part] = _Dir({"t": "d", "m": 0o755})
+                parent_dir = nxt
+            name = parts[-1] if parts else b""
+            if meta.type == "d":
+                existing = parent_dir.children.get(name)
+                if isinstance(existing, _Dir):
+                    existing.meta = md
+                else:
+                    parent_dir.children[name] = _Dir(md)
+                self.stats.dirs += 1
+                continue
+            node: Dict[str, Any] = {"name": fsmeta.encode_name(name), "meta": md}
+            if meta.type != "f":
+                parent_dir.children[name] = _Leaf(node)
+                self.stats.others += 1
+                continue
+            size = entry.st.st_size
+            node["size"] = size
+            f = _File(node, entry.path, size)
+            parent_dir.children[name] = f
+            self.stats.bytes_total += size
+            if meta.nlink > 1:
+                key = (meta.dev, meta.ino)
+                first = links.get(key)
+                if first is not None:
+                    f.link_key = key
+                    f.needs_read = False
+                    continue
+                links[key] = f
+            old = None
+            if mode != "full":
+                pdir = parent.dir_nodes(parts[:-1])
+                old = pdir.get(name) if pdir else None
+            if old is not None and _same_file(old, node) and all(bytes.fromhex(c) in self.vault.known
+                                                                 for c in old["content"]):
+                f.content = old["content"]
+                f.needs_read = False
+                self.stats.files_unmodified += 1
+            else:
+                if old is None:
+                    self.stats.files_new += 1
+                else:
+                    self.stats.files_changed += 1
+                files.append(f)
+
+        to_read = [f for f in files if f.needs_read]
+        self.progress("plan", {"files": len(to_read), "bytes": sum(f.size for f in to_read),
+                               "files_total": self.stats.files_new + self.stats.files_changed
+                               + self.stats.files_unmodified})
+        self._read_files(to_read)
+        for f in self._all_files(root):
+            if f.link_key is not None:
+                first = links[f.link_key]
+                f.content = first.content  # None if the first link could not be read
+        root_id = self._save_dir(root)
+        self.vault.flush()
+        self.stats.duration = round(time.monotonic() - t0, 3)
+        snap = {
+            "version": 1,
+            "time": now_rfc3339(),
+            "host": self.host,
+            "username": getpass.getuser(),
+            "paths": paths,
+            "tags": sorted(set(opts.tags)),
+            "mode": mode,
+            "parent": base["id"] if base else None,
+            "base_full": (base["id"] if base and base.get("mode") == "full" else
+                          (base or {}).get("base_full") if mode != "full" else None),
+            "tree": root_id.hex(),
+            "excludes": opts.excludes,
+            "program": f"recovault {__version__}",
+            "stats": self.stats.to_dict(),
+            "errors": self.errors[:1000],
+            "complete": not self.errors,
+        }
+        if last_full is not None and mode == "differential":
+            snap["base_full"] = last_full["id"]
+        sid = self.vault.save_snapshot(snap)
+        snap["id"] = sid
+        return snap
+
+    def _all_files(self, d: _Dir):
+        for child in d.children.values():
+            if isinstance(child, _Dir):
+                yield from self._all_files(child)
+            elif isinstance(child, _File):
+                yield child
+
+    def _read_files(self, files: List[_File]) -> None:
+        if not files:
+            return
+        pipe = self.vault.pipeline(workers=self.opts.workers)
+        contents: List[List[str]] = [[] for _ in files]
+        add = self.vault.add_sealed
+        done_bytes = 0
+        for batch in pipe.run([f.path for f in files]):
+            for kind, src, _offset, length, cid, payload in batch:
+                if kind == core.CHUNK:
+                    contents[src].append(cid.hex())
+                    if payload is not None:
+                        add(fmt.BLOB_DATA, cid, payload, length)
+                        self.stats.chunks_new += 1
+                        self.stats.bytes_added += len(payload)
+                    done_bytes += length
+                elif kind == core.END:
+                    f = files[src]
+                    if payload is not None:
+                        self._error(f.path, payload)
+                        f.content = None
+                    else:
+                        f.content = contents[src]
+                        if length != f.size:  # the file changed while we read it: record what we read
+                            f.node["size"] = length
+                    contents[src] = []
+                    self.stats.bytes_read += length
+                    self.progress("file", {"path": f.path, "bytes": length, "done_bytes": done_bytes})
+
+    def _save_dir(self, d: _Dir) -> bytes:
+        nodes = []
+        for name, child in d.children.items():
+            if isinstance(child, _Dir):
+                nodes.append({"name": fsmeta.encode_name(name), "meta": child.meta or {"t": "d", "m": 0o755},
+                              "subtree": self._save_dir(child).hex()})
+            elif isinstance(child, _File):
+                if child.content is None:
+                    continue  # unreadable: reported in the recovery point's errors
+                child.node["content"] = child.content
+                nodes.append(child.node)
+            else:
+                nodes.append(child.node)
+        return self.vault.save_tree(make_tree(nodes))

@@ -1,0 +1,370 @@
+"""The backup tree walker: which files a backup visits, in which order.
+
+``walk(roots, rules)`` yields one ``Entry`` per file-system object under each root,
+depth-first (a directory before its contents), siblings sorted by the bytes of their
+names, so two walks of an unchanged tree give the same sequence. Symlinks are never
+followed (everything is ``lstat``-ed, roots included). Per-file problems (unreadable
+directories, files vanishing mid-walk) go to ``on_error(path, exc)`` and the walk goes on.
+
+Exclusion (``ExcludeRules``) uses gitignore semantics via ``pathspec.GitIgnoreSpec``,
+matched against the path *relative to the backup root* being walked:
+
+* ``*.log`` matches at any depth, ``/tmp`` or ``var/tmp`` is anchored at the root (a
+  pattern containing a non-trailing ``/`` is anchored, as in git), ``cache/`` matches
+  directories only, ``**`` spans directories, ``!pattern`` re-includes.
+* An excluded directory is not descended into, so (as in git) ``!dir/keep`` cannot
+  re-include something under an excluded ``dir/``; write ``dir/*`` + ``!dir/keep`` instead.
+* Roots themselves are never excluded (the user named them explicitly). With root ``/``
+  relative paths are the absolute path minus the leading ``/``, so ``/etc/shadow`` anchors
+  exactly as one would expect.
+* ``exclude_caches``: a directory holding a regular file ``CACHEDIR.TAG`` whose first 43
+  bytes are ``Signature: 8a477f597d28d172789f06886806bc55`` is kept (its entry and the tag
+  file are yielded, like borg's ``--keep-exclude-tags``) but nothing else in it is.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import sys
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import pathspec
+
+from ..errors import UsageError
+
+__all__ = [
+    "CACHEDIR_TAG",
+    "CACHEDIR_SIGNATURE",
+    "ExcludeRules",
+    "Entry",
+    "Walker",
+    "walk",
+    "has_cache_tag",
+    "HardLinkTracker",
+]
+
+CACHEDIR_TAG = "CACHEDIR.TAG"
+CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
+
+OnError = Callable[[str, OSError], None]
+
+_S_ISDIR = stat.S_ISDIR
+_S_IFMT = stat.S_IFMT
+_S_IFDIR = stat.S_IFDIR
+
+if sys.getfilesystemencoding().lower().replace("-", "") == "utf8":
+
+    def _name_key(de: "os.DirEntry[str]") -> bytes:
+        return de.name.encode("utf-8", "surrogateescape")
+
+else:  # pragma: no cover - Linux Python uses UTF-8 for file names in practice
+
+    def _name_key(de: "os.DirEntry[str]") -> bytes:
+        return os.fsencode(de.name)
+
+
+# ---------------------------------------------------------------- exclusion
+
+
+class ExcludeRules:
+    """Gitignore-style exclusion patterns plus the CACHEDIR.TAG rule (see the module docstring)."""
+
+    def __init__(self, patterns: Iterable[str] = (), exclude_caches: bool = False) -> None:
+        self.patterns: List[str] = list(patterns)
+        self.exclude_caches = exclude_caches
+        try:
+            spec = pathspec.GitIgnoreSpec.from_lines(self.patterns)
+        except ValueError as e:  # pathspec's GitWildMatchPatternError is a ValueError
+            raise UsageError(f"invalid exclude pattern: {e}") from None
+        effective = [p for p in spec.patterns if p.include is not None]
+        self._spec: Optional[pathspec.GitIgnoreSpec] = spec if effective else None
+        self._prefilter = self._make_prefilter(effective)
+
+    @staticmethod
+    def _make_prefilter(patterns: Sequence[pathspec.Pattern]):  # -> Optional[re.Pattern]
+        """One regex that matches whenever any *including* pattern matches (a fast "no").
+
+        Only an including pattern can exclude a path, so a path this regex does not match
+        is certainly not excluded; matches are confirmed by the real ``GitIgnoreSpec``.
+        """
+        import re
+
+        parts = []
+        for p in patterns:
+            if not p.include:
+                continue
+            rx = getattr(p, "regex", None)
+            if rx is None or not hasattr(rx, "pattern"):
+                return None
+            parts.append("(?:%s)" % re.sub(r"\(\?P<[A-Za-z_][A-Za-z0-9_]*>", "(?:", rx.pattern))
+        if not parts:
+            return None
+        try:
+            return re.compile("|".join(parts))
+        except re.error:  # pragma: no cover - unexpected pathspec regex dialect
+            return None
+
+    @classmethod
+    def from_options(
+        cls,
+        patterns: Sequence[str] = (),
+        pattern_files: Sequence[str] = (),
+        exclude_caches: bool = False,
+    ) -> "ExcludeRules":
+        """Rules from ``--exclude`` patterns, ``--exclude-file`` files and ``--exclude-caches``.
+
+        Pattern files hold one gitignore pattern per line (blank lines and lines starting
+        with ``#`` are ignored; ``\\#`` escapes). They are read as UTF-8 with surrogateescape,
+        so patterns can name non-UTF-8 file names. Raises ``UsageError`` if a file cannot be
+        read or a pattern is invalid.
+        """
+        lines: List[str] = list(patterns)
+        for f in pattern_files:
+            try:
+                with open(f, "rb") as fh:
+                    raw = fh.read()
+            except OSError as e:
+                raise UsageError(f"cannot read exclude file {f}: {e.strerror or e}") from None
+            for line in raw.decode("utf-8", "surrogateescape").split("\n"):
+                lines.append(line[:-1] if line.endswith("\r") else line)
+        return cls(lines, exclude_caches=exclude_caches)
+
+    @property
+    def has_patterns(self) -> bool:
+        """Whether any pattern can exclude something."""
+        return self._spec is not None
+
+    def excluded(self, relpath: str, is_dir: bool) -> bool:
+        """Whether ``relpath`` (relative to its backup root, "/"-separated) is excluded by a pattern."""
+        spec = self._spec
+        if spec is None or not relpath:
+            return False
+        p = relpath + "/" if is_dir else relpath
+        pre = self._prefilter
+        if pre is not None and pre.match(p) is None:
+            return False
+        return bool(spec.match_file(p))
+
+
+def has_cache_tag(dirpath: str) -> bool:
+    """Whether ``dirpath`` holds a valid CACHEDIR.TAG (a regular file, not a symlink)."""
+    return _valid_tag(os.path.join(dirpath, CACHEDIR_TAG))
+
+
+def _valid_tag(path: str) -> bool:
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            data = b""
+            while len(data) < len(CACHEDIR_SIGNATURE):
+                chunk = os.read(fd, len(CACHEDIR_SIGNATURE) - len(data))
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    return data == CACHEDIR_SIGNATURE
+
+
+# ---------------------------------------------------------------- walking
+
+
+class Entry:
+    """One walked object: absolute ``path``, ``relpath`` under ``root`` ("" for the root), ``lstat``."""
+
+    __slots__ = ("path", "relpath", "root", "st")
+
+    def __init__(self, path: str, relpath: str, root: str, st: os.stat_result) -> None:
+        self.path = path
+        self.relpath = relpath
+        self.root = root
+        self.st = st
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path) or self.path
+
+    @property
+    def is_dir(self) -> bool:
+        return _S_ISDIR(self.st.st_mode)
+
+    @property
+    def is_file(self) -> bool:
+        return stat.S_ISREG(self.st.st_mode)
+
+    @property
+    def is_symlink(self) -> bool:
+        return stat.S_ISLNK(self.st.st_mode)
+
+    def __repr__(self) -> str:
+        return f"Entry({self.path!r}, relpath={self.relpath!r}, mode={self.st.st_mode:o})"
+
+
+def _normalize_root(root) -> str:
+    p = os.path.abspath(os.fsdecode(root))
+    if p.startswith("//"):  # POSIX keeps a leading "//"; Linux treats it as "/"
+        p = "/" + p.lstrip("/")
+    return p
+
+
+class Walker:
+    """Iterator over ``Entry`` objects; see ``walk``. After iteration, ``roots_missing`` lists
+    roots that did not exist and ``error_count`` counts ``on_error`` calls."""
+
+    def __init__(
+        self,
+        roots: Iterable[str],
+        rules: Optional[ExcludeRules] = None,
+        one_file_system: bool = False,
+        on_error: Optional[OnError] = None,
+    ) -> None:
+        uniq = {_normalize_root(r) for r in roots}
+        self.roots: List[str] = sorted(uniq, key=os.fsencode)
+        self.rules = rules if rules is not None else ExcludeRules()
+        self.one_file_system = one_file_system
+        self.on_error = on_error
+        self.roots_missing: List[str] = []
+        self.error_count = 0
+        # A root inside another root is walked on its own (once), not as part of the outer one.
+        self._nested = {
+            r for r in self.roots
+            if any(o != r and r.startswith(o if o.endswith("/") else o + "/") for o in self.roots)
+        }
+        self._gen = self._walk()
+
+    def __iter__(self) -> Iterator[Entry]:
+        return self._gen
+
+    def __next__(self) -> Entry:
+        return next(self._gen)
+
+    def _error(self, path: str, exc: OSError) -> None:
+        self.error_count += 1
+        if self.on_error is not None:
+            self.on_error(path, exc)
+
+    def _list(self, dirpath: str) -> Iterator["os.DirEntry[str]"]:
+        """The directory's entries in name-bytes order (CACHEDIR.TAG rule applied)."""
+        ents: List["os.DirEntry[str]"] = []
+        try:
+            with os.scandir(dirpath) as it:
+                ents.extend(it)
+        except OSError as e:
+            self._error(dirpath, e)  # keep what was listed before the error, if anything
+        ents.sort(key=_name_key)
+        if self.rules.exclude_caches:
+            for de in ents:
+                if de.name == CACHEDIR_TAG:
+                    if _valid_tag(de.path):
+                        ents = [de]
+                    break
+        return iter(ents)
+
+    def _walk(self) -> Iterator[Entry]:
+        for root in self.roots:
+            yield from self._walk_root(root)
+
+    def _walk_root(self, root: str) -> Iterator[Entry]:
+        try:
+            st = os.lstat(root)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                self.roots_missing.append(root)
+            self._error(root, e)
+            return
+        yield Entry(root, "", root, st)
+        if not _S_ISDIR(st.st_mode):
+            return
+        root_dev = st.st_dev
+        one_fs = self.one_file_system
+        rules = self.rules
+        excluded = rules.excluded if rules.has_patterns else None
+        nested = self._nested or None
+        error = self._error
+        listdir = self._list
+        stack: List[Tuple[Iterator["os.DirEntry[str]"], str]] = [(listdir(root), "")]
+        while stack:
+            it, relprefix = stack[-1]
+            for de in it:
+                path = de.path
+                if nested is not None and path in nested:
+                    continue
+                rel = relprefix + de.name
+                if excluded is not None:
+                    try:
+                        isdir = de.is_dir(follow_symlinks=False)
+                    except OSError:
+                        isdir = False
+                    if excluded(rel, isdir):
+                        continue
+                try:
+                    st = de.stat(follow_symlinks=False)
+                except OSError as e:
+                    error(path, e)
+                    continue
+                yield Entry(path, rel, root, st)
+                if _S_IFMT(st.st_mode) == _S_IFDIR and (not one_fs or st.st_dev == root_dev):
+                    stack.append((listdir(path), rel + "/"))
+                    break
+            else:
+                stack.pop()
+
+
+def walk(
+    roots: Iterable[str],
+    rules: Optional[ExcludeRules] = None,
+    one_file_system: bool = False,
+    on_error: Optional[OnError] = None,
+) -> Walker:
+    """Walk ``roots`` depth-first, yielding an ``Entry`` for every object, roots included.
+
+    Roots are made absolute (``os.path.abspath``, lexically), de-duplicated and walked in
+    name-bytes order; a root nested in another is walked once, as its own root. A missing
+    root is reported to ``on_error`` and recorded in ``Walker.roots_missing``. With
+    ``one_file_system`` a directory on another device than its root is yielded but not
+    descended into (bind mounts and btrfs subvolumes count as other devices). An exception
+    raised by ``on_error`` propagates and ends the walk.
+    """
+    return Walker(roots, rules, one_file_system, on_error)
+
+
+# ---------------------------------------------------------------- hard links
+
+
+class HardLinkTracker:
+    """Remembers the first path seen for each multiply-linked inode.
+
+    ``check(path, st)`` returns ``None`` for the first path of an inode (back it up as
+    content) and that first path for later ones (store them as hard links to it). An inode
+    is forgotten once all its ``st_nlink`` names were seen, to bound memory.
+    """
+
+    def __init__(self) -> None:
+        self._first: Dict[Tuple[int, int], List] = {}
+
+    def check(self, path: str, st: os.stat_result) -> Optional[str]:
+        """First path seen for ``st``'s inode, or ``None`` if this is the first (or not a hard link)."""
+        if st.st_nlink < 2 or _S_ISDIR(st.st_mode):
+            return None
+        key = (st.st_dev, st.st_ino)
+        rec = self._first.get(key)
+        if rec is None:
+            self._first[key] = [path, st.st_nlink - 1]
+            return None
+        rec[1] -= 1
+        if rec[1] <= 0:
+            del self._first[key]
+        return rec[0]
+
+    def discard(self, st: os.stat_result) -> None:
+        """Forget ``st``'s inode, e.g. when its first path could not be backed up after all."""
+        self._first.pop((st.st_dev, st.st_ino), None)
+
+    def __len__(self) -> int:
+        return len(self._first)

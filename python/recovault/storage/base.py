@@ -1,0 +1,169 @@
+"""The whole-object storage interface a vault lives on.
+
+A storage is a flat namespace of immutable-ish objects addressed by names such as
+``"data/3f/3f9a..."``. The interface is deliberately the common subset of a local
+directory, Azure Blob Storage and S3: whole-object atomic writes, ranged reads,
+prefix listings, stat and idempotent deletes. Nothing here knows about vault formats.
+"""
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Iterator, Optional, Union
+
+from ..errors import ObjectMissing
+
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "MAX_SEGMENT_LENGTH",
+    "RESERVED_PREFIX",
+    "ObjectInfo",
+    "Storage",
+    "validate_name",
+    "validate_prefix",
+]
+
+#: Longest object name accepted (Azure Blob and S3 both cap names at 1024).
+MAX_NAME_LENGTH = 1024
+#: Longest "/"-separated segment accepted (a file-name limit on most local file systems).
+MAX_SEGMENT_LENGTH = 255
+#: Segments starting with this are reserved for a backend's in-flight temporary objects.
+RESERVED_PREFIX = ".tmp-"
+
+_ALLOWED = re.compile(r"[A-Za-z0-9._/-]*")
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What ``Storage.stat`` reports about one object."""
+
+    name: str
+    size: int
+    mtime: float  # seconds since the epoch (last modification)
+
+
+def _check_segments(text: str, what: str, segments: list) -> None:
+    for seg in segments:
+        if seg in (".", ".."):
+            raise ValueError(f"invalid {what} {text!r}: '.' and '..' segments are not allowed")
+        if len(seg) > MAX_SEGMENT_LENGTH:
+            raise ValueError(f"invalid {what} {text!r}: a segment is longer than {MAX_SEGMENT_LENGTH} characters")
+        if seg.startswith(RESERVED_PREFIX):
+            raise ValueError(f"invalid {what} {text!r}: segments starting with {RESERVED_PREFIX!r} are reserved")
+
+
+def _check_common(text: object, what: str) -> str:
+    if not isinstance(text, str):
+        raise ValueError(f"invalid {what} {text!r}: must be a str")
+    if len(text) > MAX_NAME_LENGTH:
+        raise ValueError(f"invalid {what}: longer than {MAX_NAME_LENGTH} characters")
+    if not _ALLOWED.fullmatch(text):
+        raise ValueError(f"invalid {what} {text!r}: only ASCII letters, digits and '._/-' are allowed")
+    if text.startswith("/"):
+        raise ValueError(f"invalid {what} {text!r}: must not start with '/'")
+    return text
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a valid object name, else raise ``ValueError``.
+
+    Valid: non-empty, ASCII ``[A-Za-z0-9._/-]``, "/"-separated segments that are
+    non-empty (no leading/trailing/double "/"), not "." or "..", at most 255
+    characters each and not starting with ".tmp-"; at most 1024 characters in all.
+    """
+    _check_common(name, "object name")
+    if not name:
+        raise ValueError("invalid object name '': must not be empty")
+    segments = name.split("/")
+    if "" in segments:
+        raise ValueError(f"invalid object name {name!r}: empty path segment")
+    _check_segments(name, "object name", segments)
+    return name
+
+
+def validate_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it can start a valid object name, else raise ``ValueError``.
+
+    A prefix is matched as a plain string (``"data/3"`` matches ``"data/3f/..."``); it may
+    be empty or end with "/", but otherwise follows the rules of ``validate_name``.
+    """
+    _check_common(prefix, "prefix")
+    if not prefix:
+        return prefix
+    segments = prefix.split("/")
+    complete = segments[:-1]  # the last segment may be partial ("data/3" matches "data/3f/...")
+    if "" in complete:
+        raise ValueError(f"invalid prefix {prefix!r}: empty path segment")
+    _check_segments(prefix, "prefix", complete)
+    return prefix
+
+
+class Storage(ABC):
+    """Abstract whole-object storage (local directory now; Azure Blob and S3 later).
+
+    Contract shared by every backend:
+
+    * names are validated with :func:`validate_name` (``ValueError`` otherwise);
+    * ``put`` is atomic: readers see the old object, or the complete new one, never a
+      partial one; overwriting is allowed (content-addressed writes are idempotent);
+    * a missing object raises :class:`~recovault.errors.ObjectMissing` from ``get``/``stat``;
+    * other failures raise :class:`~recovault.errors.StorageError` with an operator-ready message.
+    """
+
+    @property
+    @abstractmethod
+    def url(self) -> str:
+        """A URL for this storage, e.g. ``file:///srv/vault``; used in messages."""
+
+    @abstractmethod
+    def put(self, name: str, data: Union[bytes, bytearray, memoryview]) -> None:
+        """Store ``data`` under ``name`` atomically and durably, replacing any existing object."""
+
+    @abstractmethod
+    def get(self, name: str, offset: int = 0, length: Optional[int] = None) -> bytes:
+        """Return ``length`` bytes of ``name`` from ``offset`` (to the end if ``length`` is None).
+
+        A range reaching past the end returns only the bytes that exist (``b""`` when
+        ``offset`` is at or past the end); it is not an error. Negative ``offset`` or
+        ``length`` raise ``ValueError``. A missing object raises ``ObjectMissing``.
+        """
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Yield the names of all objects whose name starts with ``prefix``.
+
+        ``prefix`` is a plain string prefix (not only a directory): ``"data/3"`` matches
+        ``"data/3f/3f9a..."``. Names come in lexicographic (ASCII) order.
+        """
+
+    @abstractmethod
+    def stat(self, name: str) -> ObjectInfo:
+        """Return size and modification time of ``name``; ``ObjectMissing`` if absent."""
+
+    @abstractmethod
+    def delete(self, name: str) -> None:
+        """Remove ``name``; deleting a missing object is not an error."""
+
+    def exists(self, name: str) -> bool:
+        """True if an object called ``name`` exists."""
+        try:
+            self.stat(name)
+        except ObjectMissing:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Release resources (connections); a no-op for backends that hold none."""
+
+    def __enter__(self) -> "Storage":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"

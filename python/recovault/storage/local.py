@@ -1,0 +1,295 @@
+"""A vault in a local (or locally mounted) directory.
+
+Each object is one file at ``<root>/<name>``. Writes go to ``.tmp-*`` files in the
+destination directory, are fsynced and then renamed into place, and the directory is
+fsynced, so a crash leaves either the old object or the complete new one.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat as stat_mod
+from pathlib import Path
+from typing import Iterator, List, Optional, Tuple, Union
+
+from ..errors import ObjectMissing, StorageError, VaultNotFound
+from .base import (
+    MAX_NAME_LENGTH,
+    RESERVED_PREFIX,
+    ObjectInfo,
+    Storage,
+    validate_name,
+    validate_prefix,
+)
+
+__all__ = ["LocalStorage"]
+
+FILE_MODE = 0o600  # objects are encrypted, but sizes and key files are nobody else's business
+DIR_MODE = 0o700
+_MAX_PREAD = 1 << 30  # bytes per os.pread call (Linux caps one read at ~2 GiB anyway)
+_MISSING_ERRNOS = (errno.ENOENT, errno.ENOTDIR)
+
+
+def _fsync_dir(path: Union[str, Path]) -> None:
+    """fsync a directory so a rename/creation in it is durable (ignored where unsupported)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+class LocalStorage(Storage):
+    """Objects stored as files under ``root``.
+
+    ``create=True`` creates ``root`` (and missing parents) if needed; otherwise a missing
+    root raises ``VaultNotFound``. Reading (get/list/stat/exists) works on read-only trees.
+    New files are created mode 0600 and new directories 0700.
+    """
+
+    def __init__(self, root: Union[str, "os.PathLike[str]"], create: bool = False) -> None:
+        self.root = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
+        if create:
+            self._create_root()
+        try:
+            st = os.stat(self.root)
+        except OSError as exc:
+            if exc.errno in _MISSING_ERRNOS:
+                raise VaultNotFound(f"no vault at {self.root}") from exc
+            raise self._error(exc, "open vault directory", "", self.root) from exc
+        if not stat_mod.S_ISDIR(st.st_mode):
+            raise VaultNotFound(f"no vault at {self.root}: not a directory")
+
+    # -- helpers -------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self.root.as_uri()
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def _path(self, name: str) -> Path:
+        return self.root.joinpath(*validate_name(name).split("/"))
+
+    def _error(self, exc: OSError, action: str, name: str, path: Path) -> StorageError:
+        """Turn an OSError into a StorageError with an operator-ready message."""
+        code = exc.errno
+        if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            what = "no space left on device" if code == errno.ENOSPC else "disk quota exceeded"
+            if name:
+                return StorageError(f"{what} while writing {name} to {self.root}")
+            return StorageError(f"{what}: cannot {action} {path}")
+        if code in (errno.EACCES, errno.EPERM):
+            where = exc.filename if exc.filename is not None else path
+            if os.path.basename(os.fspath(where)).startswith(RESERVED_PREFIX):  # our temp file
+                return StorageError(f"permission denied: cannot {action} {path} (directory {path.parent})")
+            return StorageError(f"permission denied: cannot {action} {where}")
+        if code == errno.EROFS:
+            return StorageError(f"read-only file system: cannot {action} {path}")
+        reason = exc.strerror or str(exc)
+        return StorageError(f"cannot {action} {path}: {reason}")
+
+    def _missing(self, name: str) -> ObjectMissing:
+        return ObjectMissing(f"object {name} is missing from {self.root}")
+
+    def _create_root(self) -> None:
+        missing: List[Path] = []
+        p = self.root
+        try:
+            while not p.exists() and p != p.parent:
+                missing.append(p)
+                p = p.parent
+            for d in reversed(missing):
+                try:
+                    os.mkdir(d, DIR_MODE)
+                except FileExistsError:
+                    continue
+                _fsync_dir(d.parent)
+        except OSError as exc:
+            raise self._error(exc, "create vault directory", "", self.root) from exc
+
+    def _ensure_dir(self, directory: Path) -> None:
+        """Create ``directory`` (inside root) and missing parents, fsyncing each new entry."""
+        if directory.is_dir():
+            return
+        rel = directory.relative_to(self.root).parts
+        current = self.root
+        for part in rel:
+            parent, current = current, current / part
+            try:
+                os.mkdir(current, DIR_MODE)
+            except FileExistsError:
+                continue  # a concurrent writer made it, or it is a file: open() will tell
+            _fsync_dir(parent)
+
+    # -- the Storage interface -----------------------------------------------------------
+
+    def put(self, name: str, data: Union[bytes, bytearray, memoryview]) -> None:
+        """Write ``data`` to ``name`` atomically (temp file, fsync, rename, fsync dir)."""
+        path = self._path(name)
+        view = memoryview(data)
+        if not view.c_contiguous:
+            view = memoryview(view.tobytes())
+        view = view.cast("B")
+        tmp: Optional[Path] = None
+        fd = -1
+        try:
+            self._ensure_dir(path.parent)
+            while True:
+                tmp = path.parent / f"{RESERVED_PREFIX}{secrets.token_hex(8)}"
+                try:
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+                    break
+                except FileExistsError:
+                    continue
+            written = 0
+            total = view.nbytes
+            while written < total:
+                written += os.write(fd, view[written:])
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            os.replace(tmp, path)
+            tmp = None
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            raise self._error(exc, "write", name, path) from exc
+        finally:
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+
+    def _open_regular(self, name: str) -> Tuple[int, os.stat_result]:
+        path = self._path(name)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            if exc.errno in _MISSING_ERRNOS:
+                raise self._missing(name) from exc
+            raise self._error(exc, "read", name, path) from exc
+        try:
+            st = os.fstat(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise self._error(exc, "read", name, path) from exc
+        if not stat_mod.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise self._missing(name)
+        return fd, st
+
+    def get(self, name: str, offset: int = 0, length: Optional[int] = None) -> bytes:
+        """Read a byte range with ``os.pread``; see :meth:`Storage.get` for range semantics."""
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset}")
+        if length is not None and length < 0:
+            raise ValueError(f"length must be >= 0, got {length}")
+        fd, st = self._open_regular(name)
+        try:
+            end = st.st_size if length is None else min(st.st_size, offset + length)
+            want = max(0, end - offset)
+            chunks: List[bytes] = []
+            pos = offset
+            while want > 0:
+                chunk = os.pread(fd, min(want, _MAX_PREAD), pos)
+                if not chunk:  # the file shrank under us (it is being replaced): return what exists
+                    break
+                chunks.append(chunk)
+                pos += len(chunk)
+                want -= len(chunk)
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        except OSError as exc:
+            raise self._error(exc, "read", name, self._path(name)) from exc
+        finally:
+            os.close(fd)
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Yield names starting with ``prefix`` in lexicographic order, skipping ``.tmp-*`` files
+        and anything that is not a valid object name."""
+        validate_prefix(prefix)
+        base_rel = prefix[: prefix.rfind("/") + 1]  # "" or "a/b/"
+        base = self.root.joinpath(*base_rel.split("/")[:-1]) if base_rel else self.root
+        yield from self._walk(base, base_rel, prefix)
+
+    def _walk(self, directory: Path, rel: str, prefix: str) -> Iterator[str]:
+        try:
+            with os.scandir(directory) as it:
+                entries = []
+                for entry in it:
+                    if entry.name.startswith(RESERVED_PREFIX):
+                        continue
+                    try:
+                        is_dir = entry.is_dir()
+                    except OSError:
+                        continue
+                    # Sorting "dir/" keeps full names in exact lexicographic order ("a-b" < "a/x").
+                    entries.append((entry.name + ("/" if is_dir else ""), entry, is_dir))
+        except OSError as exc:
+            if exc.errno in _MISSING_ERRNOS or (rel and exc.errno == errno.ELOOP):
+                return
+            raise self._error(exc, "list", "", directory) from exc
+        entries.sort(key=lambda e: e[0])
+        for key, entry, is_dir in entries:
+            full = rel + key
+            if len(full) > MAX_NAME_LENGTH + 1:
+                continue
+            if is_dir:
+                # Descend only into valid name segments ("lost+found" is not) that may match.
+                if full.startswith(prefix) or prefix.startswith(full):
+                    try:
+                        validate_prefix(full)
+                    except ValueError:
+                        continue
+                    yield from self._walk(Path(entry.path), full, prefix)
+                continue
+            if not full.startswith(prefix):
+                continue
+            try:
+                validate_name(full)
+            except ValueError:
+                continue  # foreign file ("lost+found", editor backups...): not an object
+            try:
+                if not entry.is_file():
+                    continue
+            except OSError:
+                continue
+            yield full
+
+    def stat(self, name: str) -> ObjectInfo:
+        path = self._path(name)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            if exc.errno in _MISSING_ERRNOS:
+                raise self._missing(name) from exc
+            raise self._error(exc, "stat", name, path) from exc
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise self._missing(name)
+        return ObjectInfo(name=name, size=st.st_size, mtime=st.st_mtime)
+
+    def delete(self, name: str) -> None:
+        """Unlink ``name`` and fsync its directory; a missing object is fine."""
+        path = self._path(name)
+        try:
+            if not path.is_file():  # missing, or a directory (not an object)
+                return
+            os.unlink(path)
+        except OSError as exc:
+            if exc.errno in _MISSING_ERRNOS:
+                return
+            raise self._error(exc, "delete", name, path) from exc
+        try:
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            raise self._error(exc, "delete", name, path) from exc

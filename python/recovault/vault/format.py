@@ -1,0 +1,128 @@
+"""Vault format v1: object names and the binary layouts of packs and index files.
+
+Every byte is specified in docs/vault-format.md; this module is its executable form. Sealing (AES-256-GCM
+with per-session subkeys, zstd inside) is done by the C++ core (``recovault.core``); see blob.hpp.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Tuple
+
+FORMAT_VERSION = 1
+
+# Object name prefixes on storage.
+CONFIG = "config"
+KEYS = "keys/"
+DATA = "data/"
+INDEX = "index/"
+SNAPSHOTS = "snapshots/"
+LOCKS = "locks/"  # reserved: maintenance leases (prune) in a later version
+
+# Blob types inside packs.
+BLOB_DATA = 0
+BLOB_TREE = 1
+
+# Fixed ids bound (as AAD) to sealed metadata objects, so one kind of object can't pose as another.
+AAD_CONFIG = b"recovault/v1/config"
+AAD_PACK_HEADER = b"recovault/v1/pack-header"
+AAD_INDEX = b"recovault/v1/index"
+AAD_SNAPSHOT = b"recovault/v1/snapshot"
+
+PACK_MAGIC = b"RVP1"
+PACK_TRAILER = struct.Struct("<I4s")  # sealed header length, magic
+HEADER_ENTRY = struct.Struct("<B32sII")  # type, blob id, sealed length, plaintext length
+HEADER_PREFIX = struct.Struct("<BI")  # header version, entry count
+INDEX_PREFIX = struct.Struct("<BI")  # index version, pack count
+INDEX_PACK = struct.Struct("<32sI")  # pack id, blob count
+INDEX_ENTRY = struct.Struct("<B32sIII")  # type, blob id, offset, sealed length, plaintext length
+
+MAX_PACK_SIZE = 1 << 31  # offsets are 32-bit
+
+
+@dataclass(frozen=True)
+class BlobEntry:
+    type: int
+    id: bytes
+    offset: int
+    length: int  # sealed length in the pack
+    raw_length: int  # plaintext length
+
+
+def object_name(prefix: str, hexid: str) -> str:
+    """data/ and index/ objects are fanned out by their first two hex digits: data/3f/3f9a..."""
+    if prefix in (DATA,):
+        return f"{prefix}{hexid[:2]}/{hexid}"
+    return prefix + hexid
+
+
+def name_to_id(name: str) -> str:
+    return name.rsplit("/", 1)[-1]
+
+
+def encode_pack_header(entries: Iterable[BlobEntry]) -> bytes:
+    entries = list(entries)
+    out = [HEADER_PREFIX.pack(FORMAT_VERSION, len(entries))]
+    out += [HEADER_ENTRY.pack(e.type, e.id, e.length, e.raw_length) for e in entries]
+    return b"".join(out)
+
+
+def decode_pack_header(plain: bytes) -> List[BlobEntry]:
+    """Parse a decrypted pack header; offsets follow from the order of the entries."""
+    if len(plain) < HEADER_PREFIX.size:
+        raise ValueError("pack header too short")
+    version, count = HEADER_PREFIX.unpack_from(plain, 0)
+    if version != FORMAT_VERSION:
+        raise ValueError(f"pack header version {version} is not supported")
+    if len(plain) != HEADER_PREFIX.size + count * HEADER_ENTRY.size:
+        raise ValueError("pack header length does not match its entry count")
+    entries, offset = [], 0
+    for i in range(count):
+        t, bid, length, raw = HEADER_ENTRY.unpack_from(plain, HEADER_PREFIX.size + i * HEADER_ENTRY.size)
+        entries.append(BlobEntry(t, bid, offset, length, raw))
+        offset += length
+    return entries
+
+
+def encode_index(packs: Dict[bytes, List[BlobEntry]]) -> bytes:
+    out = [INDEX_PREFIX.pack(FORMAT_VERSION, len(packs))]
+    for pack_id in sorted(packs):
+        entries = packs[pack_id]
+        out.append(INDEX_PACK.pack(pack_id, len(entries)))
+        out += [INDEX_ENTRY.pack(e.type, e.id, e.offset, e.length, e.raw_length) for e in entries]
+    return b"".join(out)
+
+
+def decode_index(plain: bytes) -> Dict[bytes, List[BlobEntry]]:
+    mv = memoryview(plain)
+    if len(mv) < INDEX_PREFIX.size:
+        raise ValueError("index too short")
+    version, npacks = INDEX_PREFIX.unpack_from(mv, 0)
+    if version != FORMAT_VERSION:
+        raise ValueError(f"index version {version} is not supported")
+    pos = INDEX_PREFIX.size
+    packs: Dict[bytes, List[BlobEntry]] = {}
+    for _ in range(npacks):
+        pack_id, count = INDEX_PACK.unpack_from(mv, pos)
+        pos += INDEX_PACK.size
+        end = pos + count * INDEX_ENTRY.size
+        if end > len(mv):
+            raise ValueError("index truncated")
+        packs[pack_id] = [BlobEntry(*t) for t in INDEX_ENTRY.iter_unpack(mv[pos:end])]
+        pos = end
+    if pos != len(mv):
+        raise ValueError("index has trailing bytes")
+    return packs
+
+
+def split_pack(pack_len: int, trailer: bytes) -> Tuple[int, int]:
+    """Given a pack's total length and its last 8 bytes, return (header offset, header length)."""
+    if pack_len < PACK_TRAILER.size:
+        raise ValueError("pack shorter than its trailer")
+    hlen, magic = PACK_TRAILER.unpack(trailer)
+    if magic != PACK_MAGIC:
+        raise ValueError("pack trailer magic is wrong")
+    start = pack_len - PACK_TRAILER.size - hlen
+    if start < 0:
+        raise ValueError("pack header length exceeds the pack")
+    return start, hlen

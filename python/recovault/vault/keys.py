@@ -1,0 +1,516 @@
+"""Vault key management: the master keys and the passphrase-protected key files that hold them.
+
+A vault has one set of :class:`MasterKeys`. Each passphrase gets its own key file
+``keys/<keyid>`` (JSON) holding the serialized master keys encrypted with AES-256-GCM
+under a key-encryption key derived from the passphrase with Argon2id. The AAD binds the
+ciphertext to its keyid, so a key file cannot be swapped in under another name.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import getpass
+import json
+import os
+import re
+import secrets
+import socket
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Mapping, Optional, TextIO, Tuple
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+from ..errors import (
+    CorruptData,
+    NotFound,
+    ObjectMissing,
+    UsageError,
+    WeakPassphrase,
+    WrongPassphrase,
+)
+from ..storage.base import Storage
+
+__all__ = [
+    "DEFAULT_KDF",
+    "KEYS_PREFIX",
+    "MIN_PASSPHRASE_LENGTH",
+    "PASSPHRASE_ENV",
+    "KdfParams",
+    "KeyInfo",
+    "KeyStore",
+    "MasterKeys",
+    "check_passphrase",
+    "read_passphrase",
+]
+
+KEYS_PREFIX = "keys/"
+KEY_FILE_VERSION = 1
+MIN_PASSPHRASE_LENGTH = 16
+PASSPHRASE_ENV = "RECOVAULT_PASSPHRASE"
+KEY_SIZE = 32
+SALT_SIZE = 16
+NONCE_SIZE = 12
+AAD_PREFIX = b"recovault/v1/key/"
+
+_KEYID_RE = re.compile(r"[0-9a-f]{32}")
+_MASTER_MAGIC = b"RVMK"
+_MASTER_VERSION = 1
+_MASTER_LEN = len(_MASTER_MAGIC) + 1 + 4 * KEY_SIZE
+
+# Upper bounds accepted when *reading* a key file, so a tampered file cannot make
+# unlock allocate absurd memory or spin for hours before failing.
+_MAX_MEMORY_KIB = 4 * 1024 * 1024  # 4 GiB
+_MAX_ITERATIONS = 1000
+_MAX_LANES = 255
+
+
+# ---------------------------------------------------------------------------------------
+# master keys
+
+
+@dataclass(frozen=True, repr=False)
+class MasterKeys:
+    """The vault's secret keys (32 bytes each). ``repr`` never shows them."""
+
+    enc_key: bytes  # AES-256-GCM data key
+    id_key: bytes  # keyed-BLAKE3 key for chunk IDs
+    chunker_seed: bytes  # content-defined chunker seed
+    mac_key: bytes  # reserved: authenticated listings
+
+    def __post_init__(self) -> None:
+        for name in ("enc_key", "id_key", "chunker_seed", "mac_key"):
+            value = getattr(self, name)
+            if not isinstance(value, bytes) or len(value) != KEY_SIZE:
+                raise ValueError(f"MasterKeys.{name} must be {KEY_SIZE} bytes")
+
+    @classmethod
+    def generate(cls) -> "MasterKeys":
+        """New random master keys from the OS CSPRNG."""
+        return cls(*(secrets.token_bytes(KEY_SIZE) for _ in range(4)))
+
+    def to_bytes(self) -> bytes:
+        """Compact binary form: b"RVMK", version byte 1, then the four keys (133 bytes)."""
+        return (
+            _MASTER_MAGIC
+            + bytes([_MASTER_VERSION])
+            + self.enc_key
+            + self.id_key
+            + self.chunker_seed
+            + self.mac_key
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "MasterKeys":
+        """Parse :meth:`to_bytes` output; ``CorruptData`` if it is not that format."""
+        data = bytes(data)
+        if len(data) != _MASTER_LEN or not data.startswith(_MASTER_MAGIC):
+            raise CorruptData("master key blob has the wrong size or magic")
+        if data[4] != _MASTER_VERSION:
+            raise CorruptData(f"master key blob has unsupported version {data[4]}")
+        k = [data[5 + i * KEY_SIZE : 5 + (i + 1) * KEY_SIZE] for i in range(4)]
+        return cls(*k)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MasterKeys):
+            return NotImplemented
+        return secrets.compare_digest(self.to_bytes(), other.to_bytes())
+
+    def __hash__(self) -> int:
+        return hash(self.to_bytes())
+
+    def __repr__(self) -> str:
+        return "MasterKeys(<secret>)"
+
+    __str__ = __repr__
+
+
+# ---------------------------------------------------------------------------------------
+# KDF parameters and passphrases
+
+
+@dataclass(frozen=True)
+class KdfParams:
+    """Argon2id cost parameters. Defaults: 64 MiB, 3 iterations, 4 lanes.
+
+    Tests may use tiny ones, e.g. ``KdfParams(memory_kib=8, iterations=1, lanes=1)``
+    (Argon2id requires ``memory_kib >= 8 * lanes``).
+    """
+
+    memory_kib: int = 65536
+    iterations: int = 3
+    lanes: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("memory_kib", "iterations", "lanes"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"KdfParams.{name} must be a positive integer")
+        if self.memory_kib < 8 * self.lanes:
+            raise ValueError("KdfParams.memory_kib must be at least 8 * lanes")
+
+    def derive(self, passphrase: str, salt: bytes) -> bytes:
+        """The 32-byte key-encryption key for ``passphrase`` (UTF-8) and ``salt``."""
+        kdf = Argon2id(
+            salt=salt,
+            length=KEY_SIZE,
+            iterations=self.iterations,
+            lanes=self.lanes,
+            memory_cost=self.memory_kib,
+        )
+        return kdf.derive(passphrase.encode("utf-8"))
+
+
+DEFAULT_KDF = KdfParams()
+
+
+def check_passphrase(passphrase: str) -> None:
+    """Raise ``WeakPassphrase`` unless ``passphrase`` has at least 16 characters."""
+    if not isinstance(passphrase, str) or len(passphrase) < MIN_PASSPHRASE_LENGTH:
+        raise WeakPassphrase(f"passphrase must be at least {MIN_PASSPHRASE_LENGTH} characters")
+
+
+def read_passphrase(
+    passphrase_file: Optional[str] = None,
+    env: Optional[Mapping[str, str]] = None,
+    *,
+    prompt: bool = True,
+    confirm: bool = False,
+    stdin: Optional[TextIO] = None,
+) -> str:
+    """Find the passphrase: file > ``$RECOVAULT_PASSPHRASE`` > terminal prompt.
+
+    The file's contents are used with one trailing newline removed. An empty
+    environment variable counts as unset. The prompt is used only when ``prompt`` is
+    true and stdin is a TTY; with ``confirm`` (new vaults/keys) the passphrase is
+    checked for strength and asked twice. Otherwise raises ``UsageError``.
+    """
+    env = os.environ if env is None else env
+    if passphrase_file is not None:
+        try:
+            with open(passphrase_file, "r", encoding="utf-8", newline="") as f:
+                text = f.read()
+        except OSError as exc:
+            raise UsageError(f"cannot read passphrase file {passphrase_file}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"passphrase file {passphrase_file} is not valid UTF-8") from exc
+        if text.endswith("\r\n"):
+            text = text[:-2]
+        elif text.endswith("\n"):
+            text = text[:-1]
+        if not text:
+            raise UsageError(f"passphrase file {passphrase_file} is empty")
+        return text
+    value = env.get(PASSPHRASE_ENV)
+    if value:
+        return value
+    stream = sys.stdin if stdin is None else stdin
+    if prompt and stream is not None and stream.isatty():
+        try:
+            first = getpass.getpass("Passphrase: ")
+            if confirm:
+                check_passphrase(first)
+                second = getpass.getpass("Repeat passphrase: ")
+                if second != first:
+                    raise UsageError("passphrases do not match")
+        except EOFError as exc:
+            raise UsageError("no passphrase entered") from exc
+        return first
+    raise UsageError("no passphrase: set RECOVAULT_PASSPHRASE, use --passphrase-file, or run on a terminal")
+
+
+# ---------------------------------------------------------------------------------------
+# key files
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """Public metadata of one key file (never secrets). ``problem`` is set if it is unreadable."""
+
+    keyid: str
+    created: str  # RFC 3339 UTC, as stored
+    hostname: str
+    username: str
+    label: Optional[str] = None
+    problem: Optional[str] = field(default=None, compare=False)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} is not a base64 string")
+    try:
+        return base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise ValueError(f"{what} is not valid base64") from exc
+
+
+def _int_field(obj: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
+    v = obj.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ValueError(f"kdf_params.{key} must be an integer in [{lo}, {hi}]")
+    return v
+
+
+def _str_field(obj: Mapping[str, Any], key: str, optional: bool = False) -> Optional[str]:
+    v = obj.get(key)
+    if v is None and optional:
+        return None
+    if not isinstance(v, str):
+        raise ValueError(f"field {key!r} must be a string")
+    return v
+
+
+def _aad(keyid: str) -> bytes:
+    return AAD_PREFIX + keyid.encode("ascii")
+
+
+def _username() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no $USER and no passwd entry (containers)
+        return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+
+
+@dataclass(frozen=True)
+class _KeyFile:
+    """A parsed, validated key file (not yet decrypted)."""
+
+    info: KeyInfo
+    kdf: KdfParams
+    salt: bytes
+    nonce: bytes
+    data: bytes
+
+    @classmethod
+    def parse(cls, keyid: str, raw: bytes) -> "_KeyFile":
+        """Parse and validate; ``ValueError`` describing the first problem otherwise."""
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError("not valid UTF-8 JSON") from exc
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+        if doc.get("version") != KEY_FILE_VERSION:
+            raise ValueError(f"unsupported version {doc.get('version')!r}")
+        if doc.get("kdf") != "argon2id":
+            raise ValueError(f"unsupported kdf {doc.get('kdf')!r}")
+        if doc.get("cipher") != "aes-256-gcm":
+            raise ValueError(f"unsupported cipher {doc.get('cipher')!r}")
+        params = doc.get("kdf_params")
+        if not isinstance(params, dict):
+            raise ValueError("kdf_params is not an object")
+        lanes = _int_field(params, "lanes", 1, _MAX_LANES)
+        kdf = KdfParams(
+            memory_kib=_int_field(params, "memory_kib", 8 * lanes, _MAX_MEMORY_KIB),
+            iterations=_int_field(params, "iterations", 1, _MAX_ITERATIONS),
+            lanes=lanes,
+        )
+        salt = _unb64(params.get("salt"), "kdf_params.salt")
+        if not 8 <= len(salt) <= 64:
+            raise ValueError("kdf_params.salt has a bad length")
+        nonce = _unb64(doc.get("nonce"), "nonce")
+        if len(nonce) != NONCE_SIZE:
+            raise ValueError("nonce is not 12 bytes")
+        data = _unb64(doc.get("data"), "data")
+        if len(data) < 16:
+            raise ValueError("data is too short")
+        info = KeyInfo(
+            keyid=keyid,
+            created=_str_field(doc, "created") or "",
+            hostname=_str_field(doc, "hostname") or "",
+            username=_str_field(doc, "username") or "",
+            label=_str_field(doc, "label", optional=True),
+        )
+        return cls(info=info, kdf=kdf, salt=salt, nonce=nonce, data=data)
+
+    def open(self, passphrase: str) -> Optional[MasterKeys]:
+        """The master keys, or None if the passphrase (or ciphertext) does not authenticate."""
+        kek = self.kdf.derive(passphrase, self.salt)
+        try:
+            plain = AESGCM(kek).decrypt(self.nonce, self.data, _aad(self.info.keyid))
+        except InvalidTag:
+            return None
+        return MasterKeys.from_bytes(plain)
+
+
+class KeyStore:
+    """The key files of one vault, under ``keys/<keyid>`` in ``storage``."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    @staticmethod
+    def _name(keyid: str) -> str:
+        return KEYS_PREFIX + keyid
+
+    def keyids(self) -> List[str]:
+        """The ids of all key files, in storage list order (names that aren't key ids are ignored)."""
+        ids = []
+        for name in self.storage.list(KEYS_PREFIX):
+            keyid = name[len(KEYS_PREFIX) :]
+            if _KEYID_RE.fullmatch(keyid):
+                ids.append(keyid)
+        return ids
+
+    def _load(self, keyid: str) -> _KeyFile:
+        """Read and parse one key file; ``CorruptData`` naming it if it does not parse."""
+        name = self._name(keyid)
+        raw = self.storage.get(name)
+        try:
+            return _KeyFile.parse(keyid, raw)
+        except ValueError as exc:
+            raise CorruptData(f"key file {name} in {self.storage} is corrupt: {exc}") from exc
+
+    def add(
+        self,
+        passphrase: str,
+        master: MasterKeys,
+        *,
+        kdf: Optional[KdfParams] = None,
+        label: Optional[str] = None,
+    ) -> str:
+        """Write a new key file opening ``master`` with ``passphrase``; return its keyid."""
+        check_passphrase(passphrase)
+        if label is not None and not isinstance(label, str):
+            raise UsageError("key label must be a string")
+        kdf = DEFAULT_KDF if kdf is None else kdf
+        while True:
+            keyid = secrets.token_hex(16)
+            if not self.storage.exists(self._name(keyid)):
+                break
+        salt = secrets.token_bytes(SALT_SIZE)
+        nonce = secrets.token_bytes(NONCE_SIZE)
+        kek = kdf.derive(passphrase, salt)
+        data = AESGCM(kek).encrypt(nonce, master.to_bytes(), _aad(keyid))
+        doc: Dict[str, Any] = {
+            "version": KEY_FILE_VERSION,
+            "kdf": "argon2id",
+            "kdf_params": {
+                "salt": _b64(salt),
+                "iterations": kdf.iterations,
+                "lanes": kdf.lanes,
+                "memory_kib": kdf.memory_kib,
+            },
+            "cipher": "aes-256-gcm",
+            "nonce": _b64(nonce),
+            "data": _b64(data),
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "hostname": socket.gethostname(),
+            "username": _username(),
+        }
+        if label is not None:
+            doc["label"] = label
+        self.storage.put(self._name(keyid), json.dumps(doc, indent=1).encode("utf-8") + b"\n")
+        return keyid
+
+    def unlock(self, passphrase: str) -> Tuple[MasterKeys, str]:
+        """Try every key file in list order; return ``(master, keyid)`` of the first that opens.
+
+        Raises ``WrongPassphrase`` if none opens, or ``CorruptData`` if none opens and some
+        key files could not be parsed (the message names them and mentions both causes).
+        A key file whose ciphertext was altered is indistinguishable from a wrong passphrase.
+        """
+        ids = self.keyids()
+        if not ids:
+            raise CorruptData(f"no key files under {KEYS_PREFIX} in {self.storage}: the vault cannot be opened")
+        corrupt: List[str] = []
+        for keyid in ids:
+            try:
+                keyfile = self._load(keyid)
+            except ObjectMissing:
+                continue  # removed since listing
+            except CorruptData as exc:
+                corrupt.append(str(exc))
+                continue
+            master = keyfile.open(passphrase)
+            if master is not None:
+                return master, keyid
+        if corrupt:
+            raise CorruptData(
+                "no key in this vault opens with this passphrase, and "
+                + ("; ".join(corrupt) if len(corrupt) <= 3 else "; ".join(corrupt[:3]) + f" (and {len(corrupt) - 3} more)")
+            )
+        raise WrongPassphrase("wrong passphrase: no key in this vault opens with it")
+
+    def list(self) -> List[KeyInfo]:
+        """Metadata of every key file; unreadable ones are listed with ``problem`` set."""
+        out: List[KeyInfo] = []
+        for keyid in self.keyids():
+            try:
+                out.append(self._load(keyid).info)
+            except ObjectMissing:
+                continue
+            except CorruptData as exc:
+                out.append(KeyInfo(keyid=keyid, created="", hostname="", username="", problem=str(exc)))
+        return out
+
+    def resolve(self, keyid_or_prefix: str) -> str:
+        """The unique keyid starting with ``keyid_or_prefix`` (case-insensitive).
+
+        ``NotFound`` if none matches, ``UsageError`` if it is empty or ambiguous.
+        """
+        prefix = keyid_or_prefix.strip().lower()
+        if not prefix:
+            raise UsageError("no key id given")
+        matches = [k for k in self.keyids() if k.startswith(prefix)]
+        if not matches:
+            raise NotFound(f"no key {keyid_or_prefix!r} in this vault")
+        if len(matches) > 1:
+            shown = ", ".join(m[:12] for m in matches[:5]) + (", ..." if len(matches) > 5 else "")
+            raise UsageError(f"key id {keyid_or_prefix!r} is ambiguous: it matches {shown}")
+        return matches[0]
+
+    def remove(self, keyid_or_prefix: str, *, current_keyid: str) -> str:
+        """Delete a key file; return its full keyid.
+
+        Refuses (``UsageError``) to remove ``current_keyid`` (the key this session unlocked
+        with), the last key, or anything when ``current_keyid`` itself no longer exists.
+        """
+        keyid = self.resolve(keyid_or_prefix)
+        if keyid == current_keyid:
+            raise UsageError(
+                f"refusing to remove key {keyid}: it is the key you unlocked the vault with "
+                "(unlock with another passphrase, or use passwd to replace it)"
+            )
+        ids = self.keyids()
+        if len(ids) <= 1:
+            raise UsageError(f"refusing to remove key {keyid}: it is the last key of this vault")
+        if current_keyid not in ids:
+            raise UsageError(
+                f"refusing to remove key {keyid}: the key you unlocked with ({current_keyid}) no longer exists"
+            )
+        self.storage.delete(self._name(keyid))
+        return keyid
+
+    def passwd(
+        self,
+        current_keyid: str,
+        master: MasterKeys,
+        new_passphrase: str,
+        kdf: Optional[KdfParams] = None,
+        *,
+        label: Optional[str] = None,
+    ) -> str:
+        """Replace key ``current_keyid`` by a new key file for ``new_passphrase``; return the new keyid.
+
+        The new key file is written before the old one is deleted, so a crash leaves both,
+        never neither. ``label`` defaults to the old key's label.
+        """
+        if not _KEYID_RE.fullmatch(current_keyid or ""):
+            raise UsageError(f"invalid key id {current_keyid!r}")
+        check_passphrase(new_passphrase)
+        if label is None:
+            try:
+                label = self._load(current_keyid).info.label
+            except (ObjectMissing, CorruptData):
+                label = None
+        new_keyid = self.add(new_passphrase, master, kdf=kdf, label=label)
+        self.storage.delete(self._name(current_keyid))
+        return new_keyid

@@ -1,0 +1,429 @@
+"""The vault: configuration, keys, packs, the chunk index, trees and recovery points.
+
+Write order guarantees an interrupted job leaves the vault valid: a pack is stored (atomically) before an
+index names it, an index before a recovery point depends on it. Packs no index names are garbage that a
+later prune removes; nothing ever points at a half-written object.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+import socket
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+
+from .. import core
+from ..errors import CorruptData, NotFound, ObjectMissing, StorageError, UsageError, VaultExists, VaultNotFound
+from ..storage import Storage
+from . import format as fmt
+from .keys import KdfParams, KeyStore, MasterKeys
+
+DEFAULT_PACK_SIZE = 32 << 20
+MAX_BLOB = 64 << 20
+
+
+@dataclass
+class Settings:
+    """Vault-wide parameters, fixed at creation and stored sealed in the config object."""
+
+    min_size: int = 512 << 10
+    avg_size: int = 1 << 20
+    max_size: int = 8 << 20
+    normalization: int = 2
+    id_algo: str = "blake3"
+    level: int = 3
+    pack_size: int = DEFAULT_PACK_SIZE
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "chunker": {"algorithm": "fastcdc-gear-keyed", "min": self.min_size, "avg": self.avg_size,
+                        "max": self.max_size, "normalization": self.normalization},
+            "id": self.id_algo,
+            "compression": {"codec": "zstd", "level": self.level},
+            "pack_size": self.pack_size,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Settings":
+        c = d["chunker"]
+        if c.get("algorithm") != "fastcdc-gear-keyed" or d["id"] not in ("blake3", "hmac-sha256"):
+            raise CorruptData("vault config names an algorithm this recovault does not know")
+        return cls(c["min"], c["avg"], c["max"], c["normalization"], d["id"], d["compression"]["level"],
+                   d["pack_size"])
+
+
+@dataclass
+class Location:
+    pack: bytes
+    type: int
+    offset: int
+    length: int
+    raw_length: int
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Vault:
+    """An unlocked vault. Create with :meth:`create` or :meth:`open`; close (or use as a context manager)
+    to flush pending packs and indexes."""
+
+    def __init__(self, storage: Storage, master: MasterKeys, keyid: str, vault_id: str, settings: Settings,
+                 cache_dir: Optional[str] = None) -> None:
+        self.storage = storage
+        self.master = master
+        self.keyid = keyid
+        self.id = vault_id
+        self.settings = settings
+        self.keys = KeyStore(storage)
+        self.cache = _IndexCache(cache_dir, vault_id) if cache_dir else None
+        self.known = core.IdSet()
+        self.locations: Dict[bytes, Location] = {}
+        self._loaded_indexes: set = set()
+        self._session = core.SealSession(master.enc_key)
+        self._id_pipeline = self.pipeline(workers=1)
+        self._writers = {fmt.BLOB_DATA: _PackWriter(self, fmt.BLOB_DATA), fmt.BLOB_TREE: _PackWriter(self, fmt.BLOB_TREE)}
+        self._uploads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="recovault-upload")
+        self._pending: List[Future] = []
+        self._unindexed: Dict[bytes, List[fmt.BlobEntry]] = {}
+        self._lock = threading.Lock()
+        self.load_index()
+
+    # ---- creation and unlocking ----------------------------------------------------------------
+    @classmethod
+    def create(cls, storage: Storage, passphrase: str, *, settings: Optional[Settings] = None,
+               kdf: Optional[KdfParams] = None, cache_dir: Optional[str] = None) -> "Vault":
+        if storage.exists(fmt.CONFIG):
+            raise VaultExists(f"a vault already exists at {storage.url}")
+        settings = settings or Settings()
+        master = MasterKeys.generate()
+        keys = KeyStore(storage)
+        keyid = keys.add(passphrase, master, kdf=kdf)
+        vault_id = secrets.token_hex(16)
+        sealed = core.SealSession(master.enc_key).seal(fmt.AAD_CONFIG + vault_id.encode(),
+                                                      json.dumps(settings.to_dict()).encode())
+        doc = {"recovault": fmt.FORMAT_VERSION, "id": vault_id, "created": now_rfc3339(),
+               "settings": sealed.hex()}
+        storage.put(fmt.CONFIG, json.dumps(doc, indent=1).encode() + b"\n")
+        return cls(storage, master, keyid, vault_id, settings, cache_dir)
+
+    @classmethod
+    def open(cls, storage: Storage, passphrase: str, *, cache_dir: Optional[str] = None) -> "Vault":
+        try:
+            raw = storage.get(fmt.CONFIG)
+        except ObjectMissing:
+            raise VaultNotFound(f"no vault at {storage.url} (no config object; run 'recovault init' first)") from None
+        try:
+            doc = json.loads(raw)
+            version, vault_id, sealed = doc["recovault"], doc["id"], bytes.fromhex(doc["settings"])
+        except (ValueError, KeyError, TypeError):
+            raise CorruptData(f"the vault config at {storage.url} is corrupt") from None
+        if version != fmt.FORMAT_VERSION:
+            raise UsageError(f"vault format version {version} is not supported by this recovault (it reads v1)")
+        master, keyid = KeyStore(storage).unlock(passphrase)
+        try:
+            settings = Settings.from_dict(json.loads(core.open_blob(
+                master.enc_key, fmt.AAD_CONFIG + vault_id.encode(), sealed)))
+        except (core.AuthenticationError, core.DecompressError, ValueError, KeyError):
+            raise CorruptData(f"the vault config at {storage.url} is corrupt or was tampered with") from None
+        return cls(storage, master, keyid, vault_id, settings, cache_dir)
+
+    def __enter__(self) -> "Vault":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close(flush=exc[0] is None)
+
+    def close(self, flush: bool = True) -> None:
+        if flush:
+            self.flush()
+        self._uploads.shutdown(wait=True)
+
+    # ---- sealing --------------------------------------------------------------------------------
+    def pipeline(self, *, workers: int = 0, fixed_block: int = 0, level: Optional[int] = None,
+                 compress: str = "auto") -> "core.Pipeline":
+        s = self.settings
+        return core.Pipeline(self.master.id_key, self.master.chunker_seed, self.known, self._session,
+                             min_size=s.min_size, avg_size=s.avg_size, max_size=s.max_size,
+                             normalization=s.normalization, fixed_block=fixed_block, id_algo=s.id_algo,
+                             level=s.level if level is None else level, compress=compress, workers=workers,
+                             max_in_flight=96 << 20)
+
+    def chunk_id(self, data: bytes) -> bytes:
+        return self._id_pipeline.chunk_id(data)
+
+    def seal(self, aad: bytes, data: bytes) -> bytes:
+        return self._session.seal(aad, data, self.settings.level)
+
+    def unseal(self, aad: bytes, blob: bytes, what: str, max_size: int = 1 << 30) -> bytes:
+        try:
+            return core.open_blob(self.master.enc_key, aad, blob, max_size)
+        except (core.AuthenticationError, core.DecompressError, ValueError) as e:
+            raise CorruptData(f"{what} is corrupt or was tampered with ({e})") from None
+
+    # ---- the index -----------------------------------------------------------------------------
+    def load_index(self) -> int:
+        """Load every index file not loaded yet (from the agent cache when it has it). Returns how many."""
+        names = [n for n in self.storage.list(fmt.INDEX) if n not in self._loaded_indexes]
+        for name in names:
+            raw = self.cache.get(name) if self.cache else None
+            if raw is None:
+                raw = self._get(name)
+                if self.cache:
+                    self.cache.put(name, raw)
+            self._add_index(fmt.decode_index(self.unseal(fmt.AAD_INDEX, raw, f"index file {name}")))
+            self._loaded_indexes.add(name)
+        if self.cache:
+            self.cache.prune(self._loaded_indexes)
+        return len(names)
+
+    def _add_index(self, packs: Dict[bytes, List[fmt.BlobEntry]]) -> None:
+        ids = []
+        for pack_id, entries in packs.items():
+            for e in entries:
+                self.locations[e.id] = Location(pack_id, e.type, e.offset, e.length, e.raw_length)
+                ids.append(e.id)
+        self.known.update(b"".join(ids))
+
+    def has_blob(self, blob_id: bytes) -> bool:
+        return blob_id in self.known
+
+    # ---- writing --------------------------------------------------------------------------------
+    def add_sealed(self, blob_type: int, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
+        """Queue a sealed blob (from the pipeline) for the current pack of its type."""
+        self._writers[blob_type].add(blob_id, sealed, raw_length)
+
+    def save_blob(self, blob_type: int, data: bytes) -> bytes:
+        """Store plaintext `data` as a blob (deduplicated) and return its id."""
+        blob_id = self.chunk_id(data)
+        if self.known.add(blob_id):
+            self.add_sealed(blob_type, blob_id, self._session.seal(blob_id, data, self.settings.level), len(data))
+        return blob_id
+
+    def _pack_written(self, pack_id: bytes, entries: List[fmt.BlobEntry]) -> None:
+        with self._lock:
+            self._unindexed[pack_id] = entries
+            for e in entries:
+                self.locations[e.id] = Location(pack_id, e.type, e.offset, e.length, e.raw_length)
+            full = len(self._unindexed) >= 16
+        if full:
+            self.write_index()
+
+    def _submit_upload(self, name: str, data: bytes, after) -> None:
+        def job():
+            self.storage.put(name, data)
+            after()
+        self._pending.append(self._uploads.submit(job))
+        if len(self._pending) > 4:
+            self._wait_uploads(keep=2)
+
+    def _wait_uploads(self, keep: int = 0) -> None:
+        while len(self._pending) > keep:
+            f = self._pending.pop(0)
+            f.result()  # re-raises the upload's error (StorageError for a full disk, ...)
+
+    def write_index(self) -> None:
+        with self._lock:
+            packs, self._unindexed = self._unindexed, {}
+        if not packs:
+            return
+        sealed = self.seal(fmt.AAD_INDEX, fmt.encode_index(packs))
+        name = fmt.INDEX + core.blake3(sealed).hex()
+        self.storage.put(name, sealed)
+        self._loaded_indexes.add(name)
+        if self.cache:
+            self.cache.put(name, sealed)
+
+    def flush(self) -> None:
+        """Write out partly filled packs, wait for uploads, then index them."""
+        for w in self._writers.values():
+            w.finish()
+        self._wait_uploads()
+        self.write_index()
+
+    # ---- reading --------------------------------------------------------------------------------
+    def _get(self, name: str, offset: int = 0, length: Optional[int] = None) -> bytes:
+        try:
+            return self.storage.get(name, offset, length)
+        except ObjectMissing:
+            raise ObjectMissing(f"object {name} is missing from the vault at {self.storage.url}") from None
+
+    def locate(self, blob_id: bytes) -> Location:
+        loc = self.locations.get(blob_id)
+        if loc is None:
+            raise CorruptData(f"blob {blob_id.hex()[:16]} is referenced but no index lists it "
+                              "(the vault is damaged; run 'recovault check')")
+        return loc
+
+    def pack_name(self, pack_id: bytes) -> str:
+        return fmt.object_name(fmt.DATA, pack_id.hex())
+
+    def read_blob(self, blob_id: bytes) -> bytes:
+        loc = self.locate(blob_id)
+        name = self.pack_name(loc.pack)
+        raw = self._get(name, loc.offset, loc.length)
+        if len(raw) != loc.length:
+            raise CorruptData(f"pack {name} is truncated (blob {blob_id.hex()[:16]} cut short)")
+        return self.open_sealed(blob_id, raw, name, loc.raw_length)
+
+    def open_sealed(self, blob_id: bytes, raw: bytes, pack_name: str, raw_length: int) -> bytes:
+        data = self.unseal(blob_id, raw, f"blob {blob_id.hex()[:16]} in pack {pack_name}", max(raw_length, 1))
+        if len(data) != raw_length:
+            raise CorruptData(f"blob {blob_id.hex()[:16]} in pack {pack_name} has the wrong length")
+        return data
+
+    def read_pack_header(self, pack_name: str) -> List[fmt.BlobEntry]:
+        """Decrypt a pack's own header (used by check and to rebuild indexes)."""
+        size = self.storage.stat(pack_name).size
+        trailer = self._get(pack_name, size - fmt.PACK_TRAILER.size, fmt.PACK_TRAILER.size)
+        try:
+            start, hlen = fmt.split_pack(size, trailer)
+            sealed = self._get(pack_name, start, hlen)
+            return fmt.decode_pack_header(self.unseal(fmt.AAD_PACK_HEADER, sealed, f"header of pack {pack_name}"))
+        except ValueError as e:
+            raise CorruptData(f"pack {pack_name} is corrupt: {e}") from None
+
+    # ---- trees and recovery points ------------------------------------------------------------
+    def save_tree(self, tree: Dict[str, Any]) -> bytes:
+        data = json.dumps(tree, separators=(",", ":"), sort_keys=True).encode()
+        return self.save_blob(fmt.BLOB_TREE, data)
+
+    def load_tree(self, tree_id: bytes) -> Dict[str, Any]:
+        try:
+            return json.loads(self.read_blob(tree_id))
+        except ValueError:
+            raise CorruptData(f"tree {tree_id.hex()[:16]} does not parse") from None
+
+    def save_snapshot(self, snap: Dict[str, Any]) -> str:
+        sealed = self.seal(fmt.AAD_SNAPSHOT, json.dumps(snap, sort_keys=True).encode())
+        sid = core.blake3(sealed).hex()
+        self.storage.put(fmt.SNAPSHOTS + sid, sealed)
+        return sid
+
+    def load_snapshot(self, sid: str) -> Dict[str, Any]:
+        name = fmt.SNAPSHOTS + sid
+        raw = self._get(name)
+        if core.blake3(raw).hex() != sid:
+            raise CorruptData(f"recovery point {sid[:8]}: its content does not match its name (corrupt)")
+        snap = json.loads(self.unseal(fmt.AAD_SNAPSHOT, raw, f"recovery point {sid[:8]}"))
+        snap["id"] = sid
+        return snap
+
+    def snapshots(self) -> List[Dict[str, Any]]:
+        """All recovery points, oldest first."""
+        snaps = [self.load_snapshot(fmt.name_to_id(n)) for n in self.storage.list(fmt.SNAPSHOTS)]
+        snaps.sort(key=lambda s: (s["time"], s["id"]))
+        return snaps
+
+    def find_snapshot(self, ref: str, snaps: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
+        """A recovery point by full id, unique prefix, or 'latest'."""
+        snaps = self.snapshots() if snaps is None else snaps
+        if ref == "latest":
+            if not snaps:
+                raise NotFound("the vault has no recovery points yet")
+            return snaps[-1]
+        hits = [s for s in snaps if s["id"].startswith(ref)]
+        if not hits:
+            raise NotFound(f"no recovery point matches '{ref}'")
+        if len(hits) > 1:
+            raise UsageError(f"'{ref}' matches {len(hits)} recovery points; give more characters")
+        return hits[0]
+
+    def delete_snapshot(self, sid: str) -> None:
+        self.storage.delete(fmt.SNAPSHOTS + sid)
+
+
+class _PackWriter:
+    """Gathers sealed blobs of one type into a pack of about settings.pack_size bytes; on flush, shuffles
+    their order (so storage can't read chunk sizes off positions), appends the sealed header and the
+    trailer, names the pack by the BLAKE3 of its bytes, and uploads it in the background."""
+
+    def __init__(self, vault: Vault, blob_type: int) -> None:
+        self.vault = vault
+        self.type = blob_type
+        self.blobs: List[Tuple[bytes, bytes, int]] = []
+        self.size = 0
+
+    def add(self, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
+        self.blobs.append((blob_id, sealed, raw_length))
+        self.size += len(sealed)
+        if self.size >= self.vault.settings.pack_size:
+            self.finish()
+
+    def ids(self) -> List[bytes]:
+        return [b[0] for b in self.blobs]
+
+    def discard(self) -> None:
+        self.blobs, self.size = [], 0
+
+    def finish(self) -> None:
+        if not self.blobs:
+            return
+        blobs, self.blobs, self.size = self.blobs, [], 0
+        random.SystemRandom().shuffle(blobs)
+        entries, parts, offset = [], [], 0
+        for blob_id, sealed, raw_length in blobs:
+            entries.append(fmt.BlobEntry(self.type, blob_id, offset, len(sealed), raw_length))
+            parts.append(sealed)
+            offset += len(sealed)
+        header = self.vault.seal(fmt.AAD_PACK_HEADER, fmt.encode_pack_header(entries))
+        parts.append(header)
+        parts.append(fmt.PACK_TRAILER.pack(len(header), fmt.PACK_MAGIC))
+        data = b"".join(parts)
+        pack_id = core.blake3(data)
+        vault = self.vault
+        vault._submit_upload(vault.pack_name(pack_id), data, lambda: vault._pack_written(pack_id, entries))
+
+
+class _IndexCache:
+    """The agent cache of index files (kept sealed, exactly as on storage): an accelerator only. A missing
+    or stale entry is fetched again from the vault; entries for indexes gone from the vault are removed."""
+
+    def __init__(self, cache_dir: str, vault_id: str) -> None:
+        self.dir = Path(cache_dir) / vault_id / "index"
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.ok = True
+        except OSError:
+            self.ok = False
+
+    def _path(self, name: str) -> Path:
+        return self.dir / fmt.name_to_id(name)
+
+    def get(self, name: str) -> Optional[bytes]:
+        if not self.ok:
+            return None
+        try:
+            raw = self._path(name).read_bytes()
+        except OSError:
+            return None
+        return raw if core.blake3(raw).hex() == fmt.name_to_id(name) else None
+
+    def put(self, name: str, raw: bytes) -> None:
+        if not self.ok:
+            return
+        p = self._path(name)
+        tmp = p.with_name(".tmp-" + p.name)
+        try:
+            tmp.write_bytes(raw)
+            os.replace(tmp, p)
+        except OSError:
+            pass
+
+    def prune(self, live: Iterable[str]) -> None:
+        if not self.ok:
+            return
+        keep = {fmt.name_to_id(n) for n in live}
+        for p in self.dir.iterdir():
+            if p.name not in keep:
+                try:
+                    p.unlink()
+                except OSError:
+                    pass

@@ -1,0 +1,407 @@
+"""Tests of the storage interface and the local-directory backend."""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from recovault.errors import ObjectMissing, StorageError, UsageError, VaultNotFound
+from recovault.storage import LocalStorage, ObjectInfo, Storage, open_storage, validate_name, validate_prefix
+from recovault.storage import local as local_mod
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStorage:
+    return LocalStorage(tmp_path / "vault", create=True)
+
+
+def tmp_files(root: Path) -> list:
+    return [p for p in root.rglob("*") if p.name.startswith(".tmp-")]
+
+
+# -- basic operations ----------------------------------------------------------------------
+
+
+def test_put_get_roundtrip_and_overwrite(store: LocalStorage) -> None:
+    store.put("data/3f/3f9a", b"hello")
+    assert store.get("data/3f/3f9a") == b"hello"
+    assert (store.root / "data" / "3f" / "3f9a").read_bytes() == b"hello"
+    store.put("data/3f/3f9a", b"second version")
+    assert store.get("data/3f/3f9a") == b"second version"
+    assert tmp_files(store.root) == []
+
+
+def test_put_accepts_memoryview_bytearray_and_empty(store: LocalStorage) -> None:
+    store.put("a", memoryview(b"0123456789")[2:6])
+    store.put("b", bytearray(b"xyz"))
+    store.put("c", b"")
+    assert store.get("a") == b"2345"
+    assert store.get("b") == b"xyz"
+    assert store.get("c") == b""
+    assert store.stat("c").size == 0
+
+
+def test_put_handles_short_writes(store: LocalStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write = os.write
+    monkeypatch.setattr(local_mod.os, "write", lambda fd, buf: real_write(fd, bytes(buf[:3])))
+    payload = bytes(range(256)) * 10
+    store.put("obj", payload)
+    monkeypatch.undo()
+    assert store.get("obj") == payload
+
+
+def test_new_files_and_dirs_are_private(store: LocalStorage) -> None:
+    store.put("keys/abc", b"x")
+    assert stat.S_IMODE(os.stat(store.root / "keys" / "abc").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(store.root / "keys").st_mode) == 0o700
+
+
+# -- ranges --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "offset,length,expected",
+    [
+        (0, None, b"0123456789"),
+        (3, None, b"3456789"),
+        (3, 4, b"3456"),
+        (0, 0, b""),
+        (8, 10, b"89"),  # past the end: what exists
+        (10, None, b""),  # at the end
+        (15, 5, b""),  # beyond the end
+    ],
+)
+def test_get_ranges(store: LocalStorage, offset: int, length, expected: bytes) -> None:
+    store.put("r", b"0123456789")
+    assert store.get("r", offset, length) == expected
+
+
+def test_get_range_with_short_preads(store: LocalStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    payload = os.urandom(10_000)
+    store.put("big", payload)
+    real_pread = os.pread
+    monkeypatch.setattr(local_mod.os, "pread", lambda fd, n, off: real_pread(fd, min(n, 7), off))
+    assert store.get("big", 123, 4567) == payload[123 : 123 + 4567]
+    assert store.get("big", 9990) == payload[9990:]
+
+
+@pytest.mark.parametrize("offset,length", [(-1, None), (0, -1)])
+def test_get_rejects_negative_range(store: LocalStorage, offset: int, length) -> None:
+    store.put("r", b"abc")
+    with pytest.raises(ValueError):
+        store.get("r", offset, length)
+
+
+# -- missing objects, stat, exists, delete -------------------------------------------------
+
+
+def test_missing_object_errors_name_it(store: LocalStorage) -> None:
+    with pytest.raises(ObjectMissing, match="data/00/0000"):
+        store.get("data/00/0000")
+    with pytest.raises(ObjectMissing, match="nope"):
+        store.stat("nope")
+    store.put("file", b"x")
+    with pytest.raises(ObjectMissing):  # a path *through* an object
+        store.get("file/below")
+    assert not store.exists("file/below")
+    assert issubclass(ObjectMissing, StorageError)
+
+
+def test_directories_are_not_objects(store: LocalStorage) -> None:
+    store.put("data/ab/abcd", b"x")
+    with pytest.raises(ObjectMissing):
+        store.get("data/ab")
+    with pytest.raises(ObjectMissing):
+        store.stat("data")
+    assert not store.exists("data")
+    store.delete("data")  # not an object: nothing to delete, and no error
+    assert store.get("data/ab/abcd") == b"x"
+
+
+def test_stat_and_exists(store: LocalStorage) -> None:
+    before = time.time()
+    store.put("s/obj", b"12345")
+    info = store.stat("s/obj")
+    assert info == ObjectInfo(name="s/obj", size=5, mtime=info.mtime)
+    assert before - 2 <= info.mtime <= time.time() + 2
+    assert store.exists("s/obj")
+    assert not store.exists("s/other")
+
+
+def test_delete_is_idempotent(store: LocalStorage) -> None:
+    store.put("d/x", b"1")
+    store.delete("d/x")
+    assert not store.exists("d/x")
+    with pytest.raises(ObjectMissing):
+        store.get("d/x")
+    store.delete("d/x")
+    store.delete("never/existed/at/all")
+
+
+# -- list ----------------------------------------------------------------------------------
+
+
+def test_list_prefixes_and_order(store: LocalStorage) -> None:
+    names = ["config", "data/3f/3f9a", "data/3f/3f01", "data/40/40aa", "data-x", "keys/k1", "a/x", "a-b"]
+    for n in names:
+        store.put(n, b".")
+    assert list(store.list()) == sorted(names)  # exact lexicographic order, "a-b" < "a/x"
+    assert list(store.list("data/")) == ["data/3f/3f01", "data/3f/3f9a", "data/40/40aa"]
+    assert list(store.list("data/3")) == ["data/3f/3f01", "data/3f/3f9a"]
+    assert list(store.list("data/3f/3f9")) == ["data/3f/3f9a"]
+    assert list(store.list("data")) == ["data-x", "data/3f/3f01", "data/3f/3f9a", "data/40/40aa"]
+    assert list(store.list("keys/k1")) == ["keys/k1"]
+    assert list(store.list("zzz/")) == []
+    assert list(store.list("data/ff/")) == []
+
+
+def test_list_skips_temp_and_foreign_files(store: LocalStorage) -> None:
+    store.put("data/aa/aa11", b"x")
+    (store.root / "data" / "aa" / ".tmp-0123abcd").write_bytes(b"half")
+    (store.root / "lost+found").mkdir()
+    (store.root / "lost+found" / "junk").write_bytes(b"?")
+    (store.root / "data" / "notes~").write_bytes(b"?")
+    assert list(store.list()) == ["data/aa/aa11"]
+
+
+def test_list_rejects_bad_prefix(store: LocalStorage) -> None:
+    with pytest.raises(ValueError):
+        list(store.list("../"))
+    with pytest.raises(ValueError):
+        list(store.list("/data"))
+
+
+# -- name validation -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "/abs",
+        "a//b",
+        "a/",
+        "..",
+        "../x",
+        "a/../b",
+        "a/./b",
+        "a b",
+        "caf\u00e9",
+        "a\\b",
+        "a\x00b",
+        ".tmp-123",
+        "data/.tmp-abc",
+        "x" * 256,
+        "a/" * 600 + "b",
+    ],
+)
+def test_invalid_names_are_rejected(store: LocalStorage, name: str) -> None:
+    with pytest.raises(ValueError):
+        validate_name(name)
+    with pytest.raises(ValueError):
+        store.put(name, b"x")
+    with pytest.raises(ValueError):
+        store.get(name)
+    with pytest.raises(ValueError):
+        store.delete(name)
+    assert list(store.root.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["config", "data/3f/3f9a", "a.b-c_D9", "..x", "x" * 255, ".hidden"])
+def test_valid_names(store: LocalStorage, name: str) -> None:
+    assert validate_name(name) == name
+    store.put(name, b"ok")
+    assert store.get(name) == b"ok"
+    assert list(store.list()) == [name]
+
+
+def test_validate_prefix() -> None:
+    assert validate_prefix("") == ""
+    assert validate_prefix("data/") == "data/"
+    assert validate_prefix("data/3") == "data/3"
+    for bad in ["/x", "a//", "../", "a/../", "a b"]:
+        with pytest.raises(ValueError):
+            validate_prefix(bad)
+
+
+# -- atomicity and durability --------------------------------------------------------------
+
+
+def test_failed_fsync_leaves_old_content_and_no_temp(store: LocalStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.put("data/ab/abcd", b"old content")
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(local_mod.os, "fsync", broken_fsync)
+    with pytest.raises(StorageError, match="Input/output error"):
+        store.put("data/ab/abcd", b"new content that never lands")
+    monkeypatch.undo()
+    assert store.get("data/ab/abcd") == b"old content"
+    assert tmp_files(store.root) == []
+
+
+def test_failed_write_midway_leaves_old_content(store: LocalStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.put("obj", b"A" * 100)
+    real_write = os.write
+    calls = []
+
+    def half_then_fail(fd: int, buf) -> int:
+        calls.append(len(buf))
+        if len(calls) == 1:
+            return real_write(fd, bytes(buf[:50]))
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(local_mod.os, "write", half_then_fail)
+    with pytest.raises(StorageError):
+        store.put("obj", b"B" * 100)
+    monkeypatch.undo()
+    assert len(calls) == 2  # the temp file really was half-written
+    assert store.get("obj") == b"A" * 100
+    assert tmp_files(store.root) == []
+
+
+def test_interrupt_midway_cleans_temp(store: LocalStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(fd: int, buf) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local_mod.os, "write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.put("new/obj", b"data")
+    monkeypatch.undo()
+    assert not store.exists("new/obj")
+    assert tmp_files(store.root) == []
+
+
+def test_put_fsyncs_file_before_rename_then_directories(store: LocalStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def spy_fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            events.append(("fsync-dir", next(p for p in dirs if os.stat(p).st_ino == st.st_ino)))
+        else:
+            events.append(("fsync-file", None))
+        real_fsync(fd)
+
+    def spy_replace(src, dst) -> None:
+        assert Path(src).name.startswith(".tmp-") and Path(src).parent == Path(dst).parent
+        events.append(("replace", Path(dst).name))
+        real_replace(src, dst)
+
+    dirs = [store.root, store.root / "data", store.root / "data" / "ab"]
+    monkeypatch.setattr(local_mod.os, "fsync", spy_fsync)
+    monkeypatch.setattr(local_mod.os, "replace", spy_replace)
+    store.put("data/ab/abcd", b"x")
+    assert events == [
+        ("fsync-dir", store.root),  # new "data" made durable in the root
+        ("fsync-dir", store.root / "data"),  # new "ab" made durable in "data"
+        ("fsync-file", None),
+        ("replace", "abcd"),
+        ("fsync-dir", store.root / "data" / "ab"),
+    ]
+
+
+def test_enospc_is_reported_plainly(store: LocalStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.put("data/cc/cc00", b"old")
+
+    def full(fd: int, buf) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(local_mod.os, "write", full)
+    with pytest.raises(StorageError) as info:
+        store.put("data/cc/cc00", b"new")
+    monkeypatch.undo()
+    assert str(info.value) == f"no space left on device while writing data/cc/cc00 to {store.root}"
+    assert info.value.exit_code == 13
+    assert store.get("data/cc/cc00") == b"old"
+    assert tmp_files(store.root) == []
+
+
+def test_permission_denied_names_the_path(store: LocalStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.put("keys/k", b"x")
+    path = str(store.root / "keys" / "k")
+
+    def denied(p, *a, **kw):
+        raise PermissionError(errno.EACCES, "Permission denied", os.fspath(p))
+
+    monkeypatch.setattr(local_mod.os, "open", denied)
+    with pytest.raises(StorageError, match="permission denied") as info:
+        store.get("keys/k")
+    assert path in str(info.value)
+    assert not isinstance(info.value, ObjectMissing)
+    with pytest.raises(StorageError, match="permission denied"):
+        store.put("keys/k", b"y")
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores file permissions")
+def test_read_only_vault_is_readable(tmp_path: Path) -> None:
+    s = LocalStorage(tmp_path / "ro", create=True)
+    s.put("config", b"cfg")
+    s.put("data/ab/abcd", b"chunk")
+    for p in sorted(s.root.rglob("*"), reverse=True) + [s.root]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        ro = LocalStorage(s.root)
+        assert ro.get("data/ab/abcd", 1, 3) == b"hun"
+        assert list(ro.list()) == ["config", "data/ab/abcd"]
+        assert ro.stat("config").size == 3
+        with pytest.raises(StorageError, match="permission denied"):
+            ro.put("data/ab/new", b"x")
+    finally:
+        for p in [s.root] + sorted(s.root.rglob("*")):
+            p.chmod(0o700 if p.is_dir() else 0o600)
+
+
+# -- roots and open_storage ----------------------------------------------------------------
+
+
+def test_missing_root(tmp_path: Path) -> None:
+    with pytest.raises(VaultNotFound) as info:
+        LocalStorage(tmp_path / "nothing")
+    assert str(info.value) == f"no vault at {tmp_path / 'nothing'}"
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_root_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"")
+    with pytest.raises(VaultNotFound, match="not a directory"):
+        LocalStorage(tmp_path / "f")
+
+
+def test_create_makes_nested_root_and_reopens(tmp_path: Path) -> None:
+    s = LocalStorage(tmp_path / "a" / "b" / "vault", create=True)
+    s.put("x", b"1")
+    again = LocalStorage(str(tmp_path / "a" / "b" / "vault"))
+    assert again.get("x") == b"1"
+    assert again.url == (tmp_path / "a" / "b" / "vault").as_uri()
+    assert isinstance(again, Storage)
+
+
+def test_open_storage_locations(tmp_path: Path) -> None:
+    root = tmp_path / "my vault"
+    s = open_storage(str(root), create=True)
+    assert isinstance(s, LocalStorage) and s.root == root
+    s.put("obj", b"v")
+    assert open_storage(root.as_uri()).get("obj") == b"v"  # file:// with %20
+    assert open_storage("file://localhost" + str(root)).get("obj") == b"v"
+    assert open_storage(root).get("obj") == b"v"  # a Path
+    with pytest.raises(VaultNotFound):
+        open_storage(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("scheme", ["azure", "s3", "AZURE"])
+def test_open_storage_reserves_future_schemes(scheme: str) -> None:
+    with pytest.raises(UsageError, match="not available yet"):
+        open_storage(f"{scheme}://account/container/path")
+
+
+@pytest.mark.parametrize("location", ["", "http://example.com/v", "file://otherhost/srv/v", "sftp://h/p"])
+def test_open_storage_rejects_other_locations(location: str) -> None:
+    with pytest.raises(UsageError):
+        open_storage(location)
