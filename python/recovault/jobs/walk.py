@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import sys
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -79,31 +80,7 @@ class ExcludeRules:
             raise UsageError(f"invalid exclude pattern: {e}") from None
         effective = [p for p in spec.patterns if p.include is not None]
         self._spec: Optional[pathspec.GitIgnoreSpec] = spec if effective else None
-        self._prefilter = self._make_prefilter(effective)
-
-    @staticmethod
-    def _make_prefilter(patterns: Sequence[pathspec.Pattern]):  # -> Optional[re.Pattern]
-        """One regex that matches whenever any *including* pattern matches (a fast "no").
-
-        Only an including pattern can exclude a path, so a path this regex does not match
-        is certainly not excluded; matches are confirmed by the real ``GitIgnoreSpec``.
-        """
-        import re
-
-        parts = []
-        for p in patterns:
-            if not p.include:
-                continue
-            rx = getattr(p, "regex", None)
-            if rx is None or not hasattr(rx, "pattern"):
-                return None
-            parts.append("(?:%s)" % re.sub(r"\(\?P<[A-Za-z_][A-Za-z0-9_]*>", "(?:", rx.pattern))
-        if not parts:
-            return None
-        try:
-            return re.compile("|".join(parts))
-        except re.error:  # pragma: no cover - unexpected pathspec regex dialect
-            return None
+        self._prefilter = _Prefilter.build(effective)
 
     @classmethod
     def from_options(
@@ -135,16 +112,81 @@ class ExcludeRules:
         """Whether any pattern can exclude something."""
         return self._spec is not None
 
-    def excluded(self, relpath: str, is_dir: bool) -> bool:
-        """Whether ``relpath`` (relative to its backup root, "/"-separated) is excluded by a pattern."""
+    def excluded(self, relpath: str, is_dir: bool, name: Optional[str] = None) -> bool:
+        """Whether ``relpath`` (relative to its backup root, "/"-separated) is excluded by a pattern.
+
+        ``name`` is the last component of ``relpath`` if the caller has it at hand. As in
+        the walk, the parent directories are assumed not to be excluded themselves.
+        """
         spec = self._spec
         if spec is None or not relpath:
             return False
         p = relpath + "/" if is_dir else relpath
         pre = self._prefilter
-        if pre is not None and pre.match(p) is None:
+        if pre is not None and not pre.may_match(p, name if name is not None else relpath.rpartition("/")[2], is_dir):
             return False
         return bool(spec.match_file(p))
+
+
+_UNANCHORED = "^(?:.+/)?"
+_DIR_SUFFIXES = ("(?:(?:/)|$)", "(?:/)")
+
+
+class _Prefilter:
+    """A fast "certainly not excluded" test: the union of the *including* patterns' regexes.
+
+    Only an including pattern can exclude a path, so a path none of them matches is not
+    excluded; matches are confirmed with the real ``GitIgnoreSpec``. Unanchored patterns
+    without "/" (``*.o``, ``cache/``) are matched against the last component only, which
+    avoids the backtracking of their ``^(?:.+/)?`` prefix on long paths.
+    """
+
+    __slots__ = ("names", "paths")
+
+    def __init__(self, names, paths) -> None:
+        self.names = names  # Optional[re.Pattern] on "name" or "name/"
+        self.paths = paths  # Optional[re.Pattern] on the relative path (+ "/" for dirs)
+
+    @classmethod
+    def build(cls, patterns: Sequence[pathspec.Pattern]) -> Optional["_Prefilter"]:
+        name_parts: List[str] = []
+        path_parts: List[str] = []
+        for p in patterns:
+            if not p.include:
+                continue
+            rx = getattr(p, "regex", None)
+            src = getattr(rx, "pattern", None)
+            if not isinstance(src, str):
+                return None  # unknown pathspec internals: no prefilter, always ask the spec
+            src = re.sub(r"\(\?P<[A-Za-z_][A-Za-z0-9_]*>", "(?:", src)
+            body = src[len(_UNANCHORED):] if src.startswith(_UNANCHORED) else None
+            if body is not None:
+                core = body
+                for suffix in _DIR_SUFFIXES:
+                    if core.endswith(suffix):
+                        core = core[: -len(suffix)]
+                        break
+                # Single-component pattern: apart from escaped characters and "[^/]", no "/",
+                # nothing that could match "/" (".", classes) and no groups or alternation.
+                rest = re.sub(r"\\.|\[\^/\]", "", core)
+                if not any(c in rest for c in "/.[(|"):
+                    name_parts.append("(?:%s)" % ("^" + body))
+                    continue
+            path_parts.append("(?:%s)" % src)
+        try:
+            names = re.compile("|".join(name_parts)) if name_parts else None
+            paths = re.compile("|".join(path_parts)) if path_parts else None
+        except re.error:  # pragma: no cover - unexpected pathspec regex dialect
+            return None
+        if names is None and paths is None:
+            return None
+        return cls(names, paths)
+
+    def may_match(self, path: str, name: str, is_dir: bool) -> bool:
+        """``path`` is the relative path with "/" appended for directories."""
+        if self.names is not None and self.names.match(name + "/" if is_dir else name) is not None:
+            return True
+        return self.paths is not None and self.paths.match(path) is not None
 
 
 def has_cache_tag(dirpath: str) -> bool:
@@ -301,7 +343,7 @@ class Walker:
                         isdir = de.is_dir(follow_symlinks=False)
                     except OSError:
                         isdir = False
-                    if excluded(rel, isdir):
+                    if excluded(rel, isdir, de.name):
                         continue
                 try:
                     st = de.stat(follow_symlinks=False)

@@ -1,0 +1,55 @@
+"""The Python API for embedding recovault: the same operations as the CLI.
+
+    from recovault import api
+    with api.init_vault("/backup/vault", passphrase) as v: ...
+    with api.open_vault("/backup/vault", passphrase) as v:
+        snap = api.backup(v, ["/srv"])
+        api.restore(v, "latest", "/tmp/restore")
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Dict, List, Optional
+
+from .jobs.backup import BackupJob, BackupOptions
+from .restore import RestoreJob
+from .storage import open_storage
+from .vault.keys import KdfParams
+from .vault.repo import Settings, Vault
+
+Progress = Optional[Callable[[str, Dict[str, Any]], None]]
+
+
+def default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "recovault")
+
+
+def init_vault(location: str, passphrase: str, *, settings: Optional[Settings] = None,
+               kdf: Optional[KdfParams] = None, cache_dir: Optional[str] = None) -> Vault:
+    """Create a new vault at `location` (a directory path) and return it unlocked."""
+    return Vault.create(open_storage(location, create=True), passphrase, settings=settings, kdf=kdf,
+                        cache_dir=cache_dir if cache_dir is not None else default_cache_dir())
+
+
+def open_vault(location: str, passphrase: str, *, cache_dir: Optional[str] = None) -> Vault:
+    """Unlock an existing vault."""
+    return Vault.open(open_storage(location), passphrase,
+                      cache_dir=cache_dir if cache_dir is not None else default_cache_dir())
+
+
+def backup(vault: Vault, paths: List[str], *, progress: Progress = None, **options: Any) -> Dict[str, Any]:
+    """Back up `paths`; options are BackupOptions fields (mode, excludes, tags, ...). Returns the recovery point."""
+    return BackupJob(vault, BackupOptions(paths=list(paths), **options), progress).run()
+
+
+def snapshots(vault: Vault) -> List[Dict[str, Any]]:
+    """All recovery points, oldest first."""
+    return vault.snapshots()
+
+
+def restore(vault: Vault, snapshot: str, target: str, paths: Optional[List[str]] = None, *,
+            verify: bool = False, progress: Progress = None) -> Dict[str, Any]:
+    """Restore recovery point `snapshot` (id, unique prefix or 'latest') under `target`."""
+    snap = vault.find_snapshot(snapshot)
+    return RestoreJob(vault, snap, target, paths, verify=verify, progress=progress).run()

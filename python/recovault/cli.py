@@ -1,0 +1,344 @@
+"""The recovault command line. Every command takes --vault (or RECOVAULT_VAULT) and --json; the
+passphrase comes from --passphrase-file, RECOVAULT_PASSPHRASE, or a prompt on a terminal.
+
+Errors print one line naming the problem and exit non-zero (codes in errors.py); never a traceback.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+import click
+
+from . import __version__, api
+from .errors import RecovaultError, UsageError
+from .jobs.backup import MODES
+from .progress import ProgressReporter
+from .restore import RestoreJob
+from .storage import open_storage
+from .vault.check import Checker
+from .vault.keys import KeyStore, read_passphrase
+from .vault.repo import Vault
+
+LOSS_WARNING = ("The vault's key is encrypted with your passphrase. Keep the passphrase safe: if every "
+                "passphrase of a vault is lost, its data cannot be recovered by anyone.")
+
+
+class Ctx:
+    def __init__(self, vault: Optional[str], passphrase_file: Optional[str], cache_dir: Optional[str],
+                 as_json: bool) -> None:
+        self.location = vault
+        self.passphrase_file = passphrase_file
+        self.cache_dir = cache_dir or api.default_cache_dir()
+        self.json = as_json
+
+    def need_location(self) -> str:
+        if not self.location:
+            raise UsageError("no vault given: use --vault PATH or set RECOVAULT_VAULT")
+        return self.location
+
+    def passphrase(self, confirm: bool = False) -> str:
+        return read_passphrase(self.passphrase_file, prompt=True, confirm=confirm)
+
+    def open(self) -> Vault:
+        return Vault.open(open_storage(self.need_location()), self.passphrase(), cache_dir=self.cache_dir)
+
+    def out(self, data: Any, text: str) -> None:
+        if self.json:
+            click.echo(json.dumps(data, indent=None, sort_keys=True, default=str))
+        elif text:
+            click.echo(text)
+
+
+def common(f):
+    """Options every command accepts, so they may come before or after the command name."""
+    f = click.option("--json", "as_json", is_flag=True, default=None, help="Machine-readable output on stdout.")(f)
+    f = click.option("--cache-dir", default=None, help="Agent cache (default ~/.cache/recovault).")(f)
+    f = click.option("--passphrase-file", default=None, help="Read the passphrase from this file.")(f)
+    f = click.option("--vault", "-r", default=None, help="The vault (a directory). Env: RECOVAULT_VAULT.")(f)
+    return f
+
+
+def make_ctx(parent: Ctx, vault, passphrase_file, cache_dir, as_json) -> Ctx:
+    return Ctx(vault or parent.location, passphrase_file or parent.passphrase_file,
+               cache_dir or (parent.cache_dir if parent.cache_dir != api.default_cache_dir() else None),
+               bool(as_json) or parent.json)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="recovault")
+@common
+@click.pass_context
+def cli(ctx, vault, passphrase_file, cache_dir, as_json):
+    """recovault: deduplicated, compressed, encrypted backups of Linux hosts."""
+    ctx.obj = Ctx(vault or os.environ.get("RECOVAULT_VAULT"), passphrase_file, cache_dir, bool(as_json))
+
+
+def sub(ctx, vault, passphrase_file, cache_dir, as_json) -> Ctx:
+    return make_ctx(ctx.obj, vault, passphrase_file, cache_dir, as_json)
+
+
+@cli.command()
+@common
+@click.option("--chunk-min", type=int, default=None, help="Content-defined chunking minimum size (bytes).")
+@click.option("--chunk-avg", type=int, default=None, help="Average chunk size (a power of two).")
+@click.option("--chunk-max", type=int, default=None, help="Maximum chunk size.")
+@click.option("--compression-level", type=int, default=None, help="zstd level (default 3).")
+@click.pass_context
+def init(ctx, vault, passphrase_file, cache_dir, as_json, chunk_min, chunk_avg, chunk_max, compression_level):
+    """Create a new vault."""
+    c = sub(ctx, vault, passphrase_file, cache_dir, as_json)
+    from .vault.repo import Settings
+    s = Settings()
+    s.min_size = chunk_min or s.min_size
+    s.avg_size = chunk_avg or s.avg_size
+    s.max_size = chunk_max or s.max_size
+    s.level = s.level if compression_level is None else compression_level
+    if not c.json:
+        click.echo(LOSS_WARNING, err=True)
+    v = api.init_vault(c.need_location(), c.passphrase(confirm=True), settings=s, cache_dir=c.cache_dir)
+    v.close()
+    c.out({"vault": v.storage.url, "id": v.id, "keyid": v.keyid},
+          f"created vault {v.id[:8]} at {v.storage.url}")
+
+
+@cli.command()
+@common
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--mode", type=click.Choice(MODES), default="incremental", show_default=True)
+@click.option("--exclude", "-e", multiple=True, help="gitignore-style pattern (repeatable).")
+@click.option("--exclude-file", multiple=True, help="File of gitignore-style patterns.")
+@click.option("--exclude-caches", is_flag=True, help="Skip contents of directories with a valid CACHEDIR.TAG.")
+@click.option("--one-file-system", "-x", is_flag=True, help="Do not cross file-system boundaries.")
+@click.option("--tag", multiple=True, help="Tag the recovery point (repeatable).")
+@click.option("--host", default=None, help="Host name to record (default: this host).")
+@click.option("--workers", type=int, default=0, help="Pipeline worker threads (default: all cores).")
+@click.pass_context
+def backup(ctx, vault, passphrase_file, cache_dir, as_json, paths, mode, exclude, exclude_file, exclude_caches,
+           one_file_system, tag, host, workers):
+    """Back up files and directories into a new recovery point."""
+    c = sub(ctx, vault, passphrase_file, cache_dir, as_json)
+    with c.open() as v, ProgressReporter(not c.json, "backing up") as prog:
+        snap = api.backup(v, list(paths), mode=mode, excludes=list(exclude), exclude_files=list(exclude_file),
+                          exclude_caches=exclude_caches, one_file_system=one_file_system, tags=list(tag),
+                          host=host, workers=workers, progress=prog)
+    st = snap["stats"]
+    c.out(snap, (f"recovery point {snap['id'][:8]} saved ({snap['mode']}): "
+                 f"{st['files_new']} new, {st['files_changed']} changed, {st['files_unmodified']} unmodified files; "
+                 f"{st['bytes_read'] / 1e6:.1f} MB read, {st['bytes_added'] / 1e6:.1f} MB added "
+                 f"in {st['duration']:.1f}s"))
+    if snap["errors"]:
+        raise ExitPartial(f"{len(snap['errors'])} file(s) could not be read and are not in the recovery point")
+
+
+class ExitPartial(RecovaultError):
+    exit_code = 3
+
+
+@cli.command()
+@common
+@click.argument("snapshot")
+@click.argument("paths", nargs=-1)
+@click.option("--target", "-t", required=True, help="Directory to restore into.")
+@click.option("--verify", is_flag=True, help="Re-read every restored file and compare with the recovery point.")
+@click.option("--workers", type=int, default=4, show_default=True)
+@click.pass_context
+def restore(ctx, vault, passphrase_file, cache_dir, as_json, snapshot, paths, target, verify, workers):
+    """Restore recovery point SNAPSHOT (id, prefix or 'latest'), or only PATHS of it, under --target."""
+    c = sub(ctx, vault, passphrase_file, cache_dir, as_json)
+    with c.open() as v, ProgressReporter(not c.json, "restoring") as prog:
+        snap = v.find_snapshot(snapshot)
+        res = RestoreJob(v, snap, target, list(paths), verify=verify, workers=workers, progress=prog).run()
+    st = res["stats"]
+    c.out(res, (f"restored {st['files']} files, {st['dirs']} dirs, {st['bytes'] / 1e6:.1f} MB from "
+                f"{snap['id'][:8]} to {res['target']} in {st['duration']:.1f}s"
+                + (f"; {st['verified']} files verified" if verify else "")))
+    if res["errors"]:
+        raise RecovaultError(f"{len(res['errors'])} problem(s) during restore (listed above)")
+
+
+@cli.command()
+@common
+@click.pass_context
+def snapshots(ctx, vault, passphrase_file, cache_dir, as_json):
+    """List recovery points."""
+    c = sub(ctx, vault, passphrase_file, cache_dir, as_json)
+    with c.open() as v:
+        snaps = v.snapshots()
+    lines = [f"{'ID':8}  {'time':19}  {'host':12}  {'mode':12}  {'size':>10}  paths"]
+    for s in snaps:
+        lines.append(f"{s['id'][:8]}  {s['time'][:19].replace('T', ' ')}  {s['host'][:12]:12}  {s['mode']:12}  "
+                     f"{s['stats']['bytes_total'] / 1e6:>8.1f}MB  {' '.join(s['paths'])}"
+                     + ("" if s.get("complete", True) else "  (incomplete)"))
+    c.out(snaps, "\n".join(lines))
+
+
+@cli.command(name="ls")
+@common
+@click.argument("snapshot")
+@click.argument("path", required=False, default="/")
+@click.option("--recursive", "-R", is_flag=True)
+@click.pass_context
+def ls_cmd(ctx, vault, passphrase_file, cache_dir, as_json, snapshot, path, recursive):
+    """List files of a recovery point under PATH."""
+    from .fsmeta import decode_name
+    from .vault.tree import node_map
+    c = sub(ctx, vault, passphrase_file, cache_dir, as_json)
+    out: List[Dict[str, Any]] = []
+    with c.open() as v:
+        snap = v.find_snapshot(snapshot)
+        tree = v.load_tree(bytes.fromhex(snap["tree"]))
+        parts = [p for p in os.fsencode(path).split(b"/") if p]
+        for i, part in enumerate(parts):
+            node = node_map(tree).get(part)
+            if node is None:
+                from .errors import NotFound
+                raise NotFound(f"{path} is not in recovery point {snap['id'][:8]}")
+            if "subtree" not in node:
+                out.append(_ls_entry(b"/" + b"/".join(parts), node))
+                tree = None
+                break
+            tree = v.load_tree(bytes.fromhex(node["subtree"]))
+
+        def walk(t, prefix: bytes):
+            for n in t["nodes"]:
+                p = prefix + b"/" + decode_name(n["name"])
+                out.append(_ls_entry(p, n))
+                if recursive and "subtree" in n:
+                    walk(v.load_tree(bytes.fromhex(n["subtree"])), p)
+        if tree is not None:
+            walk(tree, b"/" + b"/".join(parts) if parts else b"")
+    c.out(out, "\n".join(f"{e['type']} {e['mode']:>5o} {e['size']:>12} {e['path']}" for e in out))
+
+
+def _ls_entry(path: bytes, node: Dict[str, Any]) -> Dict[str, Any]:
+    m = node["meta"]
+    return {"path": os.fsdecode(path), "type": m["t"], "mode": m.get("m", 0), "size": node.get("size", 0),
+            "mtime_ns": m.get("mt", 0), "uid": m.get("u", 0), "gid": m.get("g", 0)}
+
+
+@cli.command()
+@common
+@click.option("--read-data", is_flag=True, help="Read and decrypt every pack and chunk.")
+@click.option("--read-data-subset", default=None, help="Read a subset: 'n/m' or a percentage like '10%'.")
+@click.pass_context
+def check(ctx, vault, passphrase_file, cache_dir, as_json, read_data, read_data_subset):
+    """Verify the vault's structure, and with --read-data every byte of it."""
+    c = sub(ctx, vault, passphrase_file, cache_dir, as_json)
+    with c.open() as v, ProgressReporter(not c.json, "checking") as prog:
+        res = Checker(v, prog).run(read_data=read_data, subset=read_data_subset)
+    st = res["stats"]
+    text = "\n".join([f"warning: {w}" for w in res["warnings"]] +
+                     [f"checked {st['snapshots']} recovery points, {st['trees']} trees, {st['packs']} packs"
+                      + (f", read {st['packs_read']} packs / {st['blobs_read']} blobs" if st["packs_read"] else "")
+                      + (": no problems" if res["ok"] else f": {len(res['problems'])} PROBLEM(S)")])
+    c.out(res, text)
+    if not res["ok"]:
+        from .errors import CorruptData
+        raise CorruptData(f"check found {len(res['problems'])} problem(s); first: {res['problems'][0]}")
+
+
+@cli.command()
+@common
+@click.pass_context
+def stats(ctx, vault, passphrase_file, cache_dir, as_json):
+    """Sizes: what the recovery points hold and what the vault stores."""
+    from .vault import format as fmt
+    c = sub(ctx, vault, passphrase_file, cache_dir, as_json)
+    with c.open() as v:
+        snaps = v.snapshots()
+        stored = sum(v.storage.stat(n).size for n in v.storage.list(fmt.DATA))
+        raw = sum(loc.raw_length for loc in v.locations.values())
+        res = {"snapshots": len(snaps), "blobs": len(v.locations), "raw_bytes": raw, "stored_bytes": stored,
+               "packs": len({loc.pack for loc in v.locations.values()}),
+               "protected_bytes_latest": snaps[-1]["stats"]["bytes_total"] if snaps else 0}
+    c.out(res, (f"{res['snapshots']} recovery points; {res['blobs']} unique blobs, {raw / 1e6:.1f} MB before and "
+                f"{stored / 1e6:.1f} MB after compression and encryption, in {res['packs']} packs"))
+
+
+@cli.group()
+def key():
+    """Manage the passphrases that open the vault."""
+
+
+@key.command(name="list")
+@common
+@click.pass_context
+def key_list(ctx, vault, passphrase_file, cache_dir, as_json):
+    c = sub(ctx.find_root(), vault, passphrase_file, cache_dir, as_json)
+    with c.open() as v:
+        keys = v.keys.list()
+        cur = v.keyid
+    rows = [dict(k.__dict__, current=k.keyid == cur) for k in keys]
+    c.out(rows, "\n".join(f"{'*' if r['current'] else ' '} {r['keyid'][:12]}  {r['created']}  "
+                          f"{r['username']}@{r['hostname']}  {r.get('label') or ''}" for r in rows))
+
+
+@key.command(name="add")
+@common
+@click.option("--new-passphrase-file", default=None, help="Read the new passphrase from this file.")
+@click.option("--label", default=None)
+@click.pass_context
+def key_add(ctx, vault, passphrase_file, cache_dir, as_json, new_passphrase_file, label):
+    c = sub(ctx.find_root(), vault, passphrase_file, cache_dir, as_json)
+    with c.open() as v:
+        new = read_passphrase(new_passphrase_file, env={}, prompt=True, confirm=True)
+        kid = v.keys.add(new, v.master, label=label)
+    c.out({"keyid": kid}, f"added key {kid[:12]}")
+
+
+@key.command(name="remove")
+@common
+@click.argument("keyid")
+@click.pass_context
+def key_remove(ctx, vault, passphrase_file, cache_dir, as_json, keyid):
+    c = sub(ctx.find_root(), vault, passphrase_file, cache_dir, as_json)
+    with c.open() as v:
+        kid = v.keys.remove(keyid, current_keyid=v.keyid)
+    c.out({"removed": kid}, f"removed key {kid[:12]}")
+
+
+@key.command(name="passwd")
+@common
+@click.option("--new-passphrase-file", default=None)
+@click.pass_context
+def key_passwd(ctx, vault, passphrase_file, cache_dir, as_json, new_passphrase_file):
+    c = sub(ctx.find_root(), vault, passphrase_file, cache_dir, as_json)
+    with c.open() as v:
+        new = read_passphrase(new_passphrase_file, env={}, prompt=True, confirm=True)
+        kid = v.keys.passwd(v.keyid, v.master, new)
+    c.out({"keyid": kid}, f"passphrase changed (new key {kid[:12]})")
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    as_json = "--json" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="recovault", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("interrupted", 130, as_json)
+    except click.ClickException as e:
+        _fail(e.format_message(), 2, as_json)
+    except KeyboardInterrupt:
+        _fail("interrupted; the vault is still valid and the next backup reuses what was stored", 130, as_json)
+    except RecovaultError as e:
+        _fail(str(e), e.exit_code, as_json)
+    except MemoryError:
+        _fail("out of memory", 1, as_json)
+    except OSError as e:
+        what = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        _fail(f"{what}{': ' + str(e.filename) if e.filename else ''}", 1, as_json)
+    sys.exit(0)
+
+
+def _fail(msg: str, code: int, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"error": msg, "exit_code": code}))
+    click.echo(f"recovault: error: {msg}", err=True)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
