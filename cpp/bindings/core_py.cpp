@@ -185,8 +185,18 @@ class PyPipeline {
   std::unique_ptr<PyRun> run(const py::iterable& sources) {
     auto r = std::make_unique<PyRun>();
     std::vector<Source> srcs;
-    for (py::handle h : sources) {
+    for (py::handle item : sources) {
       Source s;
+      py::handle h = item;
+      if (py::isinstance<py::tuple>(item)) {  // (path or fd, start, length): a byte range, read with pread
+        py::tuple t = py::reinterpret_borrow<py::tuple>(item);
+        if (t.size() != 3) throw py::value_error("a ranged source is (path_or_fd, start, length)");
+        h = t[0];
+        s.start = t[1].cast<uint64_t>();
+        s.length = t[2].cast<int64_t>();
+        if (!(py::isinstance<py::str>(h) || py::hasattr(h, "__fspath__") || py::isinstance<py::int_>(h)))
+          throw py::type_error("a ranged source must name a path or a file descriptor");
+      }
       if (py::isinstance<py::str>(h) || py::hasattr(h, "__fspath__")) {
         s.kind = Source::PATH;
         py::object p = py::module_::import("os").attr("fsencode")(h);

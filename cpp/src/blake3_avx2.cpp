@@ -35,6 +35,14 @@ RV_B3_INLINE void transpose8(__m256i r[8]) {
   }
 }
 
+// pshufb masks: result byte j of each 32-bit word takes source byte mask[j] (little endian, so a
+// right rotation by 8 takes bytes 1,2,3,0 and by 16 takes bytes 2,3,0,1). Plain byte arrays, so
+// that no AVX instruction runs during static initialisation (before the CPU check).
+alignas(32) constexpr uint8_t ROTR16_MASK[32] = {2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13,
+                                                 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13};
+alignas(32) constexpr uint8_t ROTR8_MASK[32] = {1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12,
+                                                1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12};
+
 struct Avx2Ops {
   using vec = __m256i;
   static constexpr int W = 8;
@@ -45,17 +53,16 @@ struct Avx2Ops {
   static RV_B3_INLINE vec load_u32(const uint32_t* p) {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   }
-  // Rotations by whole bytes are byte shuffles; the others shift and combine.
-  static RV_B3_INLINE vec rotr16(vec x) {
-    const __m256i m = _mm256_setr_epi8(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13,  //
-                                       2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
-    return _mm256_shuffle_epi8(x, m);
+  // Rotations by whole bytes are byte shuffles; the others shift and combine. The shuffle masks
+  // are memory operands on purpose: held in registers (where GCC puts intrinsic constants) they
+  // take 2 of the 16 registers the 16 state vectors need, and the extra spills cost ~20%.
+  static RV_B3_INLINE vec shuffle_mem(vec x, const uint8_t (&mask)[32]) {
+    vec r;
+    __asm__("vpshufb %2, %1, %0" : "=x"(r) : "x"(x), "m"(*reinterpret_cast<const __m256i*>(mask)));
+    return r;
   }
-  static RV_B3_INLINE vec rotr8(vec x) {
-    const __m256i m = _mm256_setr_epi8(1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12,  //
-                                       1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12);
-    return _mm256_shuffle_epi8(x, m);
-  }
+  static RV_B3_INLINE vec rotr16(vec x) { return shuffle_mem(x, ROTR16_MASK); }
+  static RV_B3_INLINE vec rotr8(vec x) { return shuffle_mem(x, ROTR8_MASK); }
   static RV_B3_INLINE vec rotr12(vec x) {
     return _mm256_or_si256(_mm256_srli_epi32(x, 12), _mm256_slli_epi32(x, 20));
   }
@@ -68,6 +75,9 @@ struct Avx2Ops {
       __m256i r[8];
       for (int i = 0; i < 8; ++i)
         r[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(in[i] + offset + 32 * half));
+#ifdef PF
+      if (half == 0) for (int i = 0; i < 8; ++i) _mm_prefetch(reinterpret_cast<const char*>(in[i] + offset + PF), _MM_HINT_T0);
+#endif
       transpose8(r);
       for (int j = 0; j < 8; ++j) m[8 * half + j] = r[j];
     }

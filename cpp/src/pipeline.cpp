@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 
@@ -32,25 +34,40 @@ class StreamReader {
     }
     if (fd_ >= 0) {
       struct stat st;
-      if (::fstat(fd_, &st) == 0 && S_ISREG(st.st_mode)) size_hint_ = static_cast<uint64_t>(st.st_size);
-      ::posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
+      if (::fstat(fd_, &st) == 0 && S_ISREG(st.st_mode)) size_hint_ = static_cast<int64_t>(st.st_size);
+      if (s.start != 0 || s.length >= 0) {
+        ranged_ = true;
+        pos_ = s.start;
+        remaining_ = s.length >= 0 ? static_cast<uint64_t>(s.length) : UINT64_MAX - s.start;
+        if (size_hint_ >= 0)
+          size_hint_ = static_cast<int64_t>(std::min<uint64_t>(remaining_, static_cast<uint64_t>(size_hint_) > s.start
+                                                                                  ? static_cast<uint64_t>(size_hint_) - s.start
+                                                                                  : 0));
+      }
+      ::posix_fadvise(fd_, static_cast<off_t>(s.start), 0, POSIX_FADV_SEQUENTIAL);
     }
   }
   ~StreamReader() {
     if (own_) ::close(fd_);
   }
-  // Fills up to len bytes (loops over short reads). Returns 0 at EOF.
+  // Fills up to len bytes (loops over short reads). Returns 0 at EOF (or the end of the range).
   size_t read(uint8_t* buf, size_t len) {
     if (s_.kind == Source::READER) return s_.read(buf, len);
+    if (ranged_) len = static_cast<size_t>(std::min<uint64_t>(len, remaining_));
     size_t got = 0;
     while (got < len) {
-      ssize_t n = ::read(fd_, buf + got, len - got);
+      ssize_t n = ranged_ ? ::pread(fd_, buf + got, len - got, static_cast<off_t>(pos_ + got))
+                          : ::read(fd_, buf + got, len - got);
       if (n < 0) {
         if (errno == EINTR) continue;
         throw std::runtime_error(errno_text("read error", errno));
       }
       if (n == 0) break;
       got += static_cast<size_t>(n);
+    }
+    if (ranged_) {
+      pos_ += got;
+      remaining_ -= got;
     }
     return got;
   }
@@ -62,6 +79,8 @@ class StreamReader {
   int fd_ = -1;
   bool own_ = false;
   int64_t size_hint_ = -1;
+  bool ranged_ = false;
+  uint64_t pos_ = 0, remaining_ = 0;
 };
 
 }  // namespace

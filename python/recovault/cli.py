@@ -107,7 +107,12 @@ def init(ctx, vault, passphrase_file, cache_dir, as_json, chunk_min, chunk_avg, 
 
 @cli.command()
 @common
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1)
+@click.option("--image", "images", multiple=True,
+              help="A disk image file or block device to back up by block map (repeatable).")
+@click.option("--image-block-size", type=int, default=0, help="Block size for --image (default 256 KiB).")
+@click.option("--stdin", "use_stdin", is_flag=True, help="Back up standard input (a dump, dd, tar) as a file.")
+@click.option("--stdin-name", default="stdin", show_default=True, help="The file name --stdin is stored under.")
 @click.option("--mode", type=click.Choice(MODES), default="incremental", show_default=True)
 @click.option("--exclude", "-e", multiple=True, help="gitignore-style pattern (repeatable).")
 @click.option("--exclude-file", multiple=True, help="File of gitignore-style patterns.")
@@ -117,14 +122,19 @@ def init(ctx, vault, passphrase_file, cache_dir, as_json, chunk_min, chunk_avg, 
 @click.option("--host", default=None, help="Host name to record (default: this host).")
 @click.option("--workers", type=int, default=0, help="Pipeline worker threads (default: all cores).")
 @click.pass_context
-def backup(ctx, vault, passphrase_file, cache_dir, as_json, paths, mode, exclude, exclude_file, exclude_caches,
-           one_file_system, tag, host, workers):
-    """Back up files and directories into a new recovery point."""
+def backup(ctx, vault, passphrase_file, cache_dir, as_json, paths, images, image_block_size, use_stdin, stdin_name,
+           mode, exclude, exclude_file, exclude_caches, one_file_system, tag, host, workers):
+    """Back up files and directories (and --image disks, --stdin streams) into a new recovery point."""
     c = sub(ctx, vault, passphrase_file, cache_dir, as_json)
+    if not paths and not images and not use_stdin:
+        raise UsageError("nothing to back up: name at least one path, --image or --stdin")
+    if use_stdin and c.passphrase_file is None and not os.environ.get("RECOVAULT_PASSPHRASE"):
+        raise UsageError("--stdin needs the passphrase from RECOVAULT_PASSPHRASE or --passphrase-file")
     with c.open() as v, ProgressReporter(not c.json, "backing up") as prog:
         snap = api.backup(v, list(paths), mode=mode, excludes=list(exclude), exclude_files=list(exclude_file),
                           exclude_caches=exclude_caches, one_file_system=one_file_system, tags=list(tag),
-                          host=host, workers=workers, progress=prog)
+                          host=host, workers=workers, images=list(images), image_block_size=image_block_size,
+                          stdin_name=stdin_name if use_stdin else None, progress=prog)
     st = snap["stats"]
     c.out(snap, (f"recovery point {snap['id'][:8]} saved ({snap['mode']}): "
                  f"{st['files_new']} new, {st['files_changed']} changed, {st['files_unmodified']} unmodified files; "
@@ -142,13 +152,22 @@ class ExitPartial(RecovaultError):
 @common
 @click.argument("snapshot")
 @click.argument("paths", nargs=-1)
-@click.option("--target", "-t", required=True, help="Directory to restore into.")
+@click.option("--target", "-t", default=None, help="Directory to restore into.")
+@click.option("--to", "to", default=None, help="Write one image (see --image) exactly to this file or device.")
+@click.option("--image", "image", default=None, help="With --to: the backed-up path of the image to write.")
+@click.option("--range", "byte_range", default=None, help="With --to: only bytes START:END of the image.")
 @click.option("--verify", is_flag=True, help="Re-read every restored file and compare with the recovery point.")
 @click.option("--workers", type=int, default=4, show_default=True)
 @click.pass_context
-def restore(ctx, vault, passphrase_file, cache_dir, as_json, snapshot, paths, target, verify, workers):
-    """Restore recovery point SNAPSHOT (id, prefix or 'latest'), or only PATHS of it, under --target."""
+def restore(ctx, vault, passphrase_file, cache_dir, as_json, snapshot, paths, target, to, image, byte_range, verify,
+            workers):
+    """Restore recovery point SNAPSHOT (id, prefix or 'latest'), or only PATHS of it, under --target;
+    or write one backed-up image to a file or device with --to."""
     c = sub(ctx, vault, passphrase_file, cache_dir, as_json)
+    if (target is None) == (to is None):
+        raise UsageError("give exactly one of --target DIR or --to FILE_OR_DEVICE")
+    if to is not None:
+        return _restore_image(c, snapshot, to, image, byte_range, verify, workers)
     with c.open() as v, ProgressReporter(not c.json, "restoring") as prog:
         snap = v.find_snapshot(snapshot)
         res = RestoreJob(v, snap, target, list(paths), verify=verify, workers=workers, progress=prog).run()
@@ -158,6 +177,53 @@ def restore(ctx, vault, passphrase_file, cache_dir, as_json, snapshot, paths, ta
                 + (f"; {st['verified']} files verified" if verify else "")))
     if res["errors"]:
         raise RecovaultError(f"{len(res['errors'])} problem(s) during restore (listed above)")
+
+
+def _restore_image(c: Ctx, snapshot: str, to: str, image: Optional[str], byte_range: Optional[str], verify: bool,
+                   workers: int) -> None:
+    import time
+    from .jobs.image import restore_image
+    from .vault.tree import node_map
+    rng = None
+    if byte_range:
+        try:
+            a, b = (int(x, 0) for x in byte_range.split(":"))
+            rng = (a, b)
+        except ValueError:
+            raise UsageError("--range must be START:END in bytes") from None
+    with c.open() as v:
+        snap = v.find_snapshot(snapshot)
+        images = [p for p in snap["paths"] if _find_node(v, snap, p, node_map) and "image" in _find_node(v, snap, p, node_map)]
+        if image is None:
+            if len(images) != 1:
+                raise UsageError(f"recovery point {snap['id'][:8]} holds {len(images)} images; name one with --image"
+                                 + (f" ({', '.join(images)})" if images else ""))
+            image = images[0]
+        node = _find_node(v, snap, os.path.abspath(image), node_map)
+        if node is None or "image" not in node:
+            from .errors import NotFound
+            raise NotFound(f"{image} is not an image in recovery point {snap['id'][:8]}")
+        t0 = time.monotonic()
+        st = restore_image(v, node["image"], to, byte_range=rng, verify=verify, workers=workers)
+        st["duration"] = round(time.monotonic() - t0, 3)
+    c.out({"snapshot": snap["id"], "image": image, "to": to, "stats": st},
+          f"wrote {image} from {snap['id'][:8]} to {to}: {st['bytes_written'] / 1e6:.1f} MB of data, "
+          f"{st['zero_blocks']} zero blocks, in {st['duration']:.1f}s" + (" (verified)" if verify else ""))
+
+
+def _find_node(v: Vault, snap: Dict[str, Any], path: str, node_map) -> Optional[Dict[str, Any]]:
+    tree = v.load_tree(bytes.fromhex(snap["tree"]))
+    parts = [p for p in os.fsencode(path).split(b"/") if p]
+    node = None
+    for i, part in enumerate(parts):
+        node = node_map(tree).get(part)
+        if node is None:
+            return None
+        if i < len(parts) - 1:
+            if "subtree" not in node:
+                return None
+            tree = v.load_tree(bytes.fromhex(node["subtree"]))
+    return node
 
 
 @cli.command()

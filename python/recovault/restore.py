@@ -120,7 +120,7 @@ class RestoreJob:
             for w in fsmeta.apply(path, meta, owners=self.owners):
                 self._error(path, w)
         if self.verify:
-            self._verify(first)
+            self._verify([f for f in first if "image" not in f.node])
         self.stats.duration = round(time.monotonic() - t0, 3)
         return {"snapshot": self.snap["id"], "target": self.target, "stats": dict(self.stats.__dict__),
                 "errors": self.errors[:1000]}
@@ -152,7 +152,7 @@ class RestoreJob:
                     continue
                 if not want:
                     continue
-                if meta.type == "f":
+                if meta.type == "f" or "image" in node:
                     files.append(_FileTask(dest, node, meta))
                     continue
                 if os.path.lexists(dest):
@@ -171,6 +171,9 @@ class RestoreJob:
                 self._error(dest, f"cannot create: {e.strerror}")
 
     def _restore_file(self, f: _FileTask) -> None:
+        if "image" in f.node:
+            self._restore_image(f)
+            return
         try:
             if os.path.lexists(f.dest) and not os.path.isfile(f.dest):
                 os.unlink(f.dest)
@@ -201,6 +204,29 @@ class RestoreJob:
             self.stats.files += 1
             self.stats.bytes += written
         self.progress("file", {"path": f.dest, "bytes": written})
+
+    def _restore_image(self, f: _FileTask) -> None:
+        from .jobs.image import restore_image
+        try:
+            if os.path.lexists(f.dest) and not os.path.isfile(f.dest):
+                os.unlink(f.dest)
+            st = restore_image(self.vault, f.node["image"], f.dest, verify=self.verify, workers=self.workers)
+        except RecovaultError as e:
+            self._error(f.dest, str(e))
+            return
+        except OSError as e:
+            self._error(f.dest, f"write failed: {e.strerror}")
+            return
+        meta = f.meta
+        if meta.type != "f":  # a block device's image is restored as a regular file under --target
+            meta = fsmeta.Meta.from_dict(dict(f.node["meta"], t="f"))
+        for w in fsmeta.apply(f.dest, meta, owners=self.owners):
+            self._error(f.dest, w)
+        with self._lock:
+            self.stats.files += 1
+            self.stats.bytes += st["bytes_written"]
+            if self.verify:
+                self.stats.verified += 1
 
     def _verify(self, files: List[_FileTask]) -> None:
         """Re-read what was written: chunk and hash each file as a backup would, compare chunk IDs."""

@@ -53,6 +53,10 @@ struct Source {
   const uint8_t* data = nullptr;  // BUFFER: zero-copy view, kept alive by `keepalive`
   size_t len = 0;
   std::shared_ptr<void> keepalive;
+  // PATH/FD: read only [start, start + length) with pread (length < 0: to the end). Event offsets are
+  // relative to `start`. Used for the data extents of sparse disk images.
+  uint64_t start = 0;
+  int64_t length = -1;
 };
 
 struct Event {

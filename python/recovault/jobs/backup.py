@@ -39,7 +39,10 @@ class BackupOptions:
     tags: List[str] = field(default_factory=list)
     host: Optional[str] = None
     workers: int = 0
-    dry_run: bool = False
+    images: List[str] = field(default_factory=list)  # disk images / block devices, backed up by block map
+    image_block_size: int = 0  # 0 = jobs.image.DEFAULT_BLOCK_SIZE
+    stdin_name: Optional[str] = None  # back up standard input as a file of this name
+    stdin_fd: int = 0
 
 
 @dataclass
@@ -130,8 +133,8 @@ class BackupJob:
                  progress: Optional[Callable[[str, Dict[str, Any]], None]] = None) -> None:
         if opts.mode not in MODES:
             raise UsageError(f"unknown mode {opts.mode!r}: use incremental, differential or full")
-        if not opts.paths:
-            raise UsageError("nothing to back up: name at least one path")
+        if not opts.paths and not opts.images and not opts.stdin_name:
+            raise UsageError("nothing to back up: name at least one path, --image or --stdin")
         self.vault = vault
         self.opts = opts
         self.progress = progress or (lambda kind, info: None)
@@ -155,6 +158,21 @@ class BackupJob:
                 raise UsageError(f"cannot back up {p}: no such file or directory")
             paths.append(ap)
         paths = sorted(set(paths))
+        images = []
+        for p in opts.images:
+            ap = os.path.abspath(p)
+            if not os.path.exists(ap):
+                raise UsageError(f"cannot back up image {p}: no such file or device")
+            images.append(ap)
+        stdin_path = None
+        if opts.stdin_name:
+            name = opts.stdin_name.strip("/")
+            if not name or any(part in ("", ".", "..") for part in name.split("/")):
+                raise UsageError(f"--stdin-name {opts.stdin_name!r} is not a valid file name")
+            stdin_path = "/" + name
+        # the recovery point's identity for choosing a base: files, images and the stream name
+        paths = sorted(set(paths + images + ([stdin_path] if stdin_path else [])))
+        tree_paths = [p for p in paths if p not in images and p != stdin_path]
         rules = ExcludeRules.from_options(opts.excludes, opts.exclude_files, opts.exclude_caches)
         snaps = self.vault.snapshots()
         base = find_base(self.vault, snaps, self.host, paths, opts.mode)
@@ -167,7 +185,7 @@ class BackupJob:
         files: List[_File] = []
         links: Dict[Tuple[int, int], _File] = {}
         # Ancestors of each source path: directories recorded with their metadata, without contents.
-        for p in paths:
+        for p in tree_paths + images:  # (a stream's made-up path has no ancestors on disk)
             cur = root
             parts = [x for x in os.fsencode(p).split(b"/") if x]
             for i, part in enumerate(parts[:-1]):
@@ -183,7 +201,7 @@ class BackupJob:
                 cur = d
 
         self.progress("scan", {"paths": paths})
-        for entry in walk(paths, rules, one_file_system=opts.one_file_system, on_error=self._error):
+        for entry in walk(tree_paths, rules, one_file_system=opts.one_file_system, on_error=self._error):
             raw = os.fsencode(entry.path)
             parts = tuple(x for x in raw.split(b"/") if x)
             try:
@@ -246,6 +264,10 @@ class BackupJob:
                                "files_total": self.stats.files_new + self.stats.files_changed
                                + self.stats.files_unmodified})
         self._read_files(to_read)
+        for path in images:
+            self._add_image(root, path)
+        if stdin_path:
+            self._add_stdin(root, stdin_path)
         for f in self._all_files(root):
             if f.link_key is not None:
                 first = links[f.link_key]
@@ -277,6 +299,47 @@ class BackupJob:
         snap["id"] = sid
         return snap
 
+    def _leaf_dir(self, root: _Dir, path: str) -> Tuple[_Dir, bytes]:
+        parts = [x for x in os.fsencode(path).split(b"/") if x]
+        d = root
+        for part in parts[:-1]:
+            nxt = d.children.get(part)
+            if not isinstance(nxt, _Dir):
+                nxt = d.children[part] = _Dir({"t": "d", "m": 0o755})
+            d = nxt
+        return d, parts[-1]
+
+    def _add_image(self, root: _Dir, path: str) -> None:
+        from .image import DEFAULT_BLOCK_SIZE, backup_image
+        d, name = self._leaf_dir(root, path)
+        meta = fsmeta.capture(path).to_dict()
+        self.progress("image", {"path": path})
+        desc, st = backup_image(self.vault, path, block_size=self.opts.image_block_size or DEFAULT_BLOCK_SIZE,
+                                workers=self.opts.workers, progress=self.progress)
+        meta["t"] = meta.get("t", "f")
+        node = {"name": fsmeta.encode_name(name), "meta": meta, "size": desc["size"], "image": desc}
+        d.children[name] = _Leaf(node)
+        self.stats.bytes_total += desc["size"]
+        self.stats.bytes_read += st["bytes_read"]
+        self.stats.chunks_new += st["chunks_new"]
+        self.stats.bytes_added += st["bytes_added"]
+        self.stats.files_new += 1
+
+    def _add_stdin(self, root: _Dir, path: str) -> None:
+        d, name = self._leaf_dir(root, path)
+        now = time.time_ns()
+        node: Dict[str, Any] = {"name": fsmeta.encode_name(name),
+                                "meta": {"t": "f", "m": 0o600, "u": os.getuid(), "g": os.getgid(), "mt": now,
+                                         "at": now}}
+        f = _File(node, "<stdin>", 0)
+        self._read_files([f], sources=[self.opts.stdin_fd])
+        if f.content is not None:
+            node["size"] = f.size
+            node["meta"]["sz"] = f.size
+            d.children[name] = f
+            self.stats.files_new += 1
+            self.stats.bytes_total += f.size
+
     def _all_files(self, d: _Dir):
         for child in d.children.values():
             if isinstance(child, _Dir):
@@ -284,14 +347,14 @@ class BackupJob:
             elif isinstance(child, _File):
                 yield child
 
-    def _read_files(self, files: List[_File]) -> None:
+    def _read_files(self, files: List[_File], sources: Optional[List[Any]] = None) -> None:
         if not files:
             return
         pipe = self.vault.pipeline(workers=self.opts.workers)
         contents: List[List[str]] = [[] for _ in files]
         add = self.vault.add_sealed
         done_bytes = 0
-        for batch in pipe.run([f.path for f in files]):
+        for batch in pipe.run(sources if sources is not None else [f.path for f in files]):
             for kind, src, _offset, length, cid, payload in batch:
                 if kind == core.CHUNK:
                     contents[src].append(cid.hex())
@@ -308,7 +371,7 @@ class BackupJob:
                     else:
                         f.content = contents[src]
                         if length != f.size:  # the file changed while we read it: record what we read
-                            f.node["size"] = length
+                            f.node["size"] = f.size = length
                     contents[src] = []
                     self.stats.bytes_read += length
                     self.progress("file", {"path": f.path, "bytes": length, "done_bytes": done_bytes})

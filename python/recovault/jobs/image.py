@@ -1,0 +1,223 @@
+"""Disk images, block devices and streams.
+
+An image is cut into fixed-size blocks (default 256 KiB: small enough that scattered 4 KiB writes re-store
+little, large enough that the block map stays ~0.01% of the image; see docs/performance.md). Each recovery
+point keeps a *block map*: for block i, the chunk ID of its bytes, or 32 zero bytes for an all-zero block
+or a hole. The map is split into pages of PAGE_BLOCKS entries, each a tree-type blob, so an unchanged
+region's pages deduplicate between recovery points and a restore of point N needs N's map only.
+
+Backup reads only the data extents (SEEK_DATA/SEEK_HOLE: holes are never read), streams them through the
+C++ pipeline in fixed-block mode on all cores, and stores only blocks whose ID the vault does not have:
+an unchanged block costs a read and a hash, an all-zero block costs nothing.
+"""
+from __future__ import annotations
+
+import os
+import stat as st_mod
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+from .. import core, fsmeta
+from ..errors import CorruptData, RecovaultError, UsageError
+from ..vault import format as fmt
+from ..vault.repo import Vault
+
+DEFAULT_BLOCK_SIZE = 256 << 10
+PAGE_BLOCKS = 4096
+ZERO_ID = bytes(32)
+
+
+def device_size(fd: int) -> int:
+    st = os.fstat(fd)
+    if st_mod.S_ISREG(st.st_mode):
+        return st.st_size
+    return os.lseek(fd, 0, os.SEEK_END)  # block devices: lseek gives the size
+
+
+def data_ranges(fd: int, size: int, block_size: int) -> List[Tuple[int, int]]:
+    """Data extents widened to whole blocks and merged: (start, length) pairs to read."""
+    out: List[Tuple[int, int]] = []
+    for off, length in fsmeta.data_extents(fd, size):
+        a = off - off % block_size
+        b = min(size, -(-(off + length) // block_size) * block_size)
+        if out and a <= out[-1][0] + out[-1][1]:
+            s, l = out[-1]
+            out[-1] = (s, max(s + l, b) - s)
+        else:
+            out.append((a, b - a))
+    return out
+
+
+def backup_image(vault: Vault, path: str, *, block_size: int = DEFAULT_BLOCK_SIZE, workers: int = 0,
+                 progress: Optional[Callable[[str, Dict[str, Any]], None]] = None) -> Tuple[Dict[str, Any], Dict[str, int]]:
+    """Back up one image file or block device. Returns (image descriptor for the tree node, stats)."""
+    progress = progress or (lambda kind, info: None)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise UsageError(f"cannot open image {path}: {e.strerror}") from None
+    stats = {"bytes_read": 0, "chunks_new": 0, "bytes_added": 0, "zero_blocks": 0, "data_blocks": 0}
+    try:
+        size = device_size(fd)
+        nblocks = -(-size // block_size)
+        ids = bytearray(nblocks * 32)  # zero = hole / all-zero block
+        ranges = data_ranges(fd, size, block_size)
+        pipe = vault.pipeline(workers=workers, fixed_block=block_size)
+        done = 0
+        for batch in pipe.run([(fd, start, length) for start, length in ranges]):
+            for kind, src, offset, length, cid, payload in batch:
+                if kind == core.END:
+                    if payload is not None:
+                        raise RecovaultError(f"cannot read image {path}: {payload}")
+                    continue
+                block = (ranges[src][0] + offset) // block_size
+                done += length
+                if kind == core.CHUNK:
+                    ids[block * 32:(block + 1) * 32] = cid
+                    stats["data_blocks"] += 1
+                    if payload is not None:
+                        vault.add_sealed(fmt.BLOB_DATA, cid, payload, length)
+                        stats["chunks_new"] += 1
+                        stats["bytes_added"] += len(payload)
+            progress("bytes", {"path": path, "done_bytes": done})
+        stats["bytes_read"] = done
+        stats["zero_blocks"] = nblocks - stats["data_blocks"]
+        pages = []
+        for i in range(0, nblocks, PAGE_BLOCKS):
+            pages.append(vault.save_blob(fmt.BLOB_TREE, bytes(ids[i * 32:(i + PAGE_BLOCKS) * 32])).hex())
+        desc = {"bs": block_size, "size": size, "pages": pages}
+        return desc, stats
+    finally:
+        os.close(fd)
+
+
+class ImageMap:
+    """A recovery point's block map for one image, with reads of any byte range (for restore and FUSE)."""
+
+    def __init__(self, vault: Vault, desc: Dict[str, Any]) -> None:
+        self.vault = vault
+        self.block_size = int(desc["bs"])
+        self.size = int(desc["size"])
+        self.pages = [bytes.fromhex(p) for p in desc["pages"]]
+        self.nblocks = -(-self.size // self.block_size) if self.size else 0
+        if len(self.pages) != -(-self.nblocks // PAGE_BLOCKS):
+            raise CorruptData("image block map has the wrong number of pages")
+        self._page_cache: Dict[int, bytes] = {}
+        self._lock = threading.Lock()
+
+    def block_id(self, block: int) -> Optional[bytes]:
+        p, i = divmod(block, PAGE_BLOCKS)
+        with self._lock:
+            page = self._page_cache.get(p)
+        if page is None:
+            page = self.vault.read_blob(self.pages[p])
+            expected = min(PAGE_BLOCKS, self.nblocks - p * PAGE_BLOCKS) * 32
+            if len(page) != expected:
+                raise CorruptData(f"image block map page {p} has the wrong length")
+            with self._lock:
+                self._page_cache[p] = page
+        bid = page[i * 32:(i + 1) * 32]
+        return None if bid == ZERO_ID else bid
+
+    def block_len(self, block: int) -> int:
+        return min(self.block_size, self.size - block * self.block_size)
+
+    def read_block(self, block: int) -> Optional[bytes]:
+        """The block's bytes, or None for a zero block / hole."""
+        bid = self.block_id(block)
+        if bid is None:
+            return None
+        data = self.vault.read_blob(bid)
+        if len(data) != self.block_len(block):
+            raise CorruptData(f"image block {block} has the wrong length")
+        return data
+
+    def read(self, offset: int, length: int) -> bytes:
+        end = min(self.size, offset + length)
+        out = bytearray()
+        while offset < end:
+            block, within = divmod(offset, self.block_size)
+            n = min(self.block_len(block) - within, end - offset)
+            data = self.read_block(block)
+            out += data[within:within + n] if data is not None else bytes(n)
+            offset += n
+        return bytes(out)
+
+
+def restore_image(vault: Vault, desc: Dict[str, Any], dest: str, *, byte_range: Optional[Tuple[int, int]] = None,
+                  workers: int = 4, verify: bool = False,
+                  progress: Optional[Callable[[str, Dict[str, Any]], None]] = None) -> Dict[str, int]:
+    """Write an image to a file (sparse: zero blocks become holes) or onto a block device (zero blocks are
+    written as zeros, since the device's old contents must not show through). With byte_range (start, end),
+    only those bytes are written, at their own offsets."""
+    progress = progress or (lambda kind, info: None)
+    m = ImageMap(vault, desc)
+    exists = os.path.exists(dest)
+    is_dev = exists and st_mod.S_ISBLK(os.stat(dest).st_mode)
+    flags = os.O_WRONLY | os.O_CLOEXEC | (0 if is_dev else os.O_CREAT)
+    if not is_dev and byte_range is None:
+        flags |= os.O_TRUNC
+    try:
+        fd = os.open(dest, flags, 0o600)
+    except OSError as e:
+        raise UsageError(f"cannot open {dest} for writing: {e.strerror}") from None
+    start, end = byte_range if byte_range else (0, m.size)
+    if not 0 <= start <= end <= m.size:
+        os.close(fd)
+        raise UsageError(f"range {start}:{end} is outside the image (size {m.size})")
+    if is_dev and device_size(fd) < end:
+        os.close(fd)
+        raise UsageError(f"device {dest} is smaller than the image ({m.size} bytes)")
+    stats = {"bytes_written": 0, "blocks": 0, "zero_blocks": 0}
+    lock = threading.Lock()
+    bs = m.block_size
+    first, last = start // bs, -(-end // bs)
+
+    def do(block: int) -> None:
+        data = m.read_block(block)
+        lo, hi = block * bs, block * bs + m.block_len(block)
+        a, b = max(lo, start), min(hi, end)
+        if data is None:
+            if is_dev or byte_range is not None:
+                os.pwrite(fd, bytes(b - a), a)
+            with lock:
+                stats["zero_blocks"] += 1
+            return
+        view = memoryview(data)[a - lo:b - lo]
+        if is_dev:
+            os.pwrite(fd, view, a)
+        else:
+            fsmeta.write_sparse(fd, a, view)
+        with lock:
+            stats["blocks"] += 1
+            stats["bytes_written"] += b - a
+        progress("bytes", {"bytes": b - a})
+
+    try:
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            for _ in pool.map(do, range(first, last)):
+                pass
+        if not is_dev and byte_range is None:
+            fsmeta.finish_sparse(fd, m.size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if verify:
+        verify_image(m, dest, start, end)
+    return stats
+
+
+def verify_image(m: ImageMap, dest: str, start: int, end: int) -> None:
+    """Re-read [start, end) of dest and compare each block with the recovery point."""
+    with open(dest, "rb", buffering=0) as f:
+        bs = m.block_size
+        for block in range(start // bs, -(-end // bs)):
+            lo = block * bs
+            a, b = max(lo, start), min(lo + m.block_len(block), end)
+            f.seek(a)
+            got = f.read(b - a)
+            data = m.read_block(block)
+            want = bytes(b - a) if data is None else data[a - lo:b - lo]
+            if got != want:
+                raise CorruptData(f"verify: {dest} differs from the recovery point at bytes {a}..{b}")
