@@ -129,9 +129,54 @@ RV_B3_INLINE void g(V& a, V& b, V& c, V& d, const V& x, const V& y) {
 // The G's are written one after the other, not interleaved: with only 16 AVX2 registers for 16
 // state vectors, interleaving makes GCC spill far more, and the out-of-order core finds the
 // parallelism between the independent G's by itself.
+template <class Ops, class V = typename Ops::vec>
+RV_B3_INLINE void g4(V& a0, V& a1, V& a2, V& a3, V& b0, V& b1, V& b2, V& b3, V& c0, V& c1, V& c2,
+                     V& c3, V& d0, V& d1, V& d2, V& d3, const V& x0, const V& x1, const V& x2,
+                     const V& x3, const V& y0, const V& y1, const V& y2, const V& y3) {
+  a0 = Ops::add(Ops::add(a0, x0), b0);
+  a1 = Ops::add(Ops::add(a1, x1), b1);
+  a2 = Ops::add(Ops::add(a2, x2), b2);
+  a3 = Ops::add(Ops::add(a3, x3), b3);
+  d0 = Ops::rotr16(Ops::xor_(d0, a0));
+  d1 = Ops::rotr16(Ops::xor_(d1, a1));
+  d2 = Ops::rotr16(Ops::xor_(d2, a2));
+  d3 = Ops::rotr16(Ops::xor_(d3, a3));
+  c0 = Ops::add(c0, d0);
+  c1 = Ops::add(c1, d1);
+  c2 = Ops::add(c2, d2);
+  c3 = Ops::add(c3, d3);
+  b0 = Ops::rotr12(Ops::xor_(b0, c0));
+  b1 = Ops::rotr12(Ops::xor_(b1, c1));
+  b2 = Ops::rotr12(Ops::xor_(b2, c2));
+  b3 = Ops::rotr12(Ops::xor_(b3, c3));
+  a0 = Ops::add(Ops::add(a0, y0), b0);
+  a1 = Ops::add(Ops::add(a1, y1), b1);
+  a2 = Ops::add(Ops::add(a2, y2), b2);
+  a3 = Ops::add(Ops::add(a3, y3), b3);
+  d0 = Ops::rotr8(Ops::xor_(d0, a0));
+  d1 = Ops::rotr8(Ops::xor_(d1, a1));
+  d2 = Ops::rotr8(Ops::xor_(d2, a2));
+  d3 = Ops::rotr8(Ops::xor_(d3, a3));
+  c0 = Ops::add(c0, d0);
+  c1 = Ops::add(c1, d1);
+  c2 = Ops::add(c2, d2);
+  c3 = Ops::add(c3, d3);
+  b0 = Ops::rotr7(Ops::xor_(b0, c0));
+  b1 = Ops::rotr7(Ops::xor_(b1, c1));
+  b2 = Ops::rotr7(Ops::xor_(b2, c2));
+  b3 = Ops::rotr7(Ops::xor_(b3, c3));
+}
 template <class Ops, int R, class V = typename Ops::vec>
 RV_B3_INLINE void transposed_round(V v[16], const V m[16]) {
   constexpr const uint8_t* s = SCHEDULE.idx[R];
+#ifdef INTERLEAVE
+  g4<Ops>(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13],
+          v[14], v[15], m[s[0]], m[s[2]], m[s[4]], m[s[6]], m[s[1]], m[s[3]], m[s[5]], m[s[7]]);
+  g4<Ops>(v[0], v[1], v[2], v[3], v[5], v[6], v[7], v[4], v[10], v[11], v[8], v[9], v[15], v[12],
+          v[13], v[14], m[s[8]], m[s[10]], m[s[12]], m[s[14]], m[s[9]], m[s[11]], m[s[13]],
+          m[s[15]]);
+  return;
+#endif
   g<Ops>(v[0], v[4], v[8], v[12], m[s[0]], m[s[1]]);
   g<Ops>(v[1], v[5], v[9], v[13], m[s[2]], m[s[3]]);
   g<Ops>(v[2], v[6], v[10], v[14], m[s[4]], m[s[5]]);

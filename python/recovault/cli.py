@@ -325,6 +325,24 @@ def stats(ctx, vault, passphrase_file, cache_dir, as_json):
                 f"{stored / 1e6:.1f} MB after compression and encryption, in {res['packs']} packs"))
 
 
+@cli.command()
+@common
+@click.argument("snapshot")
+@click.argument("mountpoint")
+@click.option("--allow-other", is_flag=True, help="Let other users read the mount (needs user_allow_other).")
+@click.pass_context
+def mount(ctx, vault, passphrase_file, cache_dir, as_json, snapshot, mountpoint, allow_other):
+    """Expose a recovery point read-only at MOUNTPOINT (FUSE) until unmounted (fusermount3 -u)."""
+    from .mount import mount as do_mount
+    c = sub(ctx, vault, passphrase_file, cache_dir, as_json)
+    with c.open() as v:
+        snap = v.find_snapshot(snapshot)
+        if not c.json:
+            click.echo(f"serving recovery point {snap['id'][:8]} at {mountpoint}; unmount with 'fusermount3 -u {mountpoint}'",
+                       err=True)
+        do_mount(v, snap, mountpoint, allow_other=allow_other)
+
+
 @cli.group()
 def key():
     """Manage the passphrases that open the vault."""

@@ -1,0 +1,442 @@
+"""End-to-end tests through the Python API (recovault.api): back up real trees into a local vault and
+restore them, byte for byte and with their metadata (checked with os.lstat against the source).
+
+Vaults here use tiny Argon2id parameters and small chunks and packs, so multi-chunk files and several
+packs happen with a few MiB of data.
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import stat
+from types import SimpleNamespace
+from typing import Dict, List
+
+import pytest
+
+from recovault import api
+from recovault.errors import NotFound, UsageError
+from recovault.fsmeta import decode_name
+from recovault.jobs.backup import BackupJob
+from recovault.jobs.walk import CACHEDIR_SIGNATURE
+from recovault.vault import format as fmt
+from recovault.vault.keys import KdfParams
+from recovault.vault.repo import Settings
+
+from e2e_tree import (
+    IS_ROOT,
+    NON_UTF8_DIR,
+    NON_UTF8_FILE,
+    SPARSE_FILES,
+    assert_same,
+    assert_sparse,
+    b,
+    build_tree,
+    entries,
+    rand_bytes,
+    regular_inodes,
+    restored_root,
+    state,
+    text_bytes,
+    unique_file_bytes,
+    write,
+)
+
+PASSPHRASE = "correct horse battery staple"
+FAST_KDF = KdfParams(memory_kib=8, iterations=1, lanes=1)
+
+
+def small_settings() -> Settings:
+    return Settings(min_size=16 << 10, avg_size=64 << 10, max_size=256 << 10, pack_size=1 << 20)
+
+
+def new_vault(base, name="vault"):
+    return api.init_vault(str(base / name), PASSPHRASE, settings=small_settings(), kdf=FAST_KDF,
+                          cache_dir=str(base / "cache"))
+
+
+def open_vault(location, cache_dir):
+    return api.open_vault(str(location), PASSPHRASE, cache_dir=str(cache_dir))
+
+
+def node_at(vault, snap, path) -> Dict:
+    """The tree node of absolute `path` in recovery point `snap`."""
+    tree = vault.load_tree(bytes.fromhex(snap["tree"]))
+    parts = [p for p in b(path).split(b"/") if p]
+    node = None
+    for i, part in enumerate(parts):
+        node = {decode_name(n["name"]): n for n in tree["nodes"]}.get(part)
+        if node is None:
+            raise KeyError(path)
+        if i < len(parts) - 1:
+            tree = vault.load_tree(bytes.fromhex(node["subtree"]))
+    return node
+
+
+def snapshot_paths(vault, snap, root) -> List[bytes]:
+    """Relative paths of everything under `root` in recovery point `snap` (sorted)."""
+    out: List[bytes] = []
+
+    def walk(tree_id, prefix):
+        for n in vault.load_tree(bytes.fromhex(tree_id))["nodes"]:
+            p = prefix + (b"/" if prefix else b"") + decode_name(n["name"])
+            out.append(p)
+            if "subtree" in n:
+                walk(n["subtree"], p)
+
+    walk(node_at(vault, snap, root)["subtree"], b"")
+    return sorted(out)
+
+
+def file_size(path) -> int:
+    return os.lstat(b(path)).st_size
+
+
+# ---------------------------------------------------------------- one real tree, backed up once
+
+
+@pytest.fixture(scope="module")
+def backed_up(tmp_path_factory):
+    base = tmp_path_factory.mktemp("roundtrip")
+    src = build_tree(base / "src")
+    expected = state(src)
+    with new_vault(base) as v:
+        snap = api.backup(v, [os.fsdecode(src)])
+    return SimpleNamespace(base=base, src=src, expected=expected, vault=base / "vault", cache=base / "cache",
+                           snap=snap)
+
+
+def test_round_trip_real_tree(backed_up, tmp_path):
+    ns = backed_up
+    snap = ns.snap
+    src = ns.src
+    assert snap["mode"] == "full"  # the first backup of a path set is a full one
+    assert snap["parent"] is None
+    assert snap["complete"] is True and snap["errors"] == []
+    st = snap["stats"]
+    assert st["errors"] == 0
+    assert st["files_new"] == regular_inodes(src)
+    assert st["files_changed"] == 0 and st["files_unmodified"] == 0
+    assert st["bytes_read"] == unique_file_bytes(src)
+    all_sizes = sum(os.lstat(p).st_size for _r, p in entries(src) if stat.S_ISREG(os.lstat(p).st_mode))
+    assert st["bytes_total"] == all_sizes
+    # identical files are stored once: far less added than read (most data is random, so incompressible)
+    assert st["bytes_added"] < st["bytes_read"]
+
+    with open_vault(ns.vault, ns.cache) as v:
+        # small packs: the data spans many packs; big files span many chunks
+        assert len(list(v.storage.list(fmt.DATA))) > 3
+        big = node_at(v, snap, os.path.join(src, b"rand/r15-5242880.bin"))
+        assert len(big["content"]) > 5 and big["size"] == 5 << 20
+        assert node_at(v, snap, os.path.join(src, b"dup/one.bin"))["content"] == \
+            node_at(v, snap, os.path.join(src, b"dup/two.bin"))["content"]
+        assert node_at(v, snap, os.path.join(src, b"empty.txt"))["content"] == []
+        res = api.restore(v, snap["id"], str(tmp_path / "out"), verify=True)
+    assert res["errors"] == []
+    regular_paths = [p for _r, p in entries(src) if stat.S_ISREG(os.lstat(p).st_mode)]
+    assert res["stats"]["files"] == len(regular_paths)
+    assert res["stats"]["verified"] == regular_inodes(src)
+    out = restored_root(tmp_path / "out", src)
+    assert_same(ns.expected, out)
+    for rel, size in SPARSE_FILES.items():
+        assert_sparse(os.path.join(out, rel), size)
+    # hard links share one inode after the restore
+    a = os.lstat(os.path.join(out, b"links/a.txt"))
+    c = os.lstat(os.path.join(out, b"links/sub/c.txt"))
+    assert (a.st_ino, a.st_nlink) == (c.st_ino, 3)
+    # the ancestors of the backed-up path are recreated too
+    assert os.path.isdir(os.path.join(b(tmp_path / "out"), os.path.dirname(src).lstrip(b"/")))
+
+
+def test_restore_over_existing_restore(backed_up, tmp_path):
+    """Restoring again into the same target overwrites what is there and ends in the same state."""
+    ns = backed_up
+    target = tmp_path / "out"
+    with open_vault(ns.vault, ns.cache) as v:
+        api.restore(v, "latest", str(target))
+        out = restored_root(target, ns.src)
+        # damage the first restore a little
+        with open(os.path.join(out, b"text/t04.txt"), "r+b") as f:
+            f.write(b"CLOBBERED")
+        os.unlink(os.path.join(out, b"sym/relative"))
+        os.symlink(b"elsewhere", os.path.join(out, b"sym/relative"))
+        os.chmod(os.path.join(out, b"modes/private"), 0o666)
+        res = api.restore(v, "latest", str(target))
+    assert res["errors"] == []
+    assert_same(ns.expected, out)
+
+
+def test_restore_on_another_host(backed_up, tmp_path):
+    """A fresh agent cache (another host): the index comes from the vault alone."""
+    ns = backed_up
+    fresh = tmp_path / "other-host-cache"
+    with open_vault(ns.vault, fresh) as v:
+        assert len(v.locations) > 0
+        res = api.restore(v, ns.snap["id"][:12], str(tmp_path / "out"))
+    assert res["errors"] == []
+    assert_same(ns.expected, restored_root(tmp_path / "out", ns.src))
+    assert os.listdir(fresh)  # the cache was filled from the vault
+
+
+def test_restore_single_files_and_folders(backed_up, tmp_path):
+    ns = backed_up
+    src = ns.src
+    picks = [os.path.join(src, b"text/t03.txt"), os.path.join(src, NON_UTF8_DIR), os.path.join(src, b"links/sub"),
+             os.path.join(src, b"sym/relative"), os.path.join(src, b"sparse")]
+    target = tmp_path / "out"
+    with open_vault(ns.vault, ns.cache) as v:
+        res = api.restore(v, ns.snap["id"][:8], str(target), [os.fsdecode(p) for p in picks])
+    assert res["errors"] == []
+    out = restored_root(target, src)
+    got = sorted(rel for rel, _p in entries(out) if rel)
+    assert got == sorted([b"text", b"text/t03.txt", b"names", NON_UTF8_DIR, NON_UTF8_DIR + b"/inside.txt",
+                          b"links", b"links/sub", b"links/sub/c.txt", b"sym", b"sym/relative", b"sparse",
+                          b"sparse/data-and-holes.img", b"sparse/only-hole.img"])
+    restored = state(out)
+    for rel in [b"text/t03.txt", NON_UTF8_DIR, NON_UTF8_DIR + b"/inside.txt", b"sym/relative", b"sparse",
+                b"sparse/data-and-holes.img"]:
+        assert restored[rel] == ns.expected[rel], rel
+    # one name of a hard-link group alone: a plain file with the content
+    c = restored[b"links/sub/c.txt"]
+    assert c["digest"] == ns.expected[b"links/a.txt"]["digest"] and c["nlink"] == 1
+    for rel, size in SPARSE_FILES.items():
+        assert_sparse(os.path.join(out, rel), size)
+
+
+def test_restore_single_non_utf8_file_with_latest(backed_up, tmp_path):
+    ns = backed_up
+    path = os.path.join(ns.src, NON_UTF8_FILE)
+    with open_vault(ns.vault, ns.cache) as v:
+        api.restore(v, "latest", str(tmp_path / "out"), [os.fsdecode(path)])
+    out = restored_root(tmp_path / "out", ns.src)
+    assert state(out)[NON_UTF8_FILE] == ns.expected[NON_UTF8_FILE]
+
+
+def test_restore_unknown_path_or_point(backed_up, tmp_path):
+    ns = backed_up
+    with open_vault(ns.vault, ns.cache) as v:
+        with pytest.raises(NotFound, match="not in recovery point"):
+            api.restore(v, "latest", str(tmp_path / "out"), [os.fsdecode(os.path.join(ns.src, b"no/such/file"))])
+        with pytest.raises(NotFound, match="not in recovery point"):
+            api.restore(v, "latest", str(tmp_path / "out"), ["/definitely/not/backed/up"])
+        with pytest.raises(NotFound):
+            api.restore(v, "ffffffffffff" if not ns.snap["id"].startswith("f") else "000000000000",
+                        str(tmp_path / "out"))
+
+
+# ---------------------------------------------------------------- modes
+
+
+def edit(path, data: bytes, mtime_bump_s: int = 0) -> None:
+    st = os.lstat(b(path))
+    with open(b(path), "wb") as f:
+        f.write(data)
+    if mtime_bump_s:
+        os.utime(b(path), ns=(st.st_atime_ns, st.st_mtime_ns + mtime_bump_s * 10**9))
+
+
+def test_incremental_differential_full(tmp_path):
+    rng = random.Random(7)
+    src = build_tree(tmp_path / "src", seed=7, big=False, doc=False)
+    P = lambda rel: os.path.join(src, rel)  # noqa: E731
+    cache = tmp_path / "cache"
+    with new_vault(tmp_path) as v:
+        s1 = api.backup(v, [os.fsdecode(src)])
+    state1 = state(src)
+    assert s1["mode"] == "full"
+
+    # --- edits, adds, deletes, renames
+    with open(P(b"text/t04.txt"), "ab") as f:
+        f.write(b" appended text")
+    old = os.lstat(P(b"rand/r05-4097.bin"))
+    edit(P(b"rand/r05-4097.bin"), rand_bytes(rng, 4097), mtime_bump_s=1)  # same size, new content
+    assert os.lstat(P(b"rand/r05-4097.bin")).st_size == old.st_size
+    write(P(b"new/added.bin"), rand_bytes(rng, 200_000))
+    os.unlink(P(b"rand/r03-4095.bin"))
+    os.rename(P(b"text/t05.txt"), P(b"text/t05-renamed.txt"))
+    os.rename(P(b"dup"), P(b"dup-renamed"))
+    os.chmod(P(b"modes/private"), 0o640)  # metadata only: ctime changes, file is re-read
+    read_a = [b"text/t04.txt", b"rand/r05-4097.bin", b"new/added.bin", b"text/t05-renamed.txt",
+              b"dup-renamed/one.bin", b"dup-renamed/two.bin", b"modes/private"]
+    state2 = state(src)
+
+    with open_vault(tmp_path / "vault", cache) as v:
+        s2 = api.backup(v, [os.fsdecode(src)])
+    assert s2["mode"] == "incremental" and s2["parent"] == s1["id"] and s2["base_full"] == s1["id"]
+    st = s2["stats"]
+    assert st["files_changed"] == 3  # t04, r05, private
+    assert st["files_new"] == 4  # added, t05-renamed, dup-renamed/*
+    assert st["files_unmodified"] == regular_inodes(src) - len(read_a)
+    assert st["bytes_read"] == sum(file_size(P(r)) for r in read_a)
+    # renamed files are read again but stored no new data: only t04's tail, r05 and added.bin are new
+    new_data = file_size(P(b"new/added.bin")) + 4097 + (256 << 10)
+    assert 200_000 < st["bytes_added"] <= new_data
+
+    # --- more changes, then a differential: compared with the full (s1), not with s2
+    edit(P(b"rand/r06-16383.bin"), rand_bytes(rng, 20_000))
+    write(P(b"new/b.bin"), rand_bytes(rng, 100_000))
+    read_b = [b"rand/r06-16383.bin", b"new/b.bin"]
+    state3 = state(src)
+    with open_vault(tmp_path / "vault", cache) as v:
+        s3 = api.backup(v, [os.fsdecode(src)], mode="differential")
+    assert s3["mode"] == "differential"
+    assert s3["parent"] == s1["id"] and s3["base_full"] == s1["id"]
+    st = s3["stats"]
+    changed_since_full = read_a + read_b
+    assert st["bytes_read"] == sum(file_size(P(r)) for r in changed_since_full)
+    assert st["files_unmodified"] == regular_inodes(src) - len(changed_since_full)
+    # what s2 already stored is not stored again
+    assert st["bytes_added"] <= 120_000 + 4 * 1024
+
+    # --- nothing changed: an incremental reads nothing and adds nothing
+    with open_vault(tmp_path / "vault", cache) as v:
+        s4 = api.backup(v, [os.fsdecode(src)])
+    assert s4["mode"] == "incremental" and s4["parent"] == s3["id"] and s4["base_full"] == s1["id"]
+    assert s4["stats"]["bytes_read"] == 0 and s4["stats"]["bytes_added"] == 0
+    assert s4["stats"]["files_unmodified"] == regular_inodes(src)
+
+    # --- full: everything is read again, (almost) nothing is added
+    with open_vault(tmp_path / "vault", cache) as v:
+        s5 = api.backup(v, [os.fsdecode(src)], mode="full")
+    assert s5["mode"] == "full" and s5["parent"] is None and s5["base_full"] is None
+    st = s5["stats"]
+    assert st["bytes_read"] == unique_file_bytes(src)
+    assert st["files_new"] + st["files_changed"] == regular_inodes(src)
+    assert st["chunks_new"] == 0 and st["bytes_added"] == 0
+
+    # a differential now compares with the newest full
+    write(P(b"new/c.bin"), b"c" * 1000)
+    with open_vault(tmp_path / "vault", cache) as v:
+        s6 = api.backup(v, [os.fsdecode(src)], mode="differential")
+    assert s6["parent"] == s5["id"] and s6["base_full"] == s5["id"]
+    assert s6["stats"]["bytes_read"] == 1000
+    state6 = state(src)
+
+    # --- every recovery point restores on its own, to its own state
+    with open_vault(tmp_path / "vault", tmp_path / "cache2") as v:
+        ids = [s["id"] for s in api.snapshots(v)]
+        assert ids == [s1["id"], s2["id"], s3["id"], s4["id"], s5["id"], s6["id"]]
+        for snap, expected in ((s1, state1), (s2, state2), (s3, state3), (s6, state6)):
+            target = tmp_path / ("out-" + snap["id"][:8])
+            res = api.restore(v, snap["id"][:10], str(target))
+            assert res["errors"] == []
+            assert_same(expected, restored_root(target, src))
+        with pytest.raises(UsageError, match="matches 6 recovery points"):
+            v.find_snapshot("")
+        assert v.find_snapshot("latest")["id"] == s6["id"]
+
+
+def test_unchanged_but_touched_file_is_reread(tmp_path):
+    """A change that keeps the size but moves mtime is noticed by an incremental."""
+    src = tmp_path / "src"
+    f = write(src / "f.txt", b"A" * 5000)
+    with new_vault(tmp_path) as v:
+        api.backup(v, [str(src)])
+        st = os.lstat(f)
+        edit(f, b"B" * 5000, mtime_bump_s=2)
+        s2 = api.backup(v, [str(src)])
+        assert s2["stats"]["files_changed"] == 1 and s2["stats"]["bytes_read"] == 5000
+        api.restore(v, "latest", str(tmp_path / "out"))
+    assert open(restored_root(tmp_path / "out", f), "rb").read() == b"B" * 5000
+    assert os.lstat(restored_root(tmp_path / "out", f)).st_mtime_ns == st.st_mtime_ns + 2 * 10**9
+
+
+def test_several_roots_and_a_single_file_root(tmp_path):
+    one = write(tmp_path / "one/file.bin", rand_bytes(random.Random(3), 300_000))
+    two = tmp_path / "two"
+    write(two / "x.txt", b"x")
+    write(two / "y/z.txt", b"z")
+    with new_vault(tmp_path) as v:
+        snap = api.backup(v, [os.fsdecode(one), str(two)])
+        assert snap["paths"] == sorted([os.fsdecode(one), str(two)])
+        with pytest.raises(UsageError, match="no such file"):
+            api.backup(v, [str(tmp_path / "missing")])
+        api.restore(v, "latest", str(tmp_path / "out"))
+    assert_same(state(one), restored_root(tmp_path / "out", one))
+    assert_same(state(two), restored_root(tmp_path / "out", two))
+    # only the named file of the first root's directory is there
+    assert os.listdir(os.path.dirname(restored_root(tmp_path / "out", one))) == [b"file.bin"]
+
+
+# ---------------------------------------------------------------- excludes
+
+
+def test_excludes(tmp_path):
+    src = tmp_path / "src"
+    for rel in ["keep.txt", "a.tmp", "important.tmp", "sub/b.tmp", "sub/keep.log", "build/out.o", "sub/build/x",
+                "top-only", "sub/top-only", "listed-in-file.txt", "sub/listed-in-file.txt", "build.txt",
+                "cache/data.bin", "cache/sub/more", "fakecache/data.bin"]:
+        write(src / rel, b"data of " + rel.encode())
+    write(src / "cache/CACHEDIR.TAG", CACHEDIR_SIGNATURE + b"\n# This file is a cache directory tag.\n")
+    write(src / "fakecache/CACHEDIR.TAG", b"Signature: not the right one\n")
+    exclude_file = write(tmp_path / "excludes.txt", b"# comment\n\nlisted-in-*.txt\r\n")
+    with new_vault(tmp_path) as v:
+        snap = api.backup(v, [str(src)], excludes=["*.tmp", "build/", "/top-only", "!important.tmp"],
+                          exclude_files=[os.fsdecode(exclude_file)], exclude_caches=True)
+        got = snapshot_paths(v, snap, src)
+        api.restore(v, "latest", str(tmp_path / "out"))
+    assert got == sorted([b"keep.txt", b"important.tmp", b"sub", b"sub/keep.log", b"sub/top-only", b"build.txt",
+                          b"cache", b"cache/CACHEDIR.TAG", b"fakecache", b"fakecache/CACHEDIR.TAG",
+                          b"fakecache/data.bin"])
+    assert sorted(rel for rel, _ in entries(restored_root(tmp_path / "out", src)) if rel) == got
+    assert snap["excludes"] == ["*.tmp", "build/", "/top-only", "!important.tmp"]
+
+
+def test_exclude_file_missing_is_a_usage_error(tmp_path):
+    write(tmp_path / "src/a", b"a")
+    with new_vault(tmp_path) as v:
+        with pytest.raises(UsageError, match="cannot read exclude file"):
+            api.backup(v, [str(tmp_path / "src")], exclude_files=[str(tmp_path / "nope")])
+        assert api.snapshots(v) == []
+
+
+# ---------------------------------------------------------------- unreadable files
+
+
+def vanish_during_backup(monkeypatch, victim):
+    """Make `victim` disappear between the walk and the read: the file cannot be read."""
+    orig = BackupJob._read_files
+
+    def patched(self, files):
+        os.unlink(victim)
+        return orig(self, files)
+
+    monkeypatch.setattr(BackupJob, "_read_files", patched)
+
+
+def test_unreadable_file_is_reported_and_left_out(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    write(src / "ok.txt", b"fine")
+    victim = write(src / "sub/victim.txt", b"gone before it is read" * 1000)
+    write(src / "sub/other.txt", b"other")
+    with new_vault(tmp_path) as v:
+        vanish_during_backup(monkeypatch, victim)
+        snap = api.backup(v, [str(src)])
+        monkeypatch.undo()
+        assert snap["complete"] is False
+        assert snap["stats"]["errors"] == 1
+        assert [e["path"] for e in snap["errors"]] == [os.fsdecode(victim)]
+        assert snap["errors"][0]["error"]
+        assert api.snapshots(v)[-1]["errors"] == snap["errors"]  # stored in the recovery point
+        assert snapshot_paths(v, snap, src) == [b"ok.txt", b"sub", b"sub/other.txt"]
+        res = api.restore(v, "latest", str(tmp_path / "out"))
+        assert res["errors"] == []
+        # the next backup is complete again and does not list the file
+        s2 = api.backup(v, [str(src)])
+        assert s2["complete"] is True and s2["errors"] == []
+    out = restored_root(tmp_path / "out", src)
+    assert open(os.path.join(out, b"ok.txt"), "rb").read() == b"fine"
+    assert not os.path.lexists(os.path.join(out, b"sub/victim.txt"))
+    assert open(os.path.join(out, b"sub/other.txt"), "rb").read() == b"other"
+
+
+@pytest.mark.skipif(IS_ROOT, reason="root can read a mode-000 file")
+def test_unreadable_file_permission_denied(tmp_path):
+    src = tmp_path / "src"
+    write(src / "ok.txt", b"fine")
+    locked = write(src / "locked.txt", b"secret", 0o000)
+    with new_vault(tmp_path) as v:
+        snap = api.backup(v, [str(src)])
+    assert [e["path"] for e in snap["errors"]] == [os.fsdecode(locked)]
+    assert "ermission" in snap["errors"][0]["error"]
