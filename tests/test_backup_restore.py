@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import stat
 from types import SimpleNamespace
 from typing import Dict, List
@@ -38,7 +37,6 @@ from e2e_tree import (
     regular_inodes,
     restored_root,
     state,
-    text_bytes,
     unique_file_bytes,
     write,
 )
@@ -211,6 +209,14 @@ def test_restore_single_non_utf8_file_with_latest(backed_up, tmp_path):
         api.restore(v, "latest", str(tmp_path / "out"), [os.fsdecode(path)])
     out = restored_root(tmp_path / "out", ns.src)
     assert state(out)[NON_UTF8_FILE] == ns.expected[NON_UTF8_FILE]
+
+
+def test_restore_selection_of_root_is_everything(backed_up, tmp_path):
+    ns = backed_up
+    with open_vault(ns.vault, ns.cache) as v:
+        res = api.restore(v, "latest", str(tmp_path / "out"), ["/"])
+    assert res["errors"] == []
+    assert_same(ns.expected, restored_root(tmp_path / "out", ns.src))
 
 
 def test_restore_unknown_path_or_point(backed_up, tmp_path):
@@ -440,3 +446,46 @@ def test_unreadable_file_permission_denied(tmp_path):
         snap = api.backup(v, [str(src)])
     assert [e["path"] for e in snap["errors"]] == [os.fsdecode(locked)]
     assert "ermission" in snap["errors"][0]["error"]
+
+
+def test_path_under_a_symlinked_directory(tmp_path):
+    """Backing up /x/link/data where link -> real (like /lib -> usr/lib): the restore has the files."""
+    real = tmp_path / "real"
+    write(real / "data/f.txt", b"under a symlinked ancestor\n")
+    os.symlink("real", tmp_path / "link")
+    src = tmp_path / "link" / "data"
+    with new_vault(tmp_path) as v:
+        snap = api.backup(v, [str(src)])
+        assert node_at(v, snap, tmp_path / "link")["meta"]["t"] == "d"
+        res = api.restore(v, "latest", str(tmp_path / "out"))
+        assert res["errors"] == [] and res["stats"]["files"] == 1
+        api.restore(v, "latest", str(tmp_path / "out2"), [str(src / "f.txt")])
+    for out in ("out", "out2"):
+        restored = restored_root(tmp_path / out, src / "f.txt")
+        assert not os.path.islink(os.path.dirname(os.path.dirname(restored)))
+        assert open(restored, "rb").read() == b"under a symlinked ancestor\n"
+
+
+def test_restore_never_writes_through_what_is_in_the_target(tmp_path):
+    """Restoring over an earlier restore (or in place) replaces a symlink or a hard link found where a file
+    goes: the file it leads to, outside the target, stays as it was."""
+    outside = write(tmp_path / "outside/precious", b"precious\n")
+    outside2 = write(tmp_path / "outside/linked", b"hard-linked\n")
+    src = tmp_path / "src"
+    os.makedirs(src)
+    os.symlink(outside, src / "a")
+    with new_vault(tmp_path) as v:
+        s1 = api.backup(v, [str(src)])
+        os.unlink(src / "a")
+        write(src / "a", b"the file a\n")
+        write(src / "b", b"the file b\n")
+        s2 = api.backup(v, [str(src)])
+        api.restore(v, s1["id"], str(tmp_path / "out"))
+        out = restored_root(tmp_path / "out", src)
+        assert os.readlink(os.path.join(out, b"a")) == outside
+        os.link(outside2, os.path.join(out, b"b"))
+        res = api.restore(v, s2["id"], str(tmp_path / "out"))
+    assert res["errors"] == []
+    assert open(outside, "rb").read() == b"precious\n"
+    assert open(outside2, "rb").read() == b"hard-linked\n" and os.lstat(outside2).st_nlink == 1
+    assert_same(state(src), out)

@@ -186,8 +186,9 @@ def test_core_opens_reference_blobs(key, codec):
 
 def test_id_lengths(key):
     s = core.SealSession(key)
-    for n in (0, 1, 16, 32, 63, 64):
-        bid = os.urandom(n)
+    labels = [os.urandom(n) for n in (0, 1, 16, 32, 63, 64)] + [
+        b"recovault/v1/pack-header", b"recovault/v1/index", b"recovault/v1/config" + os.urandom(16)]
+    for bid in labels:
         blob = s.seal(bid, b"data" * 10)
         assert core.open_blob(key, bid, blob) == b"data" * 10
         assert ref_open(key, bid, blob) == b"data" * 10

@@ -192,8 +192,13 @@ class PyPipeline {
         py::tuple t = py::reinterpret_borrow<py::tuple>(item);
         if (t.size() != 3) throw py::value_error("a ranged source is (path_or_fd, start, length)");
         h = t[0];
-        s.start = t[1].cast<uint64_t>();
-        s.length = t[2].cast<int64_t>();
+        try {
+          s.start = t[1].cast<uint64_t>();
+          s.length = t[2].cast<int64_t>();
+        } catch (const py::cast_error&) {
+          throw py::value_error("a ranged source's start must be an integer >= 0 and its length an integer");
+        }
+        s.ranged = true;
         if (!(py::isinstance<py::str>(h) || py::hasattr(h, "__fspath__") || py::isinstance<py::int_>(h)))
           throw py::type_error("a ranged source must name a path or a file descriptor");
       }
@@ -214,7 +219,14 @@ class PyPipeline {
           try {
             py::object mv = py::reinterpret_steal<py::object>(
                 PyMemoryView_FromMemory(reinterpret_cast<char*>(buf), static_cast<Py_ssize_t>(len), PyBUF_WRITE));
-            py::object n = py::reinterpret_borrow<py::object>(fp).attr("readinto")(mv);
+            py::object n;
+            try {
+              n = py::reinterpret_borrow<py::object>(fp).attr("readinto")(mv);
+            } catch (...) {
+              mv.attr("release")();
+              throw;
+            }
+            mv.attr("release")();  // the reader must not keep a view of our buffer
             if (n.is_none()) throw std::runtime_error("non-blocking reader returned no data");
             long long k = n.cast<long long>();
             if (k < 0 || static_cast<size_t>(k) > len) throw std::runtime_error("readinto returned a bad count");
@@ -442,6 +454,8 @@ PYBIND11_MODULE(_core, m) {
       .def("seal", [](SealSession& s, const py::handle& id, const py::handle& data, int level, const std::string& comp) {
         View i(id), v(data);
         int mode = compress_mode(comp);
+        if (level < compress::zstd_min_level() || level > compress::zstd_max_level())
+          throw py::value_error("zstd level out of range");
         std::vector<uint8_t> out;
         {
           py::gil_scoped_release r;

@@ -155,29 +155,57 @@ const Backend& backend() { return BACKENDS[current_level()]; }
 
 // ---- tree helpers ------------------------------------------------------------------------------------
 
-// Largest subtree (in chunks) hashed as one unit by Hasher::update: its chunk CVs and the parents
-// below its root are computed with the SIMD back end; only the few parents above go through the CV
-// stack one at a time.
-constexpr size_t SUBTREE_MAX_CHUNKS = 64;
+// Most whole chunks hashed as one batch by Hasher::update (their CVs: 8 KiB on the stack).
+constexpr size_t BATCH_MAX_CHUNKS = 256;
+// A batch splits into at most one subtree per bit on the way up and one per bit on the way down.
+constexpr size_t BATCH_MAX_SUBTREES = 2 * 9;
 
-// CV of the complete subtree of n chunks (n a power of two, n <= SUBTREE_MAX_CHUNKS) starting at
-// chunk `counter`. Not a root (the caller guarantees more input follows).
-void subtree_cv(const Backend& be, const uint8_t* data, size_t n, const uint32_t key[8],
-                uint64_t counter, uint32_t flags, uint8_t out[OUT_LEN]) {
-  alignas(64) uint8_t a[SUBTREE_MAX_CHUNKS * OUT_LEN];
-  alignas(64) uint8_t b[SUBTREE_MAX_CHUNKS / 2 * OUT_LEN];
-  be.chunks(data, n, key, counter, flags, a);
-  uint8_t* cur = a;
-  uint8_t* next = b;
-  while (n > 1) {
-    n /= 2;
-    be.parents(cur, n, key, flags, next);
-    std::swap(cur, next);
+// The complete subtrees that a batch of chunks [counter, counter + n) splits into, left to right:
+// each is a power of two of chunks, starting at a multiple of its size (the shape the BLAKE3 tree
+// gives it), largest possible first. Their sizes rise and then fall.
+struct Forest {
+  size_t count;
+  uint64_t start[BATCH_MAX_SUBTREES];  // first chunk of each subtree
+  alignas(64) uint8_t cvs[BATCH_MAX_CHUNKS * OUT_LEN];  // subtree i's CV at cvs + 32 * i
+};
+
+// Hashes n (<= BATCH_MAX_CHUNKS) whole chunks, chunks[i] being chunk `counter + i`, and reduces them
+// to the CVs of their subtrees. All chunks go through the back end at once, then each level of
+// parents of all subtrees at once. None of the nodes is a root (input follows the batch).
+void hash_forest(const Backend& be, const uint8_t* const* chunks, size_t n, const uint32_t key[8],
+                 uint64_t counter, uint32_t flags, Forest& f) {
+  be.chunks(chunks, n, key, counter, flags, f.cvs);
+  size_t cur[BATCH_MAX_SUBTREES];  // current number of CVs of each subtree
+  f.count = 0;
+  uint64_t pos = counter;
+  size_t left = n;
+  while (left > 0) {
+    size_t size = size_t{1} << (63 - __builtin_clzll(left));  // largest power of two <= left
+    const uint64_t align = pos & (~pos + 1);                  // lowest set bit (0 for pos 0)
+    if (align != 0 && align < size) size = static_cast<size_t>(align);
+    f.start[f.count] = pos;
+    cur[f.count] = size;
+    ++f.count;
+    pos += size;
+    left -= size;
   }
-  std::memcpy(out, cur, OUT_LEN);
+  // Level by level. The subtrees not yet reduced to one CV are the largest ones, so (sizes rise then
+  // fall) they are consecutive, and so are their CVs, in pairs: one back-end call per level.
+  for (;;) {
+    size_t first = 0;
+    while (first < f.count && cur[first] == 1) ++first;
+    if (first == f.count) break;
+    size_t last = first, cvs = 0;
+    while (last < f.count && cur[last] > 1) cvs += cur[last++];
+    uint8_t* base = f.cvs + first * OUT_LEN;  // subtrees before `first` have one CV each
+    be.parents(base, cvs / 2, key, flags, base);
+    std::memmove(base + cvs / 2 * OUT_LEN, base + cvs * OUT_LEN, (f.count - last) * OUT_LEN);
+    for (size_t i = first; i < last; ++i) cur[i] /= 2;
+  }
 }
 
-// Inputs of the last compression of a node: a chaining value (with ROOT, or the XOF output).
+// The inputs of a node's last compression, kept so that it can produce either the node's chaining
+// value or, with ROOT, any part of the extendable output (block counter = output block index).
 struct Output {
   uint32_t cv[8];
   uint8_t block[BLOCK_LEN];
@@ -230,8 +258,8 @@ void key_words(const uint8_t key[KEY_LEN], uint32_t out[8]) { load_words(key, ou
 
 namespace detail {
 
-void hash_chunks_portable(const uint8_t* in, size_t n, const uint32_t key[8], uint64_t counter,
-                          uint32_t flags, uint8_t* out) {
+void hash_chunks_portable(const uint8_t* const* chunks, size_t n, const uint32_t key[8],
+                          uint64_t counter, uint32_t flags, uint8_t* out) {
   for (size_t c = 0; c < n; ++c) {
     uint32_t h[8];
     std::memcpy(h, key, sizeof h);
@@ -239,12 +267,9 @@ void hash_chunks_portable(const uint8_t* in, size_t n, const uint32_t key[8], ui
       uint32_t f = flags;
       if (b == 0) f |= CHUNK_START;
       if (b + 1 == BLOCKS_PER_CHUNK) f |= CHUNK_END;
-      compress_cv(h, in + b * BLOCK_LEN, BLOCK_LEN, counter, f);
+      compress_cv(h, chunks[c] + b * BLOCK_LEN, BLOCK_LEN, counter + c, f);
     }
-    store_words(out, h, 8);
-    in += CHUNK_LEN;
-    out += OUT_LEN;
-    ++counter;
+    store_words(out + c * OUT_LEN, h, 8);
   }
 }
 
@@ -292,46 +317,9 @@ void Hasher::init(const uint32_t key[8], uint32_t flags) {
 }
 
 void Hasher::reset() {
-  start_chunk(0);
-  cv_stack_len_ = 0;
-}
-
-void Hasher::start_chunk(uint64_t chunk_counter) {
-  std::memcpy(cv_, key_, sizeof cv_);
-  chunk_counter_ = chunk_counter;
+  chunk_counter_ = 0;
   buf_len_ = 0;
-  blocks_compressed_ = 0;
-}
-
-size_t Hasher::chunk_len() const {
-  return static_cast<size_t>(blocks_compressed_) * BLOCK_LEN + buf_len_;
-}
-
-uint32_t Hasher::chunk_start_flag() const { return blocks_compressed_ == 0 ? CHUNK_START : 0; }
-
-// Adds len bytes (len <= CHUNK_LEN - chunk_len()) to the current chunk. A full block is compressed
-// only once more input follows, because the last block of a chunk gets CHUNK_END (and maybe ROOT).
-void Hasher::chunk_absorb(const uint8_t* data, size_t len) {
-  while (len > 0) {
-    if (buf_len_ == BLOCK_LEN) {
-      compress_cv(cv_, buf_, BLOCK_LEN, chunk_counter_, flags_ | chunk_start_flag());
-      ++blocks_compressed_;
-      buf_len_ = 0;
-    }
-    if (buf_len_ == 0) {
-      while (len > BLOCK_LEN) {  // straight from the input, keeping at least one byte back
-        compress_cv(cv_, data, BLOCK_LEN, chunk_counter_, flags_ | chunk_start_flag());
-        ++blocks_compressed_;
-        data += BLOCK_LEN;
-        len -= BLOCK_LEN;
-      }
-    }
-    const size_t take = std::min(BLOCK_LEN - buf_len_, len);
-    std::memcpy(buf_ + buf_len_, data, take);
-    buf_len_ = static_cast<uint8_t>(buf_len_ + take);
-    data += take;
-    len -= take;
-  }
+  cv_stack_len_ = 0;
 }
 
 // Merges the top of the stack until it holds one CV per 1 bit of total_chunks. Called only when it
@@ -353,56 +341,68 @@ void Hasher::push_cv(const uint8_t cv[OUT_LEN], uint64_t chunk_counter) {
   ++cv_stack_len_;
 }
 
+// The current chunk (buf_) stays raw until it is known not to be the last one: then it is hashed
+// with the back end, together with the whole chunks that follow it in the input.
 void Hasher::update(const uint8_t* data, size_t len) {
   if (len == 0) return;
-  // 1. Complete the chunk in progress. It is closed only when more input follows it.
-  if (chunk_len() > 0) {
-    const size_t take = std::min(CHUNK_LEN - chunk_len(), len);
-    chunk_absorb(data, take);
+  bool buffered_full = false;
+  if (buf_len_ > 0 || len <= CHUNK_LEN) {
+    const size_t take = std::min(CHUNK_LEN - buf_len_, len);
+    std::memcpy(buf_ + buf_len_, data, take);
+    buf_len_ = static_cast<uint16_t>(buf_len_ + take);
     data += take;
     len -= take;
-    if (len == 0) return;
-    // The chunk is full: its last block is the (full) buffer.
-    uint32_t h[8];
-    std::memcpy(h, cv_, sizeof h);
-    compress_cv(h, buf_, BLOCK_LEN, chunk_counter_, flags_ | CHUNK_END | chunk_start_flag());
-    uint8_t cv[OUT_LEN];
-    store_words(cv, h, 8);
-    push_cv(cv, chunk_counter_);
-    start_chunk(chunk_counter_ + 1);
-  }
-  // 2. Whole subtrees through the back end, as long as at least one byte stays for the last chunk
-  //    (it may be the root). A subtree of n chunks must start at a multiple of n.
-  if (len > CHUNK_LEN) {
-    const Backend& be = backend();
-    while (len > CHUNK_LEN) {
-      const uint64_t whole = (len - 1) / CHUNK_LEN;
-      uint64_t n = whole < SUBTREE_MAX_CHUNKS ? whole : SUBTREE_MAX_CHUNKS;
-      n = uint64_t{1} << (63 - __builtin_clzll(n));  // largest power of two <= n
-      while (chunk_counter_ & (n - 1)) n >>= 1;
-      uint8_t cv[OUT_LEN];
-      subtree_cv(be, data, static_cast<size_t>(n), key_, chunk_counter_, flags_, cv);
-      push_cv(cv, chunk_counter_);
-      chunk_counter_ += n;
-      data += n * CHUNK_LEN;
-      len -= static_cast<size_t>(n * CHUNK_LEN);
+    if (len == 0) {
+      merge_cv_stack(chunk_counter_);  // input follows the stacked chunks: see finalize()
+      return;
     }
+    buffered_full = true;  // buf_ holds a whole chunk and more input follows
   }
-  // 3. The rest (1..CHUNK_LEN bytes) starts a new chunk. Input now follows every CV on the stack:
-  //    merge it down to one CV per 1 bit of the chunk counter, so finalize() can fold right to left.
-  chunk_absorb(data, len);
+  // Whole chunks in batches, always leaving at least one byte: the last chunk may be the root.
+  const Backend& be = backend();
+  Forest forest;
+  const uint8_t* chunks[BATCH_MAX_CHUNKS];
+  while (buffered_full || len > CHUNK_LEN) {
+    size_t n = (len - 1) / CHUNK_LEN + (buffered_full ? 1 : 0);
+    // End batches at multiples of BATCH_MAX_CHUNKS when possible, so they split into few subtrees.
+    const size_t to_boundary = BATCH_MAX_CHUNKS - static_cast<size_t>(chunk_counter_ % BATCH_MAX_CHUNKS);
+    if (n > to_boundary) n = to_boundary;
+    size_t i = 0;
+    if (buffered_full) chunks[i++] = buf_;
+    for (; i < n; ++i) {
+      chunks[i] = data;
+      data += CHUNK_LEN;
+      len -= CHUNK_LEN;
+    }
+    hash_forest(be, chunks, n, key_, chunk_counter_, flags_, forest);
+    for (size_t t = 0; t < forest.count; ++t) push_cv(forest.cvs + t * OUT_LEN, forest.start[t]);
+    chunk_counter_ += n;
+    buffered_full = false;
+  }
+  // The rest (1..CHUNK_LEN bytes) is the new current chunk. Input now follows every CV on the stack:
+  // merge it down to one CV per 1 bit of the chunk counter, so finalize() can fold right to left.
+  std::memcpy(buf_, data, len);
+  buf_len_ = static_cast<uint16_t>(len);
   merge_cv_stack(chunk_counter_);
 }
 
 void Hasher::finalize(uint8_t* out, size_t out_len, uint64_t seek) const {
   if (out_len == 0) return;
+  // The current chunk: all blocks but the last, then the last one (possibly partial, possibly
+  // empty for empty input) as the output.
   Output o;
-  std::memcpy(o.cv, cv_, sizeof o.cv);
+  std::memcpy(o.cv, key_, sizeof o.cv);
+  const size_t blocks = buf_len_ == 0 ? 1 : (buf_len_ + BLOCK_LEN - 1) / BLOCK_LEN;
+  for (size_t b = 0; b + 1 < blocks; ++b)
+    compress_cv(o.cv, buf_ + b * BLOCK_LEN, BLOCK_LEN, chunk_counter_, flags_ | (b == 0 ? CHUNK_START : 0));
+  const size_t last_len = buf_len_ - (blocks - 1) * BLOCK_LEN;
   std::memset(o.block, 0, BLOCK_LEN);
-  std::memcpy(o.block, buf_, buf_len_);
-  o.block_len = buf_len_;
+  std::memcpy(o.block, buf_ + (blocks - 1) * BLOCK_LEN, last_len);
+  o.block_len = static_cast<uint32_t>(last_len);
   o.counter = chunk_counter_;
-  o.flags = flags_ | CHUNK_END | chunk_start_flag();
+  o.flags = flags_ | CHUNK_END | (blocks == 1 ? CHUNK_START : 0);
+  // The stack holds one CV per 1 bit of chunk_counter_ (largest subtree first): folding it from
+  // the top builds the right spine of the tree; the last parent is the root.
   for (size_t i = cv_stack_len_; i-- > 0;) {
     uint8_t block[BLOCK_LEN];
     std::memcpy(block, cv_stack_ + i * OUT_LEN, OUT_LEN);

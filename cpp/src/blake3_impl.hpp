@@ -13,9 +13,12 @@
 
 #include "recovault/blake3.hpp"
 
-// SIMD back ends exist only on x86, and only when the build compiles blake3_avx2.cpp and
-// blake3_avx512.cpp (CMake defines RECOVAULT_X86=1 exactly then).
-#if defined(RECOVAULT_X86) && (defined(__x86_64__) || defined(_M_X64) || defined(__i386__))
+// SIMD back ends exist only on x86-64 (LP64; GCC or Clang: CPU detection with
+// __builtin_cpu_supports, inline assembly in the AVX2 back end), and only when the build compiles
+// blake3_avx2.cpp and blake3_avx512.cpp (CMake defines RECOVAULT_X86=1 exactly then). Anywhere else
+// the two files compile to nothing and the portable code is used.
+#if defined(RECOVAULT_X86) && defined(__x86_64__) && !defined(__ILP32__) && \
+    (defined(__GNUC__) || defined(__clang__))
 #define RECOVAULT_BLAKE3_X86_SIMD 1
 #else
 #define RECOVAULT_BLAKE3_X86_SIMD 0
@@ -51,7 +54,7 @@ constexpr uint8_t PERMUTATION[16] = {2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 
 struct Schedule {
   uint8_t idx[7][16];
 };
-constexpr Schedule make_schedule() {
+static constexpr Schedule make_schedule() {
   Schedule s{};
   for (int i = 0; i < 16; ++i) s.idx[0][i] = static_cast<uint8_t>(i);
   for (int r = 1; r < 7; ++r)
@@ -61,31 +64,31 @@ constexpr Schedule make_schedule() {
 constexpr Schedule SCHEDULE = make_schedule();
 
 // ---- back-end entry points ---------------------------------------------------------------------
-// hash_chunks: hashes n whole chunks (n * CHUNK_LEN contiguous bytes at `in`); chunk i uses chunk
-//   counter `counter + i`. Writes the n chaining values (n * OUT_LEN bytes) to `out`. None is a root.
+// hash_chunks: hashes n whole chunks (CHUNK_LEN bytes at chunks[i]); chunk i uses chunk counter
+//   `counter + i`. Writes the n chaining values (n * OUT_LEN bytes) to `out`. None is a root.
 // hash_parents: hashes n parent nodes; parent i's block is the 64 bytes in[64*i .. 64*i+64) (left
 //   child CV then right child CV). Writes n chaining values to `out`. None is a root. `out` may equal
-//   `in` (outputs are written only after their inputs were read).
+//   `in` (each output is written only after the inputs that it overlaps were read).
 // `flags` is the mode flag (0, KEYED_HASH or DERIVE_KEY_MATERIAL/CONTEXT); the back ends add
 // CHUNK_START / CHUNK_END / PARENT themselves.
-using HashChunksFn = void (*)(const uint8_t* in, size_t n, const uint32_t key[8], uint64_t counter,
-                              uint32_t flags, uint8_t* out);
+using HashChunksFn = void (*)(const uint8_t* const* chunks, size_t n, const uint32_t key[8],
+                              uint64_t counter, uint32_t flags, uint8_t* out);
 using HashParentsFn = void (*)(const uint8_t* in, size_t n, const uint32_t key[8], uint32_t flags,
                                uint8_t* out);
 
-void hash_chunks_portable(const uint8_t* in, size_t n, const uint32_t key[8], uint64_t counter,
-                          uint32_t flags, uint8_t* out);
+void hash_chunks_portable(const uint8_t* const* chunks, size_t n, const uint32_t key[8],
+                          uint64_t counter, uint32_t flags, uint8_t* out);
 void hash_parents_portable(const uint8_t* in, size_t n, const uint32_t key[8], uint32_t flags,
                            uint8_t* out);
 
 #if RECOVAULT_BLAKE3_X86_SIMD
 // Defined in blake3_avx2.cpp / blake3_avx512.cpp. Call only after the CPU check in blake3.cpp.
-void hash_chunks_avx2(const uint8_t* in, size_t n, const uint32_t key[8], uint64_t counter,
-                      uint32_t flags, uint8_t* out);
+void hash_chunks_avx2(const uint8_t* const* chunks, size_t n, const uint32_t key[8],
+                      uint64_t counter, uint32_t flags, uint8_t* out);
 void hash_parents_avx2(const uint8_t* in, size_t n, const uint32_t key[8], uint32_t flags,
                        uint8_t* out);
-void hash_chunks_avx512(const uint8_t* in, size_t n, const uint32_t key[8], uint64_t counter,
-                        uint32_t flags, uint8_t* out);
+void hash_chunks_avx512(const uint8_t* const* chunks, size_t n, const uint32_t key[8],
+                        uint64_t counter, uint32_t flags, uint8_t* out);
 void hash_parents_avx512(const uint8_t* in, size_t n, const uint32_t key[8], uint32_t flags,
                          uint8_t* out);
 #endif
@@ -99,84 +102,33 @@ namespace {
 //   rotr16/rotr12/rotr8/rotr7(a)  (rotate each 32-bit lane right),
 //   load_block(const uint8_t* const in[W], size_t offset, vec m[16])  (m[j] = word j of the 64-byte
 //     block at in[lane] + offset, for every lane: a transposition),
-//   store_cvs(const vec h[8], uint8_t* out)  (lane i's 8 words to out + 32*i: the inverse transposition).
+//   store_cvs(const vec h[8], uint8_t* out)  (lane i's 8 words to out + 32*i: the inverse transposition),
+//   hash_chunk_group(const uint8_t* const in[W], key, lo, hi, flags, out)  (W whole chunks: either
+//     transposed_hash<Ops>(in, BLOCKS_PER_CHUNK, ..., CHUNK_START, CHUNK_END, out) or a faster
+//     equivalent).
 // State word i of all W independent compressions lives in one vector v[i].
 
 // The G function on one (a, b, c, d) quadruple of state vectors. The message word is added before
 // b: b is the last value computed by the previous step.
 template <class Ops, class V = typename Ops::vec>
 RV_B3_INLINE void g(V& a, V& b, V& c, V& d, const V& x, const V& y) {
-#ifdef BARRIER
-  V t = Ops::add(a, x); __asm__("" : "+x"(t)); a = Ops::add(t, b);
-#else
   a = Ops::add(Ops::add(a, x), b);
-#endif
   d = Ops::rotr16(Ops::xor_(d, a));
   c = Ops::add(c, d);
   b = Ops::rotr12(Ops::xor_(b, c));
-#ifdef BARRIER
-  t = Ops::add(a, y); __asm__("" : "+x"(t)); a = Ops::add(t, b);
-#else
   a = Ops::add(Ops::add(a, y), b);
-#endif
   d = Ops::rotr8(Ops::xor_(d, a));
   c = Ops::add(c, d);
   b = Ops::rotr7(Ops::xor_(b, c));
 }
 
 // One round: G on the four columns, then on the four diagonals, message words per SCHEDULE[R].
-// One round: G on the four columns, then on the four diagonals, message words per SCHEDULE[R].
-// The G's are written one after the other, not interleaved: with only 16 AVX2 registers for 16
-// state vectors, interleaving makes GCC spill far more, and the out-of-order core finds the
-// parallelism between the independent G's by itself.
-template <class Ops, class V = typename Ops::vec>
-RV_B3_INLINE void g4(V& a0, V& a1, V& a2, V& a3, V& b0, V& b1, V& b2, V& b3, V& c0, V& c1, V& c2,
-                     V& c3, V& d0, V& d1, V& d2, V& d3, const V& x0, const V& x1, const V& x2,
-                     const V& x3, const V& y0, const V& y1, const V& y2, const V& y3) {
-  a0 = Ops::add(Ops::add(a0, x0), b0);
-  a1 = Ops::add(Ops::add(a1, x1), b1);
-  a2 = Ops::add(Ops::add(a2, x2), b2);
-  a3 = Ops::add(Ops::add(a3, x3), b3);
-  d0 = Ops::rotr16(Ops::xor_(d0, a0));
-  d1 = Ops::rotr16(Ops::xor_(d1, a1));
-  d2 = Ops::rotr16(Ops::xor_(d2, a2));
-  d3 = Ops::rotr16(Ops::xor_(d3, a3));
-  c0 = Ops::add(c0, d0);
-  c1 = Ops::add(c1, d1);
-  c2 = Ops::add(c2, d2);
-  c3 = Ops::add(c3, d3);
-  b0 = Ops::rotr12(Ops::xor_(b0, c0));
-  b1 = Ops::rotr12(Ops::xor_(b1, c1));
-  b2 = Ops::rotr12(Ops::xor_(b2, c2));
-  b3 = Ops::rotr12(Ops::xor_(b3, c3));
-  a0 = Ops::add(Ops::add(a0, y0), b0);
-  a1 = Ops::add(Ops::add(a1, y1), b1);
-  a2 = Ops::add(Ops::add(a2, y2), b2);
-  a3 = Ops::add(Ops::add(a3, y3), b3);
-  d0 = Ops::rotr8(Ops::xor_(d0, a0));
-  d1 = Ops::rotr8(Ops::xor_(d1, a1));
-  d2 = Ops::rotr8(Ops::xor_(d2, a2));
-  d3 = Ops::rotr8(Ops::xor_(d3, a3));
-  c0 = Ops::add(c0, d0);
-  c1 = Ops::add(c1, d1);
-  c2 = Ops::add(c2, d2);
-  c3 = Ops::add(c3, d3);
-  b0 = Ops::rotr7(Ops::xor_(b0, c0));
-  b1 = Ops::rotr7(Ops::xor_(b1, c1));
-  b2 = Ops::rotr7(Ops::xor_(b2, c2));
-  b3 = Ops::rotr7(Ops::xor_(b3, c3));
-}
+// The G's are written one after the other, not interleaved: with 16 registers for 16 state vectors
+// (AVX2) interleaving makes GCC spill far more, and the out-of-order core finds the parallelism
+// between the independent G's by itself.
 template <class Ops, int R, class V = typename Ops::vec>
 RV_B3_INLINE void transposed_round(V v[16], const V m[16]) {
   constexpr const uint8_t* s = SCHEDULE.idx[R];
-#ifdef INTERLEAVE
-  g4<Ops>(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13],
-          v[14], v[15], m[s[0]], m[s[2]], m[s[4]], m[s[6]], m[s[1]], m[s[3]], m[s[5]], m[s[7]]);
-  g4<Ops>(v[0], v[1], v[2], v[3], v[5], v[6], v[7], v[4], v[10], v[11], v[8], v[9], v[15], v[12],
-          v[13], v[14], m[s[8]], m[s[10]], m[s[12]], m[s[14]], m[s[9]], m[s[11]], m[s[13]],
-          m[s[15]]);
-  return;
-#endif
   g<Ops>(v[0], v[4], v[8], v[12], m[s[0]], m[s[1]]);
   g<Ops>(v[1], v[5], v[9], v[13], m[s[2]], m[s[3]]);
   g<Ops>(v[2], v[6], v[10], v[14], m[s[4]], m[s[5]]);
@@ -222,12 +174,12 @@ void transposed_hash(const uint8_t* const* in, size_t nblocks, const uint32_t ke
   Ops::store_cvs(h, out);
 }
 
-// Drivers for hash_chunks / hash_parents on top of transposed_hash<Ops>: full groups of W, then a
-// padded group (unused lanes re-read lane 0's input, their output is dropped) when at least two
-// inputs remain, and the portable code for a single leftover input.
+// Drivers for hash_chunks / hash_parents: full groups of W, then a padded group (unused lanes
+// re-read lane 0's input, their output is dropped) when at least two inputs remain, and the
+// portable code for a single leftover input.
 template <class Ops>
-void transposed_chunks(const uint8_t* in, size_t n, const uint32_t key[8], uint64_t counter,
-                       uint32_t flags, uint8_t* out) {
+void transposed_chunks(const uint8_t* const* chunks, size_t n, const uint32_t key[8],
+                       uint64_t counter, uint32_t flags, uint8_t* out) {
   constexpr int W = Ops::W;
   const uint8_t* ptr[W];
   uint32_t lo[W], hi[W];
@@ -235,24 +187,24 @@ void transposed_chunks(const uint8_t* in, size_t n, const uint32_t key[8], uint6
     const size_t take = n < static_cast<size_t>(W) ? n : static_cast<size_t>(W);
     for (int i = 0; i < W; ++i) {
       const size_t lane = static_cast<size_t>(i) < take ? static_cast<size_t>(i) : 0;
-      ptr[i] = in + lane * CHUNK_LEN;
+      ptr[i] = chunks[lane];
       const uint64_t c = counter + lane;
       lo[i] = static_cast<uint32_t>(c);
       hi[i] = static_cast<uint32_t>(c >> 32);
     }
     if (take == static_cast<size_t>(W)) {
-      transposed_hash<Ops>(ptr, BLOCKS_PER_CHUNK, key, lo, hi, flags, CHUNK_START, CHUNK_END, out);
+      Ops::hash_chunk_group(ptr, key, lo, hi, flags, out);
     } else {
       alignas(64) uint8_t tmp[W * OUT_LEN];
-      transposed_hash<Ops>(ptr, BLOCKS_PER_CHUNK, key, lo, hi, flags, CHUNK_START, CHUNK_END, tmp);
+      Ops::hash_chunk_group(ptr, key, lo, hi, flags, tmp);
       for (size_t i = 0; i < take * OUT_LEN; ++i) out[i] = tmp[i];
     }
-    in += take * CHUNK_LEN;
+    chunks += take;
     out += take * OUT_LEN;
     counter += take;
     n -= take;
   }
-  if (n == 1) hash_chunks_portable(in, 1, key, counter, flags, out);
+  if (n == 1) hash_chunks_portable(chunks, 1, key, counter, flags, out);
 }
 
 template <class Ops>
@@ -266,9 +218,8 @@ void transposed_parents(const uint8_t* in, size_t n, const uint32_t key[8], uint
     const size_t take = n < static_cast<size_t>(W) ? n : static_cast<size_t>(W);
     for (int i = 0; i < W; ++i)
       ptr[i] = in + (static_cast<size_t>(i) < take ? static_cast<size_t>(i) : 0) * BLOCK_LEN;
-    // Always through a buffer: `out` may alias `in`, and a group's outputs must not overwrite the
-    // inputs of a later group before they are read. Output i goes to out + 32*i <= in + 64*i, and
-    // groups run in order, so writing after the group's loads is safe.
+    // Always through a buffer: `out` may alias `in`. Output i goes to out + 32*i <= in + 64*i, and
+    // groups run in order, so writing after the group's loads never clobbers unread input.
     alignas(64) uint8_t tmp[W * OUT_LEN];
     transposed_hash<Ops>(ptr, 1, key, zero, zero, flags | PARENT, 0, 0, tmp);
     for (size_t i = 0; i < take * OUT_LEN; ++i) out[i] = tmp[i];

@@ -84,26 +84,30 @@ inline uint64_t warm(const uint8_t* p, size_t n, uint64_t h, const uint64_t* gea
 // including the first byte whose hash passes (a cut, 1..n), or 0 if none does, in which case *hp is
 // updated to the hash after p[n-1] (after a cut the caller resets the state, so it is not needed).
 //
-// Two bytes per step (FastCDC 2020): with a = (h << 2) + (gear[b0] << 1) = 2*H(b0), the test
-// (a & (mask << 1)) == 0 is exactly (H(b0) & mask) == 0 because mask has no bit 63; then
-// H(b1) = a + gear[b1]. The next h is computed as (h << 2) + (gear_ls[b0] + gear[b1]) so that only
-// one shift-add per two bytes sits on the loop-carried dependency chain.
+// Two bytes per step (FastCDC 2020, "rolling two bytes each time"): a = (h << 2) + gear_ls[b0] is
+// 2*H(b0), and since mask has no bit 63, (a & (mask << 1)) == 0 exactly when (H(b0) & mask) == 0;
+// then a + gear[b1] is H(b1). That saves one shift per two bytes on the loop-carried dependency
+// chain. The loop is unrolled to four bytes per iteration; the n % 4 leading bytes are done one at a
+// time. (Measured on the dev VM, Zen 3, x86-64 baseline -O3: ~2.9 GB/s, about one byte per cycle,
+// the same as an unrolled one-byte loop; variants with shorter dependency chains or two
+// interleaved chains were not faster, the table lookups being the limit.)
 inline size_t scan(const uint8_t* p, size_t n, uint64_t* hp, uint64_t mask, uint64_t mask_ls,
                    const uint64_t* gear, const uint64_t* gear_ls) {
   uint64_t h = *hp;
   size_t i = 0;
-  if (n & 1) {
-    h = (h << 1) + gear[p[0]];
-    if (!(h & mask)) return 1;
-    i = 1;
+  for (const size_t lead = n & 3; i < lead; ++i) {
+    h = (h << 1) + gear[p[i]];
+    if (!(h & mask)) return i + 1;
   }
-  for (; i < n; i += 2) {
-    const uint64_t g0 = gear_ls[p[i]];
-    const uint64_t g1 = gear[p[i + 1]];
-    const uint64_t a = (h << 2) + g0;
-    h = (h << 2) + (g0 + g1);
-    if (__builtin_expect(!(a & mask_ls), 0)) return i + 1;
+  for (; i < n; i += 4) {
+    h = (h << 2) + gear_ls[p[i]];
+    if (__builtin_expect(!(h & mask_ls), 0)) return i + 1;
+    h += gear[p[i + 1]];
     if (__builtin_expect(!(h & mask), 0)) return i + 2;
+    h = (h << 2) + gear_ls[p[i + 2]];
+    if (__builtin_expect(!(h & mask_ls), 0)) return i + 3;
+    h += gear[p[i + 3]];
+    if (__builtin_expect(!(h & mask), 0)) return i + 4;
   }
   *hp = h;
   return 0;

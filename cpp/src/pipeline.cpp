@@ -35,7 +35,7 @@ class StreamReader {
     if (fd_ >= 0) {
       struct stat st;
       if (::fstat(fd_, &st) == 0 && S_ISREG(st.st_mode)) size_hint_ = static_cast<int64_t>(st.st_size);
-      if (s.start != 0 || s.length >= 0) {
+      if (s.ranged) {
         ranged_ = true;
         pos_ = s.start;
         remaining_ = s.length >= 0 ? static_cast<uint64_t>(s.length) : UINT64_MAX - s.start;

@@ -23,6 +23,8 @@ from .vault.check import Checker
 from .vault.keys import KeyStore, read_passphrase
 from .vault.repo import Vault
 
+_json_printed = False  # a command's --json result was printed: a later error must not print a second document
+
 LOSS_WARNING = ("The vault's key is encrypted with your passphrase. Keep the passphrase safe: if every "
                 "passphrase of a vault is lost, its data cannot be recovered by anyone.")
 
@@ -47,8 +49,10 @@ class Ctx:
         return Vault.open(open_storage(self.need_location()), self.passphrase(), cache_dir=self.cache_dir)
 
     def out(self, data: Any, text: str) -> None:
+        global _json_printed
         if self.json:
             click.echo(json.dumps(data, indent=None, sort_keys=True, default=str))
+            _json_printed = True
         elif text:
             click.echo(text)
 
@@ -166,6 +170,8 @@ def restore(ctx, vault, passphrase_file, cache_dir, as_json, snapshot, paths, ta
     c = sub(ctx, vault, passphrase_file, cache_dir, as_json)
     if (target is None) == (to is None):
         raise UsageError("give exactly one of --target DIR or --to FILE_OR_DEVICE")
+    if target == "" or to == "":
+        raise UsageError("--target and --to need a non-empty path")
     if to is not None:
         return _restore_image(c, snapshot, to, image, byte_range, verify, workers)
     with c.open() as v, ProgressReporter(not c.json, "restoring") as prog:
@@ -176,6 +182,10 @@ def restore(ctx, vault, passphrase_file, cache_dir, as_json, snapshot, paths, ta
                 f"{snap['id'][:8]} to {res['target']} in {st['duration']:.1f}s"
                 + (f"; {st['verified']} files verified" if verify else "")))
     if res["errors"]:
+        if res.get("data_errors"):
+            from .errors import CorruptData
+            raise CorruptData(f"{res['data_errors']} file(s) could not be restored because vault data is corrupt or "
+                              f"missing; {len(res['errors'])} problem(s) in all (listed above)")
         raise RecovaultError(f"{len(res['errors'])} problem(s) during restore (listed above)")
 
 
@@ -397,7 +407,13 @@ def key_passwd(ctx, vault, passphrase_file, cache_dir, as_json, new_passphrase_f
     c.out({"keyid": kid}, f"passphrase changed (new key {kid[:12]})")
 
 
+def _terminate(signum, frame):  # SIGTERM: unwind like Ctrl-C so stored packs get indexed
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[List[str]] = None) -> None:
+    import signal
+    signal.signal(signal.SIGTERM, _terminate)
     as_json = "--json" in (argv if argv is not None else sys.argv[1:])
     try:
         cli.main(args=argv, prog_name="recovault", standalone_mode=False)
@@ -414,11 +430,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     except OSError as e:
         what = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
         _fail(f"{what}{': ' + str(e.filename) if e.filename else ''}", 1, as_json)
+    except Exception as e:  # noqa: BLE001 - the last resort: one line, never a traceback (RECOVAULT_DEBUG=1 shows it)
+        if os.environ.get("RECOVAULT_DEBUG"):
+            raise
+        _fail(f"internal error: {type(e).__name__}: {e} (set RECOVAULT_DEBUG=1 for a traceback)", 1, as_json)
     sys.exit(0)
 
 
 def _fail(msg: str, code: int, as_json: bool) -> None:
-    if as_json:
+    if as_json and not _json_printed:
         click.echo(json.dumps({"error": msg, "exit_code": code}))
     click.echo(f"recovault: error: {msg}", err=True)
     sys.exit(code)

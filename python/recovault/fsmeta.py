@@ -14,7 +14,7 @@ u, g  numeric uid, gid                                            0
 un    user name of ``u`` on the backed-up host                    absent
 gn    group name of ``g``                                         absent
 mt    mtime in ns since the epoch                                 0
-at    atime in ns                                                 0
+at    atime in ns (backups omit it: it changes on every read)     0
 ct    ctime in ns (informational, never restored)                 0
 sz    size in bytes (regular files only)                          0
 lt    symlink target (a *name*, see below)                        absent
@@ -394,7 +394,7 @@ def apply(
                 _warn(warnings, path, f"set extended attribute {name!r}", e)
     if times:
         try:
-            os.utime(path, ns=(meta.atime_ns, meta.mtime_ns), follow_symlinks=False)
+            os.utime(path, ns=(meta.atime_ns or meta.mtime_ns, meta.mtime_ns), follow_symlinks=False)
         except OSError as e:
             _warn(warnings, path, "set times", e)
     return warnings

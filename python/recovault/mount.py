@@ -10,10 +10,12 @@ import bisect
 import errno
 import os
 import stat as st_mod
+import sys
+import threading
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Tuple
 
-from .errors import RecovaultError, UsageError
+from .errors import UsageError
 from .fsmeta import decode_name
 from .jobs.image import ImageMap
 from .vault.repo import Vault
@@ -34,16 +36,19 @@ class _BlobCache:
         self.vault = vault
         self.entries = entries
         self.data: "OrderedDict[bytes, bytes]" = OrderedDict()
+        self.lock = threading.Lock()  # reads run on several threads (trio.to_thread)
 
     def get(self, blob_id: bytes) -> bytes:
-        hit = self.data.get(blob_id)
-        if hit is not None:
-            self.data.move_to_end(blob_id)
-            return hit
-        blob = self.vault.read_blob(blob_id)
-        self.data[blob_id] = blob
-        if len(self.data) > self.entries:
-            self.data.popitem(last=False)
+        with self.lock:
+            hit = self.data.get(blob_id)
+            if hit is not None:
+                self.data.move_to_end(blob_id)
+                return hit
+        blob = self.vault.read_blob(blob_id)  # outside the lock: reads of different blobs run in parallel
+        with self.lock:
+            self.data[blob_id] = blob
+            if len(self.data) > self.entries:
+                self.data.popitem(last=False)
         return blob
 
 
@@ -55,6 +60,10 @@ class _Inode:
         self.children: Optional[Dict[bytes, int]] = None
         self.offsets: Optional[List[int]] = None
         self.image: Optional[ImageMap] = None
+
+
+def _log_error(msg: str) -> None:
+    print(f"recovault mount: error: {msg}", file=sys.stderr, flush=True)
 
 
 def _base():
@@ -112,7 +121,7 @@ class RecoveryPointFS(_base() if pyfuse3 is not None else object):  # type: igno
         node = entry.node
         if "image" in node:
             if entry.image is None:
-                entry.image = ImageMap(self.vault, node["image"])
+                entry.image = ImageMap(self.vault, node["image"], self.cache.get)
             return entry.image.read(off, size)
         content = [bytes.fromhex(c) for c in node.get("content", [])]
         if entry.offsets is None:
@@ -144,8 +153,9 @@ class RecoveryPointFS(_base() if pyfuse3 is not None else object):  # type: igno
     async def lookup(self, parent_inode, name, ctx=None):
         try:
             ino = self._children(parent_inode).get(bytes(name))
-        except RecovaultError:
-            raise pyfuse3.FUSEError(errno.EIO)
+        except Exception as e:  # noqa: BLE001
+            _log_error(f"lookup in inode {parent_inode}: {e}")
+            raise pyfuse3.FUSEError(errno.EIO) from None
         if ino is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return self._attr(ino)
@@ -158,8 +168,9 @@ class RecoveryPointFS(_base() if pyfuse3 is not None else object):  # type: igno
     async def readdir(self, fh, start_id, token):
         try:
             items = sorted(self._children(fh).items())
-        except RecovaultError:
-            raise pyfuse3.FUSEError(errno.EIO)
+        except Exception as e:  # noqa: BLE001
+            _log_error(f"listing inode {fh}: {e}")
+            raise pyfuse3.FUSEError(errno.EIO) from None
         for i, (name, ino) in enumerate(items[start_id:], start_id):
             if not pyfuse3.readdir_reply(token, name, self._attr(ino), i + 1):
                 break
@@ -178,8 +189,9 @@ class RecoveryPointFS(_base() if pyfuse3 is not None else object):  # type: igno
     async def read(self, fh, off, size):
         try:
             return await trio.to_thread.run_sync(self._read, fh, off, size)
-        except RecovaultError:
-            raise pyfuse3.FUSEError(errno.EIO)
+        except Exception as e:  # noqa: BLE001 - any failure is an I/O error for this read, never the end of the mount
+            _log_error(f"read of inode {fh} at {off}: {e}")
+            raise pyfuse3.FUSEError(errno.EIO) from None
 
     async def statfs(self, ctx):
         s = pyfuse3.StatvfsData()

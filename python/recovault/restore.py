@@ -39,6 +39,15 @@ class _FileTask:
     meta: fsmeta.Meta
 
 
+def _clear_for_file(dest: str) -> None:
+    """Unlink whatever is at dest: a file is recreated, never written in place, since what is there may be a
+    symlink or a hard link to a file outside the target. (A directory in the way fails: EISDIR.)"""
+    try:
+        os.unlink(dest)
+    except FileNotFoundError:
+        pass
+
+
 def _split(path: str) -> Tuple[bytes, ...]:
     return tuple(p for p in os.fsencode(path).split(b"/") if p)
 
@@ -59,6 +68,7 @@ class RestoreJob:
         self.errors: List[Dict[str, str]] = []
         self._lock = threading.Lock()
         self._links: Dict[Tuple[int, int], str] = {}
+        self.data_errors = 0  # errors from the vault (corrupt or missing data), as opposed to the target
 
     # ---- selection ---------------------------------------------------------------------------
     def _wanted(self, parts: Tuple[bytes, ...]) -> Tuple[bool, bool]:
@@ -84,7 +94,7 @@ class RestoreJob:
         os.makedirs(self.target, exist_ok=True)
         files: List[_FileTask] = []
         dirs: List[Tuple[str, fsmeta.Meta]] = []
-        found = [False] * len(self.selection)
+        found = [not sel for sel in self.selection]  # "/" selects everything
         self._plan(bytes.fromhex(self.snap["tree"]), (), files, dirs, found)
         for sel, hit in zip(self.selection, found):
             if not hit:
@@ -123,7 +133,7 @@ class RestoreJob:
             self._verify([f for f in first if "image" not in f.node])
         self.stats.duration = round(time.monotonic() - t0, 3)
         return {"snapshot": self.snap["id"], "target": self.target, "stats": dict(self.stats.__dict__),
-                "errors": self.errors[:1000]}
+                "errors": self.errors[:1000], "data_errors": self.data_errors}
 
     def _plan(self, tree_id: bytes, parts: Tuple[bytes, ...], files: List[_FileTask],
               dirs: List[Tuple[str, fsmeta.Meta]], found: List[bool]) -> None:
@@ -175,9 +185,8 @@ class RestoreJob:
             self._restore_image(f)
             return
         try:
-            if os.path.lexists(f.dest) and not os.path.isfile(f.dest):
-                os.unlink(f.dest)
-            fd = os.open(f.dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            _clear_for_file(f.dest)
+            fd = os.open(f.dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         except OSError as e:
             self._error(f.dest, f"cannot create: {e.strerror}")
             return
@@ -191,6 +200,7 @@ class RestoreJob:
             fsmeta.finish_sparse(fd, offset)
             written = offset
         except RecovaultError as e:
+            self.data_errors += 1
             self._error(f.dest, str(e))
             return
         except OSError as e:
@@ -208,10 +218,10 @@ class RestoreJob:
     def _restore_image(self, f: _FileTask) -> None:
         from .jobs.image import restore_image
         try:
-            if os.path.lexists(f.dest) and not os.path.isfile(f.dest):
-                os.unlink(f.dest)
+            _clear_for_file(f.dest)
             st = restore_image(self.vault, f.node["image"], f.dest, verify=self.verify, workers=self.workers)
         except RecovaultError as e:
+            self.data_errors += 1
             self._error(f.dest, str(e))
             return
         except OSError as e:

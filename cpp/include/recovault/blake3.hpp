@@ -28,22 +28,15 @@ class Hasher {
   void reset();
 
  private:
-  uint32_t key_[8];    // key words: IV, the key, or the derived context key
-  uint32_t flags_;     // mode flag: 0, KEYED_HASH, DERIVE_KEY_CONTEXT or DERIVE_KEY_MATERIAL
-  // current chunk state
-  uint32_t cv_[8];
-  uint64_t chunk_counter_;
-  uint8_t buf_[BLOCK_LEN];
-  uint8_t buf_len_;
-  uint8_t blocks_compressed_;
+  uint32_t key_[8];         // key words: IV, the key, or the derived context key
+  uint32_t flags_;          // mode flag: 0, KEYED_HASH, DERIVE_KEY_CONTEXT or DERIVE_KEY_MATERIAL
+  uint64_t chunk_counter_;  // index of the current chunk
+  uint8_t buf_[CHUNK_LEN];  // the current chunk, raw (hashed once known not to be the last)
+  uint16_t buf_len_;
   // chaining-value stack: CVs of complete subtrees left of the current chunk, largest first
   uint8_t cv_stack_len_;
   uint8_t cv_stack_[(MAX_DEPTH + 1) * OUT_LEN];
   void init(const uint32_t key[8], uint32_t flags);
-  void start_chunk(uint64_t chunk_counter);
-  size_t chunk_len() const;
-  uint32_t chunk_start_flag() const;
-  void chunk_absorb(const uint8_t* data, size_t len);
   void merge_cv_stack(uint64_t total_chunks);
   void push_cv(const uint8_t cv[OUT_LEN], uint64_t chunk_counter);
 };

@@ -55,6 +55,7 @@ struct Source {
   std::shared_ptr<void> keepalive;
   // PATH/FD: read only [start, start + length) with pread (length < 0: to the end). Event offsets are
   // relative to `start`. Used for the data extents of sparse disk images.
+  bool ranged = false;
   uint64_t start = 0;
   int64_t length = -1;
 };

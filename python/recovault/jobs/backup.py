@@ -64,15 +64,17 @@ class BackupStats:
 
 
 class _Dir:
-    __slots__ = ("meta", "children")
+    __slots__ = ("meta", "children", "old", "parts")
 
     def __init__(self, meta: Optional[Dict[str, Any]]) -> None:
         self.meta = meta
         self.children: Dict[bytes, Any] = {}
+        self.old: Optional[Dict[str, Any]] = None  # this directory's node in the base recovery point
+        self.parts: Optional[Tuple[bytes, ...]] = None
 
 
 class _File:
-    __slots__ = ("node", "content", "needs_read", "path", "size", "link_key")
+    __slots__ = ("node", "content", "needs_read", "path", "size", "link_key", "reused")
 
     def __init__(self, node: Dict[str, Any], path: str, size: int) -> None:
         self.node = node
@@ -81,6 +83,7 @@ class _File:
         self.content: Optional[List[str]] = None
         self.needs_read = True
         self.link_key: Optional[Tuple[int, int]] = None
+        self.reused = False  # node taken unchanged from the base recovery point
 
 
 class _Leaf:
@@ -112,10 +115,18 @@ class _ParentTrees:
         return result
 
 
-def _same_file(old: Dict[str, Any], new: Dict[str, Any]) -> bool:
-    o, n = old.get("meta", {}), new["meta"]
-    return (o.get("t") == "f" and "content" in old and old.get("size") == new["size"]
-            and all(o.get(k) == n.get(k) for k in ("mt", "ct", "ino", "sz")))
+def _same_content(old: Dict[str, Any], st: os.stat_result) -> bool:
+    """Same size, mtime, ctime and inode as in the base recovery point: the content is unchanged."""
+    m = old.get("meta")
+    return (m is not None and m.get("t") == "f" and "content" in old and m.get("sz", 0) == st.st_size
+            and m.get("mt", 0) == st.st_mtime_ns and m.get("ct", 0) == st.st_ctime_ns
+            and m.get("ino", 0) == st.st_ino)
+
+
+def _unchanged(old: Dict[str, Any], st: os.stat_result) -> bool:
+    """Content unchanged, and so is the metadata: any change of owner, mode or xattrs moves ctime too,
+    so the whole node can be reused as it is."""
+    return _same_content(old, st) and "at" not in old["meta"]
 
 
 def find_base(vault: Vault, snaps: List[Dict[str, Any]], host: str, paths: List[str], mode: str):
@@ -177,7 +188,7 @@ class BackupJob:
         snaps = self.vault.snapshots()
         base = find_base(self.vault, snaps, self.host, paths, opts.mode)
         mode = opts.mode if (opts.mode == "full" or base is not None) else "full"
-        parent = _ParentTrees(self.vault, base["tree"] if base else None)
+        parent = self._parent = _ParentTrees(self.vault, base["tree"] if base else None)
         last_full = next((s for s in reversed(snaps) if s.get("host") == self.host and s.get("mode") == "full"
                           and sorted(s.get("paths", [])) == paths), None)
 
@@ -193,7 +204,10 @@ class BackupJob:
                 if not isinstance(d, _Dir):
                     anc = "/" + os.fsdecode(b"/".join(parts[: i + 1]))
                     try:
-                        meta = fsmeta.capture(anc).to_dict()
+                        # An ancestor may be a symlink (/lib -> usr/lib on merged-/usr systems): it leads to the
+                        # directory holding the backed-up path, so record that directory. Recorded as a symlink,
+                        # a restore would make a link and nothing under it.
+                        meta = fsmeta.capture(os.path.realpath(anc)).to_dict()
                     except OSError as e:
                         self._error(anc, e)
                         meta = {"t": "d", "m": 0o755}
@@ -201,28 +215,51 @@ class BackupJob:
                 cur = d
 
         self.progress("scan", {"paths": paths})
+        dirs: Dict[Tuple[bytes, ...], _Dir] = {(): root}
+        compare = mode != "full"
+        known = self.vault.known
+
+        def dir_for(parts: Tuple[bytes, ...]) -> _Dir:
+            d = dirs.get(parts)
+            if d is None:
+                up = dir_for(parts[:-1])
+                d = up.children.get(parts[-1])
+                if not isinstance(d, _Dir):
+                    d = up.children[parts[-1]] = _Dir({"t": "d", "m": 0o755})
+                dirs[parts] = d
+            return d
+
         for entry in walk(tree_paths, rules, one_file_system=opts.one_file_system, on_error=self._error):
-            raw = os.fsencode(entry.path)
-            parts = tuple(x for x in raw.split(b"/") if x)
+            st = entry.st
+            parts = tuple(x for x in os.fsencode(entry.path).split(b"/") if x)
+            dparts, name = parts[:-1], (parts[-1] if parts else b"")
+            parent_dir = dir_for(dparts)
+            old = None
+            if compare:
+                pdir = parent.dir_nodes(dparts)
+                old = pdir.get(name) if pdir else None
+            if (old is not None and st.st_nlink == 1 and st_mod.S_ISREG(st.st_mode) and _unchanged(old, st)
+                    and all(bytes.fromhex(c) in known for c in old["content"])):
+                f = _File(old, entry.path, st.st_size)  # fast path: no capture, node reused as it is
+                f.content = old["content"]
+                f.needs_read = False
+                f.reused = True
+                parent_dir.children[name] = f
+                self.stats.files_unmodified += 1
+                self.stats.bytes_total += st.st_size
+                continue
             try:
-                meta = fsmeta.capture(entry.path, entry.st)
+                meta = fsmeta.capture(entry.path, st)
             except (OSError, ValueError) as e:
                 self._error(entry.path, e)
                 continue
             md = meta.to_dict()
-            parent_dir = root
-            for part in parts[:-1]:
-                nxt = parent_dir.children.get(part)
-                if not isinstance(nxt, _Dir):
-                    nxt = parent_dir.children[part] = _Dir({"t": "d", "m": 0o755})
-                parent_dir = nxt
-            name = parts[-1] if parts else b""
+            md.pop("at", None)  # atime changes on every read: storing it would defeat tree dedup
             if meta.type == "d":
-                existing = parent_dir.children.get(name)
-                if isinstance(existing, _Dir):
-                    existing.meta = md
-                else:
-                    parent_dir.children[name] = _Dir(md)
+                d = dir_for(parts) if parts else root
+                d.meta = md
+                d.parts = parts
+                d.old = old
                 self.stats.dirs += 1
                 continue
             node: Dict[str, Any] = {"name": fsmeta.encode_name(name), "meta": md}
@@ -230,7 +267,7 @@ class BackupJob:
                 parent_dir.children[name] = _Leaf(node)
                 self.stats.others += 1
                 continue
-            size = entry.st.st_size
+            size = st.st_size
             node["size"] = size
             f = _File(node, entry.path, size)
             parent_dir.children[name] = f
@@ -243,12 +280,8 @@ class BackupJob:
                     f.needs_read = False
                     continue
                 links[key] = f
-            old = None
-            if mode != "full":
-                pdir = parent.dir_nodes(parts[:-1])
-                old = pdir.get(name) if pdir else None
-            if old is not None and _same_file(old, node) and all(bytes.fromhex(c) in self.vault.known
-                                                                 for c in old["content"]):
+            if (old is not None and _same_content(old, st)
+                    and all(bytes.fromhex(c) in known for c in old["content"])):
                 f.content = old["content"]
                 f.needs_read = False
                 self.stats.files_unmodified += 1
@@ -377,16 +410,37 @@ class BackupJob:
                     self.progress("file", {"path": f.path, "bytes": length, "done_bytes": done_bytes})
 
     def _save_dir(self, d: _Dir) -> bytes:
+        """Store the directory's tree (children first). A directory whose every entry is exactly as in the
+        base recovery point reuses the base's tree id without encoding anything."""
         nodes = []
+        old = d.old
+        same = old is not None and d.parts is not None and "subtree" in old and d.meta == old.get("meta")
+        old_map = None
         for name, child in d.children.items():
             if isinstance(child, _Dir):
-                nodes.append({"name": fsmeta.encode_name(name), "meta": child.meta or {"t": "d", "m": 0o755},
-                              "subtree": self._save_dir(child).hex()})
+                meta = child.meta or {"t": "d", "m": 0o755}
+                sub = self._save_dir(child).hex()
+                node = {"name": fsmeta.encode_name(name), "meta": meta, "subtree": sub}
+                same = same and child.old is not None and child.old.get("subtree") == sub and \
+                    child.old.get("meta") == meta
             elif isinstance(child, _File):
                 if child.content is None:
+                    same = False
                     continue  # unreadable: reported in the recovery point's errors
                 child.node["content"] = child.content
-                nodes.append(child.node)
+                node = child.node
+                same = same and child.reused
             else:
-                nodes.append(child.node)
+                node = child.node
+                if same:
+                    if old_map is None:
+                        old_map = self._parent.dir_nodes(d.parts) or {}
+                    same = old_map.get(name) == node
+            nodes.append(node)
+        if same:
+            if old_map is None:
+                old_map = self._parent.dir_nodes(d.parts) or {}
+            tree_id = bytes.fromhex(old["subtree"])
+            if len(old_map) == len(nodes) and tree_id in self.vault.known:
+                return tree_id
         return self.vault.save_tree(make_tree(nodes))

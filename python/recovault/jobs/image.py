@@ -95,8 +95,10 @@ def backup_image(vault: Vault, path: str, *, block_size: int = DEFAULT_BLOCK_SIZ
 class ImageMap:
     """A recovery point's block map for one image, with reads of any byte range (for restore and FUSE)."""
 
-    def __init__(self, vault: Vault, desc: Dict[str, Any]) -> None:
+    def __init__(self, vault: Vault, desc: Dict[str, Any],
+                 read_blob: Optional[Callable[[bytes], bytes]] = None) -> None:
         self.vault = vault
+        self.read_blob = read_blob or vault.read_blob  # FUSE passes its LRU cache here
         self.block_size = int(desc["bs"])
         self.size = int(desc["size"])
         self.pages = [bytes.fromhex(p) for p in desc["pages"]]
@@ -128,7 +130,7 @@ class ImageMap:
         bid = self.block_id(block)
         if bid is None:
             return None
-        data = self.vault.read_blob(bid)
+        data = self.read_blob(bid)
         if len(data) != self.block_len(block):
             raise CorruptData(f"image block {block} has the wrong length")
         return data
@@ -153,6 +155,9 @@ def restore_image(vault: Vault, desc: Dict[str, Any], dest: str, *, byte_range: 
     only those bytes are written, at their own offsets."""
     progress = progress or (lambda kind, info: None)
     m = ImageMap(vault, desc)
+    start, end = byte_range if byte_range else (0, m.size)
+    if not 0 <= start <= end <= m.size:
+        raise UsageError(f"range {start}:{end} is outside the image (size {m.size})")
     exists = os.path.exists(dest)
     is_dev = exists and st_mod.S_ISBLK(os.stat(dest).st_mode)
     flags = os.O_WRONLY | os.O_CLOEXEC | (0 if is_dev else os.O_CREAT)
@@ -162,10 +167,6 @@ def restore_image(vault: Vault, desc: Dict[str, Any], dest: str, *, byte_range: 
         fd = os.open(dest, flags, 0o600)
     except OSError as e:
         raise UsageError(f"cannot open {dest} for writing: {e.strerror}") from None
-    start, end = byte_range if byte_range else (0, m.size)
-    if not 0 <= start <= end <= m.size:
-        os.close(fd)
-        raise UsageError(f"range {start}:{end} is outside the image (size {m.size})")
     if is_dev and device_size(fd) < end:
         os.close(fd)
         raise UsageError(f"device {dest} is smaller than the image ({m.size} bytes)")
@@ -173,20 +174,23 @@ def restore_image(vault: Vault, desc: Dict[str, Any], dest: str, *, byte_range: 
     lock = threading.Lock()
     bs = m.block_size
     first, last = start // bs, -(-end // bs)
+    # Skipping zeros (holes) is only right when the destination already reads as zeros: a file we just
+    # truncated. A device or a range written into an existing file must get every byte, zeros included.
+    overwrite = is_dev or byte_range is not None
 
     def do(block: int) -> None:
         data = m.read_block(block)
         lo, hi = block * bs, block * bs + m.block_len(block)
         a, b = max(lo, start), min(hi, end)
         if data is None:
-            if is_dev or byte_range is not None:
-                os.pwrite(fd, bytes(b - a), a)
+            if overwrite:
+                fsmeta._pwrite_all(fd, memoryview(bytes(b - a)), a)
             with lock:
                 stats["zero_blocks"] += 1
             return
         view = memoryview(data)[a - lo:b - lo]
-        if is_dev:
-            os.pwrite(fd, view, a)
+        if overwrite:
+            fsmeta._pwrite_all(fd, view, a)
         else:
             fsmeta.write_sparse(fd, a, view)
         with lock:

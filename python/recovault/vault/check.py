@@ -7,7 +7,7 @@ import random
 from typing import Any, Callable, Dict, List, Optional, Set
 
 from .. import core
-from ..errors import CorruptData, RecovaultError
+from ..errors import CorruptData, RecovaultError, UsageError
 from . import format as fmt
 from .repo import Vault
 
@@ -18,7 +18,8 @@ class Checker:
         self.progress = progress or (lambda kind, info: None)
         self.problems: List[str] = []
         self.warnings: List[str] = []
-        self.stats: Dict[str, int] = {"snapshots": 0, "trees": 0, "packs": 0, "packs_read": 0, "blobs_read": 0}
+        self.stats: Dict[str, int] = {"snapshots": 0, "indexes": 0, "trees": 0, "packs": 0, "packs_read": 0,
+                                      "blobs_read": 0}
 
     def problem(self, msg: str) -> None:
         self.problems.append(msg)
@@ -26,6 +27,26 @@ class Checker:
 
     def run(self, read_data: bool = False, subset: Optional[str] = None) -> Dict[str, Any]:
         v = self.vault
+        if subset:
+            self._parse_subset(subset)  # a malformed argument fails before the work, not after
+        # 0. the index files as stored: the vault was opened from the agent cache, which can hide a damaged
+        # one that would keep every other host from opening the vault
+        for name in v.storage.list(fmt.INDEX):
+            try:
+                raw = v.storage.get(name)
+            except RecovaultError as e:
+                self.problem(str(e))
+                continue
+            if core.blake3(raw).hex() != fmt.name_to_id(name):
+                self.problem(f"index file {name}: content does not match its name (corrupt or tampered with)")
+                continue
+            try:
+                fmt.decode_index(v.unseal(fmt.AAD_INDEX, raw, f"index file {name}"))
+                self.stats["indexes"] += 1
+            except CorruptData as e:
+                self.problem(str(e))
+            except ValueError as e:
+                self.problem(f"index file {name} does not parse: {e}")
         # 1. packs named by the index exist, with their expected extent
         indexed: Dict[bytes, int] = {}
         for loc in v.locations.values():
@@ -70,15 +91,28 @@ class Checker:
         return {"ok": not self.problems, "problems": self.problems, "warnings": self.warnings,
                 "stats": self.stats}
 
-    def _subset(self, packs: List[bytes], subset: str) -> List[bytes]:
-        if "/" in subset:  # n/m: the n-th of m groups, deterministic
-            n, m = (int(x) for x in subset.split("/"))
-            if not 1 <= n <= m:
-                raise RecovaultError(f"--read-data-subset {subset}: need 1 <= n <= m")
-            return [p for p in packs if int.from_bytes(p[:4], "big") % m == n - 1]
-        pct = float(subset.rstrip("%"))
+    @staticmethod
+    def _parse_subset(subset: str):
+        """("groups", n, m) for 'n/m' or ("percent", p) for 'p%' / 'p'; UsageError if malformed."""
+        try:
+            if "/" in subset:  # n/m: the n-th of m groups, deterministic
+                n, m = (int(x) for x in subset.split("/"))
+                if not 1 <= n <= m:
+                    raise UsageError(f"--read-data-subset {subset}: need 1 <= n <= m")
+                return ("groups", n, m)
+            pct = float(subset.rstrip("%"))
+        except ValueError:
+            raise UsageError(f"--read-data-subset {subset}: use 'n/m' or a percentage like '10%'") from None
         if not 0 < pct <= 100:
-            raise RecovaultError(f"--read-data-subset {subset}: percentage must be in (0, 100]")
+            raise UsageError(f"--read-data-subset {subset}: percentage must be in (0, 100]")
+        return ("percent", pct)
+
+    def _subset(self, packs: List[bytes], subset: str) -> List[bytes]:
+        how = self._parse_subset(subset)
+        if how[0] == "groups":
+            _, n, m = how
+            return [p for p in packs if int.from_bytes(p[:4], "big") % m == n - 1]
+        pct = how[1]
         k = max(1, round(len(packs) * pct / 100)) if packs else 0
         return random.sample(packs, k)
 

@@ -12,6 +12,7 @@ import random
 import secrets
 import socket
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -94,6 +95,7 @@ class Vault:
         self._pending: List[Future] = []
         self._unindexed: Dict[bytes, List[fmt.BlobEntry]] = {}
         self._lock = threading.Lock()
+        self._last_index = time.monotonic()
         self.load_index()
 
     # ---- creation and unlocking ----------------------------------------------------------------
@@ -103,6 +105,14 @@ class Vault:
         if storage.exists(fmt.CONFIG):
             raise VaultExists(f"a vault already exists at {storage.url}")
         settings = settings or Settings()
+        # Settings are fixed for the vault's life: refuse bad ones before anything is written (a config the
+        # chunker rejects would make the vault impossible to open).
+        try:
+            core.Chunker(bytes(32), settings.min_size, settings.avg_size, settings.max_size, settings.normalization)
+        except (ValueError, TypeError) as e:
+            raise UsageError(f"invalid vault settings: {e}") from None
+        if not 0 < settings.pack_size <= fmt.MAX_PACK_SIZE // 2:
+            raise UsageError(f"invalid vault settings: pack size {settings.pack_size} is out of range")
         master = MasterKeys.generate()
         keys = KeyStore(storage)
         keyid = keys.add(passphrase, master, kdf=kdf)
@@ -142,9 +152,16 @@ class Vault:
         self.close(flush=exc[0] is None)
 
     def close(self, flush: bool = True) -> None:
+        """Flush and stop. Without flush (after an error or Ctrl-C), queued blobs are dropped, but packs
+        already stored still get an index, so the next backup reuses them."""
         if flush:
             self.flush()
         self._uploads.shutdown(wait=True)
+        if not flush:
+            try:
+                self.write_index()
+            except Exception:  # noqa: BLE001 - best effort on the way out; the vault stays valid either way
+                pass
 
     # ---- sealing --------------------------------------------------------------------------------
     def pipeline(self, *, workers: int = 0, fixed_block: int = 0, level: Optional[int] = None,
@@ -212,7 +229,8 @@ class Vault:
             self._unindexed[pack_id] = entries
             for e in entries:
                 self.locations[e.id] = Location(pack_id, e.type, e.offset, e.length, e.raw_length)
-            full = len(self._unindexed) >= 16
+            # Index often enough that an interrupted job loses little: every 4 packs or every minute.
+            full = len(self._unindexed) >= 4 or time.monotonic() - self._last_index > 60
         if full:
             self.write_index()
 
@@ -232,6 +250,7 @@ class Vault:
     def write_index(self) -> None:
         with self._lock:
             packs, self._unindexed = self._unindexed, {}
+            self._last_index = time.monotonic()
         if not packs:
             return
         sealed = self.seal(fmt.AAD_INDEX, fmt.encode_index(packs))

@@ -1,0 +1,439 @@
+"""`recovault mount`: a recovery point as a read-only FUSE file system (recovault.mount).
+
+One vault and one recovery point (a source tree, a plain disk image and a small ext4 image) are served by
+`python -m recovault.cli mount` for the whole module; the tests read through the mount point and compare
+with the sources. The whole module is skipped where FUSE is not usable (no pyfuse3, /dev/fuse or
+fusermount3).
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import shutil
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+import recovault
+
+try:
+    import pyfuse3  # noqa: F401
+    _FUSE_PROBLEM: Optional[str] = None
+except ImportError as e:  # pragma: no cover - depends on the machine
+    _FUSE_PROBLEM = f"pyfuse3 cannot be imported ({e}); install recovault[fuse]"
+if _FUSE_PROBLEM is None and not os.path.exists("/dev/fuse"):
+    _FUSE_PROBLEM = "/dev/fuse is missing (no FUSE in this kernel/container)"
+if _FUSE_PROBLEM is None and shutil.which("fusermount3") is None:
+    _FUSE_PROBLEM = "fusermount3 is not on PATH (apt-get install fuse3)"
+if _FUSE_PROBLEM:
+    pytest.skip(_FUSE_PROBLEM, allow_module_level=True)
+
+from recovault import api  # noqa: E402
+from recovault.jobs.image import restore_image  # noqa: E402
+from recovault.mount import _BlobCache  # noqa: E402
+from recovault.vault.tree import node_map  # noqa: E402
+
+PASSPHRASE = "correct horse battery staple"
+KiB, MiB = 1 << 10, 1 << 20
+IMG_BS = 64 << 10
+PYTHONPATH = str(Path(recovault.__file__).resolve().parent.parent)
+# an ext4 file system image holds a copy of this part of the source tree
+EXT4_FILES = [b"big/multi-chunk-5m.bin", b"docs/readme.txt", b"docs/nested/deeper/small.bin", b"empty"]
+
+
+def rand(seed: int, n: int) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def cli_env(home: Path) -> Dict[str, str]:
+    env = dict(os.environ)
+    env.update(PYTHONPATH=PYTHONPATH, RECOVAULT_PASSPHRASE=PASSPHRASE, HOME=str(home / "home"),
+               XDG_CACHE_HOME=str(home / "xdg-cache"))
+    env.pop("RECOVAULT_VAULT", None)
+    return env
+
+
+def run_cli(home: Path, *args, check: bool = True) -> subprocess.CompletedProcess:
+    p = subprocess.run([sys.executable, "-m", "recovault.cli", *map(str, args)], capture_output=True,
+                       env=cli_env(home), timeout=120)
+    if check and p.returncode != 0:
+        pytest.fail(f"recovault {' '.join(map(str, args))} exited {p.returncode}:\n"
+                    f"{p.stderr.decode(errors='replace')}")
+    return p
+
+
+def build_source(src: Path) -> None:
+    """Files of several sizes (several multi-chunk ones with a 256 KiB average chunk), text, an empty file,
+    a sparse file, symlinks, a hard link, a non-UTF-8 name, modes and mtimes to compare."""
+    files = {
+        b"empty": b"",
+        b"one-byte": b"x",
+        b"page-minus-one.bin": rand(1, 4095),
+        b"docs/readme.txt": b"".join(b"line %d of the readme, some text to compress\n" % i for i in range(3000)),
+        b"docs/nested/deeper/small.bin": rand(2, 100 * KiB),
+        b"big/multi-chunk-3m.bin": rand(3, 3 * MiB),
+        b"big/multi-chunk-5m.bin": rand(4, 5 * MiB + 17),
+        b"big/repetitive-2m.bin": (rand(5, 64 * KiB) * 32)[: 2 * MiB - 3],
+        b"caf\xe9-latin1.txt": b"non-UTF-8 name\n",
+    }
+    for rel, data in files.items():
+        p = os.path.join(os.fsencode(src), rel)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(data)
+    with open(os.path.join(os.fsencode(src), b"sparse.bin"), "wb") as f:
+        f.truncate(3 * MiB)
+        f.seek(MiB + 5)
+        f.write(rand(6, 70 * KiB))
+    os.makedirs(src / "empty-dir")
+    os.link(src / "big" / "multi-chunk-3m.bin", src / "hardlink-to-3m.bin")
+    os.symlink("docs/readme.txt", src / "link-relative")
+    os.symlink("/etc/hostname-that-does-not-exist", src / "link-dangling")
+    os.symlink("nested/deeper", src / "docs" / "link-to-dir")
+    os.chmod(src / "one-byte", 0o600)
+    os.chmod(src / "page-minus-one.bin", 0o751)
+    os.chmod(src / "docs" / "nested", 0o700)
+    os.chmod(src / "big" / "multi-chunk-5m.bin", 0o444)
+    rng = random.Random(9)
+    for dirpath, dirnames, filenames in os.walk(os.fsencode(src), topdown=False):
+        for name in filenames + dirnames:
+            p = os.path.join(dirpath, name)
+            t = 1_500_000_000 * 10**9 + rng.randrange(10**17)
+            os.utime(p, ns=(t, t + 123), follow_symlinks=False)
+    os.utime(src, ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
+
+
+class Mounted:
+    def __init__(self, mnt: Path, src: Path, img: Path, ext4: Optional[Path], vault: str, home: Path,
+                 snap_id: str) -> None:
+        self.mnt, self.src, self.img, self.ext4, self.vault, self.home, self.snap_id = (
+            mnt, src, img, ext4, vault, home, snap_id)
+
+    def view(self, path) -> bytes:
+        """The FUSE path of a backed-up absolute path."""
+        return os.fsencode(self.mnt) + os.fsencode(os.path.abspath(path))
+
+
+def start_mount(home: Path, vault: str, snapshot: str, mnt: Path) -> subprocess.Popen:
+    log = open(home / f"mount-{mnt.name}.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "recovault.cli", "mount", "--vault", vault, snapshot, str(mnt)],
+                            stdout=log, stderr=subprocess.STDOUT, env=cli_env(home))
+    log.close()
+    deadline = time.monotonic() + 10
+    while not os.path.ismount(mnt):
+        if proc.poll() is not None:
+            out = (home / f"mount-{mnt.name}.log").read_text(errors="replace")
+            pytest.fail(f"recovault mount exited {proc.returncode} before mounting:\n{out}")
+        if time.monotonic() > deadline:
+            stop_mount(proc, mnt)
+            pytest.fail(f"{mnt} did not become a mount point within 10 s")
+        time.sleep(0.05)
+    return proc
+
+
+def stop_mount(proc: subprocess.Popen, mnt: Path) -> None:
+    if os.path.ismount(mnt):
+        r = subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
+        if r.returncode != 0:
+            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def mounted(tmp_path_factory):
+    base = tmp_path_factory.mktemp("mount")
+    src = base / "src"
+    build_source(src)
+    img = base / "disk.img"
+    with open(img, "wb") as f:  # a plain disk image: holes, data, a zero run, a partial last block
+        f.truncate(6 * MiB + 1000)
+        for off, data in [(0, rand(20, 3000)), (MiB + 7, rand(21, 300 * KiB)), (3 * MiB, bytes(200 * KiB)),
+                          (6 * MiB, rand(22, 1000))]:
+            f.seek(off)
+            f.write(data)
+    ext4 = None
+    if shutil.which("mke2fs"):
+        ext4_src = base / "ext4-src"
+        for rel in EXT4_FILES:
+            s, d = os.path.join(os.fsencode(src), rel), os.path.join(os.fsencode(ext4_src), rel)
+            os.makedirs(os.path.dirname(d), exist_ok=True)
+            shutil.copyfile(s, d)
+        ext4 = base / "fs.img"
+        r = subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-d", str(ext4_src), str(ext4), "64M"],
+                           capture_output=True)
+        if r.returncode != 0:
+            ext4 = None  # the ext4 tests skip with this reason
+            (base / "mke2fs.err").write_bytes(r.stderr)
+
+    vault = str(base / "vault")
+    run_cli(base, "init", "--vault", vault, "--chunk-min", "65536", "--chunk-avg", "262144",
+            "--chunk-max", "1048576", "--json")
+    args = ["backup", "--vault", vault, src, "--image", img, "--image-block-size", str(IMG_BS), "--json"]
+    if ext4 is not None:
+        args += ["--image", ext4]
+    p = run_cli(base, *args)
+    snap = json.loads(p.stdout)
+    assert snap["stats"]["errors"] == 0
+
+    mnt = base / "mnt"
+    mnt.mkdir()
+    proc = start_mount(base, vault, snap["id"][:12], mnt)
+    try:
+        yield Mounted(mnt, src, img, ext4, vault, base, snap["id"])
+    finally:
+        stop_mount(proc, mnt)
+    assert not os.path.ismount(mnt)
+    log = (base / f"mount-{mnt.name}.log").read_text(errors="replace")
+    assert proc.returncode == 0, f"recovault mount exited {proc.returncode} after fusermount3 -u:\n{log}"
+    assert "Traceback" not in log, log
+
+
+# ---- the tree ------------------------------------------------------------------------------------------
+def _walk(root: bytes) -> Dict[bytes, os.stat_result]:
+    out = {b"": os.lstat(root)}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            out[os.path.relpath(p, root)] = os.lstat(p)
+    return out
+
+
+def test_tree_is_byte_identical(mounted):
+    src = os.fsencode(mounted.src)
+    view = mounted.view(mounted.src)
+    want, got = _walk(src), _walk(view)
+    assert sorted(got) == sorted(want)
+    for rel, s in want.items():
+        g = got[rel]
+        where = rel.decode(errors="replace") or "."
+        assert stat.S_IFMT(g.st_mode) == stat.S_IFMT(s.st_mode), where
+        assert stat.S_IMODE(g.st_mode) == stat.S_IMODE(s.st_mode), f"{where}: mode {g.st_mode:o} != {s.st_mode:o}"
+        assert g.st_mtime_ns == s.st_mtime_ns, f"{where}: mtime"
+        assert (g.st_uid, g.st_gid) == (s.st_uid, s.st_gid), where
+        if stat.S_ISREG(s.st_mode):
+            assert g.st_size == s.st_size, where
+            with open(os.path.join(src, rel), "rb") as a, open(os.path.join(view, rel), "rb") as b:
+                assert b.read() == a.read(), f"{where}: content differs"
+        elif stat.S_ISLNK(s.st_mode):
+            assert os.readlink(os.path.join(view, rel)) == os.readlink(os.path.join(src, rel)), where
+            assert g.st_size == s.st_size, where
+    # following a symlink inside the mount
+    assert (Path(os.fsdecode(view)) / "link-relative").read_bytes() == (mounted.src / "docs/readme.txt").read_bytes()
+    assert sorted(os.listdir(os.path.join(view, b"docs/link-to-dir"))) == [b"small.bin"]
+    assert not os.path.exists(os.path.join(view, b"link-dangling"))
+    # the ancestors of the backed-up path are there too, and unknown names are ENOENT
+    assert os.path.isdir(os.fsencode(mounted.mnt) + os.fsencode(os.path.dirname(mounted.src)))
+    with pytest.raises(FileNotFoundError):
+        os.stat(os.path.join(view, b"no-such-file"))
+
+
+def test_random_reads(mounted):
+    rng = random.Random(1)
+    names = [b"big/multi-chunk-3m.bin", b"big/multi-chunk-5m.bin", b"big/repetitive-2m.bin",
+             b"docs/readme.txt", b"sparse.bin", b"page-minus-one.bin", b"hardlink-to-3m.bin"]
+    src, view = os.fsencode(mounted.src), mounted.view(mounted.src)
+    for name in names:
+        data = Path(os.fsdecode(os.path.join(src, name))).read_bytes()
+        fd = os.open(os.path.join(view, name), os.O_RDONLY)
+        try:
+            for _ in range(40):
+                off = rng.randrange(0, len(data) + 100)
+                n = rng.choice([1, 7, 4096, 65536 + 3, 300_000, 1 << 20])
+                assert os.pread(fd, n, off) == data[off:off + n], f"{name!r} at {off}+{n}"
+            assert os.pread(fd, 10, len(data)) == b""
+            assert os.pread(fd, 10, len(data) + 12345) == b""
+        finally:
+            os.close(fd)
+
+
+def test_concurrent_reads(mounted):
+    """Several threads reading different chunks at once (the FUSE server reads on worker threads)."""
+    names = [b"big/multi-chunk-3m.bin", b"big/multi-chunk-5m.bin", b"big/repetitive-2m.bin"]
+    src, view = os.fsencode(mounted.src), mounted.view(mounted.src)
+    datas = {n: Path(os.fsdecode(os.path.join(src, n))).read_bytes() for n in names}
+    errors: List[str] = []
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        fds = {n: os.open(os.path.join(view, n), os.O_RDONLY | getattr(os, "O_DIRECT", 0)) for n in names}
+        try:
+            for _ in range(60):
+                n = rng.choice(names)
+                off = rng.randrange(0, len(datas[n])) & ~4095
+                try:
+                    got = os.pread(fds[n], 64 * KiB, off)
+                except OSError as e:
+                    errors.append(f"{n!r}@{off}: {e}")
+                    return
+                if got != datas[n][off:off + 64 * KiB]:
+                    errors.append(f"{n!r}@{off}: wrong bytes")
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert os.path.ismount(mounted.mnt), "the FUSE server died"
+
+
+def test_writes_fail(mounted):
+    view = mounted.view(mounted.src)
+    refused = (errno.EROFS, errno.EACCES, errno.EPERM)
+    f = os.path.join(view, b"docs/readme.txt")
+    for flags in (os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_APPEND, os.O_WRONLY | os.O_TRUNC):
+        with pytest.raises(OSError) as ei:
+            os.close(os.open(f, flags))
+        assert ei.value.errno in refused
+    attempts = [
+        lambda: os.close(os.open(os.path.join(view, b"new-file"), os.O_WRONLY | os.O_CREAT, 0o644)),
+        lambda: os.mkdir(os.path.join(view, b"new-dir")),
+        lambda: os.unlink(f),
+        lambda: os.rename(f, os.path.join(view, b"renamed")),
+        lambda: os.chmod(f, 0o777),
+        lambda: os.truncate(f, 0),
+        lambda: os.symlink(b"x", os.path.join(view, b"new-link")),
+        lambda: os.utime(f, ns=(0, 0)),
+    ]
+    for attempt in attempts:
+        with pytest.raises(OSError) as ei:
+            attempt()
+        assert ei.value.errno in refused, ei.value
+    assert (mounted.src / "docs/readme.txt").read_bytes() == Path(os.fsdecode(f)).read_bytes()
+    assert not os.path.lexists(os.path.join(view, b"new-file"))
+
+
+def test_statfs_and_listing_of_root(mounted):
+    os.statvfs(mounted.mnt)
+    top = os.listdir(mounted.mnt)
+    assert top == [os.fsdecode(os.path.abspath(mounted.src)).split("/")[1]]
+
+
+# ---- images --------------------------------------------------------------------------------------------
+def test_image_reads_identical_to_restore(mounted):
+    view = mounted.view(mounted.img)
+    assert os.path.getsize(view) == os.path.getsize(mounted.img)
+    assert stat.S_ISREG(os.stat(view).st_mode)
+    out = mounted.home / "restored-disk.img"
+    v = api.open_vault(mounted.vault, PASSPHRASE, cache_dir=str(mounted.home / "api-cache"))
+    try:
+        snap = v.find_snapshot(mounted.snap_id)
+        tree = v.load_tree(bytes.fromhex(snap["tree"]))
+        node = None
+        for part in [p for p in os.fsencode(os.path.abspath(mounted.img)).split(b"/") if p]:
+            node = node_map(tree)[part]
+            if "subtree" in node:
+                tree = v.load_tree(bytes.fromhex(node["subtree"]))
+        restore_image(v, node["image"], str(out))
+    finally:
+        v.close()
+    through_fuse = Path(os.fsdecode(view)).read_bytes()
+    assert through_fuse == out.read_bytes()
+    assert through_fuse == mounted.img.read_bytes()
+    rng = random.Random(3)
+    data = through_fuse
+    fd = os.open(view, os.O_RDONLY)
+    try:
+        for _ in range(50):
+            off = rng.randrange(0, len(data) + 10)
+            n = rng.randrange(1, 3 * IMG_BS)
+            assert os.pread(fd, n, off) == data[off:off + n]
+    finally:
+        os.close(fd)
+
+
+def _need_ext4(mounted) -> None:
+    if mounted.ext4 is None:
+        err = mounted.home / "mke2fs.err"
+        pytest.skip("mke2fs is not installed" if not err.exists() else
+                    f"mke2fs -d failed: {err.read_text(errors='replace').strip()}")
+
+
+def test_extract_file_from_ext4_image_with_debugfs(mounted, tmp_path):
+    _need_ext4(mounted)
+    if shutil.which("debugfs") is None:
+        pytest.skip("debugfs (e2fsprogs) is not installed")
+    view = os.fsdecode(mounted.view(mounted.ext4))
+    assert os.path.getsize(view) == 64 * MiB
+    for rel in (b"big/multi-chunk-5m.bin", b"docs/nested/deeper/small.bin"):
+        out = tmp_path / os.path.basename(os.fsdecode(rel))
+        r = subprocess.run(["debugfs", "-R", f"dump /{os.fsdecode(rel)} {out}", view], capture_output=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert out.exists(), f"debugfs did not extract /{rel!r}: {r.stderr!r}"
+        assert out.read_bytes() == Path(os.fsdecode(os.path.join(os.fsencode(mounted.src), rel))).read_bytes()
+    r = subprocess.run(["debugfs", "-R", "ls -p /docs", view], capture_output=True, timeout=60)
+    assert r.returncode == 0 and b"readme.txt" in r.stdout
+
+
+def test_loop_mount_of_ext4_image_through_fuse(mounted, tmp_path):
+    _need_ext4(mounted)
+    if os.geteuid() != 0:
+        pytest.skip("mount -o loop needs root")
+    view = os.fsdecode(mounted.view(mounted.ext4))
+    mp = tmp_path / "ext4"
+    mp.mkdir()
+    r = subprocess.run(["mount", "-o", "loop,ro", view, str(mp)], capture_output=True, timeout=60)
+    if r.returncode != 0:
+        pytest.skip(f"the kernel refused to loop-mount the FUSE-exposed image: "
+                    f"{r.stderr.decode(errors='replace').strip()}")
+    try:
+        for rel in EXT4_FILES:
+            got = Path(os.fsdecode(os.path.join(os.fsencode(mp), rel))).read_bytes()
+            assert got == Path(os.fsdecode(os.path.join(os.fsencode(mounted.src), rel))).read_bytes(), rel
+    finally:
+        u = subprocess.run(["umount", str(mp)], capture_output=True, timeout=60)
+        if u.returncode != 0:
+            subprocess.run(["umount", "-l", str(mp)], capture_output=True, timeout=60)
+
+
+# ---- the server's blob cache ---------------------------------------------------------------------------
+def test_blob_cache_is_thread_safe():
+    """FUSE reads run on worker threads: the LRU cache must survive concurrent hits and evictions (an
+    exception other than FUSEError in a handler would end pyfuse3's main loop, i.e. the mount)."""
+
+    class FakeVault:
+        def read_blob(self, blob_id: bytes) -> bytes:
+            return blob_id * 3
+
+    cache = _BlobCache(FakeVault(), entries=4)
+    errors: List[str] = []
+    stop = time.monotonic() + 1.0
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            while time.monotonic() < stop:
+                for _ in range(500):
+                    k = bytes([rng.randrange(6)])
+                    assert cache.get(k) == k * 3
+        except Exception as e:  # noqa: BLE001 - any exception is the bug
+            errors.append(repr(e))
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert errors == []
+    assert len(cache.data) <= 4
