@@ -402,13 +402,14 @@ def test_exclude_file_missing_is_a_usage_error(tmp_path):
 
 def vanish_during_backup(monkeypatch, victim):
     """Make `victim` disappear between the walk and the read: the file cannot be read."""
-    orig = BackupJob._read_files
+    orig = BackupJob._start  # hands a batch of files to the pipeline
 
-    def patched(self, files):
-        os.unlink(victim)
-        return orig(self, files)
+    def patched(self, files, sources=None):
+        if os.path.exists(victim):
+            os.unlink(victim)
+        return orig(self, files, sources)
 
-    monkeypatch.setattr(BackupJob, "_read_files", patched)
+    monkeypatch.setattr(BackupJob, "_start", patched)
 
 
 def test_unreadable_file_is_reported_and_left_out(tmp_path, monkeypatch):

@@ -84,19 +84,19 @@ def test_matches_the_definition(params):
 @pytest.mark.parametrize("params,size", [
     (SMALL, 4 << 20),
     (dict(min_size=64 << 10, avg_size=256 << 10, max_size=1 << 20), 16 << 20),
-    ({}, 24 << 20),  # the defaults: 512 KiB / 1 MiB / 8 MiB
+    ({}, 24 << 20),  # the defaults: 256 KiB / 512 KiB / 2 MiB
 ])
 def test_lengths_cover_the_data_within_bounds(params, size):
     data = rand(size, 2)
     lens = core.chunk_lengths(data, SEED, **params)
-    mn = params.get("min_size", 512 << 10)
-    mx = params.get("max_size", 8 << 20)
+    mn = params.get("min_size", 256 << 10)
+    mx = params.get("max_size", 2 << 20)
     assert sum(lens) == size
     assert all(mn <= n <= mx for n in lens[:-1])
     assert 1 <= lens[-1] <= mx
     assert len(lens) > 1
     # random data: nearly no chunk is forced at max_size, and the mean is in the neighbourhood of avg
-    avg = params.get("avg_size", 1 << 20)
+    avg = params.get("avg_size", 512 << 10)
     assert avg / 2 < size / len(lens) < 2 * avg
 
 

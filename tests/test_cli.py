@@ -47,16 +47,17 @@ FAST_KDF = KdfParams(memory_kib=8, iterations=1, lanes=1)
 # The directory the recovault package imported here lives in: the subprocesses run the same code.
 PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(recovault.__file__)))
 
-# Runs the CLI with BackupJob._read_files patched so that $RV_TEST_VANISH is deleted between the walk and
-# the read (as root, a chmod 000 file is still readable).
+# Runs the CLI with BackupJob._start (which hands files to the pipeline) patched so that $RV_TEST_VANISH is
+# deleted between the walk and the read (as root, a chmod 000 file is still readable).
 VANISH_BOOT = r"""
 import os, sys
 from recovault.jobs import backup as _b
-_orig = _b.BackupJob._read_files
-def _patched(self, files):
-    os.unlink(os.environ["RV_TEST_VANISH"])
-    return _orig(self, files)
-_b.BackupJob._read_files = _patched
+_orig = _b.BackupJob._start
+def _patched(self, files, sources=None):
+    if os.path.exists(os.environ["RV_TEST_VANISH"]):
+        os.unlink(os.environ["RV_TEST_VANISH"])
+    return _orig(self, files, sources)
+_b.BackupJob._start = _patched
 from recovault.cli import main
 main()
 """

@@ -617,9 +617,10 @@ def test_preloaded_known_ids(data_mixed):
     assert len(known) == len(set(ids))
 
 
-def test_known_set_cleared_during_run_still_seals(data_mixed):
-    # Workers see every id as known and skip sealing; the caller then clears the set: the emitter must
-    # seal those chunks itself so that no "new" chunk comes out without its blob.
+def test_known_set_cleared_during_run_is_a_loud_error(data_mixed):
+    # Workers see every id as known and skip sealing; the caller then clears the set. The emitter cannot
+    # deliver those chunks as "new" without their blobs, and must never deliver them as duplicates (the
+    # caller would then store nothing): the run fails with an error naming the cause.
     first = events(pipeline().run([data_mixed]))
     known = core.IdSet()
     known.update(b"".join(e[4] for e in first if e[0] == core.CHUNK))
@@ -628,17 +629,8 @@ def test_known_set_cleared_during_run_still_seals(data_mixed):
     assert head[0][5] is None
     time.sleep(0.1)  # let the workers get through the rest
     known.clear()
-    rest = events(run)
-    chunks = [e for e in rest if e[0] == core.CHUNK]
-    assert chunks
-    delivered = {head[0][4]}  # the head was emitted before the clear, as a duplicate
-    for e in chunks:
-        if e[4] not in delivered:  # first occurrence after the clear: new, so it must carry its blob
-            assert e[5] is not None
-            delivered.add(e[4])
-    for e in chunks:
-        if e[5] is not None:
-            assert core.open_blob(KEY, e[4], e[5]) == data_mixed[e[2]:e[2] + e[3]]
+    with pytest.raises(RuntimeError, match="known-ID set lost IDs"):
+        events(run)
 
 
 def test_interleaved_runs_sharing_session_and_known():
@@ -993,3 +985,33 @@ def test_idset_concurrent_adds():
     assert all(n == 5000 for n, _ in wins)
     assert sum(w for _, w in wins) == 1000  # every shared id added exactly once
     assert len(s) == 21000
+
+
+def test_small_files_read_by_workers_match_the_stream_path(tmp_path):
+    # With size hints, files below min_size are read whole by the workers (in parallel). The events must be
+    # exactly those of the producer's stream path, including for a file that grew past min_size since the
+    # caller saw it (it is then chunked by the worker) and for a file that vanished.
+    rng = np.random.default_rng(11)
+    paths, sizes = [], []
+    for i, n in enumerate([0, 1, 100, SMALL["min_size"] - 1, 5000, 3 * SMALL["max_size"] + 17]):
+        p = tmp_path / f"f{i}"
+        p.write_bytes(rng.integers(0, 256, n, dtype=np.uint8).tobytes())
+        paths.append(str(p))
+        sizes.append(n if i != 5 else 10)  # the last one "grew" after the caller looked
+    paths.append(str(tmp_path / "missing"))
+    sizes.append(10)
+    for workers in (1, 2):
+        hinted = events(pipeline(workers=workers).run(paths, sizes))
+        plain = events(pipeline(workers=workers).run(paths))
+        strip = lambda evs: [(e[0], e[1], e[2], e[3], e[4], e[5] is None) if e[0] != core.END else
+                             (e[0], e[1], e[3], e[5] is None) for e in evs]
+        assert strip(hinted) == strip(plain)
+        for e in hinted:
+            if e[0] == core.CHUNK and e[5] is not None:
+                with open(paths[e[1]], "rb") as f:
+                    f.seek(e[2])
+                    assert core.open_blob(KEY, e[4], e[5]) == f.read(e[3])
+        end = [e for e in hinted if e[0] == core.END]
+        assert end[-1][5] and "No such file" in end[-1][5]
+    with pytest.raises(ValueError, match="one size per source"):
+        pipeline().run(paths, sizes[:-1])

@@ -182,9 +182,11 @@ class PyPipeline {
   std::shared_ptr<IdSet> known;
   std::shared_ptr<SealSession> session;
 
-  std::unique_ptr<PyRun> run(const py::iterable& sources) {
+  std::unique_ptr<PyRun> run(const py::iterable& sources, const py::object& sizes) {
     auto r = std::make_unique<PyRun>();
     std::vector<Source> srcs;
+    std::vector<int64_t> hints;
+    if (!sizes.is_none()) hints = sizes.cast<std::vector<int64_t>>();
     for (py::handle item : sources) {
       Source s;
       py::handle h = item;
@@ -242,8 +244,11 @@ class PyPipeline {
         s.len = v->size();
         r->views.push_back(std::move(v));
       }
+      if (s.kind == Source::PATH && srcs.size() < hints.size()) s.size_hint = hints[srcs.size()];
       srcs.push_back(std::move(s));
     }
+    if (!hints.empty() && hints.size() != srcs.size())
+      throw py::value_error("sizes must give one size per source");
     r->run.reset(new PipelineRun(cfg, known, session, std::move(srcs)));
     return r;
   }
@@ -257,7 +262,7 @@ PYBIND11_MODULE(_core, m) {
   // whose every page faults on first touch (measured: AES-GCM on 1 MiB buffers 2.3 -> 3.3 GB/s, sealing
   // 0.6 -> 2.7 GB/s with this). Keep them in the heap instead, and don't give memory back eagerly.
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
-  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
 #endif
   m.doc() = "recovault's C++ data path: BLAKE3, FastCDC, zstd, AES-256-GCM, HKDF, and the parallel pipeline";
 
@@ -395,7 +400,7 @@ PYBIND11_MODULE(_core, m) {
   // chunking
   py::class_<PyChunker>(m, "Chunker", "Streaming keyed FastCDC chunker")
       .def(py::init<const py::handle&, uint32_t, uint32_t, uint32_t, int>(), py::arg("seed"),
-           py::arg("min_size") = 512 * 1024, py::arg("avg_size") = 1024 * 1024, py::arg("max_size") = 8 * 1024 * 1024,
+           py::arg("min_size") = 256 * 1024, py::arg("avg_size") = 512 * 1024, py::arg("max_size") = 2 * 1024 * 1024,
            py::arg("normalization") = 2)
       .def("cuts", &PyChunker::cuts, py::arg("data"))
       .def("finish", &PyChunker::finish);
@@ -406,8 +411,8 @@ PYBIND11_MODULE(_core, m) {
         uint64_t tail = c.finish();
         if (tail) out.push_back(tail);
         return out;
-      }, py::arg("data"), py::arg("seed"), py::arg("min_size") = 512 * 1024, py::arg("avg_size") = 1024 * 1024,
-      py::arg("max_size") = 8 * 1024 * 1024, py::arg("normalization") = 2);
+      }, py::arg("data"), py::arg("seed"), py::arg("min_size") = 256 * 1024, py::arg("avg_size") = 512 * 1024,
+      py::arg("max_size") = 2 * 1024 * 1024, py::arg("normalization") = 2);
   m.def("is_all_zero", [](const py::handle& data) {
         View v(data);
         py::gil_scoped_release r;
@@ -520,11 +525,13 @@ PYBIND11_MODULE(_core, m) {
              return p;
            }),
            py::arg("id_key"), py::arg("gear_seed"), py::arg("known"), py::arg("session"),
-           py::arg("min_size") = 512 * 1024, py::arg("avg_size") = 1024 * 1024, py::arg("max_size") = 8 * 1024 * 1024,
+           py::arg("min_size") = 256 * 1024, py::arg("avg_size") = 512 * 1024, py::arg("max_size") = 2 * 1024 * 1024,
            py::arg("normalization") = 2, py::arg("fixed_block") = 0, py::arg("id_algo") = "blake3",
            py::arg("level") = 3, py::arg("compress") = "auto", py::arg("workers") = 0, py::arg("max_in_flight") = 0)
-      .def("run", &PyPipeline::run, py::arg("sources"),
-           "Process sources (paths, fds, readable file objects, buffers); iterate batches of events")
+      .def("run", &PyPipeline::run, py::arg("sources"), py::arg("sizes") = py::none(),
+           "Process sources (paths, fds, readable file objects, buffers; (path_or_fd, start, length) ranges); "
+           "iterate batches of events. `sizes`: the file sizes the caller saw, one per source (-1: unknown); "
+           "files smaller than min_size are then read by the workers in parallel")
       .def("chunk_id", [](const PyPipeline& p, const py::handle& data) {
         View v(data);
         uint8_t out[32];

@@ -150,7 +150,7 @@ void PipelineRun::push_end(uint32_t source, uint64_t size, std::string error) {
   ev.source = source;
   ev.length = size;
   ev.error = std::move(error);
-  done_.emplace(next_seq_++, std::move(ev));
+  done_[next_seq_++].events.push_back(std::move(ev));
   cv_done_.notify_all();
 }
 
@@ -183,7 +183,6 @@ void PipelineRun::produce_source(uint32_t index, Source& src) {
 
   auto emit = [&](const uint8_t* p, size_t len, std::shared_ptr<void> keep) {
     Job j{};
-    j.kind = Event::CHUNK;
     j.source = index;
     j.offset = total;
     j.data = p;
@@ -221,6 +220,16 @@ void PipelineRun::produce_source(uint32_t index, Source& src) {
       scan(src.data, start, pos, src.len, src.keepalive);
       if (pos > start) emit(src.data + start, pos - start, src.keepalive);
       push_end(index, total, "");
+      return;
+    }
+    if (src.kind == Source::PATH && !src.ranged && !cfg_.fixed && src.size_hint >= 0 &&
+        static_cast<uint64_t>(src.size_hint) < cfg_.chunker.min_size) {
+      Job j;
+      j.source = index;
+      j.path = &src.path;
+      j.len = static_cast<size_t>(src.size_hint) + 1;
+      j.counter = session_->reserve(1);
+      push_job(std::move(j));
       return;
     }
     StreamReader reader(src);
@@ -261,6 +270,70 @@ void PipelineRun::produce_source(uint32_t index, Source& src) {
   }
 }
 
+Event PipelineRun::chunk_event(uint32_t source, uint64_t offset, const uint8_t* data, size_t len,
+                              uint64_t counter) const {
+  Event ev;
+  ev.kind = Event::CHUNK;
+  ev.source = source;
+  ev.offset = offset;
+  ev.length = len;
+  if (cfg_.fixed && is_all_zero(data, len)) {
+    ev.kind = Event::ZERO;
+    return ev;
+  }
+  chunk_id(cfg_, data, len, ev.id.data());
+  if (!known_->contains(ev.id.data()))
+    session_->seal(ev.id.data(), 32, data, len, cfg_.level, cfg_.compress, counter, ev.sealed);
+  return ev;
+}
+
+// A whole small file, read by a worker. Normally one chunk; if the file grew past min_size since the
+// caller looked, it is chunked here like any stream (its extra chunks take fresh nonce counters).
+void PipelineRun::small_file(const Job& j, std::vector<Event>& out) const {
+  Event end;
+  end.kind = Event::END;
+  end.source = j.source;
+  thread_local Buffer buf;
+  size_t len = 0;
+  try {
+    Source s;
+    s.kind = Source::PATH;
+    s.path = *j.path;
+    StreamReader reader(s);
+    if (buf.size() < j.len + 1) buf.resize(j.len + 1);
+    for (;;) {
+      if (len == buf.size()) buf.resize(buf.size() * 2);
+      size_t n = reader.read(buf.data() + len, buf.size() - len);
+      if (n == 0) break;
+      len += n;
+    }
+  } catch (const std::exception& e) {
+    end.error = e.what();
+    out.push_back(std::move(end));
+    return;
+  }
+  if (len > 0 && len < cfg_.chunker.min_size) {
+    out.push_back(chunk_event(j.source, 0, buf.data(), len, j.counter));
+  } else if (len > 0) {
+    Chunker c(cfg_.chunker, gear_);
+    size_t start = 0, pos = 0;
+    bool first = true;
+    while (pos < len) {
+      bool cut;
+      pos += c.next(buf.data() + pos, len - pos, &cut);
+      if (cut || pos == len) {
+        uint64_t counter = first ? j.counter : session_->reserve(1);
+        first = false;
+        out.push_back(chunk_event(j.source, start, buf.data() + start, pos - start, counter));
+        start = pos;
+      }
+    }
+  }
+  if (buf.size() > (size_t(4) << 20)) Buffer().swap(buf);  // don't keep a grown buffer per thread
+  end.length = len;
+  out.push_back(std::move(end));
+}
+
 void PipelineRun::work() {
   try {
     for (;;) {
@@ -272,30 +345,16 @@ void PipelineRun::work() {
         j = std::move(queue_.front());
         queue_.pop_front();
       }
-      Event ev;
-      ev.kind = Event::CHUNK;
-      ev.source = j.source;
-      ev.offset = j.offset;
-      ev.length = j.len;
-      if (cfg_.fixed && is_all_zero(j.data, j.len)) {
-        ev.kind = Event::ZERO;
-      } else {
-        chunk_id(cfg_, j.data, j.len, ev.id.data());
-        if (!known_->contains(ev.id.data()))
-          session_->seal(ev.id.data(), 32, j.data, j.len, cfg_.level, cfg_.compress, j.counter, ev.sealed);
-      }
-      // Keep the source bytes alive only while a seal may still be needed at emission time.
-      if (ev.kind == Event::CHUNK && ev.sealed.empty()) {
-        std::lock_guard<std::mutex> l(mu_);
-        done_.emplace(j.seq, std::move(ev));
-        pending_data_.emplace(j.seq, PendingData{j.data, j.len, j.counter, std::move(j.keep)});
-        cv_done_.notify_all();
-      } else {
-        j.keep.reset();
-        std::lock_guard<std::mutex> l(mu_);
-        done_.emplace(j.seq, std::move(ev));
-        cv_done_.notify_all();
-      }
+      Done d;
+      d.charge = j.len;
+      if (j.path)
+        small_file(j, d.events);
+      else
+        d.events.push_back(chunk_event(j.source, j.offset, j.data, j.len, j.counter));
+      j.keep.reset();
+      std::lock_guard<std::mutex> l(mu_);
+      done_.emplace(j.seq, std::move(d));
+      cv_done_.notify_all();
     }
   } catch (...) {
     fail(std::current_exception());
@@ -314,30 +373,22 @@ bool PipelineRun::next(std::vector<Event>& out, size_t max_events) {
   size_t n = 0;
   while (n < max_events && !done_.empty() && done_.begin()->first == next_emit_) {
     auto node = done_.extract(done_.begin());
-    Event& ev = node.mapped();
-    uint64_t seq = node.key();
+    Done& d = node.mapped();
     ++next_emit_;
-    PendingData pd{};
-    auto it = pending_data_.find(seq);
-    if (it != pending_data_.end()) {
-      pd = std::move(it->second);
-      pending_data_.erase(it);
-    }
-    if (ev.kind != Event::END) in_flight_ -= ev.length;
+    in_flight_ -= d.charge;
     l.unlock();
-    if (ev.kind == Event::CHUNK) {
-      ev.is_new = known_->insert(ev.id.data());
-      if (!ev.is_new) {
-        ev.sealed.clear();
-        ev.sealed.shrink_to_fit();
-      } else if (ev.sealed.empty()) {
-        // The worker saw the ID as known but the set no longer has it (cleared by the caller): seal now.
-        session_->seal(ev.id.data(), 32, pd.data, pd.len, cfg_.level, cfg_.compress, pd.counter, ev.sealed);
+    for (Event& ev : d.events) {
+      if (ev.kind == Event::CHUNK) {
+        ev.is_new = known_->insert(ev.id.data());
+        if (!ev.is_new) {
+          std::vector<uint8_t>().swap(ev.sealed);
+        } else if (ev.sealed.empty()) {
+          throw std::logic_error("the known-ID set lost IDs during a pipeline run (cleared by the caller?)");
+        }
       }
+      out.push_back(std::move(ev));
+      ++n;
     }
-    pd.keep.reset();
-    out.push_back(std::move(ev));
-    ++n;
     l.lock();
   }
   cv_space_.notify_all();

@@ -46,6 +46,10 @@ class ProgressReporter:
                                 transient=True)
             self.bar.start()
             self.task = self.bar.add_task(self._desc(), total=info.get("bytes", 0) or None)
+        elif kind == "more" and self.bar is not None and self.task is not None:
+            self.total_files += info.get("files", 0)
+            task = self.bar.tasks[0]
+            self.bar.update(self.task, total=(task.total or 0) + info.get("bytes", 0), description=self._desc())
         elif kind == "file" and self.bar is not None and self.task is not None:
             self.files += 1
             self.bar.update(self.task, advance=info.get("bytes", 0), description=self._desc())

@@ -7,9 +7,9 @@
 namespace recovault {
 
 struct ChunkerParams {
-  uint32_t min_size = 512 * 1024;
-  uint32_t avg_size = 1024 * 1024;
-  uint32_t max_size = 8 * 1024 * 1024;
+  uint32_t min_size = 256 * 1024;
+  uint32_t avg_size = 512 * 1024;
+  uint32_t max_size = 2 * 1024 * 1024;
   int normalization = 2;  // 0..3: mask bits added before / removed after avg_size
 };
 

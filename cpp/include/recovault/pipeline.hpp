@@ -56,6 +56,9 @@ struct Source {
   // PATH/FD: read only [start, start + length) with pread (length < 0: to the end). Event offsets are
   // relative to `start`. Used for the data extents of sparse disk images.
   bool ranged = false;
+  // PATH: the size the caller saw (-1: unknown). A file smaller than the chunker's min_size is one chunk,
+  // so a worker reads it whole: small files are then opened and read in parallel.
+  int64_t size_hint = -1;
   uint64_t start = 0;
   int64_t length = -1;
 };
@@ -89,15 +92,22 @@ class PipelineRun {
   static void chunk_id(const PipelineConfig& cfg, const uint8_t* data, size_t len, uint8_t out[32]);
 
  private:
+  // A unit of work for a worker: either a chunk already cut by the producer (data != nullptr), or a whole
+  // small file the worker reads and chunks itself (path set), so that many small files are opened and read
+  // in parallel instead of one after another by the producer.
   struct Job {
-    uint64_t seq;
-    uint64_t counter;
-    Event::Kind kind;
-    uint32_t source;
-    uint64_t offset;
-    const uint8_t* data;
-    size_t len;
+    uint64_t seq = 0;
+    uint64_t counter = 0;
+    uint32_t source = 0;
+    uint64_t offset = 0;
+    const uint8_t* data = nullptr;
+    size_t len = 0;        // bytes charged against max_in_flight
     std::shared_ptr<void> keep;
+    const std::string* path = nullptr;  // small-file job
+  };
+  struct Done {
+    std::vector<Event> events;
+    size_t charge = 0;
   };
 
   PipelineConfig cfg_;
@@ -109,14 +119,7 @@ class PipelineRun {
   std::mutex mu_;
   std::condition_variable cv_work_, cv_done_, cv_space_;
   std::deque<Job> queue_;
-  std::map<uint64_t, Event> done_;
-  struct PendingData {
-    const uint8_t* data;
-    size_t len;
-    uint64_t counter;
-    std::shared_ptr<void> keep;
-  };
-  std::map<uint64_t, PendingData> pending_data_;  // chunks judged known by a worker
+  std::map<uint64_t, Done> done_;
   uint64_t next_emit_ = 0, next_seq_ = 0;
   size_t in_flight_ = 0;
   bool producer_done_ = false;
@@ -127,6 +130,8 @@ class PipelineRun {
   void produce();
   void produce_source(uint32_t index, Source& src);
   void work();
+  Event chunk_event(uint32_t source, uint64_t offset, const uint8_t* data, size_t len, uint64_t counter) const;
+  void small_file(const Job& j, std::vector<Event>& out) const;
   void push_job(Job&& j);                     // blocks while too much is in flight
   void push_end(uint32_t source, uint64_t size, std::string error);
   void fail(std::exception_ptr e);

@@ -152,6 +152,7 @@ class BackupJob:
         self.stats = BackupStats()
         self.errors: List[Dict[str, str]] = []
         self.host = opts.host or socket.gethostname()
+        self._pipe: Optional["core.Pipeline"] = None
 
     def _error(self, path: str, err: Any) -> None:
         msg = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
@@ -193,7 +194,6 @@ class BackupJob:
                           and sorted(s.get("paths", [])) == paths), None)
 
         root = _Dir(None)
-        files: List[_File] = []
         links: Dict[Tuple[int, int], _File] = {}
         # Ancestors of each source path: directories recorded with their metadata, without contents.
         for p in tree_paths + images:  # (a stream's made-up path has no ancestors on disk)
@@ -214,7 +214,8 @@ class BackupJob:
                     d = cur.children[part] = _Dir(meta)
                 cur = d
 
-        self.progress("scan", {"paths": paths})
+        self.progress("plan", {"files": 0, "bytes": 0})  # totals grow as the walk finds changed files
+        reader = _BatchReader(self)
         dirs: Dict[Tuple[bytes, ...], _Dir] = {(): root}
         compare = mode != "full"
         known = self.vault.known
@@ -290,13 +291,9 @@ class BackupJob:
                     self.stats.files_new += 1
                 else:
                     self.stats.files_changed += 1
-                files.append(f)
+                reader.add(f)
 
-        to_read = [f for f in files if f.needs_read]
-        self.progress("plan", {"files": len(to_read), "bytes": sum(f.size for f in to_read),
-                               "files_total": self.stats.files_new + self.stats.files_changed
-                               + self.stats.files_unmodified})
-        self._read_files(to_read)
+        reader.finish()
         for path in images:
             self._add_image(root, path)
         if stdin_path:
@@ -381,21 +378,38 @@ class BackupJob:
                 yield child
 
     def _read_files(self, files: List[_File], sources: Optional[List[Any]] = None) -> None:
+        self._drain(self._start(files, sources))
+
+    def _pipeline(self) -> "core.Pipeline":
+        if self._pipe is None:
+            self._pipe = self.vault.pipeline(workers=self.opts.workers)
+        return self._pipe
+
+    def _start(self, files: List[_File], sources: Optional[List[Any]] = None):
+        """Start reading `files` in the C++ pipeline (its threads work while Python goes on)."""
         if not files:
+            return None
+        pipe = self._pipeline()
+        if sources is not None:
+            return pipe.run(sources, None), files
+        return pipe.run([f.path for f in files], [f.size for f in files]), files
+
+    def _drain(self, started) -> None:
+        """Take a started run's events: record chunk lists, queue new blobs into packs."""
+        if started is None:
             return
-        pipe = self.vault.pipeline(workers=self.opts.workers)
+        run, files = started
         contents: List[List[str]] = [[] for _ in files]
         add = self.vault.add_sealed
-        done_bytes = 0
-        for batch in pipe.run(sources if sources is not None else [f.path for f in files]):
+        stats = self.stats
+        for batch in run:
             for kind, src, _offset, length, cid, payload in batch:
                 if kind == core.CHUNK:
                     contents[src].append(cid.hex())
                     if payload is not None:
                         add(fmt.BLOB_DATA, cid, payload, length)
-                        self.stats.chunks_new += 1
-                        self.stats.bytes_added += len(payload)
-                    done_bytes += length
+                        stats.chunks_new += 1
+                        stats.bytes_added += len(payload)
                 elif kind == core.END:
                     f = files[src]
                     if payload is not None:
@@ -406,8 +420,9 @@ class BackupJob:
                         if length != f.size:  # the file changed while we read it: record what we read
                             f.node["size"] = f.size = length
                     contents[src] = []
-                    self.stats.bytes_read += length
-                    self.progress("file", {"path": f.path, "bytes": length, "done_bytes": done_bytes})
+                    stats.bytes_read += length
+                    self.progress("file", {"path": f.path, "bytes": length})
+
 
     def _save_dir(self, d: _Dir) -> bytes:
         """Store the directory's tree (children first). A directory whose every entry is exactly as in the
@@ -444,3 +459,34 @@ class BackupJob:
             if len(old_map) == len(nodes) and tree_id in self.vault.known:
                 return tree_id
         return self.vault.save_tree(make_tree(nodes))
+
+
+class _BatchReader:
+    """Feeds changed files to the pipeline in batches while the walk goes on: batch k is read, chunked,
+    hashed and sealed by the C++ threads while Python walks and compares the entries of batch k+1."""
+
+    MAX_FILES = 2000
+    MAX_BYTES = 64 << 20
+
+    def __init__(self, job: "BackupJob") -> None:
+        self.job = job
+        self.batch: List[_File] = []
+        self.bytes = 0
+        self.running = None
+
+    def add(self, f: _File) -> None:
+        self.batch.append(f)
+        self.bytes += f.size
+        self.job.progress("more", {"files": 1, "bytes": f.size})
+        if len(self.batch) >= self.MAX_FILES or self.bytes >= self.MAX_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        self.job._drain(self.running)
+        self.running = self.job._start(self.batch)
+        self.batch, self.bytes = [], 0
+
+    def finish(self) -> None:
+        self.flush()
+        self.job._drain(self.running)
+        self.running = None
