@@ -76,8 +76,33 @@ std::vector<uint8_t> open_blob(const uint8_t master_key[32], const uint8_t* id, 
   uint8_t codec = blob[1];
   if (codec != CODEC_STORED && codec != CODEC_ZSTD)
     throw crypto::AuthenticationError("blob has an unknown codec: corrupt");
+  // Subkeys per (master key, salt), cached per thread: a restore opens thousands of blobs from the same
+  // few sessions, and HKDF costs more than opening a small blob.
+  struct CacheEntry {
+    uint8_t master[32];
+    uint8_t salt[16];
+    uint8_t subkey[32];
+    bool used;
+  };
+  thread_local CacheEntry cache[8] = {};
+  thread_local unsigned next_slot = 0;
   uint8_t subkey[32];
-  derive_subkey(master_key, blob + 2, subkey);
+  bool hit = false;
+  for (CacheEntry& e : cache) {
+    if (e.used && std::memcmp(e.salt, blob + 2, 16) == 0 && std::memcmp(e.master, master_key, 32) == 0) {
+      std::memcpy(subkey, e.subkey, 32);
+      hit = true;
+      break;
+    }
+  }
+  if (!hit) {
+    derive_subkey(master_key, blob + 2, subkey);
+    CacheEntry& e = cache[next_slot++ % 8];
+    std::memcpy(e.master, master_key, 32);
+    std::memcpy(e.salt, blob + 2, 16);
+    std::memcpy(e.subkey, subkey, 32);
+    e.used = true;
+  }
   uint8_t aad[AAD_MAX_ID + BLOB_HEADER_LEN];
   size_t aad_len = make_aad(id, id_len, blob, aad);
   size_t ct_len = len - BLOB_HEADER_LEN;

@@ -161,7 +161,7 @@ class ExitPartial(RecovaultError):
 @click.option("--image", "image", default=None, help="With --to: the backed-up path of the image to write.")
 @click.option("--range", "byte_range", default=None, help="With --to: only bytes START:END of the image.")
 @click.option("--verify", is_flag=True, help="Re-read every restored file and compare with the recovery point.")
-@click.option("--workers", type=int, default=4, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True, help="Restore threads.")
 @click.pass_context
 def restore(ctx, vault, passphrase_file, cache_dir, as_json, snapshot, paths, target, to, image, byte_range, verify,
             workers):

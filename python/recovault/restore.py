@@ -54,7 +54,7 @@ def _split(path: str) -> Tuple[bytes, ...]:
 
 class RestoreJob:
     def __init__(self, vault: Vault, snap: Dict[str, Any], target: str, paths: Optional[List[str]] = None, *,
-                 verify: bool = False, owners: Optional[bool] = None, workers: int = 4,
+                 verify: bool = False, owners: Optional[bool] = None, workers: int = 2,
                  progress: Optional[Callable[[str, Dict[str, Any]], None]] = None) -> None:
         self.vault = vault
         self.snap = snap

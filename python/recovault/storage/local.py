@@ -10,8 +10,9 @@ import errno
 import os
 import secrets
 import stat as stat_mod
+import threading
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 from ..errors import ObjectMissing, StorageError, VaultNotFound
 from .base import (
@@ -52,6 +53,8 @@ class LocalStorage(Storage):
     """
 
     def __init__(self, root: Union[str, "os.PathLike[str]"], create: bool = False) -> None:
+        self._fds: Dict[str, Tuple[int, int]] = {}
+        self._fd_lock = threading.Lock()
         self.root = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
         if create:
             self._create_root()
@@ -189,12 +192,50 @@ class LocalStorage(Storage):
             raise self._missing(name)
         return fd, st
 
+    # Packs (data/...) are immutable once written, so ranged reads of them keep their descriptors open:
+    # a restore reads thousands of small blobs, and open+fstat+close per blob cost more than the read.
+    # Descriptors are never closed while the storage is in use (a concurrent pread could otherwise hit a
+    # reused descriptor number); past _FD_CACHE_MAX packs, reads fall back to open/close.
+    _FD_CACHE_MAX = 256
+
+    def _pack_fd(self, name: str) -> Optional[Tuple[int, int]]:
+        with self._fd_lock:
+            hit = self._fds.get(name)
+            if hit is not None or len(self._fds) >= self._FD_CACHE_MAX:
+                return hit
+        fd, st = self._open_regular(name)
+        with self._fd_lock:
+            if name in self._fds or len(self._fds) >= self._FD_CACHE_MAX:
+                os.close(fd)
+                return self._fds.get(name)
+            self._fds[name] = (fd, st.st_size)
+            return fd, st.st_size
+
+    def close(self) -> None:
+        with self._fd_lock:
+            fds, self._fds = list(self._fds.values()), {}
+        for fd, _ in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     def get(self, name: str, offset: int = 0, length: Optional[int] = None) -> bytes:
         """Read a byte range with ``os.pread``; see :meth:`Storage.get` for range semantics."""
         if offset < 0:
             raise ValueError(f"offset must be >= 0, got {offset}")
         if length is not None and length < 0:
             raise ValueError(f"length must be >= 0, got {length}")
+        cached = self._pack_fd(name) if length is not None and name.startswith("data/") else None
+        if cached is not None:
+            fd, size = cached
+            end = min(size, offset + length)
+            try:
+                data = os.pread(fd, max(0, end - offset), offset) if end - offset <= _MAX_PREAD else None
+            except OSError as exc:
+                raise self._error(exc, "read", name, self._path(name)) from exc
+            if data is not None and len(data) == max(0, end - offset):
+                return data
         fd, st = self._open_regular(name)
         try:
             end = st.st_size if length is None else min(st.st_size, offset + length)

@@ -163,6 +163,7 @@ class Vault:
                 self.write_index()
             except Exception:  # noqa: BLE001 - best effort on the way out; the vault stays valid either way
                 pass
+        self.storage.close()
 
     # ---- sealing --------------------------------------------------------------------------------
     def pipeline(self, *, workers: int = 0, fixed_block: int = 0, level: Optional[int] = None,
