@@ -490,3 +490,23 @@ def test_restore_never_writes_through_what_is_in_the_target(tmp_path):
     assert open(outside, "rb").read() == b"precious\n"
     assert open(outside2, "rb").read() == b"hard-linked\n" and os.lstat(outside2).st_nlink == 1
     assert_same(state(src), out)
+
+
+def test_nested_and_sibling_roots_restore_completely(tmp_path):
+    # Directories are stored as soon as the walk leaves them; a root nested in another root, and roots
+    # sharing ancestors, must still end up complete (the nested root is walked after its parent).
+    src = tmp_path / "src"
+    for rel in ("a/one.txt", "a/b/two.txt", "a/b/c/three.txt", "d/four.txt", "e/f/five.txt"):
+        write(src / rel, rel.encode() * 1000)
+    os.link(src / "a/one.txt", src / "e/f/link-to-one")  # a hard link across directories
+    roots = [str(src / "a"), str(src / "a/b/c"), str(src / "d"), str(src / "e")]
+    with new_vault(tmp_path) as v:
+        snap = api.backup(v, roots)
+        for _ in range(2):  # unchanged incrementals reuse the same trees
+            again = api.backup(v, roots)
+            assert again["tree"] == snap["tree"]
+        api.restore(v, snap["id"], str(tmp_path / "out"))  # (after: it changes the ancestors' times)
+    out = tmp_path / "out" / str(src).lstrip("/")
+    for rel in ("a/one.txt", "a/b/two.txt", "a/b/c/three.txt", "d/four.txt", "e/f/five.txt"):
+        assert (out / rel).read_bytes() == (src / rel).read_bytes()
+    assert os.stat(out / "e/f/link-to-one").st_ino == os.stat(out / "a/one.txt").st_ino

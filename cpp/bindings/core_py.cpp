@@ -258,11 +258,12 @@ class PyPipeline {
 
 PYBIND11_MODULE(_core, m) {
 #ifdef M_MMAP_THRESHOLD
-  // The data path allocates and frees multi-MiB buffers constantly. glibc serves those with fresh mmap()s
-  // whose every page faults on first touch (measured: AES-GCM on 1 MiB buffers 2.3 -> 3.3 GB/s, sealing
-  // 0.6 -> 2.7 GB/s with this). Keep them in the heap instead, and don't give memory back eagerly.
-  mallopt(M_MMAP_THRESHOLD, 256 << 20);
-  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  // The data path allocates and frees chunk-sized buffers (up to a few MiB) constantly. glibc serves those
+  // with fresh mmap()s whose every page faults on first touch (measured: AES-GCM on 1 MiB buffers 2.3 -> 3.3
+  // GB/s, sealing 0.6 -> 2.7 GB/s when they come from the heap instead). Larger buffers (read windows,
+  // packs) still get their own mappings, so they go back to the kernel when freed.
+  mallopt(M_MMAP_THRESHOLD, 8 << 20);
+  mallopt(M_TRIM_THRESHOLD, 32 << 20);
 #endif
   m.doc() = "recovault's C++ data path: BLAKE3, FastCDC, zstd, AES-256-GCM, HKDF, and the parallel pipeline";
 

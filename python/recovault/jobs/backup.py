@@ -64,17 +64,40 @@ class BackupStats:
 
 
 class _Dir:
-    __slots__ = ("meta", "children", "old", "parts")
+    """A directory being assembled. It is stored (and its children freed) as soon as the walk has left it,
+    none of its files is still being read, and all its subdirectories are stored: memory follows the
+    depth of the tree, not the number of files."""
 
-    def __init__(self, meta: Optional[Dict[str, Any]]) -> None:
+    __slots__ = ("meta", "children", "old", "parts", "up", "name", "pending", "open_children", "closed",
+                 "hold")
+
+    def __init__(self, meta: Optional[Dict[str, Any]], up: "Optional[_Dir]" = None, name: bytes = b"") -> None:
         self.meta = meta
         self.children: Dict[bytes, Any] = {}
         self.old: Optional[Dict[str, Any]] = None  # this directory's node in the base recovery point
         self.parts: Optional[Tuple[bytes, ...]] = None
+        self.up = up
+        self.name = name
+        self.pending = 0  # files handed to the pipeline, not yet drained
+        self.open_children = 0  # subdirectories not stored yet
+        self.closed = False  # the walk has left it
+        self.hold = False  # holds a hard link whose content is only known at the end
+        if up is not None:
+            up.open_children += 1
+
+
+class _SavedDir:
+    """A stored subdirectory: its tree node, and its node in the base (for tree-id reuse upstream)."""
+
+    __slots__ = ("node", "old")
+
+    def __init__(self, node: Dict[str, Any], old: Optional[Dict[str, Any]]) -> None:
+        self.node = node
+        self.old = old
 
 
 class _File:
-    __slots__ = ("node", "content", "needs_read", "path", "size", "link_key", "reused")
+    __slots__ = ("node", "content", "needs_read", "path", "size", "link_key", "reused", "dir")
 
     def __init__(self, node: Dict[str, Any], path: str, size: int) -> None:
         self.node = node
@@ -84,6 +107,7 @@ class _File:
         self.needs_read = True
         self.link_key: Optional[Tuple[int, int]] = None
         self.reused = False  # node taken unchanged from the base recovery point
+        self.dir: Optional[_Dir] = None  # set while the file is being read
 
 
 class _Leaf:
@@ -113,6 +137,10 @@ class _ParentTrees:
             result = node_map(self.vault.load_tree(bytes.fromhex(sub))) if sub else None
         self.cache[parts] = result
         return result
+
+    def forget(self, parts: Tuple[bytes, ...]) -> None:
+        """The walk is done with this directory: drop its loaded tree."""
+        self.cache.pop(parts, None)
 
 
 def _same_content(old: Dict[str, Any], st: os.stat_result) -> bool:
@@ -211,7 +239,8 @@ class BackupJob:
                     except OSError as e:
                         self._error(anc, e)
                         meta = {"t": "d", "m": 0o755}
-                    d = cur.children[part] = _Dir(meta)
+                    d = cur.children[part] = _Dir(meta, cur, part)
+                d.hold = True  # an ancestor of a backed-up path (maybe of a later root): stored at the end
                 cur = d
 
         self.progress("plan", {"files": 0, "bytes": 0})  # totals grow as the walk finds changed files
@@ -220,20 +249,26 @@ class BackupJob:
         compare = mode != "full"
         known = self.vault.known
 
+        self._dirs = dirs
+
         def dir_for(parts: Tuple[bytes, ...]) -> _Dir:
             d = dirs.get(parts)
             if d is None:
                 up = dir_for(parts[:-1])
                 d = up.children.get(parts[-1])
                 if not isinstance(d, _Dir):
-                    d = up.children[parts[-1]] = _Dir({"t": "d", "m": 0o755})
+                    d = up.children[parts[-1]] = _Dir({"t": "d", "m": 0o755}, up, parts[-1])
+                d.parts = parts
                 dirs[parts] = d
             return d
 
+        open_dirs: List[Tuple[bytes, ...]] = []  # directories the walk is inside, outermost first
         for entry in walk(tree_paths, rules, one_file_system=opts.one_file_system, on_error=self._error):
             st = entry.st
             parts = tuple(x for x in os.fsencode(entry.path).split(b"/") if x)
             dparts, name = parts[:-1], (parts[-1] if parts else b"")
+            while open_dirs and dparts[:len(open_dirs[-1])] != open_dirs[-1]:
+                self._close_dir(dirs.get(open_dirs.pop()))  # the walk has left it (depth-first order)
             parent_dir = dir_for(dparts)
             old = None
             if compare:
@@ -262,6 +297,8 @@ class BackupJob:
                 d.parts = parts
                 d.old = old
                 self.stats.dirs += 1
+                if parts:
+                    open_dirs.append(parts)
                 continue
             node: Dict[str, Any] = {"name": fsmeta.encode_name(name), "meta": md}
             if meta.type != "f":
@@ -279,6 +316,7 @@ class BackupJob:
                 if first is not None:
                     f.link_key = key
                     f.needs_read = False
+                    parent_dir.hold = True  # stored at the end, once the first link's content is known
                     continue
                 links[key] = f
             if (old is not None and _same_content(old, st)
@@ -291,9 +329,13 @@ class BackupJob:
                     self.stats.files_new += 1
                 else:
                     self.stats.files_changed += 1
+                f.dir = parent_dir
+                parent_dir.pending += 1
                 reader.add(f)
 
         reader.finish()
+        while open_dirs:
+            self._close_dir(dirs.get(open_dirs.pop()))
         for path in images:
             self._add_image(root, path)
         if stdin_path:
@@ -371,7 +413,7 @@ class BackupJob:
             self.stats.bytes_total += f.size
 
     def _all_files(self, d: _Dir):
-        for child in d.children.values():
+        for child in list(d.children.values()):
             if isinstance(child, _Dir):
                 yield from self._all_files(child)
             elif isinstance(child, _File):
@@ -422,7 +464,33 @@ class BackupJob:
                     contents[src] = []
                     stats.bytes_read += length
                     self.progress("file", {"path": f.path, "bytes": length})
+                    d = f.dir
+                    if d is not None:
+                        f.dir = None
+                        d.pending -= 1
+                        if d.closed:
+                            self._try_save(d)
 
+
+    def _close_dir(self, d: Optional[_Dir]) -> None:
+        if d is not None:
+            d.closed = True
+            self._try_save(d)
+
+    def _try_save(self, d: _Dir) -> None:
+        """Store a closed directory whose files are all read and whose subdirectories are stored; then
+        replace it in its parent by its node, freeing its children, and try the parent in turn."""
+        while (d.closed and d.pending == 0 and d.open_children == 0 and not d.hold and d.up is not None
+               and d.parts is not None):
+            node = {"name": fsmeta.encode_name(d.name), "meta": d.meta or {"t": "d", "m": 0o755},
+                    "subtree": self._save_dir(d).hex()}
+            up = d.up
+            up.children[d.name] = _SavedDir(node, d.old)
+            up.open_children -= 1
+            self._dirs.pop(d.parts, None)
+            self._parent.forget(d.parts)
+            d.children = {}
+            d = up
 
     def _save_dir(self, d: _Dir) -> bytes:
         """Store the directory's tree (children first). A directory whose every entry is exactly as in the
@@ -432,10 +500,13 @@ class BackupJob:
         same = old is not None and d.parts is not None and "subtree" in old and d.meta == old.get("meta")
         old_map = None
         for name, child in d.children.items():
-            if isinstance(child, _Dir):
-                meta = child.meta or {"t": "d", "m": 0o755}
-                sub = self._save_dir(child).hex()
-                node = {"name": fsmeta.encode_name(name), "meta": meta, "subtree": sub}
+            if isinstance(child, (_Dir, _SavedDir)):
+                if isinstance(child, _Dir):
+                    meta = child.meta or {"t": "d", "m": 0o755}
+                    node = {"name": fsmeta.encode_name(name), "meta": meta, "subtree": self._save_dir(child).hex()}
+                else:
+                    node = child.node
+                sub, meta = node["subtree"], node["meta"]
                 same = same and child.old is not None and child.old.get("subtree") == sub and \
                     child.old.get("meta") == meta
             elif isinstance(child, _File):

@@ -24,7 +24,7 @@ from ..storage import Storage
 from . import format as fmt
 from .keys import KdfParams, KeyStore, MasterKeys
 
-DEFAULT_PACK_SIZE = 32 << 20
+DEFAULT_PACK_SIZE = 16 << 20  # 1 PUT per 16 MiB for object stores; ~3 packs in memory at most
 MAX_BLOB = 64 << 20
 
 
@@ -173,7 +173,7 @@ class Vault:
                              min_size=s.min_size, avg_size=s.avg_size, max_size=s.max_size,
                              normalization=s.normalization, fixed_block=fixed_block, id_algo=s.id_algo,
                              level=s.level if level is None else level, compress=compress, workers=workers,
-                             max_in_flight=64 << 20)
+                             max_in_flight=32 << 20)
 
     def chunk_id(self, data: bytes) -> bytes:
         return self._id_pipeline.chunk_id(data)
