@@ -193,7 +193,6 @@ def _restore_image(c: Ctx, snapshot: str, to: str, image: Optional[str], byte_ra
                    workers: int) -> None:
     import time
     from .jobs.image import restore_image
-    from .vault.tree import node_map
     rng = None
     if byte_range:
         try:
@@ -203,13 +202,13 @@ def _restore_image(c: Ctx, snapshot: str, to: str, image: Optional[str], byte_ra
             raise UsageError("--range must be START:END in bytes") from None
     with c.open() as v:
         snap = v.find_snapshot(snapshot)
-        images = [p for p in snap["paths"] if _find_node(v, snap, p, node_map) and "image" in _find_node(v, snap, p, node_map)]
+        images = [p for p in snap["paths"] if "image" in (v.find_node(snap, p) or {})]
         if image is None:
             if len(images) != 1:
                 raise UsageError(f"recovery point {snap['id'][:8]} holds {len(images)} images; name one with --image"
                                  + (f" ({', '.join(images)})" if images else ""))
             image = images[0]
-        node = _find_node(v, snap, os.path.abspath(image), node_map)
+        node = v.find_node(snap, os.path.abspath(image))
         if node is None or "image" not in node:
             from .errors import NotFound
             raise NotFound(f"{image} is not an image in recovery point {snap['id'][:8]}")
@@ -219,21 +218,6 @@ def _restore_image(c: Ctx, snapshot: str, to: str, image: Optional[str], byte_ra
     c.out({"snapshot": snap["id"], "image": image, "to": to, "stats": st},
           f"wrote {image} from {snap['id'][:8]} to {to}: {st['bytes_written'] / 1e6:.1f} MB of data, "
           f"{st['zero_blocks']} zero blocks, in {st['duration']:.1f}s" + (" (verified)" if verify else ""))
-
-
-def _find_node(v: Vault, snap: Dict[str, Any], path: str, node_map) -> Optional[Dict[str, Any]]:
-    tree = v.load_tree(bytes.fromhex(snap["tree"]))
-    parts = [p for p in os.fsencode(path).split(b"/") if p]
-    node = None
-    for i, part in enumerate(parts):
-        node = node_map(tree).get(part)
-        if node is None:
-            return None
-        if i < len(parts) - 1:
-            if "subtree" not in node:
-                return None
-            tree = v.load_tree(bytes.fromhex(node["subtree"]))
-    return node
 
 
 @cli.command()
@@ -261,23 +245,18 @@ def snapshots(ctx, vault, passphrase_file, cache_dir, as_json):
 def ls_cmd(ctx, vault, passphrase_file, cache_dir, as_json, snapshot, path, recursive):
     """List files of a recovery point under PATH."""
     from .fsmeta import decode_name
-    from .vault.tree import node_map
     c = sub(ctx, vault, passphrase_file, cache_dir, as_json)
     out: List[Dict[str, Any]] = []
     with c.open() as v:
         snap = v.find_snapshot(snapshot)
-        tree = v.load_tree(bytes.fromhex(snap["tree"]))
         parts = [p for p in os.fsencode(path).split(b"/") if p]
-        for i, part in enumerate(parts):
-            node = node_map(tree).get(part)
-            if node is None:
-                from .errors import NotFound
-                raise NotFound(f"{path} is not in recovery point {snap['id'][:8]}")
-            if "subtree" not in node:
-                out.append(_ls_entry(b"/" + b"/".join(parts), node))
-                tree = None
-                break
-            tree = v.load_tree(bytes.fromhex(node["subtree"]))
+        node = v.find_node(snap, path)
+        if node is None:
+            from .errors import NotFound
+            raise NotFound(f"{path} is not in recovery point {snap['id'][:8]}")
+        tree = v.load_tree(bytes.fromhex(node["subtree"])) if "subtree" in node else None
+        if tree is None:
+            out.append(_ls_entry(b"/" + b"/".join(parts), node))
 
         def walk(t, prefix: bytes):
             for n in t["nodes"]:

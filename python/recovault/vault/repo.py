@@ -322,6 +322,18 @@ class Vault:
         except ValueError:
             raise CorruptData(f"tree {tree_id.hex()[:16]} does not parse") from None
 
+    def find_node(self, snap: Dict[str, Any], path: str) -> Optional[Dict[str, Any]]:
+        """The tree node at absolute `path` in a recovery point ("/" gives a node for the root), or None."""
+        from .tree import node_map
+        node: Dict[str, Any] = {"name": "", "meta": {"t": "d", "m": 0o755}, "subtree": snap["tree"]}
+        for part in (p for p in os.fsencode(path).split(b"/") if p):
+            if "subtree" not in node:
+                return None
+            node = node_map(self.load_tree(bytes.fromhex(node["subtree"]))).get(part)
+            if node is None:
+                return None
+        return node
+
     def save_snapshot(self, snap: Dict[str, Any]) -> str:
         sealed = self.seal(fmt.AAD_SNAPSHOT, json.dumps(snap, sort_keys=True).encode())
         sid = core.blake3(sealed).hex()
