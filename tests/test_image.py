@@ -683,3 +683,20 @@ def test_block_map_same_on_one_and_two_workers(vault, tmp_path):
     out = tmp_path / "out.img"
     restore_image(vault, d2, str(out), workers=2)
     assert_same_bytes(out, img)
+
+
+def test_unchanged_image_file_keeps_its_map_without_being_read(vault, tmp_path):
+    img = make_image(tmp_path / "u.img", 4 << 20, [(0, rand(31, 1 << 20)), (3 << 20, rand(32, 12345))])
+    first = api.backup(vault, [], images=[img], image_block_size=65536)
+    again = api.backup(vault, [], images=[img], image_block_size=65536)
+    assert again["stats"]["bytes_read"] == 0 and again["stats"]["files_unmodified"] == 1
+    assert image_desc(vault, again, img) == image_desc(vault, first, img)
+    with open(img, "r+b") as f:  # a write moves mtime/ctime: the image is read again, changes found
+        f.seek(2 << 20)
+        f.write(b"changed")
+    third = api.backup(vault, [], images=[img], image_block_size=65536)
+    assert third["stats"]["bytes_read"] > 0 and third["stats"]["chunks_new"] == 1
+    restore_to(vault, third, img, tmp_path / "r.img")
+    assert (tmp_path / "r.img").read_bytes() == open(img, "rb").read()
+    full = api.backup(vault, [], images=[img], image_block_size=65536, mode="full")  # full trusts nothing
+    assert full["stats"]["bytes_read"] > 0

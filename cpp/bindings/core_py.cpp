@@ -262,7 +262,7 @@ PYBIND11_MODULE(_core, m) {
   // with fresh mmap()s whose every page faults on first touch (measured: AES-GCM on 1 MiB buffers 2.3 -> 3.3
   // GB/s, sealing 0.6 -> 2.7 GB/s when they come from the heap instead). Larger buffers (read windows,
   // packs) still get their own mappings, so they go back to the kernel when freed.
-  mallopt(M_MMAP_THRESHOLD, 8 << 20);
+  mallopt(M_MMAP_THRESHOLD, 16 << 20);
   mallopt(M_TRIM_THRESHOLD, 32 << 20);
 #endif
   m.doc() = "recovault's C++ data path: BLAKE3, FastCDC, zstd, AES-256-GCM, HKDF, and the parallel pipeline";

@@ -114,7 +114,11 @@ class RestoreJob:
                     continue
                 seen[key] = f.dest
             first.append(f)
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="recovault-restore") as pool:
+        # Files in a pool of `workers` threads; the chunks of big files in a second pool (a separate one, so
+        # a file thread waiting for its segments can never starve them).
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="recovault-restore") as pool, \
+                ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="recovault-segment") as seg:
+            self._segments = seg
             for _ in pool.map(self._restore_file, first):
                 pass
         for f in later:
@@ -192,11 +196,18 @@ class RestoreJob:
             return
         written = 0
         try:
-            offset = 0
-            for hexid in f.node.get("content", []):
-                data = self.vault.read_blob(bytes.fromhex(hexid))
-                fsmeta.write_sparse(fd, offset, data)
-                offset += len(data)
+            ids = [bytes.fromhex(h) for h in f.node.get("content", [])]
+            if len(ids) <= self.SEGMENT:
+                offset = self._write_chunks(fd, ids, 0)
+            else:  # a big file: its chunks are fetched, opened and written by all cores at once
+                starts, offset = [], 0
+                for cid in ids:
+                    starts.append(offset)
+                    offset += self.vault.locate(cid).raw_length
+                segs = [self._segments.submit(self._write_chunks, fd, ids[i:i + self.SEGMENT], starts[i])
+                        for i in range(0, len(ids), self.SEGMENT)]
+                for seg in segs:
+                    seg.result()
             fsmeta.finish_sparse(fd, offset)
             written = offset
         except RecovaultError as e:
@@ -214,6 +225,15 @@ class RestoreJob:
             self.stats.files += 1
             self.stats.bytes += written
         self.progress("file", {"path": f.dest, "bytes": written})
+
+    SEGMENT = 4  # chunks per task when a file is split across threads
+
+    def _write_chunks(self, fd: int, ids: List[bytes], offset: int) -> int:
+        for cid in ids:
+            data = self.vault.read_blob(cid)
+            fsmeta.write_sparse(fd, offset, data)
+            offset += len(data)
+        return offset
 
     def _restore_image(self, f: _FileTask) -> None:
         from .jobs.image import restore_image

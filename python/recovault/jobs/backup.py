@@ -216,7 +216,7 @@ class BackupJob:
         rules = ExcludeRules.from_options(opts.excludes, opts.exclude_files, opts.exclude_caches)
         snaps = self.vault.snapshots()
         base = find_base(self.vault, snaps, self.host, paths, opts.mode)
-        mode = opts.mode if (opts.mode == "full" or base is not None) else "full"
+        mode = self._mode = opts.mode if (opts.mode == "full" or base is not None) else "full"
         parent = self._parent = _ParentTrees(self.vault, base["tree"] if base else None)
         last_full = next((s for s in reversed(snaps) if s.get("host") == self.host and s.get("mode") == "full"
                           and sorted(s.get("paths", [])) == paths), None)
@@ -385,17 +385,33 @@ class BackupJob:
         from .image import DEFAULT_BLOCK_SIZE, backup_image
         d, name = self._leaf_dir(root, path)
         meta = fsmeta.capture(path).to_dict()
+        meta.pop("at", None)
         self.progress("image", {"path": path})
-        desc, st = backup_image(self.vault, path, block_size=self.opts.image_block_size or DEFAULT_BLOCK_SIZE,
-                                workers=self.opts.workers, progress=self.progress)
-        meta["t"] = meta.get("t", "f")
+        bs = self.opts.image_block_size or DEFAULT_BLOCK_SIZE
+        parts = tuple(x for x in os.fsencode(path).split(b"/") if x)
+        pdir = self._parent.dir_nodes(parts[:-1]) if self._mode != "full" else None
+        old = pdir.get(name) if pdir else None
+        # An image *file* whose size, mtime, ctime and inode are unchanged keeps its block map without being
+        # read (as for files; a VM that wrote to it moved its mtime). Block devices have no such metadata
+        # for their contents: they are always read and hashed, and only changed blocks are stored.
+        if (old is not None and meta["t"] == "f" and "image" in old and old["image"].get("bs") == bs
+                and all(old["meta"].get(k) == meta.get(k) for k in ("sz", "mt", "ct", "ino"))
+                and all(bytes.fromhex(p) in self.vault.known for p in old["image"]["pages"])):
+            desc, st = old["image"], {"bytes_read": 0, "chunks_new": 0, "bytes_added": 0}
+            self.stats.files_unmodified += 1
+        else:
+            desc, st = backup_image(self.vault, path, block_size=bs, workers=self.opts.workers,
+                                    progress=self.progress)
+            if old is None:
+                self.stats.files_new += 1
+            else:
+                self.stats.files_changed += 1
         node = {"name": fsmeta.encode_name(name), "meta": meta, "size": desc["size"], "image": desc}
         d.children[name] = _Leaf(node)
         self.stats.bytes_total += desc["size"]
         self.stats.bytes_read += st["bytes_read"]
         self.stats.chunks_new += st["chunks_new"]
         self.stats.bytes_added += st["bytes_added"]
-        self.stats.files_new += 1
 
     def _add_stdin(self, root: _Dir, path: str) -> None:
         d, name = self._leaf_dir(root, path)
