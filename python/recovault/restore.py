@@ -12,6 +12,7 @@ import stat as st_mod
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -206,6 +207,9 @@ class RestoreJob:
                     offset += self.vault.locate(cid).raw_length
                 segs = [self._segments.submit(self._write_chunks, fd, ids[i:i + self.SEGMENT], starts[i])
                         for i in range(0, len(ids), self.SEGMENT)]
+                # Every segment must be over before fd is closed, failed or not: a segment still writing
+                # after the close would write into whatever file reuses the descriptor number next.
+                futures_wait(segs)
                 for seg in segs:
                     seg.result()
             fsmeta.finish_sparse(fd, offset)
