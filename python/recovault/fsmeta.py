@@ -486,6 +486,9 @@ def write_sparse(fd: int, offset: int, data: Union[bytes, bytearray, memoryview]
         data = bytes(data)  # bytes slicing + == is memcmp speed; memoryview == is not
     n = len(data)
     mv = memoryview(data)
+    if _ZERO_BLOCK not in data:  # fast path (one C-level search): no 4 KiB zero run at all, so no hole
+        _pwrite_all(fd, mv, offset)
+        return n
     written = 0
     pending = 0  # start of the not-yet-written run of non-zero blocks
     i = (-offset) % SPARSE_BLOCK  # first block-aligned position in data

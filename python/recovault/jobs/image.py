@@ -205,7 +205,8 @@ def restore_image(vault: Vault, desc: Dict[str, Any], dest: str, *, byte_range: 
                 pass
         if not is_dev and byte_range is None:
             fsmeta.finish_sparse(fd, m.size)
-        os.fsync(fd)
+        if is_dev:
+            os.fsync(fd)  # a device restore is done when it is on the device (files: like any write)
     finally:
         os.close(fd)
     if verify:
