@@ -510,3 +510,43 @@ def test_nested_and_sibling_roots_restore_completely(tmp_path):
     for rel in ("a/one.txt", "a/b/two.txt", "a/b/c/three.txt", "d/four.txt", "e/f/five.txt"):
         assert (out / rel).read_bytes() == (src / rel).read_bytes()
     assert os.stat(out / "e/f/link-to-one").st_ino == os.stat(out / "a/one.txt").st_ino
+
+
+def test_a_damaged_recovery_point_does_not_stop_backups_or_other_restores(tmp_path):
+    from recovault.errors import CorruptData
+    src = tmp_path / "src"
+    write(src / "a.txt", b"version one")
+    with new_vault(tmp_path) as v:
+        one = api.backup(v, [str(src)])
+        write(src / "a.txt", b"version two")
+        two = api.backup(v, [str(src)])
+        path = tmp_path / "vault" / "snapshots" / two["id"]
+        data = bytearray(path.read_bytes())
+        data[40] ^= 1
+        path.write_bytes(bytes(data))
+        with pytest.raises(CorruptData, match=two["id"][:8]):
+            v.snapshots()  # strict listing names it
+        three = api.backup(v, [str(src)])  # the damaged point is skipped, the backup completes
+        assert three["id"] not in (one["id"], two["id"])
+        with pytest.raises(CorruptData, match=two["id"][:8]):
+            api.restore(v, "latest", str(tmp_path / "r0"))  # never an older point passed off as latest
+        api.restore(v, one["id"][:10], str(tmp_path / "r1"))
+        api.restore(v, three["id"], str(tmp_path / "r3"))
+    assert (tmp_path / "r1" / str(src).lstrip("/") / "a.txt").read_bytes() == b"version one"
+    assert (tmp_path / "r3" / str(src).lstrip("/") / "a.txt").read_bytes() == b"version two"
+
+
+def test_a_socket_is_a_warning_not_a_failed_restore(tmp_path):
+    import socket as so
+    src = tmp_path / "src"
+    write(src / "a.txt", b"data")
+    s = so.socket(so.AF_UNIX)
+    s.bind(str(src / "sock"))
+    try:
+        with new_vault(tmp_path) as v:
+            api.backup(v, [str(src)])
+            res = api.restore(v, "latest", str(tmp_path / "out"))
+    finally:
+        s.close()
+    assert res["errors"] == [] and any("sock" in w["path"] for w in res["warnings"])
+    assert (tmp_path / "out" / str(src).lstrip("/") / "a.txt").read_bytes() == b"data"

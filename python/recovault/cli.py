@@ -178,6 +178,9 @@ def restore(ctx, vault, passphrase_file, cache_dir, as_json, snapshot, paths, ta
         snap = v.find_snapshot(snapshot)
         res = RestoreJob(v, snap, target, list(paths), verify=verify, workers=workers, progress=prog).run()
     st = res["stats"]
+    if res["warnings"] and not c.json:
+        click.echo(f"recovault: {len(res['warnings'])} warning(s): metadata not restored as recorded (above)",
+                   err=True)
     c.out(res, (f"restored {st['files']} files, {st['dirs']} dirs, {st['bytes'] / 1e6:.1f} MB from "
                 f"{snap['id'][:8]} to {res['target']} in {st['duration']:.1f}s"
                 + (f"; {st['verified']} files verified" if verify else "")))
@@ -226,14 +229,20 @@ def _restore_image(c: Ctx, snapshot: str, to: str, image: Optional[str], byte_ra
 def snapshots(ctx, vault, passphrase_file, cache_dir, as_json):
     """List recovery points."""
     c = sub(ctx, vault, passphrase_file, cache_dir, as_json)
+    damaged: List[str] = []
     with c.open() as v:
-        snaps = v.snapshots()
+        snaps = v.snapshots(on_corrupt=damaged.append)
+    for msg in damaged:
+        click.echo(f"recovault: warning: {msg}", err=True)
     lines = [f"{'ID':8}  {'time':19}  {'host':12}  {'mode':12}  {'size':>10}  paths"]
     for s in snaps:
         lines.append(f"{s['id'][:8]}  {s['time'][:19].replace('T', ' ')}  {s['host'][:12]:12}  {s['mode']:12}  "
                      f"{s['stats']['bytes_total'] / 1e6:>8.1f}MB  {' '.join(s['paths'])}"
                      + ("" if s.get("complete", True) else "  (incomplete)"))
     c.out(snaps, "\n".join(lines))
+    if damaged:
+        from .errors import CorruptData
+        raise CorruptData(f"{len(damaged)} recovery point(s) damaged, first: {damaged[0]}; run 'recovault check'")
 
 
 @cli.command(name="ls")

@@ -67,6 +67,7 @@ class RestoreJob:
         self.progress = progress or (lambda kind, info: None)
         self.stats = RestoreStats()
         self.errors: List[Dict[str, str]] = []
+        self.warnings: List[Dict[str, str]] = []
         self._lock = threading.Lock()
         self._links: Dict[Tuple[int, int], str] = {}
         self.data_errors = 0  # errors from the vault (corrupt or missing data), as opposed to the target
@@ -82,6 +83,13 @@ class RestoreJob:
             if sel[: len(parts)] == parts:
                 return False, True  # an ancestor of a selected path: create it, descend
         return False, False
+
+    def _warn(self, path: str, msg: str) -> None:
+        """Metadata that could not be applied (an unsupported xattr, a socket, a device node without
+        privileges): reported, counted, but the data is restored, so the restore still succeeds."""
+        with self._lock:
+            self.warnings.append({"path": path, "warning": msg})
+        self.progress("error", {"path": path, "error": msg})
 
     def _error(self, path: str, msg: str) -> None:
         with self._lock:
@@ -133,12 +141,12 @@ class RestoreJob:
                 self._error(f.dest, f"cannot create hard link: {e.strerror}")
         for path, meta in reversed(dirs):  # deepest last-listed first: children before parents
             for w in fsmeta.apply(path, meta, owners=self.owners):
-                self._error(path, w)
+                self._warn(path, w)
         if self.verify:
             self._verify([f for f in first if "image" not in f.node])
         self.stats.duration = round(time.monotonic() - t0, 3)
         return {"snapshot": self.snap["id"], "target": self.target, "stats": dict(self.stats.__dict__),
-                "errors": self.errors[:1000], "data_errors": self.data_errors}
+                "errors": self.errors[:1000], "warnings": self.warnings[:1000], "data_errors": self.data_errors}
 
     def _plan(self, tree_id: bytes, parts: Tuple[bytes, ...], files: List[_FileTask],
               dirs: List[Tuple[str, fsmeta.Meta]], found: List[bool]) -> None:
@@ -176,11 +184,11 @@ class RestoreJob:
                     os.symlink(meta.target or b"", os.fsencode(dest))
                 else:
                     for w in fsmeta.create_special(dest, meta):
-                        self._error(dest, w)
+                        self._warn(dest, w)
                     if not os.path.lexists(dest):
                         continue
                 for w in fsmeta.apply(dest, meta, owners=self.owners):
-                    self._error(dest, w)
+                    self._warn(dest, w)
                 self.stats.others += 1
             except OSError as e:
                 self._error(dest, f"cannot create: {e.strerror}")
@@ -224,7 +232,7 @@ class RestoreJob:
         finally:
             os.close(fd)
         for w in fsmeta.apply(f.dest, f.meta, owners=self.owners):
-            self._error(f.dest, w)
+            self._warn(f.dest, w)
         with self._lock:
             self.stats.files += 1
             self.stats.bytes += written
@@ -255,7 +263,7 @@ class RestoreJob:
         if meta.type != "f":  # a block device's image is restored as a regular file under --target
             meta = fsmeta.Meta.from_dict(dict(f.node["meta"], t="f"))
         for w in fsmeta.apply(f.dest, meta, owners=self.owners):
-            self._error(f.dest, w)
+            self._warn(f.dest, w)
         with self._lock:
             self.stats.files += 1
             self.stats.bytes += st["bytes_written"]

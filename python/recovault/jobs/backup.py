@@ -214,7 +214,8 @@ class BackupJob:
         paths = sorted(set(paths + images + ([stdin_path] if stdin_path else [])))
         tree_paths = [p for p in paths if p not in images and p != stdin_path]
         rules = ExcludeRules.from_options(opts.excludes, opts.exclude_files, opts.exclude_caches)
-        snaps = self.vault.snapshots()
+        # A damaged recovery point is reported and skipped: it must not prevent new backups.
+        snaps = self.vault.snapshots(on_corrupt=lambda msg: self.progress("error", {"path": "", "error": msg}))
         base = find_base(self.vault, snaps, self.host, paths, opts.mode)
         mode = self._mode = opts.mode if (opts.mode == "full" or base is not None) else "full"
         parent = self._parent = _ParentTrees(self.vault, base["tree"] if base else None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 import socket
 import threading
 import time
@@ -349,15 +350,32 @@ class Vault:
         snap["id"] = sid
         return snap
 
-    def snapshots(self) -> List[Dict[str, Any]]:
-        """All recovery points, oldest first."""
-        snaps = [self.load_snapshot(fmt.name_to_id(n)) for n in self.storage.list(fmt.SNAPSHOTS)]
+    def snapshots(self, on_corrupt: Optional[Any] = None) -> List[Dict[str, Any]]:
+        """All recovery points, oldest first. A recovery point that is corrupt or unreadable is passed to
+        `on_corrupt(message)` and left out (one damaged object must not stop every later backup); without
+        `on_corrupt`, it raises."""
+        snaps = []
+        for n in self.storage.list(fmt.SNAPSHOTS):
+            try:
+                snaps.append(self.load_snapshot(fmt.name_to_id(n)))
+            except (CorruptData, ObjectMissing) as e:
+                if on_corrupt is None:
+                    raise
+                on_corrupt(str(e))
         snaps.sort(key=lambda s: (s["time"], s["id"]))
         return snaps
 
     def find_snapshot(self, ref: str, snaps: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
-        """A recovery point by full id, unique prefix, or 'latest'."""
-        snaps = self.snapshots() if snaps is None else snaps
+        """A recovery point by full id, unique prefix, or 'latest' (damaged recovery points are reported on
+        stderr and left out of the search: a good one can still be restored)."""
+        damaged: List[str] = []
+        if snaps is None:
+            snaps = self.snapshots(on_corrupt=damaged.append)
+        for msg in damaged:
+            print(f"recovault: warning: {msg}", file=sys.stderr)
+        if damaged and (ref == "latest" or not any(s["id"].startswith(ref) for s in snaps)):
+            # never hand out an older point as "latest" when a newer one may be the damaged one
+            raise CorruptData(f"{damaged[0]}; name another recovery point by its id")
         if ref == "latest":
             if not snaps:
                 raise NotFound("the vault has no recovery points yet")
