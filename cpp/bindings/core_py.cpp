@@ -385,12 +385,15 @@ PYBIND11_MODULE(_core, m) {
       }, py::arg("data"), py::arg("level") = 3);
   m.def("zstd_decompress", [](const py::handle& data, size_t max_size) {
         View v(data);
-        std::vector<uint8_t> out;
+        size_t n = compress::zstd_frame_size(v.data(), v.size(), max_size);
+        PyObject* out = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(n));
+        if (!out) throw py::error_already_set();
+        py::bytes res = py::reinterpret_steal<py::bytes>(out);
         {
           py::gil_scoped_release r;
-          out = compress::zstd_decompress(v.data(), v.size(), max_size);
+          compress::zstd_decompress_into(v.data(), v.size(), reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(out)), n);
         }
-        return to_bytes(out);
+        return res;
       }, py::arg("data"), py::arg("max_size") = size_t(1) << 30);
   m.def("looks_incompressible", [](const py::handle& data) {
         View v(data);
@@ -472,12 +475,22 @@ PYBIND11_MODULE(_core, m) {
   m.def("open_blob", [](const py::handle& key, const py::handle& id, const py::handle& blob, size_t max_size) {
         View k(key), i(id), b(blob);
         need_len(k, 32, "master key");
-        std::vector<uint8_t> out;
-        {
+        PyObject* out = nullptr;
+        try {
           py::gil_scoped_release r;
-          out = open_blob(k.data(), i.data(), i.size(), b.data(), b.size(), max_size);
+          // The plaintext goes straight into the bytes object we return (allocated, under the GIL, only
+          // once the tag has verified and the size is known).
+          open_blob_into(k.data(), i.data(), i.size(), b.data(), b.size(), max_size, [&](size_t n) {
+            py::gil_scoped_acquire g;
+            out = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(n));
+            if (!out) throw std::bad_alloc();
+            return reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(out));
+          });
+        } catch (...) {
+          Py_XDECREF(out);  // the GIL is held again here: the release guard ended during unwinding
+          throw;
         }
-        return to_bytes(out);
+        return py::reinterpret_steal<py::bytes>(out);
       }, py::arg("key"), py::arg("id"), py::arg("blob"), py::arg("max_size") = size_t(1) << 30,
       "Verify, decrypt and decompress a sealed blob bound to `id`");
   m.attr("BLOB_OVERHEAD") = BLOB_OVERHEAD;

@@ -1,6 +1,8 @@
 #include "recovault/blob.hpp"
 
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -71,6 +73,16 @@ void SealSession::seal(const uint8_t* id, size_t id_len, const uint8_t* data, si
 
 std::vector<uint8_t> open_blob(const uint8_t master_key[32], const uint8_t* id, size_t id_len,
                                const uint8_t* blob, size_t len, size_t max_size) {
+  std::vector<uint8_t> out;
+  open_blob_into(master_key, id, id_len, blob, len, max_size, [&](size_t n) {
+    out.resize(n);
+    return out.data();
+  });
+  return out;
+}
+
+void open_blob_into(const uint8_t master_key[32], const uint8_t* id, size_t id_len, const uint8_t* blob,
+                    size_t len, size_t max_size, const std::function<uint8_t*(size_t)>& alloc) {
   if (len < BLOB_OVERHEAD) throw crypto::AuthenticationError("blob too short: truncated or corrupt");
   if (blob[0] != BLOB_VERSION) throw std::invalid_argument("blob has unknown format version " + std::to_string(blob[0]));
   uint8_t codec = blob[1];
@@ -106,13 +118,24 @@ std::vector<uint8_t> open_blob(const uint8_t master_key[32], const uint8_t* id, 
   uint8_t aad[AAD_MAX_ID + BLOB_HEADER_LEN];
   size_t aad_len = make_aad(id, id_len, blob, aad);
   size_t ct_len = len - BLOB_HEADER_LEN;
-  std::vector<uint8_t> payload(ct_len - crypto::TAG_LEN);
-  crypto::aes256gcm_decrypt(subkey, blob + 18, blob + BLOB_HEADER_LEN, ct_len, aad, aad_len, payload.data());
-  if (codec == CODEC_STORED) {
-    if (payload.size() > max_size) throw compress::DecompressError("blob larger than the limit");
-    return payload;
+  size_t pt_len = ct_len - crypto::TAG_LEN;
+  if (codec == CODEC_STORED) {  // decrypt straight into the caller's buffer
+    if (pt_len > max_size) throw compress::DecompressError("blob larger than the limit");
+    crypto::aes256gcm_decrypt(subkey, blob + 18, blob + BLOB_HEADER_LEN, ct_len, aad, aad_len, alloc(pt_len));
+    return;
   }
-  return compress::zstd_decompress(payload.data(), payload.size(), max_size);
+  // zstd: decrypt into a reused per-thread buffer (no zero-fill), then decompress into the caller's buffer.
+  // The frame header is only trusted after authentication.
+  thread_local std::unique_ptr<uint8_t[]> frame;
+  thread_local size_t frame_cap = 0;
+  constexpr size_t KEEP = size_t(16) << 20;  // don't keep more than this per thread after a huge blob
+  if (frame_cap < pt_len || (frame_cap > KEEP && pt_len <= KEEP)) {
+    frame.reset(new uint8_t[pt_len ? pt_len : 1]);
+    frame_cap = pt_len;
+  }
+  crypto::aes256gcm_decrypt(subkey, blob + 18, blob + BLOB_HEADER_LEN, ct_len, aad, aad_len, frame.get());
+  size_t n = compress::zstd_frame_size(frame.get(), pt_len, max_size);
+  compress::zstd_decompress_into(frame.get(), pt_len, alloc(n), n);
 }
 
 }  // namespace recovault

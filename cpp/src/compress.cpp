@@ -89,12 +89,16 @@ void zstd_decompress_into(const uint8_t* data, size_t len, uint8_t* out, size_t 
   if (n != out_len) throw DecompressError("corrupt zstd frame: decompressed size differs from the recorded size");
 }
 
-std::vector<uint8_t> zstd_decompress(const uint8_t* data, size_t len, size_t max_size) {
+size_t zstd_frame_size(const uint8_t* data, size_t len, size_t max_size) {
   unsigned long long size = ZSTD_getFrameContentSize(data, len);
   if (size == ZSTD_CONTENTSIZE_ERROR) throw DecompressError("corrupt zstd frame: not a zstd frame");
   if (size == ZSTD_CONTENTSIZE_UNKNOWN) throw DecompressError("zstd frame without a recorded content size");
   if (size > max_size) throw DecompressError("zstd frame claims " + std::to_string(size) + " bytes, more than the limit");
-  std::vector<uint8_t> out(size);
+  return static_cast<size_t>(size);
+}
+
+std::vector<uint8_t> zstd_decompress(const uint8_t* data, size_t len, size_t max_size) {
+  std::vector<uint8_t> out(zstd_frame_size(data, len, max_size));
   zstd_decompress_into(data, len, out.data(), out.size());
   return out;
 }

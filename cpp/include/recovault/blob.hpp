@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace recovault {
@@ -47,5 +48,9 @@ class SealSession {
 // Throws crypto::AuthenticationError / compress::DecompressError / std::invalid_argument.
 std::vector<uint8_t> open_blob(const uint8_t master_key[32], const uint8_t* id, size_t id_len,
                                const uint8_t* blob, size_t len, size_t max_size);
+// The same, writing the plaintext into memory the caller provides: alloc(n) is called once, after the tag
+// verified, with the plaintext size, and returns where to put it (no zero-fill, no extra copy).
+void open_blob_into(const uint8_t master_key[32], const uint8_t* id, size_t id_len, const uint8_t* blob,
+                    size_t len, size_t max_size, const std::function<uint8_t*(size_t)>& alloc);
 
 }  // namespace recovault

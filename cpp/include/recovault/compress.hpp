@@ -20,6 +20,8 @@ size_t zstd_compress(const uint8_t* data, size_t len, int level, std::vector<uin
 // Decompresses one frame whose content size must be recorded and <= max_size. Throws DecompressError.
 std::vector<uint8_t> zstd_decompress(const uint8_t* data, size_t len, size_t max_size);
 void zstd_decompress_into(const uint8_t* data, size_t len, uint8_t* out, size_t out_len);
+// The content size recorded in a frame; throws DecompressError if absent, invalid, or above max_size.
+size_t zstd_frame_size(const uint8_t* data, size_t len, size_t max_size);
 int zstd_max_level();
 int zstd_min_level();
 
