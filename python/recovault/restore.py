@@ -128,7 +128,9 @@ class RestoreJob:
         with ThreadPoolExecutor(self.workers, thread_name_prefix="recovault-restore") as pool, \
                 ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="recovault-segment") as seg:
             self._segments = seg
-            for _ in pool.map(self._restore_file, first):
+            # Files go to the threads in runs of 16: one task per small file cost more than restoring it.
+            runs = [first[i:i + 16] for i in range(0, len(first), 16)]
+            for _ in pool.map(lambda run: [self._restore_file(f) for f in run], runs):
                 pass
         for f in later:
             src = self._links[id(f)]  # type: ignore[index]

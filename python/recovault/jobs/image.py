@@ -199,9 +199,15 @@ def restore_image(vault: Vault, desc: Dict[str, Any], dest: str, *, byte_range: 
             stats["bytes_written"] += b - a
         progress("bytes", {"bytes": b - a})
 
+    def do_run(blocks: range) -> None:
+        for block in blocks:
+            do(block)
+
+    # Blocks go to the threads in runs of 32: one task per block cost more in the pool than the work.
+    runs = [range(b, min(b + 32, last)) for b in range(first, last, 32)]
     try:
         with ThreadPoolExecutor(max(1, workers)) as pool:
-            for _ in pool.map(do, range(first, last)):
+            for _ in pool.map(do_run, runs):
                 pass
         if not is_dev and byte_range is None:
             fsmeta.finish_sparse(fd, m.size)
