@@ -126,14 +126,39 @@ constexpr Backend BACKENDS[3] = {{hash_chunks_portable, hash_parents_portable},
 constexpr Backend BACKENDS[1] = {{hash_chunks_portable, hash_parents_portable}};
 #endif
 
+#if RECOVAULT_BLAKE3_X86_SIMD
+// Known-answer self-test of a SIMD back end against the portable code, run once before the back end is
+// first chosen: 33 keyed chunks (full vector widths plus a remainder) and 37 parent nodes. A back end that
+// disagrees (a CPU or compiler defect; the AVX-512 path could only be checked under emulation where it
+// was written) is never used, so a wrong hash can never reach a vault.
+bool backend_agrees(const Backend& b) {
+  constexpr size_t N = 33, P = 37;
+  static uint8_t data[N * CHUNK_LEN];
+  for (size_t i = 0; i < sizeof data; ++i) data[i] = static_cast<uint8_t>((i * 131u + (i >> 8) * 7u) & 0xff);
+  const uint8_t* chunks[N];
+  for (size_t i = 0; i < N; ++i) chunks[i] = data + i * CHUNK_LEN;
+  uint32_t key[8];
+  for (int i = 0; i < 8; ++i) key[i] = 0x9E3779B9u * static_cast<uint32_t>(i + 1);
+  uint8_t want[N * OUT_LEN], got[N * OUT_LEN];
+  hash_chunks_portable(chunks, N, key, 5, KEYED_HASH, want);
+  b.chunks(chunks, N, key, 5, KEYED_HASH, got);
+  if (std::memcmp(want, got, sizeof want) != 0) return false;
+  uint8_t pw[P * OUT_LEN], pg[P * OUT_LEN];
+  hash_parents_portable(data, P, key, KEYED_HASH, pw);
+  b.parents(data, P, key, KEYED_HASH, pg);
+  return std::memcmp(pw, pg, sizeof pw) == 0;
+}
+#endif
+
 int detect_best_level() {
 #if RECOVAULT_BLAKE3_X86_SIMD
   __builtin_cpu_init();
   // __builtin_cpu_supports also requires the OS to save the wider registers (XCR0).
   const bool avx2 = __builtin_cpu_supports("avx2");
-  if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl"))
+  if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      backend_agrees(BACKENDS[LEVEL_AVX512]))
     return LEVEL_AVX512;
-  if (avx2) return LEVEL_AVX2;
+  if (avx2 && backend_agrees(BACKENDS[LEVEL_AVX2])) return LEVEL_AVX2;
 #endif
   return LEVEL_PORTABLE;
 }
