@@ -550,3 +550,23 @@ def test_a_socket_is_a_warning_not_a_failed_restore(tmp_path):
         s.close()
     assert res["errors"] == [] and any("sock" in w["path"] for w in res["warnings"])
     assert (tmp_path / "out" / str(src).lstrip("/") / "a.txt").read_bytes() == b"data"
+
+
+def test_a_full_restore_target_stops_with_one_clear_error(tmp_path):
+    import subprocess
+    from recovault.errors import StorageError
+    src = tmp_path / "src"
+    for i in range(20):
+        write(src / f"f{i}.bin", os.urandom(200_000))
+    target = tmp_path / "small"
+    target.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(target)],
+                                          capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        with new_vault(tmp_path) as v:
+            api.backup(v, [str(src)])
+            with pytest.raises(StorageError, match="no space left on the restore target"):
+                api.restore(v, "latest", str(target))
+    finally:
+        subprocess.run(["umount", str(target)], capture_output=True)

@@ -7,6 +7,7 @@ restored file, chunks and hashes it, and compares with the recovery point.
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat as st_mod
 import threading
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import core, fsmeta
-from .errors import CorruptData, NotFound, RecovaultError
+from .errors import CorruptData, NotFound, RecovaultError, StorageError
 from .vault.repo import Vault
 from .vault.tree import decode_name
 
@@ -90,6 +91,12 @@ class RestoreJob:
         with self._lock:
             self.warnings.append({"path": path, "warning": msg})
         self.progress("error", {"path": path, "error": msg})
+
+    def _fail_on_full_disk(self, e: OSError, path: str) -> None:
+        """A full target (or quota) ends the restore with one message, instead of one error per file."""
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageError(f"no space left on the restore target (writing {path}); "
+                               f"{self.stats.files} files were restored before it filled up")
 
     def _error(self, path: str, msg: str) -> None:
         with self._lock:
@@ -193,6 +200,7 @@ class RestoreJob:
                     self._warn(dest, w)
                 self.stats.others += 1
             except OSError as e:
+                self._fail_on_full_disk(e, dest)
                 self._error(dest, f"cannot create: {e.strerror}")
 
     def _restore_file(self, f: _FileTask) -> None:
@@ -203,6 +211,7 @@ class RestoreJob:
             _clear_for_file(f.dest)
             fd = os.open(f.dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         except OSError as e:
+            self._fail_on_full_disk(e, f.dest)
             self._error(f.dest, f"cannot create: {e.strerror}")
             return
         written = 0
@@ -229,6 +238,7 @@ class RestoreJob:
             self._error(f.dest, str(e))
             return
         except OSError as e:
+            self._fail_on_full_disk(e, f.dest)
             self._error(f.dest, f"write failed: {e.strerror}")
             return
         finally:
@@ -259,6 +269,7 @@ class RestoreJob:
             self._error(f.dest, str(e))
             return
         except OSError as e:
+            self._fail_on_full_disk(e, f.dest)
             self._error(f.dest, f"write failed: {e.strerror}")
             return
         meta = f.meta
