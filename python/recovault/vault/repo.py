@@ -174,7 +174,7 @@ class Vault:
                              min_size=s.min_size, avg_size=s.avg_size, max_size=s.max_size,
                              normalization=s.normalization, fixed_block=fixed_block, id_algo=s.id_algo,
                              level=s.level if level is None else level, compress=compress, workers=workers,
-                             max_in_flight=32 << 20)
+                             max_in_flight=16 << 20)
 
     def chunk_id(self, data: bytes) -> bytes:
         return self._id_pipeline.chunk_id(data)
@@ -242,8 +242,8 @@ class Vault:
             self.storage.put(name, data)
             after()
         self._pending.append(self._uploads.submit(job))
-        if len(self._pending) > 2:  # bounds memory: at most 2 packs waiting or being uploaded
-            self._wait_uploads(keep=2)
+        if len(self._pending) > 1:  # bounds memory: one pack uploading while the next one fills
+            self._wait_uploads(keep=1)
 
     def _wait_uploads(self, keep: int = 0) -> None:
         while len(self._pending) > keep:
@@ -431,6 +431,7 @@ class _PackWriter:
         parts.append(header)
         parts.append(fmt.PACK_TRAILER.pack(len(header), fmt.PACK_MAGIC))
         data = b"".join(parts)
+        del parts, blobs  # the sealed blobs now live only in `data`
         pack_id = core.blake3(data)
         vault = self.vault
         vault._submit_upload(vault.pack_name(pack_id), data, lambda: vault._pack_written(pack_id, entries))
