@@ -408,12 +408,6 @@ class _PackWriter:
         if self.size >= self.vault.settings.pack_size:
             self.finish()
 
-    def ids(self) -> List[bytes]:
-        return [b[0] for b in self.blobs]
-
-    def discard(self) -> None:
-        self.blobs, self.size = [], 0
-
     def finish(self) -> None:
         if not self.blobs:
             return
