@@ -70,7 +70,6 @@ class RestoreJob:
         self.errors: List[Dict[str, str]] = []
         self.warnings: List[Dict[str, str]] = []
         self._lock = threading.Lock()
-        self._links: Dict[Tuple[int, int], str] = {}
         self.data_errors = 0  # errors from the vault (corrupt or missing data), as opposed to the target
 
     # ---- selection ---------------------------------------------------------------------------
@@ -119,14 +118,13 @@ class RestoreJob:
         self.progress("plan", {"files": len(files), "bytes": total})
         # Hard links: the first path of an inode gets the data, the others link to it afterwards.
         first: List[_FileTask] = []
-        later: List[_FileTask] = []
+        later: List[Tuple[_FileTask, str]] = []  # (a further link, the path of the inode's first link)
         seen: Dict[Tuple[int, int], str] = {}
         for f in files:
             if f.meta.nlink > 1 and f.meta.ino:
                 key = (f.meta.dev, f.meta.ino)
                 if key in seen:
-                    later.append(f)
-                    self._links[id(f)] = seen[key]  # type: ignore[index]
+                    later.append((f, seen[key]))
                     continue
                 seen[key] = f.dest
             first.append(f)
@@ -139,8 +137,7 @@ class RestoreJob:
             runs = [first[i:i + 16] for i in range(0, len(first), 16)]
             for _ in pool.map(lambda run: [self._restore_file(f) for f in run], runs):
                 pass
-        for f in later:
-            src = self._links[id(f)]  # type: ignore[index]
+        for f, src in later:
             try:
                 if os.path.lexists(f.dest):
                     os.unlink(f.dest)
