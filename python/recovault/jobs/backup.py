@@ -237,6 +237,7 @@ class BackupJob:
                         # directory holding the backed-up path, so record that directory. Recorded as a symlink,
                         # a restore would make a link and nothing under it.
                         meta = fsmeta.capture(os.path.realpath(anc)).to_dict()
+                        meta.pop("at", None)
                     except OSError as e:
                         self._error(anc, e)
                         meta = {"t": "d", "m": 0o755}
