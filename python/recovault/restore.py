@@ -230,22 +230,31 @@ class RestoreJob:
                     seg.result()
             fsmeta.finish_sparse(fd, offset)
             written = offset
-        except RecovaultError as e:
-            self.data_errors += 1
-            self._error(f.dest, str(e))
-            return
-        except OSError as e:
-            self._fail_on_full_disk(e, f.dest)
-            self._error(f.dest, f"write failed: {e.strerror}")
+        except (RecovaultError, OSError) as e:
+            self._file_failed(f.dest, e)
             return
         finally:
             os.close(fd)
-        for w in fsmeta.apply(f.dest, f.meta, owners=self.owners):
-            self._warn(f.dest, w)
+        self._file_done(f.dest, f.meta, written)
+
+    def _file_failed(self, dest: str, e: "RecovaultError | OSError") -> None:
+        """A file whose data could not be restored: vault-side (corrupt or missing data) or target-side."""
+        if isinstance(e, RecovaultError):
+            with self._lock:
+                self.data_errors += 1
+            self._error(dest, str(e))
+        else:
+            self._fail_on_full_disk(e, dest)
+            self._error(dest, f"write failed: {e.strerror}")
+
+    def _file_done(self, dest: str, meta: fsmeta.Meta, written: int, verified: bool = False) -> None:
+        for w in fsmeta.apply(dest, meta, owners=self.owners):
+            self._warn(dest, w)
         with self._lock:
             self.stats.files += 1
             self.stats.bytes += written
-        self.progress("file", {"path": f.dest, "bytes": written})
+            self.stats.verified += verified
+        self.progress("file", {"path": dest, "bytes": written})
 
     SEGMENT = 4  # chunks per task when a file is split across threads
 
@@ -261,33 +270,18 @@ class RestoreJob:
         try:
             _clear_for_file(f.dest)
             st = restore_image(self.vault, f.node["image"], f.dest, verify=self.verify, workers=self.workers)
-        except RecovaultError as e:
-            self.data_errors += 1
-            self._error(f.dest, str(e))
-            return
-        except OSError as e:
-            self._fail_on_full_disk(e, f.dest)
-            self._error(f.dest, f"write failed: {e.strerror}")
+        except (RecovaultError, OSError) as e:
+            self._file_failed(f.dest, e)
             return
         meta = f.meta
         if meta.type != "f":  # a block device's image is restored as a regular file under --target
             meta = fsmeta.Meta.from_dict(dict(f.node["meta"], t="f"))
-        for w in fsmeta.apply(f.dest, meta, owners=self.owners):
-            self._warn(f.dest, w)
-        with self._lock:
-            self.stats.files += 1
-            self.stats.bytes += st["bytes_written"]
-            if self.verify:
-                self.stats.verified += 1
+        self._file_done(f.dest, meta, st["bytes_written"], verified=self.verify)
 
     def _verify(self, files: List[_FileTask]) -> None:
         """Re-read what was written: chunk and hash each file as a backup would, compare chunk IDs."""
         scratch = core.IdSet()
-        pipe = core.Pipeline(self.vault.master.id_key, self.vault.master.chunker_seed, scratch,
-                             core.SealSession(self.vault.master.enc_key), min_size=self.vault.settings.min_size,
-                             avg_size=self.vault.settings.avg_size, max_size=self.vault.settings.max_size,
-                             normalization=self.vault.settings.normalization, id_algo=self.vault.settings.id_algo,
-                             compress="never")
+        pipe = self.vault.pipeline(compress="never", known=scratch)
         # Preload every id as known so nothing is sealed: verification only hashes.
         ids = [[] for _ in files]
         for f in files:

@@ -168,9 +168,12 @@ class Vault:
 
     # ---- sealing --------------------------------------------------------------------------------
     def pipeline(self, *, workers: int = 0, fixed_block: int = 0, level: Optional[int] = None,
-                 compress: str = "auto") -> "core.Pipeline":
+                 compress: str = "auto", known: Optional["core.IdSet"] = None) -> "core.Pipeline":
+        """A pipeline with this vault's keys and chunker; `known` replaces the vault's set of stored IDs
+        (restore's verification passes its own, so that re-reading files stores nothing)."""
         s = self.settings
-        return core.Pipeline(self.master.id_key, self.master.chunker_seed, self.known, self._session,
+        return core.Pipeline(self.master.id_key, self.master.chunker_seed,
+                             self.known if known is None else known, self._session,
                              min_size=s.min_size, avg_size=s.avg_size, max_size=s.max_size,
                              normalization=s.normalization, fixed_block=fixed_block, id_algo=s.id_algo,
                              level=s.level if level is None else level, compress=compress, workers=workers,
