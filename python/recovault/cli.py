@@ -66,12 +66,6 @@ def common(f):
     return f
 
 
-def make_ctx(parent: Ctx, vault, passphrase_file, cache_dir, as_json) -> Ctx:
-    return Ctx(vault or parent.location, passphrase_file or parent.passphrase_file,
-               cache_dir or (parent.cache_dir if parent.cache_dir != api.default_cache_dir() else None),
-               bool(as_json) or parent.json)
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="recovault")
 @common
@@ -82,7 +76,10 @@ def cli(ctx, vault, passphrase_file, cache_dir, as_json):
 
 
 def sub(ctx, vault, passphrase_file, cache_dir, as_json) -> Ctx:
-    return make_ctx(ctx.obj, vault, passphrase_file, cache_dir, as_json)
+    """The command's context: its own options, else those given before the command name."""
+    parent: Ctx = ctx.obj
+    return Ctx(vault or parent.location, passphrase_file or parent.passphrase_file, cache_dir or parent.cache_dir,
+               bool(as_json) or parent.json)
 
 
 @cli.command()
