@@ -570,3 +570,19 @@ def test_a_full_restore_target_stops_with_one_clear_error(tmp_path):
                 api.restore(v, "latest", str(target))
     finally:
         subprocess.run(["umount", str(target)], capture_output=True)
+
+
+def test_a_stream_stored_inside_a_backed_up_directory_keeps_that_directory(tmp_path, monkeypatch):
+    # The walk stores each directory as soon as it leaves it; a stream (or image) placed inside a backed-up
+    # directory afterwards must be added to that directory, not replace it by a new, empty one.
+    src = tmp_path / "src"
+    write(src / "keep.txt", b"keep me")
+    stream = tmp_path / "stream"
+    stream.write_bytes(b"streamed bytes" * 1000)
+    name = str(src / "sub" / "dump.sql").lstrip("/")
+    with new_vault(tmp_path) as v, open(stream, "rb") as f:
+        snap = api.backup(v, [str(src)], stdin_name=name, stdin_fd=f.fileno())
+        api.restore(v, snap["id"], str(tmp_path / "out"))
+    out = tmp_path / "out" / str(src).lstrip("/")
+    assert (out / "keep.txt").read_bytes() == b"keep me"
+    assert (out / "sub" / "dump.sql").read_bytes() == stream.read_bytes()

@@ -81,7 +81,7 @@ class _Dir:
         self.pending = 0  # files handed to the pipeline, not yet drained
         self.open_children = 0  # subdirectories not stored yet
         self.closed = False  # the walk has left it
-        self.hold = False  # holds a hard link whose content is only known at the end
+        self.hold = False  # holds a hard link whose content is only known at the end of the walk
         if up is not None:
             up.open_children += 1
 
@@ -242,8 +242,12 @@ class BackupJob:
                         self._error(anc, e)
                         meta = {"t": "d", "m": 0o755}
                     d = cur.children[part] = _Dir(meta, cur, part)
-                d.hold = True  # an ancestor of a backed-up path (maybe of a later root): stored at the end
                 cur = d
+        # Directories on the way to a root, an image or the stream are stored only at the end: something is
+        # still to be added below them after the walk has left them (a later root, an image, the stream).
+        self._pinned = {tuple(x for x in os.fsencode(p).split(b"/") if x)[:i]
+                        for p in tree_paths + images + ([stdin_path] if stdin_path else [])
+                        for i in range(1, p.count("/"))}
 
         self.progress("plan", {"files": 0, "bytes": 0})  # totals grow as the walk finds changed files
         reader = _BatchReader(self)
@@ -499,7 +503,7 @@ class BackupJob:
         """Store a closed directory whose files are all read and whose subdirectories are stored; then
         replace it in its parent by its node, freeing its children, and try the parent in turn."""
         while (d.closed and d.pending == 0 and d.open_children == 0 and not d.hold and d.up is not None
-               and d.parts is not None):
+               and d.parts is not None and d.parts not in self._pinned):
             node = {"name": fsmeta.encode_name(d.name), "meta": d.meta or {"t": "d", "m": 0o755},
                     "subtree": self._save_dir(d).hex()}
             up = d.up
