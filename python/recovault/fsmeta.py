@@ -58,6 +58,7 @@ __all__ = [
     "encode_name",
     "decode_name",
     "data_extents",
+    "pwrite_all",
     "write_sparse",
     "finish_sparse",
     "SPARSE_BLOCK",
@@ -468,7 +469,8 @@ def data_extents(fd: int, size: int) -> List[Tuple[int, int]]:
     return extents
 
 
-def _pwrite_all(fd: int, buf: memoryview, offset: int) -> None:
+def pwrite_all(fd: int, buf: memoryview, offset: int) -> None:
+    """``pwrite`` all of ``buf`` at ``offset`` (a single pwrite may write less)."""
     while buf:
         n = os.pwrite(fd, buf, offset)
         buf = buf[n:]
@@ -487,7 +489,7 @@ def write_sparse(fd: int, offset: int, data: Union[bytes, bytearray, memoryview]
     n = len(data)
     mv = memoryview(data)
     if _ZERO_BLOCK not in data:  # fast path (one C-level search): no 4 KiB zero run at all, so no hole
-        _pwrite_all(fd, mv, offset)
+        pwrite_all(fd, mv, offset)
         return n
     written = 0
     pending = 0  # start of the not-yet-written run of non-zero blocks
@@ -495,12 +497,12 @@ def write_sparse(fd: int, offset: int, data: Union[bytes, bytearray, memoryview]
     while i + SPARSE_BLOCK <= n:
         if data[i:i + SPARSE_BLOCK] == _ZERO_BLOCK:
             if pending < i:
-                _pwrite_all(fd, mv[pending:i], offset + pending)
+                pwrite_all(fd, mv[pending:i], offset + pending)
                 written += i - pending
             pending = i + SPARSE_BLOCK
         i += SPARSE_BLOCK
     if pending < n:
-        _pwrite_all(fd, mv[pending:n], offset + pending)
+        pwrite_all(fd, mv[pending:n], offset + pending)
         written += n - pending
     return written
 

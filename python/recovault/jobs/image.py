@@ -185,13 +185,13 @@ def restore_image(vault: Vault, desc: Dict[str, Any], dest: str, *, byte_range: 
         a, b = max(lo, start), min(hi, end)
         if data is None:
             if overwrite:
-                fsmeta._pwrite_all(fd, memoryview(bytes(b - a)), a)
+                fsmeta.pwrite_all(fd, memoryview(bytes(b - a)), a)
             with lock:
                 stats["zero_blocks"] += 1
             return
         view = memoryview(data)[a - lo:b - lo]
         if overwrite:
-            fsmeta._pwrite_all(fd, view, a)
+            fsmeta.pwrite_all(fd, view, a)
         else:
             fsmeta.write_sparse(fd, a, view)
         with lock:
