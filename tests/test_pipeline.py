@@ -434,6 +434,39 @@ def test_ranged_sources_fixed_blocks_like_image_backup(ranged_file):
                 assert e[0] == core.ZERO and not any(block)
 
 
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_fixed_ranged_read_jobs_past_eof_and_errors(ranged_file, tmp_path, workers):
+    """Fixed blocks of ranged sources are read by the workers in read jobs: blocks are cut at the right
+    offsets across job boundaries, a range past the end of the file gives the bytes that exist (END says
+    how many), and open/read errors end only their own source."""
+    path, data = ranged_file
+    bs = 4096 * 3  # not a divisor of the 1 MiB read job: blocks straddle job boundaries
+    d = tmp_path / "dir"
+    d.mkdir()
+    dfd = os.open(d, os.O_RDONLY)
+    try:
+        srcs = [(str(path), 7, len(data)), (str(path) + ".missing", 0, bs), (dfd, 0, bs), (str(path), 3 * bs, 5 * bs)]
+        per = by_source(events(pipeline(fixed_block=bs, workers=workers).run(srcs)), len(srcs))
+    finally:
+        os.close(dfd)
+    want = data[7:]
+    *chunks, end = per[0]
+    assert end[0] == core.END and end[3] == len(want) and end[5] is None
+    assert [e[2] for e in chunks] == list(range(0, len(want), bs))
+    for e in chunks:
+        block = want[e[2]:e[2] + bs]
+        assert e[3] == len(block)
+        if e[0] == core.ZERO:
+            assert not any(block)
+        else:
+            assert e[0] == core.CHUNK and e[4] == blake3_ref.blake3(block, key=ID_KEY).digest()
+    assert any(e[0] == core.ZERO for e in chunks) and any(e[0] == core.CHUNK for e in chunks)
+    assert per[1][0][0] == core.END and "No such file" in per[1][0][5]
+    assert per[2][-1][0] == core.END and "Is a directory" in per[2][-1][5]
+    *chunks, end = per[3]
+    assert end[3] == 5 * bs and [(e[2], e[3]) for e in chunks] == [(i * bs, bs) for i in range(5)]
+
+
 def test_ranged_fd_from_zero_to_end_reads_from_zero(ranged_file):
     path, data = ranged_file
     fd = os.open(path, os.O_RDONLY)

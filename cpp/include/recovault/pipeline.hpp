@@ -40,6 +40,7 @@ struct PipelineConfig {
   unsigned workers = 0;             // 0 = hardware concurrency
   size_t max_in_flight = 256u << 20;  // bytes read but not yet emitted
   size_t read_size = 8u << 20;        // read() size for large streams
+  size_t read_job_size = 1u << 20;    // fixed mode, ranged sources: bytes one worker preads at a time
 };
 
 // Reads up to len bytes into buf; returns the count, 0 at end of stream. Throws std::runtime_error.
@@ -104,6 +105,18 @@ class PipelineRun {
     size_t len = 0;        // bytes charged against max_in_flight
     std::shared_ptr<void> keep;
     const std::string* path = nullptr;  // small-file job
+    // Read job (fixed blocks of a ranged source): the worker preads [file_off, file_off + len) of fd
+    // itself and cuts it into blocks, so reading is spread over the workers and each block is hashed while
+    // it is still in the worker's cache. Counters counter .. counter + blocks - 1 are reserved for it.
+    int fd = -1;
+    uint64_t file_off = 0;
+  };
+  // What the workers learned about a source read by read jobs; its END event is completed from this
+  // when it is emitted (all its jobs are done by then, since events leave in order).
+  struct SourceState {
+    bool deferred = false;
+    uint64_t read = 0;
+    std::string error;
   };
   struct Done {
     std::vector<Event> events;
@@ -114,6 +127,7 @@ class PipelineRun {
   std::shared_ptr<IdSet> known_;
   std::shared_ptr<SealSession> session_;
   std::vector<Source> sources_;
+  std::vector<SourceState> state_;  // guarded by mu_
   GearTable gear_;
 
   std::mutex mu_;
@@ -132,6 +146,8 @@ class PipelineRun {
   void work();
   Event chunk_event(uint32_t source, uint64_t offset, const uint8_t* data, size_t len, uint64_t counter) const;
   void small_file(const Job& j, std::vector<Event>& out) const;
+  void read_blocks(const Job& j, std::vector<Event>& out);
+  void produce_read_jobs(uint32_t index, Source& src);
   void push_job(Job&& j);                     // blocks while too much is in flight
   void push_end(uint32_t source, uint64_t size, std::string error);
   void fail(std::exception_ptr e);
