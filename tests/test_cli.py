@@ -1,5 +1,6 @@
-"""End-to-end tests of the `recovault` command line, run as a subprocess (`python -m recovault.cli`) against
-local vaults: JSON output, exit codes and messages, corruption, kill -9 during a backup, key management.
+"""End-to-end tests of the `recovault` command line, run as a subprocess (`python -m recovault`, the same entry
+point as the installed `recovault` script, early key derivation included) against local vaults: JSON
+output, exit codes and messages, corruption, kill -9 during a backup, key management.
 
 Every invocation checks that no Python traceback reaches the user. Vaults that are not created by the CLI
 itself are made through the API with tiny Argon2id parameters so each command unlocks quickly.
@@ -78,7 +79,7 @@ class Cli:
         self.env = env
 
     def cmd(self, *args, boot: Optional[str] = None) -> List[str]:
-        head = [sys.executable, "-c", boot] if boot else [sys.executable, "-m", "recovault.cli"]
+        head = [sys.executable, "-c", boot] if boot else [sys.executable, "-m", "recovault"]
         return head + [os.fspath(a) for a in args]
 
     def __call__(self, *args, env: Optional[Dict[str, Optional[str]]] = None, boot: Optional[str] = None,

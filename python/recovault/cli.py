@@ -9,19 +9,20 @@ import errno
 import json
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import click
 
-from . import __version__, api
+from . import __version__
 from .errors import RecovaultError, UsageError
-from .jobs.backup import MODES
+from .jobs import MODES
 from .progress import ProgressReporter
-from .restore import RestoreJob
-from .storage import open_storage
-from .vault.check import Checker
-from .vault.keys import KeyStore, read_passphrase
-from .vault.repo import Vault
+
+if TYPE_CHECKING:
+    from .vault.repo import Vault
+
+# The rest of the package is imported by the commands that need it: start-up time is part of every run
+# (see docs/performance.md), and `recovault` (the _entry module) derives the key meanwhile.
 
 _json_printed = False  # a command's --json result was printed: a later error must not print a second document
 
@@ -34,8 +35,15 @@ class Ctx:
                  as_json: bool) -> None:
         self.location = vault
         self.passphrase_file = passphrase_file
-        self.cache_dir = cache_dir or api.default_cache_dir()
+        self._cache_dir = cache_dir
         self.json = as_json
+
+    @property
+    def cache_dir(self) -> str:
+        if not self._cache_dir:
+            from .api import default_cache_dir
+            self._cache_dir = default_cache_dir()
+        return self._cache_dir
 
     def need_location(self) -> str:
         if not self.location:
@@ -43,9 +51,12 @@ class Ctx:
         return self.location
 
     def passphrase(self, confirm: bool = False) -> str:
+        from .vault.keys import read_passphrase
         return read_passphrase(self.passphrase_file, prompt=True, confirm=confirm)
 
-    def open(self) -> Vault:
+    def open(self) -> "Vault":
+        from .storage import open_storage
+        from .vault.repo import Vault
         return Vault.open(open_storage(self.need_location()), self.passphrase(), cache_dir=self.cache_dir)
 
     def out(self, data: Any, text: str) -> None:
@@ -78,7 +89,7 @@ def cli(ctx, vault, passphrase_file, cache_dir, as_json):
 def sub(ctx, vault, passphrase_file, cache_dir, as_json) -> Ctx:
     """The command's context: its own options, else those given before the command name."""
     parent: Ctx = ctx.obj
-    return Ctx(vault or parent.location, passphrase_file or parent.passphrase_file, cache_dir or parent.cache_dir,
+    return Ctx(vault or parent.location, passphrase_file or parent.passphrase_file, cache_dir or parent._cache_dir,
                bool(as_json) or parent.json)
 
 
@@ -100,6 +111,7 @@ def init(ctx, vault, passphrase_file, cache_dir, as_json, chunk_min, chunk_avg, 
     s.level = s.level if compression_level is None else compression_level
     if not c.json:
         click.echo(LOSS_WARNING, err=True)
+    from . import api
     v = api.init_vault(c.need_location(), c.passphrase(confirm=True), settings=s, cache_dir=c.cache_dir)
     v.close()
     c.out({"vault": v.storage.url, "id": v.id, "keyid": v.keyid},
@@ -132,6 +144,7 @@ def backup(ctx, vault, passphrase_file, cache_dir, as_json, paths, images, image
     if use_stdin and c.passphrase_file is None and not os.environ.get("RECOVAULT_PASSPHRASE"):
         raise UsageError("--stdin needs the passphrase from RECOVAULT_PASSPHRASE or --passphrase-file")
     with c.open() as v, ProgressReporter(not c.json, "backing up") as prog:
+        from . import api
         snap = api.backup(v, list(paths), mode=mode, excludes=list(exclude), exclude_files=list(exclude_file),
                           exclude_caches=exclude_caches, one_file_system=one_file_system, tags=list(tag),
                           host=host, workers=workers, images=list(images), image_block_size=image_block_size,
@@ -173,6 +186,7 @@ def restore(ctx, vault, passphrase_file, cache_dir, as_json, snapshot, paths, ta
         return _restore_image(c, snapshot, to, image, byte_range, verify, workers)
     with c.open() as v, ProgressReporter(not c.json, "restoring") as prog:
         snap = v.find_snapshot(snapshot)
+        from .restore import RestoreJob
         res = RestoreJob(v, snap, target, list(paths), verify=verify, workers=workers, progress=prog).run()
     st = res["stats"]
     if res["warnings"] and not c.json:
@@ -290,6 +304,7 @@ def check(ctx, vault, passphrase_file, cache_dir, as_json, read_data, read_data_
     """Verify the vault's structure, and with --read-data every byte of it."""
     c = sub(ctx, vault, passphrase_file, cache_dir, as_json)
     with c.open() as v, ProgressReporter(not c.json, "checking") as prog:
+        from .vault.check import Checker
         res = Checker(v, prog).run(read_data=read_data, subset=read_data_subset)
     st = res["stats"]
     text = "\n".join([f"warning: {w}" for w in res["warnings"]] +
@@ -364,6 +379,7 @@ def key_list(ctx, vault, passphrase_file, cache_dir, as_json):
 def key_add(ctx, vault, passphrase_file, cache_dir, as_json, new_passphrase_file, label):
     c = sub(ctx.find_root(), vault, passphrase_file, cache_dir, as_json)
     with c.open() as v:
+        from .vault.keys import read_passphrase
         new = read_passphrase(new_passphrase_file, env={}, prompt=True, confirm=True)
         kid = v.keys.add(new, v.master, label=label)
     c.out({"keyid": kid}, f"added key {kid[:12]}")
@@ -387,6 +403,7 @@ def key_remove(ctx, vault, passphrase_file, cache_dir, as_json, keyid):
 def key_passwd(ctx, vault, passphrase_file, cache_dir, as_json, new_passphrase_file):
     c = sub(ctx.find_root(), vault, passphrase_file, cache_dir, as_json)
     with c.open() as v:
+        from .vault.keys import read_passphrase
         new = read_passphrase(new_passphrase_file, env={}, prompt=True, confirm=True)
         kid = v.keys.passwd(v.keyid, v.master, new)
     c.out({"keyid": kid}, f"passphrase changed (new key {kid[:12]})")

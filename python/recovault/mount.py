@@ -13,7 +13,7 @@ import stat as st_mod
 import sys
 import threading
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from .errors import UsageError
 from .fsmeta import decode_name

@@ -3,20 +3,20 @@ otherwise (and never in --json mode, where stdout is for the machine)."""
 from __future__ import annotations
 
 import sys
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
-from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn,
-                           TransferSpeedColumn)
 
 
 class ProgressReporter:
     def __init__(self, enabled: bool, verb: str) -> None:
-        self.console = Console(stderr=True)
         self.enabled = enabled and sys.stderr.isatty()
+        self.console: Any = None
+        if self.enabled:  # rich is imported only for a terminal: it costs ~60 ms of start-up
+            from rich.console import Console
+            self.console = Console(stderr=True)
         self.verb = verb
-        self.bar: Optional[Progress] = None
-        self.task: Optional[TaskID] = None
+        self.bar: Any = None
+        self.task: Any = None
         self.files = 0
         self.total_files = 0
 
@@ -40,6 +40,8 @@ class ProgressReporter:
         if not self.enabled:
             return
         if kind == "plan":
+            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                       TransferSpeedColumn)
             self.total_files = info.get("files", 0)
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                                 TransferSpeedColumn(), TimeRemainingColumn(), console=self.console,

@@ -23,9 +23,9 @@ from ..errors import UsageError
 from ..vault import format as fmt
 from ..vault.repo import Vault, now_rfc3339
 from ..vault.tree import make_tree, node_map
+from . import MODES
 from .walk import ExcludeRules, walk
 
-MODES = ("incremental", "differential", "full")
 
 
 @dataclass

@@ -28,11 +28,12 @@ import os
 import re
 import stat
 import sys
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
-
-import pathspec
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    import pathspec
 
 __all__ = [
     "CACHEDIR_TAG",
@@ -74,12 +75,17 @@ class ExcludeRules:
     def __init__(self, patterns: Iterable[str] = (), exclude_caches: bool = False) -> None:
         self.patterns: List[str] = list(patterns)
         self.exclude_caches = exclude_caches
+        self._spec: Optional["pathspec.GitIgnoreSpec"] = None
+        self._prefilter: Optional[_Prefilter] = None
+        if not self.patterns:
+            return  # the common case: no patterns, and no pathspec import (start-up time)
+        import pathspec
         try:
             spec = pathspec.GitIgnoreSpec.from_lines(self.patterns)
         except ValueError as e:  # pathspec's GitWildMatchPatternError is a ValueError
             raise UsageError(f"invalid exclude pattern: {e}") from None
         effective = [p for p in spec.patterns if p.include is not None]
-        self._spec: Optional[pathspec.GitIgnoreSpec] = spec if effective else None
+        self._spec = spec if effective else None
         self._prefilter = _Prefilter.build(effective)
 
     @classmethod
@@ -148,7 +154,7 @@ class _Prefilter:
         self.paths = paths  # Optional[re.Pattern] on the relative path (+ "/" for dirs)
 
     @classmethod
-    def build(cls, patterns: Sequence[pathspec.Pattern]) -> Optional["_Prefilter"]:
+    def build(cls, patterns: Sequence["pathspec.Pattern"]) -> Optional["_Prefilter"]:
         name_parts: List[str] = []
         path_parts: List[str] = []
         for p in patterns:

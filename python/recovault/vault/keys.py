@@ -16,6 +16,7 @@ import re
 import secrets
 import socket
 import sys
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Mapping, Optional, TextIO, Tuple
@@ -154,6 +155,12 @@ class KdfParams:
 
     def derive(self, passphrase: str, salt: bytes) -> bytes:
         """The 32-byte key-encryption key for ``passphrase`` (UTF-8) and ``salt``."""
+        early = _take_early(self, bytes(salt), passphrase)
+        if early is not None:
+            return early
+        return self._derive(passphrase, salt)
+
+    def _derive(self, passphrase: str, salt: bytes) -> bytes:
         kdf = Argon2id(
             salt=salt,
             length=KEY_SIZE,
@@ -165,6 +172,50 @@ class KdfParams:
 
 
 DEFAULT_KDF = KdfParams()
+
+
+# ---------------------------------------------------------------------------------------
+# Early derivation: the `recovault` command starts deriving the key of the vault it was given while the
+# rest of the program is still being imported (Argon2id releases the GIL), and the unlock then takes the
+# result. Only an optimization: a guess that does not match (another key file, another passphrase) or
+# that failed is never used, and the unlock derives as usual.
+
+_early: Dict[Tuple[KdfParams, bytes, str], Tuple[threading.Event, Dict[str, bytes]]] = {}
+_early_lock = threading.Lock()
+
+
+def derive_early(storage: Storage, passphrase: str) -> bool:
+    """Start deriving, in a daemon thread, the key-encryption key of the first key file of the vault in
+    ``storage`` (the one :meth:`KeyStore.unlock` tries first). Returns whether a derivation started."""
+    store = KeyStore(storage)
+    ids = store.keyids()
+    if not ids:
+        return False
+    keyfile = store._load(ids[0])
+    done, out = threading.Event(), {}
+
+    def run() -> None:
+        try:
+            out["kek"] = keyfile.kdf._derive(passphrase, keyfile.salt)
+        except Exception:  # noqa: BLE001 - the unlock derives again and reports any real problem
+            pass
+        finally:
+            done.set()
+
+    with _early_lock:
+        _early[(keyfile.kdf, keyfile.salt, passphrase)] = (done, out)
+    threading.Thread(target=run, name="recovault-early-kdf", daemon=True).start()
+    return True
+
+
+def _take_early(params: KdfParams, salt: bytes, passphrase: str) -> Optional[bytes]:
+    with _early_lock:
+        entry = _early.pop((params, salt, passphrase), None)
+    if entry is None:
+        return None
+    done, out = entry
+    done.wait()
+    return out.get("kek")
 
 
 def check_passphrase(passphrase: str) -> None:

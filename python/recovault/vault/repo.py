@@ -10,17 +10,16 @@ import json
 import os
 import secrets
 import sys
-import socket
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from .. import core
-from ..errors import CorruptData, NotFound, ObjectMissing, StorageError, UsageError, VaultExists, VaultNotFound
+from ..errors import CorruptData, NotFound, ObjectMissing, UsageError, VaultExists, VaultNotFound
 from ..storage import Storage
 from . import format as fmt
 from .keys import KdfParams, KeyStore, MasterKeys

@@ -1,0 +1,50 @@
+"""The `recovault` command.
+
+Before the command line is parsed (importing click and the rest of the program takes ~0.1 s), this
+starts deriving the key of the vault the arguments name, in a background thread: Argon2id (~0.2 s)
+releases the GIL, so the two overlap. The arguments are only glanced at here (--vault/-r, RECOVAULT_VAULT,
+--passphrase-file, RECOVAULT_PASSPHRASE, never a prompt); a wrong guess or any failure is silently dropped,
+and the command then unlocks the vault the ordinary way. See vault.keys.derive_early.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import List, Optional
+
+
+def _option(argv: List[str], *names: str) -> Optional[str]:
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg in names and i + 1 < len(argv):
+            return argv[i + 1]
+        for name in names:
+            if name.startswith("--") and arg.startswith(name + "="):
+                return arg[len(name) + 1:]
+    return None
+
+
+def _start_early_key_derivation(argv: List[str]) -> None:
+    if not argv or argv[0] == "init" or "-h" in argv or "--help" in argv or "--version" in argv:
+        return
+    location = _option(argv, "--vault", "-r") or os.environ.get("RECOVAULT_VAULT")
+    passphrase_file = _option(argv, "--passphrase-file")
+    if not location or not (passphrase_file or os.environ.get("RECOVAULT_PASSPHRASE")):
+        return
+    try:
+        from .storage import open_storage
+        from .vault.keys import derive_early, read_passphrase
+        storage = open_storage(location)
+        try:
+            derive_early(storage, read_passphrase(passphrase_file, prompt=False))
+        finally:
+            storage.close()
+    except Exception:  # noqa: BLE001 - only a head start: the command reports any real problem itself
+        pass
+
+
+def main() -> None:
+    _start_early_key_derivation(sys.argv[1:])
+    from .cli import main as cli_main
+    cli_main()

@@ -1,0 +1,95 @@
+"""The `recovault` entry point's early key derivation (recovault._entry, vault.keys.derive_early): it must
+speed up the unlock without ever changing its outcome."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from recovault import _entry
+from recovault.errors import WrongPassphrase
+from recovault.storage import open_storage
+from recovault.vault import keys
+from recovault.vault.keys import KdfParams, KeyStore, MasterKeys, derive_early
+from recovault.vault.repo import Vault
+
+PASS = "correct horse battery staple"
+OTHER = "another passphrase entirely"
+KDF = KdfParams(memory_kib=1024, iterations=1, lanes=1)
+
+
+@pytest.fixture
+def vault_dir(tmp_path):
+    d = tmp_path / "vault"
+    Vault.create(open_storage(str(d), create=True), PASS, kdf=KDF).close()
+    yield str(d)
+    keys._early.clear()
+
+
+def test_option_glance():
+    o = _entry._option
+    assert o(["backup", "--vault", "/v", "/src"], "--vault", "-r") == "/v"
+    assert o(["-r", "/v", "snapshots"], "--vault", "-r") == "/v"
+    assert o(["backup", "--vault=/v"], "--vault", "-r") == "/v"
+    assert o(["backup", "--", "--vault", "/v"], "--vault", "-r") is None
+    assert o(["backup", "--vault"], "--vault", "-r") is None
+
+
+def test_unlock_takes_the_early_key(vault_dir, monkeypatch):
+    calls = []
+    real = KdfParams._derive
+    monkeypatch.setattr(KdfParams, "_derive", lambda self, p, s: calls.append(threading.current_thread().name) or real(self, p, s))
+    assert derive_early(open_storage(vault_dir), PASS)
+    v = Vault.open(open_storage(vault_dir), PASS)
+    v.close()
+    assert calls == ["recovault-early-kdf"]  # derived once, in the early thread
+    assert not keys._early
+
+
+def test_a_wrong_guess_is_never_used(vault_dir, monkeypatch):
+    # early derivation with another passphrase: the unlock with the right one derives again and works;
+    # the unlock with the early (wrong) one fails as it would have without it.
+    assert derive_early(open_storage(vault_dir), OTHER)
+    Vault.open(open_storage(vault_dir), PASS).close()
+    with pytest.raises(WrongPassphrase):
+        Vault.open(open_storage(vault_dir), OTHER)
+    assert not keys._early
+
+
+def test_a_failed_early_derivation_falls_back(vault_dir, monkeypatch):
+    real = KdfParams._derive
+    state = {"n": 0}
+
+    def flaky(self, p, s):
+        state["n"] += 1
+        if threading.current_thread().name == "recovault-early-kdf":
+            raise MemoryError("no memory for Argon2id")
+        return real(self, p, s)
+
+    monkeypatch.setattr(KdfParams, "_derive", flaky)
+    assert derive_early(open_storage(vault_dir), PASS)
+    Vault.open(open_storage(vault_dir), PASS).close()
+    assert state["n"] == 2
+
+
+def test_first_key_file_is_the_one_tried_first(vault_dir):
+    st = open_storage(vault_dir)
+    v = Vault.open(st, PASS)
+    second = KeyStore(st).add(OTHER, v.master, kdf=KDF)
+    v.close()
+    assert derive_early(st, OTHER)
+    # whichever file is listed first got the early derivation (with OTHER); unlock tries that file first,
+    # so it consumes the early result whether it opens that file or not, and still finds the right key
+    master, keyid = KeyStore(st).unlock(OTHER)
+    assert keyid == second and isinstance(master, MasterKeys)
+    assert not keys._early
+
+
+def test_entry_glance_is_silent_on_any_problem(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RECOVAULT_PASSPHRASE", PASS)
+    _entry._start_early_key_derivation(["snapshots", "--vault", str(tmp_path / "nothing-here")])
+    _entry._start_early_key_derivation(["snapshots", "--vault", "s3://bucket/x"])
+    _entry._start_early_key_derivation(["snapshots", "--vault", str(tmp_path), "--passphrase-file", str(tmp_path / "missing")])
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""
+    assert not keys._early
