@@ -45,15 +45,21 @@ SealSession::~SealSession() {
 void SealSession::seal(const uint8_t* id, size_t id_len, const uint8_t* data, size_t len, int level,
                        int compress, uint64_t counter, std::vector<uint8_t>& out) const {
   // Payload: zstd frame or the data itself. The compressed frame is built in a per-thread scratch buffer.
-  thread_local std::vector<uint8_t> scratch;
+  // Not a std::vector: resizing one zero-fills it, a memset of every block for nothing.
+  thread_local std::unique_ptr<uint8_t[]> scratch;
+  thread_local size_t scratch_cap = 0;
   const uint8_t* payload = data;
   size_t payload_len = len;
   uint8_t codec = CODEC_STORED;
   if (compress == 1 || (compress == 2 && !compress::looks_incompressible(data, len))) {
-    scratch.clear();
-    size_t n = compress::zstd_compress(data, len, level, scratch);
+    size_t bound = compress::zstd_bound(len);
+    if (scratch_cap < bound) {
+      scratch.reset(new uint8_t[bound]);
+      scratch_cap = bound;
+    }
+    size_t n = compress::zstd_compress_into(data, len, level, scratch.get(), bound);
     if (compress == 1 || n < len) {
-      payload = scratch.data();
+      payload = scratch.get();
       payload_len = n;
       codec = CODEC_ZSTD;
     }

@@ -59,28 +59,36 @@ bool looks_incompressible(const uint8_t* data, size_t len) {
   constexpr size_t WINDOW = 64 << 10;
   size_t n = len < WINDOW ? len : WINDOW;
   const uint8_t* w = data + (len - n) / 2;
-  thread_local std::vector<uint8_t> trial;
-  trial.clear();
-  zstd_compress(w, n, 1, trial);
-  return trial.size() * 100 > n * 95;  // saves less than 5%: not worth compressing
+  thread_local std::unique_ptr<uint8_t[]> trial(new uint8_t[ZSTD_COMPRESSBOUND(WINDOW)]);
+  size_t c = zstd_compress_into(w, n, 1, trial.get(), ZSTD_COMPRESSBOUND(WINDOW));
+  return c * 100 > n * 95;  // saves less than 5%: not worth compressing
+}
+
+size_t zstd_bound(size_t len) { return ZSTD_compressBound(len); }
+
+size_t zstd_compress_into(const uint8_t* data, size_t len, int level, uint8_t* dst, size_t cap) {
+  ZSTD_CCtx* c = thread_cctx();
+  ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters);
+  ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level);
+  ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 1);
+  ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 0);  // AES-GCM authenticates the bytes
+  size_t n = ZSTD_compress2(c, dst, cap, data, len);
+  if (ZSTD_isError(n)) throw std::runtime_error(std::string("zstd compression failed: ") + ZSTD_getErrorName(n));
+  return n;
 }
 
 size_t zstd_compress(const uint8_t* data, size_t len, int level, std::vector<uint8_t>& out) {
   size_t bound = ZSTD_compressBound(len);
   size_t old = out.size();
   out.resize(old + bound);
-  ZSTD_CCtx* c = thread_cctx();
-  ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters);
-  ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level);
-  ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 1);
-  ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 0);  // AES-GCM authenticates the bytes
-  size_t n = ZSTD_compress2(c, out.data() + old, bound, data, len);
-  if (ZSTD_isError(n)) {
+  try {
+    size_t n = zstd_compress_into(data, len, level, out.data() + old, bound);
+    out.resize(old + n);
+    return n;
+  } catch (...) {
     out.resize(old);
-    throw std::runtime_error(std::string("zstd compression failed: ") + ZSTD_getErrorName(n));
+    throw;
   }
-  out.resize(old + n);
-  return n;
 }
 
 void zstd_decompress_into(const uint8_t* data, size_t len, uint8_t* out, size_t out_len) {

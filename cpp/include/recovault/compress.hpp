@@ -17,6 +17,9 @@ bool looks_incompressible(const uint8_t* data, size_t len);
 
 // Appends a zstd frame (content size recorded) of data to out. Returns the frame size.
 size_t zstd_compress(const uint8_t* data, size_t len, int level, std::vector<uint8_t>& out);
+// The same into caller memory of at least zstd_bound(len) bytes (no zero-fill of the destination).
+size_t zstd_compress_into(const uint8_t* data, size_t len, int level, uint8_t* dst, size_t cap);
+size_t zstd_bound(size_t len);
 // Decompresses one frame whose content size must be recorded and <= max_size. Throws DecompressError.
 std::vector<uint8_t> zstd_decompress(const uint8_t* data, size_t len, size_t max_size);
 void zstd_decompress_into(const uint8_t* data, size_t len, uint8_t* out, size_t out_len);
