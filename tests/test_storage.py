@@ -132,6 +132,32 @@ def test_stat_and_exists(store: LocalStorage) -> None:
     assert not store.exists("s/other")
 
 
+def test_local_path_is_the_object_file(store: LocalStorage) -> None:
+    store.put("data/3f/3f9a", b"pack bytes")
+    path = store.local_path("data/3f/3f9a")
+    assert path == str(store.root / "data" / "3f" / "3f9a")
+    with open(path, "rb") as f:
+        assert f.read() == b"pack bytes"
+    assert store.local_path("data/00/missing") == str(store.root / "data" / "00" / "missing")  # not checked
+    with pytest.raises(ValueError):
+        store.local_path("../escape")
+
+
+def test_local_path_defaults_to_none() -> None:
+    """A backend that is not a local directory (object stores) has no paths: readers use get()."""
+
+    class Remote(Storage):
+        url = "remote://x"
+
+        def put(self, name, data): ...
+        def get(self, name, offset=0, length=None): return b""
+        def list(self, prefix=""): return iter(())
+        def stat(self, name): raise ObjectMissing(name)
+        def delete(self, name): ...
+
+    assert Remote().local_path("data/3f/3f9a") is None
+
+
 def test_delete_is_idempotent(store: LocalStorage) -> None:
     store.put("d/x", b"1")
     store.delete("d/x")

@@ -12,6 +12,7 @@ from recovault._core import (  # noqa: F401
     IdSet,
     Pipeline,
     PipelineRun,
+    RestoreError,
     SealSession,
     ZSTD_MAX_LEVEL,
     aes_gcm_decrypt,
@@ -27,6 +28,7 @@ from recovault._core import (  # noqa: F401
     looks_incompressible,
     open_blob,
     random_bytes,
+    restore_blobs,
     zstd_compress,
     zstd_decompress,
 )

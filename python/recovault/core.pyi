@@ -1,4 +1,4 @@
-from typing import Iterable, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import os
 
 Buffer = Union[bytes, bytearray, memoryview]  # any C-contiguous buffer-protocol object
@@ -57,6 +57,20 @@ class SealSession:
     def salt(self) -> bytes: ...
     def seal(self, id: Buffer, data: Buffer, level: int = 3, compress: str = "auto") -> bytes: ...
 def open_blob(key: Buffer, id: Buffer, blob: Buffer, max_size: int = 1 << 30) -> bytes: ...
+
+# (pack index, or -1/None to write `length` zeros; offset in the pack; sealed length; blob id; destination
+#  offset; plaintext length; plaintext bytes to skip; bytes to write)
+RestoreItem = Tuple[Optional[int], int, int, Buffer, int, int, int, int]
+
+class RestoreError(Exception):
+    kind: str  # auth, corrupt, length, truncated, pack_missing, read, write, cancelled, internal
+    index: Optional[int]  # the failing item's index in `items`
+    errno: int  # for pack_missing, read, write (ENOSPC, EDQUOT, EIO...)
+    detail: str
+    data_bytes: int
+def restore_blobs(key: Buffer, fd: int, packs: Sequence[Union[str, os.PathLike]], items: Sequence[RestoreItem],
+                  workers: int = 0, sparse: bool = False, by_pack: bool = True, run_items: int = 0,
+                  progress: Optional[Callable[[int], None]] = None) -> Dict[str, int]: ...
 
 class PipelineRun:
     def __iter__(self) -> "PipelineRun": ...

@@ -37,6 +37,10 @@ class StorageError(RecovaultError):
     exit_code = 13
 
 
+class TargetFull(StorageError):
+    """The restore target ran out of space or quota (ENOSPC, EDQUOT): the restore stops with one message."""
+
+
 class ObjectMissing(StorageError):
     exit_code = 14
 

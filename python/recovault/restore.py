@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import core, fsmeta
-from .errors import CorruptData, NotFound, RecovaultError, StorageError
+from .errors import CorruptData, NotFound, RecovaultError, StorageError, TargetFull
 from .vault.repo import Vault
 from .vault.tree import decode_name
 
@@ -94,7 +94,7 @@ class RestoreJob:
     def _fail_on_full_disk(self, e: OSError, path: str) -> None:
         """A full target (or quota) ends the restore with one message, instead of one error per file."""
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise StorageError(f"no space left on the restore target (writing {path}); "
+            raise TargetFull(f"no space left on the restore target (writing {path}); "
                                f"{self.stats.files} files were restored before it filled up")
 
     def _error(self, path: str, msg: str) -> None:
@@ -269,7 +269,11 @@ class RestoreJob:
         from .jobs.image import restore_image
         try:
             _clear_for_file(f.dest)
-            st = restore_image(self.vault, f.node["image"], f.dest, verify=self.verify, workers=self.workers)
+            # workers=0: the C++ engine on every core (its threads need no GIL, unlike the file pool's)
+            st = restore_image(self.vault, f.node["image"], f.dest, verify=self.verify, workers=0)
+        except TargetFull:
+            raise TargetFull(f"no space left on the restore target (writing {f.dest}); "
+                               f"{self.stats.files} files were restored before it filled up") from None
         except (RecovaultError, OSError) as e:
             self._file_failed(f.dest, e)
             return

@@ -10,9 +10,14 @@ region's pages deduplicate between recovery points and a restore of point N need
 Backup reads only the data extents (SEEK_DATA/SEEK_HOLE: holes are never read), streams them through the
 C++ pipeline in fixed-block mode on all cores, and stores only blocks whose ID the vault does not have:
 an unchanged block costs a read and a hash, an all-zero block costs nothing.
+
+Restore turns the block map into items for the C++ restore engine (core.restore_blobs: pread from the pack
+file, open, pwrite, on every core without the GIL), one batch of blocks at a time; a batch with a pack that
+is not a local file (object stores) is restored by Python threads through the storage's ranged gets.
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat as st_mod
 import threading
@@ -20,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .. import core, fsmeta
-from ..errors import CorruptData, RecovaultError, UsageError
+from ..errors import CorruptData, ObjectMissing, RecovaultError, StorageError, TargetFull, UsageError
 from ..vault import format as fmt
 from ..vault.repo import Vault
 
@@ -148,12 +153,19 @@ class ImageMap:
         return bytes(out)
 
 
+#: Blocks planned and handed to the C++ restore engine per call: bounds the item list's memory on huge images.
+ENGINE_BATCH = 1 << 16
+
+
 def restore_image(vault: Vault, desc: Dict[str, Any], dest: str, *, byte_range: Optional[Tuple[int, int]] = None,
-                  workers: int = 4, verify: bool = False,
+                  workers: int = 0, verify: bool = False,
                   progress: Optional[Callable[[str, Dict[str, Any]], None]] = None) -> Dict[str, int]:
     """Write an image to a file (sparse: zero blocks become holes) or onto a block device (zero blocks are
     written as zeros, since the device's old contents must not show through). With byte_range (start, end),
-    only those bytes are written, at their own offsets."""
+    only those bytes are written, at their own offsets. workers: threads (0: one per core).
+
+    Blocks whose packs are local files are restored by the C++ engine (core.restore_blobs: read, open and
+    write on every core, GIL released); blocks in packs that are not (object stores) by Python threads."""
     progress = progress or (lambda kind, info: None)
     m = ImageMap(vault, desc)
     start, end = byte_range if byte_range else (0, m.size)
@@ -172,12 +184,146 @@ def restore_image(vault: Vault, desc: Dict[str, Any], dest: str, *, byte_range: 
         os.close(fd)
         raise UsageError(f"device {dest} is smaller than the image ({m.size} bytes)")
     stats = {"bytes_written": 0, "blocks": 0, "zero_blocks": 0}
-    lock = threading.Lock()
     bs = m.block_size
     first, last = start // bs, -(-end // bs)
     # Skipping zeros (holes) is only right when the destination already reads as zeros: a file we just
     # truncated. A device or a range written into an existing file must get every byte, zeros included.
     overwrite = is_dev or byte_range is not None
+    try:
+        for b in range(first, last, ENGINE_BATCH):
+            batch = range(b, min(b + ENGINE_BATCH, last))
+            plan = _plan(m, batch, start, end, overwrite)
+            if plan is not None:
+                _run_engine(m, plan, fd, dest, overwrite, workers, stats, progress)
+            else:  # a pack that is not a local file: this batch by Python threads
+                _restore_blocks_py(m, batch, fd, start, end, overwrite, workers or 4, stats, progress)
+        if not is_dev and byte_range is None:
+            fsmeta.finish_sparse(fd, m.size)
+        if is_dev:
+            os.fsync(fd)  # a device restore is done when it is on the device (files: like any write)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise TargetFull(f"no space left on the restore target (writing {dest})") from e
+        raise
+    finally:
+        os.close(fd)
+    if verify:
+        verify_image(m, dest, start, end)
+    return stats
+
+
+class _Plan:
+    """One batch of blocks as engine items: (pack index or -1 for zeros, offset in pack, sealed length, id,
+    destination offset, plaintext length, skip, length), with the block each item is for."""
+
+    def __init__(self) -> None:
+        self.packs: List[str] = []  # local paths, indexed by the items
+        self.names: List[str] = []  # the same packs' object names, for messages
+        self.items: List[Tuple[int, int, int, bytes, int, int, int, int]] = []
+        self.blocks: List[int] = []
+        self.data_blocks = 0
+        self.zero_blocks = 0
+
+
+def _plan(m: ImageMap, blocks: range, start: int, end: int, overwrite: bool) -> Optional[_Plan]:
+    """The items for `blocks` clipped to [start, end), or None when a pack is not a local file. Zero blocks
+    become zero items (merged when adjacent) only when overwriting: a fresh file keeps them as holes."""
+    vault = m.vault
+    plan = _Plan()
+    pack_index: Dict[bytes, int] = {}
+    items, item_blocks = plan.items, plan.blocks
+    bs = m.block_size
+    for block in blocks:
+        bid = m.block_id(block)
+        lo = block * bs
+        blen = m.block_len(block)
+        a, b = max(lo, start), min(lo + blen, end)
+        if bid is None:
+            plan.zero_blocks += 1
+            if overwrite:
+                prev = items[-1] if items else None
+                if prev is not None and prev[0] == -1 and prev[4] + prev[7] == a:
+                    items[-1] = (-1, 0, 0, ZERO_ID, prev[4], 0, 0, prev[7] + b - a)
+                else:
+                    items.append((-1, 0, 0, ZERO_ID, a, 0, 0, b - a))
+                    item_blocks.append(block)
+            continue
+        loc = vault.locate(bid)
+        if loc.raw_length != blen:
+            raise CorruptData(f"image block {block} has the wrong length")
+        i = pack_index.get(loc.pack)
+        if i is None:
+            name = vault.pack_name(loc.pack)
+            path = vault.storage.local_path(name)
+            if path is None:
+                return None
+            i = pack_index[loc.pack] = len(plan.packs)
+            plan.packs.append(path)
+            plan.names.append(name)
+        items.append((i, loc.offset, loc.length, bid, a, blen, a - lo, b - a))
+        item_blocks.append(block)
+        plan.data_blocks += 1
+    return plan
+
+
+def _run_engine(m: ImageMap, plan: _Plan, fd: int, dest: str, overwrite: bool, workers: int,
+                stats: Dict[str, int], progress: Callable[[str, Dict[str, Any]], None]) -> None:
+    reported = [0]
+
+    def tick(done: int) -> None:
+        if done > reported[0]:
+            progress("bytes", {"bytes": done - reported[0]})
+            reported[0] = done
+
+    try:
+        res = core.restore_blobs(m.vault.master.enc_key, fd, plan.packs, plan.items, workers=workers,
+                                 sparse=not overwrite, progress=tick)
+    except core.RestoreError as e:
+        raise _engine_error(m, plan, e, dest) from None
+    tick(res["data_bytes"] + res["zero_bytes"])
+    stats["blocks"] += plan.data_blocks
+    stats["zero_blocks"] += plan.zero_blocks
+    stats["bytes_written"] += res["data_bytes"]
+
+
+def _engine_error(m: ImageMap, plan: _Plan, e: "core.RestoreError", dest: str) -> Exception:
+    """The project's error for an engine failure, naming the block, the blob and the pack."""
+    if e.kind == "write":
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return TargetFull(f"no space left on the restore target (writing {dest})")
+        return OSError(e.errno, os.strerror(e.errno), dest)
+    if e.index is None:
+        if e.errno == errno.ENOMEM:
+            return MemoryError()
+        return RecovaultError(f"image restore to {dest} failed: {e.detail}")
+    item = plan.items[e.index]
+    block, bid, name = plan.blocks[e.index], item[3].hex()[:16], plan.names[item[0]]
+    what = f"image block {block} (blob {bid} in pack {name})"
+    if e.kind in ("auth", "corrupt"):
+        return CorruptData(f"{what} is corrupt or was tampered with ({e.detail})")
+    if e.kind == "length":
+        return CorruptData(f"{what} has the wrong length ({e.detail})")
+    if e.kind == "truncated":
+        return CorruptData(f"pack {name} is truncated (image block {block}, blob {bid} cut short)")
+    if e.kind == "pack_missing":
+        return ObjectMissing(f"object {name} is missing from the vault at {m.vault.storage.url} "
+                             f"(needed for image block {block})")
+    if e.kind == "read":
+        path = plan.packs[item[0]]
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return StorageError(f"permission denied: cannot read {path}")
+        return StorageError(f"cannot read {path}: {os.strerror(e.errno)} (image block {block})")
+    if e.errno == errno.ENOMEM:
+        return MemoryError()
+    return RecovaultError(f"{what}: restore failed: {e.detail}")
+
+
+def _restore_blocks_py(m: ImageMap, blocks: range, fd: int, start: int, end: int, overwrite: bool, workers: int,
+                       stats: Dict[str, int], progress: Callable[[str, Dict[str, Any]], None]) -> None:
+    """The Python path (packs not on local files): vault.read_blob and write_sparse/pwrite per block, on
+    `workers` threads."""
+    lock = threading.Lock()
+    bs = m.block_size
 
     def do(block: int) -> None:
         data = m.read_block(block)
@@ -199,25 +345,15 @@ def restore_image(vault: Vault, desc: Dict[str, Any], dest: str, *, byte_range: 
             stats["bytes_written"] += b - a
         progress("bytes", {"bytes": b - a})
 
-    def do_run(blocks: range) -> None:
-        for block in blocks:
+    def do_run(run: range) -> None:
+        for block in run:
             do(block)
 
     # Blocks go to the threads in runs of 32: one task per block cost more in the pool than the work.
-    runs = [range(b, min(b + 32, last)) for b in range(first, last, 32)]
-    try:
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            for _ in pool.map(do_run, runs):
-                pass
-        if not is_dev and byte_range is None:
-            fsmeta.finish_sparse(fd, m.size)
-        if is_dev:
-            os.fsync(fd)  # a device restore is done when it is on the device (files: like any write)
-    finally:
-        os.close(fd)
-    if verify:
-        verify_image(m, dest, start, end)
-    return stats
+    runs = [range(b, min(b + 32, blocks.stop)) for b in range(blocks.start, blocks.stop, 32)]
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for _ in pool.map(do_run, runs):
+            pass
 
 
 def verify_image(m: ImageMap, dest: str, start: int, end: int) -> None:

@@ -153,6 +153,12 @@ class Storage(ABC):
             return False
         return True
 
+    def local_path(self, name: str) -> Optional[str]:
+        """The path of object ``name`` as a file on this host that a reader may open and ``pread``
+        directly (the C++ restore engine does), or None when the object is not a local file (the default:
+        object stores). The object need not exist; only reads may be done through the path."""
+        return None
+
     def close(self) -> None:
         """Release resources (connections); a no-op for backends that hold none."""
 

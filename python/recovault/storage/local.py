@@ -211,6 +211,10 @@ class LocalStorage(Storage):
             self._fds[name] = (fd, st.st_size)
             return fd, st.st_size
 
+    def local_path(self, name: str) -> Optional[str]:
+        """``<root>/<name>``: objects are plain files (validated name; existence is not checked)."""
+        return str(self._path(name))
+
     def close(self) -> None:
         with self._fd_lock:
             fds, self._fds = list(self._fds.values()), {}
