@@ -702,6 +702,30 @@ def test_unchanged_image_file_keeps_its_map_without_being_read(vault, tmp_path):
     assert full["stats"]["bytes_read"] > 0
 
 
+def test_block_size_default_and_kept_from_the_previous_point(vault, tmp_path):
+    from recovault.jobs.image import DEFAULT_BLOCK_SIZE, MAX_MAP_BLOCKS, default_block_size
+    assert default_block_size(0) == DEFAULT_BLOCK_SIZE == 64 << 10
+    assert default_block_size(DEFAULT_BLOCK_SIZE * MAX_MAP_BLOCKS) == DEFAULT_BLOCK_SIZE
+    assert default_block_size(DEFAULT_BLOCK_SIZE * MAX_MAP_BLOCKS + 1) == 2 * DEFAULT_BLOCK_SIZE
+    assert default_block_size(1 << 60) == 64 << 20
+    img = make_image(tmp_path / "b.img", 4 << 20, [(0, rand(41, 4 << 20))])
+    first = api.backup(vault, [], images=[img])
+    assert image_desc(vault, first, img)["bs"] == 64 << 10
+    big = api.backup(vault, [], images=[img], image_block_size=256 << 10, mode="full")
+    assert image_desc(vault, big, img)["bs"] == 256 << 10 and big["stats"]["chunks_new"] == 16
+    with open(img, "r+b") as f:
+        f.seek(1 << 20)
+        f.write(b"changed")
+    # without --image-block-size, later backups (incremental, and full) keep the size of the previous point:
+    # only the changed block is new
+    inc = api.backup(vault, [], images=[img])
+    assert image_desc(vault, inc, img)["bs"] == 256 << 10 and inc["stats"]["chunks_new"] == 1
+    full = api.backup(vault, [], images=[img], mode="full")
+    assert image_desc(vault, full, img)["bs"] == 256 << 10 and full["stats"]["chunks_new"] == 0
+    restore_to(vault, full, img, tmp_path / "r.img")
+    assert (tmp_path / "r.img").read_bytes() == open(img, "rb").read()
+
+
 # ---- the C++ restore engine and the Python fallback ----------------------------------------------------
 import recovault.jobs.image as image_mod  # noqa: E402
 from recovault import core  # noqa: E402

@@ -123,7 +123,7 @@ def init(ctx, vault, passphrase_file, cache_dir, as_json, chunk_min, chunk_avg, 
 @click.argument("paths", nargs=-1)
 @click.option("--image", "images", multiple=True,
               help="A disk image file or block device to back up by block map (repeatable).")
-@click.option("--image-block-size", type=int, default=0, help="Block size for --image (default 128 KiB).")
+@click.option("--image-block-size", type=int, default=0, help="Block size for --image (default: the one the image's last backup used, else 64 KiB; more above 256 GiB).")
 @click.option("--stdin", "use_stdin", is_flag=True, help="Back up standard input (a dump, dd, tar) as a file.")
 @click.option("--stdin-name", default="stdin", show_default=True, help="The file name --stdin is stored under.")
 @click.option("--mode", type=click.Choice(MODES), default="incremental", show_default=True)

@@ -40,7 +40,7 @@ class BackupOptions:
     host: Optional[str] = None
     workers: int = 0
     images: List[str] = field(default_factory=list)  # disk images / block devices, backed up by block map
-    image_block_size: int = 0  # 0 = jobs.image.DEFAULT_BLOCK_SIZE
+    image_block_size: int = 0  # 0 = the previous recovery point's, else jobs.image.default_block_size
     stdin_name: Optional[str] = None  # back up standard input as a file of this name
     stdin_fd: int = 0
 
@@ -219,6 +219,10 @@ class BackupJob:
         base = find_base(self.vault, snaps, self.host, paths, opts.mode)
         mode = self._mode = opts.mode if (opts.mode == "full" or base is not None) else "full"
         parent = self._parent = _ParentTrees(self.vault, base["tree"] if base else None)
+        # A full backup trusts nothing of its base, but keeps the block size of each image in it (blocks of
+        # another size would share nothing with what the vault has).
+        self._sizes_from = parent if mode != "full" else _ParentTrees(
+            self.vault, (find_base(self.vault, snaps, self.host, paths, "incremental") or {}).get("tree"))
         last_full = next((s for s in reversed(snaps) if s.get("host") == self.host and s.get("mode") == "full"
                           and sorted(s.get("paths", [])) == paths), None)
 
@@ -388,15 +392,18 @@ class BackupJob:
         return d, parts[-1]
 
     def _add_image(self, root: _Dir, path: str) -> None:
-        from .image import DEFAULT_BLOCK_SIZE, backup_image
+        from .image import backup_image
         d, name = self._leaf_dir(root, path)
         meta = fsmeta.capture(path).to_dict()
         meta.pop("at", None)
         self.progress("image", {"path": path})
-        bs = self.opts.image_block_size or DEFAULT_BLOCK_SIZE
         parts = tuple(x for x in os.fsencode(path).split(b"/") if x)
         pdir = self._parent.dir_nodes(parts[:-1]) if self._mode != "full" else None
         old = pdir.get(name) if pdir else None
+        # The block size: as asked; else the one the image's previous recovery point used (blocks of another
+        # size share nothing with its map); else chosen from the image's size by backup_image.
+        prev = (self._sizes_from.dir_nodes(parts[:-1]) or {}).get(name)
+        bs = self.opts.image_block_size or (int(prev["image"]["bs"]) if prev is not None and "image" in prev else 0)
         # An image *file* whose size, mtime, ctime and inode are unchanged keeps its block map without being
         # read (as for files; a VM that wrote to it moved its mtime). Block devices have no such metadata
         # for their contents: they are always read and hashed, and only changed blocks are stored.

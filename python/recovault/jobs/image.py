@@ -1,9 +1,12 @@
 """Disk images, block devices and streams.
 
-An image is cut into fixed-size blocks (default 128 KiB, chosen by measurement on a 2 GB ext4 image with
-16 MiB clustered + 200 scattered 4 KiB writes: 64K/128K/256K/1M blocks added 19.4/21.1/24.6/43.0 MB, restic
-39.5 MB; 64K made restores 1.5x slower; see docs/performance.md). The block map is 32 bytes per block. Each recovery
-point keeps a *block map*: for block i, the chunk ID of its bytes, or 32 zero bytes for an all-zero block
+An image is cut into fixed-size blocks: 64 KiB by default, doubled for images of more than 256 GiB so that
+the block map stays under 4 Mi entries (128 MiB), and always the size the image's previous recovery point
+used (another size would share no block with it). 64 KiB was chosen by measurement on the peers bench's 2
+GB ext4 image with 16 MiB clustered + 200 scattered 4 KiB writes: 32K/64K/128K blocks added 19.6/20.1/21.8
+MB where restic added 42.3, for vaults of 320/316/313 MB; since restore runs in C++ (core.restore_blobs),
+smaller blocks no longer cost restore time (see docs/performance.md). Each recovery point keeps a *block
+map*: for block i, the chunk ID of its bytes, or 32 zero bytes for an all-zero block
 or a hole. The map is split into pages of PAGE_BLOCKS entries, each a tree-type blob, so an unchanged
 region's pages deduplicate between recovery points and a restore of point N needs N's map only.
 
@@ -29,7 +32,8 @@ from ..errors import CorruptData, ObjectMissing, RecovaultError, StorageError, T
 from ..vault import format as fmt
 from ..vault.repo import Vault
 
-DEFAULT_BLOCK_SIZE = 128 << 10
+DEFAULT_BLOCK_SIZE = 64 << 10
+MAX_MAP_BLOCKS = 1 << 22  # default block size doubles until an image has at most this many blocks
 PAGE_BLOCKS = 4096
 ZERO_ID = bytes(32)
 
@@ -39,6 +43,15 @@ def device_size(fd: int) -> int:
     if st_mod.S_ISREG(st.st_mode):
         return st.st_size
     return os.lseek(fd, 0, os.SEEK_END)  # block devices: lseek gives the size
+
+
+def default_block_size(size: int) -> int:
+    """The block size for a new image of `size` bytes: DEFAULT_BLOCK_SIZE, doubled while the image would have
+    more than MAX_MAP_BLOCKS blocks (at most 64 MiB)."""
+    bs = DEFAULT_BLOCK_SIZE
+    while size > bs * MAX_MAP_BLOCKS and bs < (64 << 20):
+        bs *= 2
+    return bs
 
 
 def data_ranges(fd: int, size: int, block_size: int) -> List[Tuple[int, int]]:
@@ -55,9 +68,10 @@ def data_ranges(fd: int, size: int, block_size: int) -> List[Tuple[int, int]]:
     return out
 
 
-def backup_image(vault: Vault, path: str, *, block_size: int = DEFAULT_BLOCK_SIZE, workers: int = 0,
+def backup_image(vault: Vault, path: str, *, block_size: int = 0, workers: int = 0,
                  progress: Optional[Callable[[str, Dict[str, Any]], None]] = None) -> Tuple[Dict[str, Any], Dict[str, int]]:
-    """Back up one image file or block device. Returns (image descriptor for the tree node, stats)."""
+    """Back up one image file or block device (block_size 0: default_block_size of its size). Returns (image
+    descriptor for the tree node, stats)."""
     progress = progress or (lambda kind, info: None)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -66,6 +80,7 @@ def backup_image(vault: Vault, path: str, *, block_size: int = DEFAULT_BLOCK_SIZ
     stats = {"bytes_read": 0, "chunks_new": 0, "bytes_added": 0, "zero_blocks": 0, "data_blocks": 0}
     try:
         size = device_size(fd)
+        block_size = block_size or default_block_size(size)
         nblocks = -(-size // block_size)
         ids = bytearray(nblocks * 32)  # zero = hole / all-zero block
         ranges = data_ranges(fd, size, block_size)
