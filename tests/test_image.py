@@ -741,9 +741,9 @@ class PathCounter:
         self.engine = self.python = 0
         run_engine, py = image_mod._run_engine, image_mod._restore_blocks_py
 
-        def counted_engine(m, plan, *a, **kw):
-            self.engine += plan.data_blocks
-            return run_engine(m, plan, *a, **kw)
+        def counted_engine(batch, *a, **kw):
+            self.engine += batch.data_blocks
+            return run_engine(batch, *a, **kw)
 
         def counted_py(m, blocks, *a, **kw):
             self.python += sum(1 for b in blocks if m.block_id(b) is not None)
@@ -888,7 +888,7 @@ def test_tampered_block_named_by_engine_and_fallback(tmp_path, monkeypatch, engi
     msg = str(ei.value)
     assert name in msg and blob_id.hex()[:16] in msg and "tampered" in msg, msg
     if engine:
-        assert f"image block {block} " in msg, msg
+        assert f"(image block {block})" in msg, msg
 
 
 def test_truncated_and_missing_pack_are_named(tmp_path):

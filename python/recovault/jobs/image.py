@@ -28,7 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .. import core, fsmeta
-from ..errors import CorruptData, ObjectMissing, RecovaultError, StorageError, TargetFull, UsageError
+from ..engine import BlobWriter
+from ..errors import CorruptData, RecovaultError, TargetFull, UsageError
 from ..vault import format as fmt
 from ..vault.repo import Vault
 
@@ -209,7 +210,7 @@ def restore_image(vault: Vault, desc: Dict[str, Any], dest: str, *, byte_range: 
             batch = range(b, min(b + ENGINE_BATCH, last))
             plan = _plan(m, batch, start, end, overwrite)
             if plan is not None:
-                _run_engine(m, plan, fd, dest, overwrite, workers, stats, progress)
+                _run_engine(plan, fd, dest, overwrite, workers, stats, progress)
             else:  # a pack that is not a local file: this batch by Python threads
                 _restore_blocks_py(m, batch, fd, start, end, overwrite, workers or 4, stats, progress)
         if not is_dev and byte_range is None:
@@ -227,26 +228,25 @@ def restore_image(vault: Vault, desc: Dict[str, Any], dest: str, *, byte_range: 
     return stats
 
 
-class _Plan:
-    """One batch of blocks as engine items: (pack index or -1 for zeros, offset in pack, sealed length, id,
-    destination offset, plaintext length, skip, length), with the block each item is for."""
+def _describe_block(block: int) -> str:
+    return f"image block {block}"
 
-    def __init__(self) -> None:
-        self.packs: List[str] = []  # local paths, indexed by the items
-        self.names: List[str] = []  # the same packs' object names, for messages
-        self.items: List[Tuple[int, int, int, bytes, int, int, int, int]] = []
-        self.blocks: List[int] = []
+
+class _Batch:
+    """One batch of blocks as engine items (tagged with their block), and its block counts."""
+
+    def __init__(self, m: ImageMap) -> None:
+        self.writer = BlobWriter(m.vault, _describe_block)
         self.data_blocks = 0
         self.zero_blocks = 0
 
 
-def _plan(m: ImageMap, blocks: range, start: int, end: int, overwrite: bool) -> Optional[_Plan]:
-    """The items for `blocks` clipped to [start, end), or None when a pack is not a local file. Zero blocks
-    become zero items (merged when adjacent) only when overwriting: a fresh file keeps them as holes."""
-    vault = m.vault
-    plan = _Plan()
-    pack_index: Dict[bytes, int] = {}
-    items, item_blocks = plan.items, plan.blocks
+def _plan(m: ImageMap, blocks: range, start: int, end: int, overwrite: bool) -> Optional[_Batch]:
+    """The engine items for `blocks` clipped to [start, end), or None when a pack is not a local file. Zero
+    blocks become zero items (merged when adjacent) only when overwriting: a fresh file keeps them as
+    holes."""
+    batch = _Batch(m)
+    w = batch.writer
     bs = m.block_size
     for block in blocks:
         bid = m.block_id(block)
@@ -254,83 +254,25 @@ def _plan(m: ImageMap, blocks: range, start: int, end: int, overwrite: bool) -> 
         blen = m.block_len(block)
         a, b = max(lo, start), min(lo + blen, end)
         if bid is None:
-            plan.zero_blocks += 1
+            batch.zero_blocks += 1
             if overwrite:
-                prev = items[-1] if items else None
-                if prev is not None and prev[0] == -1 and prev[4] + prev[7] == a:
-                    items[-1] = (-1, 0, 0, ZERO_ID, prev[4], 0, 0, prev[7] + b - a)
-                else:
-                    items.append((-1, 0, 0, ZERO_ID, a, 0, 0, b - a))
-                    item_blocks.append(block)
+                w.add_zeros(a, b - a, block)
             continue
-        loc = vault.locate(bid)
-        if loc.raw_length != blen:
+        if m.vault.locate(bid).raw_length != blen:
             raise CorruptData(f"image block {block} has the wrong length")
-        i = pack_index.get(loc.pack)
-        if i is None:
-            name = vault.pack_name(loc.pack)
-            path = vault.storage.local_path(name)
-            if path is None:
-                return None
-            i = pack_index[loc.pack] = len(plan.packs)
-            plan.packs.append(path)
-            plan.names.append(name)
-        items.append((i, loc.offset, loc.length, bid, a, blen, a - lo, b - a))
-        item_blocks.append(block)
-        plan.data_blocks += 1
-    return plan
+        if not w.add(bid, a, a - lo, b - a, block):
+            return None
+        batch.data_blocks += 1
+    return batch
 
 
-def _run_engine(m: ImageMap, plan: _Plan, fd: int, dest: str, overwrite: bool, workers: int,
-                stats: Dict[str, int], progress: Callable[[str, Dict[str, Any]], None]) -> None:
-    reported = [0]
-
-    def tick(done: int) -> None:
-        if done > reported[0]:
-            progress("bytes", {"bytes": done - reported[0]})
-            reported[0] = done
-
-    try:
-        res = core.restore_blobs(m.vault.master.enc_key, fd, plan.packs, plan.items, workers=workers,
-                                 sparse=not overwrite, progress=tick)
-    except core.RestoreError as e:
-        raise _engine_error(m, plan, e, dest) from None
-    tick(res["data_bytes"] + res["zero_bytes"])
-    stats["blocks"] += plan.data_blocks
-    stats["zero_blocks"] += plan.zero_blocks
+def _run_engine(batch: _Batch, fd: int, dest: str, overwrite: bool, workers: int, stats: Dict[str, int],
+                progress: Callable[[str, Dict[str, Any]], None]) -> None:
+    res = batch.writer.run(fd, dest, sparse=not overwrite, workers=workers,
+                           progress=lambda n: progress("bytes", {"bytes": n}))
+    stats["blocks"] += batch.data_blocks
+    stats["zero_blocks"] += batch.zero_blocks
     stats["bytes_written"] += res["data_bytes"]
-
-
-def _engine_error(m: ImageMap, plan: _Plan, e: "core.RestoreError", dest: str) -> Exception:
-    """The project's error for an engine failure, naming the block, the blob and the pack."""
-    if e.kind == "write":
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return TargetFull(f"no space left on the restore target (writing {dest})")
-        return OSError(e.errno, os.strerror(e.errno), dest)
-    if e.index is None:
-        if e.errno == errno.ENOMEM:
-            return MemoryError()
-        return RecovaultError(f"image restore to {dest} failed: {e.detail}")
-    item = plan.items[e.index]
-    block, bid, name = plan.blocks[e.index], item[3].hex()[:16], plan.names[item[0]]
-    what = f"image block {block} (blob {bid} in pack {name})"
-    if e.kind in ("auth", "corrupt"):
-        return CorruptData(f"{what} is corrupt or was tampered with ({e.detail})")
-    if e.kind == "length":
-        return CorruptData(f"{what} has the wrong length ({e.detail})")
-    if e.kind == "truncated":
-        return CorruptData(f"pack {name} is truncated (image block {block}, blob {bid} cut short)")
-    if e.kind == "pack_missing":
-        return ObjectMissing(f"object {name} is missing from the vault at {m.vault.storage.url} "
-                             f"(needed for image block {block})")
-    if e.kind == "read":
-        path = plan.packs[item[0]]
-        if e.errno in (errno.EACCES, errno.EPERM):
-            return StorageError(f"permission denied: cannot read {path}")
-        return StorageError(f"cannot read {path}: {os.strerror(e.errno)} (image block {block})")
-    if e.errno == errno.ENOMEM:
-        return MemoryError()
-    return RecovaultError(f"{what}: restore failed: {e.detail}")
 
 
 def _restore_blocks_py(m: ImageMap, blocks: range, fd: int, start: int, end: int, overwrite: bool, workers: int,
