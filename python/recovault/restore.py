@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import core, fsmeta
-from .errors import CorruptData, NotFound, RecovaultError, StorageError, TargetFull
+from .engine import BlobWriter
+from .errors import CorruptData, NotFound, RecovaultError, TargetFull
 from .vault.repo import Vault
 from .vault.tree import decode_name
 
@@ -217,17 +218,7 @@ class RestoreJob:
             if len(ids) <= self.SEGMENT:
                 offset = self._write_chunks(fd, ids, 0)
             else:  # a big file: its chunks are fetched, opened and written by all cores at once
-                starts, offset = [], 0
-                for cid in ids:
-                    starts.append(offset)
-                    offset += self.vault.locate(cid).raw_length
-                segs = [self._segments.submit(self._write_chunks, fd, ids[i:i + self.SEGMENT], starts[i])
-                        for i in range(0, len(ids), self.SEGMENT)]
-                # Every segment must be over before fd is closed, failed or not: a segment still writing
-                # after the close would write into whatever file reuses the descriptor number next.
-                futures_wait(segs)
-                for seg in segs:
-                    seg.result()
+                offset = self._write_big(fd, f.dest, ids)
             fsmeta.finish_sparse(fd, offset)
             written = offset
         except (RecovaultError, OSError) as e:
@@ -257,6 +248,28 @@ class RestoreJob:
         self.progress("file", {"path": dest, "bytes": written})
 
     SEGMENT = 4  # chunks per task when a file is split across threads
+
+    def _write_big(self, fd: int, dest: str, ids: List[bytes]) -> int:
+        """Write a file of many chunks on every core: by the C++ restore engine when all its packs are local
+        files, else in segments of SEGMENT chunks by the segment pool. Returns the file's size."""
+        writer: Optional[BlobWriter] = BlobWriter(self.vault)
+        starts, offset = [], 0
+        for cid in ids:
+            starts.append(offset)
+            if writer is not None and not writer.add(cid, offset):
+                writer = None  # a pack that is not a local file: the Python path for the whole file
+            offset += self.vault.locate(cid).raw_length
+        if writer is not None:
+            writer.run(fd, dest, sparse=True)
+            return offset
+        segs = [self._segments.submit(self._write_chunks, fd, ids[i:i + self.SEGMENT], starts[i])
+                for i in range(0, len(ids), self.SEGMENT)]
+        # Every segment must be over before fd is closed, failed or not: a segment still writing
+        # after the close would write into whatever file reuses the descriptor number next.
+        futures_wait(segs)
+        for seg in segs:
+            seg.result()
+        return offset
 
     def _write_chunks(self, fd: int, ids: List[bytes], offset: int) -> int:
         for cid in ids:
