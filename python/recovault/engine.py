@@ -16,7 +16,7 @@ from . import core
 from .errors import CorruptData, ObjectMissing, RecovaultError, StorageError
 
 if TYPE_CHECKING:
-    from .vault.repo import Vault
+    from .vault.repo import Location, Vault
 
 _NO_ID = bytes(32)
 
@@ -34,10 +34,12 @@ class BlobWriter:
         self.tags: List[int] = []
         self._pack_index: Dict[bytes, int] = {}
 
-    def add(self, blob_id: bytes, dest: int, skip: int = 0, length: Optional[int] = None, tag: int = 0) -> bool:
+    def add(self, blob_id: bytes, dest: int, skip: int = 0, length: Optional[int] = None, tag: int = 0,
+            loc: Optional["Location"] = None) -> bool:
         """Write bytes [skip, skip + length) of the blob (to its end by default) at `dest`. False (nothing
-        added) when the blob's pack is not a local file."""
-        loc = self.vault.locate(blob_id)
+        added) when the blob's pack is not a local file. `loc`: the blob's location, if the caller has it."""
+        if loc is None:
+            loc = self.vault.locate(blob_id)
         i = self._pack_index.get(loc.pack)
         if i is None:
             name = self.vault.pack_name(loc.pack)
