@@ -96,7 +96,7 @@ class RestoreJob:
         """A full target (or quota) ends the restore with one message, instead of one error per file."""
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise TargetFull(f"no space left on the restore target (writing {path}); "
-                               f"{self.stats.files} files were restored before it filled up")
+                             f"{self.stats.files} files were restored before it filled up")
 
     def _error(self, path: str, msg: str) -> None:
         with self._lock:
@@ -286,7 +286,7 @@ class RestoreJob:
             st = restore_image(self.vault, f.node["image"], f.dest, verify=self.verify, workers=0)
         except TargetFull:
             raise TargetFull(f"no space left on the restore target (writing {f.dest}); "
-                               f"{self.stats.files} files were restored before it filled up") from None
+                             f"{self.stats.files} files were restored before it filled up") from None
         except (RecovaultError, OSError) as e:
             self._file_failed(f.dest, e)
             return
