@@ -171,7 +171,8 @@ class ExitPartial(RecovaultError):
 @click.option("--image", "image", default=None, help="With --to: the backed-up path of the image to write.")
 @click.option("--range", "byte_range", default=None, help="With --to: only bytes START:END of the image.")
 @click.option("--verify", is_flag=True, help="Re-read every restored file and compare with the recovery point.")
-@click.option("--workers", type=int, default=2, show_default=True, help="Restore threads.")
+@click.option("--workers", type=int, default=None,
+              help="Restore threads (default: 2 for files, whose cost is metadata calls; all cores for --to).")
 @click.pass_context
 def restore(ctx, vault, passphrase_file, cache_dir, as_json, snapshot, paths, target, to, image, byte_range, verify,
             workers):
@@ -183,11 +184,11 @@ def restore(ctx, vault, passphrase_file, cache_dir, as_json, snapshot, paths, ta
     if target == "" or to == "":
         raise UsageError("--target and --to need a non-empty path")
     if to is not None:
-        return _restore_image(c, snapshot, to, image, byte_range, verify, workers)
+        return _restore_image(c, snapshot, to, image, byte_range, verify, workers or 0)
     with c.open() as v, ProgressReporter(not c.json, "restoring") as prog:
         snap = v.find_snapshot(snapshot)
         from .restore import RestoreJob
-        res = RestoreJob(v, snap, target, list(paths), verify=verify, workers=workers, progress=prog).run()
+        res = RestoreJob(v, snap, target, list(paths), verify=verify, workers=workers or 2, progress=prog).run()
     st = res["stats"]
     if res["warnings"] and not c.json:
         click.echo(f"recovault: {len(res['warnings'])} warning(s): metadata not restored as recorded (above)",
