@@ -21,7 +21,7 @@ import pytest
 
 import recovault
 from recovault import api
-from recovault.errors import UsageError
+from recovault.errors import CorruptData, UsageError
 from recovault.jobs.image import PAGE_BLOCKS, ImageMap, backup_image, restore_image
 from recovault.vault import format as fmt
 from recovault.vault.check import Checker
@@ -430,6 +430,57 @@ def test_restore_range_into_existing_file(vault, tmp_path, start, end):
     assert len(got) == len(old)
     assert got[start:end] == src[start:end], "the range does not hold the image's bytes (zeros must be written)"
     assert got[:start] == old[:start] and got[end:] == old[end:], "bytes outside the range were touched"
+
+
+def _flip(path, offset: int, value: bytes) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(value)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_verify_image_detects_every_kind_of_difference(vault, tmp_path, workers):
+    """verify_image hashes whole blocks in the pipeline and compares edges byte for byte: each kind of
+    difference (a data block changed, data lost to zeros, data where the image has a zero block or a hole,
+    a partial edge block changed, a short destination) is found, for a whole image and for ranges."""
+    from recovault.jobs.image import ImageMap, verify_image
+    img = _range_image(tmp_path / "src")
+    snap = backup_img(vault, img)
+    m = ImageMap(vault, image_desc(vault, snap, img))
+    size = os.path.getsize(img)
+    good = tmp_path / "good.img"
+    restore_to(vault, snap, img, good)
+    verify_image(m, str(good), 0, size, workers)  # identical: passes
+    for start, end in RANGES:
+        verify_image(m, str(good), start, end, workers)
+    cases = {
+        "data block changed": (5 * BS + 777, b"X", 0, size),
+        "data lost to zeros": (0, bytes(BS), 0, size),
+        "data in a zero block": (2 * BS + 5, b"\x01", 0, size),
+        "data in a hole": (8 * BS, b"\x01", 0, size),
+        "partial last block": (10 * BS + 2999, b"!", 0, size),
+        "edge of a range": (BS + 150, b"?", BS + 100, 3 * BS + 5),
+        "inside a range": (2 * BS + 10, b"?", BS + 100, 3 * BS + 5),
+    }
+    for what, (off, value, a, b) in cases.items():
+        bad = tmp_path / "bad.img"
+        bad.write_bytes(good.read_bytes())
+        if bad.read_bytes()[off:off + len(value)] == value:
+            value = bytes([value[0] ^ 0xFF]) + value[1:]
+        _flip(bad, off, value)
+        with pytest.raises(CorruptData, match="differs from the recovery point"):
+            verify_image(m, str(bad), a, b, workers)
+        verify_image(m, str(bad), 0, 0, workers)  # an empty range compares nothing
+    holed = tmp_path / "holed.img"  # a hole punched where the image has data: read as zeros, must differ
+    holed.write_bytes(good.read_bytes())
+    subprocess.run(["fallocate", "--punch-hole", "--offset", str(5 * BS), "--length", str(BS), str(holed)],
+                   check=True)
+    with pytest.raises(CorruptData, match="differs from the recovery point"):
+        verify_image(m, str(holed), 0, size, workers)
+    short = tmp_path / "short.img"
+    short.write_bytes(good.read_bytes()[:7 * BS])
+    with pytest.raises(CorruptData, match="differs from the recovery point"):
+        verify_image(m, str(short), 0, size, workers)
 
 
 def test_restore_range_new_file_and_bad_ranges(vault, tmp_path):
