@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <string>
 
+#include <openssl/crypto.h>
+
 #include "recovault/compress.hpp"
 #include "recovault/crypto.hpp"
 
@@ -96,17 +98,28 @@ void open_blob_into(const uint8_t master_key[32], const uint8_t* id, size_t id_l
     throw crypto::AuthenticationError("blob has an unknown codec: corrupt");
   // Subkeys per (master key, salt), cached per thread: a restore opens thousands of blobs from the same
   // few sessions, and HKDF costs more than opening a small blob.
+  // Key material is wiped when the thread ends, and the subkey copy on the stack when this call returns.
   struct CacheEntry {
     uint8_t master[32];
     uint8_t salt[16];
     uint8_t subkey[32];
     bool used;
   };
-  thread_local CacheEntry cache[8] = {};
-  thread_local unsigned next_slot = 0;
+  struct SubkeyCache {
+    CacheEntry entries[8] = {};
+    unsigned next_slot = 0;
+    ~SubkeyCache() { OPENSSL_cleanse(entries, sizeof(entries)); }
+  };
+  struct Wipe {
+    uint8_t* p;
+    size_t n;
+    ~Wipe() { OPENSSL_cleanse(p, n); }
+  };
+  thread_local SubkeyCache cache;
   uint8_t subkey[32];
+  Wipe wipe_subkey{subkey, sizeof(subkey)};
   bool hit = false;
-  for (CacheEntry& e : cache) {
+  for (CacheEntry& e : cache.entries) {
     if (e.used && std::memcmp(e.salt, blob + 2, 16) == 0 && std::memcmp(e.master, master_key, 32) == 0) {
       std::memcpy(subkey, e.subkey, 32);
       hit = true;
@@ -115,7 +128,7 @@ void open_blob_into(const uint8_t master_key[32], const uint8_t* id, size_t id_l
   }
   if (!hit) {
     derive_subkey(master_key, blob + 2, subkey);
-    CacheEntry& e = cache[next_slot++ % 8];
+    CacheEntry& e = cache.entries[cache.next_slot++ % 8];
     std::memcpy(e.master, master_key, 32);
     std::memcpy(e.salt, blob + 2, 16);
     std::memcpy(e.subkey, subkey, 32);
