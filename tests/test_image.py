@@ -917,7 +917,7 @@ def _damage(tmp_path, how):
         pack.write_bytes(bytes(raw))
     elif how == "truncate":  # cut inside the last blob of the pack, so that one is cut short
         last = max((l for l in v.locations.values() if l.pack == loc.pack), key=lambda l: l.offset)
-        blob_id = next(i for i, l in v.locations.items() if l is last)
+        blob_id = next(i for i, l in v.locations.items() if l == last)
         block = next(b for b in range(m.nblocks) if m.block_id(b) == blob_id)
         pack.write_bytes(bytes(raw[:last.offset + last.length - 100]))
     else:

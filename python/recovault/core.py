@@ -10,6 +10,7 @@ from recovault._core import (  # noqa: F401
     Chunker,
     DecompressError,
     IdSet,
+    LocationIndex,
     Pipeline,
     PipelineRun,
     RestoreError,
