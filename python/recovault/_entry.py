@@ -32,6 +32,8 @@ def _start_early_key_derivation(argv: List[str]) -> None:
     passphrase_file = _option(argv, "--passphrase-file")
     if not location or not (passphrase_file or os.environ.get("RECOVAULT_PASSPHRASE")):
         return
+    if "://" in location and not location.startswith("file://"):
+        return  # object stores: no network requests before the command line has even been parsed
     try:
         from .storage import open_storage
         from .vault.keys import derive_early, read_passphrase
