@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from .. import core
 from ..errors import CorruptData, NotFound, ObjectMissing, UsageError, VaultExists, VaultNotFound
@@ -60,8 +60,8 @@ class Settings:
                    d["pack_size"])
 
 
-@dataclass
-class Location:
+class Location(NamedTuple):
+    """Where a blob is: its pack's ID, its type, and its place and sealed length in the pack."""
     pack: bytes
     type: int
     offset: int
@@ -87,7 +87,7 @@ class Locations:
 
     def get(self, blob_id: bytes, default: Optional[Location] = None) -> Optional[Location]:
         t = self._ix.get(blob_id)
-        return default if t is None else Location(*t)
+        return default if t is None else Location._make(t)
 
     def __getitem__(self, blob_id: bytes) -> Location:
         loc = self.get(blob_id)
@@ -103,7 +103,7 @@ class Locations:
 
     def items(self) -> Iterable[Tuple[bytes, Location]]:
         for t in self._ix.items():
-            yield t[0], Location(*t[1:])
+            yield t[0], Location._make(t[1:])
 
     def values(self) -> Iterable[Location]:
         for _, loc in self.items():
