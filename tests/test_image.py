@@ -21,7 +21,7 @@ import pytest
 
 import recovault
 from recovault import api
-from recovault.errors import CorruptData, UsageError
+from recovault.errors import CorruptData, RecovaultError, UsageError
 from recovault.jobs.image import PAGE_BLOCKS, ImageMap, backup_image, restore_image
 from recovault.vault import format as fmt
 from recovault.vault.check import Checker
@@ -775,6 +775,24 @@ def test_block_size_default_and_kept_from_the_previous_point(vault, tmp_path):
     assert image_desc(vault, full, img)["bs"] == 256 << 10 and full["stats"]["chunks_new"] == 0
     restore_to(vault, full, img, tmp_path / "r.img")
     assert (tmp_path / "r.img").read_bytes() == open(img, "rb").read()
+
+
+def test_image_that_shrinks_while_read_fails_clearly(vault, tmp_path, monkeypatch):
+    """An image truncated between planning and reading must not be recorded with zeros for its lost end."""
+    img = make_image(tmp_path / "s.img", 4 << 20, [(0, rand(51, 4 << 20))])
+    real = type(vault).pipeline
+
+    class Shrinking:
+        def __init__(self, pipe):
+            self.pipe = pipe
+
+        def run(self, sources):
+            os.truncate(img, 3 << 20)  # after the data ranges were planned, before they are read
+            return self.pipe.run(sources)
+
+    monkeypatch.setattr(type(vault), "pipeline", lambda self, **kw: Shrinking(real(self, **kw)))
+    with pytest.raises(RecovaultError, match="shrank while it was being read"):
+        api.backup(vault, [], images=[img])
 
 
 # ---- the C++ restore engine and the Python fallback ----------------------------------------------------

@@ -92,6 +92,11 @@ def backup_image(vault: Vault, path: str, *, block_size: int = 0, workers: int =
                 if kind == core.END:
                     if payload is not None:
                         raise RecovaultError(f"cannot read image {path}: {payload}")
+                    if length != ranges[src][1]:
+                        # Its end would be recorded as zeros (or a partial last block) that were never on it.
+                        raise RecovaultError(
+                            f"image {path} shrank while it was being read (from {size} bytes; read stopped at "
+                            f"{ranges[src][0] + length}): back up a snapshot of a disk that is in use")
                     continue
                 block = (ranges[src][0] + offset) // block_size
                 done += length
