@@ -411,7 +411,7 @@ def test_blob_cache_is_thread_safe():
         def read_blob(self, blob_id: bytes) -> bytes:
             return blob_id * 3
 
-    cache = _BlobCache(FakeVault(), entries=4)
+    cache = _BlobCache(FakeVault(), max_bytes=12)  # 4 blobs of 3 bytes
     errors: List[str] = []
     stop = time.monotonic() + 1.0
 
@@ -436,4 +436,26 @@ def test_blob_cache_is_thread_safe():
     finally:
         sys.setswitchinterval(old)
     assert errors == []
-    assert len(cache.data) <= 4
+    assert len(cache.data) <= 4 and cache.bytes == sum(len(v) for v in cache.data.values()) <= 12
+
+
+def test_blob_cache_is_bounded_in_bytes():
+    class FakeVault:
+        def read_blob(self, blob_id: bytes) -> bytes:
+            return bytes(int.from_bytes(blob_id, "big"))  # key n -> n bytes
+
+    def key(n: int) -> bytes:
+        return n.to_bytes(2, "big")
+
+    cache = _BlobCache(FakeVault(), max_bytes=1000)
+    for _ in range(3):
+        cache.get(key(300))
+    assert cache.bytes == 300 and list(cache.data) == [key(300)]
+    for n in (301, 302, 303):  # 1206 bytes: the least recently used (300) goes
+        cache.get(key(n))
+    assert list(cache.data) == [key(301), key(302), key(303)] and cache.bytes == 906
+    cache.get(key(301))  # a hit moves it to the end
+    cache.get(key(400))  # 1306: 302 and then 303 go
+    assert list(cache.data) == [key(301), key(400)] and cache.bytes == 701
+    cache.get(key(5000))  # larger than the whole budget: kept alone
+    assert list(cache.data) == [key(5000)] and cache.bytes == 5000

@@ -32,9 +32,13 @@ _TYPE_BITS = {"f": st_mod.S_IFREG, "d": st_mod.S_IFDIR, "l": st_mod.S_IFLNK, "c"
 
 
 class _BlobCache:
-    def __init__(self, vault: Vault, entries: int = 64) -> None:
+    """Decrypted blobs, least recently used first out, bounded in bytes (blobs range from 4 KiB image blocks
+    to 2 MiB chunks, so a count would bound nothing); the newest blob always stays."""
+
+    def __init__(self, vault: Vault, max_bytes: int = 64 << 20) -> None:
         self.vault = vault
-        self.entries = entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.data: "OrderedDict[bytes, bytes]" = OrderedDict()
         self.lock = threading.Lock()  # reads run on several threads (trio.to_thread)
 
@@ -46,9 +50,11 @@ class _BlobCache:
                 return hit
         blob = self.vault.read_blob(blob_id)  # outside the lock: reads of different blobs run in parallel
         with self.lock:
+            old = self.data.pop(blob_id, None)  # another thread may have read it meanwhile
+            self.bytes += len(blob) - (len(old) if old is not None else 0)
             self.data[blob_id] = blob
-            if len(self.data) > self.entries:
-                self.data.popitem(last=False)
+            while self.bytes > self.max_bytes and len(self.data) > 1:
+                self.bytes -= len(self.data.popitem(last=False)[1])
         return blob
 
 
