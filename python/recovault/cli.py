@@ -215,7 +215,7 @@ def _restore_image(c: Ctx, snapshot: str, to: str, image: Optional[str], byte_ra
             rng = (a, b)
         except ValueError:
             raise UsageError("--range must be START:END in bytes") from None
-    with c.open() as v:
+    with c.open() as v, ProgressReporter(not c.json, "writing image") as prog:
         snap = v.find_snapshot(snapshot)
         images = [p for p in snap["paths"] if "image" in (v.find_node(snap, p) or {})]
         if image is None:
@@ -228,7 +228,7 @@ def _restore_image(c: Ctx, snapshot: str, to: str, image: Optional[str], byte_ra
             from .errors import NotFound
             raise NotFound(f"{image} is not an image in recovery point {snap['id'][:8]}")
         t0 = time.monotonic()
-        st = restore_image(v, node["image"], to, byte_range=rng, verify=verify, workers=workers)
+        st = restore_image(v, node["image"], to, byte_range=rng, verify=verify, workers=workers, progress=prog)
         st["duration"] = round(time.monotonic() - t0, 3)
     c.out({"snapshot": snap["id"], "image": image, "to": to, "stats": st},
           f"wrote {image} from {snap['id'][:8]} to {to}: {st['bytes_written'] / 1e6:.1f} MB of data, "

@@ -52,6 +52,8 @@ class ProgressReporter:
             self.total_files += info.get("files", 0)
             task = self.bar.tasks[0]
             self.bar.update(self.task, total=(task.total or 0) + info.get("bytes", 0), description=self._desc())
+        elif kind == "bytes" and self.bar is not None and self.task is not None:  # part of a big file or image
+            self.bar.update(self.task, advance=info.get("bytes", 0))
         elif kind == "file" and self.bar is not None and self.task is not None:
             self.files += 1
             self.bar.update(self.task, advance=info.get("bytes", 0), description=self._desc())

@@ -85,9 +85,12 @@ def backup_image(vault: Vault, path: str, *, block_size: int = 0, workers: int =
         nblocks = -(-size // block_size)
         ids = bytearray(nblocks * 32)  # zero = hole / all-zero block
         ranges = data_ranges(fd, size, block_size)
+        # progress: the image counts as one file of its data extents' bytes, advanced as blocks are read
+        progress("more", {"files": 1, "bytes": sum(n for _, n in ranges)})
         pipe = vault.pipeline(workers=workers, fixed_block=block_size)
         done = 0
         for batch in pipe.run([(fd, start, length) for start, length in ranges]):
+            before = done
             for kind, src, offset, length, cid, payload in batch:
                 if kind == core.END:
                     if payload is not None:
@@ -107,7 +110,8 @@ def backup_image(vault: Vault, path: str, *, block_size: int = 0, workers: int =
                         vault.add_sealed(fmt.BLOB_DATA, cid, payload, length)
                         stats["chunks_new"] += 1
                         stats["bytes_added"] += len(payload)
-            progress("bytes", {"path": path, "done_bytes": done})
+            progress("bytes", {"path": path, "bytes": done - before, "done_bytes": done})
+        progress("file", {"path": path, "bytes": 0})
         stats["bytes_read"] = done
         stats["zero_blocks"] = nblocks - stats["data_blocks"]
         pages = []
@@ -209,6 +213,7 @@ def restore_image(vault: Vault, desc: Dict[str, Any], dest: str, *, byte_range: 
         os.close(fd)
         raise UsageError(f"device {dest} is smaller than the image ({m.size} bytes)")
     stats = {"bytes_written": 0, "blocks": 0, "zero_blocks": 0}
+    progress("plan", {"files": 1, "bytes": 0})  # the bytes to write are known only block by block
     bs = m.block_size
     first, last = start // bs, -(-end // bs)
     # Skipping zeros (holes) is only right when the destination already reads as zeros: a file we just
@@ -219,6 +224,7 @@ def restore_image(vault: Vault, desc: Dict[str, Any], dest: str, *, byte_range: 
             batch = range(b, min(b + ENGINE_BATCH, last))
             plan = _plan(m, batch, start, end, overwrite)
             if plan is not None:
+                progress("more", {"files": 0, "bytes": sum(item[7] for item in plan.writer.items)})
                 _run_engine(plan, fd, dest, overwrite, workers, stats, progress)
             else:  # a pack that is not a local file: this batch by Python threads
                 _restore_blocks_py(m, batch, fd, start, end, overwrite, workers or 4, stats, progress)
@@ -226,6 +232,7 @@ def restore_image(vault: Vault, desc: Dict[str, Any], dest: str, *, byte_range: 
             fsmeta.finish_sparse(fd, m.size)
         if is_dev:
             os.fsync(fd)  # a device restore is done when it is on the device (files: like any write)
+        progress("file", {"path": dest, "bytes": 0})
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise TargetFull(f"no space left on the restore target (writing {dest})") from e
