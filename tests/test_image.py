@@ -591,6 +591,14 @@ def test_restore_onto_block_device(tmp_path, loop_device):
     assert got[:size] == Path(img).read_bytes(), "the device does not hold the image"
     assert got[size:] == b"\xee" * (dev_size - size), "bytes after the image were touched"
 
+    # a device in use (here held exclusively by another descriptor, as a mount holds it) is refused
+    busy = os.open(dev, os.O_RDONLY | os.O_EXCL)
+    try:
+        p = run_cli(tmp_path, "restore", "--vault", vault, "latest", "--to", dev, check=False)
+        assert p.returncode == 2 and b"is in use" in p.stderr, p.stderr
+    finally:
+        os.close(busy)
+
     v = api.open_vault(vault, PASSPHRASE, cache_dir=str(tmp_path / "cache"))
     try:
         # a range onto the device

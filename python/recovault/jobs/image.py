@@ -202,12 +202,18 @@ def restore_image(vault: Vault, desc: Dict[str, Any], dest: str, *, byte_range: 
         raise UsageError(f"range {start}:{end} is outside the image (size {m.size})")
     exists = os.path.exists(dest)
     is_dev = exists and st_mod.S_ISBLK(os.stat(dest).st_mode)
-    flags = os.O_WRONLY | os.O_CLOEXEC | (0 if is_dev else os.O_CREAT)
+    # A block device is opened exclusively (O_EXCL): Linux then refuses it while it is mounted or held by
+    # another exclusive user (LVM, RAID, another restore), as mkfs does; writing under a mounted file
+    # system would corrupt both.
+    flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_EXCL if is_dev else os.O_CREAT)
     if not is_dev and byte_range is None:
         flags |= os.O_TRUNC
     try:
         fd = os.open(dest, flags, 0o600)
     except OSError as e:
+        if is_dev and e.errno == errno.EBUSY:
+            raise UsageError(f"device {dest} is in use (mounted, or held by another program): "
+                             "unmount or release it first") from None
         raise UsageError(f"cannot open {dest} for writing: {e.strerror}") from None
     if is_dev and device_size(fd) < end:
         os.close(fd)
