@@ -555,6 +555,27 @@ def test_cli_backup_image(tmp_path):
     assert_same_bytes(out, img)
 
 
+def test_cli_refuses_what_is_not_an_image(tmp_path):
+    """A directory (its lseek END is a huge hash offset), a character device or a FIFO is not an image: one
+    clear usage error, nothing stored."""
+    vault = str(tmp_path / "vault")
+    api.init_vault(vault, PASSPHRASE, kdf=FAST_KDF, cache_dir=str(tmp_path / "cache")).close()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path, hint in [(tmp_path, "a directory"), ("/dev/null", "--stdin"), (fifo, "--stdin")]:
+        p = run_cli(tmp_path, "backup", "--vault", vault, "--image", path, check=False)
+        err = p.stderr.decode()
+        assert p.returncode == 2 and "not a regular file or block device" in err and hint in err, err
+    with api.open_vault(vault, PASSPHRASE, cache_dir=str(tmp_path / "cache")) as v:
+        with pytest.raises(UsageError, match="not a regular file or block device"):  # the job's own check
+            backup_image(v, "/dev/zero")
+    v = api.open_vault(vault, PASSPHRASE, cache_dir=str(tmp_path / "cache"))
+    try:
+        assert v.snapshots() == []
+    finally:
+        v.close()
+
+
 # ---- block devices -------------------------------------------------------------------------------------
 @pytest.fixture
 def loop_device(tmp_path):

@@ -203,6 +203,11 @@ class BackupJob:
             ap = os.path.abspath(p)
             if not os.path.exists(ap):
                 raise UsageError(f"cannot back up image {p}: no such file or device")
+            mode = os.stat(ap).st_mode
+            if not (st_mod.S_ISREG(mode) or st_mod.S_ISBLK(mode)):
+                raise UsageError(f"cannot back up image {p}: not a regular file or block device"
+                                 + (" (a directory: name it without --image)" if st_mod.S_ISDIR(mode) else
+                                    " (for a stream, use --stdin)"))
             images.append(ap)
         stdin_path = None
         if opts.stdin_name:

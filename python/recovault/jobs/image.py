@@ -80,6 +80,9 @@ def backup_image(vault: Vault, path: str, *, block_size: int = 0, workers: int =
         raise UsageError(f"cannot open image {path}: {e.strerror}") from None
     stats = {"bytes_read": 0, "chunks_new": 0, "bytes_added": 0, "zero_blocks": 0, "data_blocks": 0}
     try:
+        mode = os.fstat(fd).st_mode
+        if not (st_mod.S_ISREG(mode) or st_mod.S_ISBLK(mode)):
+            raise UsageError(f"cannot back up image {path}: not a regular file or block device")
         size = device_size(fd)
         block_size = block_size or default_block_size(size)
         nblocks = -(-size // block_size)
