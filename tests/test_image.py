@@ -555,6 +555,14 @@ def test_cli_backup_image(tmp_path):
     assert_same_bytes(out, img)
 
 
+@pytest.mark.parametrize("bs", [-5, 1000, 65537, 128 << 20])
+def test_bad_image_block_sizes_are_usage_errors(vault, tmp_path, bs):
+    img = make_image(tmp_path / "b.img", MiB, [(0, rand(61, MiB))])
+    with pytest.raises(UsageError, match="image block size"):
+        api.backup(vault, [], images=[img], image_block_size=bs)
+    assert vault.snapshots() == []
+
+
 def test_cli_refuses_what_is_not_an_image(tmp_path):
     """A directory (its lseek END is a huge hash offset), a character device or a FIFO is not an image: one
     clear usage error, nothing stored."""

@@ -174,6 +174,9 @@ class BackupJob:
             raise UsageError(f"unknown mode {opts.mode!r}: use incremental, differential or full")
         if not opts.paths and not opts.images and not opts.stdin_name:
             raise UsageError("nothing to back up: name at least one path, --image or --stdin")
+        bs = opts.image_block_size
+        if bs and not (4096 <= bs <= 64 << 20 and bs % 4096 == 0):
+            raise UsageError(f"image block size {bs} is not a multiple of 4 KiB between 4 KiB and 64 MiB")
         self.vault = vault
         self.opts = opts
         self.progress = progress or (lambda kind, info: None)
