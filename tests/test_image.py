@@ -555,6 +555,12 @@ def test_cli_backup_image(tmp_path):
     assert_same_bytes(out, img)
 
 
+def test_an_image_named_twice_is_backed_up_once(vault, tmp_path):
+    img = make_image(tmp_path / "t.img", MiB, [(0, rand(62, MiB))])
+    snap = api.backup(vault, [], images=[img, str(tmp_path / "." / "t.img")], image_block_size=BS)
+    assert snap["paths"] == [img] and snap["stats"]["files_new"] == 1 and snap["stats"]["bytes_read"] == MiB
+
+
 @pytest.mark.parametrize("bs", [-5, 1000, 65537, 128 << 20])
 def test_bad_image_block_sizes_are_usage_errors(vault, tmp_path, bs):
     img = make_image(tmp_path / "b.img", MiB, [(0, rand(61, MiB))])

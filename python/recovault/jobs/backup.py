@@ -211,7 +211,8 @@ class BackupJob:
                 raise UsageError(f"cannot back up image {p}: not a regular file or block device"
                                  + (" (a directory: name it without --image)" if st_mod.S_ISDIR(mode) else
                                     " (for a stream, use --stdin)"))
-            images.append(ap)
+            if ap not in images:  # named twice: backed up once
+                images.append(ap)
         stdin_path = None
         if opts.stdin_name:
             name = opts.stdin_name.strip("/")
