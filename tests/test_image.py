@@ -561,6 +561,30 @@ def test_an_image_named_twice_is_backed_up_once(vault, tmp_path):
     assert snap["paths"] == [img] and snap["stats"]["files_new"] == 1 and snap["stats"]["bytes_read"] == MiB
 
 
+def test_an_image_inside_a_backed_up_directory_is_stored_once_as_an_image(vault, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"hello")
+    img = make_image(src / "disk.img", MiB, [(0, rand(63, MiB))])
+    snap = api.backup(vault, [str(src)], images=[img], image_block_size=BS)
+    assert snap["stats"]["files_new"] == 2 and snap["stats"]["bytes_read"] == MiB + 5
+    assert "image" in image_node(vault, snap, img)
+    res = api.restore(vault, snap["id"], str(tmp_path / "r"))
+    assert not res["errors"]
+    assert (tmp_path / "r" / str(src).lstrip("/") / "a.txt").read_bytes() == b"hello"
+    assert_same_bytes(tmp_path / "r" / img.lstrip("/"), img)
+    # again unchanged, then with the image changed: the directory keeps its image each time
+    again = api.backup(vault, [str(src)], images=[img])
+    assert again["stats"]["bytes_read"] == 0 and "image" in image_node(vault, again, img)
+    with open(img, "r+b") as f:
+        f.write(b"changed")
+    third = api.backup(vault, [str(src)], images=[img])
+    assert third["stats"]["chunks_new"] == 1 and "image" in image_node(vault, third, img)
+    res = api.restore(vault, third["id"], str(tmp_path / "r3"))
+    assert not res["errors"]
+    assert_same_bytes(tmp_path / "r3" / img.lstrip("/"), img)
+
+
 @pytest.mark.parametrize("bs", [-5, 1000, 65537, 128 << 20])
 def test_bad_image_block_sizes_are_usage_errors(vault, tmp_path, bs):
     img = make_image(tmp_path / "b.img", MiB, [(0, rand(61, MiB))])

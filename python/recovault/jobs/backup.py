@@ -282,7 +282,10 @@ class BackupJob:
             return d
 
         open_dirs: List[Tuple[bytes, ...]] = []  # directories the walk is inside, outermost first
+        as_images = set(images)  # inside a backed-up directory but named with --image: stored as an image only
         for entry in walk(tree_paths, rules, one_file_system=opts.one_file_system, on_error=self._error):
+            if entry.path in as_images:
+                continue
             st = entry.st
             parts = tuple(x for x in os.fsencode(entry.path).split(b"/") if x)
             dparts, name = parts[:-1], (parts[-1] if parts else b"")
