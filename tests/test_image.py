@@ -493,9 +493,10 @@ def test_restore_range_new_file_and_bad_ranges(vault, tmp_path):
     got = out.read_bytes()
     assert got[BS:6 * BS] == src[BS:6 * BS]
     assert len(got) <= 6 * BS and got[:BS] == bytes(BS)  # nothing before the range was written
-    for bad in [(size - 1, size + 1), (10, 5), (-1, 3)]:
+    for bad, why in [((size - 1, size + 1), "outside the image"), ((10, 5), "ends before it starts"),
+                     ((-1, 3), "outside the image")]:
         dest = tmp_path / "bad.img"
-        with pytest.raises(UsageError, match="range"):
+        with pytest.raises(UsageError, match=why):
             restore_to(vault, snap, img, dest, byte_range=bad)
         assert not dest.exists(), f"range {bad}: a rejected range created the destination"
 

@@ -202,7 +202,8 @@ def restore_image(vault: Vault, desc: Dict[str, Any], dest: str, *, byte_range: 
     m = ImageMap(vault, desc)
     start, end = byte_range if byte_range else (0, m.size)
     if not 0 <= start <= end <= m.size:
-        raise UsageError(f"range {start}:{end} is outside the image (size {m.size})")
+        raise UsageError(f"range {start}:{end} " + ("ends before it starts" if end < start else
+                                                     f"is outside the image (size {m.size})"))
     exists = os.path.exists(dest)
     is_dev = exists and st_mod.S_ISBLK(os.stat(dest).st_mode)
     # A block device is opened exclusively (O_EXCL): Linux then refuses it while it is mounted or held by
