@@ -2,6 +2,7 @@
 speed up the unlock without ever changing its outcome."""
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -93,3 +94,33 @@ def test_entry_glance_is_silent_on_any_problem(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr()
     assert out.out == "" and out.err == ""
     assert not keys._early
+
+
+def test_a_passphrase_pipe_is_left_for_the_command(vault_dir, tmp_path, monkeypatch):
+    """--passphrase-file <(...) is a pipe that can be read once: the early glance must not consume it."""
+    monkeypatch.delenv("RECOVAULT_PASSPHRASE", raising=False)
+    fifo = tmp_path / "pass.fifo"
+    os.mkfifo(fifo)
+    _entry._start_early_key_derivation(["snapshots", "--vault", vault_dir, "--passphrase-file", str(fifo)])
+    assert not keys._early  # it did not open the FIFO (opening it would have blocked until a writer came)
+    regular = tmp_path / "pass.txt"
+    regular.write_text(PASS + "\n")
+    _entry._start_early_key_derivation(["snapshots", "--vault", vault_dir, "--passphrase-file", str(regular)])
+    assert len(keys._early) == 1
+    Vault.open(open_storage(vault_dir), PASS).close()
+    assert not keys._early
+
+
+def test_cli_with_a_passphrase_from_process_substitution(vault_dir, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    if shutil.which("bash") is None:
+        pytest.skip("bash is not installed")
+    import recovault
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECOVAULT_")}
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(recovault.__file__)))
+    env["HOME"] = str(tmp_path)
+    cmd = f'"{sys.executable}" -m recovault snapshots --vault "{vault_dir}" --passphrase-file <(printf %s "{PASS}")'
+    p = subprocess.run(["bash", "-c", cmd], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr

@@ -9,6 +9,7 @@ and the command then unlocks the vault the ordinary way. See vault.keys.derive_e
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from typing import List, Optional
 
@@ -34,6 +35,12 @@ def _start_early_key_derivation(argv: List[str]) -> None:
         return
     if "://" in location and not location.startswith("file://"):
         return  # object stores: no network requests before the command line has even been parsed
+    if passphrase_file is not None:
+        try:
+            if not stat.S_ISREG(os.stat(passphrase_file).st_mode):
+                return  # a pipe (--passphrase-file <(pass show ...)) can be read only once: leave it to the CLI
+        except OSError:
+            return
     try:
         from .storage import open_storage
         from .vault.keys import derive_early, read_passphrase
