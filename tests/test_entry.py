@@ -124,3 +124,14 @@ def test_cli_with_a_passphrase_from_process_substitution(vault_dir, tmp_path):
     cmd = f'"{sys.executable}" -m recovault snapshots --vault "{vault_dir}" --passphrase-file <(printf %s "{PASS}")'
     p = subprocess.run(["bash", "-c", cmd], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
+
+
+def test_recovault_alone_prints_its_help(tmp_path):
+    import subprocess
+    import sys
+    import recovault
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECOVAULT_")}
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(recovault.__file__)))
+    p = subprocess.run([sys.executable, "-m", "recovault"], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and p.stderr.startswith("Usage: recovault") and "error" not in p.stderr
+    assert "backup" in p.stderr and p.stdout == ""

@@ -422,6 +422,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         cli.main(args=argv, prog_name="recovault", standalone_mode=False)
     except click.exceptions.Abort:
         _fail("interrupted", 130, as_json)
+    except getattr(click.exceptions, "NoArgsIsHelpError", ()) as e:  # `recovault` alone: the help, not an error
+        click.echo(e.format_message(), err=True)
+        sys.exit(2)
     except click.ClickException as e:
         _fail(e.format_message(), 2, as_json)
     except KeyboardInterrupt:
