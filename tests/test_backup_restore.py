@@ -552,24 +552,15 @@ def test_a_socket_is_a_warning_not_a_failed_restore(tmp_path):
     assert (tmp_path / "out" / str(src).lstrip("/") / "a.txt").read_bytes() == b"data"
 
 
-def test_a_full_restore_target_stops_with_one_clear_error(tmp_path):
-    import subprocess
+def test_a_full_restore_target_stops_with_one_clear_error(tmp_path, small_tmpfs):
     from recovault.errors import StorageError
     src = tmp_path / "src"
     for i in range(20):
         write(src / f"f{i}.bin", os.urandom(200_000))
-    target = tmp_path / "small"
-    target.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(target)],
-                                          capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
-        with new_vault(tmp_path) as v:
-            api.backup(v, [str(src)])
-            with pytest.raises(StorageError, match="no space left on the restore target"):
-                api.restore(v, "latest", str(target))
-    finally:
-        subprocess.run(["umount", str(target)], capture_output=True)
+    with new_vault(tmp_path) as v:
+        api.backup(v, [str(src)])
+        with pytest.raises(StorageError, match="no space left on the restore target"):
+            api.restore(v, "latest", str(small_tmpfs))
 
 
 def test_a_stream_stored_inside_a_backed_up_directory_keeps_that_directory(tmp_path, monkeypatch):
@@ -677,22 +668,13 @@ def test_corrupt_chunk_of_a_big_file_is_named_and_the_rest_restored(tmp_path):
                 assert f.read() == data, fname
 
 
-def test_a_full_target_stops_a_big_file_restore_with_one_clear_error(tmp_path):
-    import subprocess
+def test_a_full_target_stops_a_big_file_restore_with_one_clear_error(tmp_path, small_tmpfs):
     from recovault.errors import StorageError, TargetFull
     src = tmp_path / "src"
     write(src / "big.bin", os.urandom(3 << 20))
-    target = tmp_path / "small"
-    target.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(target)],
-                                          capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
-        with new_vault(tmp_path) as v:
-            snap = api.backup(v, [str(src)])
-            assert len(node_at(v, snap, os.path.join(b(src), b"big.bin"))["content"]) > 4
-            with pytest.raises(StorageError, match="no space left on the restore target") as ei:
-                api.restore(v, "latest", str(target))
-            assert isinstance(ei.value, TargetFull)
-    finally:
-        subprocess.run(["umount", str(target)], capture_output=True)
+    with new_vault(tmp_path) as v:
+        snap = api.backup(v, [str(src)])
+        assert len(node_at(v, snap, os.path.join(b(src), b"big.bin"))["content"]) > 4
+        with pytest.raises(StorageError, match="no space left on the restore target") as ei:
+            api.restore(v, "latest", str(small_tmpfs))
+        assert isinstance(ei.value, TargetFull)

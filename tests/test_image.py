@@ -1066,19 +1066,6 @@ def test_truncated_and_missing_pack_are_named(tmp_path):
         v.close()
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    target = tmp_path / "small"
-    target.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(target)],
-                                          capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
-        yield target
-    finally:
-        subprocess.run(["umount", str(target)], capture_output=True)
-
-
 @pytest.mark.parametrize("engine", [True, False])
 def test_full_target_is_one_storage_error(tmp_path, monkeypatch, small_tmpfs, engine):
     vault = str(tmp_path / "vault")
