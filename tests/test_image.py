@@ -20,12 +20,14 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import pytest
 
 import recovault
+import recovault.jobs.image as image_mod
 from recovault import api
-from recovault.errors import CorruptData, RecovaultError, UsageError
+from recovault.errors import CorruptData, ObjectMissing, RecovaultError, StorageError, TargetFull, UsageError
 from recovault.jobs.image import PAGE_BLOCKS, ImageMap, backup_image, restore_image
 from recovault.vault import format as fmt
 from recovault.vault.check import Checker
 from recovault.vault.keys import KdfParams
+from recovault.vault.repo import Settings
 from recovault.vault.tree import node_map
 
 PASSPHRASE = "correct horse battery staple"
@@ -881,10 +883,6 @@ def test_progress_events_cover_an_image_backup_and_restore(vault, tmp_path):
 
 
 # ---- the C++ restore engine and the Python fallback ----------------------------------------------------
-import recovault.jobs.image as image_mod  # noqa: E402
-from recovault import core  # noqa: E402
-from recovault.errors import CorruptData, ObjectMissing, StorageError, TargetFull  # noqa: E402
-from recovault.vault.repo import Settings  # noqa: E402
 
 
 class PathCounter:
