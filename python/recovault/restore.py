@@ -95,8 +95,11 @@ class RestoreJob:
     def _fail_on_full_disk(self, e: OSError, path: str) -> None:
         """A full target (or quota) ends the restore with one message, instead of one error per file."""
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise TargetFull(f"no space left on the restore target (writing {path}); "
-                             f"{self.stats.files} files were restored before it filled up")
+            raise self._target_full(path)
+
+    def _target_full(self, path: str) -> TargetFull:
+        return TargetFull(f"no space left on the restore target (writing {path}); "
+                          f"{self.stats.files} files were restored before it filled up")
 
     def _error(self, path: str, msg: str) -> None:
         with self._lock:
@@ -256,9 +259,10 @@ class RestoreJob:
         starts, offset = [], 0
         for cid in ids:
             starts.append(offset)
-            if writer is not None and not writer.add(cid, offset):
+            loc = self.vault.locate(cid)
+            if writer is not None and not writer.add(cid, offset, loc=loc):
                 writer = None  # a pack that is not a local file: the Python path for the whole file
-            offset += self.vault.locate(cid).raw_length
+            offset += loc.raw_length
         if writer is not None:
             writer.run(fd, dest, sparse=True)
             return offset
@@ -285,8 +289,7 @@ class RestoreJob:
             # workers=0: the C++ engine on every core (its threads need no GIL, unlike the file pool's)
             st = restore_image(self.vault, f.node["image"], f.dest, verify=self.verify, workers=0)
         except TargetFull:
-            raise TargetFull(f"no space left on the restore target (writing {f.dest}); "
-                             f"{self.stats.files} files were restored before it filled up") from None
+            raise self._target_full(f.dest) from None  # the same message as for files, with the count
         except (RecovaultError, OSError) as e:
             self._file_failed(f.dest, e)
             return
