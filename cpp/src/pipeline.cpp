@@ -12,6 +12,7 @@
 
 #include "recovault/blake3.hpp"
 #include "recovault/crypto.hpp"
+#include "recovault/io.hpp"
 
 namespace recovault {
 namespace {
@@ -20,13 +21,20 @@ using Buffer = std::vector<uint8_t>;
 
 std::string errno_text(const char* what, int err) { return std::string(what) + ": " + std::strerror(err); }
 
+// Opens a source file for reading without touching its atime where allowed (O_NOATIME needs ownership or
+// CAP_FOWNER: EPERM otherwise, then a plain open). Returns -1 with errno set on failure.
+int open_source(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME);
+  if (fd < 0 && errno == EPERM) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  return fd;
+}
+
 // A stream reader over a path, a descriptor or a callback.
 class StreamReader {
  public:
   explicit StreamReader(Source& s) : s_(s) {
     if (s.kind == Source::PATH) {
-      fd_ = ::open(s.path.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME);
-      if (fd_ < 0 && (errno == EPERM)) fd_ = ::open(s.path.c_str(), O_RDONLY | O_CLOEXEC);
+      fd_ = open_source(s.path);
       if (fd_ < 0) throw std::runtime_error(errno_text("cannot open", errno));
       own_ = true;
     } else if (s.kind == Source::FD) {
@@ -283,8 +291,7 @@ void PipelineRun::produce_read_jobs(uint32_t index, Source& src) {
   std::shared_ptr<int> holder;  // PATH: our own descriptor, closed when the last job holding it is done
   int fd = src.fd;
   if (src.kind == Source::PATH) {
-    fd = ::open(src.path.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME);
-    if (fd < 0 && errno == EPERM) fd = ::open(src.path.c_str(), O_RDONLY | O_CLOEXEC);
+    fd = open_source(src.path);
     if (fd < 0) {
       push_end(index, 0, errno_text("cannot open", errno));
       return;
@@ -325,18 +332,10 @@ void PipelineRun::produce_read_jobs(uint32_t index, Source& src) {
 void PipelineRun::read_blocks(const Job& j, std::vector<Event>& out) {
   thread_local Buffer buf;
   if (buf.size() < j.len) buf.resize(j.len);
-  size_t got = 0;
-  std::string error;
-  while (got < j.len) {
-    ssize_t n = ::pread(j.fd, buf.data() + got, j.len - got, static_cast<off_t>(j.file_off + got));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      error = errno_text("read error", errno);
-      break;
-    }
-    if (n == 0) break;  // the file shrank since it was planned: what exists is backed up
-    got += static_cast<size_t>(n);
-  }
+  // Short only if the file shrank since the job was planned: the source's END then says how much was read.
+  ssize_t n = io::pread_full(j.fd, buf.data(), j.len, j.file_off);
+  std::string error = n < 0 ? errno_text("read error", errno) : std::string();
+  size_t got = n < 0 ? 0 : static_cast<size_t>(n);
   if (error.empty()) {
     const size_t fixed = cfg_.block_size;
     for (size_t p = 0, i = 0; p < got; p += fixed, ++i)

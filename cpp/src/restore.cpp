@@ -21,6 +21,7 @@
 #include "recovault/chunker.hpp"
 #include "recovault/compress.hpp"
 #include "recovault/crypto.hpp"
+#include "recovault/io.hpp"
 
 namespace recovault {
 namespace {
@@ -293,21 +294,12 @@ class Engine {
       int err = -pfd;
       fail_errno(err == ENOENT || err == ENOTDIR ? RestoreFailure::PACK_MISSING : RestoreFailure::READ, err);
     }
-    size_t got = 0;
-    int err = 0;
-    while (got < it.sealed_len) {
-      ssize_t r = ::pread(pfd, buf + got, it.sealed_len - got, static_cast<off_t>(it.pack_offset + got));
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        err = errno;
-        break;
-      }
-      if (r == 0) break;  // end of the pack
-      got += static_cast<size_t>(r);
-    }
+    ssize_t r = io::pread_full(pfd, buf, it.sealed_len, it.pack_offset);
+    int err = r < 0 ? errno : 0;
     packs_.release(it.pack);
     if (err) fail_errno(RestoreFailure::READ, err);
-    if (got < it.sealed_len)
+    size_t got = static_cast<size_t>(r);
+    if (got < it.sealed_len)  // the pack ends before the blob does
       throw ItemFailure{RestoreFailure::TRUNCATED, 0,
                         "the pack ends " + std::to_string(it.sealed_len - got) + " bytes before the blob does"};
     // No size limit is needed: alloc refuses any length but the recorded one before memory is allocated.

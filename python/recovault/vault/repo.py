@@ -71,7 +71,7 @@ class Location(NamedTuple):
 
 class Locations:
     """Where each blob is (blob ID -> Location), held in C++ (core.LocationIndex, 75-110 bytes a blob instead of
-    ~300 for a dict of Python objects: a multi-TB disk image has millions of blocks). Reads like a dict."""
+    ~270 for a dict of Python objects: a multi-TB disk image has millions of blocks). Reads like a dict."""
 
     def __init__(self) -> None:
         self._ix = core.LocationIndex()
