@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 import click
 
 from . import __version__
-from .errors import RecovaultError, UsageError
+from .errors import CorruptData, NotFound, RecovaultError, UsageError
 from .jobs import MODES
 from .progress import ProgressReporter
 
@@ -198,7 +198,6 @@ def restore(ctx, vault, passphrase_file, cache_dir, as_json, snapshot, paths, ta
                 + (f"; {st['verified']} files verified" if verify else "")))
     if res["errors"]:
         if res.get("data_errors"):
-            from .errors import CorruptData
             raise CorruptData(f"{res['data_errors']} file(s) could not be restored because vault data is corrupt or "
                               f"missing; {len(res['errors'])} problem(s) in all (listed above)")
         raise RecovaultError(f"{len(res['errors'])} problem(s) during restore (listed above)")
@@ -225,7 +224,6 @@ def _restore_image(c: Ctx, snapshot: str, to: str, image: Optional[str], byte_ra
             image = images[0]
         node = v.find_node(snap, os.path.abspath(image))
         if node is None or "image" not in node:
-            from .errors import NotFound
             raise NotFound(f"{image} is not an image in recovery point {snap['id'][:8]}")
         t0 = time.monotonic()
         st = restore_image(v, node["image"], to, byte_range=rng, verify=verify, workers=workers, progress=prog)
@@ -253,7 +251,6 @@ def snapshots(ctx, vault, passphrase_file, cache_dir, as_json):
                      + ("" if s.get("complete", True) else "  (incomplete)"))
     c.out(snaps, "\n".join(lines))
     if damaged:
-        from .errors import CorruptData
         raise CorruptData(f"{len(damaged)} recovery point(s) damaged, first: {damaged[0]}; run 'recovault check'")
 
 
@@ -273,7 +270,6 @@ def ls_cmd(ctx, vault, passphrase_file, cache_dir, as_json, snapshot, path, recu
         parts = [p for p in os.fsencode(path).split(b"/") if p]
         node = v.find_node(snap, path)
         if node is None:
-            from .errors import NotFound
             raise NotFound(f"{path} is not in recovery point {snap['id'][:8]}")
         tree = v.load_tree(bytes.fromhex(node["subtree"])) if "subtree" in node else None
         if tree is None:
@@ -314,7 +310,6 @@ def check(ctx, vault, passphrase_file, cache_dir, as_json, read_data, read_data_
                       + (": no problems" if res["ok"] else f": {len(res['problems'])} PROBLEM(S)")])
     c.out(res, text)
     if not res["ok"]:
-        from .errors import CorruptData
         raise CorruptData(f"check found {len(res['problems'])} problem(s); first: {res['problems'][0]}")
 
 
