@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 import click
 
 from . import __version__
-from .errors import CorruptData, NotFound, RecovaultError, UsageError
+from .errors import CorruptData, NotFound, Partial, RecovaultError, UsageError
 from .jobs import MODES
 from .progress import ProgressReporter
 
@@ -155,11 +155,7 @@ def backup(ctx, vault, passphrase_file, cache_dir, as_json, paths, images, image
                  f"{st['bytes_read'] / 1e6:.1f} MB read, {st['bytes_added'] / 1e6:.1f} MB added "
                  f"in {st['duration']:.1f}s"))
     if snap["errors"]:
-        raise ExitPartial(f"{len(snap['errors'])} file(s) could not be read and are not in the recovery point")
-
-
-class ExitPartial(RecovaultError):
-    exit_code = 3
+        raise Partial(f"{len(snap['errors'])} file(s) could not be read and are not in the recovery point")
 
 
 @cli.command()

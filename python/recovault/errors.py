@@ -57,7 +57,8 @@ class NotFound(RecovaultError):
     exit_code = 16
 
 
-class PartialBackup(RecovaultError):
-    """The backup completed but some files could not be read (they are listed in the recovery point)."""
+class Partial(RecovaultError):
+    """The job completed, but some items failed and are listed (a backup: files that could not be read, and
+    are not in the recovery point; a restore: files that could not be restored)."""
 
     exit_code = 3
