@@ -15,17 +15,18 @@ import socket
 import stat as st_mod
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from .. import __version__, core
 from .. import fsmeta
 from ..errors import UsageError
+from ..paths import split_path
 from ..vault import format as fmt
 from ..vault.repo import Vault, now_rfc3339
-from ..vault.tree import make_tree, node_map
 from . import MODES
-from .walk import ExcludeRules, walk
-
+from .tree_builder import (DEFAULT_DIR_META, BaseTrees, FileItem, Leaf, PendingDir, TreeBuilder,
+                           pinned_dirs)
+from .walk import Entry, ExcludeRules, walk
 
 
 @dataclass
@@ -63,86 +64,6 @@ class BackupStats:
         return dict(self.__dict__)
 
 
-class _Dir:
-    """A directory being assembled. It is stored (and its children freed) as soon as the walk has left it,
-    none of its files is still being read, and all its subdirectories are stored: memory follows the
-    depth of the tree, not the number of files."""
-
-    __slots__ = ("meta", "children", "old", "parts", "up", "name", "pending", "open_children", "closed",
-                 "hold")
-
-    def __init__(self, meta: Optional[Dict[str, Any]], up: "Optional[_Dir]" = None, name: bytes = b"") -> None:
-        self.meta = meta
-        self.children: Dict[bytes, Any] = {}
-        self.old: Optional[Dict[str, Any]] = None  # this directory's node in the base recovery point
-        self.parts: Optional[Tuple[bytes, ...]] = None
-        self.up = up
-        self.name = name
-        self.pending = 0  # files handed to the pipeline, not yet drained
-        self.open_children = 0  # subdirectories not stored yet
-        self.closed = False  # the walk has left it
-        self.hold = False  # holds a hard link whose content is only known at the end of the walk
-        if up is not None:
-            up.open_children += 1
-
-
-class _SavedDir:
-    """A stored subdirectory: its tree node, and its node in the base (for tree-id reuse upstream)."""
-
-    __slots__ = ("node", "old")
-
-    def __init__(self, node: Dict[str, Any], old: Optional[Dict[str, Any]]) -> None:
-        self.node = node
-        self.old = old
-
-
-class _File:
-    __slots__ = ("node", "content", "needs_read", "path", "size", "link_key", "reused", "dir")
-
-    def __init__(self, node: Dict[str, Any], path: str, size: int) -> None:
-        self.node = node
-        self.path = path
-        self.size = size
-        self.content: Optional[List[str]] = None
-        self.needs_read = True
-        self.link_key: Optional[Tuple[int, int]] = None
-        self.reused = False  # node taken unchanged from the base recovery point
-        self.dir: Optional[_Dir] = None  # set while the file is being read
-
-
-class _Leaf:
-    __slots__ = ("node",)
-
-    def __init__(self, node: Dict[str, Any]) -> None:
-        self.node = node
-
-
-class _ParentTrees:
-    """Looks up nodes of the base recovery point by path, loading its trees lazily."""
-
-    def __init__(self, vault: Vault, root_tree: Optional[str]) -> None:
-        self.vault = vault
-        self.cache: Dict[Tuple[bytes, ...], Optional[Dict[bytes, Dict[str, Any]]]] = {}
-        self.root = root_tree
-
-    def dir_nodes(self, parts: Tuple[bytes, ...]) -> Optional[Dict[bytes, Dict[str, Any]]]:
-        if parts in self.cache:
-            return self.cache[parts]
-        if not parts:
-            result = node_map(self.vault.load_tree(bytes.fromhex(self.root))) if self.root else None
-        else:
-            up = self.dir_nodes(parts[:-1])
-            node = up.get(parts[-1]) if up else None
-            sub = node.get("subtree") if node else None
-            result = node_map(self.vault.load_tree(bytes.fromhex(sub))) if sub else None
-        self.cache[parts] = result
-        return result
-
-    def forget(self, parts: Tuple[bytes, ...]) -> None:
-        """The walk is done with this directory: drop its loaded tree."""
-        self.cache.pop(parts, None)
-
-
 def _same_content(old: Dict[str, Any], st: os.stat_result) -> bool:
     """Same size, mtime, ctime and inode as in the base recovery point: the content is unchanged."""
     m = old.get("meta")
@@ -155,6 +76,45 @@ def _unchanged(old: Dict[str, Any], st: os.stat_result) -> bool:
     """Content unchanged, and so is the metadata: any change of owner, mode or xattrs moves ctime too,
     so the whole node can be reused as it is."""
     return _same_content(old, st) and "at" not in old["meta"]
+
+
+class _Sources(NamedTuple):
+    """What a run backs up, made absolute and checked."""
+    paths: List[str]  # the recovery point's identity for choosing a base: files, images and the stream name
+    tree_paths: List[str]  # walked
+    images: List[str]  # backed up by block map
+    stdin_path: Optional[str]  # the stream's made-up path
+
+
+def _sources(opts: BackupOptions) -> _Sources:
+    """The named paths, images and stream name, checked (UsageError for what cannot be backed up)."""
+    paths = []
+    for p in opts.paths:
+        ap = os.path.abspath(p)
+        if not os.path.lexists(ap):
+            raise UsageError(f"cannot back up {p}: no such file or directory")
+        paths.append(ap)
+    paths = sorted(set(paths))
+    images: List[str] = []
+    for p in opts.images:
+        ap = os.path.abspath(p)
+        if not os.path.exists(ap):
+            raise UsageError(f"cannot back up image {p}: no such file or device")
+        mode = os.stat(ap).st_mode
+        if not (st_mod.S_ISREG(mode) or st_mod.S_ISBLK(mode)):
+            raise UsageError(f"cannot back up image {p}: not a regular file or block device"
+                             + (" (a directory: name it without --image)" if st_mod.S_ISDIR(mode) else
+                                " (for a stream, use --stdin)"))
+        if ap not in images:  # named twice: backed up once
+            images.append(ap)
+    stdin_path = None
+    if opts.stdin_name:
+        name = opts.stdin_name.strip("/")
+        if not name or any(part in ("", ".", "..") for part in name.split("/")):
+            raise UsageError(f"--stdin-name {opts.stdin_name!r} is not a valid file name")
+        stdin_path = "/" + name
+    every = sorted(set(paths + images + ([stdin_path] if stdin_path else [])))
+    return _Sources(every, [p for p in every if p not in images and p != stdin_path], images, stdin_path)
 
 
 def find_base(vault: Vault, snaps: List[Dict[str, Any]], host: str, paths: List[str], mode: str):
@@ -194,181 +154,134 @@ class BackupJob:
     def run(self) -> Dict[str, Any]:
         t0 = time.monotonic()
         opts = self.opts
-        paths = []
-        for p in opts.paths:
-            ap = os.path.abspath(p)
-            if not os.path.lexists(ap):
-                raise UsageError(f"cannot back up {p}: no such file or directory")
-            paths.append(ap)
-        paths = sorted(set(paths))
-        images = []
-        for p in opts.images:
-            ap = os.path.abspath(p)
-            if not os.path.exists(ap):
-                raise UsageError(f"cannot back up image {p}: no such file or device")
-            mode = os.stat(ap).st_mode
-            if not (st_mod.S_ISREG(mode) or st_mod.S_ISBLK(mode)):
-                raise UsageError(f"cannot back up image {p}: not a regular file or block device"
-                                 + (" (a directory: name it without --image)" if st_mod.S_ISDIR(mode) else
-                                    " (for a stream, use --stdin)"))
-            if ap not in images:  # named twice: backed up once
-                images.append(ap)
-        stdin_path = None
-        if opts.stdin_name:
-            name = opts.stdin_name.strip("/")
-            if not name or any(part in ("", ".", "..") for part in name.split("/")):
-                raise UsageError(f"--stdin-name {opts.stdin_name!r} is not a valid file name")
-            stdin_path = "/" + name
-        # the recovery point's identity for choosing a base: files, images and the stream name
-        paths = sorted(set(paths + images + ([stdin_path] if stdin_path else [])))
-        tree_paths = [p for p in paths if p not in images and p != stdin_path]
+        src = _sources(opts)
         rules = ExcludeRules.from_options(opts.excludes, opts.exclude_files, opts.exclude_caches)
         # A damaged recovery point is reported and skipped: it must not prevent new backups.
         snaps = self.vault.snapshots(on_corrupt=lambda msg: self.progress("error", {"path": "", "error": msg}))
-        base = find_base(self.vault, snaps, self.host, paths, opts.mode)
+        base = find_base(self.vault, snaps, self.host, src.paths, opts.mode)
         mode = self._mode = opts.mode if (opts.mode == "full" or base is not None) else "full"
-        parent = self._parent = _ParentTrees(self.vault, base["tree"] if base else None)
+        self._base = BaseTrees(self.vault, base["tree"] if base else None)
         # A full backup trusts nothing of its base, but keeps the block size of each image in it (blocks of
         # another size would share nothing with what the vault has).
-        self._sizes_from = parent if mode != "full" else _ParentTrees(
-            self.vault, (find_base(self.vault, snaps, self.host, paths, "incremental") or {}).get("tree"))
+        self._sizes_from = self._base if mode != "full" else BaseTrees(
+            self.vault, (find_base(self.vault, snaps, self.host, src.paths, "incremental") or {}).get("tree"))
         last_full = next((s for s in reversed(snaps) if s.get("host") == self.host and s.get("mode") == "full"
-                          and sorted(s.get("paths", [])) == paths), None)
-
-        root = _Dir(None)
-        links: Dict[Tuple[int, int], _File] = {}
-        # Ancestors of each source path: directories recorded with their metadata, without contents.
-        for p in tree_paths + images:  # (a stream's made-up path has no ancestors on disk)
-            cur = root
-            parts = [x for x in os.fsencode(p).split(b"/") if x]
-            for i, part in enumerate(parts[:-1]):
-                d = cur.children.get(part)
-                if not isinstance(d, _Dir):
-                    anc = "/" + os.fsdecode(b"/".join(parts[: i + 1]))
-                    try:
-                        # An ancestor may be a symlink (/lib -> usr/lib on merged-/usr systems): it leads to the
-                        # directory holding the backed-up path, so record that directory. Recorded as a symlink,
-                        # a restore would make a link and nothing under it.
-                        meta = fsmeta.capture(os.path.realpath(anc)).to_dict()
-                        meta.pop("at", None)
-                    except OSError as e:
-                        self._error(anc, e)
-                        meta = {"t": "d", "m": 0o755}
-                    d = cur.children[part] = _Dir(meta, cur, part)
-                cur = d
-        # Directories on the way to a root, an image or the stream are stored only at the end: something is
-        # still to be added below them after the walk has left them (a later root, an image, the stream).
-        self._pinned = {tuple(x for x in os.fsencode(p).split(b"/") if x)[:i]
-                        for p in tree_paths + images + ([stdin_path] if stdin_path else [])
-                        for i in range(1, p.count("/"))}
-
+                          and sorted(s.get("paths", [])) == src.paths), None)
+        on_disk = [split_path(p) for p in src.tree_paths + src.images]  # a stream's path has no ancestors
+        tree = self._tree = TreeBuilder(self.vault, self._base, pinned_dirs(
+            on_disk + ([split_path(src.stdin_path)] if src.stdin_path else [])))
+        tree.add_ancestors(on_disk, self._ancestor_meta)
         self.progress("plan", {"files": 0, "bytes": 0})  # totals grow as the walk finds changed files
-        reader = _BatchReader(self)
-        dirs: Dict[Tuple[bytes, ...], _Dir] = {(): root}
-        compare = mode != "full"
-        known = self.vault.known
-
-        self._dirs = dirs
-
-        def dir_for(parts: Tuple[bytes, ...]) -> _Dir:
-            d = dirs.get(parts)
-            if d is None:
-                up = dir_for(parts[:-1])
-                d = up.children.get(parts[-1])
-                if not isinstance(d, _Dir):
-                    d = up.children[parts[-1]] = _Dir({"t": "d", "m": 0o755}, up, parts[-1])
-                d.parts = parts
-                dirs[parts] = d
-            return d
-
-        open_dirs: List[Tuple[bytes, ...]] = []  # directories the walk is inside, outermost first
-        as_images = set(images)  # inside a backed-up directory but named with --image: stored as an image only
-        for entry in walk(tree_paths, rules, one_file_system=opts.one_file_system, on_error=self._error):
-            if entry.path in as_images:
-                continue
-            st = entry.st
-            parts = tuple(x for x in os.fsencode(entry.path).split(b"/") if x)
-            dparts, name = parts[:-1], (parts[-1] if parts else b"")
-            while open_dirs and dparts[:len(open_dirs[-1])] != open_dirs[-1]:
-                self._close_dir(dirs.get(open_dirs.pop()))  # the walk has left it (depth-first order)
-            parent_dir = dir_for(dparts)
-            old = None
-            if compare:
-                pdir = parent.dir_nodes(dparts)
-                old = pdir.get(name) if pdir else None
-            if (old is not None and st.st_nlink == 1 and st_mod.S_ISREG(st.st_mode) and _unchanged(old, st)
-                    and all(bytes.fromhex(c) in known for c in old["content"])):
-                f = _File(old, entry.path, st.st_size)  # fast path: no capture, node reused as it is
-                f.content = old["content"]
-                f.needs_read = False
-                f.reused = True
-                parent_dir.children[name] = f
-                self.stats.files_unmodified += 1
-                self.stats.bytes_total += st.st_size
-                continue
-            try:
-                meta = fsmeta.capture(entry.path, st)
-            except (OSError, ValueError) as e:
-                self._error(entry.path, e)
-                continue
-            md = meta.to_dict()
-            md.pop("at", None)  # atime changes on every read: storing it would defeat tree dedup
-            if meta.type == "d":
-                d = dir_for(parts) if parts else root
-                d.meta = md
-                d.parts = parts
-                d.old = old
-                self.stats.dirs += 1
-                if parts:
-                    open_dirs.append(parts)
-                continue
-            node: Dict[str, Any] = {"name": fsmeta.encode_name(name), "meta": md}
-            if meta.type != "f":
-                parent_dir.children[name] = _Leaf(node)
-                self.stats.others += 1
-                continue
-            size = st.st_size
-            node["size"] = size
-            f = _File(node, entry.path, size)
-            parent_dir.children[name] = f
-            self.stats.bytes_total += size
-            if meta.nlink > 1:
-                key = (meta.dev, meta.ino)
-                first = links.get(key)
-                if first is not None:
-                    f.link_key = key
-                    f.needs_read = False
-                    parent_dir.hold = True  # stored at the end, once the first link's content is known
-                    continue
-                links[key] = f
-            if (old is not None and _same_content(old, st)
-                    and all(bytes.fromhex(c) in known for c in old["content"])):
-                f.content = old["content"]
-                f.needs_read = False
-                self.stats.files_unmodified += 1
-            else:
-                if old is None:
-                    self.stats.files_new += 1
-                else:
-                    self.stats.files_changed += 1
-                f.dir = parent_dir
-                parent_dir.pending += 1
-                reader.add(f)
-
-        reader.finish()
-        while open_dirs:
-            self._close_dir(dirs.get(open_dirs.pop()))
-        for path in images:
-            self._add_image(root, path)
-        if stdin_path:
-            self._add_stdin(root, stdin_path)
-        for f in self._all_files(root):
+        self._walk(src, rules, compare=mode != "full")
+        for path in src.images:
+            self._add_image(path)
+        if src.stdin_path:
+            self._add_stdin(src.stdin_path)
+        for f in tree.files():
             if f.link_key is not None:
-                first = links[f.link_key]
+                first = self._links[f.link_key]
                 f.content = first.content  # None if the first link could not be read
-        root_id = self._save_dir(root)
+        root_id = tree.save_root()
         self.vault.flush()
         self.stats.duration = round(time.monotonic() - t0, 3)
+        return self._save_point(src.paths, mode, base, last_full, root_id)
+
+    def _ancestor_meta(self, parts: Tuple[bytes, ...]) -> Dict[str, Any]:
+        """Metadata of a directory above a named path. An ancestor may be a symlink (/lib -> usr/lib on
+        merged-/usr systems): it leads to the directory holding the backed-up path, so record that
+        directory. Recorded as a symlink, a restore would make a link and nothing under it."""
+        anc = "/" + os.fsdecode(b"/".join(parts))
+        try:
+            meta = fsmeta.capture(os.path.realpath(anc)).to_dict()
+            meta.pop("at", None)
+            return meta
+        except OSError as e:
+            self._error(anc, e)
+            return dict(DEFAULT_DIR_META)
+
+    def _walk(self, src: "_Sources", rules: ExcludeRules, compare: bool) -> None:
+        """Walk the named paths: compare each entry with the base, record it in the tree, and hand changed
+        files to the pipeline while the walk goes on."""
+        self._compare = compare
+        self._links: Dict[Tuple[int, int], FileItem] = {}
+        self._reader = _BatchReader(self)
+        as_images = set(src.images)  # inside a backed-up directory but named with --image: stored as an image only
+        for entry in walk(src.tree_paths, rules, one_file_system=self.opts.one_file_system, on_error=self._error):
+            if entry.path not in as_images:
+                self._add_entry(entry)
+        self._reader.finish()
+        self._tree.leave_all()
+
+    def _add_entry(self, entry: Entry) -> None:
+        st = entry.st
+        parts = split_path(entry.path)
+        dparts, name = parts[:-1], (parts[-1] if parts else b"")
+        tree = self._tree
+        tree.leave_until(dparts)
+        parent_dir = tree.dir_for(dparts)
+        old = self._base.node(parts) if self._compare and parts else None
+        if (old is not None and st.st_nlink == 1 and st_mod.S_ISREG(st.st_mode) and _unchanged(old, st)
+                and self._all_known(old["content"])):
+            f = FileItem(old, entry.path, st.st_size)  # fast path: no capture, node reused as it is
+            f.content = old["content"]
+            f.reused = True
+            parent_dir.children[name] = f
+            self.stats.files_unmodified += 1
+            self.stats.bytes_total += st.st_size
+            return
+        try:
+            meta = fsmeta.capture(entry.path, st)
+        except (OSError, ValueError) as e:
+            self._error(entry.path, e)
+            return
+        md = meta.to_dict()
+        md.pop("at", None)  # atime changes on every read: storing it would defeat tree dedup
+        if meta.type == "d":
+            tree.enter_dir(parts, md, old)
+            self.stats.dirs += 1
+            return
+        node: Dict[str, Any] = {"name": fsmeta.encode_name(name), "meta": md}
+        if meta.type != "f":
+            parent_dir.children[name] = Leaf(node)
+            self.stats.others += 1
+            return
+        self._add_file(entry, node, meta, old, parent_dir, name)
+
+    def _add_file(self, entry: Entry, node: Dict[str, Any], meta: fsmeta.Meta, old: Optional[Dict[str, Any]],
+                  parent_dir: PendingDir, name: bytes) -> None:
+        size = entry.st.st_size
+        node["size"] = size
+        f = FileItem(node, entry.path, size)
+        parent_dir.children[name] = f
+        self.stats.bytes_total += size
+        if meta.nlink > 1:
+            key = (meta.dev, meta.ino)
+            first = self._links.get(key)
+            if first is not None:
+                f.link_key = key
+                parent_dir.hold = True  # stored at the end, once the first link's content is known
+                return
+            self._links[key] = f
+        if old is not None and _same_content(old, entry.st) and self._all_known(old["content"]):
+            f.content = old["content"]
+            self.stats.files_unmodified += 1
+            return
+        if old is None:
+            self.stats.files_new += 1
+        else:
+            self.stats.files_changed += 1
+        f.dir = parent_dir
+        parent_dir.pending += 1
+        self._reader.add(f)
+
+    def _all_known(self, chunk_ids: List[str]) -> bool:
+        known = self.vault.known
+        return all(bytes.fromhex(c) in known for c in chunk_ids)
+
+    def _save_point(self, paths: List[str], mode: str, base: Optional[Dict[str, Any]],
+                    last_full: Optional[Dict[str, Any]], root_id: bytes) -> Dict[str, Any]:
+        """Record the recovery point (written last: until then the run left only packs and indexes)."""
+        opts = self.opts
         snap = {
             "version": 1,
             "time": now_rfc3339(),
@@ -393,28 +306,17 @@ class BackupJob:
         snap["id"] = sid
         return snap
 
-    def _leaf_dir(self, root: _Dir, path: str) -> Tuple[_Dir, bytes]:
-        parts = [x for x in os.fsencode(path).split(b"/") if x]
-        d = root
-        for part in parts[:-1]:
-            nxt = d.children.get(part)
-            if not isinstance(nxt, _Dir):
-                nxt = d.children[part] = _Dir({"t": "d", "m": 0o755})
-            d = nxt
-        return d, parts[-1]
-
-    def _add_image(self, root: _Dir, path: str) -> None:
+    def _add_image(self, path: str) -> None:
         from .image import backup_image
-        d, name = self._leaf_dir(root, path)
+        parts = split_path(path)
+        d, name = self._tree.leaf_dir(parts), parts[-1]
         meta = fsmeta.capture(path).to_dict()
         meta.pop("at", None)
         self.progress("image", {"path": path})
-        parts = tuple(x for x in os.fsencode(path).split(b"/") if x)
-        pdir = self._parent.dir_nodes(parts[:-1]) if self._mode != "full" else None
-        old = pdir.get(name) if pdir else None
+        old = self._base.node(parts) if self._mode != "full" else None
         # The block size: as asked; else the one the image's previous recovery point used (blocks of another
         # size share nothing with its map); else chosen from the image's size by backup_image.
-        prev = (self._sizes_from.dir_nodes(parts[:-1]) or {}).get(name)
+        prev = self._sizes_from.node(parts)
         bs = self.opts.image_block_size or (int(prev["image"]["bs"]) if prev is not None and "image" in prev else 0)
         # An image *file* whose size, mtime, ctime and inode are unchanged keeps its block map without being
         # read (as for files; a VM that wrote to it moved its mtime). Block devices have no such metadata
@@ -432,19 +334,20 @@ class BackupJob:
             else:
                 self.stats.files_changed += 1
         node = {"name": fsmeta.encode_name(name), "meta": meta, "size": desc["size"], "image": desc}
-        d.children[name] = _Leaf(node)
+        d.children[name] = Leaf(node)
         self.stats.bytes_total += desc["size"]
         self.stats.bytes_read += st["bytes_read"]
         self.stats.chunks_new += st["chunks_new"]
         self.stats.bytes_added += st["bytes_added"]
 
-    def _add_stdin(self, root: _Dir, path: str) -> None:
-        d, name = self._leaf_dir(root, path)
+    def _add_stdin(self, path: str) -> None:
+        parts = split_path(path)
+        d, name = self._tree.leaf_dir(parts), parts[-1]
         now = time.time_ns()
         node: Dict[str, Any] = {"name": fsmeta.encode_name(name),
                                 "meta": {"t": "f", "m": 0o600, "u": os.getuid(), "g": os.getgid(), "mt": now,
                                          "at": now}}
-        f = _File(node, "<stdin>", 0)
+        f = FileItem(node, "<stdin>", 0)
         self._read_files([f], sources=[self.opts.stdin_fd])
         if f.content is not None:
             node["size"] = f.size
@@ -453,14 +356,7 @@ class BackupJob:
             self.stats.files_new += 1
             self.stats.bytes_total += f.size
 
-    def _all_files(self, d: _Dir):
-        for child in list(d.children.values()):
-            if isinstance(child, _Dir):
-                yield from self._all_files(child)
-            elif isinstance(child, _File):
-                yield child
-
-    def _read_files(self, files: List[_File], sources: Optional[List[Any]] = None) -> None:
+    def _read_files(self, files: List[FileItem], sources: Optional[List[Any]] = None) -> None:
         self._drain(self._start(files, sources))
 
     def _pipeline(self) -> "core.Pipeline":
@@ -468,7 +364,7 @@ class BackupJob:
             self._pipe = self.vault.pipeline(workers=self.opts.workers)
         return self._pipe
 
-    def _start(self, files: List[_File], sources: Optional[List[Any]] = None):
+    def _start(self, files: List[FileItem], sources: Optional[List[Any]] = None):
         """Start reading `files` in the C++ pipeline (its threads work while Python goes on)."""
         if not files:
             return None
@@ -508,69 +404,7 @@ class BackupJob:
                     d = f.dir
                     if d is not None:
                         f.dir = None
-                        d.pending -= 1
-                        if d.closed:
-                            self._try_save(d)
-
-
-    def _close_dir(self, d: Optional[_Dir]) -> None:
-        if d is not None:
-            d.closed = True
-            self._try_save(d)
-
-    def _try_save(self, d: _Dir) -> None:
-        """Store a closed directory whose files are all read and whose subdirectories are stored; then
-        replace it in its parent by its node, freeing its children, and try the parent in turn."""
-        while (d.closed and d.pending == 0 and d.open_children == 0 and not d.hold and d.up is not None
-               and d.parts is not None and d.parts not in self._pinned):
-            node = {"name": fsmeta.encode_name(d.name), "meta": d.meta or {"t": "d", "m": 0o755},
-                    "subtree": self._save_dir(d).hex()}
-            up = d.up
-            up.children[d.name] = _SavedDir(node, d.old)
-            up.open_children -= 1
-            self._dirs.pop(d.parts, None)
-            self._parent.forget(d.parts)
-            d.children = {}
-            d = up
-
-    def _save_dir(self, d: _Dir) -> bytes:
-        """Store the directory's tree (children first). A directory whose every entry is exactly as in the
-        base recovery point reuses the base's tree id without encoding anything."""
-        nodes = []
-        old = d.old
-        same = old is not None and d.parts is not None and "subtree" in old and d.meta == old.get("meta")
-        old_map = None
-        for name, child in d.children.items():
-            if isinstance(child, (_Dir, _SavedDir)):
-                if isinstance(child, _Dir):
-                    meta = child.meta or {"t": "d", "m": 0o755}
-                    node = {"name": fsmeta.encode_name(name), "meta": meta, "subtree": self._save_dir(child).hex()}
-                else:
-                    node = child.node
-                sub, meta = node["subtree"], node["meta"]
-                same = same and child.old is not None and child.old.get("subtree") == sub and \
-                    child.old.get("meta") == meta
-            elif isinstance(child, _File):
-                if child.content is None:
-                    same = False
-                    continue  # unreadable: reported in the recovery point's errors
-                child.node["content"] = child.content
-                node = child.node
-                same = same and child.reused
-            else:
-                node = child.node
-                if same:
-                    if old_map is None:
-                        old_map = self._parent.dir_nodes(d.parts) or {}
-                    same = old_map.get(name) == node
-            nodes.append(node)
-        if same:
-            if old_map is None:
-                old_map = self._parent.dir_nodes(d.parts) or {}
-            tree_id = bytes.fromhex(old["subtree"])
-            if len(old_map) == len(nodes) and tree_id in self.vault.known:
-                return tree_id
-        return self.vault.save_tree(make_tree(nodes))
+                        self._tree.file_done(d)
 
 
 class _BatchReader:
@@ -582,11 +416,11 @@ class _BatchReader:
 
     def __init__(self, job: "BackupJob") -> None:
         self.job = job
-        self.batch: List[_File] = []
+        self.batch: List[FileItem] = []
         self.bytes = 0
         self.running = None
 
-    def add(self, f: _File) -> None:
+    def add(self, f: FileItem) -> None:
         self.batch.append(f)
         self.bytes += f.size
         self.job.progress("more", {"files": 1, "bytes": f.size})

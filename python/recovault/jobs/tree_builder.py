@@ -1,0 +1,254 @@
+"""Building a recovery point's trees while the backup walk goes on (the backup job decides what each entry
+is and feeds files to the pipeline; this module assembles and stores directories), as restic's archiver
+hands its trees to a tree saver.
+
+Each directory is stored, and its children freed, as soon as the walk has left it, none of its files is
+still being read, and all its subdirectories are stored: memory follows the depth of the tree, not the
+number of files. Directories on the way to a named path, an image or the stream are stored only at the
+end (something is still to be added below them after the walk has left them). A directory whose every
+entry is exactly as in the base recovery point reuses the base's tree id without encoding anything.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+
+from .. import fsmeta
+from ..vault.repo import Vault
+from ..vault.tree import make_tree, node_map
+
+Parts = Tuple[bytes, ...]
+Node = Dict[str, Any]
+
+#: Metadata of a directory nothing is known about (one made up on the way to a stored path).
+DEFAULT_DIR_META: Dict[str, Any] = {"t": "d", "m": 0o755}
+
+
+class PendingDir:
+    """A directory being assembled (see the module docstring for when it is stored)."""
+
+    __slots__ = ("meta", "children", "old", "parts", "up", "name", "pending", "open_children", "closed",
+                 "hold")
+
+    def __init__(self, meta: Optional[Dict[str, Any]], up: "Optional[PendingDir]" = None,
+                 name: bytes = b"") -> None:
+        self.meta = meta
+        self.children: Dict[bytes, Any] = {}
+        self.old: Optional[Node] = None  # this directory's node in the base recovery point
+        self.parts: Optional[Parts] = None
+        self.up = up
+        self.name = name
+        self.pending = 0  # files handed to the pipeline, not yet drained
+        self.open_children = 0  # subdirectories not stored yet
+        self.closed = False  # the walk has left it
+        self.hold = False  # holds a hard link whose content is only known at the end of the walk
+        if up is not None:
+            up.open_children += 1
+
+
+class SavedDir:
+    """A stored subdirectory: its tree node, and its node in the base (for tree-id reuse upstream)."""
+
+    __slots__ = ("node", "old")
+
+    def __init__(self, node: Node, old: Optional[Node]) -> None:
+        self.node = node
+        self.old = old
+
+
+class FileItem:
+    """A regular file (or the stream) in a pending directory; its content is known once it is read."""
+
+    __slots__ = ("node", "content", "path", "size", "link_key", "reused", "dir")
+
+    def __init__(self, node: Node, path: str, size: int) -> None:
+        self.node = node
+        self.path = path
+        self.size = size
+        self.content: Optional[List[str]] = None
+        self.link_key: Optional[Tuple[int, int]] = None
+        self.reused = False  # node taken unchanged from the base recovery point
+        self.dir: Optional[PendingDir] = None  # set while the file is being read
+
+
+class Leaf:
+    """Anything else with a finished node: symlinks, devices, fifos, sockets, images."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+
+class BaseTrees:
+    """Looks up nodes of the base recovery point by path, loading its trees lazily."""
+
+    def __init__(self, vault: Vault, root_tree: Optional[str]) -> None:
+        self.vault = vault
+        self.cache: Dict[Parts, Optional[Dict[bytes, Node]]] = {}
+        self.root = root_tree
+
+    def dir_nodes(self, parts: Parts) -> Optional[Dict[bytes, Node]]:
+        if parts in self.cache:
+            return self.cache[parts]
+        if not parts:
+            result = node_map(self.vault.load_tree(bytes.fromhex(self.root))) if self.root else None
+        else:
+            up = self.dir_nodes(parts[:-1])
+            node = up.get(parts[-1]) if up else None
+            sub = node.get("subtree") if node else None
+            result = node_map(self.vault.load_tree(bytes.fromhex(sub))) if sub else None
+        self.cache[parts] = result
+        return result
+
+    def node(self, parts: Parts) -> Optional[Node]:
+        """The base's node at ``parts`` (not the root), or None."""
+        up = self.dir_nodes(parts[:-1])
+        return up.get(parts[-1]) if up else None
+
+    def forget(self, parts: Parts) -> None:
+        """The walk is done with this directory: drop its loaded tree."""
+        self.cache.pop(parts, None)
+
+
+def pinned_dirs(paths: Iterable[Parts]) -> Set[Parts]:
+    """The directories strictly above each of ``paths`` (the root excluded): stored only at the end."""
+    return {parts[:i] for parts in paths for i in range(1, len(parts))}
+
+
+class TreeBuilder:
+    """Assembles the recovery point's directories as the walk visits them, depth-first, and stores each
+    one as early as it can. ``base`` is the base recovery point's trees (tree-id reuse)."""
+
+    def __init__(self, vault: Vault, base: BaseTrees, pinned: Set[Parts]) -> None:
+        self.vault = vault
+        self.base = base
+        self.pinned = pinned
+        self.root = PendingDir(None)
+        self.dirs: Dict[Parts, PendingDir] = {(): self.root}
+        self.open_dirs: List[Parts] = []  # directories the walk is inside, outermost first
+
+    def add_ancestors(self, paths: Iterable[Parts], meta_of: Callable[[Parts], Dict[str, Any]]) -> None:
+        """Record the directories above each path with their metadata (``meta_of``), without contents."""
+        for parts in paths:
+            cur = self.root
+            for i, part in enumerate(parts[:-1]):
+                d = cur.children.get(part)
+                if not isinstance(d, PendingDir):
+                    d = cur.children[part] = PendingDir(meta_of(parts[: i + 1]), cur, part)
+                cur = d
+
+    def dir_for(self, parts: Parts) -> PendingDir:
+        """The pending directory at ``parts``, made (with default metadata) if the walk has not seen it."""
+        d = self.dirs.get(parts)
+        if d is None:
+            up = self.dir_for(parts[:-1])
+            d = up.children.get(parts[-1])
+            if not isinstance(d, PendingDir):
+                d = up.children[parts[-1]] = PendingDir(dict(DEFAULT_DIR_META), up, parts[-1])
+            d.parts = parts
+            self.dirs[parts] = d
+        return d
+
+    def enter_dir(self, parts: Parts, meta: Dict[str, Any], old: Optional[Node]) -> None:
+        """The walk found the directory at ``parts`` and is about to list it."""
+        d = self.dir_for(parts) if parts else self.root
+        d.meta = meta
+        d.parts = parts
+        d.old = old
+        if parts:
+            self.open_dirs.append(parts)
+
+    def leave_until(self, dparts: Parts) -> None:
+        """The walk is now in ``dparts``: close the directories it has left (depth-first order)."""
+        open_dirs = self.open_dirs
+        while open_dirs and dparts[:len(open_dirs[-1])] != open_dirs[-1]:
+            self._close(self.dirs.get(open_dirs.pop()))
+
+    def leave_all(self) -> None:
+        while self.open_dirs:
+            self._close(self.dirs.get(self.open_dirs.pop()))
+
+    def file_done(self, d: PendingDir) -> None:
+        """One of ``d``'s files has been read."""
+        d.pending -= 1
+        if d.closed:
+            self._try_save(d)
+
+    def leaf_dir(self, parts: Parts) -> PendingDir:
+        """After the walk: the directory that will hold ``parts`` (an image or the stream)."""
+        d = self.root
+        for part in parts[:-1]:
+            nxt = d.children.get(part)
+            if not isinstance(nxt, PendingDir):
+                nxt = d.children[part] = PendingDir(dict(DEFAULT_DIR_META))
+            d = nxt
+        return d
+
+    def files(self, d: Optional[PendingDir] = None) -> Iterator[FileItem]:
+        """Files still held in pending directories (after the walk: those beside a held hard link)."""
+        for child in list((d or self.root).children.values()):
+            if isinstance(child, PendingDir):
+                yield from self.files(child)
+            elif isinstance(child, FileItem):
+                yield child
+
+    def save_root(self) -> bytes:
+        return self._save_dir(self.root)
+
+    def _close(self, d: Optional[PendingDir]) -> None:
+        if d is not None:
+            d.closed = True
+            self._try_save(d)
+
+    def _try_save(self, d: PendingDir) -> None:
+        """Store a closed directory whose files are all read and whose subdirectories are stored; then
+        replace it in its parent by its node, freeing its children, and try the parent in turn."""
+        while (d.closed and d.pending == 0 and d.open_children == 0 and not d.hold and d.up is not None
+               and d.parts is not None and d.parts not in self.pinned):
+            node = {"name": fsmeta.encode_name(d.name), "meta": d.meta or dict(DEFAULT_DIR_META),
+                    "subtree": self._save_dir(d).hex()}
+            up = d.up
+            up.children[d.name] = SavedDir(node, d.old)
+            up.open_children -= 1
+            self.dirs.pop(d.parts, None)
+            self.base.forget(d.parts)
+            d.children = {}
+            d = up
+
+    def _save_dir(self, d: PendingDir) -> bytes:
+        """Store the directory's tree (children first), or reuse the base's tree id if nothing changed."""
+        nodes: List[Node] = []
+        same = d.old is not None and d.parts is not None and "subtree" in d.old and d.meta == d.old.get("meta")
+        old_map: Optional[Dict[bytes, Node]] = None
+        for name, child in d.children.items():
+            if isinstance(child, (PendingDir, SavedDir)):
+                node = self._subdir_node(name, child)
+                same = same and child.old is not None and child.old.get("subtree") == node["subtree"] and \
+                    child.old.get("meta") == node["meta"]
+            elif isinstance(child, FileItem):
+                if child.content is None:
+                    same = False
+                    continue  # unreadable: reported in the recovery point's errors
+                child.node["content"] = child.content
+                node = child.node
+                same = same and child.reused
+            else:
+                node = child.node
+                if same:
+                    if old_map is None:
+                        old_map = self.base.dir_nodes(d.parts) or {}
+                    same = old_map.get(name) == node
+            nodes.append(node)
+        if same and d.old is not None:
+            if old_map is None:
+                old_map = self.base.dir_nodes(d.parts) or {}
+            tree_id = bytes.fromhex(d.old["subtree"])
+            if len(old_map) == len(nodes) and tree_id in self.vault.known:
+                return tree_id
+        return self.vault.save_tree(make_tree(nodes))
+
+    def _subdir_node(self, name: bytes, child: Any) -> Node:
+        if isinstance(child, SavedDir):
+            return child.node
+        return {"name": fsmeta.encode_name(name), "meta": child.meta or dict(DEFAULT_DIR_META),
+                "subtree": self._save_dir(child).hex()}
