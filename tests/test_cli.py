@@ -281,6 +281,19 @@ def test_excludes(tmp_path):
     assert got == ["cache", "cache/CACHEDIR.TAG", "keep.txt", "sub", "sub/keep.log"]
 
 
+@pytest.mark.parametrize("pattern", ["[z-a]", "a[z-a]b/"])
+def test_bad_exclude_pattern_is_a_usage_error(tmp_path, pattern):
+    """A pattern that cannot be compiled is refused before anything is written, naming the pattern."""
+    cli = Cli(tmp_path / "home")
+    vault = api_vault(tmp_path / "vault")
+    src = tmp_path / "src"
+    write(src / "f", b"x")
+    msg = fails(cli("backup", "--vault", vault, src, "-e", "*.tmp", "-e", pattern), 2, repr(pattern),
+                "bad character range")
+    assert "internal error" not in msg and "*.tmp" not in msg
+    assert object_files(vault, "snapshots") == []
+
+
 # ---------------------------------------------------------------- a file that cannot be read
 
 

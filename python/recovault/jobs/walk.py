@@ -82,8 +82,8 @@ class ExcludeRules:
         import pathspec
         try:
             spec = pathspec.GitIgnoreSpec.from_lines(self.patterns)
-        except ValueError as e:  # pathspec's GitWildMatchPatternError is a ValueError
-            raise UsageError(f"invalid exclude pattern: {e}") from None
+        except (ValueError, re.error):  # pathspec's own errors are ValueErrors; a bad [range] is a re.error
+            raise UsageError(_bad_pattern(self.patterns)) from None
         effective = [p for p in spec.patterns if p.include is not None]
         self._spec = spec if effective else None
         self._prefilter = _Prefilter.build(effective)
@@ -132,6 +132,19 @@ class ExcludeRules:
         if pre is not None and not pre.may_match(p, name if name is not None else relpath.rpartition("/")[2], is_dir):
             return False
         return bool(spec.match_file(p))
+
+
+def _bad_pattern(patterns: Sequence[str]) -> str:
+    """The message for the first pattern of ``patterns`` that pathspec cannot compile."""
+    import pathspec
+    for p in patterns:
+        try:
+            pathspec.GitIgnoreSpec.from_lines([p])
+        except re.error as e:
+            return f"invalid exclude pattern {p!r}: {e.msg}"
+        except ValueError as e:
+            return f"invalid exclude pattern {p!r}: {e}"
+    return "invalid exclude patterns: " + ", ".join(map(repr, patterns))  # pragma: no cover - only together
 
 
 _UNANCHORED = "^(?:.+/)?"
