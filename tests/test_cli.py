@@ -294,6 +294,23 @@ def test_bad_exclude_pattern_is_a_usage_error(tmp_path, pattern):
     assert object_files(vault, "snapshots") == []
 
 
+def test_excludes_that_remove_everything_warn(tmp_path):
+    """`--exclude '***'` still saves (the named directories, empty), but says so for each one emptied."""
+    cli = Cli(tmp_path / "home")
+    vault = api_vault(tmp_path / "vault")
+    src, other = tmp_path / "src", tmp_path / "other"
+    write(src / "sub/f", b"x")
+    write(other / "f.txt", b"y")
+    res = ok(cli("backup", "--vault", vault, src, "-e", "***"))
+    assert f"recovault: warning: {src}: the exclude patterns removed everything" in res.stderr
+    assert json_out(cli("ls", "--vault", vault, "--json", "-R", "latest", src)) == []
+    res = ok(cli("backup", "--vault", vault, src, other, "-e", "*.txt"))  # only `other` is emptied
+    assert f"warning: {other}: the exclude patterns removed everything" in res.stderr
+    assert "warning" not in res.stderr.replace(f"warning: {other}:", "")
+    res = ok(cli("backup", "--vault", vault, src, "-e", "*.txt"))  # nothing removed: no word
+    assert "warning" not in res.stderr
+
+
 # ---------------------------------------------------------------- a file that cannot be read
 
 

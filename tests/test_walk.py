@@ -165,6 +165,17 @@ def test_double_star_and_root_never_excluded(tmp_path):
     assert rels(tmp_path / "q" / "z", ExcludeRules(["z"])) == [""]
 
 
+def test_roots_emptied_by_patterns(tmp_path):
+    mk(tmp_path, "a/x.tmp", "a/sub/y.tmp", "b/keep", "b/z.tmp", "empty/")
+    roots = [str(tmp_path / d) for d in ("a", "b", "empty")]
+    w = walk(roots, ExcludeRules(["*.tmp", "sub/"]))
+    assert [e.path for e in w] == roots[:2] + [roots[1] + "/keep", roots[2]]
+    assert w.roots_emptied == [roots[0]]  # b kept a file; empty had nothing to exclude
+    w = walk(roots, ExcludeRules(["***"]))
+    list(w)
+    assert w.roots_emptied == roots[:2]
+
+
 def test_exclude_non_utf8_pattern(tmp_path):
     mk(tmp_path, b"caf\xe9", "cafe")
     assert rels(tmp_path, ExcludeRules([os.fsdecode(b"caf\xe9")])) == ["", "cafe"]

@@ -206,11 +206,16 @@ class BackupJob:
         self._links: Dict[Tuple[int, int], FileItem] = {}
         self._reader = _BatchReader(self)
         as_images = set(src.images)  # inside a backed-up directory but named with --image: stored as an image only
-        for entry in walk(src.tree_paths, rules, one_file_system=self.opts.one_file_system, on_error=self._error):
+        walker = walk(src.tree_paths, rules, one_file_system=self.opts.one_file_system, on_error=self._error)
+        for entry in walker:
             if entry.path not in as_images:
                 self._add_entry(entry)
         self._reader.finish()
         self._tree.leave_all()
+        # Saved all the same (a directory may hold only what is excluded tonight), but never silently.
+        for root in walker.roots_emptied:
+            self.progress("problem", {"path": root, "message": "the exclude patterns removed everything in "
+                                      "it: the recovery point holds it as an empty directory"})
 
     def _add_entry(self, entry: Entry) -> None:
         st = entry.st

@@ -291,6 +291,7 @@ class Walker:
         self.one_file_system = one_file_system
         self.on_error = on_error
         self.roots_missing: List[str] = []
+        self.roots_emptied: List[str] = []  # directories whose every entry the patterns excluded
         self.error_count = 0
         # A root inside another root is walked on its own (once), not as part of the outer one.
         self._nested = {
@@ -350,6 +351,7 @@ class Walker:
         error = self._error
         listdir = self._list
         stack: List[Tuple[Iterator["os.DirEntry[str]"], str]] = [(listdir(root), "")]
+        dropped = kept = False
         while stack:
             it, relprefix = stack[-1]
             for de in it:
@@ -363,18 +365,22 @@ class Walker:
                     except OSError:
                         isdir = False
                     if excluded(rel, isdir, de.name):
+                        dropped = True
                         continue
                 try:
                     st = de.stat(follow_symlinks=False)
                 except OSError as e:
                     error(path, e)
                     continue
+                kept = True
                 yield Entry(path, rel, root, st)
                 if _S_IFMT(st.st_mode) == _S_IFDIR and (not one_fs or st.st_dev == root_dev):
                     stack.append((listdir(path), rel + "/"))
                     break
             else:
                 stack.pop()
+        if dropped and not kept:
+            self.roots_emptied.append(root)
 
 
 def walk(
@@ -387,7 +393,8 @@ def walk(
 
     Roots are made absolute (``os.path.abspath``, lexically), de-duplicated and walked in
     name-bytes order; a root nested in another is walked once, as its own root. A missing
-    root is reported to ``on_error`` and recorded in ``Walker.roots_missing``. With
+    root is reported to ``on_error`` and recorded in ``Walker.roots_missing``; a directory root
+    whose every entry the patterns excluded is recorded in ``Walker.roots_emptied``. With
     ``one_file_system`` a directory on another device than its root is yielded but not
     descended into (bind mounts and btrfs subvolumes count as other devices). An exception
     raised by ``on_error`` propagates and ends the walk.
