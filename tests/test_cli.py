@@ -311,6 +311,30 @@ def test_excludes_that_remove_everything_warn(tmp_path):
     assert "warning" not in res.stderr
 
 
+def test_path_beneath_a_named_symlink_is_refused(tmp_path):
+    """`backup s/link s/link/file`: the link is backed up as a link, so nothing can be stored beneath it;
+    the command is refused naming both, instead of saving the link as a made-up directory (mtime 1970)."""
+    cli = Cli(tmp_path / "home")
+    vault = api_vault(tmp_path / "vault")
+    s = tmp_path / "s"
+    write(s / "real/file", b"data")
+    os.symlink("real", s / "link")
+    msg = fails(cli("backup", "--vault", vault, s / "link", s / "link" / "file"), 2, f"{s}/link/file",
+                f"beneath {s}/link, a symlink", f"({s}/real)")
+    assert object_files(vault, "snapshots") == []
+    fails(cli("backup", "--vault", vault, s / "link", "--image", s / "link" / "file"), 2, "a symlink")
+    # Each alone is fine: the link as a link; a path beneath it with the link as the directory it leads to.
+    ok(cli("backup", "--vault", vault, s / "link"))
+    ok(cli("restore", "--vault", vault, "latest", "--target", tmp_path / "r1"))
+    assert os.readlink(restored_root(tmp_path / "r1", s / "link")) == b"real"
+    ok(cli("backup", "--vault", vault, s / "link" / "file", s / "real"))
+    ok(cli("restore", "--vault", vault, "latest", "--target", tmp_path / "r2"))
+    link_dir = restored_root(tmp_path / "r2", s / "link")
+    assert os.path.isdir(link_dir) and not os.path.islink(link_dir)
+    assert os.stat(link_dir).st_mtime_ns == os.stat(s / "real").st_mtime_ns
+    assert open(os.path.join(link_dir, b"file"), "rb").read() == b"data"
+
+
 # ---------------------------------------------------------------- a file that cannot be read
 
 

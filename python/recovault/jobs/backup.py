@@ -113,8 +113,22 @@ def _sources(opts: BackupOptions) -> _Sources:
         if not name or any(part in ("", ".", "..") for part in name.split("/")):
             raise UsageError(f"--stdin-name {opts.stdin_name!r} is not a valid file name")
         stdin_path = "/" + name
+    _refuse_beneath_links(paths, paths + images)
     every = sorted(set(paths + images + ([stdin_path] if stdin_path else [])))
     return _Sources(every, [p for p in every if p not in images and p != stdin_path], images, stdin_path)
+
+
+def _refuse_beneath_links(named: List[str], others: List[str]) -> None:
+    """A named symlink is backed up as a link (never followed), and a tree cannot hold a link and a
+    directory at one name: a path named beneath it is refused (UsageError), rather than turning the link
+    into a made-up directory. (restic turns the link into a copy of its target directory instead, which
+    on a restore onto / would replace /bin -> usr/bin by a directory.)"""
+    links = {p for p in named if os.path.islink(p)}
+    for q in others:
+        for a in links:
+            if q.startswith(a.rstrip("/") + "/"):
+                raise UsageError(f"cannot back up {q}: it is beneath {a}, a symlink that is backed up as a link; "
+                                 f"name the link's target instead ({os.path.realpath(a)}), or leave one out")
 
 
 def find_base(vault: Vault, snaps: List[Dict[str, Any]], host: str, paths: List[str], mode: str):
