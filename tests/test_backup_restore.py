@@ -6,11 +6,12 @@ packs happen with a few MiB of data.
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 import stat
 from types import SimpleNamespace
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import pytest
 
@@ -467,6 +468,60 @@ def test_path_under_a_symlinked_directory(tmp_path):
         assert open(restored, "rb").read() == b"under a symlinked ancestor\n"
 
 
+def make_deep(base, levels: int, name_len: int = 200) -> Tuple[bytes, bool]:
+    """Directories `levels` deep under `base` (names of `name_len` bytes), made through directory
+    descriptors since their paths pass PATH_MAX; in the deepest: a multi-chunk file, a small file with a
+    user xattr (where the file system has them), a symlink and an empty directory. Returns the deepest
+    directory's path and whether the xattr was set."""
+    names = [b"%03d" % i + b"d" * (name_len - 3) for i in range(levels)]
+    fd = os.open(b(base), os.O_RDONLY | os.O_DIRECTORY)
+    has_xattr = True
+    try:
+        for name in names:
+            os.mkdir(name, dir_fd=fd)
+            nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        for name, data in ((b"big.bin", rand_bytes(random.Random(8), 300_000)), (b"small.txt", b"deep, small\n")):
+            f = os.open(name, os.O_WRONLY | os.O_CREAT, 0o640, dir_fd=fd)
+            os.write(f, data)
+            if name == b"small.txt":
+                try:
+                    os.setxattr(f, "user.deep", b"far down")
+                except OSError as e:  # pragma: no cover - file systems without user xattrs
+                    if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                        raise
+                    has_xattr = False
+            os.close(f)
+        os.symlink(b"big.bin", b"link", dir_fd=fd)
+        os.mkdir(b"empty", dir_fd=fd)
+    finally:
+        os.close(fd)
+    return os.path.join(b(base), *names), has_xattr
+
+
+def test_tree_deeper_than_path_max(tmp_path):
+    """A tree whose paths pass PATH_MAX (4096 bytes) is backed up whole: contents, xattrs, links."""
+    src = tmp_path / "src"
+    src.mkdir()
+    deepest, has_xattr = make_deep(src, levels=25)
+    assert len(deepest) > 5000
+    with new_vault(tmp_path) as v:
+        snap = api.backup(v, [str(src)])
+        assert snap["errors"] == []
+        assert snap["stats"]["files_new"] == 2 and snap["stats"]["dirs"] == 27
+
+        def content(name: bytes) -> bytes:
+            return b"".join(v.read_blob(bytes.fromhex(c)) for c in node_at(v, snap, os.path.join(deepest, name))["content"])
+
+        assert content(b"big.bin") == rand_bytes(random.Random(8), 300_000)
+        assert content(b"small.txt") == b"deep, small\n"
+        small = node_at(v, snap, os.path.join(deepest, b"small.txt"))["meta"]
+        assert small["m"] == 0o640 and (not has_xattr or small["x"] == {"user.deep": "ZmFyIGRvd24="})
+        assert node_at(v, snap, os.path.join(deepest, b"link"))["meta"]["lt"] == "big.bin"
+        assert node_at(v, snap, os.path.join(deepest, b"empty"))["meta"]["t"] == "d"
+
+
 def test_restore_never_writes_through_what_is_in_the_target(tmp_path):
     """Restoring over an earlier restore (or in place) replaces a symlink or a hard link found where a file
     goes: the file it leads to, outside the target, stays as it was."""
@@ -678,3 +733,4 @@ def test_a_full_target_stops_a_big_file_restore_with_one_clear_error(tmp_path, s
         with pytest.raises(StorageError, match="no space left on the restore target") as ei:
             api.restore(v, "latest", str(small_tmpfs))
         assert isinstance(ei.value, TargetFull)
+

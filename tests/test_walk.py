@@ -107,6 +107,51 @@ def test_deep_tree_no_recursion_limit(tmp_path):
     assert n == 301
 
 
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_paths_beyond_path_max(tmp_path):
+    """Depth is not limited by PATH_MAX: the walk lists through directory descriptors, and each entry can
+    be reached through ``Entry.at``; no descriptor is left open, even when the walk is abandoned."""
+    name = "d" * 250
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(20):  # 20 * 251 bytes
+        os.mkdir(name, dir_fd=fd)
+        nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    os.close(os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+    os.close(fd)
+    before = open_fds()
+    errors = []
+    got = list(walk([str(tmp_path)], on_error=lambda p, e: errors.append((p, e))))
+    assert errors == [] and len(got) == 22 and len(got[-1].path) > 5000
+    assert got[-1].relpath == "/".join([name] * 20 + ["f"]) and got[-1].is_file
+    assert open_fds() == before
+    w = iter(walk([str(tmp_path)]))
+    for e in w:
+        if len(e.path) > 4096:
+            name_, dir_fd = e.at
+            assert name_ == name and os.stat(name_, dir_fd=dir_fd, follow_symlinks=False).st_ino == e.st.st_ino
+            break
+    w.close()
+    assert open_fds() == before
+
+
+def test_directory_swapped_for_a_symlink_is_not_followed(tmp_path):
+    mk(tmp_path, "a/inside", "elsewhere/secret")
+    errors = []
+    got = []
+    for e in walk([str(tmp_path)], on_error=lambda p, e: errors.append((p, e))):
+        got.append(e.relpath)
+        if e.relpath == "a":  # yielded, not yet opened: make it a link to elsewhere
+            os.rename(tmp_path / "a", tmp_path / "a-old")
+            os.symlink("elsewhere", tmp_path / "a")
+    assert got == ["", "a", "elsewhere", "elsewhere/secret"]
+    assert [p for p, _ in errors] == [str(tmp_path / "a")] and errors[0][1].errno in (errno.ENOTDIR, errno.ELOOP)
+
+
 def test_roots_file_symlink_missing_nested_duplicate(tmp_path):
     mk(tmp_path, "top/f", "top/sub/g", "other/h")
     os.symlink("top", tmp_path / "rootlink")
@@ -284,12 +329,17 @@ def test_one_file_system(mounted_tree):
 # ---------------------------------------------------------------- errors
 
 
+def listed_path(p) -> str:
+    """The directory os.scandir is asked to list (the walk passes a directory descriptor)."""
+    return os.readlink(f"/proc/self/fd/{p}") if isinstance(p, int) else os.path.abspath(os.fspath(p))
+
+
 def test_unreadable_directory(tree, monkeypatch):
     real = os.scandir
     bad = os.path.abspath(str(tree / "a"))
 
     def scandir(path="."):
-        if os.fspath(path) == bad:
+        if listed_path(path) == bad:
             raise PermissionError(errno.EACCES, "Permission denied", path)
         return real(path)
 
@@ -326,7 +376,7 @@ def test_error_while_listing_keeps_partial(tree, monkeypatch):
             self.n += 1
             return next(self.it)
 
-    monkeypatch.setattr(os, "scandir", lambda p=".": Failing(real(p)) if os.fspath(p) == bad else real(p))
+    monkeypatch.setattr(os, "scandir", lambda p=".": Failing(real(p)) if listed_path(p) == bad else real(p))
     errors = []
     got = [e.relpath for e in walk([str(tree)], on_error=lambda p, e: errors.append(p))]
     assert "a/y/z.txt" in got and errors == [bad]

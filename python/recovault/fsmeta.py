@@ -272,11 +272,15 @@ class Meta:
 # ---------------------------------------------------------------- capture
 
 
-def read_xattrs(path: PathT) -> Dict[str, bytes]:
+def read_xattrs(path: PathT, dir_fd: Optional[int] = None) -> Dict[str, bytes]:
     """All extended attributes of ``path`` (not following symlinks); ``{}`` where unsupported.
+    With ``dir_fd``, ``path`` is a name in that directory (the xattr calls have no ``dir_fd`` form: the
+    name is reached through ``/proc/self/fd``, so the length of the full path does not matter).
 
     Raises ``OSError`` for other failures (e.g. the file vanished, EACCES).
     """
+    if dir_fd is not None:
+        path = b"/proc/self/fd/%d/" % dir_fd + os.fsencode(path)
     try:
         names = os.listxattr(path, follow_symlinks=False)
     except OSError as e:
@@ -294,14 +298,16 @@ def read_xattrs(path: PathT) -> Dict[str, bytes]:
     return out
 
 
-def capture(path: PathT, st: Optional[os.stat_result] = None, *, xattrs: bool = True) -> Meta:
-    """Metadata of ``path`` (never following symlinks). ``st`` is its ``lstat`` if already known.
+def capture(path: PathT, st: Optional[os.stat_result] = None, *, xattrs: bool = True,
+            dir_fd: Optional[int] = None) -> Meta:
+    """Metadata of ``path`` (never following symlinks). ``st`` is its ``lstat`` if already known. With
+    ``dir_fd``, ``path`` is relative to that directory (as in ``os``), which works at any depth.
 
     Raises ``OSError`` if the object cannot be stat'ed, its link read or its xattrs read,
     and ``ValueError`` for an unknown file type.
     """
     if st is None:
-        st = os.lstat(path)
+        st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
     fmt = stat.S_IFMT(st.st_mode)
     try:
         t = _TYPES[fmt]
@@ -325,11 +331,11 @@ def capture(path: PathT, st: Optional[os.stat_result] = None, *, xattrs: bool = 
         m.size = st.st_size
         m.sparse = st.st_blocks * 512 < st.st_size
     elif t == "l":
-        m.target = os.readlink(os.fsencode(path))
+        m.target = os.readlink(os.fsencode(path), dir_fd=dir_fd)
     elif t in ("c", "b"):
         m.rdev = (os.major(st.st_rdev), os.minor(st.st_rdev))
     if xattrs:
-        m.xattrs = read_xattrs(path)
+        m.xattrs = read_xattrs(path, dir_fd)
     return m
 
 

@@ -78,6 +78,20 @@ def _unchanged(old: Dict[str, Any], st: os.stat_result) -> bool:
     return _same_content(old, st) and "at" not in old["meta"]
 
 
+#: Linux's PATH_MAX: longer paths (with their NUL) cannot be passed to the kernel.
+_PATH_MAX = 4096
+
+
+def _open_to_read(name: str, dir_fd: Optional[int]) -> int:
+    """Open a file to read, relative to its directory's descriptor, never through a symlink, without
+    touching its atime where allowed (as the pipeline does)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(name, flags | os.O_NOATIME, dir_fd=dir_fd)
+    except PermissionError:  # O_NOATIME needs ownership or CAP_FOWNER
+        return os.open(name, flags, dir_fd=dir_fd)
+
+
 class _Sources(NamedTuple):
     """What a run backs up, made absolute and checked."""
     paths: List[str]  # the recovery point's identity for choosing a base: files, images and the stream name
@@ -249,7 +263,8 @@ class BackupJob:
             self.stats.bytes_total += st.st_size
             return
         try:
-            meta = fsmeta.capture(entry.path, st)
+            name_or_path, dir_fd = entry.at
+            meta = fsmeta.capture(name_or_path, st, dir_fd=dir_fd)
         except (OSError, ValueError) as e:
             self._error(entry.path, e)
             return
@@ -285,6 +300,12 @@ class BackupJob:
             f.content = old["content"]
             self.stats.files_unmodified += 1
             return
+        if len(os.fsencode(entry.path)) >= _PATH_MAX:
+            try:  # the pipeline opens files by path: beyond PATH_MAX, hand it a descriptor instead
+                f.fd = _open_to_read(*entry.at)
+            except OSError as e:
+                self._error(entry.path, e)
+                return
         if old is None:
             self.stats.files_new += 1
         else:
@@ -390,7 +411,7 @@ class BackupJob:
         pipe = self._pipeline()
         if sources is not None:
             return pipe.run(sources, None), files
-        return pipe.run([f.path for f in files], [f.size for f in files]), files
+        return pipe.run([f.path if f.fd is None else f.fd for f in files], [f.size for f in files]), files
 
     def _drain(self, started) -> None:
         """Take a started run's events: record chunk lists, queue new blobs into packs."""
@@ -410,6 +431,9 @@ class BackupJob:
                         stats.bytes_added += len(payload)
                 elif kind == core.END:
                     f = files[src]
+                    if f.fd is not None:
+                        os.close(f.fd)
+                        f.fd = None
                     if payload is not None:
                         self._error(f.path, payload)
                         f.content = None
@@ -432,24 +456,27 @@ class _BatchReader:
 
     MAX_FILES = 2000
     MAX_BYTES = 64 << 20
+    MAX_FDS = 64  # files handed over as open descriptors (paths beyond PATH_MAX)
 
     def __init__(self, job: "BackupJob") -> None:
         self.job = job
         self.batch: List[FileItem] = []
         self.bytes = 0
+        self.fds = 0
         self.running = None
 
     def add(self, f: FileItem) -> None:
         self.batch.append(f)
         self.bytes += f.size
+        self.fds += f.fd is not None
         self.job.progress("more", {"files": 1, "bytes": f.size})
-        if len(self.batch) >= self.MAX_FILES or self.bytes >= self.MAX_BYTES:
+        if len(self.batch) >= self.MAX_FILES or self.bytes >= self.MAX_BYTES or self.fds >= self.MAX_FDS:
             self.flush()
 
     def flush(self) -> None:
         self.job._drain(self.running)
         self.running = self.job._start(self.batch)
-        self.batch, self.bytes = [], 0
+        self.batch, self.bytes, self.fds = [], 0, 0
 
     def finish(self) -> None:
         self.flush()

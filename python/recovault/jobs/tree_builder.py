@@ -58,7 +58,7 @@ class SavedDir:
 class FileItem:
     """A regular file (or the stream) in a pending directory; its content is known once it is read."""
 
-    __slots__ = ("node", "content", "path", "size", "link_key", "reused", "dir")
+    __slots__ = ("node", "content", "path", "size", "link_key", "reused", "dir", "fd")
 
     def __init__(self, node: Node, path: str, size: int) -> None:
         self.node = node
@@ -68,6 +68,7 @@ class FileItem:
         self.link_key: Optional[Tuple[int, int]] = None
         self.reused = False  # node taken unchanged from the base recovery point
         self.dir: Optional[PendingDir] = None  # set while the file is being read
+        self.fd: Optional[int] = None  # open to be read from (paths beyond PATH_MAX), closed once read
 
 
 class Leaf:

@@ -6,6 +6,12 @@ names, so two walks of an unchanged tree give the same sequence. Symlinks are ne
 followed (everything is ``lstat``-ed, roots included). Per-file problems (unreadable
 directories, files vanishing mid-walk) go to ``on_error(path, exc)`` and the walk goes on.
 
+The walk holds one descriptor per directory it is inside (``O_DIRECTORY | O_NOFOLLOW``),
+lists and stats through it (``scandir(fd)``, ``fstatat``), and gives each entry its
+directory's descriptor (``Entry.dir_fd``), as borg does: depth is not limited by
+``PATH_MAX`` (4096 bytes), only by the number of open descriptors, and a directory
+replaced by a symlink during the walk is not followed.
+
 Exclusion (``ExcludeRules``) uses gitignore semantics via ``pathspec.GitIgnoreSpec``,
 matched against the path *relative to the backup root* being walked:
 
@@ -54,6 +60,7 @@ OnError = Callable[[str, OSError], None]
 _S_ISDIR = stat.S_ISDIR
 _S_IFMT = stat.S_IFMT
 _S_IFDIR = stat.S_IFDIR
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 if sys.getfilesystemencoding().lower().replace("-", "") == "utf8":
 
@@ -213,12 +220,12 @@ def has_cache_tag(dirpath: str) -> bool:
     return _valid_tag(os.path.join(dirpath, CACHEDIR_TAG))
 
 
-def _valid_tag(path: str) -> bool:
+def _valid_tag(path: str, dir_fd: Optional[int] = None) -> bool:
     try:
-        st = os.lstat(path)
+        st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
         if not stat.S_ISREG(st.st_mode):
             return False
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
         try:
             data = b""
             while len(data) < len(CACHEDIR_SIGNATURE):
@@ -237,19 +244,29 @@ def _valid_tag(path: str) -> bool:
 
 
 class Entry:
-    """One walked object: absolute ``path``, ``relpath`` under ``root`` ("" for the root), ``lstat``."""
+    """One walked object: absolute ``path``, ``relpath`` under ``root`` ("" for the root), ``lstat``.
 
-    __slots__ = ("path", "relpath", "root", "st")
+    ``dir_fd`` is a descriptor of the directory holding it (None for a root), valid until the walk
+    moves on: ``at`` gives the (name, dir_fd) pair to reach it with the ``dir_fd=`` form of ``os``
+    functions whatever the length of its path."""
 
-    def __init__(self, path: str, relpath: str, root: str, st: os.stat_result) -> None:
+    __slots__ = ("path", "relpath", "root", "st", "dir_fd")
+
+    def __init__(self, path: str, relpath: str, root: str, st: os.stat_result,
+                 dir_fd: Optional[int] = None) -> None:
         self.path = path
         self.relpath = relpath
         self.root = root
         self.st = st
+        self.dir_fd = dir_fd
 
     @property
     def name(self) -> str:
         return os.path.basename(self.path) or self.path
+
+    @property
+    def at(self) -> Tuple[str, Optional[int]]:
+        return (self.path, None) if self.dir_fd is None else (os.path.basename(self.path), self.dir_fd)
 
     @property
     def is_dir(self) -> bool:
@@ -311,11 +328,26 @@ class Walker:
         if self.on_error is not None:
             self.on_error(path, exc)
 
-    def _list(self, dirpath: str) -> Iterator["os.DirEntry[str]"]:
-        """The directory's entries in name-bytes order (CACHEDIR.TAG rule applied)."""
+    def _open_dir(self, name: str, dir_fd: Optional[int], path: str, st: os.stat_result) -> Optional[int]:
+        """A descriptor of the directory ``st`` describes, or None (reported) if it cannot be opened or
+        is no longer that directory."""
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        except OSError as e:
+            self._error(path, e)
+            return None
+        now = os.fstat(fd)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            os.close(fd)
+            self._error(path, OSError(errno.ESTALE, "replaced by another directory during the walk", path))
+            return None
+        return fd
+
+    def _list(self, fd: int, dirpath: str) -> Iterator["os.DirEntry[str]"]:
+        """The entries of the directory open as ``fd`` in name-bytes order (CACHEDIR.TAG rule applied)."""
         ents: List["os.DirEntry[str]"] = []
         try:
-            with os.scandir(dirpath) as it:
+            with os.scandir(fd) as it:
                 ents.extend(it)
         except OSError as e:
             self._error(dirpath, e)  # keep what was listed before the error, if anything
@@ -323,7 +355,7 @@ class Walker:
         if self.rules.exclude_caches:
             for de in ents:
                 if de.name == CACHEDIR_TAG:
-                    if _valid_tag(de.path):
+                    if _valid_tag(de.name, fd):
                         ents = [de]
                     break
         return iter(ents)
@@ -343,28 +375,39 @@ class Walker:
         yield Entry(root, "", root, st)
         if not _S_ISDIR(st.st_mode):
             return
-        root_dev = st.st_dev
+        fd = self._open_dir(root, None, root, st)
+        if fd is None:
+            return
+        # (entries, relative prefix, descriptor, path prefix) of each directory the walk is inside
+        stack: List[Tuple[Iterator["os.DirEntry[str]"], str, int, str]] = [
+            (self._list(fd, root), "", fd, root.rstrip("/") + "/")]
+        try:
+            yield from self._walk_stack(root, st.st_dev, stack)
+        finally:  # also when the consumer stops early
+            for _it, _rel, dfd, _prefix in stack:
+                os.close(dfd)
+
+    def _walk_stack(self, root: str, root_dev: int, stack) -> Iterator[Entry]:
         one_fs = self.one_file_system
         rules = self.rules
         excluded = rules.excluded if rules.has_patterns else None
         nested = self._nested or None
         error = self._error
-        listdir = self._list
-        stack: List[Tuple[Iterator["os.DirEntry[str]"], str]] = [(listdir(root), "")]
         dropped = kept = False
         while stack:
-            it, relprefix = stack[-1]
+            it, relprefix, dfd, prefix = stack[-1]
             for de in it:
-                path = de.path
+                name = de.name
+                path = prefix + name
                 if nested is not None and path in nested:
                     continue
-                rel = relprefix + de.name
+                rel = relprefix + name
                 if excluded is not None:
                     try:
                         isdir = de.is_dir(follow_symlinks=False)
                     except OSError:
                         isdir = False
-                    if excluded(rel, isdir, de.name):
+                    if excluded(rel, isdir, name):
                         dropped = True
                         continue
                 try:
@@ -373,12 +416,15 @@ class Walker:
                     error(path, e)
                     continue
                 kept = True
-                yield Entry(path, rel, root, st)
+                yield Entry(path, rel, root, st, dfd)
                 if _S_IFMT(st.st_mode) == _S_IFDIR and (not one_fs or st.st_dev == root_dev):
-                    stack.append((listdir(path), rel + "/"))
-                    break
+                    fd = self._open_dir(name, dfd, path, st)
+                    if fd is not None:
+                        stack.append((self._list(fd, path), rel + "/", fd, path + "/"))
+                        break
             else:
                 stack.pop()
+                os.close(dfd)
         if dropped and not kept:
             self.roots_emptied.append(root)
 
