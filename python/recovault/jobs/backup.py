@@ -9,6 +9,7 @@ Every recovery point holds a complete tree, so each restores on its own.
 """
 from __future__ import annotations
 
+import errno
 import getpass
 import os
 import socket
@@ -78,18 +79,19 @@ def _unchanged(old: Dict[str, Any], st: os.stat_result) -> bool:
     return _same_content(old, st) and "at" not in old["meta"]
 
 
-#: Linux's PATH_MAX: longer paths (with their NUL) cannot be passed to the kernel.
-_PATH_MAX = 4096
-
-
 def _open_to_read(name: str, dir_fd: Optional[int]) -> int:
-    """Open a file to read, relative to its directory's descriptor, never through a symlink, without
-    touching its atime where allowed (as the pipeline does)."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    """Open a regular file to read, relative to its directory's descriptor, never through a symlink (nor
+    blocking on a fifo swapped in since the walk saw it), without touching its atime where allowed (as the
+    pipeline does)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        return os.open(name, flags | os.O_NOATIME, dir_fd=dir_fd)
+        fd = os.open(name, flags | os.O_NOATIME, dir_fd=dir_fd)
     except PermissionError:  # O_NOATIME needs ownership or CAP_FOWNER
-        return os.open(name, flags, dir_fd=dir_fd)
+        fd = os.open(name, flags, dir_fd=dir_fd)
+    if not st_mod.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "no longer a regular file", name)
+    return fd
 
 
 class _Sources(NamedTuple):
@@ -300,7 +302,7 @@ class BackupJob:
             f.content = old["content"]
             self.stats.files_unmodified += 1
             return
-        if len(os.fsencode(entry.path)) >= _PATH_MAX:
+        if entry.beyond_path_max:
             try:  # the pipeline opens files by path: beyond PATH_MAX, hand it a descriptor instead
                 f.fd = _open_to_read(*entry.at)
             except OSError as e:

@@ -60,6 +60,8 @@ OnError = Callable[[str, OSError], None]
 _S_ISDIR = stat.S_ISDIR
 _S_IFMT = stat.S_IFMT
 _S_IFDIR = stat.S_IFDIR
+#: Linux's PATH_MAX: a path this long or longer (with its NUL) cannot be passed to the kernel.
+PATH_MAX = 4096
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 if sys.getfilesystemencoding().lower().replace("-", "") == "utf8":
@@ -247,8 +249,9 @@ class Entry:
     """One walked object: absolute ``path``, ``relpath`` under ``root`` ("" for the root), ``lstat``.
 
     ``dir_fd`` is a descriptor of the directory holding it (None for a root), valid until the walk
-    moves on: ``at`` gives the (name, dir_fd) pair to reach it with the ``dir_fd=`` form of ``os``
-    functions whatever the length of its path."""
+    moves on. ``at`` is how to reach it with the ``dir_fd=`` form of ``os`` functions: ``(path, None)``
+    while the path fits in ``PATH_MAX`` (the calls everything else makes, which need no ``/proc`` for
+    xattrs), else ``(name, dir_fd)``."""
 
     __slots__ = ("path", "relpath", "root", "st", "dir_fd")
 
@@ -266,7 +269,14 @@ class Entry:
 
     @property
     def at(self) -> Tuple[str, Optional[int]]:
-        return (self.path, None) if self.dir_fd is None else (os.path.basename(self.path), self.dir_fd)
+        if self.dir_fd is None or not self.beyond_path_max:
+            return self.path, None
+        return os.path.basename(self.path), self.dir_fd
+
+    @property
+    def beyond_path_max(self) -> bool:
+        """Whether the path is too long to be passed to the kernel (reach it through ``at``)."""
+        return len(os.fsencode(self.path)) >= PATH_MAX
 
     @property
     def is_dir(self) -> bool:
