@@ -23,6 +23,7 @@ from ..storage import Storage
 from . import envelope
 from . import format as fmt
 from .cache import ObjectCache
+from .journal import Journal
 from .keys import KdfParams, KeyStore, MasterKeys
 
 DEFAULT_PACK_SIZE = 16 << 20  # 1 PUT per 16 MiB for object stores; ~3 packs in memory at most
@@ -128,6 +129,7 @@ class Vault:
         self.settings = settings
         self.keys = KeyStore(storage)
         self.cache = ObjectCache(cache_dir, vault_id, "index") if cache_dir else None
+        self.journal = Journal(storage, self.seal, self.unseal, cache_dir, vault_id)
         self.known = core.IdSet()
         self.locations = Locations()
         self._loaded_indexes: set = set()
@@ -378,6 +380,7 @@ class Vault:
         sealed = self.seal(fmt.AAD_SNAPSHOT, json.dumps(snap, sort_keys=True).encode())
         sid = core.blake3(sealed).hex()
         self.storage.put(fmt.SNAPSHOTS + sid, sealed)
+        self.journal.append("add", sid, snap["time"], snap["host"])  # after the point: see journal.py
         return sid
 
     def load_snapshot(self, sid: str) -> Dict[str, Any]:
@@ -427,6 +430,7 @@ class Vault:
         return hits[0]
 
     def delete_snapshot(self, sid: str) -> None:
+        self.journal.append("remove", sid, now_rfc3339())  # before the deletion: see journal.py
         self.storage.delete(fmt.SNAPSHOTS + sid)
 
 
