@@ -29,6 +29,7 @@ __all__ = [
     "ObjectInfo",
     "Scheme",
     "Storage",
+    "find_scheme",
     "open_storage",
     "register_scheme",
     "schemes",
