@@ -143,3 +143,17 @@ def test_vault_open_uses_private_cache_even_when_umask_is_open(tmp_path: Path) -
         os.umask(old)
     for p in [tmp_path / "cache"] + list((tmp_path / "cache").rglob("*")):
         assert _mode(p) & 0o077 == 0, p
+
+
+def test_key_list_marks_version_1_key_files(tmp_path: Path) -> None:
+    from test_keys import write_v1_key
+    vault = api_vault(tmp_path / "v")
+    with api.open_vault(vault, PASSPHRASE, cache_dir=str(tmp_path / "c")) as v:
+        old = write_v1_key(v.storage, "an old passphrase, 16+ chars", v.master)
+    cli = Cli(tmp_path / "home")
+    rows = {r["keyid"]: r for r in json_out(cli("key", "list", "--vault", vault, "--json"))}
+    assert rows[old]["authenticated"] is False and rows[old]["hostname"] == "old-host"
+    assert [r["authenticated"] for k, r in rows.items() if k != old] == [True]
+    text = ok(cli("key", "list", "--vault", vault)).stdout
+    [line] = [ln for ln in text.splitlines() if old[:12] in ln]
+    assert "version 1 key file: its fields are not authenticated" in line
