@@ -157,3 +157,14 @@ def test_key_list_marks_version_1_key_files(tmp_path: Path) -> None:
     text = ok(cli("key", "list", "--vault", vault)).stdout
     [line] = [ln for ln in text.splitlines() if old[:12] in ln]
     assert "version 1 key file: its fields are not authenticated" in line
+
+
+@pytest.mark.parametrize("field_name", ["created", "hostname", "username", "iterations", "salt"])
+def test_cli_edited_key_file_field_exits_15_naming_it(tmp_path: Path, field_name: str) -> None:
+    from test_keys import _edit
+    vault = api_vault(tmp_path / "v")
+    [keyfile] = (Path(vault) / "keys").iterdir()
+    keyfile.write_text(_edit(keyfile.read_text(), field_name))
+    # (an edited salt may also stop being base64: then "is corrupt: ..." says so)
+    msg = fails(Cli(tmp_path / "home")("snapshots", "--vault", vault), 15, f"keys/{keyfile.name}")
+    assert "changed after it was written" in msg or "is corrupt" in msg

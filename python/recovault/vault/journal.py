@@ -149,9 +149,9 @@ class Journal:
         raw = read_private(self._heads_path) if self._heads_path else None
         if raw:
             try:
-                names.update(h for h in json.loads(raw).get("heads", []) if isinstance(h, str) and _HEX64.fullmatch(h))
-            except (ValueError, AttributeError):
-                pass
+                names.update(h for h in json.loads(raw).get("heads", []) if isinstance(h, str))
+            except (ValueError, AttributeError, TypeError):
+                pass  # a damaged heads file: the cached entries still testify
         return {n for n in names if _HEX64.fullmatch(n)}
 
     def _remember_heads(self) -> None:
@@ -165,7 +165,7 @@ class Journal:
     def states(self) -> Dict[str, PointState]:
         """Per recovery point, its state after the causally last entry naming it (ties between concurrent
         entries: the later time, then the larger name, so every reader decides alike). Entries with an op
-        this recovery does not know are left out."""
+        this recovault does not know are left out."""
         depth = self._depths()
         by_point: Dict[str, List[JournalEntry]] = {}
         for e in self.entries.values():
