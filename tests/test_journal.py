@@ -239,3 +239,19 @@ def test_hosts_backing_up_at_once_keep_a_consistent_journal(env) -> None:
     res = check(vault, tmp / "cache-0")
     # (the index race of issue 8 may add a "pack(s) no index lists" warning: not the journal's business)
     assert res["ok"] and not [w for w in res["warnings"] if "journal" in w or "recovery point" in w], res
+
+
+def test_adopting_points_of_a_vault_older_than_the_journal(env) -> None:
+    tmp, vault, src = env
+    ids = backup(vault, src, tmp / "cache-a", n=2)
+    shutil.rmtree(Path(vault) / "journal")  # as a recovault before the journal left it
+    res = check(vault, tmp / "cache-fresh")
+    assert res["ok"] and any("2 recovery point(s) have no journal entry" in w for w in res["warnings"])
+    with api.open_vault(vault, PASSPHRASE, cache_dir=str(tmp / "cache-fresh")) as v:
+        snaps = v.snapshots()
+        new = v.journal.adopt([(s["id"], s["time"], s["host"]) for s in snaps])
+        assert len(new) == 2 and v.journal.adopt([(s["id"], s["time"], s["host"]) for s in snaps]) == []
+    res = check(vault, tmp / "cache-fresh")
+    assert res["ok"] and res["warnings"] == [], res
+    (Path(vault) / "snapshots" / ids[0]).unlink()
+    assert any(f"recovery point {ids[0][:8]}" in p for p in check(vault, tmp / "cache-other")["problems"])

@@ -216,6 +216,14 @@ class Journal:
         self._remember_heads()
         return name
 
+    def adopt(self, points: Iterable[Tuple[str, str, str]]) -> List[str]:
+        """Log an "add" for each ``(id, time, host)`` no entry names yet (recovery points written before the
+        journal existed, or by a backup stopped before logging); return the new entries' names. For upgrading
+        a vault (a later ``migrate``): from then on, deleting those points is reported too."""
+        self.refresh()
+        logged = {e.snapshot for e in self.entries.values()}
+        return [self.append("add", sid, time, host) for sid, time, host in points if sid not in logged]
+
 
 @dataclass
 class JournalReport:
