@@ -52,6 +52,20 @@ def write_doc(storage: LocalStorage, keyid: str, doc: dict) -> None:
     storage.put(f"keys/{keyid}", json.dumps(doc).encode("utf-8"))
 
 
+def write_v1_key(storage: LocalStorage, passphrase: str, master: MasterKeys, keyid: str = "ab" * 16) -> str:
+    """A version 1 key file as recovault wrote it before key files authenticated their fields (§3)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    salt, nonce = bytes(range(16)), bytes(range(12))
+    kek = FAST.derive(passphrase, salt)
+    data = AESGCM(kek).encrypt(nonce, master.to_bytes(), b"recovault/v1/key/" + keyid.encode())
+    write_doc(storage, keyid, {
+        "version": 1, "kdf": "argon2id", "cipher": "aes-256-gcm",
+        "kdf_params": {"salt": base64.b64encode(salt).decode(), "iterations": 1, "lanes": 1, "memory_kib": 8},
+        "nonce": base64.b64encode(nonce).decode(), "data": base64.b64encode(data).decode(),
+        "created": "2026-11-01T10:00:00Z", "hostname": "old-host", "username": "root"})
+    return keyid
+
+
 # -- MasterKeys ----------------------------------------------------------------------------
 
 
@@ -127,7 +141,8 @@ def test_roundtrip_and_key_file_format(ks: KeyStore, storage: LocalStorage, mast
 
     raw = storage.get(f"keys/{keyid}")
     doc = json.loads(raw.decode("utf-8"))
-    assert doc["version"] == 1 and doc["kdf"] == "argon2id" and doc["cipher"] == "aes-256-gcm"
+    assert doc["version"] == 2 and doc["kdf"] == "argon2id" and doc["cipher"] == "aes-256-gcm"
+    assert re.fullmatch(r"[0-9a-f]{64}", doc["digest"])
     p = doc["kdf_params"]
     assert len(base64.b64decode(p["salt"])) == 16
     assert (p["memory_kib"], p["iterations"], p["lanes"]) == (8, 1, 1)
@@ -178,24 +193,33 @@ def test_foreign_names_under_keys_are_ignored(ks: KeyStore, storage: LocalStorag
 # -- tampering -----------------------------------------------------------------------------
 
 
-def test_flipped_ciphertext_byte_does_not_open(ks: KeyStore, storage: LocalStorage, master: MasterKeys) -> None:
-    keyid = ks.add(PW1, master, kdf=FAST)
+@pytest.mark.parametrize("version", [1, 2])
+def test_flipped_ciphertext_byte_does_not_open(ks: KeyStore, storage: LocalStorage, master: MasterKeys,
+                                               version: int) -> None:
+    keyid = ks.add(PW1, master, kdf=FAST) if version == 2 else write_v1_key(storage, PW1, master)
     doc = read_doc(storage, keyid)
     data = bytearray(base64.b64decode(doc["data"]))
     data[10] ^= 0x01
     doc["data"] = base64.b64encode(bytes(data)).decode()
     write_doc(storage, keyid, doc)
-    # GCM cannot tell a flipped bit from a wrong passphrase: it is reported as WrongPassphrase.
-    with pytest.raises(WrongPassphrase):
-        ks.unlock(PW1)
+    if version == 1:
+        # GCM cannot tell a flipped bit from a wrong passphrase: it is reported as WrongPassphrase.
+        with pytest.raises(WrongPassphrase):
+            ks.unlock(PW1)
+    else:  # version 2: the key file's digest tells an edit from a wrong passphrase
+        for pw in (PW1, PW2):
+            with pytest.raises(CorruptData, match=f"key file keys/{keyid} .*changed after it was written"):
+                ks.unlock(pw)
 
 
-def test_tampered_kdf_params_do_not_open(ks: KeyStore, storage: LocalStorage, master: MasterKeys) -> None:
-    keyid = ks.add(PW1, master, kdf=FAST)
+@pytest.mark.parametrize("version", [1, 2])
+def test_tampered_kdf_params_do_not_open(ks: KeyStore, storage: LocalStorage, master: MasterKeys,
+                                         version: int) -> None:
+    keyid = ks.add(PW1, master, kdf=FAST) if version == 2 else write_v1_key(storage, PW1, master)
     doc = read_doc(storage, keyid)
     doc["kdf_params"]["iterations"] = 2
     write_doc(storage, keyid, doc)
-    with pytest.raises(WrongPassphrase):
+    with pytest.raises(WrongPassphrase if version == 1 else CorruptData):
         ks.unlock(PW1)
 
 
@@ -214,7 +238,8 @@ def test_key_file_under_another_keyid_fails(ks: KeyStore, storage: LocalStorage,
     [
         lambda d: "{ not json",
         lambda d: [1, 2],
-        lambda d: {**d, "version": 2},
+        lambda d: {**d, "version": 3},
+        lambda d: {**d, "version": True},
         lambda d: {**d, "kdf": "scrypt"},
         lambda d: {**d, "cipher": "chacha20"},
         lambda d: {k: v for k, v in d.items() if k != "nonce"},
@@ -410,3 +435,72 @@ def test_no_passphrase_source(monkeypatch: pytest.MonkeyPatch) -> None:
     assert str(info.value) == msg
     with pytest.raises(UsageError):
         read_passphrase(None, {}, prompt=False, stdin=FakeStdin(True))
+
+
+# -- authenticated fields (key file version 2) ----------------------------------------------
+
+
+def _edit(text: str, field_name: str) -> str:
+    """A text-editor-like change of one field's value in the pretty-printed key file."""
+    m = re.search(r'("%s": )("[^"]*"|\d+)' % re.escape(field_name), text)
+    assert m, field_name
+    value = m.group(2)
+    if value.startswith('"'):
+        inner = value[1:-1]
+        new = '"' + (inner[:-1] + ("A" if inner[-1:] != "A" else "B") if inner else "x") + '"'
+    else:
+        new = str(int(value) + 1)
+    return text[:m.start(2)] + new + text[m.end(2):]
+
+
+@pytest.mark.parametrize("field_name", ["created", "hostname", "username", "label", "iterations", "lanes",
+                                        "memory_kib", "salt", "nonce", "data", "digest", "kdf", "cipher"])
+def test_each_edited_field_is_reported_as_corrupt(ks: KeyStore, storage: LocalStorage, master: MasterKeys,
+                                                  field_name: str) -> None:
+    keyid = ks.add(PW1, master, kdf=KdfParams(memory_kib=16, iterations=1, lanes=2), label="laptop")
+    text = storage.get(f"keys/{keyid}").decode()
+    storage.put(f"keys/{keyid}", _edit(text, field_name).encode())
+    if field_name == "digest":
+        # the digest only diagnoses; everything it covers is still authenticated by the AAD, so it opens
+        assert ks.unlock(PW1) == (master, keyid)
+        assert ks.list()[0].problem is not None
+        return
+    with pytest.raises(CorruptData, match=f"keys/{keyid}"):
+        ks.unlock(PW1)
+    (info,) = ks.list()
+    assert info.problem is not None and f"keys/{keyid}" in info.problem and not info.authenticated
+
+
+@pytest.mark.parametrize("field_name", ["created", "hostname", "username", "label"])
+def test_edited_metadata_with_recomputed_digest_never_opens(ks: KeyStore, storage: LocalStorage,
+                                                             master: MasterKeys, field_name: str) -> None:
+    """An attacker can recompute the unkeyed digest, but not the AAD: the forged metadata is never accepted."""
+    keyid = ks.add(PW1, master, kdf=FAST, label="laptop")
+    doc = read_doc(storage, keyid)
+    doc[field_name] = "forged"
+    doc["digest"] = keys_mod._digest(doc)
+    write_doc(storage, keyid, doc)
+    with pytest.raises(WrongPassphrase):
+        ks.unlock(PW1)
+
+
+def test_added_field_is_reported(ks: KeyStore, storage: LocalStorage, master: MasterKeys) -> None:
+    keyid = ks.add(PW1, master, kdf=FAST)
+    doc = read_doc(storage, keyid)
+    doc["role"] = "admin"
+    write_doc(storage, keyid, doc)
+    with pytest.raises(CorruptData, match=f"keys/{keyid}"):
+        ks.unlock(PW1)
+
+
+def test_version_1_key_files_still_open_and_are_listed_unauthenticated(ks: KeyStore, storage: LocalStorage,
+                                                                       master: MasterKeys) -> None:
+    old = write_v1_key(storage, PW1, master)
+    assert ks.unlock(PW1) == (master, old)
+    (info,) = ks.list()
+    assert info.keyid == old and not info.authenticated and info.problem is None
+    assert (info.created, info.hostname) == ("2026-11-01T10:00:00Z", "old-host")
+    new = ks.passwd(old, master, PW2, kdf=FAST)  # passwd writes the new form
+    assert read_doc(storage, new)["version"] == 2
+    assert [(k.keyid, k.authenticated) for k in ks.list()] == [(new, True)]
+    assert ks.unlock(PW2) == (master, new)

@@ -431,3 +431,58 @@ def test_open_storage_reserves_future_schemes(scheme: str) -> None:
 def test_open_storage_rejects_other_locations(location: str) -> None:
     with pytest.raises(UsageError):
         open_storage(location)
+
+
+# -- schemes ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("location", ["azur://x", "AzUr://x/y", "gs://bucket/p", "ec://4+2/d1"])
+def test_unknown_scheme_is_refused_listing_the_known_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          location: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError) as info:
+        open_storage(location, create=True)
+    msg = str(info.value)
+    assert "unknown storage scheme" in msg and location in msg
+    for form in ("file:///path", "azure://", "s3://", "ec:K+M:"):
+        assert form in msg
+    assert list(tmp_path.iterdir()) == []  # nothing was created
+
+
+@pytest.mark.parametrize("location", ["ec:4+2:/d1,/d2", "EC:4+2:/d1"])
+def test_erasure_coded_form_is_reserved_not_a_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        location: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match="not available yet"):
+        open_storage(location, create=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("location", ["a:b", "./a:b", "x/y:z", "backup:2026/v", "./ec:4+2:/d1", "./azur://x"])
+def test_local_paths_with_colons_still_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, location: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = open_storage(location, create=True)
+    assert isinstance(s, LocalStorage)
+    s.put("obj", b"v")
+    assert s.root.resolve() == (tmp_path / location).resolve()
+    assert open_storage(str(tmp_path / location)).get("obj") == b"v"  # and as an absolute path
+
+
+def test_registered_scheme_opens_through_its_opener(tmp_path: Path) -> None:
+    from recovault import storage as storage_mod
+    seen = []
+
+    def opener(location: str, create: bool) -> Storage:
+        seen.append((location, create))
+        return LocalStorage(tmp_path / "v", create=create)
+
+    saved = storage_mod.schemes()
+    try:
+        storage_mod.register_scheme("mem", "a test back end", opener)
+        storage_mod.register_scheme("xs", "an opaque test back end", opener, opaque=True)
+        assert isinstance(open_storage("mem://anything", create=True), LocalStorage)
+        assert isinstance(open_storage("xs:1+1:a"), LocalStorage)
+        assert seen == [("mem://anything", True), ("xs:1+1:a", False)]
+    finally:
+        storage_mod._registry.clear()
+        storage_mod._registry.update(saved)

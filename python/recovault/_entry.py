@@ -33,8 +33,13 @@ def _start_early_key_derivation(argv: List[str]) -> None:
     passphrase_file = _option(argv, "--passphrase-file")
     if not location or not (passphrase_file or os.environ.get("RECOVAULT_PASSPHRASE")):
         return
-    if "://" in location and not location.startswith("file://"):
-        return  # object stores: no network requests before the command line has even been parsed
+    from .storage import find_scheme
+    try:
+        scheme = find_scheme(location)
+    except Exception:  # noqa: BLE001 - an unknown scheme: the command reports it
+        return
+    if scheme is not None and scheme.name != "file":
+        return  # object stores, erasure-coded sets: no network requests before the command line is parsed
     if passphrase_file is not None:
         try:
             if not stat.S_ISREG(os.stat(passphrase_file).st_mode):

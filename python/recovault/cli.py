@@ -30,6 +30,10 @@ LOSS_WARNING = ("The vault's key is encrypted with your passphrase. Keep the pas
                 "passphrase of a vault is lost, its data cannot be recovered by anyone.")
 
 
+def warn(message: str) -> None:
+    click.echo(f"recovault: warning: {message}", err=True)
+
+
 class Ctx:
     def __init__(self, vault: Optional[str], passphrase_file: Optional[str], cache_dir: Optional[str],
                  as_json: bool) -> None:
@@ -52,7 +56,7 @@ class Ctx:
 
     def passphrase(self, confirm: bool = False) -> str:
         from .vault.keys import read_passphrase
-        return read_passphrase(self.passphrase_file, prompt=True, confirm=confirm)
+        return read_passphrase(self.passphrase_file, prompt=True, confirm=confirm, on_warning=warn)
 
     def open(self) -> "Vault":
         from .storage import open_storage
@@ -360,7 +364,10 @@ def key_list(ctx, vault, passphrase_file, cache_dir, as_json):
         cur = v.keyid
     rows = [dict(k.__dict__, current=k.keyid == cur) for k in keys]
     c.out(rows, "\n".join(f"{'*' if r['current'] else ' '} {r['keyid'][:12]}  {r['created']}  "
-                          f"{r['username']}@{r['hostname']}  {r.get('label') or ''}" for r in rows))
+                          f"{r['username']}@{r['hostname']}  {r.get('label') or ''}"
+                          + ("" if r["authenticated"] or r["problem"] else
+                             "  (version 1 key file: its fields are not authenticated; 'key passwd' rewrites it)")
+                          + (f"  PROBLEM: {r['problem']}" if r["problem"] else "") for r in rows))
 
 
 @key.command(name="add")
@@ -372,7 +379,7 @@ def key_add(ctx, vault, passphrase_file, cache_dir, as_json, new_passphrase_file
     c = sub(ctx.find_root(), vault, passphrase_file, cache_dir, as_json)
     with c.open() as v:
         from .vault.keys import read_passphrase
-        new = read_passphrase(new_passphrase_file, env={}, prompt=True, confirm=True)
+        new = read_passphrase(new_passphrase_file, env={}, prompt=True, confirm=True, on_warning=warn)
         kid = v.keys.add(new, v.master, label=label)
     c.out({"keyid": kid}, f"added key {kid[:12]}")
 
@@ -396,7 +403,7 @@ def key_passwd(ctx, vault, passphrase_file, cache_dir, as_json, new_passphrase_f
     c = sub(ctx.find_root(), vault, passphrase_file, cache_dir, as_json)
     with c.open() as v:
         from .vault.keys import read_passphrase
-        new = read_passphrase(new_passphrase_file, env={}, prompt=True, confirm=True)
+        new = read_passphrase(new_passphrase_file, env={}, prompt=True, confirm=True, on_warning=warn)
         kid = v.keys.passwd(v.keyid, v.master, new)
     c.out({"keyid": kid}, f"passphrase changed (new key {kid[:12]})")
 

@@ -1,14 +1,23 @@
-"""Storage backends: where a vault's objects live.
+"""Storage backends: where a vault's objects live, chosen by the vault location's scheme.
 
-``open_storage("/srv/vault")`` or ``open_storage("file:///srv/vault")`` gives a
-:class:`LocalStorage`; the ``azure://`` and ``s3://`` schemes are reserved for the
-Azure Blob and S3 backends to come.
+A location is either a local path (``/srv/vault``, ``./a:b``) or a URL of a registered scheme. The rule,
+applied in this order:
+
+1. ``scheme://...``, where the scheme matches ``[A-Za-z][A-Za-z0-9+.-]*``, is a URL: its scheme must be
+   registered, else the location is refused (never taken as a directory named ``azur:``).
+2. ``scheme:...`` for a scheme registered as *opaque* (no ``//``; ``ec:K+M:...`` for erasure-coded sets)
+   is that scheme's location.
+3. Anything else is a local path, colons and all: ``./a:b``, ``/x/y:z``, ``backup:2026``. A local
+   directory whose name starts like a URL or an opaque scheme is written with a ``./`` in front.
+
+``file://`` URLs and plain paths open :class:`LocalStorage`. ``azure://``, ``s3://`` and ``ec:`` are
+reserved for the back ends to come: they register an opener with :func:`register_scheme`.
 """
 from __future__ import annotations
 
 import os
 import re
-from typing import Union
+from typing import Callable, Dict, NamedTuple, Optional, Union
 from urllib.parse import unquote, urlsplit
 
 from ..errors import UsageError
@@ -16,49 +25,106 @@ from .base import ObjectInfo, Storage, validate_name, validate_prefix
 from .local import LocalStorage
 
 __all__ = [
-    "FUTURE_SCHEMES",
     "LocalStorage",
     "ObjectInfo",
+    "Scheme",
     "Storage",
+    "find_scheme",
     "open_storage",
+    "register_scheme",
+    "schemes",
     "validate_name",
     "validate_prefix",
 ]
 
-#: URL schemes reserved for backends that are planned but not implemented yet.
-FUTURE_SCHEMES = {"azure": "Azure Blob Storage", "s3": "Amazon S3"}
+#: Opens a location of one scheme (the whole string, scheme included); ``create`` as in open_storage.
+Opener = Callable[[str, bool], Storage]
 
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_OPAQUE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+
+
+class Scheme(NamedTuple):
+    """One registered storage scheme. ``opener`` None: reserved, not available yet."""
+
+    name: str  # lowercase, without ':' or '//'
+    description: str
+    form: str  # how a location of this scheme is written, for messages: "file:///path", "ec:K+M:..."
+    opener: Optional[Opener]
+    opaque: bool = False  # written "name:..." rather than "name://..."
+
+
+_registry: Dict[str, Scheme] = {}
+
+
+def register_scheme(name: str, description: str, opener: Optional[Opener], *, form: str = "",
+                    opaque: bool = False) -> Scheme:
+    """Register (or replace) the back end for ``name``: ``opener(location, create)`` returns its Storage."""
+    name = name.lower()
+    if not _OPAQUE.match(name + ":") or ":" in name:
+        raise ValueError(f"invalid storage scheme name {name!r}")
+    scheme = Scheme(name, description, form or (f"{name}:..." if opaque else f"{name}://..."), opener, opaque)
+    _registry[name] = scheme
+    return scheme
+
+
+def schemes() -> Dict[str, Scheme]:
+    """The registered schemes by name (a copy)."""
+    return dict(_registry)
+
+
+def _open_file_url(location: str, create: bool) -> Storage:
+    parts = urlsplit(location)
+    if parts.netloc not in ("", "localhost"):
+        raise UsageError(f"file:// URLs must name a local path (file:///path), got {location!r}")
+    if parts.query or parts.fragment:
+        raise UsageError(f"unexpected query or fragment in {location!r}")
+    path = unquote(parts.path)
+    if not path:
+        raise UsageError(f"no path in {location!r}")
+    return LocalStorage(path, create=create)
+
+
+register_scheme("file", "a local directory", _open_file_url, form="file:///path")
+register_scheme("azure", "Azure Blob Storage", None, form="azure://account/container/path")
+register_scheme("s3", "Amazon S3", None, form="s3://bucket/path")
+register_scheme("ec", "an erasure-coded set of vaults", None, form="ec:K+M:LOCATION,...", opaque=True)
+
+
+def _known() -> str:
+    shown = [f"{s.form} ({s.description}{'' if s.opener else ', not available yet'})" for s in _registry.values()]
+    return "a local path, or " + "; ".join(shown)
+
+
+def find_scheme(location: str) -> Optional[Scheme]:
+    """The scheme ``location`` names, None for a local path; ``UsageError`` for an unknown URL scheme."""
+    m = _URL.match(location)
+    if m is not None:
+        scheme = _registry.get(m.group(1).lower())
+        if scheme is None or scheme.opaque:
+            raise UsageError(f"unknown storage scheme {m.group(1)!r} in vault location {location!r}: use "
+                             f"{_known()} (write a local directory with such a name as ./{location})")
+        return scheme
+    m = _OPAQUE.match(location)
+    if m is not None:
+        scheme = _registry.get(m.group(1).lower())
+        if scheme is not None and scheme.opaque:
+            return scheme
+    return None
 
 
 def open_storage(location: Union[str, "os.PathLike[str]"], *, create: bool = False) -> Storage:
-    """Open the storage at ``location``: a plain path or ``file://`` URL (local directory).
-
-    ``create=True`` creates a missing local directory. ``azure://`` and ``s3://`` raise
-    ``UsageError`` (not available yet), as does any other scheme or an empty location.
-    A missing local directory without ``create`` raises ``VaultNotFound``.
-    """
+    """Open the storage at ``location`` (see the module's rule). ``create=True`` creates a missing local
+    directory. An unknown or not yet available scheme, or an empty location, raises ``UsageError``; a
+    missing local directory without ``create`` raises ``VaultNotFound``."""
     if not isinstance(location, str):
         return LocalStorage(location, create=create)
     if not location:
         raise UsageError("no vault location given")
-    m = _SCHEME.match(location)
-    if m is None:
+    scheme = find_scheme(location)
+    if scheme is None:
         return LocalStorage(location, create=create)
-    scheme = m.group(1).lower()
-    if scheme == "file":
-        parts = urlsplit(location)
-        if parts.netloc not in ("", "localhost"):
-            raise UsageError(f"file:// URLs must name a local path (file:///path), got {location!r}")
-        if parts.query or parts.fragment:
-            raise UsageError(f"unexpected query or fragment in {location!r}")
-        path = unquote(parts.path)
-        if not path:
-            raise UsageError(f"no path in {location!r}")
-        return LocalStorage(path, create=create)
-    if scheme in FUTURE_SCHEMES:
-        raise UsageError(
-            f"the {scheme}:// storage backend ({FUTURE_SCHEMES[scheme]}) is not available yet; "
-            "use a local path or file:// URL"
-        )
-    raise UsageError(f"unsupported vault location {location!r}: use a local path or a file:// URL")
+    if scheme.opener is None:
+        raise UsageError(f"the {scheme.form} storage back end ({scheme.description}) is not available yet; "
+                         "use a local path or a file:// URL")
+    return scheme.opener(location, create)

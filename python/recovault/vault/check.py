@@ -9,6 +9,7 @@ from typing import Any, Callable, Dict, List, Optional, Set
 from .. import core
 from ..errors import CorruptData, RecovaultError, UsageError
 from . import format as fmt
+from .journal import audit
 from .repo import Vault
 
 
@@ -70,9 +71,11 @@ class Checker:
         if unref:
             self.warnings.append(f"{len(unref)} pack(s) no index lists (left by an interrupted backup; "
                                  "a future prune removes them)")
-        # 2. every recovery point's trees and chunks are indexed
+        # 2. every recovery point's trees and chunks are indexed; the journal accounts for every point
         seen_trees: Set[bytes] = set()
-        for sid in [fmt.name_to_id(n) for n in v.storage.list(fmt.SNAPSHOTS)]:
+        points = [fmt.name_to_id(n) for n in v.storage.list(fmt.SNAPSHOTS)]
+        self._journal(points)
+        for sid in points:
             try:
                 snap = v.load_snapshot(sid)
             except RecovaultError as e:
@@ -90,6 +93,13 @@ class Checker:
                     self._read_pack(on_storage[pack])
         return {"ok": not self.problems, "problems": self.problems, "warnings": self.warnings,
                 "stats": self.stats}
+
+    def _journal(self, points: List[str]) -> None:
+        report = audit(self.vault.journal, points)
+        for msg in report.problems:
+            self.problem(msg)
+        self.warnings.extend(report.warnings)
+        self.stats["journal_entries"] = report.entries
 
     @staticmethod
     def _parse_subset(subset: str):

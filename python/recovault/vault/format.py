@@ -17,6 +17,7 @@ KEYS = "keys/"
 DATA = "data/"
 INDEX = "index/"
 SNAPSHOTS = "snapshots/"
+JOURNAL = "journal/"  # the authenticated log of the set of recovery points (journal.py)
 LOCKS = "locks/"  # reserved: maintenance leases (prune) in a later version
 
 # Blob types inside packs.
@@ -28,6 +29,7 @@ AAD_CONFIG = b"recovault/v1/config"
 AAD_PACK_HEADER = b"recovault/v1/pack-header"
 AAD_INDEX = b"recovault/v1/index"
 AAD_SNAPSHOT = b"recovault/v1/snapshot"
+AAD_JOURNAL = b"recovault/v1/journal"
 
 PACK_MAGIC = b"RVP1"
 PACK_TRAILER = struct.Struct("<I4s")  # sealed header length, magic

@@ -3,23 +3,27 @@
 A vault has one set of :class:`MasterKeys`. Each passphrase gets its own key file
 ``keys/<keyid>`` (JSON) holding the serialized master keys encrypted with AES-256-GCM
 under a key-encryption key derived from the passphrase with Argon2id. The AAD binds the
-ciphertext to its keyid, so a key file cannot be swapped in under another name.
+ciphertext to its keyid and (version 2) to every other field of the file, so neither the file's
+name nor its metadata (created, hostname, KDF parameters...) can be changed unnoticed. An unkeyed
+digest of the file tells such an edit apart from a wrong passphrase.
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import getpass
+import hashlib
 import json
 import os
 import re
 import secrets
 import socket
+import stat
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Mapping, Optional, TextIO, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, TextIO, Tuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -49,13 +53,14 @@ __all__ = [
 ]
 
 KEYS_PREFIX = "keys/"
-KEY_FILE_VERSION = 1
+KEY_FILE_VERSION = 2  # written; version 1 files (no authenticated metadata) are still read
 MIN_PASSPHRASE_LENGTH = 16
 PASSPHRASE_ENV = "RECOVAULT_PASSPHRASE"
 KEY_SIZE = 32
 SALT_SIZE = 16
 NONCE_SIZE = 12
-AAD_PREFIX = b"recovault/v1/key/"
+AAD_PREFIX = b"recovault/v1/key/"  # version 1 key files
+AAD_PREFIX_V2 = b"recovault/v2/key/"
 
 _KEYID_RE = re.compile(r"[0-9a-f]{32}")
 _MASTER_MAGIC = b"RVMK"
@@ -231,18 +236,21 @@ def read_passphrase(
     prompt: bool = True,
     confirm: bool = False,
     stdin: Optional[TextIO] = None,
+    on_warning: Optional[Callable[[str], None]] = None,
 ) -> str:
     """Find the passphrase: file > ``$RECOVAULT_PASSPHRASE`` > terminal prompt.
 
     The file's contents are used with one trailing newline removed. An empty
     environment variable counts as unset. The prompt is used only when ``prompt`` is
     true and stdin is a TTY; with ``confirm`` (new vaults/keys) the passphrase is
-    checked for strength and asked twice. Otherwise raises ``UsageError``.
+    checked for strength and asked twice. Otherwise raises ``UsageError``. A passphrase file that group or
+    others may read is used, and reported to ``on_warning`` (the CLI prints it).
     """
     env = os.environ if env is None else env
     if passphrase_file is not None:
         try:
             with open(passphrase_file, "r", encoding="utf-8", newline="") as f:
+                mode = os.fstat(f.fileno()).st_mode
                 text = f.read()
         except OSError as exc:
             raise UsageError(f"cannot read passphrase file {passphrase_file}: {exc.strerror or exc}") from exc
@@ -254,6 +262,9 @@ def read_passphrase(
             text = text[:-1]
         if not text:
             raise UsageError(f"passphrase file {passphrase_file} is empty")
+        if mode & (stat.S_IRGRP | stat.S_IROTH) and on_warning is not None:
+            on_warning(f"passphrase file {passphrase_file} can be read by other users (mode "
+                       f"{stat.S_IMODE(mode):04o}): whoever reads it can open the vault; chmod 600 it")
         return text
     value = env.get(PASSPHRASE_ENV)
     if value:
@@ -287,6 +298,8 @@ class KeyInfo:
     username: str
     label: Optional[str] = None
     problem: Optional[str] = field(default=None, compare=False)
+    # False for version 1 key files, whose metadata (created, hostname, ...) is not authenticated
+    authenticated: bool = field(default=True, compare=False)
 
 
 def _b64(data: bytes) -> str:
@@ -318,8 +331,23 @@ def _str_field(obj: Mapping[str, Any], key: str, optional: bool = False) -> Opti
     return v
 
 
-def _aad(keyid: str) -> bytes:
-    return AAD_PREFIX + keyid.encode("ascii")
+def _canonical(doc: Mapping[str, Any], without: Tuple[str, ...]) -> bytes:
+    """The canonical JSON of ``doc`` minus the fields ``without``: sorted keys, no spaces, UTF-8."""
+    rest = {k: v for k, v in doc.items() if k not in without}
+    return json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _aad(keyid: str, doc: Optional[Mapping[str, Any]] = None) -> bytes:
+    """Version 1: the keyid. Version 2 (``doc`` given): the keyid, a newline, and every field but data/digest."""
+    if doc is None:
+        return AAD_PREFIX + keyid.encode("ascii")
+    return AAD_PREFIX_V2 + keyid.encode("ascii") + b"\n" + _canonical(doc, ("data", "digest"))
+
+
+def _digest(doc: Mapping[str, Any]) -> str:
+    """Unkeyed SHA-256 of every field but the digest: detects an edited file (not an attacker, who can
+    recompute it: the AAD stops that), so an edit is reported as such rather than as a wrong passphrase."""
+    return hashlib.sha256(_canonical(doc, ("digest",))).hexdigest()
 
 
 def _username() -> str:
@@ -338,6 +366,8 @@ class _KeyFile:
     salt: bytes
     nonce: bytes
     data: bytes
+    aad: bytes
+    intact: bool  # the digest matches (version 2); a version 1 file has no digest: True
 
     @classmethod
     def parse(cls, keyid: str, raw: bytes) -> "_KeyFile":
@@ -348,8 +378,9 @@ class _KeyFile:
             raise ValueError("not valid UTF-8 JSON") from exc
         if not isinstance(doc, dict):
             raise ValueError("not a JSON object")
-        if doc.get("version") != KEY_FILE_VERSION:
-            raise ValueError(f"unsupported version {doc.get('version')!r}")
+        version = doc.get("version")
+        if version not in (1, KEY_FILE_VERSION) or isinstance(version, bool):
+            raise ValueError(f"unsupported version {version!r}")
         if doc.get("kdf") != "argon2id":
             raise ValueError(f"unsupported kdf {doc.get('kdf')!r}")
         if doc.get("cipher") != "aes-256-gcm":
@@ -378,15 +409,26 @@ class _KeyFile:
             hostname=_str_field(doc, "hostname") or "",
             username=_str_field(doc, "username") or "",
             label=_str_field(doc, "label", optional=True),
+            authenticated=version != 1,
         )
-        return cls(info=info, kdf=kdf, salt=salt, nonce=nonce, data=data)
+        if version == 1:
+            return cls(info, kdf, salt, nonce, data, _aad(keyid), intact=True)
+        return cls(info, kdf, salt, nonce, data, _aad(keyid, doc), intact=doc.get("digest") == _digest(doc))
 
-    def open(self, passphrase: str) -> Optional[MasterKeys]:
-        """The master keys, or None if the passphrase (or ciphertext) does not authenticate."""
+    def problem(self, name: str) -> str:
+        return (f"key file {name} was changed after it was written (its fields do not match its digest): "
+                "restore it from a copy, or open the vault with another key")
+
+    def open(self, passphrase: str, name: str) -> Optional[MasterKeys]:
+        """The master keys, or None if the passphrase does not open them. ``CorruptData`` naming the file if
+        it does not open and its digest shows it was edited (the AAD alone cannot tell that from a wrong
+        passphrase). A file whose only damage is its digest still opens: the AAD proves the rest."""
         kek = self.kdf.derive(passphrase, self.salt)
         try:
-            plain = AESGCM(kek).decrypt(self.nonce, self.data, _aad(self.info.keyid))
+            plain = AESGCM(kek).decrypt(self.nonce, self.data, self.aad)
         except InvalidTag:
+            if not self.intact:
+                raise CorruptData(self.problem(name)) from None
             return None
         return MasterKeys.from_bytes(plain)
 
@@ -438,8 +480,6 @@ class KeyStore:
                 break
         salt = secrets.token_bytes(SALT_SIZE)
         nonce = secrets.token_bytes(NONCE_SIZE)
-        kek = kdf.derive(passphrase, salt)
-        data = AESGCM(kek).encrypt(nonce, master.to_bytes(), _aad(keyid))
         doc: Dict[str, Any] = {
             "version": KEY_FILE_VERSION,
             "kdf": "argon2id",
@@ -451,13 +491,15 @@ class KeyStore:
             },
             "cipher": "aes-256-gcm",
             "nonce": _b64(nonce),
-            "data": _b64(data),
             "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "hostname": socket.gethostname(),
             "username": _username(),
         }
         if label is not None:
             doc["label"] = label
+        kek = kdf.derive(passphrase, salt)
+        doc["data"] = _b64(AESGCM(kek).encrypt(nonce, master.to_bytes(), _aad(keyid, doc)))
+        doc["digest"] = _digest(doc)
         self.storage.put(self._name(keyid), json.dumps(doc, indent=1).encode("utf-8") + b"\n")
         return keyid
 
@@ -475,12 +517,12 @@ class KeyStore:
         for keyid in ids:
             try:
                 keyfile = self._load(keyid)
+                master = keyfile.open(passphrase, f"{self._name(keyid)} in {self.storage}")
             except ObjectMissing:
                 continue  # removed since listing
             except CorruptData as exc:
                 corrupt.append(str(exc))
                 continue
-            master = keyfile.open(passphrase)
             if master is not None:
                 return master, keyid
         if corrupt:
@@ -495,11 +537,18 @@ class KeyStore:
         out: List[KeyInfo] = []
         for keyid in self.keyids():
             try:
-                out.append(self._load(keyid).info)
+                keyfile = self._load(keyid)
             except ObjectMissing:
                 continue
             except CorruptData as exc:
-                out.append(KeyInfo(keyid=keyid, created="", hostname="", username="", problem=str(exc)))
+                out.append(KeyInfo(keyid=keyid, created="", hostname="", username="", problem=str(exc),
+                                   authenticated=False))
+                continue
+            if keyfile.intact:
+                out.append(keyfile.info)
+            else:
+                problem = keyfile.problem(f"{self._name(keyid)} in {self.storage}")
+                out.append(replace(keyfile.info, problem=problem, authenticated=False))
         return out
 
     def resolve(self, keyid_or_prefix: str) -> str:

@@ -15,13 +15,15 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from .. import core
 from ..errors import CorruptData, NotFound, ObjectMissing, UsageError, VaultExists, VaultNotFound
 from ..storage import Storage
+from . import envelope
 from . import format as fmt
+from .cache import ObjectCache
+from .journal import Journal
 from .keys import KdfParams, KeyStore, MasterKeys
 
 DEFAULT_PACK_SIZE = 16 << 20  # 1 PUT per 16 MiB for object stores; ~3 packs in memory at most
@@ -126,7 +128,8 @@ class Vault:
         self.id = vault_id
         self.settings = settings
         self.keys = KeyStore(storage)
-        self.cache = _IndexCache(cache_dir, vault_id) if cache_dir else None
+        self.cache = ObjectCache(cache_dir, vault_id, "index") if cache_dir else None
+        self.journal = Journal(storage, self.seal, self.unseal, cache_dir, vault_id)
         self.known = core.IdSet()
         self.locations = Locations()
         self._loaded_indexes: set = set()
@@ -159,10 +162,10 @@ class Vault:
         keys = KeyStore(storage)
         keyid = keys.add(passphrase, master, kdf=kdf)
         vault_id = secrets.token_hex(16)
+        doc = {"recovault": fmt.FORMAT_VERSION, "id": vault_id, "created": now_rfc3339()}
         sealed = core.SealSession(master.enc_key).seal(fmt.AAD_CONFIG + vault_id.encode(),
-                                                      json.dumps(settings.to_dict()).encode())
-        doc = {"recovault": fmt.FORMAT_VERSION, "id": vault_id, "created": now_rfc3339(),
-               "settings": sealed.hex()}
+                                                      json.dumps(envelope.bind(settings.to_dict(), doc)).encode())
+        doc["settings"] = sealed.hex()
         storage.put(fmt.CONFIG, json.dumps(doc, indent=1).encode() + b"\n")
         return cls(storage, master, keyid, vault_id, settings, cache_dir)
 
@@ -181,8 +184,8 @@ class Vault:
             raise UsageError(f"vault format version {version} is not supported by this recovault (it reads v1)")
         master, keyid = KeyStore(storage).unlock(passphrase)
         try:
-            settings = Settings.from_dict(json.loads(core.open_blob(
-                master.enc_key, fmt.AAD_CONFIG + vault_id.encode(), sealed)))
+            settings = Settings.from_dict(envelope.verify(json.loads(core.open_blob(
+                master.enc_key, fmt.AAD_CONFIG + vault_id.encode(), sealed)), doc, storage.url).settings)
         except (core.AuthenticationError, core.DecompressError, ValueError, KeyError):
             raise CorruptData(f"the vault config at {storage.url} is corrupt or was tampered with") from None
         return cls(storage, master, keyid, vault_id, settings, cache_dir)
@@ -377,6 +380,7 @@ class Vault:
         sealed = self.seal(fmt.AAD_SNAPSHOT, json.dumps(snap, sort_keys=True).encode())
         sid = core.blake3(sealed).hex()
         self.storage.put(fmt.SNAPSHOTS + sid, sealed)
+        self.journal.append("add", sid, snap["time"], snap["host"])  # after the point: see journal.py
         return sid
 
     def load_snapshot(self, sid: str) -> Dict[str, Any]:
@@ -426,6 +430,7 @@ class Vault:
         return hits[0]
 
     def delete_snapshot(self, sid: str) -> None:
+        self.journal.append("remove", sid, now_rfc3339())  # before the deletion: see journal.py
         self.storage.delete(fmt.SNAPSHOTS + sid)
 
 
@@ -467,50 +472,3 @@ class _PackWriter:
         pack_id = core.blake3(data)
         vault = self.vault
         vault._submit_upload(vault.pack_name(pack_id), data, lambda: vault._pack_written(pack_id, entries))
-
-
-class _IndexCache:
-    """The agent cache of index files (kept sealed, exactly as on storage): an accelerator only. A missing
-    or stale entry is fetched again from the vault; entries for indexes gone from the vault are removed."""
-
-    def __init__(self, cache_dir: str, vault_id: str) -> None:
-        self.dir = Path(cache_dir) / vault_id / "index"
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self.ok = True
-        except OSError:
-            self.ok = False
-
-    def _path(self, name: str) -> Path:
-        return self.dir / fmt.name_to_id(name)
-
-    def get(self, name: str) -> Optional[bytes]:
-        if not self.ok:
-            return None
-        try:
-            raw = self._path(name).read_bytes()
-        except OSError:
-            return None
-        return raw if core.blake3(raw).hex() == fmt.name_to_id(name) else None
-
-    def put(self, name: str, raw: bytes) -> None:
-        if not self.ok:
-            return
-        p = self._path(name)
-        tmp = p.with_name(".tmp-" + p.name)
-        try:
-            tmp.write_bytes(raw)
-            os.replace(tmp, p)
-        except OSError:
-            pass
-
-    def prune(self, live: Iterable[str]) -> None:
-        if not self.ok:
-            return
-        keep = {fmt.name_to_id(n) for n in live}
-        for p in self.dir.iterdir():
-            if p.name not in keep:
-                try:
-                    p.unlink()
-                except OSError:
-                    pass

@@ -1,0 +1,115 @@
+"""The agent cache: a private local directory of copies of content-addressed vault objects.
+
+Layout: ``<root>/<vault id>/<kind>/<64 hex name>`` (kinds: ``index``, ``journal``) plus small state files
+such as ``<root>/<vault id>/journal-heads``. Objects are kept sealed, exactly as on storage, and checked
+against their names (BLAKE3) on every read, so a damaged or planted file is ignored and fetched again.
+
+The cache says which vaults this user backs up and when, so it is private: directories 0700, files 0600,
+the root included. A directory found more open (made by an older recovault, or by a umask) is tightened
+when the cache is opened. The cache is an accelerator: every failure to use it falls back to the vault.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Iterable, List, Optional
+
+from .. import core
+
+__all__ = ["DIR_MODE", "FILE_MODE", "ObjectCache", "private_dir", "read_private", "write_private"]
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def private_dir(path: Path) -> bool:
+    """Make ``path`` (and missing parents) a directory with mode 0700; tighten it if it is more open.
+    Returns whether it is usable."""
+    try:
+        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    except OSError:
+        return False
+    # mkdir's mode applies to the last component only (parents get 0777 & ~umask), and an existing directory
+    # keeps whatever mode it had: tighten each directory this module owns explicitly.
+    try:
+        st = path.stat()
+        if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.geteuid():
+            os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o077)
+    except OSError:
+        pass
+    return True
+
+
+def write_private(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` atomically (a unique temporary name, then rename), mode 0600."""
+    tmp = path.with_name(f".tmp-{os.getpid()}-{os.urandom(4).hex()}-{path.name}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return False
+
+
+def read_private(path: Path) -> Optional[bytes]:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+class ObjectCache:
+    """Cached copies of one kind of content-addressed object (``index``, ``journal``) of one vault."""
+
+    def __init__(self, root: str, vault_id: str, kind: str) -> None:
+        self.root = Path(root)
+        self.vault_dir = self.root / vault_id
+        self.dir = self.vault_dir / kind
+        self.ok = all(private_dir(p) for p in (self.root, self.vault_dir, self.dir))
+
+    @staticmethod
+    def _id(name: str) -> str:
+        return name.rsplit("/", 1)[-1]
+
+    def get(self, name: str) -> Optional[bytes]:
+        """The cached bytes of object ``name``, or None if absent or not matching the name."""
+        if not self.ok:
+            return None
+        raw = read_private(self.dir / self._id(name))
+        if raw is None or core.blake3(raw).hex() != self._id(name):
+            return None
+        return raw
+
+    def put(self, name: str, raw: bytes) -> None:
+        if self.ok:
+            write_private(self.dir / self._id(name), raw)
+
+    def names(self) -> List[str]:
+        """The ids of the cached objects (unverified: get() verifies)."""
+        if not self.ok:
+            return []
+        try:
+            return [p.name for p in self.dir.iterdir() if not p.name.startswith(".tmp-")]
+        except OSError:
+            return []
+
+    def prune(self, live: Iterable[str]) -> None:
+        """Remove cached objects not in ``live`` (names)."""
+        keep = {self._id(n) for n in live}
+        for name in self.names():
+            if name not in keep:
+                try:
+                    (self.dir / name).unlink()
+                except OSError:
+                    pass
