@@ -568,3 +568,26 @@ def test_cache_dir_option(tmp_path, monkeypatch, capsys):
     assert run_main(["snapshots", "--vault", vault, "--cache-dir", tmp_path / "after"], capsys).code == 0
     assert os.listdir(tmp_path / "before") and os.listdir(tmp_path / "after")
     assert not os.path.exists(tmp_path / "xdg")
+
+
+def test_every_command_is_listed_and_loaded_only_when_run():
+    """cli.COMMANDS names each command's module; a run imports that one command, and neither --help nor a
+    command's parsing imports the vault or the C++ core (start-up time is part of every run)."""
+    from recovault.cli import COMMANDS, cli
+    import click
+    ctx = click.Context(cli)
+    assert cli.list_commands(ctx) == sorted(COMMANDS)
+    for name in COMMANDS:
+        assert cli.get_command(ctx, name).name == name
+    probe = ("import sys\nfrom recovault.cli import cli\n"
+             "try:\n    cli.main(sys.argv[1:], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+             "print(' '.join(sorted(m for m in sys.modules if m.startswith(('recovault.', 'rich')))))")
+    env = dict(os.environ, PYTHONPATH=PKG_PARENT)
+    for argv, cmd_modules in [(["--help"], {f"recovault.cli.{m}" for m in COMMANDS.values()}),
+                              (["snapshots", "--help"], {"recovault.cli.snapshots_cmd"}),
+                              (["key", "list", "--help"], {"recovault.cli.key_cmd"})]:
+        p = subprocess.run([sys.executable, "-c", probe, *argv], env=env, capture_output=True, text=True, timeout=60)
+        loaded = set(p.stdout.split("\n")[-2].split())
+        assert {m for m in loaded if m.endswith("_cmd")} == cmd_modules, argv
+        assert not {m for m in loaded if m.startswith(("recovault.vault", "recovault.core", "recovault._core",
+                                                        "recovault.storage", "rich"))}, (argv, loaded)

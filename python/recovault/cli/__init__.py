@@ -7,7 +7,7 @@ Every command takes the common options (--vault or RECOVAULT_VAULT, --passphrase
 RECOVAULT_PASSPHRASE, or a prompt on a terminal.
 
 To add a command: write `<name>_cmd.py` with a click command (or group) decorated with `@common_options`
-and `@pass_ctx`, assign it to `command`, and import it and list it in COMMANDS below. To add a common option:
+and `@pass_ctx`, assign it to `command`, and add it to COMMANDS below. To add a common option:
 one line in context.COMMON_OPTIONS. Commands import the rest of the package when they run: start-up time
 is part of every run (see docs/performance.md), and `recovault` (the _entry module) derives the key
 meanwhile.
@@ -15,10 +15,11 @@ meanwhile.
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import sys
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import click
 
@@ -26,21 +27,46 @@ from .. import __version__
 from ..errors import RecovaultError
 from .context import Ctx, common_options
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# The commands: name -> module (`<module>.command` is the click command). Add a command here.
+COMMANDS: Dict[str, str] = {
+    "init": "init_cmd",
+    "backup": "backup_cmd",
+    "restore": "restore_cmd",
+    "snapshots": "snapshots_cmd",
+    "ls": "ls_cmd",
+    "check": "check_cmd",
+    "stats": "stats_cmd",
+    "mount": "mount_cmd",
+    "key": "key_cmd",
+}
+
+
+class _LazyGroup(click.Group):
+    """Imports a command's module only when that command runs (or --help lists them all): a run costs the
+    import of one command, not of every one (click's "lazily loading subcommands" pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> List[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        if cmd_name in COMMANDS:
+            return importlib.import_module(f".{COMMANDS[cmd_name]}", __name__).command
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: click.Context, args: List[str]):  # type: ignore[no-untyped-def]
+        try:
+            return super().resolve_command(ctx, args)
+        except getattr(click.exceptions, "NoSuchCommand", ()) as e:  # click >= 8.4 suggests a close name
+            raise type(e)(e.command_name, possibilities=self.list_commands(ctx), ctx=ctx) from None
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="recovault")
 @common_options
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """recovault: deduplicated, compressed, encrypted backups of Linux hosts."""
     ctx.ensure_object(Ctx)
-
-
-# The commands (help lists them by name). Each module is small: it imports what it needs when it runs.
-from . import backup_cmd, check_cmd, init_cmd, key_cmd, ls_cmd, mount_cmd, restore_cmd, snapshots_cmd, stats_cmd  # noqa: E402
-
-COMMANDS = (init_cmd, backup_cmd, restore_cmd, snapshots_cmd, ls_cmd, check_cmd, stats_cmd, mount_cmd, key_cmd)
-for _module in COMMANDS:
-    cli.add_command(_module.command)
 
 
 def _terminate(signum, frame):  # SIGTERM: unwind like Ctrl-C so stored packs get indexed
