@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .. import __version__, core
+from .. import __version__, core, timefmt
 from .. import fsmeta
 from ..errors import UsageError
 from ..vault import format as fmt
-from ..vault.repo import Vault, now_rfc3339
+from ..vault.repo import Vault
 from ..vault.tree import make_tree, node_map
 from . import MODES
 from .walk import ExcludeRules, walk
@@ -371,7 +371,7 @@ class BackupJob:
         self.stats.duration = round(time.monotonic() - t0, 3)
         snap = {
             "version": 1,
-            "time": now_rfc3339(),
+            "time": timefmt.now(),
             "host": self.host,
             "username": getpass.getuser(),
             "paths": paths,

@@ -18,13 +18,13 @@ import socket
 import sys
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Dict, List, Mapping, Optional, TextIO, Tuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
+from .. import timefmt
 from ..errors import (
     CorruptData,
     NotFound,
@@ -452,7 +452,7 @@ class KeyStore:
             "cipher": "aes-256-gcm",
             "nonce": _b64(nonce),
             "data": _b64(data),
-            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created": timefmt.now(),
             "hostname": socket.gethostname(),
             "username": _username(),
         }

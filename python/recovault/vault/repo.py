@@ -14,11 +14,10 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
-from .. import core
+from .. import core, timefmt
 from ..errors import CorruptData, NotFound, ObjectMissing, UsageError, VaultExists, VaultNotFound
 from ..storage import Storage
 from . import format as fmt
@@ -110,10 +109,6 @@ class Locations:
             yield loc
 
 
-def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 class Vault:
     """An unlocked vault. Create with :meth:`create` or :meth:`open`; close (or use as a context manager)
     to flush pending packs and indexes."""
@@ -161,7 +156,7 @@ class Vault:
         vault_id = secrets.token_hex(16)
         sealed = core.SealSession(master.enc_key).seal(fmt.AAD_CONFIG + vault_id.encode(),
                                                       json.dumps(settings.to_dict()).encode())
-        doc = {"recovault": fmt.FORMAT_VERSION, "id": vault_id, "created": now_rfc3339(),
+        doc = {"recovault": fmt.FORMAT_VERSION, "id": vault_id, "created": timefmt.now(),
                "settings": sealed.hex()}
         storage.put(fmt.CONFIG, json.dumps(doc, indent=1).encode() + b"\n")
         return cls(storage, master, keyid, vault_id, settings, cache_dir)
