@@ -591,3 +591,17 @@ def test_every_command_is_listed_and_loaded_only_when_run():
         assert {m for m in loaded if m.endswith("_cmd")} == cmd_modules, argv
         assert not {m for m in loaded if m.startswith(("recovault.vault", "recovault.core", "recovault._core",
                                                         "recovault.storage", "rich"))}, (argv, loaded)
+
+
+def test_every_exit_code_is_in_the_readme():
+    """Each error class's exit code (and main's 1 and 130) has its entry in the README's exit-code line."""
+    import re
+    from recovault import errors
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+    line = readme[readme.index("Exit codes: "):].split("\n\n")[0]
+    documented = {int(c) for c in re.findall(r"(?:: |; )(\d+) \w", " ".join(line.split()))}
+
+    def subclasses(cls):
+        return [cls] + [s for c in cls.__subclasses__() for s in subclasses(c)]
+    codes = {cls.exit_code for cls in subclasses(errors.RecovaultError)} | {0, 1, 130}
+    assert codes <= documented, sorted(codes - documented)
