@@ -16,6 +16,7 @@ import click
 from click.core import ParameterSource
 
 from ..errors import UsageError
+from ..progress import warn
 
 if TYPE_CHECKING:
     from ..vault.repo import Vault
@@ -60,11 +61,9 @@ class Ctx:
         elif text:
             click.echo(text)
 
-    @staticmethod
-    def warn(message: str) -> None:
-        """A warning on stderr (in --json mode too: stdout is for the result). Fits as an `on_warning`
-        callable of the library; a job's warnings come through its progress callback (progress.py)."""
-        click.echo(f"recovault: warning: {message}", err=True)
+    #: A warning on stderr (with --json too: stdout is for the result); an `on_warning` callable for the
+    #: library. A job's warnings come through its progress callback (progress.ProgressReporter).
+    warn = staticmethod(warn)
 
 
 pass_ctx = click.make_pass_decorator(Ctx, ensure=True)
