@@ -68,7 +68,9 @@ class Ctx:
 
 pass_ctx = click.make_pass_decorator(Ctx, ensure=True)
 
-# (option names, the Ctx attribute it sets, click.option keywords). Add a common option here.
+# (option names, the Ctx attribute it sets, click.option keywords). Add a common option here. The _entry
+# module glances at --vault/-r, --passphrase-file and their environment variables before click is even
+# imported (to derive the key meanwhile): keep it in step when one of those changes or gains an envvar.
 COMMON_OPTIONS: Tuple[Tuple[Tuple[str, ...], str, dict], ...] = (
     (("--vault", "-r"), "location",
      dict(envvar="RECOVAULT_VAULT", help="The vault (a directory). Env: RECOVAULT_VAULT.")),
