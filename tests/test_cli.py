@@ -564,3 +564,101 @@ def test_key_add_list_passwd_remove(tmp_path):
     fails(cli("snapshots", "--vault", vault), 12, "wrong passphrase")
     keys = json_out(cli("key", "list", "--vault", vault, "--json", "--passphrase-file", f3))
     assert [(k["keyid"], k["current"], k["label"]) for k in keys] == [(k3, True, "second")]
+
+
+# ---------------------------------------------------------------- the common options, before or after the command
+
+
+def run_main(argv: List[str], capsys) -> SimpleNamespace:
+    """`recovault ARGV` in this process (fast: no interpreter start-up): exit code, stdout, stderr."""
+    from recovault.cli import main
+    with pytest.raises(SystemExit) as exc:
+        main([os.fspath(a) for a in argv])
+    out = capsys.readouterr()
+    return SimpleNamespace(code=exc.value.code, out=out.out, err=out.err)
+
+
+@pytest.mark.parametrize("argv, env, named", [
+    (["snapshots"], "env", "env"),
+    (["--vault", "before", "snapshots"], "env", "before"),
+    (["snapshots", "--vault", "after"], "env", "after"),
+    (["-r", "before", "snapshots", "-r", "after"], None, "after"),
+    (["--vault=before", "snapshots"], None, "before"),
+    (["--vault", "before", "key", "list"], "env", "before"),
+    (["key", "--vault", "before", "list", "--vault", "after"], "env", "after"),
+    (["key", "list", "-r", "after"], "env", "after"),
+])
+def test_vault_option_before_after_and_env(tmp_path, monkeypatch, capsys, argv, env, named):
+    """--vault/-r is accepted before and after the command name; after wins over before, both over
+    RECOVAULT_VAULT (whichever is used is the one the error names)."""
+    monkeypatch.chdir(tmp_path)
+    if env:
+        monkeypatch.setenv("RECOVAULT_VAULT", os.fspath(tmp_path / env))
+    else:
+        monkeypatch.delenv("RECOVAULT_VAULT", raising=False)
+    monkeypatch.setenv("RECOVAULT_PASSPHRASE", PASSPHRASE)
+    res = run_main(argv, capsys)
+    assert res.code == 10 and res.err.startswith("recovault: error: no vault at "), res.err
+    assert os.fspath(tmp_path / named) in res.err
+    for other in {"env", "before", "after"} - {named}:
+        assert os.fspath(tmp_path / other) not in res.err
+
+
+@pytest.mark.parametrize("argv", [["--json", "snapshots"], ["snapshots", "--json"], ["key", "--json", "list"]])
+def test_json_and_passphrase_file_before_or_after(tmp_path, monkeypatch, capsys, argv):
+    vault = api_vault(tmp_path / "vault")
+    monkeypatch.delenv("RECOVAULT_PASSPHRASE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", os.fspath(tmp_path / "cache"))
+    pf = write(tmp_path / "pass.txt", PASSPHRASE.encode() + b"\n")
+    res = run_main(["--passphrase-file", pf, "--vault", vault] + argv, capsys)
+    assert res.code == 0, res.err
+    assert isinstance(json.loads(res.out), list)
+    res = run_main(argv + ["--passphrase-file", tmp_path / "missing", "--vault", vault], capsys)
+    assert res.code == 2 and json.loads(res.out)["exit_code"] == 2 and "passphrase file" in res.err
+
+
+def test_cache_dir_option(tmp_path, monkeypatch, capsys):
+    vault = api_vault(tmp_path / "vault")
+    monkeypatch.setenv("RECOVAULT_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setenv("XDG_CACHE_HOME", os.fspath(tmp_path / "xdg"))
+    assert run_main(["--cache-dir", tmp_path / "before", "snapshots", "--vault", vault], capsys).code == 0
+    assert run_main(["snapshots", "--vault", vault, "--cache-dir", tmp_path / "after"], capsys).code == 0
+    assert os.listdir(tmp_path / "before") and os.listdir(tmp_path / "after")
+    assert not os.path.exists(tmp_path / "xdg")
+
+
+def test_every_command_is_listed_and_loaded_only_when_run():
+    """cli.COMMANDS names each command's module; a run imports that one command, and neither --help nor a
+    command's parsing imports the vault or the C++ core (start-up time is part of every run)."""
+    from recovault.cli import COMMANDS, cli
+    import click
+    ctx = click.Context(cli)
+    assert cli.list_commands(ctx) == sorted(COMMANDS)
+    for name in COMMANDS:
+        assert cli.get_command(ctx, name).name == name
+    probe = ("import sys\nfrom recovault.cli import cli\n"
+             "try:\n    cli.main(sys.argv[1:], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+             "print(' '.join(sorted(m for m in sys.modules if m.startswith(('recovault.', 'rich')))))")
+    env = dict(os.environ, PYTHONPATH=PKG_PARENT)
+    for argv, cmd_modules in [(["--help"], {f"recovault.cli.{m}" for m in COMMANDS.values()}),
+                              (["snapshots", "--help"], {"recovault.cli.snapshots_cmd"}),
+                              (["key", "list", "--help"], {"recovault.cli.key_cmd"})]:
+        p = subprocess.run([sys.executable, "-c", probe, *argv], env=env, capture_output=True, text=True, timeout=60)
+        loaded = set(p.stdout.split("\n")[-2].split())
+        assert {m for m in loaded if m.endswith("_cmd")} == cmd_modules, argv
+        assert not {m for m in loaded if m.startswith(("recovault.vault", "recovault.core", "recovault._core",
+                                                        "recovault.storage", "rich"))}, (argv, loaded)
+
+
+def test_every_exit_code_is_in_the_readme():
+    """Each error class's exit code (and main's 1 and 130) has its entry in the README's exit-code line."""
+    import re
+    from recovault import errors
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+    line = readme[readme.index("Exit codes: "):].split("\n\n")[0]
+    documented = {int(c) for c in re.findall(r"(?:: |; )(\d+) \w", " ".join(line.split()))}
+
+    def subclasses(cls):
+        return [cls] + [s for c in cls.__subclasses__() for s in subclasses(c)]
+    codes = {cls.exit_code for cls in subclasses(errors.RecovaultError)} | {0, 1, 130}
+    assert codes <= documented, sorted(codes - documented)

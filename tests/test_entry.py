@@ -135,3 +135,15 @@ def test_recovault_alone_prints_its_help(tmp_path):
     p = subprocess.run([sys.executable, "-m", "recovault"], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and p.stderr.startswith("Usage: recovault") and "error" not in p.stderr
     assert "backup" in p.stderr and p.stdout == ""
+
+
+def test_the_glance_looks_for_the_cli_options():
+    """_entry reads --vault/-r, RECOVAULT_VAULT and --passphrase-file before click is imported: they must be
+    the CLI's common options (a renamed option or a new envvar there must be glanced at here too)."""
+    from recovault.cli.context import COMMON_OPTIONS
+    opts = {attr: (names, kw) for names, attr, kw in COMMON_OPTIONS}
+    assert opts["location"][0] == ("--vault", "-r") and opts["location"][1].get("envvar") == "RECOVAULT_VAULT"
+    assert opts["passphrase_file"][0] == ("--passphrase-file",) and "envvar" not in opts["passphrase_file"][1]
+    argv = ["key", "--passphrase-file", "/p", "list", "-r", "/v"]  # both anywhere on the command line
+    assert _entry._option(argv, *opts["location"][0]) == "/v"
+    assert _entry._option(argv, *opts["passphrase_file"][0]) == "/p"

@@ -148,7 +148,7 @@ def test_roundtrip_and_key_file_format(ks: KeyStore, storage: LocalStorage, mast
     assert (p["memory_kib"], p["iterations"], p["lanes"]) == (8, 1, 1)
     assert len(base64.b64decode(doc["nonce"])) == 12
     assert len(base64.b64decode(doc["data"])) == 133 + 16  # serialized master + GCM tag
-    assert datetime.strptime(doc["created"], "%Y-%m-%dT%H:%M:%SZ")
+    assert datetime.strptime(doc["created"], "%Y-%m-%dT%H:%M:%S.%fZ")  # timefmt: the one stored form
     assert isinstance(doc["hostname"], str) and isinstance(doc["username"], str)
     assert doc["label"] == "laptop"
     for k in (master.enc_key, master.id_key, master.chunker_seed, master.mac_key):
@@ -282,7 +282,7 @@ def test_list_shows_metadata_not_secrets(ks: KeyStore, master: MasterKeys) -> No
     (info,) = ks.list()
     assert isinstance(info, KeyInfo)
     assert info.keyid == keyid and info.label == "backup server" and info.problem is None
-    assert datetime.strptime(info.created, "%Y-%m-%dT%H:%M:%SZ")
+    assert datetime.strptime(info.created, "%Y-%m-%dT%H:%M:%S.%fZ")
     assert info.hostname and info.username
     assert master.enc_key.hex() not in repr(info) and PW1 not in repr(info)
 

@@ -1,6 +1,8 @@
 """recovault's exceptions: each carries a one-line message for the operator and an exit code.
 
-The CLI prints ``str(exc)`` and exits with ``exc.exit_code``; nothing here ever carries secrets.
+The CLI prints ``str(exc)`` and exits with ``exc.exit_code``; nothing here ever carries secrets. One exit
+code per concept, each listed in the README's exit-code line (tests/test_cli.py checks it): a new class
+either reuses its concept's code (by subclassing) or gets a new code and a README entry.
 """
 from __future__ import annotations
 
@@ -27,8 +29,8 @@ class WrongPassphrase(RecovaultError):
     exit_code = 12
 
 
-class WeakPassphrase(RecovaultError):
-    exit_code = 2
+class WeakPassphrase(UsageError):
+    """A new passphrase is too short: a usage error (exit 2) like any other bad input."""
 
 
 class StorageError(RecovaultError):

@@ -1,10 +1,22 @@
 """Progress display for the CLI: a rich progress bar (files, bytes, rate, ETA) on a terminal, nothing
-otherwise (and never in --json mode, where stdout is for the machine)."""
+otherwise (and never in --json mode, where stdout is for the machine); and the library's warnings, as
+`recovault: warning: ...` lines on stderr.
+
+The library never prints: a job reports through its progress callback `(kind, info)`, where the kinds in
+WARNING_KINDS are warnings ({"path", "error"} or {"message"}), or through an `on_warning(message)` callable;
+the CLI passes `ProgressReporter` (or its `warn`) or `warn` as those.
+"""
 from __future__ import annotations
 
 import sys
 from typing import Any, Dict
 
+WARNING_KINDS = ("error", "problem", "warning")
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr (stdout is for the result, with --json too)."""
+    print(f"recovault: warning: {message}", file=sys.stderr, flush=True)
 
 
 class ProgressReporter:
@@ -27,15 +39,18 @@ class ProgressReporter:
         if self.bar is not None:
             self.bar.stop()
 
+    def warn(self, message: str) -> None:
+        """A warning: above the bar on a terminal (it stays intact), else one line (see `warn`)."""
+        if not self.enabled:
+            warn(message)
+            return
+        from rich.markup import escape  # a path may hold [brackets]: text, not markup
+        console = self.bar.console if self.bar is not None else self.console
+        console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
+
     def __call__(self, kind: str, info: Dict[str, Any]) -> None:
-        if kind == "error" or kind == "problem":
-            msg = f"{info.get('path', '')}: {info.get('error', info.get('message', ''))}".lstrip(": ")
-            if self.bar is not None:
-                self.bar.console.print(f"[yellow]warning:[/] {msg}", highlight=False, markup=True)
-            elif self.enabled:
-                self.console.print(f"[yellow]warning:[/] {msg}", highlight=False)
-            else:
-                print(f"recovault: warning: {msg}", file=sys.stderr)
+        if kind in WARNING_KINDS:
+            self.warn(f"{info.get('path', '')}: {info.get('error', info.get('message', ''))}".lstrip(": "))
             return
         if not self.enabled:
             return

@@ -18,12 +18,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
-from .. import __version__, core
+from .. import __version__, core, timefmt
 from .. import fsmeta
 from ..errors import UsageError
 from ..paths import split_path
 from ..vault import format as fmt
-from ..vault.repo import Vault, now_rfc3339
+from ..vault.repo import Vault
 from . import MODES
 from .tree_builder import (DEFAULT_DIR_META, BaseTrees, FileItem, Leaf, PendingDir, TreeBuilder,
                            pinned_dirs)
@@ -326,7 +326,7 @@ class BackupJob:
         opts = self.opts
         snap = {
             "version": 1,
-            "time": now_rfc3339(),
+            "time": timefmt.now(),
             "host": self.host,
             "username": getpass.getuser(),
             "paths": paths,

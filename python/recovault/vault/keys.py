@@ -22,13 +22,13 @@ import stat
 import sys
 import threading
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Mapping, Optional, TextIO, Tuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
+from .. import timefmt
 from ..errors import (
     CorruptData,
     NotFound,
@@ -491,7 +491,7 @@ class KeyStore:
             },
             "cipher": "aes-256-gcm",
             "nonce": _b64(nonce),
-            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created": timefmt.now(),
             "hostname": socket.gethostname(),
             "username": _username(),
         }

@@ -14,10 +14,9 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
-from .. import core
+from .. import core, timefmt
 from ..errors import CorruptData, NotFound, ObjectMissing, UsageError, VaultExists, VaultNotFound
 from ..storage import Storage
 from . import envelope
@@ -112,10 +111,6 @@ class Locations:
             yield loc
 
 
-def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 class Vault:
     """An unlocked vault. Create with :meth:`create` or :meth:`open`; close (or use as a context manager)
     to flush pending packs and indexes."""
@@ -162,7 +157,7 @@ class Vault:
         keys = KeyStore(storage)
         keyid = keys.add(passphrase, master, kdf=kdf)
         vault_id = secrets.token_hex(16)
-        doc = {"recovault": fmt.FORMAT_VERSION, "id": vault_id, "created": now_rfc3339()}
+        doc = {"recovault": fmt.FORMAT_VERSION, "id": vault_id, "created": timefmt.now()}
         sealed = core.SealSession(master.enc_key).seal(fmt.AAD_CONFIG + vault_id.encode(),
                                                       json.dumps(envelope.bind(settings.to_dict(), doc)).encode())
         doc["settings"] = sealed.hex()
@@ -430,7 +425,7 @@ class Vault:
         return hits[0]
 
     def delete_snapshot(self, sid: str) -> None:
-        self.journal.append("remove", sid, now_rfc3339())  # before the deletion: see journal.py
+        self.journal.append("remove", sid, timefmt.now())  # before the deletion: see journal.py
         self.storage.delete(fmt.SNAPSHOTS + sid)
 
 

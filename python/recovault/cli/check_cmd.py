@@ -1,0 +1,33 @@
+"""recovault check: verify the vault's structure, and with --read-data its every byte."""
+from __future__ import annotations
+
+from typing import Optional
+
+import click
+
+from ..errors import CorruptData
+from ..progress import ProgressReporter
+from .context import Ctx, common_options, pass_ctx
+
+
+@click.command()
+@common_options
+@click.option("--read-data", is_flag=True, help="Read and decrypt every pack and chunk.")
+@click.option("--read-data-subset", default=None, help="Read a subset: 'n/m' or a percentage like '10%'.")
+@pass_ctx
+def check(c: Ctx, read_data: bool, read_data_subset: Optional[str]) -> None:
+    """Verify the vault's structure, and with --read-data every byte of it."""
+    with c.open() as v, ProgressReporter(not c.json, "checking") as prog:
+        from ..vault.check import Checker
+        res = Checker(v, prog).run(read_data=read_data, subset=read_data_subset)
+    st = res["stats"]
+    text = "\n".join([f"warning: {w}" for w in res["warnings"]] +
+                     [f"checked {st['snapshots']} recovery points, {st['trees']} trees, {st['packs']} packs"
+                      + (f", read {st['packs_read']} packs / {st['blobs_read']} blobs" if st["packs_read"] else "")
+                      + (": no problems" if res["ok"] else f": {len(res['problems'])} PROBLEM(S)")])
+    c.out(res, text)
+    if not res["ok"]:
+        raise CorruptData(f"check found {len(res['problems'])} problem(s); first: {res['problems'][0]}")
+
+
+command = check

@@ -1,0 +1,99 @@
+"""What every command shares: the common options (--vault, --passphrase-file, --cache-dir, --json) and the
+`Ctx` object they fill, which opens the vault and speaks to people (results on stdout, warnings on stderr).
+
+The common options are accepted before the command name (`recovault --vault V snapshots`) and after it
+(`recovault snapshots --vault V`): `common_options` adds them to the group and to every command, without
+passing them to the command function; their callback stores each value in the one `Ctx` (click's `ctx.obj`,
+shared by the group and its commands). A value on the command line wins over the environment (`envvar`),
+and one given after the command name over one given before it.
+"""
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
+
+import click
+from click.core import ParameterSource
+
+from ..errors import UsageError
+from ..progress import warn
+
+if TYPE_CHECKING:
+    from ..vault.repo import Vault
+
+
+class Ctx:
+    """The common options' values, and the output of one run (created once, in `main` or by the group)."""
+
+    def __init__(self) -> None:
+        self.location: Optional[str] = None
+        self.passphrase_file: Optional[str] = None
+        self._cache_dir: Optional[str] = None
+        self.json = False
+        self.json_printed = False  # the --json result was printed: a later error must not print a second document
+
+    @property
+    def cache_dir(self) -> str:
+        if not self._cache_dir:
+            from ..api import default_cache_dir
+            self._cache_dir = default_cache_dir()
+        return self._cache_dir
+
+    def need_location(self) -> str:
+        if not self.location:
+            raise UsageError("no vault given: use --vault PATH or set RECOVAULT_VAULT")
+        return self.location
+
+    def passphrase(self, confirm: bool = False) -> str:
+        from ..vault.keys import read_passphrase
+        return read_passphrase(self.passphrase_file, prompt=True, confirm=confirm, on_warning=self.warn)
+
+    def open(self) -> "Vault":
+        from ..storage import open_storage
+        from ..vault.repo import Vault
+        return Vault.open(open_storage(self.need_location()), self.passphrase(), cache_dir=self.cache_dir)
+
+    def out(self, data: Any, text: str) -> None:
+        """The command's result: `data` as one JSON document with --json, else `text` (if any)."""
+        if self.json:
+            click.echo(json.dumps(data, indent=None, sort_keys=True, default=str))
+            self.json_printed = True
+        elif text:
+            click.echo(text)
+
+    #: A warning on stderr (with --json too: stdout is for the result); an `on_warning` callable for the
+    #: library. A job's warnings come through its progress callback (progress.ProgressReporter).
+    warn = staticmethod(warn)
+
+
+pass_ctx = click.make_pass_decorator(Ctx, ensure=True)
+
+# (option names, the Ctx attribute it sets, click.option keywords). Add a common option here. The _entry
+# module glances at --vault/-r, --passphrase-file and their environment variables before click is even
+# imported (to derive the key meanwhile): keep it in step when one of those changes or gains an envvar.
+COMMON_OPTIONS: Tuple[Tuple[Tuple[str, ...], str, dict], ...] = (
+    (("--vault", "-r"), "location",
+     dict(envvar="RECOVAULT_VAULT", help="The vault (a directory). Env: RECOVAULT_VAULT.")),
+    (("--passphrase-file",), "passphrase_file", dict(help="Read the passphrase from this file.")),
+    (("--cache-dir",), "_cache_dir", dict(help="Agent cache (default ~/.cache/recovault).")),
+    (("--json",), "json", dict(is_flag=True, help="Machine-readable output on stdout.")),
+)
+
+
+def _store(attr: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if not value:  # not given (or empty, as before): leave what an earlier place set
+            return
+        obj = ctx.ensure_object(Ctx)
+        from_env = ctx.get_parameter_source(param.name or "") is ParameterSource.ENVIRONMENT
+        if from_env and getattr(obj, attr):
+            return  # the environment never overrides the command line before the command name
+        setattr(obj, attr, value)
+    return callback
+
+
+def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the common options to a group or command (they fill `Ctx`, the function does not receive them)."""
+    for names, attr, kw in reversed(COMMON_OPTIONS):
+        f = click.option(*names, expose_value=False, callback=_store(attr), **kw)(f)
+    return f

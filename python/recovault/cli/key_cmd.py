@@ -1,0 +1,73 @@
+"""recovault key list | add | remove | passwd: the passphrases that open the vault (one key file each)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import click
+
+from .context import Ctx, common_options, pass_ctx
+
+
+@click.group()
+@common_options
+def key() -> None:
+    """Manage the passphrases that open the vault."""
+
+
+@key.command(name="list")
+@common_options
+@pass_ctx
+def key_list(c: Ctx) -> None:
+    """List the vault's keys (* marks the one that opened it)."""
+    with c.open() as v:
+        keys = v.keys.list()
+        cur = v.keyid
+    rows = [dict(k.__dict__, current=k.keyid == cur) for k in keys]
+    c.out(rows, "\n".join(f"{'*' if r['current'] else ' '} {r['keyid'][:12]}  {r['created']}  "
+                          f"{r['username']}@{r['hostname']}  {r.get('label') or ''}"
+                          + ("" if r["authenticated"] or r["problem"] else
+                             "  (version 1 key file: its fields are not authenticated; 'key passwd' rewrites it)")
+                          + (f"  PROBLEM: {r['problem']}" if r["problem"] else "") for r in rows))
+
+
+def _new_passphrase(new_passphrase_file: Optional[str]) -> str:
+    from ..vault.keys import read_passphrase
+    from ..progress import warn
+    return read_passphrase(new_passphrase_file, env={}, prompt=True, confirm=True, on_warning=warn)
+
+
+@key.command(name="add")
+@common_options
+@click.option("--new-passphrase-file", default=None, help="Read the new passphrase from this file.")
+@click.option("--label", default=None)
+@pass_ctx
+def key_add(c: Ctx, new_passphrase_file: Optional[str], label: Optional[str]) -> None:
+    """Add a passphrase (a new key file for the same vault)."""
+    with c.open() as v:
+        kid = v.keys.add(_new_passphrase(new_passphrase_file), v.master, label=label)
+    c.out({"keyid": kid}, f"added key {kid[:12]}")
+
+
+@key.command(name="remove")
+@common_options
+@click.argument("keyid")
+@pass_ctx
+def key_remove(c: Ctx, keyid: str) -> None:
+    """Remove key KEYID (id or unique prefix); never the one in use."""
+    with c.open() as v:
+        kid = v.keys.remove(keyid, current_keyid=v.keyid)
+    c.out({"removed": kid}, f"removed key {kid[:12]}")
+
+
+@key.command(name="passwd")
+@common_options
+@click.option("--new-passphrase-file", default=None)
+@pass_ctx
+def key_passwd(c: Ctx, new_passphrase_file: Optional[str]) -> None:
+    """Change the passphrase of the key in use."""
+    with c.open() as v:
+        kid = v.keys.passwd(v.keyid, v.master, _new_passphrase(new_passphrase_file))
+    c.out({"keyid": kid}, f"passphrase changed (new key {kid[:12]})")
+
+
+command = key

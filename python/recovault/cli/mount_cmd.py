@@ -1,0 +1,26 @@
+"""recovault mount: a recovery point as a read-only FUSE file system."""
+from __future__ import annotations
+
+import click
+
+from .context import Ctx, common_options, pass_ctx
+
+
+@click.command()
+@common_options
+@click.argument("snapshot")
+@click.argument("mountpoint")
+@click.option("--allow-other", is_flag=True, help="Let other users read the mount (needs user_allow_other).")
+@pass_ctx
+def mount(c: Ctx, snapshot: str, mountpoint: str, allow_other: bool) -> None:
+    """Expose a recovery point read-only at MOUNTPOINT (FUSE) until unmounted (fusermount3 -u)."""
+    from ..mount import mount as do_mount
+    with c.open() as v:
+        snap = v.find_snapshot(snapshot)
+        if not c.json:
+            click.echo(f"serving recovery point {snap['id'][:8]} at {mountpoint}; unmount with 'fusermount3 -u {mountpoint}'",
+                       err=True)
+        do_mount(v, snap, mountpoint, allow_other=allow_other)
+
+
+command = mount

@@ -1,0 +1,88 @@
+"""recovault restore: a recovery point (or some of its paths) under --target, or one image --to a file or
+device."""
+from __future__ import annotations
+
+import os
+from typing import Optional, Tuple
+
+import click
+
+from ..errors import CorruptData, NotFound, RecovaultError, UsageError
+from ..progress import ProgressReporter
+from .context import Ctx, common_options, pass_ctx
+
+
+@click.command()
+@common_options
+@click.argument("snapshot")
+@click.argument("paths", nargs=-1)
+@click.option("--target", "-t", default=None, help="Directory to restore into.")
+@click.option("--to", "to", default=None, help="Write one image (see --image) exactly to this file or device.")
+@click.option("--image", "image", default=None, help="With --to: the backed-up path of the image to write.")
+@click.option("--range", "byte_range", default=None, help="With --to: only bytes START:END of the image.")
+@click.option("--verify", is_flag=True, help="Re-read every restored file and compare with the recovery point.")
+@click.option("--workers", type=int, default=None,
+              help="Restore threads (default: 2 for files, whose cost is metadata calls; all cores for --to).")
+@pass_ctx
+def restore(c: Ctx, snapshot: str, paths: Tuple[str, ...], target: Optional[str], to: Optional[str],
+            image: Optional[str], byte_range: Optional[str], verify: bool, workers: Optional[int]) -> None:
+    """Restore recovery point SNAPSHOT (id, prefix or 'latest'), or only PATHS of it, under --target;
+    or write one backed-up image to a file or device with --to."""
+    if (target is None) == (to is None):
+        raise UsageError("give exactly one of --target DIR or --to FILE_OR_DEVICE")
+    if target == "" or to == "":
+        raise UsageError("--target and --to need a non-empty path")
+    if to is not None:
+        return _restore_image(c, snapshot, to, image, _parse_range(byte_range), verify, workers or 0)
+    with c.open() as v, ProgressReporter(not c.json, "restoring") as prog:
+        snap = v.find_snapshot(snapshot)
+        from ..restore import RestoreJob
+        res = RestoreJob(v, snap, target, list(paths), verify=verify, workers=workers or 2, progress=prog).run()
+    st = res["stats"]
+    if res["warnings"] and not c.json:
+        click.echo(f"recovault: {len(res['warnings'])} warning(s): metadata not restored as recorded (above)",
+                   err=True)
+    c.out(res, (f"restored {st['files']} files, {st['dirs']} dirs, {st['bytes'] / 1e6:.1f} MB from "
+                f"{snap['id'][:8]} to {res['target']} in {st['duration']:.1f}s"
+                + (f"; {st['verified']} files verified" if verify else "")))
+    if res["errors"]:
+        if res.get("data_errors"):
+            raise CorruptData(f"{res['data_errors']} file(s) could not be restored because vault data is corrupt or "
+                              f"missing; {len(res['errors'])} problem(s) in all (listed above)")
+        raise RecovaultError(f"{len(res['errors'])} problem(s) during restore (listed above)")
+
+
+def _parse_range(byte_range: Optional[str]) -> Optional[Tuple[int, int]]:
+    if not byte_range:
+        return None
+    try:
+        a, b = (int(x, 0) for x in byte_range.split(":"))
+    except ValueError:
+        raise UsageError("--range must be START:END in bytes") from None
+    return a, b
+
+
+def _restore_image(c: Ctx, snapshot: str, to: str, image: Optional[str], rng: Optional[Tuple[int, int]],
+                   verify: bool, workers: int) -> None:
+    import time
+    from ..jobs.image import restore_image
+    with c.open() as v, ProgressReporter(not c.json, "writing image") as prog:
+        snap = v.find_snapshot(snapshot)
+        images = [p for p in snap["paths"] if "image" in (v.find_node(snap, p) or {})]
+        if image is None:
+            if len(images) != 1:
+                raise UsageError(f"recovery point {snap['id'][:8]} holds {len(images)} images; name one with --image"
+                                 + (f" ({', '.join(images)})" if images else ""))
+            image = images[0]
+        node = v.find_node(snap, os.path.abspath(image))
+        if node is None or "image" not in node:
+            raise NotFound(f"{image} is not an image in recovery point {snap['id'][:8]}")
+        t0 = time.monotonic()
+        st = restore_image(v, node["image"], to, byte_range=rng, verify=verify, workers=workers, progress=prog)
+        st["duration"] = round(time.monotonic() - t0, 3)
+    c.out({"snapshot": snap["id"], "image": image, "to": to, "stats": st},
+          f"wrote {image} from {snap['id'][:8]} to {to}: {st['bytes_written'] / 1e6:.1f} MB of data, "
+          f"{st['zero_blocks']} zero blocks, in {st['duration']:.1f}s" + (" (verified)" if verify else ""))
+
+
+command = restore

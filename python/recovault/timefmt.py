@@ -1,0 +1,33 @@
+"""Times as recovault stores them: RFC 3339 in UTC, with microseconds and a "Z" ("2026-11-25T14:00:00.123456Z",
+vault-format.md §9). Always 27 characters, so stored times sort as strings in time order (recovery points are
+ordered by theirs); microseconds, so two recovery points of one second keep their order.
+
+`parse_time` reads any RFC 3339 time, so also what versions before this module wrote: key files had whole
+seconds ("2026-11-25T14:00:00Z").
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def format_time(dt: datetime) -> str:
+    """`dt` (aware; a naive one is taken as UTC) as stored: UTC, microseconds, "Z"."""
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(timezone.utc)
+    return dt.strftime(_FORMAT)
+
+
+def now() -> str:
+    """The current time, as stored."""
+    return format_time(datetime.now(timezone.utc))
+
+
+def parse_time(text: str) -> datetime:
+    """A stored time ("Z" or an offset, with or without a fraction of a second) as an aware datetime;
+    ValueError if `text` is not one."""
+    dt = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    if dt.tzinfo is None:
+        raise ValueError(f"time without a UTC offset: {text!r}")
+    return dt
