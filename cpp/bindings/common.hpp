@@ -51,10 +51,10 @@ inline void need_zstd_level(int level) {
 }
 
 // Python's compress= strings.
-inline int compress_mode(const std::string& m) {
-  if (m == "never" || m == "none") return 0;
-  if (m == "always") return 1;
-  if (m == "auto") return 2;
+inline compress::Mode compress_mode(const std::string& m) {
+  if (m == "never" || m == "none") return compress::Mode::Never;
+  if (m == "always") return compress::Mode::Always;
+  if (m == "auto") return compress::Mode::Auto;
   throw py::value_error("compress must be 'auto', 'always' or 'never'");
 }
 

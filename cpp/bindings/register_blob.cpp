@@ -21,7 +21,7 @@ void register_blob(py::module_& m) {
       .def_property_readonly("salt", [](const SealSession& s) { return to_bytes(s.salt(), 16); })
       .def("seal", [](SealSession& s, const py::handle& id, const py::handle& data, int level, const std::string& comp) {
         View i(id), v(data);
-        int mode = compress_mode(comp);
+        compress::Mode mode = compress_mode(comp);
         need_zstd_level(level);
         std::vector<uint8_t> out;
         {

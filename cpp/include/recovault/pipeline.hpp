@@ -36,7 +36,7 @@ struct PipelineConfig {
   uint8_t id_key[32] = {0};
   uint8_t gear_seed[32] = {0};
   int level = 3;                    // zstd level
-  int compress = 2;                 // 0 never, 1 always, 2 auto (skip incompressible data)
+  compress::Mode compress = compress::Mode::Auto;
   unsigned workers = 0;             // 0 = hardware concurrency
   size_t max_in_flight = 256u << 20;  // bytes read but not yet emitted
   size_t read_size = 8u << 20;        // read() size for large streams
