@@ -11,6 +11,9 @@ namespace recovault::py_binding {
 
 namespace {
 
+// END events carry flags where other events have their offset.
+constexpr uint64_t END_CHANGED = 1;  // the file changed while it was read
+
 class PyRun {
  public:
   std::unique_ptr<PipelineRun> run;
@@ -48,7 +51,7 @@ class PyRun {
         id = to_bytes(e.id.data(), 32);
         if (e.is_new) payload = to_bytes(e.sealed);
       } else if (e.kind == Event::END) {
-        offset = 0;
+        offset = e.changed ? END_CHANGED : 0;  // END: flags in the offset field
         if (!e.error.empty()) payload = py::str(e.error);
       }
       out.append(py::make_tuple(static_cast<int>(e.kind), e.source, offset, e.length, id, payload));
@@ -60,11 +63,13 @@ class PyRun {
 class PyPipeline {
  public:
   PipelineConfig cfg;
+  py::object after_read = py::none();  // the test hook cfg.after_read calls, kept alive by every run
   std::shared_ptr<IdSet> known;
   std::shared_ptr<SealSession> session;
 
   std::unique_ptr<PyRun> run(const py::iterable& sources, const py::object& sizes) {
     auto r = std::make_unique<PyRun>();
+    if (!after_read.is_none()) r->readers.push_back(after_read);
     std::vector<Source> srcs;
     std::vector<int64_t> hints;
     if (!sizes.is_none()) hints = sizes.cast<std::vector<int64_t>>();
@@ -195,7 +200,26 @@ void register_pipeline(py::module_& m) {
           PipelineRun::chunk_id(p.cfg, v.data(), v.size(), out);
         }
         return to_bytes(out, 32);
-      });
+      })
+      .def("_set_after_read", [](PyPipeline& p, const py::object& fn) {
+        p.after_read = fn;
+        if (fn.is_none()) {
+          p.cfg.after_read = nullptr;
+          return;
+        }
+        PyObject* f = fn.ptr();  // alive while the pipeline or a run (PyRun::readers) holds it
+        p.cfg.after_read = [f](const std::string& path, uint64_t bytes_read) {
+          py::gil_scoped_acquire g;
+          try {
+            py::reinterpret_borrow<py::object>(f)(py::bytes(path), bytes_read);
+          } catch (py::error_already_set& e) {
+            throw std::runtime_error(std::string("after_read hook: ") + e.what());
+          }
+        };
+      }, py::arg("fn"),
+      "Test hook: fn(path: bytes, bytes_read: int) after every read of a file source, on the reading thread "
+      "(so a test can change a file at a chosen point); None removes it");
+  m.attr("END_CHANGED") = END_CHANGED;
 }
 
 }  // namespace recovault::py_binding
