@@ -1117,6 +1117,35 @@ def test_sparse_file_chunks_exactly_as_its_bytes(tmp_path, params):
         assert ZERO_CUTS["min_size"] in lengths[:-1]
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_sparse_file_with_tiny_chunks_chunks_exactly_as_its_bytes(tmp_path, seed):
+    # Chunks far smaller than a hole: every region of the chunker (skipped, warm-up, tested below and above
+    # avg, forced) starts and ends inside holes and at their edges, after data that itself ends in zeros.
+    rng = np.random.default_rng(seed)
+    params = dict(min_size=64, avg_size=256, max_size=1024, normalization=int(rng.integers(0, 4)))
+    layout = []
+    for i in range(12):
+        kind = ["hole", "data", "zeros"][int(rng.integers(0, 3))] if i else "data"
+        n = 4096 * int(rng.integers(1, 4))
+        layout.append((kind, n, seed * 100 + i))
+        if kind == "data" and rng.integers(0, 2):  # data that ends in a few zeros before what follows
+            layout.append(("zeros", int(rng.integers(1, 100)), 0))
+    if all(k != "hole" for k, *_ in layout):
+        layout.append(("hole", 8192, 0))
+    gear = SEED if seed % 2 else hashlib.sha256(b"tiny %d" % seed).digest()
+    data = _write_sparse(tmp_path / "tiny.img", layout)
+
+    def run(source):
+        p = core.Pipeline(ID_KEY, gear, core.IdSet(), core.SealSession(KEY, SALT), workers=2, **params)
+        return [e[:5] for e in events(p.run([source]))]
+
+    from_file = run(str(tmp_path / "tiny.img"))
+    assert from_file == run(data)
+    lengths = core.chunk_lengths(data, gear, **params)
+    assert [e[3] for e in from_file[:-1]] == lengths
+    assert [e[4] for e in from_file[:-1]] == ref_ids(data, lengths)
+
+
 def _rchar():
     with open("/proc/self/io") as f:
         return int(next(line for line in f if line.startswith("rchar:")).split()[1])
