@@ -439,6 +439,39 @@ def test_unreadable_file_is_reported_and_left_out(tmp_path, monkeypatch):
     assert open(os.path.join(out, b"sub/other.txt"), "rb").read() == b"other"
 
 
+def test_a_file_changed_while_read_is_an_error_and_left_out(tmp_path, monkeypatch):
+    # The pipeline sees the file grow between two of its reads (its test hook appends once, after the first
+    # read): the bytes read are neither the old nor the new file, so it is reported and left out, like an
+    # unreadable file (exit 3 in the CLI), and the next backup stores it whole.
+    src = tmp_path / "src"
+    write(src / "ok.txt", b"fine")
+    victim = write(src / "log.bin", rand_bytes(random.Random(4), 3 << 20))
+    orig = BackupJob._pipeline
+
+    def with_hook(self):
+        pipe = orig(self)
+
+        def grow(path, done):
+            if path == os.fsencode(victim) and os.path.getsize(victim) == 3 << 20:
+                with open(victim, "ab") as f:
+                    f.write(b"appended while read")
+        pipe._set_after_read(grow)
+        return pipe
+
+    with new_vault(tmp_path) as v:
+        monkeypatch.setattr(BackupJob, "_pipeline", with_hook)
+        snap = api.backup(v, [str(src)])
+        monkeypatch.undo()
+        assert snap["complete"] is False
+        assert snap["errors"] == [{"path": os.fsdecode(victim), "error": "changed while reading"}]
+        assert snapshot_paths(v, snap, src) == [b"ok.txt"]
+        s2 = api.backup(v, [str(src)])
+        assert s2["complete"] is True
+        api.restore(v, "latest", str(tmp_path / "out"))
+    out = restored_root(tmp_path / "out", src)
+    assert open(os.path.join(out, b"log.bin"), "rb").read() == open(victim, "rb").read()
+
+
 @pytest.mark.skipif(IS_ROOT, reason="root can read a mode-000 file")
 def test_unreadable_file_permission_denied(tmp_path):
     src = tmp_path / "src"

@@ -1048,3 +1048,197 @@ def test_small_files_read_by_workers_match_the_stream_path(tmp_path):
         assert end[-1][5] and "No such file" in end[-1][5]
     with pytest.raises(ValueError, match="one size per source"):
         pipeline().run(paths, sizes[:-1])
+
+
+# ---- sparse files: holes are chunked as zeros without being read ---------------------------------------
+
+def _write_sparse(path, layout):
+    """layout: ("hole", n) | ("zeros", n) (written zeros, not a hole) | ("data", n, seed). Returns the bytes."""
+    parts = []
+    with open(path, "wb") as f:
+        for kind, n, *seed in layout:
+            if kind == "hole":
+                f.seek(n, os.SEEK_CUR)
+                part = bytes(n)
+            else:
+                part = bytes(n) if kind == "zeros" else rand(n, seed[0])
+                f.write(part)
+            parts.append(part)
+        f.truncate(f.tell())
+    data = b"".join(parts)
+    st = os.stat(path)
+    if st.st_blocks * 512 >= st.st_size:
+        pytest.skip("this file system does not keep holes")
+    return data
+
+
+def _gear_seed_cutting_zeros_at(params):
+    """A gear seed for which a window of zeros passes the cut mask (normalization 0: one mask), so runs of
+    zeros are cut at min_size, not only at max_size: next_zeros' other branch."""
+    bits = (params["avg_size"] - 1).bit_length()
+    mask = sum(1 << (62 - 2 * i) for i in range(bits))
+    for i in range(1 << 20):
+        seed = hashlib.sha256(b"zero-cutting seed %d" % i).digest()
+        gear = HKDF(hashes.SHA256(), 2048, None, b"recovault/v1/gear").derive(seed)
+        g0 = struct.unpack("<Q", gear[:8])[0]
+        if (-g0) & mask & (2 ** 64 - 1) == 0:
+            return seed
+    raise AssertionError("no seed found")
+
+
+SPARSE_LAYOUT = [("hole", 1 << 20), ("data", 100_000, 1), ("hole", 4096), ("data", 8192, 2), ("hole", 3 << 20),
+                 ("zeros", 300 << 10), ("data", 50_000, 3), ("hole", 40_960), ("data", 4096, 4), ("hole", 2 << 20)]
+ZERO_CUTS = dict(min_size=4096, avg_size=8192, max_size=65536, normalization=0)
+
+
+@pytest.mark.parametrize("params", [SMALL, dict(SMALL, normalization=3), ZERO_CUTS], ids=["small", "norm3", "cuts"])
+def test_sparse_file_chunks_exactly_as_its_bytes(tmp_path, params):
+    # The holes of a sparse file are never read; their zeros are chunked without I/O. The events (cut points,
+    # ids, sealed blobs) must be exactly those of the same bytes given as a buffer, read byte by byte.
+    seed = _gear_seed_cutting_zeros_at(params) if params is ZERO_CUTS else SEED
+    data = _write_sparse(tmp_path / "sparse.img", SPARSE_LAYOUT)
+    kw = dict(params, workers=2)
+
+    def run(source):
+        p = core.Pipeline(ID_KEY, seed, core.IdSet(), core.SealSession(KEY, SALT), **kw)
+        return events(p.run([source]))
+
+    from_file, from_bytes = run(str(tmp_path / "sparse.img")), run(data)
+    assert [e[:5] for e in from_file] == [e[:5] for e in from_bytes]
+    lengths = core.chunk_lengths(data, seed, **params)
+    chunks = [e for e in from_file if e[0] == core.CHUNK]
+    assert [e[3] for e in chunks] == lengths
+    assert [e[4] for e in chunks] == ref_ids(data, lengths)
+    for e in chunks:
+        if e[5] is not None:
+            assert core.open_blob(KEY, e[4], e[5]) == data[e[2]:e[2] + e[3]]
+    assert from_file[-1][:4] == (core.END, 0, 0, len(data)) and from_file[-1][5] is None
+    if params is ZERO_CUTS:  # the seed really cuts runs of zeros at min_size
+        assert ZERO_CUTS["min_size"] in lengths[:-1]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_sparse_file_with_tiny_chunks_chunks_exactly_as_its_bytes(tmp_path, seed):
+    # Chunks far smaller than a hole: every region of the chunker (skipped, warm-up, tested below and above
+    # avg, forced) starts and ends inside holes and at their edges, after data that itself ends in zeros.
+    rng = np.random.default_rng(seed)
+    params = dict(min_size=64, avg_size=256, max_size=1024, normalization=int(rng.integers(0, 4)))
+    layout = []
+    for i in range(12):
+        kind = ["hole", "data", "zeros"][int(rng.integers(0, 3))] if i else "data"
+        n = 4096 * int(rng.integers(1, 4))
+        layout.append((kind, n, seed * 100 + i))
+        if kind == "data" and rng.integers(0, 2):  # data that ends in a few zeros before what follows
+            layout.append(("zeros", int(rng.integers(1, 100)), 0))
+    if all(k != "hole" for k, *_ in layout):
+        layout.append(("hole", 8192, 0))
+    gear = SEED if seed % 2 else hashlib.sha256(b"tiny %d" % seed).digest()
+    data = _write_sparse(tmp_path / "tiny.img", layout)
+
+    def run(source):
+        p = core.Pipeline(ID_KEY, gear, core.IdSet(), core.SealSession(KEY, SALT), workers=2, **params)
+        return [e[:5] for e in events(p.run([source]))]
+
+    from_file = run(str(tmp_path / "tiny.img"))
+    assert from_file == run(data)
+    lengths = core.chunk_lengths(data, gear, **params)
+    assert [e[3] for e in from_file[:-1]] == lengths
+    assert [e[4] for e in from_file[:-1]] == ref_ids(data, lengths)
+
+
+def _rchar():
+    with open("/proc/self/io") as f:
+        return int(next(line for line in f if line.startswith("rchar:")).split()[1])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="needs /proc/self/io")
+def test_holes_are_not_read(tmp_path):
+    data = _write_sparse(tmp_path / "big.img", [("data", 70_000, 5), ("hole", 256 << 20), ("data", 5000, 6),
+                                                ("hole", 64 << 20)])
+    p = pipeline(max_size=2 << 20, avg_size=512 << 10, min_size=256 << 10)
+    before = _rchar()
+    evs = events(p.run([str(tmp_path / "big.img")]))
+    read = _rchar() - before
+    assert read < 16 << 20, f"{read} bytes read for {len(data)} bytes of which 75000 are data"
+    assert evs[-1][3] == len(data) and evs[-1][5] is None
+    zero_chunks = [e for e in evs if e[0] == core.CHUNK and e[2] >= 70_000 and e[2] + e[3] <= 70_000 + (256 << 20)]
+    assert len(zero_chunks) > 100 and len({e[4] for e in zero_chunks}) == 1
+    assert zero_chunks[0][4] == blake3_ref.blake3(bytes(2 << 20), key=ID_KEY).digest()
+    assert sum(e[5] is not None for e in zero_chunks) == 1  # the zero chunk is sealed once
+
+
+# ---- a file that changes while it is read ----------------------------------------------------------------
+
+def _changing(tmp_path, size, change):
+    """A file of `size` random bytes; change(path) runs after the pipeline's first read of it."""
+    path = tmp_path / f"changing-{size}"
+    path.write_bytes(rand(size, 9))
+    calls = []
+
+    def hook(p, done):
+        if not calls:
+            change(path)
+        calls.append((p, done))
+
+    return str(path), hook, calls
+
+
+def _truncate_to(n):
+    return lambda path: os.truncate(path, n)
+
+
+def _append(n):
+    def f(path):
+        with open(path, "ab") as out:
+            out.write(rand(n, 10))
+    return f
+
+
+def _rewrite_same_size(path):
+    with open(path, "r+b") as out:
+        out.write(b"x" * 100)
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+
+
+@pytest.mark.parametrize("size, change", [
+    (10 << 20, _truncate_to(4 << 20)),  # the stream path: the first read is 8 MiB, then the file shrinks
+    (10 << 20, _append(1 << 20)),       # ... or grows
+    (10 << 20, _rewrite_same_size),     # ... or is rewritten in place at the same size
+    (5000, _append(3000)),              # a small file read whole by a worker, then grown
+    (5000, _truncate_to(0)),            # ... or emptied
+], ids=["stream-shrinks", "stream-grows", "stream-rewritten", "small-grows", "small-emptied"])
+def test_a_file_changed_while_read_is_flagged(tmp_path, size, change):
+    path, hook, calls = _changing(tmp_path, size, change)
+    p = pipeline(workers=2)
+    p._set_after_read(hook)
+    evs = events(p.run([path], [size]))
+    end = evs[-1]
+    assert calls and calls[0][0] == os.fsencode(path)
+    assert end[0] == core.END and end[5] is None
+    assert end[2] & core.END_CHANGED
+    assert end[3] == sum(e[3] for e in evs[:-1])  # what was read, and what the chunks hold
+
+
+def test_an_unchanged_file_is_not_flagged(tmp_path):
+    for size in (10 << 20, 5000):
+        path, hook, calls = _changing(tmp_path, size, lambda path: None)
+        p = pipeline(workers=2)
+        p._set_after_read(hook)
+        end = events(p.run([path], [size]))[-1]
+        assert calls and end[2] == 0 and end[3] == size and end[5] is None
+
+
+def test_a_failing_read_hook_fails_the_source_not_the_run(tmp_path):
+    path, _, _ = _changing(tmp_path, 5000, lambda path: None)
+    p = pipeline(workers=1)
+
+    def hook(p, done):
+        raise RuntimeError("boom")
+
+    p._set_after_read(hook)
+    evs = events(p.run([path, b"a buffer"]))
+    assert evs[0][0] == core.END and "boom" in evs[0][5]
+    assert evs[-1][0] == core.END and evs[-1][5] is None
+    p._set_after_read(None)
+    assert events(p.run([path]))[-1][5] is None

@@ -268,10 +268,6 @@ def test_high_entropy_but_repetitive_data_is_not_flagged(name):
     assert core.open_blob(key, b"id", blob) == data
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "looks_incompressible's trial compression sees one 64 KiB window from the middle: a random block "
-    "repeated at a longer distance (here 256 KiB copied twice) is flagged incompressible and stored raw "
-    "under compress='auto', although zstd would halve it"))
 def test_long_distance_repeat_is_not_flagged():
     block = np.random.default_rng(8).integers(0, 256, 256 * 1024, dtype=np.uint8).tobytes()
     data = block * 2

@@ -45,7 +45,7 @@ SealSession::~SealSession() {
 }
 
 void SealSession::seal(const uint8_t* id, size_t id_len, const uint8_t* data, size_t len, int level,
-                       int compress, uint64_t counter, std::vector<uint8_t>& out) const {
+                       compress::Mode mode, uint64_t counter, std::vector<uint8_t>& out) const {
   // Payload: zstd frame or the data itself. The compressed frame is built in a per-thread scratch buffer.
   // Not a std::vector: resizing one zero-fills it, a memset of every block for nothing.
   thread_local std::unique_ptr<uint8_t[]> scratch;
@@ -53,14 +53,14 @@ void SealSession::seal(const uint8_t* id, size_t id_len, const uint8_t* data, si
   const uint8_t* payload = data;
   size_t payload_len = len;
   uint8_t codec = CODEC_STORED;
-  if (compress == 1 || (compress == 2 && !compress::looks_incompressible(data, len))) {
+  if (mode == compress::Mode::Always || (mode == compress::Mode::Auto && !compress::looks_incompressible(data, len))) {
     size_t bound = compress::zstd_bound(len);
     if (scratch_cap < bound) {
       scratch.reset(new uint8_t[bound]);
       scratch_cap = bound;
     }
     size_t n = compress::zstd_compress_into(data, len, level, scratch.get(), bound);
-    if (compress == 1 || n < len) {
+    if (mode == compress::Mode::Always || n < len) {
       payload = scratch.get();
       payload_len = n;
       codec = CODEC_ZSTD;
@@ -92,10 +92,10 @@ std::vector<uint8_t> open_blob(const uint8_t master_key[32], const uint8_t* id, 
 void open_blob_into(const uint8_t master_key[32], const uint8_t* id, size_t id_len, const uint8_t* blob,
                     size_t len, size_t max_size, const std::function<uint8_t*(size_t)>& alloc) {
   if (len < BLOB_OVERHEAD) throw crypto::AuthenticationError("blob too short: truncated or corrupt");
-  if (blob[0] != BLOB_VERSION) throw std::invalid_argument("blob has unknown format version " + std::to_string(blob[0]));
-  uint8_t codec = blob[1];
-  if (codec != CODEC_STORED && codec != CODEC_ZSTD)
-    throw crypto::AuthenticationError("blob has an unknown codec: corrupt");
+  // No header byte is believed before the tag has verified (they are all in the AAD): a flipped version or
+  // codec byte is corruption like any other flipped byte. Only an authentic blob can say that its version
+  // or codec is one this reader does not know (a newer writer's), which is then a different error.
+  const uint8_t version = blob[0], codec = blob[1];
   // Subkeys per (master key, salt), cached per thread: a restore opens thousands of blobs from the same
   // few sessions, and HKDF costs more than opening a small blob.
   // Key material is wiped when the thread ends, and the subkey copy on the stack when this call returns.
@@ -138,13 +138,13 @@ void open_blob_into(const uint8_t master_key[32], const uint8_t* id, size_t id_l
   size_t aad_len = make_aad(id, id_len, blob, aad);
   size_t ct_len = len - BLOB_HEADER_LEN;
   size_t pt_len = ct_len - crypto::TAG_LEN;
-  if (codec == CODEC_STORED) {  // decrypt straight into the caller's buffer
+  if (version == BLOB_VERSION && codec == CODEC_STORED) {  // decrypt straight into the caller's buffer
     if (pt_len > max_size) throw compress::DecompressError("blob larger than the limit");
     crypto::aes256gcm_decrypt(subkey, blob + 18, blob + BLOB_HEADER_LEN, ct_len, aad, aad_len, alloc(pt_len));
     return;
   }
-  // zstd: decrypt into a reused per-thread buffer (no zero-fill), then decompress into the caller's buffer.
-  // The frame header is only trusted after authentication.
+  // Otherwise decrypt into a reused per-thread buffer (no zero-fill), then decompress into the caller's
+  // buffer. The frame header is only trusted after authentication.
   thread_local std::unique_ptr<uint8_t[]> frame;
   thread_local size_t frame_cap = 0;
   constexpr size_t KEEP = size_t(16) << 20;  // don't keep more than this per thread after a huge blob
@@ -152,7 +152,18 @@ void open_blob_into(const uint8_t master_key[32], const uint8_t* id, size_t id_l
     frame.reset(new uint8_t[pt_len ? pt_len : 1]);
     frame_cap = pt_len;
   }
-  crypto::aes256gcm_decrypt(subkey, blob + 18, blob + BLOB_HEADER_LEN, ct_len, aad, aad_len, frame.get());
+  try {
+    crypto::aes256gcm_decrypt(subkey, blob + 18, blob + BLOB_HEADER_LEN, ct_len, aad, aad_len, frame.get());
+  } catch (const crypto::AuthenticationError&) {
+    if (version == BLOB_VERSION) throw;
+    throw crypto::AuthenticationError("blob says format version " + std::to_string(version) +
+                                      " and does not authenticate: corrupt or tampered with");
+  }
+  if (version != BLOB_VERSION)
+    throw std::invalid_argument("blob format version " + std::to_string(version) +
+                                " is not supported by this recovault (it reads version 1)");
+  if (codec != CODEC_ZSTD)
+    throw std::invalid_argument("blob codec " + std::to_string(codec) + " is not supported by this recovault");
   size_t n = compress::zstd_frame_size(frame.get(), pt_len, max_size);
   compress::zstd_decompress_into(frame.get(), pt_len, alloc(n), n);
 }

@@ -120,6 +120,13 @@ inline size_t scan(const uint8_t* p, size_t n, uint64_t* hp, uint64_t mask, uint
   return 0;
 }
 
+// The hash after n more zero bytes: (h << n) + gear[0] * (2^n - 1), which from n = 64 on is -gear[0]
+// whatever h was (every earlier byte has been shifted out).
+inline uint64_t hash_zeros(uint64_t h, uint64_t n, uint64_t g0) {
+  if (n >= kWindow) return uint64_t{0} - g0;
+  return (h << n) + g0 * ((uint64_t{1} << n) - 1);
+}
+
 }  // namespace
 
 GearTable derive_gear_table(const uint8_t seed[32]) {
@@ -202,6 +209,49 @@ size_t Chunker::next(const uint8_t* data, size_t len, bool* cut) {
       hash_ = 0;
       *cut = true;
       return i + 1;
+    }
+  }
+  pos_ = pos;
+  hash_ = h;
+  *cut = false;
+  return len;
+}
+
+// next()'s regions, with the hashes of zeros computed instead of rolled: in the tested region only the
+// first 63 positions can differ (their windows still hold earlier bytes); from the 64th on the hash is
+// -gear[0], which passes the region's mask at its first position or nowhere.
+uint64_t Chunker::next_zeros(uint64_t len, bool* cut) {
+  const uint64_t min = p_.min_size, avg = p_.avg_size, max = p_.max_size, g0 = g_.v[0];
+  uint64_t i = 0, h = hash_, pos = pos_;
+  auto cut_at = [&](uint64_t n) {
+    pos_ = 0;
+    hash_ = 0;
+    *cut = true;
+    return n;
+  };
+  while (i < len) {
+    const uint64_t left = len - i;
+    if (pos < min - kWindow) {  // not even read
+      const uint64_t n = std::min(left, min - kWindow - pos);
+      pos += n;
+      i += n;
+    } else if (pos < min - 1) {  // warm-up
+      const uint64_t n = std::min(left, min - 1 - pos);
+      h = hash_zeros(h, n, g0);
+      pos += n;
+      i += n;
+    } else if (pos < max - 1) {
+      const bool small = pos < avg - 1;
+      const uint64_t mask = small ? mask_s_ : mask_l_;
+      const uint64_t n = std::min(left, (small ? avg - 1 : max - 1) - pos);
+      for (uint64_t j = 1; j <= std::min<uint64_t>(n, kWindow - 1); ++j)
+        if (!(hash_zeros(h, j, g0) & mask)) return cut_at(i + j);
+      if (n >= kWindow && !((uint64_t{0} - g0) & mask)) return cut_at(i + kWindow);
+      h = hash_zeros(h, n, g0);
+      pos += n;
+      i += n;
+    } else {  // the byte that makes a max_size chunk
+      return cut_at(i + 1);
     }
   }
   pos_ = pos;

@@ -4,9 +4,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 
@@ -29,10 +30,24 @@ int open_source(const std::string& path) {
   return fd;
 }
 
-// A stream reader over a path, a descriptor or a callback.
+// The zeros a hole stands for: one process-wide allocation that is never written, so its pages stay the
+// kernel's shared zero page; as long as the largest chunk or block (64 MiB).
+const uint8_t* zero_bytes() {
+  static const uint8_t* const z = static_cast<const uint8_t*>(std::calloc(size_t(64) << 20, 1));
+  if (!z) throw std::bad_alloc();
+  return z;
+}
+
+bool same_time(const struct timespec& a, const struct timespec& b) {
+  return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+}
+
+// A stream reader over a path, a descriptor or a callback. For a regular file read whole it also notes
+// whether the file changed while it was read, and (with `holes`) lets the caller skip the holes of a
+// sparse file (SEEK_DATA/SEEK_HOLE) and chunk them as zeros without reading them.
 class StreamReader {
  public:
-  explicit StreamReader(Source& s) : s_(s) {
+  StreamReader(Source& s, const PipelineConfig& cfg, bool holes = false) : s_(s), after_read_(cfg.after_read) {
     if (s.kind == Source::PATH) {
       fd_ = open_source(s.path);
       if (fd_ < 0) throw std::runtime_error(errno_text("cannot open", errno));
@@ -40,20 +55,22 @@ class StreamReader {
     } else if (s.kind == Source::FD) {
       fd_ = s.fd;
     }
-    if (fd_ >= 0) {
-      struct stat st;
-      if (::fstat(fd_, &st) == 0 && S_ISREG(st.st_mode)) size_hint_ = static_cast<int64_t>(st.st_size);
-      if (s.ranged) {
-        ranged_ = true;
-        pos_ = s.start;
-        remaining_ = s.length >= 0 ? static_cast<uint64_t>(s.length) : UINT64_MAX - s.start;
-        if (size_hint_ >= 0)
-          size_hint_ = static_cast<int64_t>(std::min<uint64_t>(remaining_, static_cast<uint64_t>(size_hint_) > s.start
-                                                                                  ? static_cast<uint64_t>(size_hint_) - s.start
-                                                                                  : 0));
-      }
-      ::posix_fadvise(fd_, static_cast<off_t>(s.start), 0, POSIX_FADV_SEQUENTIAL);
+    if (fd_ < 0) return;
+    struct stat st;
+    if (::fstat(fd_, &st) == 0 && S_ISREG(st.st_mode)) {
+      size_hint_ = static_cast<int64_t>(st.st_size);
+      if (!s.ranged) watch(st, holes);
     }
+    if (s.ranged) {
+      ranged_ = true;
+      pos_ = s.start;
+      remaining_ = s.length >= 0 ? static_cast<uint64_t>(s.length) : UINT64_MAX - s.start;
+      if (size_hint_ >= 0)
+        size_hint_ = static_cast<int64_t>(std::min<uint64_t>(remaining_, static_cast<uint64_t>(size_hint_) > s.start
+                                                                                ? static_cast<uint64_t>(size_hint_) - s.start
+                                                                                : 0));
+    }
+    ::posix_fadvise(fd_, static_cast<off_t>(s.start), 0, POSIX_FADV_SEQUENTIAL);
   }
   ~StreamReader() {
     if (own_) ::close(fd_);
@@ -62,10 +79,12 @@ class StreamReader {
   size_t read(uint8_t* buf, size_t len) {
     if (s_.kind == Source::READER) return s_.read(buf, len);
     if (ranged_) len = static_cast<size_t>(std::min<uint64_t>(len, remaining_));
+    if (sparse_) len = static_cast<size_t>(std::min<uint64_t>(len, data_end_ > pos_ ? data_end_ - pos_ : 0));
+    const bool at_pos = ranged_ || sparse_;
     size_t got = 0;
     while (got < len) {
-      ssize_t n = ranged_ ? ::pread(fd_, buf + got, len - got, static_cast<off_t>(pos_ + got))
-                          : ::read(fd_, buf + got, len - got);
+      ssize_t n = at_pos ? ::pread(fd_, buf + got, len - got, static_cast<off_t>(pos_ + got))
+                         : ::read(fd_, buf + got, len - got);
       if (n < 0) {
         if (errno == EINTR) continue;
         throw std::runtime_error(errno_text("read error", errno));
@@ -73,22 +92,70 @@ class StreamReader {
       if (n == 0) break;
       got += static_cast<size_t>(n);
     }
-    if (ranged_) {
-      pos_ += got;
-      remaining_ -= got;
-    }
+    if (at_pos) pos_ += got;
+    if (ranged_) remaining_ -= got;
+    read_ += got;
+    if (after_read_ && got) after_read_(s_.path, read_);
     return got;
+  }
+  // A sparse file: the length of the hole at the read position (0: data there, or the end of the file).
+  // The caller chunks that many zeros and calls skip_hole(); the next read() stops where the data does.
+  uint64_t hole_at() {
+    if (!sparse_) return 0;
+    off_t d = ::lseek(fd_, static_cast<off_t>(pos_), SEEK_DATA);
+    if (d < 0) {
+      if (errno != ENXIO) {  // SEEK_DATA not supported here: read everything, from where we are
+        sparse_ = false;
+        if (::lseek(fd_, static_cast<off_t>(pos_), SEEK_SET) < 0) throw std::runtime_error(errno_text("seek", errno));
+        return 0;
+      }
+      struct stat st;  // ENXIO: a hole up to the end of the file, or the end itself
+      data_end_ = pos_;
+      if (::fstat(fd_, &st) != 0 || static_cast<uint64_t>(st.st_size) <= pos_) return 0;
+      return static_cast<uint64_t>(st.st_size) - pos_;
+    }
+    if (static_cast<uint64_t>(d) > pos_) return static_cast<uint64_t>(d) - pos_;
+    off_t e = ::lseek(fd_, static_cast<off_t>(pos_), SEEK_HOLE);
+    data_end_ = e > d ? static_cast<uint64_t>(e) : UINT64_MAX;
+    return 0;
+  }
+  void skip_hole(uint64_t n) {
+    pos_ += n;
+    read_ += n;
+  }
+  // A regular file read to its end: whether it changed meanwhile (size, mtime or ctime moved, or the bytes
+  // read are not its size). Its chunks then hold neither the old nor the new content, only what was read.
+  bool changed() const {
+    if (!watched_) return false;
+    struct stat st;
+    if (::fstat(fd_, &st) != 0) return true;
+    return st.st_size != before_.st_size || !same_time(st.st_mtim, before_.st_mtim) ||
+           !same_time(st.st_ctim, before_.st_ctim) ||
+           read_ != static_cast<uint64_t>(before_.st_size) - std::min<uint64_t>(start_, before_.st_size);
   }
   // Regular files: their size when opened (-1 otherwise).
   int64_t size_hint() const { return size_hint_ < 0 ? -1 : size_hint_; }
 
  private:
+  void watch(const struct stat& st, bool holes) {
+    watched_ = true;
+    before_ = st;
+    if (s_.kind == Source::FD) {  // read from the descriptor's position on
+      off_t cur = ::lseek(fd_, 0, SEEK_CUR);
+      start_ = cur > 0 ? static_cast<uint64_t>(cur) : 0;
+    }
+    // Fewer blocks than the size needs: it has holes. (pread from pos_ = 0: only for our own descriptor.)
+    sparse_ = holes && own_ && static_cast<uint64_t>(st.st_blocks) * 512 < static_cast<uint64_t>(st.st_size);
+  }
+
   Source& s_;
+  const std::function<void(const std::string&, uint64_t)>& after_read_;
   int fd_ = -1;
   bool own_ = false;
   int64_t size_hint_ = -1;
-  bool ranged_ = false;
-  uint64_t pos_ = 0, remaining_ = 0;
+  bool ranged_ = false, sparse_ = false, watched_ = false;
+  uint64_t pos_ = 0, remaining_ = 0, data_end_ = UINT64_MAX, read_ = 0, start_ = 0;
+  struct stat before_ {};
 };
 
 }  // namespace
@@ -147,18 +214,19 @@ void PipelineRun::push_job(Job&& j) {
   cv_space_.wait(l, [&] { return cancelled_ || in_flight_ < cfg_.max_in_flight; });
   if (cancelled_) throw std::runtime_error("cancelled");
   j.seq = next_seq_++;
-  in_flight_ += j.len;
+  in_flight_ += charge(j);
   queue_.push_back(std::move(j));
   cv_work_.notify_one();
 }
 
-void PipelineRun::push_end(uint32_t source, uint64_t size, std::string error) {
+void PipelineRun::push_end(uint32_t source, uint64_t size, std::string error, bool changed) {
   std::lock_guard<std::mutex> l(mu_);
   Event ev;
   ev.kind = Event::END;
   ev.source = source;
   ev.length = size;
   ev.error = std::move(error);
+  ev.changed = changed;
   done_[next_seq_++].events.push_back(std::move(ev));
   cv_done_.notify_all();
 }
@@ -197,6 +265,16 @@ void PipelineRun::produce_source(uint32_t index, Source& src) {
     j.data = p;
     j.len = len;
     j.keep = std::move(keep);
+    j.counter = session_->reserve(1);
+    total += len;
+    push_job(std::move(j));
+  };
+  auto emit_zeros = [&](uint64_t len) {  // a chunk inside a hole: nothing in memory
+    Job j{};
+    j.source = index;
+    j.offset = total;
+    j.len = static_cast<size_t>(len);
+    j.zeros = true;
     j.counter = session_->reserve(1);
     total += len;
     push_job(std::move(j));
@@ -245,7 +323,7 @@ void PipelineRun::produce_source(uint32_t index, Source& src) {
       push_job(std::move(j));
       return;
     }
-    StreamReader reader(src);
+    StreamReader reader(src, cfg_, !cfg_.fixed);
     const size_t max_chunk = cfg_.fixed ? fixed : cfg_.chunker.max_size;
     // Window size: whole small files in one read (size + 1 to see EOF), big streams in read_size pieces
     // plus room for one pending chunk carried over.
@@ -254,18 +332,48 @@ void PipelineRun::produce_source(uint32_t index, Source& src) {
     if (hint >= 0 && static_cast<uint64_t>(hint) + 1 < cap) cap = static_cast<size_t>(hint) + 1;
     auto buf = std::make_shared<Buffer>(cap);
     size_t filled = 0, start = 0, pos = 0;
-    for (;;) {
-      if (filled == buf->size()) {
-        // Window full: move the pending tail (< max_chunk) into a fresh window; chunks already
-        // emitted keep the old one alive.
-        size_t ncap = std::max(cfg_.read_size + max_chunk, (filled - start) * 2);
-        auto nbuf = std::make_shared<Buffer>(ncap);
-        std::memcpy(nbuf->data(), buf->data() + start, filled - start);
-        filled -= start;
-        pos -= start;
-        start = 0;
-        buf = std::move(nbuf);
+    // Room for `need` more bytes: else the pending tail (< max_chunk) moves into a fresh window; chunks
+    // already emitted keep the old one alive.
+    auto make_room = [&](size_t need) {
+      if (buf->size() - filled >= need) return;
+      size_t ncap = std::max({cfg_.read_size + max_chunk, (filled - start) * 2, filled - start + need});
+      auto nbuf = std::make_shared<Buffer>(ncap);
+      std::memcpy(nbuf->data(), buf->data() + start, filled - start);
+      filled -= start;
+      pos -= start;
+      start = 0;
+      buf = std::move(nbuf);
+    };
+    // A hole of n bytes, chunked as zeros without reading them (the same cut points and chunks as reading
+    // its zeros would give). Zeros that share a chunk with data go into the window; chunks of zeros only
+    // are emitted without any memory.
+    auto hole = [&](uint64_t n) {
+      while (n > 0) {
+        const bool fresh = chunker->pending() == 0;
+        bool cut;
+        const uint64_t k = chunker->next_zeros(n, &cut);  // <= max_chunk unless a whole chunk of zeros
+        n -= k;
+        if (fresh && cut) {
+          emit_zeros(k);
+          continue;
+        }
+        make_room(static_cast<size_t>(k));
+        std::memset(buf->data() + filled, 0, static_cast<size_t>(k));
+        filled += static_cast<size_t>(k);
+        pos = filled;
+        if (cut) {
+          emit(buf->data() + start, pos - start, buf);
+          start = pos;
+        }
       }
+    };
+    for (;;) {
+      if (uint64_t h = reader.hole_at()) {
+        hole(h);
+        reader.skip_hole(h);
+        continue;
+      }
+      make_room(1);
       size_t want = std::min(buf->size() - filled, cfg_.read_size);
       size_t n = reader.read(buf->data() + filled, want);
       if (n == 0) break;
@@ -273,7 +381,7 @@ void PipelineRun::produce_source(uint32_t index, Source& src) {
       scan(buf->data(), start, pos, filled, buf);
     }
     if (pos > start) emit(buf->data() + start, pos - start, buf);
-    push_end(index, total, "");
+    push_end(index, total, "", reader.changed());
   } catch (const std::exception& e) {
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -349,15 +457,22 @@ void PipelineRun::read_blocks(const Job& j, std::vector<Event>& out) {
     st.error = std::move(error);
 }
 
+// zeros: the chunk is len zero bytes of a hole (data is null).
 Event PipelineRun::chunk_event(uint32_t source, uint64_t offset, const uint8_t* data, size_t len,
-                              uint64_t counter) const {
+                              uint64_t counter, bool zeros) const {
   Event ev;
   ev.kind = Event::CHUNK;
   ev.source = source;
   ev.offset = offset;
   ev.length = len;
+  ev.counter = counter;
   if (cfg_.fixed && is_all_zero(data, len)) {
     ev.kind = Event::ZERO;
+    return ev;
+  }
+  if (zeros || is_all_zero(data, len)) {  // one hash per length and run; sealed by next() if new
+    ev.zeros = true;
+    ev.id = zero_id(len);
     return ev;
   }
   chunk_id(cfg_, data, len, ev.id.data());
@@ -378,7 +493,7 @@ void PipelineRun::small_file(const Job& j, std::vector<Event>& out) const {
     Source s;
     s.kind = Source::PATH;
     s.path = *j.path;
-    StreamReader reader(s);
+    StreamReader reader(s, cfg_);
     if (buf.size() < j.len + 1) buf.resize(j.len + 1);
     for (;;) {
       if (len == buf.size()) buf.resize(buf.size() * 2);
@@ -386,6 +501,7 @@ void PipelineRun::small_file(const Job& j, std::vector<Event>& out) const {
       if (n == 0) break;
       len += n;
     }
+    end.changed = reader.changed();
   } catch (const std::exception& e) {
     end.error = e.what();
     out.push_back(std::move(end));
@@ -413,6 +529,19 @@ void PipelineRun::small_file(const Job& j, std::vector<Event>& out) const {
   out.push_back(std::move(end));
 }
 
+ChunkId PipelineRun::zero_id(size_t len) const {
+  {
+    std::lock_guard<std::mutex> l(zero_mu_);
+    auto it = zero_ids_.find(len);
+    if (it != zero_ids_.end()) return it->second;
+  }
+  ChunkId id;
+  chunk_id(cfg_, zero_bytes(), len, id.data());
+  std::lock_guard<std::mutex> l(zero_mu_);
+  if (zero_ids_.size() < 1024) zero_ids_.emplace(len, id);  // zero chunks have few lengths: bounded anyway
+  return id;
+}
+
 void PipelineRun::work() {
   try {
     for (;;) {
@@ -425,13 +554,13 @@ void PipelineRun::work() {
         queue_.pop_front();
       }
       Done d;
-      d.charge = j.len;
+      d.charge = charge(j);
       if (j.path)
         small_file(j, d.events);
       else if (j.fd >= 0)
         read_blocks(j, d.events);
       else
-        d.events.push_back(chunk_event(j.source, j.offset, j.data, j.len, j.counter));
+        d.events.push_back(chunk_event(j.source, j.offset, j.data, j.len, j.counter, j.zeros));
       j.keep.reset();
       std::lock_guard<std::mutex> l(mu_);
       done_.emplace(j.seq, std::move(d));
@@ -469,6 +598,9 @@ bool PipelineRun::next(std::vector<Event>& out, size_t max_events) {
         ev.is_new = known_->insert(ev.id.data());
         if (!ev.is_new) {
           std::vector<uint8_t>().swap(ev.sealed);
+        } else if (ev.zeros) {  // sealed here, once, rather than by every worker that met it meanwhile
+          session_->seal(ev.id.data(), 32, zero_bytes(), ev.length, cfg_.level, cfg_.compress, ev.counter,
+                         ev.sealed);
         } else if (ev.sealed.empty()) {
           throw std::logic_error("the known-ID set lost IDs during a pipeline run (cleared by the caller?)");
         }

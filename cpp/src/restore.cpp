@@ -269,7 +269,7 @@ class Engine {
           fail(idx, RestoreFailure::AUTH, 0, e.what());
         } catch (const compress::DecompressError& e) {
           fail(idx, RestoreFailure::CORRUPT, 0, e.what());
-        } catch (const std::invalid_argument& e) {  // unknown blob version: checked before the tag
+        } catch (const std::invalid_argument& e) {  // an authentic blob of a version or codec not read here
           fail(idx, RestoreFailure::AUTH, 0, e.what());
         } catch (const std::bad_alloc&) {
           fail(idx, RestoreFailure::INTERNAL, ENOMEM, "out of memory");

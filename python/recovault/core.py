@@ -9,6 +9,7 @@ from recovault._core import (  # noqa: F401
     Blake3,
     Chunker,
     DecompressError,
+    END_CHANGED,
     IdSet,
     LocationIndex,
     Pipeline,
@@ -37,4 +38,6 @@ from recovault._core import (  # noqa: F401
 # Pipeline event kinds: each event is (kind, source_index, offset, length, id, payload).
 CHUNK = 0  # payload: the sealed blob if the chunk is new, else None
 ZERO = 1  # an all-zero block (fixed-block mode): no id, nothing stored
-END = 2  # end of a source: length = bytes read, payload = error text or None
+END = 2  # end of a source: length = bytes read, payload = error text or None, offset = flags:
+# END_CHANGED (imported above): a file that changed while it was read (size, mtime or ctime moved, or the bytes
+# read differ from its size); its chunks hold what was read

@@ -7,6 +7,7 @@ Event = Tuple[int, int, int, int, Optional[bytes], Union[bytes, str, None]]
 CHUNK: int
 ZERO: int
 END: int
+END_CHANGED: int  # END events: flags in the offset field
 BLOB_OVERHEAD: int
 ZSTD_MAX_LEVEL: int
 
@@ -98,3 +99,4 @@ class Pipeline:
     def run(self, sources: Iterable[Union[str, os.PathLike, int, Buffer, object, Tuple[Union[str, int], int, int]]],
             sizes: Optional[List[int]] = None) -> PipelineRun: ...
     def chunk_id(self, data: Buffer) -> bytes: ...
+    def _set_after_read(self, fn: Optional[Callable[[bytes, int], None]]) -> None: ...  # test hook

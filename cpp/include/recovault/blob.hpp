@@ -17,6 +17,8 @@
 #include <functional>
 #include <vector>
 
+#include "recovault/compress.hpp"
+
 namespace recovault {
 
 constexpr size_t BLOB_HEADER_LEN = 30;
@@ -32,9 +34,8 @@ class SealSession {
   ~SealSession();
   // Reserve n consecutive nonce counters; returns the first.
   uint64_t reserve(uint64_t n) { return counter_.fetch_add(n); }
-  // Seal with an explicit counter (from reserve()). level <= 0 with codec stored forces no compression.
-  // compress: 0 = never, 1 = always zstd, 2 = auto (skip zstd if looks_incompressible or it doesn't shrink).
-  void seal(const uint8_t* id, size_t id_len, const uint8_t* data, size_t len, int level, int compress,
+  // Seal with an explicit counter (from reserve()), compressing with zstd at `level` as `mode` says.
+  void seal(const uint8_t* id, size_t id_len, const uint8_t* data, size_t len, int level, compress::Mode mode,
             uint64_t counter, std::vector<uint8_t>& out) const;
   const uint8_t* salt() const { return salt_.data(); }
 
@@ -45,7 +46,8 @@ class SealSession {
 };
 
 // Open a sealed blob: verify, decrypt, decompress. max_size bounds the plaintext.
-// Throws crypto::AuthenticationError / compress::DecompressError / std::invalid_argument.
+// Throws crypto::AuthenticationError (the tag does not verify: any flipped byte, the header's included),
+// compress::DecompressError, std::invalid_argument (an authentic blob of a version or codec not read here).
 std::vector<uint8_t> open_blob(const uint8_t master_key[32], const uint8_t* id, size_t id_len,
                                const uint8_t* blob, size_t len, size_t max_size);
 // The same, writing the plaintext into memory the caller provides: alloc(n) is called once, after the tag

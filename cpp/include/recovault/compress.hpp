@@ -11,6 +11,10 @@ struct DecompressError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Whether sealing compresses: Never; Always (a zstd frame even when it is larger); Auto (skip data that
+// looks_incompressible, and keep the original whenever the zstd frame is not smaller).
+enum class Mode { Never, Always, Auto };
+
 // Cheap estimate (a few µs per MiB): samples the input and returns true when it is almost surely
 // incompressible (already compressed, encrypted or random), so compressing it would waste time.
 bool looks_incompressible(const uint8_t* data, size_t len);

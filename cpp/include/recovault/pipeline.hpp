@@ -36,11 +36,14 @@ struct PipelineConfig {
   uint8_t id_key[32] = {0};
   uint8_t gear_seed[32] = {0};
   int level = 3;                    // zstd level
-  int compress = 2;                 // 0 never, 1 always, 2 auto (skip incompressible data)
+  compress::Mode compress = compress::Mode::Auto;
   unsigned workers = 0;             // 0 = hardware concurrency
   size_t max_in_flight = 256u << 20;  // bytes read but not yet emitted
   size_t read_size = 8u << 20;        // read() size for large streams
   size_t read_job_size = 1u << 20;    // fixed mode, ranged sources: bytes one worker preads at a time
+  // Called after every read of a file source (path or descriptor) with the bytes read so far: a test hook,
+  // so that a test can change a file at a chosen point of its reading. Runs on the reading thread.
+  std::function<void(const std::string& path, uint64_t bytes_read)> after_read;
 };
 
 // Reads up to len bytes into buf; returns the count, 0 at end of stream. Throws std::runtime_error.
@@ -72,6 +75,10 @@ struct Event {
   uint64_t length = 0;  // CHUNK/ZERO: chunk length; END: bytes read from the source
   ChunkId id{};
   bool is_new = false;
+  bool zeros = false;           // CHUNK: all-zero data (its blob is sealed by the emitter, if new)
+  uint64_t counter = 0;         // CHUNK: the nonce counter reserved for its blob
+  bool changed = false;         // END: the file changed while it was read (size, mtime or ctime moved, or
+                                // the bytes read differ from its size): the chunks hold what was read
   std::vector<uint8_t> sealed;  // CHUNK with is_new: the sealed blob
   std::string error;            // END: empty on success, else why the source failed
 };
@@ -110,6 +117,7 @@ class PipelineRun {
     // it is still in the worker's cache. Counters counter .. counter + blocks - 1 are reserved for it.
     int fd = -1;
     uint64_t file_off = 0;
+    bool zeros = false;  // a chunk of a hole: len zero bytes, none in memory
   };
   // What the workers learned about a source read by read jobs; its END event is completed from this
   // when it is emitted (all its jobs are done by then, since events leave in order).
@@ -140,16 +148,23 @@ class PipelineRun {
   bool cancelled_ = false;
   std::exception_ptr fatal_;
   std::vector<std::thread> threads_;
+  mutable std::mutex zero_mu_;
+  mutable std::map<size_t, ChunkId> zero_ids_;  // the ID of an all-zero chunk, by length: hashed once a run
 
   void produce();
   void produce_source(uint32_t index, Source& src);
   void work();
-  Event chunk_event(uint32_t source, uint64_t offset, const uint8_t* data, size_t len, uint64_t counter) const;
+  Event chunk_event(uint32_t source, uint64_t offset, const uint8_t* data, size_t len, uint64_t counter,
+                    bool zeros = false) const;
+  ChunkId zero_id(size_t len) const;
   void small_file(const Job& j, std::vector<Event>& out) const;
   void read_blocks(const Job& j, std::vector<Event>& out);
   void produce_read_jobs(uint32_t index, Source& src);
   void push_job(Job&& j);                     // blocks while too much is in flight
-  void push_end(uint32_t source, uint64_t size, std::string error);
+  // What a job counts against max_in_flight: its bytes in memory (a hole's chunk holds none; a token
+  // amount keeps the queue of them bounded).
+  static size_t charge(const Job& j) { return j.zeros ? 4096 : j.len; }
+  void push_end(uint32_t source, uint64_t size, std::string error, bool changed = false);
   void fail(std::exception_ptr e);
 };
 

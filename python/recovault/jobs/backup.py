@@ -424,7 +424,7 @@ class BackupJob:
         add = self.vault.add_sealed
         stats = self.stats
         for batch in run:
-            for kind, src, _offset, length, cid, payload in batch:
+            for kind, src, offset, length, cid, payload in batch:
                 if kind == core.CHUNK:
                     contents[src].append(cid.hex())
                     if payload is not None:
@@ -436,6 +436,8 @@ class BackupJob:
                     if f.fd is not None:
                         os.close(f.fd)
                         f.fd = None
+                    if payload is None and offset & core.END_CHANGED:  # torn: left out like an unreadable file
+                        payload = "changed while reading"
                     if payload is not None:
                         self._error(f.path, payload)
                         f.content = None
