@@ -57,7 +57,8 @@ class Ctx:
     def open(self) -> "Vault":
         from .storage import open_storage
         from .vault.repo import Vault
-        return Vault.open(open_storage(self.need_location()), self.passphrase(), cache_dir=self.cache_dir)
+        return Vault.open(open_storage(self.need_location()), self.passphrase(), cache_dir=self.cache_dir,
+                          on_event=_vault_event)
 
     def out(self, data: Any, text: str) -> None:
         global _json_printed
@@ -66,6 +67,12 @@ class Ctx:
             _json_printed = True
         elif text:
             click.echo(text)
+
+
+def _vault_event(kind: str, info: Dict[str, Any]) -> None:
+    """What the vault notices on the way (a damaged index skipped, a damaged recovery point left out)."""
+    if kind == "problem":
+        click.echo(f"recovault: warning: {info['message']}", err=True)
 
 
 def common(f):
