@@ -307,7 +307,12 @@ def check(ctx, vault, passphrase_file, cache_dir, as_json, read_data, read_data_
         from .vault.check import Checker
         res = Checker(v, prog).run(read_data=read_data, subset=read_data_subset)
     st = res["stats"]
-    text = "\n".join([f"warning: {w}" for w in res["warnings"]] +
+    affected = []
+    if res["damaged_points"] or res["damaged_indexes"]:
+        affected = [f"{st['restorable']} of {st['snapshots']} recovery points fully restorable"
+                    + (f"; not restorable in full: {' '.join(s[:8] for s in res['damaged_points'])}"
+                       if res["damaged_points"] else "")]
+    text = "\n".join([f"warning: {w}" for w in res["warnings"]] + affected +
                      [f"checked {st['snapshots']} recovery points, {st['trees']} trees, {st['packs']} packs"
                       + (f", read {st['packs_read']} packs / {st['blobs_read']} blobs" if st["packs_read"] else "")
                       + (": no problems" if res["ok"] else f": {len(res['problems'])} PROBLEM(S)")])
@@ -350,6 +355,28 @@ def mount(ctx, vault, passphrase_file, cache_dir, as_json, snapshot, mountpoint,
             click.echo(f"serving recovery point {snap['id'][:8]} at {mountpoint}; unmount with 'fusermount3 -u {mountpoint}'",
                        err=True)
         do_mount(v, snap, mountpoint, allow_other=allow_other)
+
+
+@cli.group()
+def repair():
+    """Rebuild what the vault holds twice (the index) from what it holds once (the packs)."""
+
+
+@repair.command(name="index")
+@common
+@click.pass_context
+def repair_index(ctx, vault, passphrase_file, cache_dir, as_json):
+    """Rebuild the index from the packs' own headers, then remove the index files it replaces."""
+    c = sub(ctx.find_root(), vault, passphrase_file, cache_dir, as_json)
+    with c.open() as v:
+        from .vault.repair import repair_index as rebuild
+        rep = rebuild(v.blobs)
+    c.out(rep.__dict__, (f"read {rep.packs_read} packs ({rep.blobs} blobs): wrote {len(rep.written)} index files, "
+                         f"removed {len(rep.removed)}"))
+    lost = len(rep.unreadable_packs) - len(rep.carried_packs)
+    if rep.unreadable_packs:
+        raise CorruptData(f"{len(rep.unreadable_packs)} pack(s) have an unreadable header ({lost} of them listed by "
+                          f"no old index file either), first: {rep.unreadable_packs[0]}; run 'recovault check'")
 
 
 @cli.group()
