@@ -6,9 +6,9 @@ half-written object.
 
 Index files are an accelerator (packs describe themselves): an index file that is damaged (or vanished) is
 reported through `on_event` and skipped, and the blobs it may have covered are found by reading the headers
-of the packs no good index lists (docs/vault-format.md §7). A session that then stores packs also writes an
-index for those recovered packs, so the next run with a cold cache no longer reads their headers. Nothing
-here deletes an object.
+of the packs no good index lists (docs/vault-format.md §7). A backup also stores an index file for those
+recovered packs before its recovery point (Vault.flush), so the point never depends on packs no index lists,
+and the next run with a cold cache no longer reads their headers. Nothing here deletes an object.
 """
 from __future__ import annotations
 
@@ -210,9 +210,6 @@ class BlobStore:
     def _pack_written(self, pack_id: bytes, entries: List[fmt.BlobEntry]) -> None:
         with self._lock:
             self._unindexed[pack_id] = entries
-            # this session writes: the packs recovered from their headers ride along in its next index file
-            self._unindexed.update(self._recovered)
-            self._recovered = {}
             for e in entries:
                 self.locations.add(e.id, Location(pack_id, e.type, e.offset, e.length, e.raw_length))
             # Index often enough that an interrupted job loses little: every 4 packs or every minute.
@@ -258,11 +255,17 @@ class BlobStore:
             self.cache.put(name, sealed)
         return name
 
-    def flush(self) -> None:
-        """Write out partly filled packs, wait for uploads, then index them."""
+    def flush(self, index_recovered: bool = False) -> None:
+        """Write out partly filled packs, wait for uploads, then index them; with `index_recovered`, the
+        packs whose blobs were read from their headers too (a recovery point about to be saved may use
+        those blobs: it must not depend on packs that no index lists, which a prune would take for garbage)."""
         for w in self._writers.values():
             w.finish()
         self._wait_uploads()
+        if index_recovered:
+            with self._lock:
+                self._unindexed.update(self._recovered)
+                self._recovered = {}
         self.write_index()
 
     def close(self, flush: bool = True) -> None:

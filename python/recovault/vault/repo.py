@@ -209,8 +209,9 @@ class Vault:
         self.blobs.write_index()
 
     def flush(self) -> None:
-        """Write out partly filled packs, wait for uploads, then index them."""
-        self.blobs.flush()
+        """Write out partly filled packs, wait for uploads, then index them (and the packs recovered from
+        their headers: a backup flushes before it saves the recovery point that may use their blobs)."""
+        self.blobs.flush(index_recovered=True)
 
     def _get(self, name: str, offset: int = 0, length: Optional[int] = None) -> bytes:
         return self.blobs.get(name, offset, length)
