@@ -50,6 +50,12 @@ def _damage(path: str, how: str) -> None:
         f.write(data)
 
 
+def _packs_listed_by(vault: str, index: str) -> set:
+    with api.open_vault(vault, PASSPHRASE, cache_dir=os.path.join(vault + "-cache")) as v:
+        listed = fmt.decode_index(v.unseal(fmt.AAD_INDEX, open(index, "rb").read(), "index"))
+        return {v.pack_name(p) for p in listed}
+
+
 def _biggest_index(vault: str) -> str:
     return max(object_files(vault, "index"), key=os.path.getsize)
 
@@ -59,6 +65,7 @@ def test_a_damaged_index_with_a_cold_cache_is_reported_skipped_and_repaired(tmp_
     src, vault = _two_points(tmp_path)
     index = _biggest_index(vault)
     name = fmt.name_to_id(index)
+    damaged_lists = _packs_listed_by(vault, index)
     _damage(index, how)
     expected = state(src)
 
@@ -75,6 +82,7 @@ def test_a_damaged_index_with_a_cold_cache_is_reported_skipped_and_repaired(tmp_
     report = json_docs_first(res.stdout)
     assert report["damaged_indexes"] == [fmt.INDEX + name] and report["damaged_points"] == []
     assert report["stats"]["restorable"] == 2 and report["stats"]["packs_recovered"] > 0
+    assert set(report["recovered_packs"]) >= damaged_lists  # which packs the damaged index affected
     assert any("repair index" in p for p in report["problems"])
 
     # a full backup with a cold cache reads every file and still stores nothing again (dedup works on the

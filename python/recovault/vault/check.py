@@ -26,6 +26,7 @@ class Checker:
         self.warnings: List[str] = []
         self.damaged_indexes: List[str] = []
         self.damaged_points: List[str] = []
+        self.recovered_packs: List[str] = []  # packs no good index lists, located by their own headers
         self.stats: Dict[str, int] = {"snapshots": 0, "indexes": 0, "trees": 0, "packs": 0, "packs_read": 0,
                                       "blobs_read": 0, "packs_recovered": 0, "restorable": 0}
         self._tree_ok: Dict[bytes, bool] = {}
@@ -51,7 +52,7 @@ class Checker:
                     self._read_pack(on_storage[pack])
         return {"ok": not self.problems, "problems": self.problems, "warnings": self.warnings,
                 "stats": self.stats, "damaged_indexes": self.damaged_indexes,
-                "damaged_points": self.damaged_points}
+                "damaged_points": self.damaged_points, "recovered_packs": self.recovered_packs}
 
     # ---- packs and index files ------------------------------------------------------------------
     def _packs_on_storage(self) -> Dict[bytes, str]:
@@ -127,6 +128,7 @@ class Checker:
             for e in entries:
                 if e.id not in self.vault.locations:
                     self.vault.locations.add(e.id, Location(pack, e.type, e.offset, e.length, e.raw_length))
+        self.recovered_packs = sorted(on_storage[p] for p in recovered)
         self.stats["packs_recovered"] = len(recovered)
         self.problem(f"{len(self.damaged_indexes)} index file(s) damaged: {len(unlisted)} pack(s) no good index "
                      f"lists, {len(recovered)} of them read from their own headers; "
