@@ -240,6 +240,28 @@ def test_repair_index_interrupted_at_any_write_leaves_a_valid_vault(tmp_path):
             break
     else:
         pytest.fail("repair never finished")
-    api.restore(api.open_vault(vault, PASSPHRASE, cache_dir=os.fspath(tmp_path / "r")), "latest",
-                os.fspath(tmp_path / "out"))
+    with api.open_vault(vault, PASSPHRASE, cache_dir=os.fspath(tmp_path / "r")) as v:
+        api.restore(v, "latest", os.fspath(tmp_path / "out"))
     assert_same(expected, restored_root(tmp_path / "out", src))
+
+
+def test_an_index_file_that_fails_to_store_is_written_again_with_the_next_one(tmp_path):
+    """The packs a failed index write would have listed stay queued: the next index file lists them."""
+    from recovault.errors import StorageError
+    vault = api_vault(tmp_path / "vault")
+    with api.open_vault(vault, PASSPHRASE, cache_dir=os.fspath(tmp_path / "c")) as v:
+        put = v.storage.put
+
+        def failing_put(name, data):
+            if name.startswith(fmt.INDEX):
+                raise StorageError("no space left on device")
+            put(name, data)
+        v.storage.put = failing_put
+        ids = [v.save_blob(fmt.BLOB_DATA, os.urandom(50_000)) for _ in range(3)]
+        with pytest.raises(StorageError):
+            v.flush()
+        assert object_files(vault, "data") and not object_files(vault, "index")
+        v.storage.put = put
+    with api.open_vault(vault, PASSPHRASE, cache_dir=os.fspath(tmp_path / "c2")) as v:
+        assert all(v.read_blob(i) for i in ids)
+        assert Checker(v).run()["warnings"] == []
