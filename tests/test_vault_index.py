@@ -265,3 +265,31 @@ def test_an_index_file_that_fails_to_store_is_written_again_with_the_next_one(tm
     with api.open_vault(vault, PASSPHRASE, cache_dir=os.fspath(tmp_path / "c2")) as v:
         assert all(v.read_blob(i) for i in ids)
         assert Checker(v).run()["warnings"] == []
+
+
+def test_an_index_file_replaced_while_the_vault_opens_is_found_by_listing_again(tmp_path):
+    """A repair on another host stores new index files, then deletes the old one between this host's
+    listing and its read: no damage is reported, and every blob is located from the new files."""
+    src, vault = _two_points(tmp_path)
+    with api.open_vault(vault, PASSPHRASE, cache_dir=os.fspath(tmp_path / "c0")) as v:
+        before = dict(v.locations.items())
+    from recovault.storage.local import LocalStorage
+    real_get = LocalStorage.get
+    replaced = []
+
+    def get(self, name, offset=0, length=None):
+        if name.startswith(fmt.INDEX) and not replaced:
+            replaced.append(None)
+            with api.open_vault(vault, PASSPHRASE, cache_dir=os.fspath(tmp_path / "c1")) as other:
+                replaced[0] = repair_index(other.blobs)
+        return real_get(self, name, offset, length)
+    events = []
+    LocalStorage.get = get
+    try:
+        v = api.open_vault(vault, PASSPHRASE, cache_dir=os.fspath(tmp_path / "c2"),
+                           on_event=lambda kind, info: events.append(info))
+    finally:
+        LocalStorage.get = real_get
+    with v:
+        assert replaced and replaced[0].removed and events == [] and v.blobs.damaged_indexes == []
+        assert dict(v.locations.items()) == before

@@ -4,8 +4,8 @@ Write order guarantees an interrupted job leaves the vault valid: a pack is stor
 index names it. Packs no index names are garbage that a later prune removes; nothing ever points at a
 half-written object.
 
-Index files are an accelerator (packs describe themselves): an index file that is damaged (or vanished) is
-reported through `on_event` and skipped, and the blobs it may have covered are found by reading the headers
+Index files are an accelerator (packs describe themselves): an index file that is damaged is reported
+through `on_event` and skipped, and the blobs it may have covered are found by reading the headers
 of the packs no good index lists (docs/vault-format.md §7). A backup also stores an index file for those
 recovered packs before its recovery point (Vault.flush), so the point never depends on packs no index lists,
 and the next run with a cold cache no longer reads their headers. Nothing here deletes an object.
@@ -137,23 +137,32 @@ class BlobStore:
     # ---- the index -----------------------------------------------------------------------------
     def load_index(self) -> int:
         """Load every index file not loaded yet (from the agent cache when it has it). Returns how many. A
-        damaged one is reported and skipped, and the packs no good index lists are read instead."""
-        seen_bad = {d.name for d in self.damaged_indexes}
-        names = [n for n in self.storage.list(fmt.INDEX) if n not in self._loaded_indexes and n not in seen_bad]
-        damaged = []
-        for name in names:
-            try:
-                self._load_index_file(name)
-            except (CorruptData, ObjectMissing) as e:
-                damaged.append(DamagedIndex(name, str(e)))
-                self.problem(f"{e}; skipped: the blobs it lists are looked up in the packs' own headers "
-                             "(run 'recovault repair index')")
+        damaged one is reported and skipped, and the packs no good index lists are read instead. One that
+        vanishes between the listing and the read was replaced (a repair or prune stores the replacements
+        before it deletes): the listing is read again, to find them."""
+        loaded, damaged = 0, []
+        for _ in range(3):
+            skip = self._loaded_indexes | {d.name for d in self.damaged_indexes + damaged}
+            names = [n for n in self.storage.list(fmt.INDEX) if n not in skip]
+            vanished = False
+            for name in names:
+                try:
+                    self._load_index_file(name)
+                    loaded += 1
+                except ObjectMissing:
+                    vanished = True
+                except CorruptData as e:
+                    damaged.append(DamagedIndex(name, str(e)))
+                    self.problem(f"{e}; skipped: the blobs it lists are looked up in the packs' own headers "
+                                 "(run 'recovault repair index')")
+            if not vanished:
+                break
         if damaged:
             self.damaged_indexes += damaged
             self.recover_from_packs()
         if self.cache:
             self.cache.prune(self._loaded_indexes)
-        return len(names) - len(damaged)
+        return loaded
 
     def _load_index_file(self, name: str) -> None:
         raw = self.cache.get(name) if self.cache else None
