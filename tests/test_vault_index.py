@@ -18,7 +18,7 @@ from recovault.vault.repair import repair_index
 from recovault.vault.repo import Settings
 
 from e2e_tree import assert_same, rand_bytes, restored_root, state, write
-from test_cli import FAST_KDF, PASSPHRASE, Cli, api_vault, fails, json_out, object_files, ok
+from test_cli import FAST_KDF, PASSPHRASE, Cli, api_vault, fails, json_docs, json_out, object_files, ok
 
 TINY = Settings(min_size=4 << 10, avg_size=8 << 10, max_size=16 << 10, pack_size=16 << 10)
 
@@ -70,7 +70,7 @@ def test_a_damaged_index_with_a_cold_cache_is_reported_skipped_and_repaired(tmp_
     expected = state(src)
 
     res = ok(Cli(tmp_path / "h1")("snapshots", "--vault", vault, "--json"))
-    assert len(json_docs_first(res.stdout)) == 2
+    assert len(json_docs(res.stdout)[0]) == 2
     assert name in res.stderr and "no good index lists were read" in res.stderr
 
     res = ok(Cli(tmp_path / "h2")("restore", "--vault", vault, "latest", "--target", tmp_path / "out"))
@@ -79,7 +79,7 @@ def test_a_damaged_index_with_a_cold_cache_is_reported_skipped_and_repaired(tmp_
 
     res = Cli(tmp_path / "h3")("check", "--vault", vault, "--json")
     fails(res, 15, "index")
-    report = json_docs_first(res.stdout)
+    report = json_docs(res.stdout)[0]
     assert report["damaged_indexes"] == [fmt.INDEX + name] and report["damaged_points"] == []
     assert report["stats"]["restorable"] == 2 and report["stats"]["packs_recovered"] > 0
     assert set(report["recovered_packs"]) >= damaged_lists  # which packs the damaged index affected
@@ -97,14 +97,9 @@ def test_a_damaged_index_with_a_cold_cache_is_reported_skipped_and_repaired(tmp_
     assert fmt.INDEX + name in res["removed"] and res["unreadable_packs"] == []
     assert not os.path.exists(index)
     res = ok(Cli(tmp_path / "h7")("check", "--vault", vault, "--read-data", "--json"))
-    report = json_docs_first(res.stdout)
+    report = json_docs(res.stdout)[0]
     assert report["ok"] and report["warnings"] == [] and report["stats"]["restorable"] == 3
     assert res.stderr == ""
-
-
-def json_docs_first(text: str):
-    import json
-    return json.loads(text.splitlines()[0])
 
 
 def test_check_names_the_points_a_damaged_index_and_an_unreadable_pack_leave_unrestorable(tmp_path):
@@ -131,7 +126,7 @@ def test_check_names_the_points_a_damaged_index_and_an_unreadable_pack_leave_unr
         b"small and untouched\n"
     res = Cli(tmp_path / "h2")("check", "--vault", vault, "--json")
     fails(res, 15)
-    report = json_docs_first(res.stdout)
+    report = json_docs(res.stdout)[0]
     assert second["id"] in report["damaged_points"] and first["id"] not in report["damaged_points"]
     assert any(mid_pack in p for p in report["problems"])
     assert "1 of 2 recovery points fully restorable" in Cli(tmp_path / "h2")("check", "--vault", vault).stdout
@@ -151,7 +146,7 @@ def test_check_read_data_reports_a_too_small_or_garbled_pack_and_goes_on(tmp_pat
     res = Cli(tmp_path / "h")("check", "--vault", vault, "--read-data", "--json")
     fails(res, 15, "problem")
     assert "internal error" not in res.stderr
-    report = json_docs_first(res.stdout)
+    report = json_docs(res.stdout)[0]
     name = os.path.relpath(victim, vault)
     assert any(name in p and "corrupt" in p for p in report["problems"]), report["problems"]
     assert report["stats"]["packs_read"] == len(packs)  # it went on to every other pack
