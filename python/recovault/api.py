@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 from .jobs.backup import BackupJob, BackupOptions
 from .restore import RestoreJob
 from .storage import open_storage
+from .vault.blobstore import no_events
 from .vault.keys import KdfParams
 from .vault.repo import Settings, Vault
 
@@ -32,10 +33,13 @@ def init_vault(location: str, passphrase: str, *, settings: Optional[Settings] =
                         cache_dir=cache_dir if cache_dir is not None else default_cache_dir())
 
 
-def open_vault(location: str, passphrase: str, *, cache_dir: Optional[str] = None) -> Vault:
-    """Unlock an existing vault."""
+def open_vault(location: str, passphrase: str, *, cache_dir: Optional[str] = None,
+               on_event: Optional[Callable[[str, Dict[str, Any]], None]] = None) -> Vault:
+    """Unlock an existing vault. `on_event(kind, info)` hears what the vault notices (kind "problem": a
+    damaged index file skipped, a damaged recovery point left out of a search, with info["message"])."""
     return Vault.open(open_storage(location), passphrase,
-                      cache_dir=cache_dir if cache_dir is not None else default_cache_dir())
+                      cache_dir=cache_dir if cache_dir is not None else default_cache_dir(),
+                      on_event=on_event or no_events)
 
 
 def backup(vault: Vault, paths: List[str], *, progress: Progress = None, **options: Any) -> Dict[str, Any]:

@@ -37,6 +37,7 @@ COMMANDS: Dict[str, str] = {
     "check": "check_cmd",
     "stats": "stats_cmd",
     "mount": "mount_cmd",
+    "repair": "repair_cmd",
     "key": "key_cmd",
 }
 

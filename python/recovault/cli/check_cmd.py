@@ -21,7 +21,12 @@ def check(c: Ctx, read_data: bool, read_data_subset: Optional[str]) -> None:
         from ..vault.check import Checker
         res = Checker(v, prog).run(read_data=read_data, subset=read_data_subset)
     st = res["stats"]
-    text = "\n".join([f"warning: {w}" for w in res["warnings"]] +
+    affected = []
+    if res["damaged_points"] or res["damaged_indexes"]:
+        affected = [f"{st['restorable']} of {st['snapshots']} recovery points fully restorable"
+                    + (f"; not restorable in full: {' '.join(s[:8] for s in res['damaged_points'])}"
+                       if res["damaged_points"] else "")]
+    text = "\n".join([f"warning: {w}" for w in res["warnings"]] + affected +
                      [f"checked {st['snapshots']} recovery points, {st['trees']} trees, {st['packs']} packs"
                       + (f", read {st['packs_read']} packs / {st['blobs_read']} blobs" if st["packs_read"] else "")
                       + (": no problems" if res["ok"] else f": {len(res['problems'])} PROBLEM(S)")])

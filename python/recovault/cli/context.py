@@ -10,7 +10,7 @@ and one given after the command name over one given before it.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 import click
 from click.core import ParameterSource
@@ -51,7 +51,13 @@ class Ctx:
     def open(self) -> "Vault":
         from ..storage import open_storage
         from ..vault.repo import Vault
-        return Vault.open(open_storage(self.need_location()), self.passphrase(), cache_dir=self.cache_dir)
+        return Vault.open(open_storage(self.need_location()), self.passphrase(), cache_dir=self.cache_dir,
+                          on_event=self.vault_event)
+
+    def vault_event(self, kind: str, info: Dict[str, Any]) -> None:
+        """What the vault notices on the way (a damaged index skipped, a damaged recovery point left out)."""
+        if kind == "problem":
+            self.warn(info["message"])
 
     def out(self, data: Any, text: str) -> None:
         """The command's result: `data` as one JSON document with --json, else `text` (if any)."""

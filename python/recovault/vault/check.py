@@ -1,6 +1,9 @@
-"""Vault verification: structure (every recovery point's trees and chunks are indexed, every indexed pack
-exists with the right size), and optionally data (read packs, check their names = BLAKE3 of their bytes,
-decrypt their headers and every blob)."""
+"""Vault verification: structure (every index file as stored, every recovery point's trees and chunks are
+located, every indexed pack exists with the right size), and optionally data (read packs, check their names =
+BLAKE3 of their bytes, decrypt their headers and every blob).
+
+A damaged index file does not stop a check: it is a problem, the packs no good index lists are read from
+their own headers, and the report says which recovery points are still fully restorable."""
 from __future__ import annotations
 
 import random
@@ -9,8 +12,11 @@ from typing import Any, Callable, Dict, List, Optional, Set
 from .. import core
 from ..errors import CorruptData, RecovaultError, UsageError
 from . import format as fmt
+from .blobstore import Location, pack_id_of
 from .journal import audit
 from .repo import Vault
+
+ZERO_ID = bytes(32)  # an all-zero block (or a hole) in an image's block map: nothing stored
 
 
 class Checker:
@@ -19,80 +25,136 @@ class Checker:
         self.progress = progress or (lambda kind, info: None)
         self.problems: List[str] = []
         self.warnings: List[str] = []
+        self.damaged_indexes: List[str] = []
+        self.damaged_points: List[str] = []
+        self.recovered_packs: List[str] = []  # packs no good index lists, located by their own headers
         self.stats: Dict[str, int] = {"snapshots": 0, "indexes": 0, "trees": 0, "packs": 0, "packs_read": 0,
-                                      "blobs_read": 0}
+                                      "blobs_read": 0, "packs_recovered": 0, "restorable": 0}
+        self._tree_ok: Dict[bytes, bool] = {}
 
     def problem(self, msg: str) -> None:
         self.problems.append(msg)
         self.progress("problem", {"message": msg})
 
     def run(self, read_data: bool = False, subset: Optional[str] = None) -> Dict[str, Any]:
-        v = self.vault
         if subset:
             self._parse_subset(subset)  # a malformed argument fails before the work, not after
-        # 0. the index files as stored: the vault was opened from the agent cache, which can hide a damaged
-        # one that would keep every other host from opening the vault
+        # Packs are listed before index files: a concurrent backup stores a pack before the index naming it,
+        # so every pack seen here that a finished backup stored is named by an index listed after it.
+        on_storage = self._packs_on_storage()
+        listed = self._index_files()
+        self._listed_packs(listed, on_storage)
+        recovered = self._unlisted_packs(listed, on_storage)
+        self._points()
+        if read_data or subset:
+            packs = sorted(set(listed) | recovered)
+            for pack in self._subset(packs, subset) if subset else packs:
+                if pack in on_storage:
+                    self._read_pack(on_storage[pack])
+        return {"ok": not self.problems, "problems": self.problems, "warnings": self.warnings,
+                "stats": self.stats, "damaged_indexes": self.damaged_indexes,
+                "damaged_points": self.damaged_points, "recovered_packs": self.recovered_packs}
+
+    # ---- packs and index files ------------------------------------------------------------------
+    def _packs_on_storage(self) -> Dict[bytes, str]:
+        on_storage = {}
+        for name in self.vault.storage.list(fmt.DATA):
+            pack = pack_id_of(name)
+            if pack is None:
+                self.warnings.append(f"unexpected object {name} under data/")
+            else:
+                on_storage[pack] = name
+        self.stats["packs"] = len(on_storage)
+        return on_storage
+
+    def _index_files(self) -> Dict[bytes, int]:
+        """Every index file as stored (the vault may have been opened from the agent cache, which hides a
+        damaged one from this host but not from the next): pack -> bytes its entries need, from the good ones.
+        The packs an index file lists, not the blob locations: a blob stored twice (two backups running at
+        once) has one location, yet both its packs are listed."""
+        v = self.vault
+        listed: Dict[bytes, int] = {}
         for name in v.storage.list(fmt.INDEX):
             try:
-                raw = v.storage.get(name)
+                packs = self._index_file(name)
             except RecovaultError as e:
+                self.damaged_indexes.append(name)
                 self.problem(str(e))
                 continue
-            if core.blake3(raw).hex() != fmt.name_to_id(name):
-                self.problem(f"index file {name}: content does not match its name (corrupt or tampered with)")
-                continue
-            try:
-                fmt.decode_index(v.unseal(fmt.AAD_INDEX, raw, f"index file {name}"))
-                self.stats["indexes"] += 1
-            except CorruptData as e:
-                self.problem(str(e))
-            except ValueError as e:
-                self.problem(f"index file {name} does not parse: {e}")
-        # 1. packs named by the index exist, with their expected extent
-        indexed: Dict[bytes, int] = {}
-        for loc in v.locations.values():
-            indexed[loc.pack] = max(indexed.get(loc.pack, 0), loc.offset + loc.length)
-        on_storage = {}
-        for name in v.storage.list(fmt.DATA):
-            try:
-                on_storage[bytes.fromhex(fmt.name_to_id(name))] = name
-            except ValueError:
-                self.warnings.append(f"unexpected object {name} under data/")
-        self.stats["packs"] = len(on_storage)
-        for pack, end in indexed.items():
+            self.stats["indexes"] += 1
+            for pack, entries in packs.items():
+                end = max((e.offset + e.length for e in entries), default=0)
+                listed[pack] = max(listed.get(pack, 0), end)
+        return listed
+
+    def _index_file(self, name: str) -> Dict[bytes, List[fmt.BlobEntry]]:
+        v = self.vault
+        raw = v.storage.get(name)
+        if core.blake3(raw).hex() != fmt.name_to_id(name):
+            raise CorruptData(f"index file {name}: content does not match its name (corrupt or tampered with)")
+        try:
+            return fmt.decode_index(v.unseal(fmt.AAD_INDEX, raw, f"index file {name}"))
+        except ValueError as e:
+            raise CorruptData(f"index file {name} does not parse: {e}") from None
+
+    def _listed_packs(self, listed: Dict[bytes, int], on_storage: Dict[bytes, str]) -> None:
+        """Packs an index lists exist, with at least the bytes it names plus a trailer."""
+        for pack, end in listed.items():
             name = on_storage.get(pack)
             if name is None:
                 self.problem(f"pack {pack.hex()} is listed in the index but missing from storage")
                 continue
-            size = v.storage.stat(name).size
+            size = self.vault.storage.stat(name).size
             if size < end + fmt.PACK_TRAILER.size:
                 self.problem(f"pack {name} is truncated ({size} bytes, the index needs more than {end})")
-        unref = [n for p, n in on_storage.items() if p not in indexed]
-        if unref:
-            self.warnings.append(f"{len(unref)} pack(s) no index lists (left by an interrupted backup; "
+
+    def _unlisted_packs(self, listed: Dict[bytes, int], on_storage: Dict[bytes, str]) -> Set[bytes]:
+        """Packs no good index lists: with every index file good, garbage an interrupted backup left (a
+        warning); with a damaged one, maybe what it listed, so their headers are read and their blobs located."""
+        unlisted = [p for p in on_storage if p not in listed]
+        if not unlisted:
+            return set()
+        if not self.damaged_indexes:
+            self.warnings.append(f"{len(unlisted)} pack(s) no index lists (left by an interrupted backup; "
                                  "a future prune removes them)")
-        # 2. every recovery point's trees and chunks are indexed; the journal accounts for every point
-        seen_trees: Set[bytes] = set()
-        points = [fmt.name_to_id(n) for n in v.storage.list(fmt.SNAPSHOTS)]
-        self._journal(points)
+            return set()
+        recovered: Set[bytes] = set()
+        for pack in unlisted:
+            try:
+                entries = self.vault.blobs.read_pack_header(on_storage[pack])
+            except RecovaultError as e:
+                self.problem(f"{e}; no good index lists it: its blobs cannot be located")
+                continue
+            recovered.add(pack)
+            for e in entries:
+                if e.id not in self.vault.locations:
+                    self.vault.locations.add(e.id, Location(pack, e.type, e.offset, e.length, e.raw_length))
+        self.recovered_packs = sorted(on_storage[p] for p in recovered)
+        self.stats["packs_recovered"] = len(recovered)
+        self.problem(f"{len(self.damaged_indexes)} index file(s) damaged: {len(unlisted)} pack(s) no good index "
+                     f"lists, {len(recovered)} of them read from their own headers; "
+                     "run 'recovault repair index' to rebuild the index")
+        return recovered
+
+    # ---- recovery points ----------------------------------------------------------------------------
+    def _points(self) -> None:
+        """Every recovery point's trees and chunks are located; names the points that are not restorable."""
+        v = self.vault
+        points = v.points.ids()
+        self._journal(points)  # the journal accounts for every point
         for sid in points:
             try:
                 snap = v.load_snapshot(sid)
             except RecovaultError as e:
                 self.problem(str(e))
+                self.damaged_points.append(sid)
                 continue
             self.stats["snapshots"] += 1
-            self._tree(bytes.fromhex(snap["tree"]), seen_trees, f"recovery point {sid[:8]}")
-        self.stats["trees"] = len(seen_trees)
-        # 3. data
-        if read_data or subset:
-            packs = sorted(indexed)
-            chosen = self._subset(packs, subset) if subset else packs
-            for pack in chosen:
-                if pack in on_storage:
-                    self._read_pack(on_storage[pack])
-        return {"ok": not self.problems, "problems": self.problems, "warnings": self.warnings,
-                "stats": self.stats}
+            if self._tree(bytes.fromhex(snap["tree"]), f"recovery point {sid[:8]}"):
+                self.stats["restorable"] += 1
+            else:
+                self.damaged_points.append(sid)
+        self.stats["trees"] = len(self._tree_ok)
 
     def _journal(self, points: List[str]) -> None:
         report = audit(self.vault.journal, points)
@@ -101,6 +163,54 @@ class Checker:
         self.warnings.extend(report.warnings)
         self.stats["journal_entries"] = report.entries
 
+    def _tree(self, tree_id: bytes, where: str) -> bool:
+        """True if the tree and everything under it is located (memoized: a shared subtree is walked once,
+        and every recovery point holding a damaged one is named)."""
+        ok = self._tree_ok.get(tree_id)
+        if ok is not None:
+            return ok
+        self._tree_ok[tree_id] = True  # a cycle cannot be built (content addressing), but never loop
+        ok = self._walk_tree(tree_id, where)
+        self._tree_ok[tree_id] = ok
+        return ok
+
+    def _walk_tree(self, tree_id: bytes, where: str) -> bool:
+        if tree_id not in self.vault.locations:
+            self.problem(f"{where}: tree {tree_id.hex()[:16]} is not in any index")
+            return False
+        try:
+            tree = self.vault.load_tree(tree_id)
+        except RecovaultError as e:
+            self.problem(f"{where}: {e}")
+            return False
+        ok = True
+        for node in tree.get("nodes", []):
+            if "subtree" in node:
+                ok = self._tree(bytes.fromhex(node["subtree"]), where) and ok
+            for c in node.get("content", []):
+                if bytes.fromhex(c) not in self.vault.locations:
+                    self.problem(f"{where}: chunk {c[:16]} of {node['name']} is not in any index")
+                    ok = False
+            if "image" in node:
+                ok = self._image(node, where) and ok
+        return ok
+
+    def _image(self, node: Dict[str, Any], where: str) -> bool:
+        """An image's block-map pages, and every block they name, are located."""
+        missing = 0
+        for page_hex in node["image"].get("pages", []):
+            try:
+                page = self.vault.read_blob(bytes.fromhex(page_hex))
+            except RecovaultError as e:
+                self.problem(f"{where}: block map of {node['name']}: {e}")
+                return False
+            missing += sum(1 for i in range(0, len(page), 32)
+                           if page[i:i + 32] != ZERO_ID and page[i:i + 32] not in self.vault.locations)
+        if missing:
+            self.problem(f"{where}: {missing} block(s) of image {node['name']} are not in any index")
+        return not missing
+
+    # ---- data -------------------------------------------------------------------------------------
     @staticmethod
     def _parse_subset(subset: str):
         """("groups", n, m) for 'n/m' or ("percent", p) for 'p%' / 'p'; UsageError if malformed."""
@@ -126,26 +236,9 @@ class Checker:
         k = max(1, round(len(packs) * pct / 100)) if packs else 0
         return random.sample(packs, k)
 
-    def _tree(self, tree_id: bytes, seen: Set[bytes], where: str) -> None:
-        if tree_id in seen:
-            return
-        seen.add(tree_id)
-        if tree_id not in self.vault.locations:
-            self.problem(f"{where}: tree {tree_id.hex()[:16]} is not in any index")
-            return
-        try:
-            tree = self.vault.load_tree(tree_id)
-        except RecovaultError as e:
-            self.problem(f"{where}: {e}")
-            return
-        for node in tree.get("nodes", []):
-            if "subtree" in node:
-                self._tree(bytes.fromhex(node["subtree"]), seen, where)
-            for c in node.get("content", []):
-                if bytes.fromhex(c) not in self.vault.locations:
-                    self.problem(f"{where}: chunk {c[:16]} of {node['name']} is not in any index")
-
     def _read_pack(self, name: str) -> None:
+        """Read one pack whole: its name is its hash, its header decrypts, each blob opens and hashes to its
+        id. A pack too small or garbled to hold a header is one problem, and the check goes on."""
         v = self.vault
         try:
             data = v.storage.get(name)
@@ -156,7 +249,7 @@ class Checker:
         if core.blake3(data).hex() != fmt.name_to_id(name):
             self.problem(f"pack {name}: content does not match its name (corrupt or tampered with)")
         try:
-            entries = v.read_pack_header(name)
+            entries = v.blobs.read_pack_header(name, size=len(data))
         except RecovaultError as e:
             self.problem(str(e))
             return

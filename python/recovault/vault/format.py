@@ -105,6 +105,8 @@ def decode_index(plain: bytes) -> Dict[bytes, List[BlobEntry]]:
     pos = INDEX_PREFIX.size
     packs: Dict[bytes, List[BlobEntry]] = {}
     for _ in range(npacks):
+        if pos + INDEX_PACK.size > len(mv):
+            raise ValueError("index truncated")
         pack_id, count = INDEX_PACK.unpack_from(mv, pos)
         pos += INDEX_PACK.size
         end = pos + count * INDEX_ENTRY.size
@@ -114,6 +116,26 @@ def decode_index(plain: bytes) -> Dict[bytes, List[BlobEntry]]:
         pos = end
     if pos != len(mv):
         raise ValueError("index has trailing bytes")
+    return packs
+
+
+def index_pack_ids(plain: bytes) -> List[bytes]:
+    """The IDs of the packs an index file's plaintext lists, in order; ValueError if its layout is malformed.
+    Walks the pack records only (cheap: no per-blob objects), checking every count against the length."""
+    if len(plain) < INDEX_PREFIX.size:
+        raise ValueError("index too short")
+    version, npacks = INDEX_PREFIX.unpack_from(plain, 0)
+    if version != FORMAT_VERSION:
+        raise ValueError(f"index version {version} is not supported")
+    pos, packs = INDEX_PREFIX.size, []
+    for _ in range(npacks):
+        if pos + INDEX_PACK.size > len(plain):
+            raise ValueError("index truncated")
+        pack_id, count = INDEX_PACK.unpack_from(plain, pos)
+        packs.append(pack_id)
+        pos += INDEX_PACK.size + count * INDEX_ENTRY.size
+    if pos != len(plain):
+        raise ValueError("index truncated" if pos > len(plain) else "index has trailing bytes")
     return packs
 
 

@@ -1,4 +1,5 @@
-"""The vault: configuration, keys, packs, the chunk index, trees and recovery points.
+"""The vault: configuration and keys, composing the blob store (packs, index, cache: blobstore.py) and the
+recovery-point store (points.py), with trees on top of blobs.
 
 Write order guarantees an interrupted job leaves the vault valid: a pack is stored (atomically) before an
 index names it, an index before a recovery point depends on it. Packs no index names are garbage that a
@@ -9,21 +10,21 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import sys
-import threading
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from .. import core, timefmt
-from ..errors import CorruptData, NotFound, ObjectMissing, UsageError, VaultExists, VaultNotFound
+from ..errors import CorruptData, ObjectMissing, UsageError, VaultExists, VaultNotFound
 from ..storage import Storage
 from . import envelope
 from . import format as fmt
-from .cache import ObjectCache
+from .blobstore import BlobStore, EventSink, Location, Locations, no_events, pack_name
 from .journal import Journal
 from .keys import KdfParams, KeyStore, MasterKeys
+from .points import OnCorrupt, PointStore
+from .sealing import Sealer
+
+__all__ = ["DEFAULT_PACK_SIZE", "Location", "Locations", "Settings", "Vault"]
 
 DEFAULT_PACK_SIZE = 16 << 20  # 1 PUT per 16 MiB for object stores; ~3 packs in memory at most
 MAX_BLOB = 64 << 20
@@ -61,87 +62,40 @@ class Settings:
                    d["pack_size"])
 
 
-class Location(NamedTuple):
-    """Where a blob is: its pack's ID, its type, and its place and sealed length in the pack."""
-    pack: bytes
-    type: int
-    offset: int
-    length: int
-    raw_length: int
-
-
-class Locations:
-    """Where each blob is (blob ID -> Location), held in C++ (core.LocationIndex, 75-110 bytes a blob instead of
-    ~270 for a dict of Python objects: a multi-TB disk image has millions of blocks). Reads like a dict."""
-
-    def __init__(self) -> None:
-        self._ix = core.LocationIndex()
-
-    def add(self, blob_id: bytes, loc: Location) -> None:
-        self._ix.add(blob_id, loc.pack, loc.type, loc.offset, loc.length, loc.raw_length)
-
-    __setitem__ = add
-
-    def add_index(self, plain: bytes, known: Optional["core.IdSet"] = None) -> int:
-        """Add every entry of an index file's plaintext (and its IDs to `known`); ValueError if malformed."""
-        return self._ix.add_index(plain, known)
-
-    def get(self, blob_id: bytes, default: Optional[Location] = None) -> Optional[Location]:
-        t = self._ix.get(blob_id)
-        return default if t is None else Location._make(t)
-
-    def __getitem__(self, blob_id: bytes) -> Location:
-        loc = self.get(blob_id)
-        if loc is None:
-            raise KeyError(blob_id)
-        return loc
-
-    def __contains__(self, blob_id: object) -> bool:
-        return blob_id in self._ix
-
-    def __len__(self) -> int:
-        return len(self._ix)
-
-    def items(self) -> Iterable[Tuple[bytes, Location]]:
-        for t in self._ix.items():
-            yield t[0], Location._make(t[1:])
-
-    def values(self) -> Iterable[Location]:
-        for _, loc in self.items():
-            yield loc
 
 
 class Vault:
     """An unlocked vault. Create with :meth:`create` or :meth:`open`; close (or use as a context manager)
-    to flush pending packs and indexes."""
+    to flush pending packs and indexes.
+
+    `blobs` (BlobStore) holds packs and the index, `points` (PointStore) the recovery points; the methods
+    below are the vault's public face over both. `on_event(kind, info)` hears what the vault notices on the
+    way (kind "problem": a damaged index skipped, a damaged recovery point left out of a search); library
+    code never prints."""
 
     def __init__(self, storage: Storage, master: MasterKeys, keyid: str, vault_id: str, settings: Settings,
-                 cache_dir: Optional[str] = None) -> None:
+                 cache_dir: Optional[str] = None, on_event: EventSink = no_events) -> None:
         self.storage = storage
         self.master = master
         self.keyid = keyid
         self.id = vault_id
         self.settings = settings
+        self.on_event = on_event
         self.keys = KeyStore(storage)
-        self.cache = ObjectCache(cache_dir, vault_id, "index") if cache_dir else None
-        self.journal = Journal(storage, self.seal, self.unseal, cache_dir, vault_id)
-        self.known = core.IdSet()
-        self.locations = Locations()
-        self._loaded_indexes: set = set()
-        self._session = core.SealSession(master.enc_key)
+        self.sealer = Sealer(master, settings.level)
+        self._session = self.sealer.session
+        self.blobs = BlobStore(storage, self.sealer, pack_size=settings.pack_size, cache_dir=cache_dir,
+                               vault_id=vault_id, on_event=on_event)
+        self.points = PointStore(storage, self.sealer)
+        self.journal = Journal(storage, self.sealer.seal, self.sealer.unseal, cache_dir, vault_id)
         self._id_pipeline = self.pipeline(workers=1)
-        self._writers = {fmt.BLOB_DATA: _PackWriter(self, fmt.BLOB_DATA), fmt.BLOB_TREE: _PackWriter(self, fmt.BLOB_TREE)}
-        self._uploads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="recovault-upload")
-        self._pending: List[Future] = []
-        self._unindexed: Dict[bytes, List[fmt.BlobEntry]] = {}
-        self._lock = threading.Lock()
-        self._last_index = time.monotonic()
         self.load_index()
 
     # ---- creation and unlocking ----------------------------------------------------------------
     @classmethod
     def create(cls, storage: Storage, passphrase: str, *, settings: Optional[Settings] = None,
-               kdf: Optional[KdfParams] = None, cache_dir: Optional[str] = None) -> "Vault":
+               kdf: Optional[KdfParams] = None, cache_dir: Optional[str] = None,
+               on_event: EventSink = no_events) -> "Vault":
         if storage.exists(fmt.CONFIG):
             raise VaultExists(f"a vault already exists at {storage.url}")
         settings = settings or Settings()
@@ -162,10 +116,11 @@ class Vault:
                                                       json.dumps(envelope.bind(settings.to_dict(), doc)).encode())
         doc["settings"] = sealed.hex()
         storage.put(fmt.CONFIG, json.dumps(doc, indent=1).encode() + b"\n")
-        return cls(storage, master, keyid, vault_id, settings, cache_dir)
+        return cls(storage, master, keyid, vault_id, settings, cache_dir, on_event)
 
     @classmethod
-    def open(cls, storage: Storage, passphrase: str, *, cache_dir: Optional[str] = None) -> "Vault":
+    def open(cls, storage: Storage, passphrase: str, *, cache_dir: Optional[str] = None,
+             on_event: EventSink = no_events) -> "Vault":
         try:
             raw = storage.get(fmt.CONFIG)
         except ObjectMissing:
@@ -183,7 +138,7 @@ class Vault:
                 master.enc_key, fmt.AAD_CONFIG + vault_id.encode(), sealed)), doc, storage.url).settings)
         except (core.AuthenticationError, core.DecompressError, ValueError, KeyError):
             raise CorruptData(f"the vault config at {storage.url} is corrupt or was tampered with") from None
-        return cls(storage, master, keyid, vault_id, settings, cache_dir)
+        return cls(storage, master, keyid, vault_id, settings, cache_dir, on_event)
 
     def __enter__(self) -> "Vault":
         return self
@@ -194,14 +149,7 @@ class Vault:
     def close(self, flush: bool = True) -> None:
         """Flush and stop. Without flush (after an error or Ctrl-C), queued blobs are dropped, but packs
         already stored still get an index, so the next backup reuses them."""
-        if flush:
-            self.flush()
-        self._uploads.shutdown(wait=True)
-        if not flush:
-            try:
-                self.write_index()
-            except Exception:  # noqa: BLE001 - best effort on the way out; the vault stays valid either way
-                pass
+        self.blobs.close(flush)
         self.storage.close()
 
     # ---- sealing --------------------------------------------------------------------------------
@@ -221,40 +169,34 @@ class Vault:
         return self._id_pipeline.chunk_id(data)
 
     def seal(self, aad: bytes, data: bytes) -> bytes:
-        return self._session.seal(aad, data, self.settings.level)
+        return self.sealer.seal(aad, data)
 
     def unseal(self, aad: bytes, blob: bytes, what: str, max_size: int = 1 << 30) -> bytes:
-        try:
-            return core.open_blob(self.master.enc_key, aad, blob, max_size)
-        except (core.AuthenticationError, core.DecompressError, ValueError) as e:
-            raise CorruptData(f"{what} is corrupt or was tampered with ({e})") from None
+        return self.sealer.unseal(aad, blob, what, max_size)
 
-    # ---- the index -----------------------------------------------------------------------------
+    # ---- blobs: the blob store's face ------------------------------------------------------------
+    @property
+    def known(self) -> "core.IdSet":
+        return self.blobs.known
+
+    @property
+    def locations(self) -> Locations:
+        return self.blobs.locations
+
+    @property
+    def cache(self):  # the agent cache of index files, or None
+        return self.blobs.cache
+
     def load_index(self) -> int:
         """Load every index file not loaded yet (from the agent cache when it has it). Returns how many."""
-        names = [n for n in self.storage.list(fmt.INDEX) if n not in self._loaded_indexes]
-        for name in names:
-            raw = self.cache.get(name) if self.cache else None
-            if raw is None:
-                raw = self._get(name)
-                if self.cache:
-                    self.cache.put(name, raw)
-            try:
-                self.locations.add_index(self.unseal(fmt.AAD_INDEX, raw, f"index file {name}"), self.known)
-            except ValueError as e:
-                raise CorruptData(f"index file {name} is corrupt: {e}") from None
-            self._loaded_indexes.add(name)
-        if self.cache:
-            self.cache.prune(self._loaded_indexes)
-        return len(names)
+        return self.blobs.load_index()
 
     def has_blob(self, blob_id: bytes) -> bool:
-        return blob_id in self.known
+        return self.blobs.has_blob(blob_id)
 
-    # ---- writing --------------------------------------------------------------------------------
     def add_sealed(self, blob_type: int, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
         """Queue a sealed blob (from the pipeline) for the current pack of its type."""
-        self._writers[blob_type].add(blob_id, sealed, raw_length)
+        self.blobs.add_sealed(blob_type, blob_id, sealed, raw_length)
 
     def save_blob(self, blob_type: int, data: bytes) -> bytes:
         """Store plaintext `data` as a blob (deduplicated) and return its id."""
@@ -263,92 +205,34 @@ class Vault:
             self.add_sealed(blob_type, blob_id, self._session.seal(blob_id, data, self.settings.level), len(data))
         return blob_id
 
-    def _pack_written(self, pack_id: bytes, entries: List[fmt.BlobEntry]) -> None:
-        with self._lock:
-            self._unindexed[pack_id] = entries
-            for e in entries:
-                self.locations.add(e.id, Location(pack_id, e.type, e.offset, e.length, e.raw_length))
-            # Index often enough that an interrupted job loses little: every 4 packs or every minute.
-            full = len(self._unindexed) >= 4 or time.monotonic() - self._last_index > 60
-        if full:
-            self.write_index()
-
-    def _submit_upload(self, name: str, data: bytes, after) -> None:
-        def job():
-            self.storage.put(name, data)
-            after()
-        self._pending.append(self._uploads.submit(job))
-        if len(self._pending) > 1:  # bounds memory: one pack uploading while the next one fills
-            self._wait_uploads(keep=1)
-
-    def _wait_uploads(self, keep: int = 0) -> None:
-        while len(self._pending) > keep:
-            f = self._pending.pop(0)
-            f.result()  # re-raises the upload's error (StorageError for a full disk, ...)
-
     def write_index(self) -> None:
-        with self._lock:
-            packs, self._unindexed = self._unindexed, {}
-            self._last_index = time.monotonic()
-        if not packs:
-            return
-        sealed = self.seal(fmt.AAD_INDEX, fmt.encode_index(packs))
-        name = fmt.INDEX + core.blake3(sealed).hex()
-        self.storage.put(name, sealed)
-        self._loaded_indexes.add(name)
-        if self.cache:
-            self.cache.put(name, sealed)
+        self.blobs.write_index()
 
     def flush(self) -> None:
-        """Write out partly filled packs, wait for uploads, then index them."""
-        for w in self._writers.values():
-            w.finish()
-        self._wait_uploads()
-        self.write_index()
+        """Write out partly filled packs, wait for uploads, then index them (and the packs recovered from
+        their headers: a backup flushes before it saves the recovery point that may use their blobs)."""
+        self.blobs.flush(index_recovered=True)
 
-    # ---- reading --------------------------------------------------------------------------------
     def _get(self, name: str, offset: int = 0, length: Optional[int] = None) -> bytes:
-        try:
-            return self.storage.get(name, offset, length)
-        except ObjectMissing:
-            raise ObjectMissing(f"object {name} is missing from the vault at {self.storage.url}") from None
+        return self.blobs.get(name, offset, length)
 
     def locate(self, blob_id: bytes) -> Location:
-        loc = self.locations.get(blob_id)
-        if loc is None:
-            raise CorruptData(f"blob {blob_id.hex()[:16]} is referenced but no index lists it "
-                              "(the vault is damaged; run 'recovault check')")
-        return loc
+        return self.blobs.locate(blob_id)
 
     def pack_name(self, pack_id: bytes) -> str:
-        return fmt.object_name(fmt.DATA, pack_id.hex())
+        return pack_name(pack_id)
 
     def read_blob(self, blob_id: bytes) -> bytes:
-        loc = self.locate(blob_id)
-        name = self.pack_name(loc.pack)
-        raw = self._get(name, loc.offset, loc.length)
-        if len(raw) != loc.length:
-            raise CorruptData(f"pack {name} is truncated (blob {blob_id.hex()[:16]} cut short)")
-        return self.open_sealed(blob_id, raw, name, loc.raw_length)
+        return self.blobs.read_blob(blob_id)
 
-    def open_sealed(self, blob_id: bytes, raw: bytes, pack_name: str, raw_length: int) -> bytes:
-        data = self.unseal(blob_id, raw, f"blob {blob_id.hex()[:16]} in pack {pack_name}", max(raw_length, 1))
-        if len(data) != raw_length:
-            raise CorruptData(f"blob {blob_id.hex()[:16]} in pack {pack_name} has the wrong length")
-        return data
+    def open_sealed(self, blob_id: bytes, raw: bytes, pack: str, raw_length: int) -> bytes:
+        return self.blobs.open_sealed(blob_id, raw, pack, raw_length)
 
-    def read_pack_header(self, pack_name: str) -> List[fmt.BlobEntry]:
+    def read_pack_header(self, pack: str) -> List[fmt.BlobEntry]:
         """Decrypt a pack's own header (used by check and to rebuild indexes)."""
-        size = self.storage.stat(pack_name).size
-        trailer = self._get(pack_name, size - fmt.PACK_TRAILER.size, fmt.PACK_TRAILER.size)
-        try:
-            start, hlen = fmt.split_pack(size, trailer)
-            sealed = self._get(pack_name, start, hlen)
-            return fmt.decode_pack_header(self.unseal(fmt.AAD_PACK_HEADER, sealed, f"header of pack {pack_name}"))
-        except ValueError as e:
-            raise CorruptData(f"pack {pack_name} is corrupt: {e}") from None
+        return self.blobs.read_pack_header(pack)
 
-    # ---- trees and recovery points ------------------------------------------------------------
+    # ---- trees ------------------------------------------------------------------------------------
     def save_tree(self, tree: Dict[str, Any]) -> bytes:
         data = json.dumps(tree, separators=(",", ":"), sort_keys=True).encode()
         return self.save_blob(fmt.BLOB_TREE, data)
@@ -371,99 +255,29 @@ class Vault:
                 return None
         return node
 
+    # ---- recovery points: the point store's face ------------------------------------------------
     def save_snapshot(self, snap: Dict[str, Any]) -> str:
-        sealed = self.seal(fmt.AAD_SNAPSHOT, json.dumps(snap, sort_keys=True).encode())
-        sid = core.blake3(sealed).hex()
-        self.storage.put(fmt.SNAPSHOTS + sid, sealed)
+        sid = self.points.save(snap)
         self.journal.append("add", sid, snap["time"], snap["host"])  # after the point: see journal.py
         return sid
 
     def load_snapshot(self, sid: str) -> Dict[str, Any]:
-        name = fmt.SNAPSHOTS + sid
-        raw = self._get(name)
-        if core.blake3(raw).hex() != sid:
-            raise CorruptData(f"recovery point {sid[:8]}: its content does not match its name (corrupt)")
-        snap = json.loads(self.unseal(fmt.AAD_SNAPSHOT, raw, f"recovery point {sid[:8]}"))
-        snap["id"] = sid
-        return snap
+        return self.points.load(sid)
 
-    def snapshots(self, on_corrupt: Optional[Any] = None) -> List[Dict[str, Any]]:
+    def snapshots(self, on_corrupt: Optional[OnCorrupt] = None) -> List[Dict[str, Any]]:
         """All recovery points, oldest first. A recovery point that is corrupt or unreadable is passed to
         `on_corrupt(message)` and left out (one damaged object must not stop every later backup); without
         `on_corrupt`, it raises."""
-        snaps = []
-        for n in self.storage.list(fmt.SNAPSHOTS):
-            try:
-                snaps.append(self.load_snapshot(fmt.name_to_id(n)))
-            except (CorruptData, ObjectMissing) as e:
-                if on_corrupt is None:
-                    raise
-                on_corrupt(str(e))
-        snaps.sort(key=lambda s: (s["time"], s["id"]))
-        return snaps
+        return self.points.list(on_corrupt)
 
-    def find_snapshot(self, ref: str, snaps: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
-        """A recovery point by full id, unique prefix, or 'latest' (damaged recovery points are reported on
-        stderr and left out of the search: a good one can still be restored)."""
-        damaged: List[str] = []
-        if snaps is None:
-            snaps = self.snapshots(on_corrupt=damaged.append)
-        for msg in damaged:
-            print(f"recovault: warning: {msg}", file=sys.stderr)
-        if damaged and (ref == "latest" or not any(s["id"].startswith(ref) for s in snaps)):
-            # never hand out an older point as "latest" when a newer one may be the damaged one
-            raise CorruptData(f"{damaged[0]}; name another recovery point by its id")
-        if ref == "latest":
-            if not snaps:
-                raise NotFound("the vault has no recovery points yet")
-            return snaps[-1]
-        hits = [s for s in snaps if s["id"].startswith(ref)]
-        if not hits:
-            raise NotFound(f"no recovery point matches '{ref}'")
-        if len(hits) > 1:
-            raise UsageError(f"'{ref}' matches {len(hits)} recovery points; give more characters")
-        return hits[0]
+    def find_snapshot(self, ref: str, snaps: Optional[List[Dict[str, Any]]] = None,
+                      on_corrupt: Optional[OnCorrupt] = None) -> Dict[str, Any]:
+        """A recovery point by full id, unique prefix, or 'latest'. Damaged recovery points are left out of
+        the search and passed to `on_corrupt(message)`, by default reported as a "problem" event."""
+        if on_corrupt is None:
+            on_corrupt = lambda msg: self.on_event("problem", {"message": msg})  # noqa: E731
+        return self.points.find(ref, snaps, on_corrupt)
 
     def delete_snapshot(self, sid: str) -> None:
         self.journal.append("remove", sid, timefmt.now())  # before the deletion: see journal.py
-        self.storage.delete(fmt.SNAPSHOTS + sid)
-
-
-class _PackWriter:
-    """Gathers sealed blobs of one type into a pack of about settings.pack_size bytes; on flush, shuffles
-    their order (so storage can't read chunk sizes off positions), appends the sealed header and the
-    trailer, names the pack by the BLAKE3 of its bytes, and uploads it in the background."""
-
-    def __init__(self, vault: Vault, blob_type: int) -> None:
-        self.vault = vault
-        self.type = blob_type
-        self.blobs: List[Tuple[bytes, bytes, int]] = []
-        self.size = 0
-
-    def add(self, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
-        self.blobs.append((blob_id, sealed, raw_length))
-        self.size += len(sealed)
-        if self.size >= self.vault.settings.pack_size:
-            self.finish()
-
-    def finish(self) -> None:
-        if not self.blobs:
-            return
-        blobs, self.blobs, self.size = self.blobs, [], 0
-        # A secret random order: sort by a keyed hash under a fresh random key (one syscall per pack,
-        # not one per blob as SystemRandom.shuffle would make).
-        order_key = os.urandom(32)
-        blobs.sort(key=lambda b: core.blake3(b[0], order_key))
-        entries, parts, offset = [], [], 0
-        for blob_id, sealed, raw_length in blobs:
-            entries.append(fmt.BlobEntry(self.type, blob_id, offset, len(sealed), raw_length))
-            parts.append(sealed)
-            offset += len(sealed)
-        header = self.vault.seal(fmt.AAD_PACK_HEADER, fmt.encode_pack_header(entries))
-        parts.append(header)
-        parts.append(fmt.PACK_TRAILER.pack(len(header), fmt.PACK_MAGIC))
-        data = b"".join(parts)
-        del parts, blobs  # the sealed blobs now live only in `data`
-        pack_id = core.blake3(data)
-        vault = self.vault
-        vault._submit_upload(vault.pack_name(pack_id), data, lambda: vault._pack_written(pack_id, entries))
+        self.points.delete(sid)

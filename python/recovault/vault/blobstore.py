@@ -1,0 +1,375 @@
+"""The blob store: packs, the pack writer, index files, where each blob is, and the agent cache of indexes.
+
+Write order guarantees an interrupted job leaves the vault valid: a pack is stored (atomically) before an
+index names it. Packs no index names are garbage that a later prune removes; nothing ever points at a
+half-written object.
+
+Index files are an accelerator (packs describe themselves): an index file that is damaged is reported
+through `on_event` and skipped, and the blobs it may have covered are found by reading the headers
+of the packs no good index lists (docs/vault-format.md §7). A backup also stores an index file for those
+recovered packs before its recovery point (Vault.flush), so the point never depends on packs no index lists,
+and the next run with a cold cache no longer reads their headers. Nothing here deletes an object.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
+
+from .. import core
+from ..errors import CorruptData, ObjectMissing
+from ..storage import Storage
+from . import format as fmt
+from .cache import ObjectCache
+from .sealing import Sealer
+
+#: `(kind, info)`, the progress-callback convention: kind "problem" (info["message"]) is shown as a warning.
+EventSink = Callable[[str, Dict[str, Any]], None]
+
+
+def no_events(kind: str, info: Dict[str, Any]) -> None:
+    return None
+
+
+class Location(NamedTuple):
+    """Where a blob is: its pack's ID, its type, and its place and sealed length in the pack."""
+    pack: bytes
+    type: int
+    offset: int
+    length: int
+    raw_length: int
+
+
+class DamagedIndex(NamedTuple):
+    """An index file that could not be used: its name and why."""
+    name: str
+    reason: str
+
+
+class Locations:
+    """Where each blob is (blob ID -> Location), held in C++ (core.LocationIndex, 75-110 bytes a blob instead of
+    ~270 for a dict of Python objects: a multi-TB disk image has millions of blocks). Reads like a dict."""
+
+    def __init__(self) -> None:
+        self._ix = core.LocationIndex()
+
+    def add(self, blob_id: bytes, loc: Location) -> None:
+        self._ix.add(blob_id, loc.pack, loc.type, loc.offset, loc.length, loc.raw_length)
+
+    __setitem__ = add
+
+    def add_index(self, plain: bytes, known: Optional["core.IdSet"] = None) -> int:
+        """Add every entry of an index file's plaintext (and its IDs to `known`); ValueError if malformed."""
+        return self._ix.add_index(plain, known)
+
+    def get(self, blob_id: bytes, default: Optional[Location] = None) -> Optional[Location]:
+        t = self._ix.get(blob_id)
+        return default if t is None else Location._make(t)
+
+    def __getitem__(self, blob_id: bytes) -> Location:
+        loc = self.get(blob_id)
+        if loc is None:
+            raise KeyError(blob_id)
+        return loc
+
+    def __contains__(self, blob_id: object) -> bool:
+        return blob_id in self._ix
+
+    def __len__(self) -> int:
+        return len(self._ix)
+
+    def items(self) -> Iterable[Tuple[bytes, Location]]:
+        for t in self._ix.items():
+            yield t[0], Location._make(t[1:])
+
+    def values(self) -> Iterable[Location]:
+        for _, loc in self.items():
+            yield loc
+
+
+def pack_name(pack_id: bytes) -> str:
+    return fmt.object_name(fmt.DATA, pack_id.hex())
+
+
+def pack_id_of(name: str) -> Optional[bytes]:
+    """The pack ID a data/ object name carries, or None for a name that is not a pack's."""
+    hexid = fmt.name_to_id(name)
+    if len(hexid) != 64:
+        return None
+    try:
+        return bytes.fromhex(hexid)
+    except ValueError:
+        return None
+
+
+class BlobStore:
+    """Blobs in packs, and the index of where each is. `known` holds every stored blob ID (dedup);
+    `locations` where each is; `indexed_packs` the packs some index file this store read or wrote lists
+    (a blob stored twice, by two backups running at once, has one location but both packs are indexed)."""
+
+    def __init__(self, storage: Storage, sealer: Sealer, *, pack_size: int, cache_dir: Optional[str] = None,
+                 vault_id: str = "", on_event: EventSink = no_events) -> None:
+        self.storage = storage
+        self.sealer = sealer
+        self.pack_size = pack_size
+        self.on_event = on_event
+        self.cache = ObjectCache(cache_dir, vault_id, "index") if cache_dir else None
+        self.known = core.IdSet()
+        self.locations = Locations()
+        self.indexed_packs: Set[bytes] = set()
+        self.damaged_indexes: List[DamagedIndex] = []
+        self.recovered_packs: Set[bytes] = set()  # packs whose blobs were read from their own headers
+        self.unreadable_packs: List[str] = []  # packs no good index lists whose header could not be read
+        self._loaded_indexes: Set[str] = set()
+        self._recovered: Dict[bytes, List[fmt.BlobEntry]] = {}  # recovered packs no index file lists yet
+        self._writers = {t: _PackWriter(self, t) for t in (fmt.BLOB_DATA, fmt.BLOB_TREE)}
+        self._uploads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="recovault-upload")
+        self._pending: List[Future] = []
+        self._unindexed: Dict[bytes, List[fmt.BlobEntry]] = {}
+        self._lock = threading.Lock()
+        self._last_index = time.monotonic()
+
+    def problem(self, message: str) -> None:
+        self.on_event("problem", {"message": message})
+
+    # ---- the index -----------------------------------------------------------------------------
+    def load_index(self) -> int:
+        """Load every index file not loaded yet (from the agent cache when it has it). Returns how many. A
+        damaged one is reported and skipped, and the packs no good index lists are read instead. One that
+        vanishes between the listing and the read was replaced (a repair or prune stores the replacements
+        before it deletes): the listing is read again, to find them."""
+        loaded, damaged = 0, []
+        for _ in range(3):
+            skip = self._loaded_indexes | {d.name for d in self.damaged_indexes + damaged}
+            names = [n for n in self.storage.list(fmt.INDEX) if n not in skip]
+            vanished = False
+            for name in names:
+                try:
+                    self._load_index_file(name)
+                    loaded += 1
+                except ObjectMissing:
+                    vanished = True
+                except CorruptData as e:
+                    damaged.append(DamagedIndex(name, str(e)))
+                    self.problem(f"{e}; skipped: the blobs it lists are looked up in the packs' own headers "
+                                 "(run 'recovault repair index')")
+            if not vanished:
+                break
+        if damaged:
+            self.damaged_indexes += damaged
+            self.recover_from_packs()
+        if self.cache:
+            self.cache.prune(self._loaded_indexes)
+        return loaded
+
+    def _load_index_file(self, name: str) -> None:
+        raw = self.cache.get(name) if self.cache else None
+        from_cache = raw is not None
+        if raw is None:
+            raw = self.get(name)
+            if core.blake3(raw).hex() != fmt.name_to_id(name):
+                raise CorruptData(f"index file {name} is corrupt: its content does not match its name")
+        plain = self.sealer.unseal(fmt.AAD_INDEX, raw, f"index file {name}")
+        try:
+            packs = fmt.index_pack_ids(plain)  # checks the layout before anything is added
+            self.locations.add_index(plain, self.known)
+        except ValueError as e:
+            raise CorruptData(f"index file {name} is corrupt: {e}") from None
+        self.indexed_packs.update(packs)
+        self._loaded_indexes.add(name)
+        if self.cache and not from_cache:
+            self.cache.put(name, raw)
+
+    def recover_from_packs(self) -> None:
+        """Read the header of every pack that no loaded index lists, and add its blobs (those no index
+        has) to the locations and the known IDs. Packs whose header cannot be read are reported."""
+        before = len(self.recovered_packs)
+        for name in self.storage.list(fmt.DATA):
+            pack = pack_id_of(name)
+            if pack is None or pack in self.indexed_packs or pack in self.recovered_packs:
+                continue
+            try:
+                entries = self.read_pack_header(name)
+            except (CorruptData, ObjectMissing) as e:
+                if name not in self.unreadable_packs:
+                    self.unreadable_packs.append(name)
+                    self.problem(f"{e}; no good index lists it either: its blobs cannot be located")
+                continue
+            for e in entries:
+                if e.id not in self.locations:
+                    self.locations.add(e.id, Location(pack, e.type, e.offset, e.length, e.raw_length))
+                    self.known.add(e.id)
+            self.recovered_packs.add(pack)
+            with self._lock:
+                self._recovered[pack] = entries
+        if len(self.recovered_packs) > before:
+            self.problem(f"the blobs of {len(self.recovered_packs) - before} pack(s) that no good index lists "
+                         "were read from the packs' own headers")
+
+    def has_blob(self, blob_id: bytes) -> bool:
+        return blob_id in self.known
+
+    # ---- writing --------------------------------------------------------------------------------
+    def add_sealed(self, blob_type: int, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
+        """Queue a sealed blob (from the pipeline) for the current pack of its type."""
+        self._writers[blob_type].add(blob_id, sealed, raw_length)
+
+    def _pack_written(self, pack_id: bytes, entries: List[fmt.BlobEntry]) -> None:
+        with self._lock:
+            self._unindexed[pack_id] = entries
+            for e in entries:
+                self.locations.add(e.id, Location(pack_id, e.type, e.offset, e.length, e.raw_length))
+            # Index often enough that an interrupted job loses little: every 4 packs or every minute.
+            full = len(self._unindexed) >= 4 or time.monotonic() - self._last_index > 60
+        if full:
+            self.write_index()
+
+    def _submit_upload(self, name: str, data: bytes, after: Callable[[], None]) -> None:
+        def job() -> None:
+            self.storage.put(name, data)
+            after()
+        self._pending.append(self._uploads.submit(job))
+        if len(self._pending) > 1:  # bounds memory: one pack uploading while the next one fills
+            self._wait_uploads(keep=1)
+
+    def _wait_uploads(self, keep: int = 0) -> None:
+        while len(self._pending) > keep:
+            f = self._pending.pop(0)
+            f.result()  # re-raises the upload's error (StorageError for a full disk, ...)
+
+    def write_index(self) -> None:
+        """Store an index file for the packs stored since the last one (they are all stored already)."""
+        with self._lock:
+            packs, self._unindexed = self._unindexed, {}
+            self._last_index = time.monotonic()
+        if not packs:
+            return
+        try:
+            self.store_index(packs)
+        except BaseException:
+            with self._lock:  # not lost: the next index file (or the one written on close) lists them
+                self._unindexed.update(packs)
+            raise
+
+    def store_index(self, packs: Dict[bytes, List[fmt.BlobEntry]]) -> str:
+        """Seal and store one index file listing `packs` (which must be stored already); returns its name."""
+        sealed = self.sealer.seal(fmt.AAD_INDEX, fmt.encode_index(packs))
+        name = fmt.INDEX + core.blake3(sealed).hex()
+        self.storage.put(name, sealed)
+        self._loaded_indexes.add(name)
+        self.indexed_packs.update(packs)
+        if self.cache:
+            self.cache.put(name, sealed)
+        return name
+
+    def flush(self, index_recovered: bool = False) -> None:
+        """Write out partly filled packs, wait for uploads, then index them; with `index_recovered`, the
+        packs whose blobs were read from their headers too (a recovery point about to be saved may use
+        those blobs: it must not depend on packs that no index lists, which a prune would take for garbage)."""
+        for w in self._writers.values():
+            w.finish()
+        self._wait_uploads()
+        if index_recovered:
+            with self._lock:
+                self._unindexed.update(self._recovered)
+                self._recovered = {}
+        self.write_index()
+
+    def close(self, flush: bool = True) -> None:
+        """Flush and stop. Without flush (after an error or Ctrl-C), queued blobs are dropped, but packs
+        already stored still get an index, so the next backup reuses them."""
+        if flush:
+            self.flush()
+        self._uploads.shutdown(wait=True)
+        if not flush:
+            try:
+                self.write_index()
+            except Exception:  # noqa: BLE001 - best effort on the way out; the vault stays valid either way
+                pass
+
+    # ---- reading --------------------------------------------------------------------------------
+    def get(self, name: str, offset: int = 0, length: Optional[int] = None) -> bytes:
+        try:
+            return self.storage.get(name, offset, length)
+        except ObjectMissing:
+            raise ObjectMissing(f"object {name} is missing from the vault at {self.storage.url}") from None
+
+    def locate(self, blob_id: bytes) -> Location:
+        loc = self.locations.get(blob_id)
+        if loc is None:
+            raise CorruptData(f"blob {blob_id.hex()[:16]} is referenced but no index lists it "
+                              "(the vault is damaged; run 'recovault check')")
+        return loc
+
+    def read_blob(self, blob_id: bytes) -> bytes:
+        loc = self.locate(blob_id)
+        name = pack_name(loc.pack)
+        raw = self.get(name, loc.offset, loc.length)
+        if len(raw) != loc.length:
+            raise CorruptData(f"pack {name} is truncated (blob {blob_id.hex()[:16]} cut short)")
+        return self.open_sealed(blob_id, raw, name, loc.raw_length)
+
+    def open_sealed(self, blob_id: bytes, raw: bytes, pack: str, raw_length: int) -> bytes:
+        data = self.sealer.unseal(blob_id, raw, f"blob {blob_id.hex()[:16]} in pack {pack}", max(raw_length, 1))
+        if len(data) != raw_length:
+            raise CorruptData(f"blob {blob_id.hex()[:16]} in pack {pack} has the wrong length")
+        return data
+
+    def read_pack_header(self, name: str, size: Optional[int] = None) -> List[fmt.BlobEntry]:
+        """Decrypt a pack's own header (check, index recovery and repair use it). CorruptData for a pack
+        too small to hold a trailer, a wrong magic, or a header that fails authentication or does not parse."""
+        if size is None:
+            size = self.storage.stat(name).size
+        try:
+            if size < fmt.PACK_TRAILER.size:
+                raise ValueError(f"{size} bytes is shorter than its trailer")
+            start, hlen = fmt.split_pack(size, self.get(name, size - fmt.PACK_TRAILER.size, fmt.PACK_TRAILER.size))
+            sealed = self.get(name, start, hlen)
+            entries = fmt.decode_pack_header(self.sealer.unseal(fmt.AAD_PACK_HEADER, sealed, f"header of pack {name}"))
+        except ValueError as e:
+            raise CorruptData(f"pack {name} is corrupt: {e}") from None
+        if entries and entries[-1].offset + entries[-1].length > start:
+            raise CorruptData(f"pack {name} is corrupt: its header lists more bytes than the pack holds")
+        return entries
+
+
+class _PackWriter:
+    """Gathers sealed blobs of one type into a pack of about pack_size bytes; on flush, shuffles their
+    order (so storage can't read chunk sizes off positions), appends the sealed header and the trailer,
+    names the pack by the BLAKE3 of its bytes, and uploads it in the background."""
+
+    def __init__(self, store: BlobStore, blob_type: int) -> None:
+        self.store = store
+        self.type = blob_type
+        self.blobs: List[Tuple[bytes, bytes, int]] = []
+        self.size = 0
+
+    def add(self, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
+        self.blobs.append((blob_id, sealed, raw_length))
+        self.size += len(sealed)
+        if self.size >= self.store.pack_size:
+            self.finish()
+
+    def finish(self) -> None:
+        if not self.blobs:
+            return
+        blobs, self.blobs, self.size = self.blobs, [], 0
+        # A secret random order: sort by a keyed hash under a fresh random key (one syscall per pack,
+        # not one per blob as SystemRandom.shuffle would make).
+        order_key = os.urandom(32)
+        blobs.sort(key=lambda b: core.blake3(b[0], order_key))
+        entries, parts, offset = [], [], 0
+        for blob_id, sealed, raw_length in blobs:
+            entries.append(fmt.BlobEntry(self.type, blob_id, offset, len(sealed), raw_length))
+            parts.append(sealed)
+            offset += len(sealed)
+        header = self.store.sealer.seal(fmt.AAD_PACK_HEADER, fmt.encode_pack_header(entries))
+        parts.append(header)
+        parts.append(fmt.PACK_TRAILER.pack(len(header), fmt.PACK_MAGIC))
+        data = b"".join(parts)
+        del parts, blobs  # the sealed blobs now live only in `data`
+        pack_id = core.blake3(data)
+        store = self.store
+        store._submit_upload(pack_name(pack_id), data, lambda: store._pack_written(pack_id, entries))

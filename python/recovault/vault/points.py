@@ -1,0 +1,89 @@
+"""The recovery-point store: save, load, list, find and delete recovery points (snapshots/<id>, one sealed
+JSON document each, docs/vault-format.md §9). It knows nothing of packs or indexes: a recovery point names
+its root tree, and the blob store holds the trees."""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Dict, List, Optional
+
+from .. import core
+from ..errors import CorruptData, NotFound, ObjectMissing, UsageError
+from ..storage import Storage
+from . import format as fmt
+from .sealing import Sealer
+
+Snapshot = Dict[str, Any]
+OnCorrupt = Callable[[str], None]
+
+
+class PointStore:
+    def __init__(self, storage: Storage, sealer: Sealer) -> None:
+        self.storage = storage
+        self.sealer = sealer
+
+    def save(self, snap: Snapshot) -> str:
+        sealed = self.sealer.seal(fmt.AAD_SNAPSHOT, json.dumps(snap, sort_keys=True).encode())
+        sid = core.blake3(sealed).hex()
+        self.storage.put(fmt.SNAPSHOTS + sid, sealed)
+        return sid
+
+    def load(self, sid: str) -> Snapshot:
+        name = fmt.SNAPSHOTS + sid
+        try:
+            raw = self.storage.get(name)
+        except ObjectMissing:
+            raise ObjectMissing(f"object {name} is missing from the vault at {self.storage.url}") from None
+        if core.blake3(raw).hex() != sid:
+            raise CorruptData(f"recovery point {sid[:8]}: its content does not match its name (corrupt)")
+        try:
+            snap = json.loads(self.sealer.unseal(fmt.AAD_SNAPSHOT, raw, f"recovery point {sid[:8]}"))
+        except ValueError:
+            raise CorruptData(f"recovery point {sid[:8]} does not parse") from None
+        snap["id"] = sid
+        return snap
+
+    def ids(self) -> List[str]:
+        return [fmt.name_to_id(n) for n in self.storage.list(fmt.SNAPSHOTS)]
+
+    def list(self, on_corrupt: Optional[OnCorrupt] = None) -> List[Snapshot]:
+        """All recovery points, oldest first. A recovery point that is corrupt or unreadable is passed to
+        `on_corrupt(message)` and left out (one damaged object must not stop every later backup); without
+        `on_corrupt`, it raises."""
+        snaps = []
+        for sid in self.ids():
+            try:
+                snaps.append(self.load(sid))
+            except (CorruptData, ObjectMissing) as e:
+                if on_corrupt is None:
+                    raise
+                on_corrupt(str(e))
+        snaps.sort(key=lambda s: (s["time"], s["id"]))
+        return snaps
+
+    def find(self, ref: str, snaps: Optional[List[Snapshot]] = None,
+             on_corrupt: Optional[OnCorrupt] = None) -> Snapshot:
+        """A recovery point by full id, unique prefix, or 'latest'. Damaged recovery points are passed to
+        `on_corrupt(message)` and left out of the search (a good one can still be restored), but 'latest',
+        or a ref that matches no good point, then fails: the damaged one may be the point meant."""
+        damaged: List[str] = []
+        if snaps is None:
+            snaps = self.list(on_corrupt=damaged.append)
+        for msg in damaged:
+            if on_corrupt is not None:
+                on_corrupt(msg)
+        if damaged and (ref == "latest" or not any(s["id"].startswith(ref) for s in snaps)):
+            # never hand out an older point as "latest" when a newer one may be the damaged one
+            raise CorruptData(f"{damaged[0]}; name another recovery point by its id")
+        if ref == "latest":
+            if not snaps:
+                raise NotFound("the vault has no recovery points yet")
+            return snaps[-1]
+        hits = [s for s in snaps if s["id"].startswith(ref)]
+        if not hits:
+            raise NotFound(f"no recovery point matches '{ref}'")
+        if len(hits) > 1:
+            raise UsageError(f"'{ref}' matches {len(hits)} recovery points; give more characters")
+        return hits[0]
+
+    def delete(self, sid: str) -> None:
+        self.storage.delete(fmt.SNAPSHOTS + sid)

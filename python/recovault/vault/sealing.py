@@ -1,0 +1,25 @@
+"""Sealing for one writing session: every object a vault stores encrypted goes through a Sealer (a random
+per-session subkey salt and a nonce counter, see docs/vault-format.md §2). Shared by the blob store and the
+recovery-point store, so one process never runs two sessions under one key by accident."""
+from __future__ import annotations
+
+from .. import core
+from ..errors import CorruptData
+from .keys import MasterKeys
+
+
+class Sealer:
+    def __init__(self, master: MasterKeys, level: int) -> None:
+        self.master = master
+        self.level = level
+        self.session = core.SealSession(master.enc_key)
+
+    def seal(self, aad: bytes, data: bytes) -> bytes:
+        return self.session.seal(aad, data, self.level)
+
+    def unseal(self, aad: bytes, blob: bytes, what: str, max_size: int = 1 << 30) -> bytes:
+        """The plaintext of a sealed object; CorruptData (naming `what`) if it fails authentication."""
+        try:
+            return core.open_blob(self.master.enc_key, aad, blob, max_size)
+        except (core.AuthenticationError, core.DecompressError, ValueError) as e:
+            raise CorruptData(f"{what} is corrupt or was tampered with ({e})") from None
