@@ -84,6 +84,7 @@ def test_a_damaged_index_with_a_cold_cache_is_reported_skipped_and_repaired(tmp_
     assert report["stats"]["restorable"] == 2 and report["stats"]["packs_recovered"] > 0
     assert set(report["recovered_packs"]) >= damaged_lists  # which packs the damaged index affected
     assert any("repair index" in p for p in report["problems"])
+    assert "skipped: the blobs it lists" not in res.stderr  # check reports the damage once, not also on opening
 
     # a full backup with a cold cache reads every file and still stores nothing again (dedup works on the
     # recovered blobs), and it indexes the packs it had to read: its recovery point depends on no unlisted

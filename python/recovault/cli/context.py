@@ -48,11 +48,14 @@ class Ctx:
         from ..vault.keys import read_passphrase
         return read_passphrase(self.passphrase_file, prompt=True, confirm=confirm, on_warning=self.warn)
 
-    def open(self) -> "Vault":
+    def open(self, quiet: bool = False) -> "Vault":
+        """The vault, unlocked. What it notices while opening is printed as warnings, unless `quiet` (a command
+        that reports the same findings itself, as check does)."""
         from ..storage import open_storage
+        from ..vault.blobstore import no_events
         from ..vault.repo import Vault
         return Vault.open(open_storage(self.need_location()), self.passphrase(), cache_dir=self.cache_dir,
-                          on_event=self.vault_event)
+                          on_event=no_events if quiet else self.vault_event)
 
     def vault_event(self, kind: str, info: Dict[str, Any]) -> None:
         """What the vault notices on the way (a damaged index skipped, a damaged recovery point left out)."""
