@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from .. import __version__, core
 from .. import fsmeta
 from ..errors import UsageError
+from ..hardlinks import HardLinks
 from ..vault import format as fmt
 from ..vault.repo import Vault, now_rfc3339
 from ..vault.tree import make_tree, node_map
@@ -236,7 +237,7 @@ class BackupJob:
                           and sorted(s.get("paths", [])) == paths), None)
 
         root = _Dir(None)
-        links: Dict[Tuple[int, int], _File] = {}
+        links: HardLinks[_File] = HardLinks()
         # Ancestors of each source path: directories recorded with their metadata, without contents.
         for p in tree_paths + images:  # (a stream's made-up path has no ancestors on disk)
             cur = root
@@ -334,13 +335,11 @@ class BackupJob:
             self.stats.bytes_total += size
             if meta.nlink > 1:
                 key = (meta.dev, meta.ino)
-                first = links.get(key)
-                if first is not None:
+                if links.see(key, meta.nlink, f) is not None:
                     f.link_key = key
                     f.needs_read = False
                     parent_dir.hold = True  # stored at the end, once the first link's content is known
                     continue
-                links[key] = f
             if (old is not None and _same_content(old, st)
                     and all(bytes.fromhex(c) in known for c in old["content"])):
                 f.content = old["content"]
@@ -364,7 +363,7 @@ class BackupJob:
             self._add_stdin(root, stdin_path)
         for f in self._all_files(root):
             if f.link_key is not None:
-                first = links[f.link_key]
+                first = links.get(f.link_key)
                 f.content = first.content  # None if the first link could not be read
         root_id = self._save_dir(root)
         self.vault.flush()
