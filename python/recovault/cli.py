@@ -169,9 +169,14 @@ def backup(ctx, vault, passphrase_file, cache_dir, as_json, paths, images, image
 @click.option("--verify", is_flag=True, help="Re-read every restored file and compare with the recovery point.")
 @click.option("--workers", type=int, default=None,
               help="Restore threads (default: 2 for files, whose cost is metadata calls; all cores for --to).")
+@click.option("--overwrite", type=click.Choice(["if-changed", "always", "if-newer", "never"]), default="if-changed",
+              show_default=True, help="Which existing files of the target are replaced: those whose size or mtime "
+              "differ, all, those older than the recovery point's, or none.")
+@click.option("--delete", is_flag=True,
+              help="Remove what the target holds but the recovery point does not (only in the restored paths).")
 @click.pass_context
 def restore(ctx, vault, passphrase_file, cache_dir, as_json, snapshot, paths, target, to, image, byte_range, verify,
-            workers):
+            workers, overwrite, delete):
     """Restore recovery point SNAPSHOT (id, prefix or 'latest'), or only PATHS of it, under --target;
     or write one backed-up image to a file or device with --to."""
     c = sub(ctx, vault, passphrase_file, cache_dir, as_json)
@@ -184,7 +189,8 @@ def restore(ctx, vault, passphrase_file, cache_dir, as_json, snapshot, paths, ta
     with c.open() as v, ProgressReporter(not c.json, "restoring") as prog:
         snap = v.find_snapshot(snapshot)
         from .restore import RestoreJob
-        res = RestoreJob(v, snap, target, list(paths), verify=verify, workers=workers or 2, progress=prog).run()
+        res = RestoreJob(v, snap, target, list(paths), verify=verify, workers=workers or 2, overwrite=overwrite,
+                         delete=delete, progress=prog).run()
     st = res["stats"]
     if res["warnings"] and not c.json:
         click.echo(f"recovault: {len(res['warnings'])} warning(s): metadata not restored as recorded (above)",
@@ -195,8 +201,8 @@ def restore(ctx, vault, passphrase_file, cache_dir, as_json, snapshot, paths, ta
     if res["errors"]:
         if res.get("data_errors"):
             raise CorruptData(f"{res['data_errors']} file(s) could not be restored because vault data is corrupt or "
-                              f"missing; {len(res['errors'])} problem(s) in all (listed above)")
-        raise RecovaultError(f"{len(res['errors'])} problem(s) during restore (listed above)")
+                              f"missing; {st['errors']} problem(s) in all (listed above)")
+        raise Partial(f"{st['errors']} file(s) could not be restored (listed above)")
 
 
 def _restore_image(c: Ctx, snapshot: str, to: str, image: Optional[str], byte_range: Optional[str], verify: bool,
