@@ -36,6 +36,7 @@ re-reads every restored file, chunks and hashes it, and compares with the recove
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import resource
 import secrets
@@ -84,6 +85,7 @@ class _Dir:
     parts: Tuple[bytes, ...]
     meta: Optional[fsmeta.Meta]  # None: only an ancestor of a selected path, whose metadata is not restored
     names: Optional[Set[bytes]]  # with delete: the names the recovery point holds here (None: delete nothing)
+    made: bool = False  # made by this restore: nothing is in the way of its entries
     pending: List["Future[None]"] = field(default_factory=list)  # runs of its files still in the pool
 
 
@@ -108,9 +110,13 @@ def _split(path: str) -> Tuple[bytes, ...]:
     return tuple(p for p in os.fsencode(path).split(b"/") if p)
 
 
+_TMP_TOKEN = secrets.token_hex(4).encode()  # this process's: two restores into one target never collide
+_tmp_count = itertools.count()
+
+
 def _tmp_name(name: bytes) -> bytes:
-    """A temporary name beside `name` (kept under NAME_MAX: 255 bytes)."""
-    return b"." + name[:200] + b".recovault-" + secrets.token_hex(4).encode()
+    """A temporary name beside `name` (kept under NAME_MAX: 255 bytes): ``.NAME.recovault-TOKEN-N``."""
+    return b".%s.recovault-%s-%d" % (name[:200], _TMP_TOKEN, next(_tmp_count))
 
 
 def _unlink_quietly(dir_fd: int, name: bytes) -> None:
@@ -269,10 +275,11 @@ class RestoreJob:
     def _restore_subdir(self, parent: _Dir, name: bytes, node: Dict[str, Any], meta: fsmeta.Meta, want: bool,
                         descend: bool) -> None:
         parts = parent.parts + (name,)
-        fd = self._open_dir(parent.fd, name, parts, 0o700 if want else 0o777)
-        if fd is None:
+        opened = self._open_dir(parent.fd, name, parts, 0o700 if want else 0o777)
+        if opened is None:
             return
-        d = _Dir(fd, parts, meta if want else None, set() if self.delete and want else None)
+        fd, made = opened
+        d = _Dir(fd, parts, meta if want else None, set() if self.delete and want else None, made)
         if want:
             self.stats.dirs += 1
         try:
@@ -282,11 +289,13 @@ class RestoreJob:
             self._closing.append(d)
         self._drain(MAX_OPEN_DIRS)
 
-    def _open_dir(self, parent_fd: int, name: bytes, parts: Tuple[bytes, ...], mode: int) -> Optional[int]:
+    def _open_dir(self, parent_fd: int, name: bytes, parts: Tuple[bytes, ...], mode: int
+                  ) -> Optional[Tuple[int, bool]]:
         """Open directory `name` of `parent_fd`, never through a symlink: made when missing; a symlink or
-        other non-directory there is replaced (refused with --overwrite never). None: refused."""
+        other non-directory there is replaced (refused with --overwrite never). (fd, made by us), or None:
+        refused."""
         try:
-            return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+            return os.open(name, _DIR_FLAGS, dir_fd=parent_fd), False
         except FileNotFoundError:
             pass
         except OSError as e:
@@ -298,7 +307,7 @@ class RestoreJob:
                 return None
             os.unlink(name, dir_fd=parent_fd)  # the link itself, inside the target: not what it points to
         os.mkdir(name, mode, dir_fd=parent_fd)
-        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd), True
 
     def _open_beneath(self, parts: Tuple[bytes, ...]) -> int:
         """A new descriptor of directory `parts` of the target, opened one component at a time, never
@@ -434,7 +443,7 @@ class RestoreJob:
     def _restore_file(self, t: _FileTask) -> None:
         path = self._path(t.dir.parts + (t.name,))
         try:
-            if self._keep_existing(t.dir.fd, t.name, t.meta, path):
+            if not t.dir.made and self._keep_existing(t.dir.fd, t.name, t.meta, path):
                 if t.first is not None:
                     t.first.ok = True
                 return
