@@ -374,3 +374,32 @@ def test_delete_removes_what_the_point_does_not_hold_only_inside_the_restored_pa
     api.restore(v, "latest", str(tgt), delete=True)  # the whole point: b's extra goes too
     assert listing(b) == ["keep.txt"]
     assert listing(out) == ["precious"]
+
+
+# ---------------------------------------------------------------- streaming
+
+
+def test_streamed_restore_applies_each_directorys_metadata_after_its_files(tmp_path, monkeypatch):
+    # With one file per run and one directory waiting at most, every directory is finished while the pool
+    # still works on others: its times must still be the recovery point's (set after its last file).
+    import recovault.restore as restore_mod
+    monkeypatch.setattr(restore_mod, "RUN_FILES", 1)
+    monkeypatch.setattr(restore_mod, "MAX_OPEN_DIRS", 1)
+    src = tmp_path / "src"
+    dirs = [src / f"d{i}" / f"e{j}" for i in range(4) for j in range(3)]
+    for n, d in enumerate(dirs):
+        for k in range(5):
+            write(d / f"f{k}", b"%d-%d" % (n, k))
+    for d in dirs + [p.parent for p in dirs]:
+        os.chmod(d, 0o750)
+        os.utime(d, ns=(MTIME, MTIME))
+    v, snap = snapshot_of(tmp_path, src)
+    tgt = tmp_path / "tgt"
+    res = api.restore(v, "latest", str(tgt), verify=True)
+    assert res["errors"] == [] and res["stats"]["files"] == 60 and res["stats"]["verified"] == 60
+    for n, d in enumerate(dirs):
+        out = inside(tgt, d)
+        assert [(out / f"f{k}").read_bytes() for k in range(5)] == [b"%d-%d" % (n, k) for k in range(5)]
+        for p in (out, out.parent):
+            st = os.lstat(p)
+            assert (st.st_mtime_ns, stat.S_IMODE(st.st_mode)) == (MTIME, 0o750), p
