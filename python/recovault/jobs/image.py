@@ -264,7 +264,7 @@ def _restore_image_fd(m: ImageMap, fd: int, dest: str, start: int, end: int, ove
             raise TargetFull(f"no space left on the restore target (writing {dest})") from e
         raise
     if read_back is not None:
-        verify_image(m, read_back, start, end, workers)
+        verify_image(m, read_back, start, end, workers, label=dest)
     return stats
 
 
@@ -358,17 +358,18 @@ def _restore_blocks_py(m: ImageMap, blocks: range, fd: int, start: int, end: int
             pass
 
 
-def verify_image(m: ImageMap, dest: str, start: int, end: int, workers: int = 0) -> None:
+def verify_image(m: ImageMap, dest: str, start: int, end: int, workers: int = 0,
+                 label: Optional[str] = None) -> None:
     """Re-read [start, end) of dest and compare it with the recovery point. Whole blocks are hashed again by
     the pipeline as a backup would (on every core; nothing is stored) and their IDs compared with the block
-    map; the partial blocks at the edges of a range are compared byte for byte."""
+    map; the partial blocks at the edges of a range are compared byte for byte. label: dest in messages."""
     bs = m.block_size
     first, last = start // bs, -(-end // bs)
     whole_lo = first if start == first * bs else first + 1
     whole_hi = last if end == min(last * bs, m.size) else last - 1
 
     def differs(a: int, b: int) -> CorruptData:
-        return CorruptData(f"verify: {dest} differs from the recovery point at bytes {a}..{b}")
+        return CorruptData(f"verify: {label or dest} differs from the recovery point at bytes {a}..{b}")
 
     with open(dest, "rb", buffering=0) as f:
         for block in sorted({first, last - 1}):  # partial blocks at the edges: byte for byte
@@ -400,7 +401,7 @@ def verify_image(m: ImageMap, dest: str, start: int, end: int, workers: int = 0)
             for kind, src, off, n, cid, payload in batch:
                 if kind == core.END:
                     if payload is not None:
-                        raise CorruptData(f"verify: cannot read back {dest}: {payload}")
+                        raise CorruptData(f"verify: cannot read back {label or dest}: {payload}")
                     if n != ranges[src][1]:
                         raise differs(ranges[src][0] + n, ranges[src][0] + ranges[src][1])  # shrank
                     continue
