@@ -343,7 +343,7 @@ def test_overwrite_never_refuses_a_symlink_where_the_point_has_a_directory(tmp_p
     assert os.path.islink(inside(tgt, src / "sub")) and listing(out) == []
 
 
-def test_an_unknown_overwrite_mode_is_a_usage_error(tmp_path):
+def test_an_unknown_overwrite_mode_or_delete_with_to_is_a_usage_error(tmp_path):
     vault = api_vault(tmp_path / "vault")
     cli = Cli(tmp_path / "home")
     src = tmp_path / "src"
@@ -351,6 +351,7 @@ def test_an_unknown_overwrite_mode_is_a_usage_error(tmp_path):
     ok(cli("backup", "--vault", vault, src))
     res = cli("restore", "--vault", vault, "latest", "--target", tmp_path / "t", "--overwrite", "sometimes")
     assert res.returncode == 2 and "sometimes" in res.stderr
+    fails(cli("restore", "--vault", vault, "latest", "--to", tmp_path / "img", "--delete"), 2, "--target only")
 
 
 def test_delete_removes_what_the_point_does_not_hold_only_inside_the_restored_paths(tmp_path):

@@ -169,9 +169,9 @@ def backup(ctx, vault, passphrase_file, cache_dir, as_json, paths, images, image
 @click.option("--verify", is_flag=True, help="Re-read every restored file and compare with the recovery point.")
 @click.option("--workers", type=int, default=None,
               help="Restore threads (default: 2 for files, whose cost is metadata calls; all cores for --to).")
-@click.option("--overwrite", type=click.Choice(["if-changed", "always", "if-newer", "never"]), default="if-changed",
-              show_default=True, help="Which existing files of the target are replaced: those whose size or mtime "
-              "differ, all, those older than the recovery point's, or none.")
+@click.option("--overwrite", type=click.Choice(["if-changed", "always", "if-newer", "never"]), default=None,
+              help="Which existing files of the target are replaced: those whose size or mtime differ (the "
+              "default, if-changed), all, those older than the recovery point's, or none.")
 @click.option("--delete", is_flag=True,
               help="Remove what the target holds but the recovery point does not (only in the restored paths).")
 @click.pass_context
@@ -185,12 +185,14 @@ def restore(ctx, vault, passphrase_file, cache_dir, as_json, snapshot, paths, ta
     if target == "" or to == "":
         raise UsageError("--target and --to need a non-empty path")
     if to is not None:
+        if overwrite is not None or delete:
+            raise UsageError("--overwrite and --delete apply to --target only")
         return _restore_image(c, snapshot, to, image, byte_range, verify, workers or 0)
     with c.open() as v, ProgressReporter(not c.json, "restoring") as prog:
         snap = v.find_snapshot(snapshot)
         from .restore import RestoreJob
-        res = RestoreJob(v, snap, target, list(paths), verify=verify, workers=workers or 2, overwrite=overwrite,
-                         delete=delete, progress=prog).run()
+        res = RestoreJob(v, snap, target, list(paths), verify=verify, workers=workers or 2,
+                         overwrite=overwrite or "if-changed", delete=delete, progress=prog).run()
     st = res["stats"]
     if res["warnings"] and not c.json:
         click.echo(f"recovault: {len(res['warnings'])} warning(s): metadata not restored as recorded (above)",
