@@ -447,29 +447,20 @@ class RestoreJob:
                 if t.first is not None:
                     t.first.ok = True
                 return
-            tmp = _tmp_name(t.name)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                         dir_fd=t.dir.fd)
         except OSError as e:
-            self._fail_on_full_disk(e, path)
-            self._error(path, f"cannot create: {e.strerror}")
+            self._error(path, f"cannot compare with what the target holds: {e.strerror}")
+            return
+        tmp = _tmp_name(t.name)
+        written = self._write_tmp(t, tmp, path)
+        if written is None:
             return
         try:
-            written = self._write_content(fd, t, path)
-            warnings = fsmeta.apply_at(t.dir.fd, tmp, t.meta if t.meta.type == "f" else self._as_file(t),
-                                       fd=fd, owners=self.owners, label=path)
             os.rename(tmp, t.name, src_dir_fd=t.dir.fd, dst_dir_fd=t.dir.fd)
-        except TargetFull:
+        except OSError as e:
             _unlink_quietly(t.dir.fd, tmp)
-            raise
-        except (RecovaultError, OSError) as e:
-            _unlink_quietly(t.dir.fd, tmp)  # never left looking like a complete file
-            self._file_failed(path, e)
+            self._fail_on_full_disk(e, path)
+            self._error(path, f"cannot replace what the target holds there: {e.strerror}")
             return
-        finally:
-            os.close(fd)
-        for w in warnings:
-            self._warn(path, w)
         if t.first is not None:
             t.first.ok = True
         with self._lock:
@@ -481,6 +472,33 @@ class RestoreJob:
                 else:
                     self._to_verify.append((path, t.node.get("content", [])))
         self.progress("file", {"path": path, "bytes": written})
+
+    def _write_tmp(self, t: _FileTask, tmp: bytes, path: str) -> Optional[int]:
+        """Write the file's content and metadata to `tmp` in its directory. The bytes written, or None
+        (reported) when it failed: `tmp` is then removed, never left looking like a complete file."""
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                         dir_fd=t.dir.fd)
+        except OSError as e:
+            self._fail_on_full_disk(e, path)
+            self._error(path, f"cannot create: {e.strerror}")
+            return None
+        try:
+            written = self._write_content(fd, t, path)
+            warnings = fsmeta.apply_at(t.dir.fd, tmp, t.meta if t.meta.type == "f" else self._as_file(t),
+                                       fd=fd, owners=self.owners, label=path)
+        except TargetFull:
+            _unlink_quietly(t.dir.fd, tmp)
+            raise
+        except (RecovaultError, OSError) as e:
+            _unlink_quietly(t.dir.fd, tmp)
+            self._file_failed(path, e)
+            return None
+        finally:
+            os.close(fd)
+        for w in warnings:
+            self._warn(path, w)
+        return written
 
     @staticmethod
     def _as_file(t: _FileTask) -> fsmeta.Meta:
