@@ -28,7 +28,7 @@ import os
 import re
 import stat
 import sys
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import UsageError
 
