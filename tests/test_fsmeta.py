@@ -526,3 +526,27 @@ def test_write_sparse_unaligned_and_mixed(tmp_path):
 def test_fsmeta_exports():
     for name in fsmeta.__all__:
         assert hasattr(fsmeta, name)
+
+
+def test_apply_at_never_follows_a_symlink(tmp_path):
+    # Metadata recorded for a file, applied by name to what is in fact a symlink to a file elsewhere:
+    # the link's own owner and times may change, the file it points to must not.
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"x")
+    os.chmod(victim, 0o644)
+    os.utime(victim, ns=(10**9, 10**9))
+    d = tmp_path / "d"
+    d.mkdir()
+    os.symlink(victim, d / "f")
+    before = os.stat(victim)
+    meta = fsmeta.Meta(type="f", mode=0o600, uid=os.getuid(), gid=os.getgid(), mtime_ns=2 * 10**9,
+                       xattrs={"user.k": b"v"})
+    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fsmeta.apply_at(dfd, b"f", meta, owners=True)
+    finally:
+        os.close(dfd)
+    after = os.stat(victim)
+    assert (after.st_mode, after.st_mtime_ns) == (before.st_mode, before.st_mtime_ns)
+    assert os.listxattr(victim) == []
+    assert os.lstat(d / "f").st_mtime_ns == 2 * 10**9  # the link's own times

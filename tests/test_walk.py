@@ -14,7 +14,6 @@ from recovault.errors import UsageError
 from recovault.jobs.walk import (
     CACHEDIR_SIGNATURE,
     ExcludeRules,
-    HardLinkTracker,
     has_cache_tag,
     walk,
 )
@@ -406,28 +405,6 @@ def test_errors_without_callback_are_counted(tmp_path):
     w = walk([str(tmp_path / "missing"), str(tmp_path)])
     assert [e.relpath for e in w] == [""]
     assert w.error_count == 1 and w.roots_missing == [str(tmp_path / "missing")]
-
-
-# ---------------------------------------------------------------- hard links
-
-
-def test_hardlink_tracker(tree):
-    mk(tree, "three")
-    os.link(tree / "three", tree / "three-2")
-    os.link(tree / "three", tree / "three-3")
-    t = HardLinkTracker()
-    firsts = {e.relpath: t.check(e.path, e.st) for e in walk([str(tree)])}
-    root = os.path.abspath(str(tree))
-    assert firsts["b.txt"] is None and firsts["c/hard"] == root + "/b.txt"
-    assert firsts["three"] is None
-    assert firsts["three-2"] == firsts["three-3"] == root + "/three"
-    assert all(v is None for k, v in firsts.items() if k not in ("c/hard", "three-2", "three-3"))
-    assert len(t) == 0  # all names of each inode seen: forgotten
-    st = os.lstat(tree / "three")
-    assert t.check("/x/one", st) is None and len(t) == 1
-    t.discard(st)
-    assert t.check("/x/two", st) is None  # after discard the next name becomes the first
-    assert t.check("/x/three", st) == "/x/two"
 
 
 # ---------------------------------------------------------------- speed (informational)

@@ -53,7 +53,10 @@ def snapshots(vault: Vault) -> List[Dict[str, Any]]:
 
 
 def restore(vault: Vault, snapshot: str, target: str, paths: Optional[List[str]] = None, *,
-            verify: bool = False, progress: Progress = None) -> Dict[str, Any]:
-    """Restore recovery point `snapshot` (id, unique prefix or 'latest') under `target`."""
+            verify: bool = False, overwrite: str = "if-changed", delete: bool = False,
+            progress: Progress = None) -> Dict[str, Any]:
+    """Restore recovery point `snapshot` (id, unique prefix or 'latest') under `target` (see
+    recovault.restore for the overwrite rules and what `delete` removes)."""
     snap = vault.find_snapshot(snapshot)
-    return RestoreJob(vault, snap, target, paths, verify=verify, progress=progress).run()
+    return RestoreJob(vault, snap, target, paths, verify=verify, overwrite=overwrite, delete=delete,
+                      progress=progress).run()

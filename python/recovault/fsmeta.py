@@ -53,6 +53,7 @@ __all__ = [
     "Meta",
     "capture",
     "apply",
+    "apply_at",
     "create_special",
     "read_xattrs",
     "encode_name",
@@ -371,7 +372,32 @@ def apply(
     times: bool = True,
     numeric_ids: bool = False,
 ) -> List[str]:
-    """Restore ``meta`` onto the existing object at ``path`` (never following symlinks).
+    """Restore ``meta`` onto the existing object at ``path`` (never following a symlink at ``path``; the
+    directories on the way to it are the caller's). A restore uses ``apply_at``, which follows none.
+
+    Returns warning strings for non-fatal failures; raises ``FileNotFoundError`` only if ``path`` does not
+    exist. See ``apply_at``.
+    """
+    return apply_at(None, os.fsencode(path), meta, owners=owners, xattrs=xattrs, times=times,
+                    numeric_ids=numeric_ids)
+
+
+def apply_at(
+    dir_fd: Optional[int],
+    name: bytes,
+    meta: Meta,
+    *,
+    fd: Optional[int] = None,
+    owners: bool,
+    xattrs: bool = True,
+    times: bool = True,
+    numeric_ids: bool = False,
+    label: Optional[str] = None,
+) -> List[str]:
+    """Restore ``meta`` onto the object ``name`` in the directory open as ``dir_fd``, or, when ``fd`` is
+    given, onto the object open as ``fd``. ``label`` names it in warnings (default: ``name``). No call follows a
+    symlink: by descriptor (fchown, fchmod, fsetxattr, futimens), or by name with ``AT_SYMLINK_NOFOLLOW``
+    (xattrs by name go through ``/proc/self/fd/DIR_FD/NAME``, since ``setxattr`` has no ``dir_fd``).
 
     Order: owner (only if ``owners``; by name when the name exists on this host unless
     ``numeric_ids``), mode (not for symlinks; after chown, which clears setuid), xattrs
@@ -379,52 +405,79 @@ def apply(
     Directories' times must be applied after their children are restored (caller's job).
 
     Returns warning strings for non-fatal failures (EPERM, unsupported xattrs, ...);
-    raises ``FileNotFoundError`` only if ``path`` does not exist.
+    raises ``FileNotFoundError`` only if the object does not exist.
     """
     warnings: List[str] = []
+    shown = name if label is None else label
+    by_name = {"dir_fd": dir_fd, "follow_symlinks": False}
     if owners:
         uid, gid = _owner_ids(meta, numeric_ids)
         try:
-            os.chown(path, uid, gid, follow_symlinks=False)
+            os.chown(fd, uid, gid) if fd is not None else os.chown(name, uid, gid, **by_name)
         except OSError as e:
-            _warn(warnings, path, f"set owner {uid}:{gid}", e)
+            _warn(warnings, shown, f"set owner {uid}:{gid}", e)
     if meta.type != "l":
         try:
-            os.chmod(path, meta.mode)
+            _chmod_at(dir_fd, name, fd, meta.mode)
         except OSError as e:
-            _warn(warnings, path, f"set mode {meta.mode:04o}", e)
-    if xattrs:
-        for name, value in meta.xattrs.items():
+            _warn(warnings, shown, f"set mode {meta.mode:04o}", e)
+    if xattrs and meta.xattrs:
+        target = fd if fd is not None else _at_path(dir_fd, name)
+        nofollow = {} if fd is not None else {"follow_symlinks": False}
+        for key, value in meta.xattrs.items():
             try:
-                os.setxattr(path, name, value, follow_symlinks=False)
+                os.setxattr(target, key, value, **nofollow)
             except OSError as e:
-                _warn(warnings, path, f"set extended attribute {name!r}", e)
+                _warn(warnings, shown, f"set extended attribute {key!r}", e)
     if times:
+        ns = (meta.atime_ns or meta.mtime_ns, meta.mtime_ns)
         try:
-            os.utime(path, ns=(meta.atime_ns or meta.mtime_ns, meta.mtime_ns), follow_symlinks=False)
+            os.utime(fd, ns=ns) if fd is not None else os.utime(name, ns=ns, **by_name)
         except OSError as e:
-            _warn(warnings, path, "set times", e)
+            _warn(warnings, shown, "set times", e)
     return warnings
 
 
-def create_special(path: PathT, meta: Meta) -> List[str]:
+def _at_path(dir_fd: Optional[int], name: bytes) -> bytes:
+    """A path for ``name`` in ``dir_fd`` usable by calls that take no ``dir_fd``: the directory by its
+    descriptor's /proc name, so that no component on the way is looked up (or followed) again."""
+    return name if dir_fd is None else b"/proc/self/fd/%d/%s" % (dir_fd, name)
+
+
+def _chmod_at(dir_fd: Optional[int], name: bytes, fd: Optional[int], mode: int) -> None:
+    if fd is not None:
+        os.chmod(fd, mode)
+        return
+    try:
+        os.chmod(name, mode, dir_fd=dir_fd, follow_symlinks=False)
+    except (NotImplementedError, ValueError):  # a libc without fchmodat(AT_SYMLINK_NOFOLLOW)
+        opath = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            if stat.S_ISLNK(os.fstat(opath).st_mode):
+                return
+            os.chmod(b"/proc/self/fd/%d" % opath, mode)  # the inode opened, not a name looked up again
+        finally:
+            os.close(opath)
+
+
+def create_special(path: PathT, meta: Meta, *, dir_fd: Optional[int] = None) -> List[str]:
     """Create the fifo or device node ``meta`` describes at ``path`` (which must not exist).
 
     Sockets are not created (a socket is only meaningful to a listening process) and
     device nodes need CAP_MKNOD: both yield a warning and create nothing. Call ``apply``
     afterwards for mode, owner and times. Raises ``ValueError`` for other types and
-    ``OSError`` for other failures (e.g. ``FileExistsError``).
+    ``OSError`` for other failures (e.g. ``FileExistsError``). ``dir_fd``: ``path`` is relative to it.
     """
     perm = meta.mode & 0o777
     if meta.type == "p":
-        os.mkfifo(path, perm)
+        os.mkfifo(path, perm, dir_fd=dir_fd)
         return []
     if meta.type in ("c", "b"):
         if meta.rdev is None:
             raise ValueError(f"{os.fsdecode(path)!r}: device metadata has no rdev")
         kind = stat.S_IFCHR if meta.type == "c" else stat.S_IFBLK
         try:
-            os.mknod(path, kind | perm, os.makedev(*meta.rdev))
+            os.mknod(path, kind | perm, os.makedev(*meta.rdev), dir_fd=dir_fd)
         except PermissionError as e:
             return [f"{os.fsdecode(path)}: cannot create device node: {e.strerror}"]
         return []

@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 
 import click
 
-from ..errors import CorruptData, NotFound, RecovaultError, UsageError
+from ..errors import CorruptData, NotFound, Partial, UsageError
 from ..progress import ProgressReporter
 from .context import Ctx, common_options, pass_ctx
 
@@ -23,9 +23,15 @@ from .context import Ctx, common_options, pass_ctx
 @click.option("--verify", is_flag=True, help="Re-read every restored file and compare with the recovery point.")
 @click.option("--workers", type=int, default=None,
               help="Restore threads (default: 2 for files, whose cost is metadata calls; all cores for --to).")
+@click.option("--overwrite", type=click.Choice(["if-changed", "always", "if-newer", "never"]), default=None,
+              help="Which existing files of the target are replaced: those whose size or mtime differ (the "
+              "default, if-changed), all, those older than the recovery point's, or none.")
+@click.option("--delete", is_flag=True,
+              help="Remove what the target holds but the recovery point does not (only in the restored paths).")
 @pass_ctx
 def restore(c: Ctx, snapshot: str, paths: Tuple[str, ...], target: Optional[str], to: Optional[str],
-            image: Optional[str], byte_range: Optional[str], verify: bool, workers: Optional[int]) -> None:
+            image: Optional[str], byte_range: Optional[str], verify: bool, workers: Optional[int],
+            overwrite: Optional[str], delete: bool) -> None:
     """Restore recovery point SNAPSHOT (id, prefix or 'latest'), or only PATHS of it, under --target;
     or write one backed-up image to a file or device with --to."""
     if (target is None) == (to is None):
@@ -33,11 +39,14 @@ def restore(c: Ctx, snapshot: str, paths: Tuple[str, ...], target: Optional[str]
     if target == "" or to == "":
         raise UsageError("--target and --to need a non-empty path")
     if to is not None:
+        if overwrite is not None or delete:
+            raise UsageError("--overwrite and --delete apply to --target only")
         return _restore_image(c, snapshot, to, image, _parse_range(byte_range), verify, workers or 0)
     with c.open() as v, ProgressReporter(not c.json, "restoring") as prog:
         snap = v.find_snapshot(snapshot)
         from ..restore import RestoreJob
-        res = RestoreJob(v, snap, target, list(paths), verify=verify, workers=workers or 2, progress=prog).run()
+        res = RestoreJob(v, snap, target, list(paths), verify=verify, workers=workers or 2,
+                         overwrite=overwrite or "if-changed", delete=delete, progress=prog).run()
     st = res["stats"]
     if res["warnings"] and not c.json:
         click.echo(f"recovault: {len(res['warnings'])} warning(s): metadata not restored as recorded (above)",
@@ -48,8 +57,8 @@ def restore(c: Ctx, snapshot: str, paths: Tuple[str, ...], target: Optional[str]
     if res["errors"]:
         if res.get("data_errors"):
             raise CorruptData(f"{res['data_errors']} file(s) could not be restored because vault data is corrupt or "
-                              f"missing; {len(res['errors'])} problem(s) in all (listed above)")
-        raise RecovaultError(f"{len(res['errors'])} problem(s) during restore (listed above)")
+                              f"missing; {st['errors']} problem(s) in all (listed above)")
+        raise Partial(f"{st['errors']} file(s) could not be restored (listed above)")
 
 
 def _parse_range(byte_range: Optional[str]) -> Optional[Tuple[int, int]]:

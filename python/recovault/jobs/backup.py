@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 from .. import __version__, core, timefmt
 from .. import fsmeta
 from ..errors import UsageError
+from ..hardlinks import HardLinks
 from ..paths import split_path
 from ..vault import format as fmt
 from ..vault.repo import Vault
@@ -209,7 +210,7 @@ class BackupJob:
             self._add_stdin(src.stdin_path)
         for f in tree.files():
             if f.link_key is not None:
-                first = self._links[f.link_key]
+                first = self._links.get(f.link_key)
                 f.content = first.content  # None if the first link could not be read
         root_id = tree.save_root()
         self.vault.flush()
@@ -233,7 +234,7 @@ class BackupJob:
         """Walk the named paths: compare each entry with the base, record it in the tree, and hand changed
         files to the pipeline while the walk goes on."""
         self._compare = compare
-        self._links: Dict[Tuple[int, int], FileItem] = {}
+        self._links: HardLinks[FileItem] = HardLinks()
         self._reader = _BatchReader(self)
         as_images = set(src.images)  # inside a backed-up directory but named with --image: stored as an image only
         walker = walk(src.tree_paths, rules, one_file_system=self.opts.one_file_system, on_error=self._error)
@@ -292,12 +293,10 @@ class BackupJob:
         self.stats.bytes_total += size
         if meta.nlink > 1:
             key = (meta.dev, meta.ino)
-            first = self._links.get(key)
-            if first is not None:
+            if self._links.see(key, meta.nlink, f) is not None:
                 f.link_key = key
                 parent_dir.hold = True  # stored at the end, once the first link's content is known
                 return
-            self._links[key] = f
         if old is not None and _same_content(old, entry.st) and self._all_known(old["content"]):
             f.content = old["content"]
             self.stats.files_unmodified += 1

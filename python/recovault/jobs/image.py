@@ -191,7 +191,8 @@ ENGINE_BATCH = 1 << 16
 
 def restore_image(vault: Vault, desc: Dict[str, Any], dest: str, *, byte_range: Optional[Tuple[int, int]] = None,
                   workers: int = 0, verify: bool = False,
-                  progress: Optional[Callable[[str, Dict[str, Any]], None]] = None) -> Dict[str, int]:
+                  progress: Optional[Callable[[str, Dict[str, Any]], None]] = None,
+                  dest_fd: Optional[int] = None) -> Dict[str, int]:
     """Write an image to a file (sparse: zero blocks become holes) or onto a block device (zero blocks are
     written as zeros, since the device's old contents must not show through). With byte_range (start, end),
     only those bytes are written, at their own offsets. workers: threads (0: one per core).
@@ -204,6 +205,9 @@ def restore_image(vault: Vault, desc: Dict[str, Any], dest: str, *, byte_range: 
     if not 0 <= start <= end <= m.size:
         raise UsageError(f"range {start}:{end} " + ("ends before it starts" if end < start else
                                                      f"is outside the image (size {m.size})"))
+    if dest_fd is not None:  # a new, empty file the caller opened (a file restore, opened beneath its target)
+        return _restore_image_fd(m, dest_fd, dest, start, end, byte_range is not None, workers,
+                                 f"/proc/self/fd/{dest_fd}" if verify else None, progress)
     exists = os.path.exists(dest)
     is_dev = exists and st_mod.S_ISBLK(os.stat(dest).st_mode)
     # A block device is opened exclusively (O_EXCL): Linux then refuses it while it is mounted or held by
@@ -222,13 +226,25 @@ def restore_image(vault: Vault, desc: Dict[str, Any], dest: str, *, byte_range: 
     if is_dev and device_size(fd) < end:
         os.close(fd)
         raise UsageError(f"device {dest} is smaller than the image ({m.size} bytes)")
+    # Skipping zeros (holes) is only right when the destination already reads as zeros: a file we just
+    # truncated. A device or a range written into an existing file must get every byte, zeros included.
+    try:
+        return _restore_image_fd(m, fd, dest, start, end, is_dev or byte_range is not None, workers,
+                                 dest if verify else None, progress, is_dev=is_dev)
+    finally:
+        os.close(fd)
+
+
+def _restore_image_fd(m: ImageMap, fd: int, dest: str, start: int, end: int, overwrite: bool, workers: int,
+                      read_back: Optional[str], progress: Callable[[str, Dict[str, Any]], None],
+                      is_dev: bool = False) -> Dict[str, int]:
+    """restore_image into the open `fd` (`dest` names it in messages). overwrite: every byte is written,
+    zeros included (a device, or a range of an existing file); else `fd` is empty and zeros stay holes.
+    read_back: the path to verify the result by (None: no verify)."""
     stats = {"bytes_written": 0, "blocks": 0, "zero_blocks": 0}
     progress("plan", {"files": 1, "bytes": 0})  # the bytes to write are known only block by block
     bs = m.block_size
     first, last = start // bs, -(-end // bs)
-    # Skipping zeros (holes) is only right when the destination already reads as zeros: a file we just
-    # truncated. A device or a range written into an existing file must get every byte, zeros included.
-    overwrite = is_dev or byte_range is not None
     try:
         for b in range(first, last, ENGINE_BATCH):
             batch = range(b, min(b + ENGINE_BATCH, last))
@@ -238,7 +254,7 @@ def restore_image(vault: Vault, desc: Dict[str, Any], dest: str, *, byte_range: 
                 _run_engine(plan, fd, dest, overwrite, workers, stats, progress)
             else:  # a pack that is not a local file: this batch by Python threads
                 _restore_blocks_py(m, batch, fd, start, end, overwrite, workers or 4, stats, progress)
-        if not is_dev and byte_range is None:
+        if not overwrite:
             fsmeta.finish_sparse(fd, m.size)
         if is_dev:
             os.fsync(fd)  # a device restore is done when it is on the device (files: like any write)
@@ -247,10 +263,8 @@ def restore_image(vault: Vault, desc: Dict[str, Any], dest: str, *, byte_range: 
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise TargetFull(f"no space left on the restore target (writing {dest})") from e
         raise
-    finally:
-        os.close(fd)
-    if verify:
-        verify_image(m, dest, start, end, workers)
+    if read_back is not None:
+        verify_image(m, read_back, start, end, workers, label=dest)
     return stats
 
 
@@ -344,17 +358,18 @@ def _restore_blocks_py(m: ImageMap, blocks: range, fd: int, start: int, end: int
             pass
 
 
-def verify_image(m: ImageMap, dest: str, start: int, end: int, workers: int = 0) -> None:
+def verify_image(m: ImageMap, dest: str, start: int, end: int, workers: int = 0,
+                 label: Optional[str] = None) -> None:
     """Re-read [start, end) of dest and compare it with the recovery point. Whole blocks are hashed again by
     the pipeline as a backup would (on every core; nothing is stored) and their IDs compared with the block
-    map; the partial blocks at the edges of a range are compared byte for byte."""
+    map; the partial blocks at the edges of a range are compared byte for byte. label: dest in messages."""
     bs = m.block_size
     first, last = start // bs, -(-end // bs)
     whole_lo = first if start == first * bs else first + 1
     whole_hi = last if end == min(last * bs, m.size) else last - 1
 
     def differs(a: int, b: int) -> CorruptData:
-        return CorruptData(f"verify: {dest} differs from the recovery point at bytes {a}..{b}")
+        return CorruptData(f"verify: {label or dest} differs from the recovery point at bytes {a}..{b}")
 
     with open(dest, "rb", buffering=0) as f:
         for block in sorted({first, last - 1}):  # partial blocks at the edges: byte for byte
@@ -386,7 +401,7 @@ def verify_image(m: ImageMap, dest: str, start: int, end: int, workers: int = 0)
             for kind, src, off, n, cid, payload in batch:
                 if kind == core.END:
                     if payload is not None:
-                        raise CorruptData(f"verify: cannot read back {dest}: {payload}")
+                        raise CorruptData(f"verify: cannot read back {label or dest}: {payload}")
                     if n != ranges[src][1]:
                         raise differs(ranges[src][0] + n, ranges[src][0] + ranges[src][1])  # shrank
                     continue

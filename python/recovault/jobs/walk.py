@@ -34,7 +34,7 @@ import os
 import re
 import stat
 import sys
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import UsageError
 
@@ -49,7 +49,6 @@ __all__ = [
     "Walker",
     "walk",
     "has_cache_tag",
-    "HardLinkTracker",
 ]
 
 CACHEDIR_TAG = "CACHEDIR.TAG"
@@ -456,39 +455,3 @@ def walk(
     raised by ``on_error`` propagates and ends the walk.
     """
     return Walker(roots, rules, one_file_system, on_error)
-
-
-# ---------------------------------------------------------------- hard links
-
-
-class HardLinkTracker:
-    """Remembers the first path seen for each multiply-linked inode.
-
-    ``check(path, st)`` returns ``None`` for the first path of an inode (back it up as
-    content) and that first path for later ones (store them as hard links to it). An inode
-    is forgotten once all its ``st_nlink`` names were seen, to bound memory.
-    """
-
-    def __init__(self) -> None:
-        self._first: Dict[Tuple[int, int], List] = {}
-
-    def check(self, path: str, st: os.stat_result) -> Optional[str]:
-        """First path seen for ``st``'s inode, or ``None`` if this is the first (or not a hard link)."""
-        if st.st_nlink < 2 or _S_ISDIR(st.st_mode):
-            return None
-        key = (st.st_dev, st.st_ino)
-        rec = self._first.get(key)
-        if rec is None:
-            self._first[key] = [path, st.st_nlink - 1]
-            return None
-        rec[1] -= 1
-        if rec[1] <= 0:
-            del self._first[key]
-        return rec[0]
-
-    def discard(self, st: os.stat_result) -> None:
-        """Forget ``st``'s inode, e.g. when its first path could not be backed up after all."""
-        self._first.pop((st.st_dev, st.st_ino), None)
-
-    def __len__(self) -> int:
-        return len(self._first)
