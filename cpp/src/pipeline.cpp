@@ -251,122 +251,32 @@ void PipelineRun::produce() {
   cv_done_.notify_all();
 }
 
-void PipelineRun::produce_source(uint32_t index, Source& src) {
-  uint64_t total = 0;
-  std::unique_ptr<Chunker> chunker;
-  if (!cfg_.fixed) chunker.reset(new Chunker(cfg_.chunker, gear_));
-  const size_t fixed = cfg_.block_size;
-  uint64_t pending_len = 0;  // fixed mode: bytes of the current block seen so far
-
-  auto emit = [&](const uint8_t* p, size_t len, std::shared_ptr<void> keep) {
-    Job j{};
-    j.source = index;
-    j.offset = total;
-    j.data = p;
-    j.len = len;
-    j.keep = std::move(keep);
-    j.counter = session_->reserve(1);
-    total += len;
-    push_job(std::move(j));
-  };
-  auto emit_zeros = [&](uint64_t len) {  // a chunk inside a hole: nothing in memory
-    Job j{};
-    j.source = index;
-    j.offset = total;
-    j.len = static_cast<size_t>(len);
-    j.zeros = true;
-    j.counter = session_->reserve(1);
-    total += len;
-    push_job(std::move(j));
-  };
-  // Scans buf[scan..end) for cut points, emitting whole chunks that start at `start`.
-  auto scan = [&](const uint8_t* base, size_t& start, size_t& pos, size_t end, const std::shared_ptr<void>& keep) {
-    while (pos < end) {
-      size_t n;
-      bool cut;
-      if (chunker) {
-        n = chunker->next(base + pos, end - pos, &cut);
-      } else {
-        size_t want = fixed - pending_len;
-        n = std::min(want, end - pos);
-        pending_len += n;
-        cut = pending_len == fixed;
-        if (cut) pending_len = 0;
-      }
-      pos += n;
-      if (cut) {
-        emit(base + start, pos - start, keep);
-        start = pos;
-      }
-    }
-  };
-
-  if (cfg_.fixed && src.ranged && src.length >= 0 && (src.kind == Source::PATH || src.kind == Source::FD)) {
-    produce_read_jobs(index, src);
-    return;
+// Cuts one source into chunk jobs: content-defined cut points (or fixed blocks) over a sliding window of
+// reads, holes chunked as zeros without reading them. The window is shared with the jobs cut from it, which
+// keep it alive until their workers are done.
+class PipelineRun::Cutter {
+ public:
+  Cutter(PipelineRun& run, uint32_t index) : run_(run), index_(index), fixed_(run.cfg_.block_size) {
+    if (!run.cfg_.fixed) chunker_.reset(new Chunker(run.cfg_.chunker, run.gear_));
   }
-  try {
-    if (src.kind == Source::BUFFER) {
-      size_t start = 0, pos = 0;
-      scan(src.data, start, pos, src.len, src.keepalive);
-      if (pos > start) emit(src.data + start, pos - start, src.keepalive);
-      push_end(index, total, "");
-      return;
-    }
-    if (src.kind == Source::PATH && !src.ranged && !cfg_.fixed && src.size_hint >= 0 &&
-        static_cast<uint64_t>(src.size_hint) < cfg_.chunker.min_size) {
-      Job j;
-      j.source = index;
-      j.path = &src.path;
-      j.len = static_cast<size_t>(src.size_hint) + 1;
-      j.counter = session_->reserve(1);
-      push_job(std::move(j));
-      return;
-    }
-    StreamReader reader(src, cfg_, !cfg_.fixed);
-    const size_t max_chunk = cfg_.fixed ? fixed : cfg_.chunker.max_size;
+  uint64_t total() const { return total_; }
+
+  // A source already in memory: cut in place.
+  void buffer(const Source& src) {
+    scan(src.data, src.len, src.keepalive);
+    if (pos_ > start_) emit(src.data + start_, pos_ - start_, src.keepalive);
+  }
+
+  // A file, descriptor or stream: read in windows; returns whether the file changed while it was read.
+  bool stream(Source& src) {
+    const PipelineConfig& cfg = run_.cfg_;
+    StreamReader reader(src, cfg, !cfg.fixed);
     // Window size: whole small files in one read (size + 1 to see EOF), big streams in read_size pieces
     // plus room for one pending chunk carried over.
-    size_t cap = cfg_.read_size + max_chunk;
+    size_t cap = cfg.read_size + max_chunk();
     int64_t hint = reader.size_hint();
     if (hint >= 0 && static_cast<uint64_t>(hint) + 1 < cap) cap = static_cast<size_t>(hint) + 1;
-    auto buf = std::make_shared<Buffer>(cap);
-    size_t filled = 0, start = 0, pos = 0;
-    // Room for `need` more bytes: else the pending tail (< max_chunk) moves into a fresh window; chunks
-    // already emitted keep the old one alive.
-    auto make_room = [&](size_t need) {
-      if (buf->size() - filled >= need) return;
-      size_t ncap = std::max({cfg_.read_size + max_chunk, (filled - start) * 2, filled - start + need});
-      auto nbuf = std::make_shared<Buffer>(ncap);
-      std::memcpy(nbuf->data(), buf->data() + start, filled - start);
-      filled -= start;
-      pos -= start;
-      start = 0;
-      buf = std::move(nbuf);
-    };
-    // A hole of n bytes, chunked as zeros without reading them (the same cut points and chunks as reading
-    // its zeros would give). Zeros that share a chunk with data go into the window; chunks of zeros only
-    // are emitted without any memory.
-    auto hole = [&](uint64_t n) {
-      while (n > 0) {
-        const bool fresh = chunker->pending() == 0;
-        bool cut;
-        const uint64_t k = chunker->next_zeros(n, &cut);  // <= max_chunk unless a whole chunk of zeros
-        n -= k;
-        if (fresh && cut) {
-          emit_zeros(k);
-          continue;
-        }
-        make_room(static_cast<size_t>(k));
-        std::memset(buf->data() + filled, 0, static_cast<size_t>(k));
-        filled += static_cast<size_t>(k);
-        pos = filled;
-        if (cut) {
-          emit(buf->data() + start, pos - start, buf);
-          start = pos;
-        }
-      }
-    };
+    buf_ = std::make_shared<Buffer>(cap);
     for (;;) {
       if (uint64_t h = reader.hole_at()) {
         hole(h);
@@ -374,20 +284,137 @@ void PipelineRun::produce_source(uint32_t index, Source& src) {
         continue;
       }
       make_room(1);
-      size_t want = std::min(buf->size() - filled, cfg_.read_size);
-      size_t n = reader.read(buf->data() + filled, want);
+      size_t n = reader.read(buf_->data() + filled_, std::min(buf_->size() - filled_, cfg.read_size));
       if (n == 0) break;
-      filled += n;
-      scan(buf->data(), start, pos, filled, buf);
+      filled_ += n;
+      scan(buf_->data(), filled_, buf_);
     }
-    if (pos > start) emit(buf->data() + start, pos - start, buf);
-    push_end(index, total, "", reader.changed());
+    if (pos_ > start_) emit(buf_->data() + start_, pos_ - start_, buf_);
+    return reader.changed();
+  }
+
+ private:
+  PipelineRun& run_;
+  const uint32_t index_;
+  const size_t fixed_;
+  std::unique_ptr<Chunker> chunker_;
+  uint64_t total_ = 0;        // bytes cut into jobs so far
+  uint64_t pending_len_ = 0;  // fixed mode: bytes of the current block seen so far
+  std::shared_ptr<Buffer> buf_;
+  size_t filled_ = 0, start_ = 0, pos_ = 0;  // window: bytes in it, start of the pending chunk, scanned up to
+
+  size_t max_chunk() const { return run_.cfg_.fixed ? fixed_ : run_.cfg_.chunker.max_size; }
+
+  Job job(size_t len) {
+    Job j{};
+    j.source = index_;
+    j.offset = total_;
+    j.len = len;
+    j.counter = run_.session_->reserve(1);
+    total_ += len;
+    return j;
+  }
+  void emit(const uint8_t* p, size_t len, std::shared_ptr<void> keep) {
+    Job j = job(len);
+    j.data = p;
+    j.keep = std::move(keep);
+    run_.push_job(std::move(j));
+  }
+  void emit_zeros(uint64_t len) {  // a chunk inside a hole: nothing in memory
+    Job j = job(static_cast<size_t>(len));
+    j.zeros = true;
+    run_.push_job(std::move(j));
+  }
+
+  // Scans base[pos..end) for cut points, emitting whole chunks that start at start_.
+  void scan(const uint8_t* base, size_t end, const std::shared_ptr<void>& keep) {
+    while (pos_ < end) {
+      size_t n;
+      bool cut;
+      if (chunker_) {
+        n = chunker_->next(base + pos_, end - pos_, &cut);
+      } else {
+        n = std::min(fixed_ - pending_len_, end - pos_);
+        pending_len_ += n;
+        cut = pending_len_ == fixed_;
+        if (cut) pending_len_ = 0;
+      }
+      pos_ += n;
+      if (cut) {
+        emit(base + start_, pos_ - start_, keep);
+        start_ = pos_;
+      }
+    }
+  }
+
+  // Room for `need` more bytes: else the pending tail (< max_chunk) moves into a fresh window; chunks
+  // already emitted keep the old one alive.
+  void make_room(size_t need) {
+    if (buf_->size() - filled_ >= need) return;
+    size_t ncap = std::max({run_.cfg_.read_size + max_chunk(), (filled_ - start_) * 2, filled_ - start_ + need});
+    auto nbuf = std::make_shared<Buffer>(ncap);
+    std::memcpy(nbuf->data(), buf_->data() + start_, filled_ - start_);
+    filled_ -= start_;
+    pos_ -= start_;
+    start_ = 0;
+    buf_ = std::move(nbuf);
+  }
+
+  // A hole of n bytes, chunked as zeros without reading them (the same cut points and chunks as reading
+  // its zeros would give). Zeros that share a chunk with data go into the window; chunks of zeros only
+  // are emitted without any memory.
+  void hole(uint64_t n) {
+    while (n > 0) {
+      const bool fresh = chunker_->pending() == 0;
+      bool cut;
+      const uint64_t k = chunker_->next_zeros(n, &cut);  // <= max_chunk unless a whole chunk of zeros
+      n -= k;
+      if (fresh && cut) {
+        emit_zeros(k);
+        continue;
+      }
+      make_room(static_cast<size_t>(k));
+      std::memset(buf_->data() + filled_, 0, static_cast<size_t>(k));
+      filled_ += static_cast<size_t>(k);
+      pos_ = filled_;
+      if (cut) {
+        emit(buf_->data() + start_, pos_ - start_, buf_);
+        start_ = pos_;
+      }
+    }
+  }
+};
+
+void PipelineRun::produce_source(uint32_t index, Source& src) {
+  if (cfg_.fixed && src.ranged && src.length >= 0 && (src.kind == Source::PATH || src.kind == Source::FD)) {
+    produce_read_jobs(index, src);
+    return;
+  }
+  Cutter cutter(*this, index);
+  try {
+    if (src.kind == Source::BUFFER) {
+      cutter.buffer(src);
+      push_end(index, cutter.total(), "");
+      return;
+    }
+    if (src.kind == Source::PATH && !src.ranged && !cfg_.fixed && src.size_hint >= 0 &&
+        static_cast<uint64_t>(src.size_hint) < cfg_.chunker.min_size) {
+      Job j;  // a small file: a worker reads and chunks it whole (many are read in parallel)
+      j.source = index;
+      j.path = &src.path;
+      j.len = static_cast<size_t>(src.size_hint) + 1;
+      j.counter = session_->reserve(1);
+      push_job(std::move(j));
+      return;
+    }
+    const bool changed = cutter.stream(src);
+    push_end(index, cutter.total(), "", changed);
   } catch (const std::exception& e) {
     {
       std::lock_guard<std::mutex> l(mu_);
       if (cancelled_) throw;
     }
-    push_end(index, total, e.what());
+    push_end(index, cutter.total(), e.what());
   }
 }
 

@@ -151,6 +151,8 @@ class PipelineRun {
   mutable std::mutex zero_mu_;
   mutable std::map<size_t, ChunkId> zero_ids_;  // the ID of an all-zero chunk, by length: hashed once a run
 
+  class Cutter;  // cuts one source into chunk jobs (pipeline.cpp)
+
   void produce();
   void produce_source(uint32_t index, Source& src);
   void work();
