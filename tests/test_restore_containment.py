@@ -279,6 +279,63 @@ def test_a_file_cut_short_by_a_full_target_is_not_left_looking_complete(tmp_path
     assert listing(d) == []  # and no temporary file left behind
 
 
+def _swap_for_symlink(dir_fd: int, name: bytes, to) -> None:
+    """What a process with write access to the target could do: put a symlink where a restored file is."""
+    os.unlink(name, dir_fd=dir_fd)
+    os.symlink(os.fsencode(to), name, dir_fd=dir_fd)
+
+
+def test_verify_reads_the_file_it_wrote_not_a_symlink_swapped_in_afterwards(tmp_path, monkeypatch):
+    """verify re-reads what the restore wrote, even when the file's name in the target has since become a
+    symlink (here to a file outside that differs: read by path, the restored file would seem wrong)."""
+    src = tmp_path / "src"
+    write(src / "f.txt", b"restored\n" * 1000)
+    v, snap = snapshot_of(tmp_path, src)
+    decoy = outside_tree(tmp_path) / "decoy"
+    write(decoy, b"elsewhere\n" * 1000)
+    tgt = tmp_path / "tgt"
+    verify_queued = RestoreJob._verify_queued
+
+    def swap_then_verify(job: RestoreJob) -> None:
+        if os.path.isfile(inside(tgt, src / "f.txt")) and not os.path.islink(inside(tgt, src / "f.txt")):
+            fd = os.open(inside(tgt, src), os.O_RDONLY | os.O_DIRECTORY)
+            _swap_for_symlink(fd, b"f.txt", decoy)
+            os.close(fd)
+        verify_queued(job)
+
+    monkeypatch.setattr(RestoreJob, "_verify_queued", swap_then_verify)
+    res = restore(v, snap, tgt, verify=True)
+    assert os.readlink(inside(tgt, src / "f.txt")) == str(decoy)  # the swap did happen before verify
+    assert res["errors"] == [] and res["stats"]["verified"] == 1
+    assert decoy.read_bytes() == b"elsewhere\n" * 1000
+
+
+def test_verify_never_follows_a_symlink_swapped_in_right_after_the_write(tmp_path, monkeypatch):
+    """A symlink put in place of a restored file before verify opened it (just after its rename) is not
+    followed: verify says the file is no longer the one restored, though the symlink's file (outside the
+    target) holds the very same bytes, and a path-based verify would have passed."""
+    src = tmp_path / "src"
+    write(src / "f.txt", b"restored\n" * 1000)
+    write(src / "g.txt", b"untouched\n")
+    v, snap = snapshot_of(tmp_path, src)
+    decoy = outside_tree(tmp_path) / "decoy"
+    write(decoy, b"restored\n" * 1000)
+    rename = os.rename
+
+    def rename_then_swap(a, b, *, src_dir_fd=None, dst_dir_fd=None):
+        rename(a, b, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+        if b == b"f.txt":
+            _swap_for_symlink(dst_dir_fd, b, decoy)
+
+    monkeypatch.setattr(os, "rename", rename_then_swap)
+    tgt = tmp_path / "tgt"
+    res = restore(v, snap, tgt, verify=True)
+    assert os.path.islink(inside(tgt, src / "f.txt"))
+    assert res["stats"]["verified"] == 1  # g.txt
+    assert [(e["path"], e["error"]) for e in res["errors"]] == [
+        (str(inside(tgt, src / "f.txt")), "verify: cannot read back: a symlink is there now, not the restored file")]
+
+
 # ---------------------------------------------------------------- overwrite rules, --delete
 
 
