@@ -310,10 +310,11 @@ def test_verify_reads_the_file_it_wrote_not_a_symlink_swapped_in_afterwards(tmp_
     assert decoy.read_bytes() == b"elsewhere\n" * 1000
 
 
-def test_verify_never_follows_a_symlink_swapped_in_right_after_the_write(tmp_path, monkeypatch):
-    """A symlink put in place of a restored file before verify opened it (just after its rename) is not
-    followed: verify says the file is no longer the one restored, though the symlink's file (outside the
-    target) holds the very same bytes, and a path-based verify would have passed."""
+@pytest.mark.parametrize("swap", ["symlink", "hard link"])
+def test_verify_never_reads_what_was_swapped_in_right_after_the_write(tmp_path, monkeypatch, swap):
+    """A symlink (or a hard link to a file outside) put in place of a restored file before verify opened it
+    (just after its rename) is not read: verify says the file is no longer the one restored, though the
+    file outside holds the very same bytes, and a path-based verify would have passed."""
     src = tmp_path / "src"
     write(src / "f.txt", b"restored\n" * 1000)
     write(src / "g.txt", b"untouched\n")
@@ -324,16 +325,21 @@ def test_verify_never_follows_a_symlink_swapped_in_right_after_the_write(tmp_pat
 
     def rename_then_swap(a, b, *, src_dir_fd=None, dst_dir_fd=None):
         rename(a, b, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
-        if b == b"f.txt":
+        if b == b"f.txt" and swap == "symlink":
             _swap_for_symlink(dst_dir_fd, b, decoy)
+        elif b == b"f.txt":
+            os.unlink(b, dir_fd=dst_dir_fd)
+            os.link(decoy, b, dst_dir_fd=dst_dir_fd)
 
     monkeypatch.setattr(os, "rename", rename_then_swap)
     tgt = tmp_path / "tgt"
     res = restore(v, snap, tgt, verify=True)
-    assert os.path.islink(inside(tgt, src / "f.txt"))
+    assert os.path.islink(inside(tgt, src / "f.txt")) == (swap == "symlink")
     assert res["stats"]["verified"] == 1  # g.txt
+    there = "a symlink" if swap == "symlink" else "another file"
     assert [(e["path"], e["error"]) for e in res["errors"]] == [
-        (str(inside(tgt, src / "f.txt")), "verify: cannot read back: a symlink is there now, not the restored file")]
+        (str(inside(tgt, src / "f.txt")), f"verify: cannot read back: {there} is there now, not the restored file")]
+    assert decoy.read_bytes() == b"restored\n" * 1000
 
 
 # ---------------------------------------------------------------- overwrite rules, --delete
