@@ -342,6 +342,17 @@ def test_verify_never_reads_what_was_swapped_in_right_after_the_write(tmp_path, 
     assert decoy.read_bytes() == b"restored\n" * 1000
 
 
+def test_verify_leaves_the_restored_times_as_restored(tmp_path):
+    """verify reads files back without touching their atime (O_NOATIME): a restored file keeps the times the
+    restore gave it (a plain read would move its atime, older than its ctime, to now)."""
+    src = tmp_path / "src"
+    write(src / "f.txt", b"restored\n" * 1000)
+    v, snap = snapshot_of(tmp_path, src)
+    res = restore(v, snap, tmp_path / "tgt", verify=True)
+    assert res["errors"] == [] and res["stats"]["verified"] == 1
+    st = os.stat(inside(tmp_path / "tgt", src / "f.txt"))
+    assert (st.st_atime_ns, st.st_mtime_ns) == (MTIME, MTIME)
+
 # ---------------------------------------------------------------- overwrite rules, --delete
 
 
