@@ -555,6 +555,56 @@ def test_tree_deeper_than_path_max(tmp_path):
         assert node_at(v, snap, os.path.join(deepest, b"empty"))["meta"]["t"] == "d"
 
 
+def fd_state(root) -> Dict[bytes, Tuple]:
+    """Every entry under `root` (walked through directory descriptors, so paths may pass PATH_MAX): its
+    type, mode, contents (files), target (symlinks) and user xattrs, by its path relative to `root`."""
+    out: Dict[bytes, Tuple] = {}
+
+    def walk(dfd: int, rel: bytes) -> None:
+        for name in sorted(os.listdir(dfd)):
+            name = os.fsencode(name)
+            st = os.lstat(name, dir_fd=dfd)
+            key = os.path.join(rel, name)
+            if stat.S_ISLNK(st.st_mode):
+                out[key] = ("l", os.readlink(name, dir_fd=dfd))
+                continue
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | (os.O_DIRECTORY if stat.S_ISDIR(st.st_mode) else 0),
+                         dir_fd=dfd)
+            try:
+                xattrs = {k: os.getxattr(fd, k) for k in os.listxattr(fd) if k.startswith("user.")}
+                if stat.S_ISDIR(st.st_mode):
+                    out[key] = ("d", stat.S_IMODE(st.st_mode), xattrs)
+                    walk(fd, key)
+                else:
+                    with os.fdopen(os.dup(fd), "rb") as f:
+                        out[key] = ("f", stat.S_IMODE(st.st_mode), xattrs, f.read())
+            finally:
+                os.close(fd)
+
+    top = os.open(b(root), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        walk(top, b"")
+    finally:
+        os.close(top)
+    return out
+
+
+def test_tree_deeper_than_path_max_restores_and_verifies(tmp_path):
+    """A tree whose paths pass PATH_MAX restores byte for byte, and --verify reads every file back (through
+    its directory's descriptor, not by path: a path this long cannot be opened)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    deepest, _ = make_deep(src, levels=60, name_len=100)
+    assert len(deepest) > 6000
+    with new_vault(tmp_path) as v:
+        api.backup(v, [str(src)])
+        res = api.restore(v, "latest", str(tmp_path / "out"), verify=True)
+    assert res["errors"] == [] and res["warnings"] == []
+    assert res["stats"]["files"] == 2 and res["stats"]["verified"] == 2
+    expected = fd_state(src)
+    assert len(expected) == 60 + 4 and expected == fd_state(restored_root(tmp_path / "out", src))
+
+
 def test_restore_never_writes_through_what_is_in_the_target(tmp_path):
     """Restoring over an earlier restore (or in place) replaces a symlink or a hard link found where a file
     goes: the file it leads to, outside the target, stays as it was."""

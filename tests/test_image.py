@@ -588,6 +588,29 @@ def test_an_image_inside_a_backed_up_directory_is_stored_once_as_an_image(vault,
     assert_same_bytes(tmp_path / "r3" / img.lstrip("/"), img)
 
 
+def test_an_image_restored_deeper_than_path_max_under_a_target_is_verified(vault, tmp_path):
+    """An image under --target whose restored path passes PATH_MAX: written and verified through the
+    descriptor the restore opened beneath the target (nothing is opened by that path)."""
+    long = "i" * 200
+    src = tmp_path.joinpath(*[f"{i}{long}" for i in range(8)])  # the image's own path stays under PATH_MAX
+    src.mkdir(parents=True)
+    data = rand(64, 3 * BS + 100)
+    img = make_image(src / "disk.img", len(data), [(0, data)])
+    snap = api.backup(vault, [], images=[img], image_block_size=BS)
+    target = tmp_path.joinpath("t", *[f"{i}{long}" for i in range(12)])
+    target.mkdir(parents=True)
+    assert len(str(target)) + len(img) > 4096
+    res = api.restore(vault, snap["id"], str(target), verify=True)
+    assert res["errors"] == [] and res["stats"]["files"] == 1 and res["stats"]["verified"] == 1
+    fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+    for part in img.lstrip("/").split("/"):
+        nfd = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | (0 if part == "disk.img" else os.O_DIRECTORY), dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    with os.fdopen(fd, "rb") as f:
+        assert f.read() == data
+
+
 @pytest.mark.parametrize("bs", [-5, 1000, 65537, 128 << 20])
 def test_bad_image_block_sizes_are_usage_errors(vault, tmp_path, bs):
     img = make_image(tmp_path / "b.img", MiB, [(0, rand(61, MiB))])

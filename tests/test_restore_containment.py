@@ -279,6 +279,80 @@ def test_a_file_cut_short_by_a_full_target_is_not_left_looking_complete(tmp_path
     assert listing(d) == []  # and no temporary file left behind
 
 
+def _swap_for_symlink(dir_fd: int, name: bytes, to) -> None:
+    """What a process with write access to the target could do: put a symlink where a restored file is."""
+    os.unlink(name, dir_fd=dir_fd)
+    os.symlink(os.fsencode(to), name, dir_fd=dir_fd)
+
+
+def test_verify_reads_the_file_it_wrote_not_a_symlink_swapped_in_afterwards(tmp_path, monkeypatch):
+    """verify re-reads what the restore wrote, even when the file's name in the target has since become a
+    symlink (here to a file outside that differs: read by path, the restored file would seem wrong)."""
+    src = tmp_path / "src"
+    write(src / "f.txt", b"restored\n" * 1000)
+    v, snap = snapshot_of(tmp_path, src)
+    decoy = outside_tree(tmp_path) / "decoy"
+    write(decoy, b"elsewhere\n" * 1000)
+    tgt = tmp_path / "tgt"
+    verify_queued = RestoreJob._verify_queued
+
+    def swap_then_verify(job: RestoreJob) -> None:
+        if os.path.isfile(inside(tgt, src / "f.txt")) and not os.path.islink(inside(tgt, src / "f.txt")):
+            fd = os.open(inside(tgt, src), os.O_RDONLY | os.O_DIRECTORY)
+            _swap_for_symlink(fd, b"f.txt", decoy)
+            os.close(fd)
+        verify_queued(job)
+
+    monkeypatch.setattr(RestoreJob, "_verify_queued", swap_then_verify)
+    res = restore(v, snap, tgt, verify=True)
+    assert os.readlink(inside(tgt, src / "f.txt")) == str(decoy)  # the swap did happen before verify
+    assert res["errors"] == [] and res["stats"]["verified"] == 1
+    assert decoy.read_bytes() == b"elsewhere\n" * 1000
+
+
+@pytest.mark.parametrize("swap", ["symlink", "hard link"])
+def test_verify_never_reads_what_was_swapped_in_right_after_the_write(tmp_path, monkeypatch, swap):
+    """A symlink (or a hard link to a file outside) put in place of a restored file before verify opened it
+    (just after its rename) is not read: verify says the file is no longer the one restored, though the
+    file outside holds the very same bytes, and a path-based verify would have passed."""
+    src = tmp_path / "src"
+    write(src / "f.txt", b"restored\n" * 1000)
+    write(src / "g.txt", b"untouched\n")
+    v, snap = snapshot_of(tmp_path, src)
+    decoy = outside_tree(tmp_path) / "decoy"
+    write(decoy, b"restored\n" * 1000)
+    rename = os.rename
+
+    def rename_then_swap(a, b, *, src_dir_fd=None, dst_dir_fd=None):
+        rename(a, b, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+        if b == b"f.txt" and swap == "symlink":
+            _swap_for_symlink(dst_dir_fd, b, decoy)
+        elif b == b"f.txt":
+            os.unlink(b, dir_fd=dst_dir_fd)
+            os.link(decoy, b, dst_dir_fd=dst_dir_fd)
+
+    monkeypatch.setattr(os, "rename", rename_then_swap)
+    tgt = tmp_path / "tgt"
+    res = restore(v, snap, tgt, verify=True)
+    assert os.path.islink(inside(tgt, src / "f.txt")) == (swap == "symlink")
+    assert res["stats"]["verified"] == 1  # g.txt
+    there = "a symlink" if swap == "symlink" else "another file"
+    assert [(e["path"], e["error"]) for e in res["errors"]] == [
+        (str(inside(tgt, src / "f.txt")), f"verify: cannot read back: {there} is there now, not the restored file")]
+    assert decoy.read_bytes() == b"restored\n" * 1000
+
+
+def test_verify_leaves_the_restored_times_as_restored(tmp_path):
+    """verify reads files back without touching their atime (O_NOATIME): a restored file keeps the times the
+    restore gave it (a plain read would move its atime, older than its ctime, to now)."""
+    src = tmp_path / "src"
+    write(src / "f.txt", b"restored\n" * 1000)
+    v, snap = snapshot_of(tmp_path, src)
+    res = restore(v, snap, tmp_path / "tgt", verify=True)
+    assert res["errors"] == [] and res["stats"]["verified"] == 1
+    st = os.stat(inside(tmp_path / "tgt", src / "f.txt"))
+    assert (st.st_atime_ns, st.st_mtime_ns) == (MTIME, MTIME)
+
 # ---------------------------------------------------------------- overwrite rules, --delete
 
 

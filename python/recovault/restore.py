@@ -31,7 +31,9 @@ Memory follows the tree's depth, not its file count: directories are restored on
 their files go to a small pool of threads in runs, through a bounded number of slots; a directory's metadata
 is applied once its files are done, children before parents (times would otherwise be disturbed). Only
 the hard-link table (recovault.hardlinks) grows with the number of (hard-linked) files. ``verify``
-re-reads every restored file, chunks and hashes it, and compares with the recovery point.
+re-reads every restored file, chunks and hashes it, and compares with the recovery point: each file is read
+through a descriptor opened from its directory's descriptor with ``O_NOFOLLOW`` just after its rename and
+checked to be the inode written, never by path (deep trees; no symlink swapped in since is followed).
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from . import core, fsmeta
 from .engine import BlobWriter
@@ -104,6 +106,20 @@ class _FileTask:
     node: Dict[str, Any]
     meta: fsmeta.Meta
     first: Optional[_First] = None  # set when this file is the first name of a hard-linked inode
+
+
+class _Written(NamedTuple):
+    """A file written to its temporary name: the bytes written, and its (st_dev, st_ino)."""
+    nbytes: int
+    inode: Tuple[int, int]
+
+
+class _Readback(NamedTuple):
+    """A restored file waiting for verify: `fd` reads exactly the file written (opened from its directory's
+    descriptor, never through a symlink), `content` is the recovery point's chunk list."""
+    path: str
+    content: List[str]
+    fd: int
 
 
 def _split(path: str) -> Tuple[bytes, ...]:
@@ -162,7 +178,7 @@ class RestoreJob:
         self._links: HardLinks[_First] = HardLinks(forget=True)
         self._closing: Deque[_Dir] = deque()  # restored directories, children before parents
         self._slots = threading.BoundedSemaphore(8 * self.workers)  # runs of files queued or in the pool
-        self._to_verify: List[Tuple[str, List[str]]] = []
+        self._to_verify: List[_Readback] = []  # each holds a descriptor until it is verified
         self._stop = False  # the target is full: the pool's remaining runs do nothing
         self._root_fd = -1
 
@@ -233,6 +249,8 @@ class RestoreJob:
         finally:
             for d in self._closing:  # left open by a failure (the pool is over: nothing uses them)
                 os.close(d.fd)
+            for f in self._to_verify:
+                os.close(f.fd)
             os.close(self._root_fd)
         self.stats.duration = round(time.monotonic() - t0, 3)
         return {"snapshot": self.snap["id"], "target": self.target, "stats": dict(self.stats.__dict__),
@@ -386,6 +404,8 @@ class RestoreJob:
     def _submit(self, d: _Dir, run: List[_FileTask]) -> None:
         if not run:
             return
+        if len(self._to_verify) >= VERIFY_BATCH:  # (a huge directory: bounds the descriptors held for verify)
+            self._verify_queued()
         self._slots.acquire()  # bounds the queued work, and so the memory, whatever the tree's size
         try:
             fut = self._pool.submit(self._restore_run, run)
@@ -465,16 +485,34 @@ class RestoreJob:
             t.first.ok = True
         with self._lock:
             self.stats.files += 1
-            self.stats.bytes += written
-            if self.verify:
-                if "image" in t.node:
-                    self.stats.verified += 1  # verified by restore_image
-                else:
-                    self._to_verify.append((path, t.node.get("content", [])))
-        self.progress("file", {"path": path, "bytes": written})
+            self.stats.bytes += written.nbytes
+        if self.verify:
+            self._queue_verify(t, path, written.inode)
+        self.progress("file", {"path": path, "bytes": written.nbytes})
 
-    def _write_tmp(self, t: _FileTask, tmp: bytes, path: str) -> Optional[int]:
-        """Write the file's content and metadata to `tmp` in its directory. The bytes written, or None
+    def _queue_verify(self, t: _FileTask, path: str, inode: Tuple[int, int]) -> None:
+        """Open the file just restored for verify to read back: from its directory's descriptor (paths may
+        pass PATH_MAX), never through a symlink, and only if it is still the file written."""
+        if "image" in t.node:
+            with self._lock:
+                self.stats.verified += 1  # verified by restore_image, through the descriptor it wrote
+            return
+        try:
+            fd = fsmeta.open_to_read(t.name, t.dir.fd)
+        except OSError as e:
+            why = "a symlink is there now, not the restored file" if e.errno == errno.ELOOP else e.strerror
+            self._error(path, f"verify: cannot read back: {why}")
+            return
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != inode:
+            os.close(fd)
+            self._error(path, "verify: cannot read back: another file is there now, not the restored file")
+            return
+        with self._lock:
+            self._to_verify.append(_Readback(path, t.node.get("content", []), fd))
+
+    def _write_tmp(self, t: _FileTask, tmp: bytes, path: str) -> Optional[_Written]:
+        """Write the file's content and metadata to `tmp` in its directory. What was written, or None
         (reported) when it failed: `tmp` is then removed, never left looking like a complete file."""
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
@@ -485,6 +523,7 @@ class RestoreJob:
             return None
         try:
             written = self._write_content(fd, t, path)
+            st = os.fstat(fd)
             warnings = fsmeta.apply_at(t.dir.fd, tmp, t.meta if t.meta.type == "f" else self._as_file(t),
                                        fd=fd, owners=self.owners, label=path)
         except TargetFull:
@@ -498,7 +537,7 @@ class RestoreJob:
             os.close(fd)
         for w in warnings:
             self._warn(path, w)
-        return written
+        return _Written(written, (st.st_dev, st.st_ino))
 
     @staticmethod
     def _as_file(t: _FileTask) -> fsmeta.Meta:
@@ -636,7 +675,8 @@ class RestoreJob:
         return offset
 
     def _verify_queued(self) -> None:
-        """Re-read what was written: chunk and hash each file as a backup would, compare chunk IDs."""
+        """Re-read what was written, through the descriptors opened as it was restored: chunk and hash each
+        file as a backup would, compare chunk IDs. Each descriptor is closed once its file is read."""
         with self._lock:
             files, self._to_verify = self._to_verify, []
         if not files:
@@ -645,19 +685,30 @@ class RestoreJob:
         pipe = self.vault.pipeline(compress="never", known=scratch)
         # Preload every id as known so nothing is sealed: verification only hashes.
         ids: List[List[str]] = [[] for _ in files]
-        for _path, content in files:
-            for c in content:
+        for f in files:
+            for c in f.content:
                 scratch.add(bytes.fromhex(c))
-        for batch in pipe.run([path for path, _ in files]):
-            for kind, src, _off, _len, cid, payload in batch:
-                if kind == core.CHUNK:
-                    ids[src].append(cid.hex())
-                elif kind == core.END:
-                    path, content = files[src]
-                    if payload is not None:
-                        self._error(path, f"verify: cannot read back: {payload}")
-                    elif ids[src] != content:
-                        self._error(path, "verify: restored content differs from the recovery point")
-                    else:
-                        self.stats.verified += 1
-                    ids[src] = []
+        open_fds = {f.fd for f in files}
+        try:
+            for batch in pipe.run([f.fd for f in files]):
+                for kind, src, _off, _len, cid, payload in batch:
+                    if kind == core.CHUNK:
+                        ids[src].append(cid.hex())
+                    elif kind == core.END:
+                        f = files[src]
+                        os.close(f.fd)
+                        open_fds.discard(f.fd)
+                        self._verified(f, ids[src], payload)
+                        ids[src] = []
+        finally:
+            for fd in open_fds:
+                os.close(fd)
+
+    def _verified(self, f: _Readback, ids: List[str], error: Optional[str]) -> None:
+        if error is not None:
+            self._error(f.path, f"verify: cannot read back: {error}")
+        elif ids != f.content:
+            self._error(f.path, "verify: restored content differs from the recovery point")
+        else:
+            with self._lock:
+                self.stats.verified += 1

@@ -9,7 +9,6 @@ Every recovery point holds a complete tree, so each restores on its own.
 """
 from __future__ import annotations
 
-import errno
 import getpass
 import os
 import socket
@@ -78,21 +77,6 @@ def _unchanged(old: Dict[str, Any], st: os.stat_result) -> bool:
     """Content unchanged, and so is the metadata: any change of owner, mode or xattrs moves ctime too,
     so the whole node can be reused as it is."""
     return _same_content(old, st) and "at" not in old["meta"]
-
-
-def _open_to_read(name: str, dir_fd: Optional[int]) -> int:
-    """Open a regular file to read, relative to its directory's descriptor, never through a symlink (nor
-    blocking on a fifo swapped in since the walk saw it), without touching its atime where allowed (as the
-    pipeline does)."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        fd = os.open(name, flags | os.O_NOATIME, dir_fd=dir_fd)
-    except PermissionError:  # O_NOATIME needs ownership or CAP_FOWNER
-        fd = os.open(name, flags, dir_fd=dir_fd)
-    if not st_mod.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "no longer a regular file", name)
-    return fd
 
 
 class _Sources(NamedTuple):
@@ -303,7 +287,7 @@ class BackupJob:
             return
         if entry.beyond_path_max:
             try:  # the pipeline opens files by path: beyond PATH_MAX, hand it a descriptor instead
-                f.fd = _open_to_read(*entry.at)
+                f.fd = fsmeta.open_to_read(*entry.at)
             except OSError as e:
                 self._error(entry.path, e)
                 return
