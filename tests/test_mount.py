@@ -39,6 +39,7 @@ if _FUSE_PROBLEM:
 from recovault import api  # noqa: E402
 from recovault.jobs.image import restore_image  # noqa: E402
 from recovault.mount import _BlobCache  # noqa: E402
+from recovault.paths import split_path  # noqa: E402
 from recovault.vault.tree import node_map  # noqa: E402
 
 PASSPHRASE = "correct horse battery staple"
@@ -333,13 +334,13 @@ def test_image_reads_identical_to_restore(mounted):
     v = api.open_vault(mounted.vault, PASSPHRASE, cache_dir=str(mounted.home / "api-cache"))
     try:
         snap = v.find_snapshot(mounted.snap_id)
-        tree = v.load_tree(bytes.fromhex(snap["tree"]))
+        nodes = v.load_nodes(bytes.fromhex(snap.tree))
         node = None
-        for part in [p for p in os.fsencode(os.path.abspath(mounted.img)).split(b"/") if p]:
-            node = node_map(tree)[part]
-            if "subtree" in node:
-                tree = v.load_tree(bytes.fromhex(node["subtree"]))
-        restore_image(v, node["image"], str(out))
+        for part in split_path(os.path.abspath(mounted.img)):
+            node = node_map(nodes)[part]
+            if node.subtree is not None:
+                nodes = v.load_nodes(bytes.fromhex(node.subtree))
+        restore_image(v, node.image, str(out))
     finally:
         v.close()
     through_fuse = Path(os.fsdecode(view)).read_bytes()

@@ -13,11 +13,12 @@ import stat as st_mod
 import sys
 import threading
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
 from .errors import UsageError
 from .fsmeta import decode_name
 from .jobs.image import ImageMap
+from .vault.records import Node, RecoveryPoint
 from .vault.repo import Vault
 
 try:  # optional dependency: pip install recovault[fuse]
@@ -61,7 +62,7 @@ class _BlobCache:
 class _Inode:
     __slots__ = ("node", "children", "offsets", "image")
 
-    def __init__(self, node: Dict[str, Any]) -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
         self.children: Optional[Dict[bytes, int]] = None
         self.offsets: Optional[List[int]] = None
@@ -79,11 +80,11 @@ def _base():
 
 
 class RecoveryPointFS(_base() if pyfuse3 is not None else object):  # type: ignore[misc]
-    def __init__(self, vault: Vault, snap: Dict[str, Any]) -> None:
+    def __init__(self, vault: Vault, point: RecoveryPoint) -> None:
         super().__init__()
         self.vault = vault
         self.cache = _BlobCache(vault)
-        root = {"name": "", "meta": {"t": "d", "m": 0o755}, "subtree": snap["tree"]}
+        root = Node.directory(b"", None, point.tree)
         self.inodes: Dict[int, _Inode] = {pyfuse3.ROOT_INODE: _Inode(root)}
         self.next_inode = pyfuse3.ROOT_INODE + 1
 
@@ -92,25 +93,25 @@ class RecoveryPointFS(_base() if pyfuse3 is not None else object):  # type: igno
         entry = self.inodes[ino]
         if entry.children is None:
             entry.children = {}
-            sub = entry.node.get("subtree")
+            sub = entry.node.subtree
             if sub:
-                for n in self.vault.load_tree(bytes.fromhex(sub))["nodes"]:
-                    entry.children[decode_name(n["name"])] = self.next_inode
+                for n in self.vault.load_nodes(bytes.fromhex(sub)):
+                    entry.children[n.name] = self.next_inode
                     self.inodes[self.next_inode] = _Inode(n)
                     self.next_inode += 1
         return entry.children
 
     def _attr(self, ino: int) -> "pyfuse3.EntryAttributes":
         node = self.inodes[ino].node
-        m = node["meta"]
+        m = node.meta
         a = pyfuse3.EntryAttributes()
         a.st_ino = ino
-        t = "f" if "image" in node else m.get("t", "f")
+        t = "f" if node.image is not None else node.type
         a.st_mode = _TYPE_BITS.get(t, st_mod.S_IFREG) | (m.get("m", 0) & 0o7777)
         a.st_nlink = 1
         a.st_uid = m.get("u", 0)
         a.st_gid = m.get("g", 0)
-        a.st_size = node.get("size", len(decode_name(m["lt"])) if "lt" in m else 0)
+        a.st_size = node.size if node.size is not None else len(decode_name(m["lt"])) if "lt" in m else 0
         a.st_blksize = 4096
         a.st_blocks = (a.st_size + 511) // 512
         a.st_mtime_ns = m.get("mt", 0)
@@ -125,18 +126,18 @@ class RecoveryPointFS(_base() if pyfuse3 is not None else object):  # type: igno
     def _read(self, ino: int, off: int, size: int) -> bytes:
         entry = self.inodes[ino]
         node = entry.node
-        if "image" in node:
+        if node.image is not None:
             if entry.image is None:
-                entry.image = ImageMap(self.vault, node["image"], self.cache.get)
+                entry.image = ImageMap(self.vault, node.image, self.cache.get)
             return entry.image.read(off, size)
-        content = [bytes.fromhex(c) for c in node.get("content", [])]
+        content = [bytes.fromhex(c) for c in node.content or ()]
         if entry.offsets is None:
             offs, pos = [], 0
             for cid in content:
                 offs.append(pos)
                 pos += self.vault.locate(cid).raw_length
             entry.offsets = offs
-        end = min(off + size, node.get("size", 0))
+        end = min(off + size, node.size or 0)
         out = bytearray()
         i = bisect.bisect_right(entry.offsets, off) - 1
         while off < end and 0 <= i < len(content):
@@ -167,7 +168,7 @@ class RecoveryPointFS(_base() if pyfuse3 is not None else object):  # type: igno
         return self._attr(ino)
 
     async def opendir(self, inode, ctx):
-        if self.inodes[inode].node["meta"].get("t") != "d":
+        if self.inodes[inode].node.meta.get("t") != "d":
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         return inode
 
@@ -182,7 +183,7 @@ class RecoveryPointFS(_base() if pyfuse3 is not None else object):  # type: igno
                 break
 
     async def readlink(self, inode, ctx):
-        m = self.inodes[inode].node["meta"]
+        m = self.inodes[inode].node.meta
         if "lt" not in m:
             raise pyfuse3.FUSEError(errno.EINVAL)
         return decode_name(m["lt"])
@@ -206,7 +207,7 @@ class RecoveryPointFS(_base() if pyfuse3 is not None else object):  # type: igno
         return s
 
 
-def mount(vault: Vault, snap: Dict[str, Any], mountpoint: str, *, allow_other: bool = False) -> None:
+def mount(vault: Vault, point: RecoveryPoint, mountpoint: str, *, allow_other: bool = False) -> None:
     """Serve the recovery point at mountpoint until it is unmounted (fusermount3 -u) or interrupted."""
     if pyfuse3 is None:
         _base()
@@ -214,7 +215,7 @@ def mount(vault: Vault, snap: Dict[str, Any], mountpoint: str, *, allow_other: b
         raise UsageError(f"mount point {mountpoint} is not a directory")
     if not os.path.exists("/dev/fuse"):
         raise UsageError("FUSE is not available on this machine (/dev/fuse is missing)")
-    fs = RecoveryPointFS(vault, snap)
+    fs = RecoveryPointFS(vault, point)
     options = set(pyfuse3.default_options)
     options.add("fsname=recovault")
     options.add("ro")

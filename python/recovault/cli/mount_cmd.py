@@ -16,11 +16,11 @@ def mount(c: Ctx, snapshot: str, mountpoint: str, allow_other: bool) -> None:
     """Expose a recovery point read-only at MOUNTPOINT (FUSE) until unmounted (fusermount3 -u)."""
     from ..mount import mount as do_mount
     with c.open() as v:
-        snap = v.find_snapshot(snapshot)
+        point = v.find_snapshot(snapshot)
         if not c.json:
-            click.echo(f"serving recovery point {snap['id'][:8]} at {mountpoint}; unmount with 'fusermount3 -u {mountpoint}'",
+            click.echo(f"serving recovery point {point.short_id} at {mountpoint}; unmount with 'fusermount3 -u {mountpoint}'",
                        err=True)
-        do_mount(v, snap, mountpoint, allow_other=allow_other)
+        do_mount(v, point, mountpoint, allow_other=allow_other)
 
 
 command = mount
