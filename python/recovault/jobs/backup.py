@@ -409,34 +409,38 @@ class BackupJob:
         add = self.vault.add_sealed
         stats = self.stats
         for batch in run:
-            for kind, src, offset, length, cid, payload in batch:
-                if kind == core.CHUNK:
-                    contents[src].append(cid.hex())
-                    if payload is not None:
-                        add(fmt.BLOB_DATA, cid, payload, length)
+            for ev in batch:  # core.PipelineEvent
+                if ev.kind == core.CHUNK:
+                    contents[ev.source].append(ev.id.hex())
+                    if ev.payload is not None:
+                        add(fmt.BLOB_DATA, ev.id, ev.payload, ev.length)
                         stats.chunks_new += 1
-                        stats.bytes_added += len(payload)
-                elif kind == core.END:
-                    f = files[src]
-                    if f.fd is not None:
-                        os.close(f.fd)
-                        f.fd = None
-                    if payload is None and offset & core.END_CHANGED:  # torn: left out like an unreadable file
-                        payload = "changed while reading"
-                    if payload is not None:
-                        self._error(f.path, payload)
-                        f.content = None
-                    else:
-                        f.content = contents[src]
-                        if length != f.size:  # the file changed while we read it: record what we read
-                            f.node.size = f.size = length
-                    contents[src] = []
-                    stats.bytes_read += length
-                    self.progress("file", {"path": f.path, "bytes": length})
-                    d = f.dir
-                    if d is not None:
-                        f.dir = None
-                        self._tree.file_done(d)
+                        stats.bytes_added += len(ev.payload)
+                elif ev.kind == core.END:
+                    self._file_read(files[ev.source], ev, contents)
+
+    def _file_read(self, f: FileItem, ev: "core.PipelineEvent", contents: List[List[str]]) -> None:
+        """A file's END event: record its content, or the error that leaves it out."""
+        if f.fd is not None:
+            os.close(f.fd)
+            f.fd = None
+        error = ev.payload
+        if error is None and ev.offset & core.END_CHANGED:  # torn: left out like an unreadable file
+            error = "changed while reading"
+        if error is not None:
+            self._error(f.path, error)
+            f.content = None
+        else:
+            f.content = contents[ev.source]
+            if ev.length != f.size:  # the file changed while we read it: record what we read
+                f.node.size = f.size = ev.length
+        contents[ev.source] = []
+        self.stats.bytes_read += ev.length
+        self.progress("file", {"path": f.path, "bytes": ev.length})
+        d = f.dir
+        if d is not None:
+            f.dir = None
+            self._tree.file_done(d)
 
 
 class _BatchReader:
