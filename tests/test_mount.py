@@ -460,3 +460,32 @@ def test_blob_cache_is_bounded_in_bytes():
     assert list(cache.data) == [key(301), key(400)] and cache.bytes == 701
     cache.get(key(5000))  # larger than the whole budget: kept alone
     assert list(cache.data) == [key(5000)] and cache.bytes == 5000
+
+
+# ---- failures while serving ------------------------------------------------------------------------------
+def test_a_failing_call_is_an_eio_reported_through_on_event_never_printed(capfd):
+    """A damaged tree fails each call that needs it with EIO (the second too: a failed listing must not
+    leave the directory looking empty) and is reported through on_event ("error"); the library prints
+    nothing (the CLI shows the events as warnings)."""
+    import trio
+
+    from recovault.errors import CorruptData
+    from recovault.mount import RecoveryPointFS
+    from recovault.vault.records import RecoveryPoint
+
+    class DamagedVault:
+        def load_nodes(self, tree_id: bytes):
+            raise CorruptData(f"tree {tree_id.hex()[:16]} does not parse")
+
+    events: List = []
+    point = RecoveryPoint(time="2026-11-26T00:00:00.000000Z", host="h", paths=["/"], tree="ab" * 32, id="cd" * 32)
+    fs = RecoveryPointFS(DamagedVault(), point, on_event=lambda kind, info: events.append((kind, info)))
+    for call in (lambda: fs.lookup(pyfuse3.ROOT_INODE, b"etc"), lambda: fs.readdir(pyfuse3.ROOT_INODE, 0, None)):
+        with pytest.raises(pyfuse3.FUSEError) as err:
+            trio.run(call)
+        assert err.value.errno == errno.EIO
+    assert [k for k, _ in events] == ["error", "error"]
+    assert all("tree abababababababab does not parse" in i["message"] for _, i in events)
+    assert events[0][1]["message"].startswith("mount: lookup in inode 1")
+    out = capfd.readouterr()
+    assert out.out == "" and out.err == ""

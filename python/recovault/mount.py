@@ -3,6 +3,10 @@
 Files read their chunks on demand; disk images read their blocks through the block map, so a user can
 loop-mount the file system inside a backed-up disk image and copy single files out without restoring the
 whole disk. Decrypted blobs are kept in a small LRU cache.
+
+A failure while serving (a damaged or missing blob) fails that one call with EIO and is reported through
+``on_event("error", {"message": ...})``; the mount goes on. The library never prints: the CLI shows the
+events as warnings.
 """
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ import bisect
 import errno
 import os
 import stat as st_mod
-import sys
 import threading
 from collections import OrderedDict
 from typing import Dict, List, Optional
@@ -18,6 +21,7 @@ from typing import Dict, List, Optional
 from .errors import UsageError
 from .fsmeta import decode_name
 from .jobs.image import ImageMap
+from .vault.blobstore import EventSink, no_events
 from .vault.records import Node, RecoveryPoint
 from .vault.repo import Vault
 
@@ -69,10 +73,6 @@ class _Inode:
         self.image: Optional[ImageMap] = None
 
 
-def _log_error(msg: str) -> None:
-    print(f"recovault mount: error: {msg}", file=sys.stderr, flush=True)
-
-
 def _base():
     if pyfuse3 is None:
         raise UsageError("mount needs pyfuse3 (pip install 'recovault[fuse]') and FUSE 3 (apt-get install fuse3)")
@@ -80,25 +80,33 @@ def _base():
 
 
 class RecoveryPointFS(_base() if pyfuse3 is not None else object):  # type: ignore[misc]
-    def __init__(self, vault: Vault, point: RecoveryPoint) -> None:
+    def __init__(self, vault: Vault, point: RecoveryPoint, on_event: EventSink = no_events) -> None:
         super().__init__()
         self.vault = vault
+        self.on_event = on_event
         self.cache = _BlobCache(vault)
         root = Node.directory(b"", None, point.tree)
         self.inodes: Dict[int, _Inode] = {pyfuse3.ROOT_INODE: _Inode(root)}
         self.next_inode = pyfuse3.ROOT_INODE + 1
 
     # ---- helpers ------------------------------------------------------------------------------
+    def _failed(self, what: str, e: Exception) -> "pyfuse3.FUSEError":
+        """Report a failure of one call (the mount goes on) and return the EIO it answers with."""
+        self.on_event("error", {"message": f"mount: {what}: {e}"})
+        return pyfuse3.FUSEError(errno.EIO)
+
     def _children(self, ino: int) -> Dict[bytes, int]:
         entry = self.inodes[ino]
         if entry.children is None:
-            entry.children = {}
-            sub = entry.node.subtree
-            if sub:
-                for n in self.vault.load_nodes(bytes.fromhex(sub)):
-                    entry.children[n.name] = self.next_inode
-                    self.inodes[self.next_inode] = _Inode(n)
-                    self.next_inode += 1
+            # loaded before anything is recorded: a tree that fails to load fails every call, and never
+            # leaves the directory looking empty
+            nodes = self.vault.load_nodes(bytes.fromhex(entry.node.subtree)) if entry.node.subtree else []
+            children = {}
+            for n in nodes:
+                children[n.name] = self.next_inode
+                self.inodes[self.next_inode] = _Inode(n)
+                self.next_inode += 1
+            entry.children = children
         return entry.children
 
     def _attr(self, ino: int) -> "pyfuse3.EntryAttributes":
@@ -161,8 +169,7 @@ class RecoveryPointFS(_base() if pyfuse3 is not None else object):  # type: igno
         try:
             ino = self._children(parent_inode).get(bytes(name))
         except Exception as e:  # noqa: BLE001
-            _log_error(f"lookup in inode {parent_inode}: {e}")
-            raise pyfuse3.FUSEError(errno.EIO) from None
+            raise self._failed(f"lookup in inode {parent_inode}", e) from None
         if ino is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return self._attr(ino)
@@ -176,8 +183,7 @@ class RecoveryPointFS(_base() if pyfuse3 is not None else object):  # type: igno
         try:
             items = sorted(self._children(fh).items())
         except Exception as e:  # noqa: BLE001
-            _log_error(f"listing inode {fh}: {e}")
-            raise pyfuse3.FUSEError(errno.EIO) from None
+            raise self._failed(f"listing inode {fh}", e) from None
         for i, (name, ino) in enumerate(items[start_id:], start_id):
             if not pyfuse3.readdir_reply(token, name, self._attr(ino), i + 1):
                 break
@@ -197,8 +203,7 @@ class RecoveryPointFS(_base() if pyfuse3 is not None else object):  # type: igno
         try:
             return await trio.to_thread.run_sync(self._read, fh, off, size)
         except Exception as e:  # noqa: BLE001 - any failure is an I/O error for this read, never the end of the mount
-            _log_error(f"read of inode {fh} at {off}: {e}")
-            raise pyfuse3.FUSEError(errno.EIO) from None
+            raise self._failed(f"read of inode {fh} at {off}", e) from None
 
     async def statfs(self, ctx):
         s = pyfuse3.StatvfsData()
@@ -207,15 +212,17 @@ class RecoveryPointFS(_base() if pyfuse3 is not None else object):  # type: igno
         return s
 
 
-def mount(vault: Vault, point: RecoveryPoint, mountpoint: str, *, allow_other: bool = False) -> None:
-    """Serve the recovery point at mountpoint until it is unmounted (fusermount3 -u) or interrupted."""
+def mount(vault: Vault, point: RecoveryPoint, mountpoint: str, *, allow_other: bool = False,
+          on_event: EventSink = no_events) -> None:
+    """Serve the recovery point at mountpoint until it is unmounted (fusermount3 -u) or interrupted.
+    `on_event(kind, info)` hears each call that failed (kind "error", info["message"])."""
     if pyfuse3 is None:
         _base()
     if not os.path.isdir(mountpoint):
         raise UsageError(f"mount point {mountpoint} is not a directory")
     if not os.path.exists("/dev/fuse"):
         raise UsageError("FUSE is not available on this machine (/dev/fuse is missing)")
-    fs = RecoveryPointFS(vault, point)
+    fs = RecoveryPointFS(vault, point, on_event)
     options = set(pyfuse3.default_options)
     options.add("fsname=recovault")
     options.add("ro")
