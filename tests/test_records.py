@@ -112,6 +112,14 @@ def test_a_point_document_without_its_tree_is_corrupt():
         RecoveryPoint.from_json({k: v for k, v in POINT_DOC.items() if k != "tree"}, "ee" * 32)
 
 
+@pytest.mark.parametrize("key,value", [("paths", "/srv"), ("tree", None), ("time", 5), ("host", ["h"]),
+                                       ("stats", []), ("errors", {})])
+def test_a_point_document_with_a_field_of_the_wrong_type_is_corrupt(key, value):
+    """One clear CorruptData when the point is loaded, not a TypeError wherever the field is used."""
+    with pytest.raises(CorruptData, match=f"recovery point eeeeeeee: {key} is not"):
+        RecoveryPoint.from_json(dict(POINT_DOC, **{key: value}), "ee" * 32)
+
+
 def test_stored_and_printed_recovery_point_documents(tmp_path):
     """The stored document has exactly the §9 keys (what the old dict held); `snapshots --json` and
     `backup --json` print it with its id."""

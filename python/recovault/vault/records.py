@@ -55,6 +55,9 @@ class RecoveryPoint:
             rp = cls(**{k: v for k, v in doc.items() if k in known})
         except (TypeError, AttributeError):
             raise CorruptData(f"recovery point {sid[:8]} lacks a required field (time, host, paths, tree)") from None
+        for name, kind in _POINT_TYPES:
+            if not isinstance(getattr(rp, name), kind):
+                raise CorruptData(f"recovery point {sid[:8]}: {name} is not a {kind.__name__}")
         rp.extra = {k: v for k, v in doc.items() if k not in known and k != "id"}
         rp.absent = frozenset(k for k in known if k not in doc)
         rp.id = sid or doc.get("id", "")
@@ -86,6 +89,8 @@ class RecoveryPoint:
         return self.host == host and sorted(self.paths) == sorted(paths)
 
 
+#: what the rest of the code relies on, checked when a document is read
+_POINT_TYPES = (("time", str), ("host", str), ("paths", list), ("tree", str), ("stats", dict), ("errors", list))
 _POINT_KEYS = tuple(f.name for f in fields(RecoveryPoint) if f.name not in ("extra", "id", "absent"))
 _POINT_DEFAULTS = {f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
                    for f in fields(RecoveryPoint) if f.name in _POINT_KEYS
