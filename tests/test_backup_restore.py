@@ -546,7 +546,8 @@ def test_tree_deeper_than_path_max(tmp_path):
         assert snap.stats["files_new"] == 2 and snap.stats["dirs"] == 27
 
         def content(name: bytes) -> bytes:
-            return b"".join(v.read_blob(bytes.fromhex(c)) for c in node_at(v, snap, os.path.join(deepest, name)).content)
+            node = node_at(v, snap, os.path.join(deepest, name))
+            return b"".join(v.read_blob(bytes.fromhex(c)) for c in node.content)
 
         assert content(b"big.bin") == rand_bytes(random.Random(8), 300_000)
         assert content(b"small.txt") == b"deep, small\n"

@@ -42,7 +42,8 @@ def restore(c: Ctx, snapshot: str, paths: Tuple[str, ...], target: Optional[str]
         point = v.find_snapshot(snapshot)
         from ..restore import RestoreJob
         # RestoreJob still reads the recovery point as its JSON document (docs/architecture.md, Records)
-        res = RestoreJob(v, point.to_json(), target, list(paths), verify=verify, workers=workers or 2, progress=prog).run()
+        res = RestoreJob(v, point.to_json(), target, list(paths), verify=verify, workers=workers or 2,
+                         progress=prog).run()
     st = res["stats"]
     if res["warnings"] and not c.json:
         click.echo(f"recovault: {len(res['warnings'])} warning(s): metadata not restored as recorded (above)",

@@ -10,7 +10,7 @@ is reused from the base recovery point without being decoded further."""
 from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Dict, FrozenSet, List, Optional
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from ..errors import CorruptData
 from ..fsmeta import decode_name, encode_name
@@ -45,7 +45,7 @@ class RecoveryPoint:
     id: str = ""
     extra: Dict[str, Any] = field(default_factory=dict)
     #: known keys the document did not have: not written back while they keep their default
-    absent: FrozenSet[str] = field(default=frozenset(), repr=False, compare=False)
+    absent: FrozenSet[str] = field(default=frozenset(), init=False, repr=False, compare=False)
 
     @classmethod
     def from_json(cls, doc: Dict[str, Any], sid: str = "") -> "RecoveryPoint":
@@ -80,7 +80,7 @@ class RecoveryPoint:
         return self.id[:8]
 
     @property
-    def sort_key(self):
+    def sort_key(self) -> Tuple[str, str]:
         """Recovery points are ordered by time, then id (§9: the times sort as strings)."""
         return (self.time, self.id)
 
@@ -117,7 +117,8 @@ class Node:
         meta). Per node of every base tree a backup compares with: kept to a few attribute reads."""
         get = doc.get
         name = doc["name"]
-        raw = name.encode("utf-8", "surrogateescape") if type(name) is str else decode_name(name)  # decode_name's str case, inlined
+        # decode_name, with its str case inlined (the common one)
+        raw = name.encode("utf-8", "surrogateescape") if type(name) is str else decode_name(name)
         node = cls(raw, doc["meta"], get("size"), get("content"), get("subtree"), get("image"), {})
         if len(doc) != 2 + (node.size is not None) + (node.content is not None) + (node.subtree is not None) \
                 + (node.image is not None):

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from .. import core, timefmt
-from ..paths import split_path
 from ..errors import CorruptData, ObjectMissing, UsageError, VaultExists, VaultNotFound
+from ..paths import split_path
 from ..storage import Storage
 from . import envelope
 from . import format as fmt
