@@ -6,11 +6,13 @@ Corpora (built under --work, default /var/tmp/recovault-peers):
   big    one multi-GB file (a tar of real system files, repeated to --big-gb)
   image  an ext4 image built with mke2fs -d from a real tree, then changed in place (clustered and
          scattered writes) between backups
+  small  200,000 small files (400 directories of 500 random files of 10-2,000 bytes): per-file costs,
+         and restore memory (it must follow the tree's depth, not its file count)
 For each corpus and tool: initial backup, unchanged re-run, re-run after changes, restore, vault size and
 peak memory (max RSS of the tool's process). Ratios are what matter: the machine is noisy, so all tools
 run in the same session on the same warm page cache.
 
-Usage:  .venv/bin/python bench/peers.py [--corpora tree,big,image] [--big-gb 2] [--image-gb 2] [--json out.json]
+Usage:  .venv/bin/python bench/peers.py [--corpora tree,big,image,small] [--big-gb 2] [--image-gb 2] [--json out.json]
 Needs: restic and borgbackup (apt-get install restic borgbackup), e2fsprogs (mke2fs).
 """
 from __future__ import annotations
@@ -141,6 +143,23 @@ def change_tree(src: Path, rng: random.Random) -> None:
     (src / "new-file.bin").write_bytes(os.urandom(4 << 20))
 
 
+def make_small(work: Path, dirs: int = 400, per_dir: int = 500) -> Path:
+    src = work / "small"
+    if not src.exists():
+        rng = random.Random(1)
+        for d in range(dirs):
+            sub = src / f"d{d:03d}"
+            sub.mkdir(parents=True)
+            for f in range(per_dir):
+                (sub / f"f{f:03d}.txt").write_bytes(rng.randbytes(rng.randint(10, 2000)))
+    return src
+
+
+def change_small(src: Path, rng: random.Random) -> None:
+    for d in rng.sample(sorted(src.iterdir()), 20):
+        (d / "changed.txt").write_bytes(rng.randbytes(1000))
+
+
 def make_big(work: Path, gb: float) -> Path:
     src = work / "big"
     target = int(gb * (1 << 30))
@@ -231,6 +250,7 @@ def ratios(res):
         out["restore_vs_restic_x"] = rs["restore_s"] / rv["restore_s"]
         out["vault_size_vs_restic"] = rv["vault_mb"] / rs["vault_mb"]
         out["peak_rss_vs_restic"] = rv["initial_rss_mib"] / rs["initial_rss_mib"]
+        out["restore_rss_vs_restic"] = rv["restore_rss_mib"] / rs["restore_rss_mib"]
     if bg:
         out["initial_vs_borg_x"] = bg["initial_s"] / rv["initial_s"]
     return out
@@ -240,12 +260,13 @@ def table(all_res) -> str:
     lines = []
     for res in all_res:
         lines.append(f"\n### {res['corpus']} ({res['data_mb']:.0f} MB)\n")
-        lines.append("| tool | initial s (MB/s) | unchanged s | after changes s (+MB) | restore s | vault MB | peak RSS MiB | restore ok |")
+        lines.append("| tool | initial s (MB/s) | unchanged s | after changes s (+MB) | restore s | vault MB | "
+                     "peak RSS MiB backup / restore | restore ok |")
         lines.append("|---|---|---|---|---|---|---|---|")
         for name, r in res["results"].items():
             lines.append(f"| {name} | {r['initial_s']:.2f} ({r['initial_mb_s']:.0f}) | {r['unchanged_s']:.2f} | "
                          f"{r['changed_s']:.2f} (+{r['changed_added_mb']:.1f}) | {r['restore_s']:.2f} | "
-                         f"{r['vault_mb']:.0f} | {r['initial_rss_mib']:.0f} | {r['restore_ok']} |")
+                         f"{r['vault_mb']:.0f} | {r['initial_rss_mib']:.0f} / {r['restore_rss_mib']:.0f} | {r['restore_ok']} |")
         lines.append("\nratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios(res).items()))
     return "\n".join(lines)
 
@@ -278,6 +299,8 @@ def main():
             src = make_image(work, a.image_gb)
             res = bench_corpus(f"image: {a.image_gb:g} GB ext4 image (mke2fs -d)", src, work, tools,
                                lambda s, rng: change_file(s / "disk.img", rng, 16 << 20, 200), image=True)
+        elif c == "small":
+            res = bench_corpus("small: 200,000 small files", make_small(work), work, tools, change_small)
         else:
             sys.exit(f"unknown corpus {c}")
         all_res.append(res)

@@ -17,11 +17,12 @@ import pytest
 
 from recovault import api
 from recovault.errors import NotFound, UsageError
-from recovault.fsmeta import decode_name
 from recovault.jobs.backup import BackupJob
 from recovault.jobs.walk import CACHEDIR_SIGNATURE
+from recovault.paths import split_path
 from recovault.vault import format as fmt
 from recovault.vault.keys import KdfParams
+from recovault.vault.records import Node
 from recovault.vault.repo import Settings
 
 from e2e_tree import (
@@ -59,17 +60,17 @@ def open_vault(location, cache_dir):
     return api.open_vault(str(location), PASSPHRASE, cache_dir=str(cache_dir))
 
 
-def node_at(vault, snap, path) -> Dict:
+def node_at(vault, snap, path) -> Node:
     """The tree node of absolute `path` in recovery point `snap`."""
-    tree = vault.load_tree(bytes.fromhex(snap["tree"]))
-    parts = [p for p in b(path).split(b"/") if p]
+    nodes = vault.load_nodes(bytes.fromhex(snap.tree))
+    parts = split_path(path)
     node = None
     for i, part in enumerate(parts):
-        node = {decode_name(n["name"]): n for n in tree["nodes"]}.get(part)
+        node = {n.name: n for n in nodes}.get(part)
         if node is None:
             raise KeyError(path)
         if i < len(parts) - 1:
-            tree = vault.load_tree(bytes.fromhex(node["subtree"]))
+            nodes = vault.load_nodes(bytes.fromhex(node.subtree))
     return node
 
 
@@ -78,13 +79,13 @@ def snapshot_paths(vault, snap, root) -> List[bytes]:
     out: List[bytes] = []
 
     def walk(tree_id, prefix):
-        for n in vault.load_tree(bytes.fromhex(tree_id))["nodes"]:
-            p = prefix + (b"/" if prefix else b"") + decode_name(n["name"])
+        for n in vault.load_nodes(bytes.fromhex(tree_id)):
+            p = prefix + (b"/" if prefix else b"") + n.name
             out.append(p)
-            if "subtree" in n:
-                walk(n["subtree"], p)
+            if n.subtree is not None:
+                walk(n.subtree, p)
 
-    walk(node_at(vault, snap, root)["subtree"], b"")
+    walk(node_at(vault, snap, root).subtree, b"")
     return sorted(out)
 
 
@@ -110,10 +111,10 @@ def test_round_trip_real_tree(backed_up, tmp_path):
     ns = backed_up
     snap = ns.snap
     src = ns.src
-    assert snap["mode"] == "full"  # the first backup of a path set is a full one
-    assert snap["parent"] is None
-    assert snap["complete"] is True and snap["errors"] == []
-    st = snap["stats"]
+    assert snap.mode == "full"  # the first backup of a path set is a full one
+    assert snap.parent is None
+    assert snap.complete is True and snap.errors == []
+    st = snap.stats
     assert st["errors"] == 0
     assert st["files_new"] == regular_inodes(src)
     assert st["files_changed"] == 0 and st["files_unmodified"] == 0
@@ -127,11 +128,11 @@ def test_round_trip_real_tree(backed_up, tmp_path):
         # small packs: the data spans many packs; big files span many chunks
         assert len(list(v.storage.list(fmt.DATA))) > 3
         big = node_at(v, snap, os.path.join(src, b"rand/r15-5242880.bin"))
-        assert len(big["content"]) > 5 and big["size"] == 5 << 20
-        assert node_at(v, snap, os.path.join(src, b"dup/one.bin"))["content"] == \
-            node_at(v, snap, os.path.join(src, b"dup/two.bin"))["content"]
-        assert node_at(v, snap, os.path.join(src, b"empty.txt"))["content"] == []
-        res = api.restore(v, snap["id"], str(tmp_path / "out"), verify=True)
+        assert len(big.content) > 5 and big.size == 5 << 20
+        assert node_at(v, snap, os.path.join(src, b"dup/one.bin")).content == \
+            node_at(v, snap, os.path.join(src, b"dup/two.bin")).content
+        assert node_at(v, snap, os.path.join(src, b"empty.txt")).content == []
+        res = api.restore(v, snap.id, str(tmp_path / "out"), verify=True)
     assert res["errors"] == []
     regular_paths = [p for _r, p in entries(src) if stat.S_ISREG(os.lstat(p).st_mode)]
     assert res["stats"]["files"] == len(regular_paths)
@@ -172,7 +173,7 @@ def test_restore_on_another_host(backed_up, tmp_path):
     fresh = tmp_path / "other-host-cache"
     with open_vault(ns.vault, fresh) as v:
         assert len(v.locations) > 0
-        res = api.restore(v, ns.snap["id"][:12], str(tmp_path / "out"))
+        res = api.restore(v, ns.snap.id[:12], str(tmp_path / "out"))
     assert res["errors"] == []
     assert_same(ns.expected, restored_root(tmp_path / "out", ns.src))
     assert os.listdir(fresh)  # the cache was filled from the vault
@@ -185,7 +186,7 @@ def test_restore_single_files_and_folders(backed_up, tmp_path):
              os.path.join(src, b"sym/relative"), os.path.join(src, b"sparse")]
     target = tmp_path / "out"
     with open_vault(ns.vault, ns.cache) as v:
-        res = api.restore(v, ns.snap["id"][:8], str(target), [os.fsdecode(p) for p in picks])
+        res = api.restore(v, ns.snap.id[:8], str(target), [os.fsdecode(p) for p in picks])
     assert res["errors"] == []
     out = restored_root(target, src)
     got = sorted(rel for rel, _p in entries(out) if rel)
@@ -228,7 +229,7 @@ def test_restore_unknown_path_or_point(backed_up, tmp_path):
         with pytest.raises(NotFound, match="not in recovery point"):
             api.restore(v, "latest", str(tmp_path / "out"), ["/definitely/not/backed/up"])
         with pytest.raises(NotFound):
-            api.restore(v, "ffffffffffff" if not ns.snap["id"].startswith("f") else "000000000000",
+            api.restore(v, "ffffffffffff" if not ns.snap.id.startswith("f") else "000000000000",
                         str(tmp_path / "out"))
 
 
@@ -251,7 +252,7 @@ def test_incremental_differential_full(tmp_path):
     with new_vault(tmp_path) as v:
         s1 = api.backup(v, [os.fsdecode(src)])
     state1 = state(src)
-    assert s1["mode"] == "full"
+    assert s1.mode == "full"
 
     # --- edits, adds, deletes, renames
     with open(P(b"text/t04.txt"), "ab") as f:
@@ -270,8 +271,8 @@ def test_incremental_differential_full(tmp_path):
 
     with open_vault(tmp_path / "vault", cache) as v:
         s2 = api.backup(v, [os.fsdecode(src)])
-    assert s2["mode"] == "incremental" and s2["parent"] == s1["id"] and s2["base_full"] == s1["id"]
-    st = s2["stats"]
+    assert s2.mode == "incremental" and s2.parent == s1.id and s2.base_full == s1.id
+    st = s2.stats
     assert st["files_changed"] == 3  # t04, r05, private
     assert st["files_new"] == 4  # added, t05-renamed, dup-renamed/*
     assert st["files_unmodified"] == regular_inodes(src) - len(read_a)
@@ -287,9 +288,9 @@ def test_incremental_differential_full(tmp_path):
     state3 = state(src)
     with open_vault(tmp_path / "vault", cache) as v:
         s3 = api.backup(v, [os.fsdecode(src)], mode="differential")
-    assert s3["mode"] == "differential"
-    assert s3["parent"] == s1["id"] and s3["base_full"] == s1["id"]
-    st = s3["stats"]
+    assert s3.mode == "differential"
+    assert s3.parent == s1.id and s3.base_full == s1.id
+    st = s3.stats
     changed_since_full = read_a + read_b
     assert st["bytes_read"] == sum(file_size(P(r)) for r in changed_since_full)
     assert st["files_unmodified"] == regular_inodes(src) - len(changed_since_full)
@@ -299,15 +300,15 @@ def test_incremental_differential_full(tmp_path):
     # --- nothing changed: an incremental reads nothing and adds nothing
     with open_vault(tmp_path / "vault", cache) as v:
         s4 = api.backup(v, [os.fsdecode(src)])
-    assert s4["mode"] == "incremental" and s4["parent"] == s3["id"] and s4["base_full"] == s1["id"]
-    assert s4["stats"]["bytes_read"] == 0 and s4["stats"]["bytes_added"] == 0
-    assert s4["stats"]["files_unmodified"] == regular_inodes(src)
+    assert s4.mode == "incremental" and s4.parent == s3.id and s4.base_full == s1.id
+    assert s4.stats["bytes_read"] == 0 and s4.stats["bytes_added"] == 0
+    assert s4.stats["files_unmodified"] == regular_inodes(src)
 
     # --- full: everything is read again, (almost) nothing is added
     with open_vault(tmp_path / "vault", cache) as v:
         s5 = api.backup(v, [os.fsdecode(src)], mode="full")
-    assert s5["mode"] == "full" and s5["parent"] is None and s5["base_full"] is None
-    st = s5["stats"]
+    assert s5.mode == "full" and s5.parent is None and s5.base_full is None
+    st = s5.stats
     assert st["bytes_read"] == unique_file_bytes(src)
     assert st["files_new"] + st["files_changed"] == regular_inodes(src)
     assert st["chunks_new"] == 0 and st["bytes_added"] == 0
@@ -316,22 +317,22 @@ def test_incremental_differential_full(tmp_path):
     write(P(b"new/c.bin"), b"c" * 1000)
     with open_vault(tmp_path / "vault", cache) as v:
         s6 = api.backup(v, [os.fsdecode(src)], mode="differential")
-    assert s6["parent"] == s5["id"] and s6["base_full"] == s5["id"]
-    assert s6["stats"]["bytes_read"] == 1000
+    assert s6.parent == s5.id and s6.base_full == s5.id
+    assert s6.stats["bytes_read"] == 1000
     state6 = state(src)
 
     # --- every recovery point restores on its own, to its own state
     with open_vault(tmp_path / "vault", tmp_path / "cache2") as v:
-        ids = [s["id"] for s in api.snapshots(v)]
-        assert ids == [s1["id"], s2["id"], s3["id"], s4["id"], s5["id"], s6["id"]]
+        ids = [s.id for s in api.snapshots(v)]
+        assert ids == [s1.id, s2.id, s3.id, s4.id, s5.id, s6.id]
         for snap, expected in ((s1, state1), (s2, state2), (s3, state3), (s6, state6)):
-            target = tmp_path / ("out-" + snap["id"][:8])
-            res = api.restore(v, snap["id"][:10], str(target))
+            target = tmp_path / ("out-" + snap.id[:8])
+            res = api.restore(v, snap.id[:10], str(target))
             assert res["errors"] == []
             assert_same(expected, restored_root(target, src))
         with pytest.raises(UsageError, match="matches 6 recovery points"):
             v.find_snapshot("")
-        assert v.find_snapshot("latest")["id"] == s6["id"]
+        assert v.find_snapshot("latest").id == s6.id
 
 
 def test_unchanged_but_touched_file_is_reread(tmp_path):
@@ -343,7 +344,7 @@ def test_unchanged_but_touched_file_is_reread(tmp_path):
         st = os.lstat(f)
         edit(f, b"B" * 5000, mtime_bump_s=2)
         s2 = api.backup(v, [str(src)])
-        assert s2["stats"]["files_changed"] == 1 and s2["stats"]["bytes_read"] == 5000
+        assert s2.stats["files_changed"] == 1 and s2.stats["bytes_read"] == 5000
         api.restore(v, "latest", str(tmp_path / "out"))
     assert open(restored_root(tmp_path / "out", f), "rb").read() == b"B" * 5000
     assert os.lstat(restored_root(tmp_path / "out", f)).st_mtime_ns == st.st_mtime_ns + 2 * 10**9
@@ -356,7 +357,7 @@ def test_several_roots_and_a_single_file_root(tmp_path):
     write(two / "y/z.txt", b"z")
     with new_vault(tmp_path) as v:
         snap = api.backup(v, [os.fsdecode(one), str(two)])
-        assert snap["paths"] == sorted([os.fsdecode(one), str(two)])
+        assert snap.paths == sorted([os.fsdecode(one), str(two)])
         with pytest.raises(UsageError, match="no such file"):
             api.backup(v, [str(tmp_path / "missing")])
         api.restore(v, "latest", str(tmp_path / "out"))
@@ -387,7 +388,7 @@ def test_excludes(tmp_path):
                           b"cache", b"cache/CACHEDIR.TAG", b"fakecache", b"fakecache/CACHEDIR.TAG",
                           b"fakecache/data.bin"])
     assert sorted(rel for rel, _ in entries(restored_root(tmp_path / "out", src)) if rel) == got
-    assert snap["excludes"] == ["*.tmp", "build/", "/top-only", "!important.tmp"]
+    assert snap.excludes == ["*.tmp", "build/", "/top-only", "!important.tmp"]
 
 
 def test_exclude_file_missing_is_a_usage_error(tmp_path):
@@ -422,17 +423,17 @@ def test_unreadable_file_is_reported_and_left_out(tmp_path, monkeypatch):
         vanish_during_backup(monkeypatch, victim)
         snap = api.backup(v, [str(src)])
         monkeypatch.undo()
-        assert snap["complete"] is False
-        assert snap["stats"]["errors"] == 1
-        assert [e["path"] for e in snap["errors"]] == [os.fsdecode(victim)]
-        assert snap["errors"][0]["error"]
-        assert api.snapshots(v)[-1]["errors"] == snap["errors"]  # stored in the recovery point
+        assert snap.complete is False
+        assert snap.stats["errors"] == 1
+        assert [e["path"] for e in snap.errors] == [os.fsdecode(victim)]
+        assert snap.errors[0]["error"]
+        assert api.snapshots(v)[-1].errors == snap.errors  # stored in the recovery point
         assert snapshot_paths(v, snap, src) == [b"ok.txt", b"sub", b"sub/other.txt"]
         res = api.restore(v, "latest", str(tmp_path / "out"))
         assert res["errors"] == []
         # the next backup is complete again and does not list the file
         s2 = api.backup(v, [str(src)])
-        assert s2["complete"] is True and s2["errors"] == []
+        assert s2.complete is True and s2.errors == []
     out = restored_root(tmp_path / "out", src)
     assert open(os.path.join(out, b"ok.txt"), "rb").read() == b"fine"
     assert not os.path.lexists(os.path.join(out, b"sub/victim.txt"))
@@ -462,11 +463,11 @@ def test_a_file_changed_while_read_is_an_error_and_left_out(tmp_path, monkeypatc
         monkeypatch.setattr(BackupJob, "_pipeline", with_hook)
         snap = api.backup(v, [str(src)])
         monkeypatch.undo()
-        assert snap["complete"] is False
-        assert snap["errors"] == [{"path": os.fsdecode(victim), "error": "changed while reading"}]
+        assert snap.complete is False
+        assert snap.errors == [{"path": os.fsdecode(victim), "error": "changed while reading"}]
         assert snapshot_paths(v, snap, src) == [b"ok.txt"]
         s2 = api.backup(v, [str(src)])
-        assert s2["complete"] is True
+        assert s2.complete is True
         api.restore(v, "latest", str(tmp_path / "out"))
     out = restored_root(tmp_path / "out", src)
     assert open(os.path.join(out, b"log.bin"), "rb").read() == open(victim, "rb").read()
@@ -479,8 +480,8 @@ def test_unreadable_file_permission_denied(tmp_path):
     locked = write(src / "locked.txt", b"secret", 0o000)
     with new_vault(tmp_path) as v:
         snap = api.backup(v, [str(src)])
-    assert [e["path"] for e in snap["errors"]] == [os.fsdecode(locked)]
-    assert "ermission" in snap["errors"][0]["error"]
+    assert [e["path"] for e in snap.errors] == [os.fsdecode(locked)]
+    assert "ermission" in snap.errors[0]["error"]
 
 
 def test_path_under_a_symlinked_directory(tmp_path):
@@ -491,7 +492,7 @@ def test_path_under_a_symlinked_directory(tmp_path):
     src = tmp_path / "link" / "data"
     with new_vault(tmp_path) as v:
         snap = api.backup(v, [str(src)])
-        assert node_at(v, snap, tmp_path / "link")["meta"]["t"] == "d"
+        assert node_at(v, snap, tmp_path / "link").meta["t"] == "d"
         res = api.restore(v, "latest", str(tmp_path / "out"))
         assert res["errors"] == [] and res["stats"]["files"] == 1
         api.restore(v, "latest", str(tmp_path / "out2"), [str(src / "f.txt")])
@@ -541,18 +542,19 @@ def test_tree_deeper_than_path_max(tmp_path):
     assert len(deepest) > 5000
     with new_vault(tmp_path) as v:
         snap = api.backup(v, [str(src)])
-        assert snap["errors"] == []
-        assert snap["stats"]["files_new"] == 2 and snap["stats"]["dirs"] == 27
+        assert snap.errors == []
+        assert snap.stats["files_new"] == 2 and snap.stats["dirs"] == 27
 
         def content(name: bytes) -> bytes:
-            return b"".join(v.read_blob(bytes.fromhex(c)) for c in node_at(v, snap, os.path.join(deepest, name))["content"])
+            node = node_at(v, snap, os.path.join(deepest, name))
+            return b"".join(v.read_blob(bytes.fromhex(c)) for c in node.content)
 
         assert content(b"big.bin") == rand_bytes(random.Random(8), 300_000)
         assert content(b"small.txt") == b"deep, small\n"
-        small = node_at(v, snap, os.path.join(deepest, b"small.txt"))["meta"]
+        small = node_at(v, snap, os.path.join(deepest, b"small.txt")).meta
         assert small["m"] == 0o640 and (not has_xattr or small["x"] == {"user.deep": "ZmFyIGRvd24="})
-        assert node_at(v, snap, os.path.join(deepest, b"link"))["meta"]["lt"] == "big.bin"
-        assert node_at(v, snap, os.path.join(deepest, b"empty"))["meta"]["t"] == "d"
+        assert node_at(v, snap, os.path.join(deepest, b"link")).meta["lt"] == "big.bin"
+        assert node_at(v, snap, os.path.join(deepest, b"empty")).meta["t"] == "d"
 
 
 def fd_state(root) -> Dict[bytes, Tuple]:
@@ -619,11 +621,11 @@ def test_restore_never_writes_through_what_is_in_the_target(tmp_path):
         write(src / "a", b"the file a\n")
         write(src / "b", b"the file b\n")
         s2 = api.backup(v, [str(src)])
-        api.restore(v, s1["id"], str(tmp_path / "out"))
+        api.restore(v, s1.id, str(tmp_path / "out"))
         out = restored_root(tmp_path / "out", src)
         assert os.readlink(os.path.join(out, b"a")) == outside
         os.link(outside2, os.path.join(out, b"b"))
-        res = api.restore(v, s2["id"], str(tmp_path / "out"))
+        res = api.restore(v, s2.id, str(tmp_path / "out"))
     assert res["errors"] == []
     assert open(outside, "rb").read() == b"precious\n"
     assert open(outside2, "rb").read() == b"hard-linked\n" and os.lstat(outside2).st_nlink == 1
@@ -642,8 +644,8 @@ def test_nested_and_sibling_roots_restore_completely(tmp_path):
         snap = api.backup(v, roots)
         for _ in range(2):  # unchanged incrementals reuse the same trees
             again = api.backup(v, roots)
-            assert again["tree"] == snap["tree"]
-        api.restore(v, snap["id"], str(tmp_path / "out"))  # (after: it changes the ancestors' times)
+            assert again.tree == snap.tree
+        api.restore(v, snap.id, str(tmp_path / "out"))  # (after: it changes the ancestors' times)
     out = tmp_path / "out" / str(src).lstrip("/")
     for rel in ("a/one.txt", "a/b/two.txt", "a/b/c/three.txt", "d/four.txt", "e/f/five.txt"):
         assert (out / rel).read_bytes() == (src / rel).read_bytes()
@@ -658,18 +660,18 @@ def test_a_damaged_recovery_point_does_not_stop_backups_or_other_restores(tmp_pa
         one = api.backup(v, [str(src)])
         write(src / "a.txt", b"version two")
         two = api.backup(v, [str(src)])
-        path = tmp_path / "vault" / "snapshots" / two["id"]
+        path = tmp_path / "vault" / "snapshots" / two.id
         data = bytearray(path.read_bytes())
         data[40] ^= 1
         path.write_bytes(bytes(data))
-        with pytest.raises(CorruptData, match=two["id"][:8]):
+        with pytest.raises(CorruptData, match=two.id[:8]):
             v.snapshots()  # strict listing names it
         three = api.backup(v, [str(src)])  # the damaged point is skipped, the backup completes
-        assert three["id"] not in (one["id"], two["id"])
-        with pytest.raises(CorruptData, match=two["id"][:8]):
+        assert three.id not in (one.id, two.id)
+        with pytest.raises(CorruptData, match=two.id[:8]):
             api.restore(v, "latest", str(tmp_path / "r0"))  # never an older point passed off as latest
-        api.restore(v, one["id"][:10], str(tmp_path / "r1"))
-        api.restore(v, three["id"], str(tmp_path / "r3"))
+        api.restore(v, one.id[:10], str(tmp_path / "r1"))
+        api.restore(v, three.id, str(tmp_path / "r3"))
     assert (tmp_path / "r1" / str(src).lstrip("/") / "a.txt").read_bytes() == b"version one"
     assert (tmp_path / "r3" / str(src).lstrip("/") / "a.txt").read_bytes() == b"version two"
 
@@ -711,7 +713,7 @@ def test_a_stream_stored_inside_a_backed_up_directory_keeps_that_directory(tmp_p
     name = str(src / "sub" / "dump.sql").lstrip("/")
     with new_vault(tmp_path) as v, open(stream, "rb") as f:
         snap = api.backup(v, [str(src)], stdin_name=name, stdin_fd=f.fileno())
-        api.restore(v, snap["id"], str(tmp_path / "out"))
+        api.restore(v, snap.id, str(tmp_path / "out"))
     out = tmp_path / "out" / str(src).lstrip("/")
     assert (out / "keep.txt").read_bytes() == b"keep me"
     assert (out / "sub" / "dump.sql").read_bytes() == stream.read_bytes()
@@ -747,7 +749,7 @@ def test_big_files_engine_and_python_segments_restore_the_same(tmp_path, monkeyp
     with new_vault(tmp_path) as v:
         snap = api.backup(v, [os.fsdecode(src)])
         for name in files:
-            assert len(node_at(v, snap, os.path.join(b(src), name.encode()))["content"]) > 4, name
+            assert len(node_at(v, snap, os.path.join(b(src), name.encode())).content) > 4, name
         for engine in (True, False):
             runs = []
             with monkeypatch.context() as mp:
@@ -755,7 +757,7 @@ def test_big_files_engine_and_python_segments_restore_the_same(tmp_path, monkeyp
                 mp.setattr(BlobWriter, "run", lambda self, *a, **kw: runs.append(1) or real_run(self, *a, **kw))
                 if not engine:
                     mp.setattr(v.storage, "local_path", lambda name: None)
-                res = api.restore(v, snap["id"], str(tmp_path / f"out-{engine}"), verify=True)
+                res = api.restore(v, snap.id, str(tmp_path / f"out-{engine}"), verify=True)
             assert res["errors"] == [] and res["stats"]["verified"] == len(files)
             assert len(runs) == (len(files) if engine else 0)
             outs[engine] = restored_root(tmp_path / f"out-{engine}", src)
@@ -785,7 +787,7 @@ def test_corrupt_chunk_of_a_big_file_is_named_and_the_rest_restored(tmp_path):
     with new_vault(tmp_path) as v:
         snap = api.backup(v, [os.fsdecode(src)])
         node = node_at(v, snap, os.path.join(b(src), b"random.bin"))
-        cid = bytes.fromhex(node["content"][3])
+        cid = bytes.fromhex(node.content[3])
         loc = v.locate(cid)
         name = v.pack_name(loc.pack)
     pack = Path(tmp_path, "vault", *name.split("/"))
@@ -794,7 +796,7 @@ def test_corrupt_chunk_of_a_big_file_is_named_and_the_rest_restored(tmp_path):
     raw[loc.offset + 100] ^= 0x10
     pack.write_bytes(bytes(raw))
     with open_vault(tmp_path / "vault", tmp_path / "cache") as v:
-        res = api.restore(v, snap["id"], str(tmp_path / "out"))
+        res = api.restore(v, snap.id, str(tmp_path / "out"))
     assert res["data_errors"] == 1 and len(res["errors"]) == 1, res["errors"]
     err = res["errors"][0]
     assert err["path"].endswith("random.bin")
@@ -812,7 +814,7 @@ def test_a_full_target_stops_a_big_file_restore_with_one_clear_error(tmp_path, s
     write(src / "big.bin", os.urandom(3 << 20))
     with new_vault(tmp_path) as v:
         snap = api.backup(v, [str(src)])
-        assert len(node_at(v, snap, os.path.join(b(src), b"big.bin"))["content"]) > 4
+        assert len(node_at(v, snap, os.path.join(b(src), b"big.bin")).content) > 4
         with pytest.raises(StorageError, match="no space left on the restore target") as ei:
             api.restore(v, "latest", str(small_tmpfs))
         assert isinstance(ei.value, TargetFull)

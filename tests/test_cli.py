@@ -374,12 +374,8 @@ def corrupt_base(tmp_path_factory):
     vault = api_vault(base / "vault")
     with api.open_vault(vault, PASSPHRASE, cache_dir=os.fspath(base / "cache")) as v:
         snap = api.backup(v, [os.fspath(src)])
-        big = v.load_tree(bytes.fromhex(snap["tree"]))
-        for part in b(src).split(b"/")[1:]:
-            node = {n["name"]: n for n in big["nodes"]}[os.fsdecode(part)]
-            big = v.load_tree(bytes.fromhex(node["subtree"]))
-        big_node = {n["name"]: n for n in big["nodes"]}["big.bin"]
-        loc = v.locate(bytes.fromhex(big_node["content"][0]))
+        big_node = v.find_node(snap, os.path.join(os.fspath(src), "big.bin"))
+        loc = v.locate(bytes.fromhex(big_node.content[0]))
         tree_packs = {l.pack for l in v.locations.values() if l.type == fmt.BLOB_TREE}
         data_packs = {l.pack for l in v.locations.values() if l.type == fmt.BLOB_DATA}
         assert not (tree_packs & data_packs)
@@ -434,9 +430,9 @@ def test_corrupt_snapshot(corrupt_base, tmp_path):
     vault = corrupt_copy(ns, tmp_path)
     [snapfile] = object_files(vault, "snapshots")
     flip_byte(snapfile, 40)
-    fails(cli("snapshots", "--vault", vault), 15, ns.snap["id"][:8], "corrupt")
-    fails(cli("restore", "--vault", vault, "latest", "--target", tmp_path / "out"), 15, ns.snap["id"][:8])
-    fails(cli("check", "--vault", vault), 15, ns.snap["id"][:8])
+    fails(cli("snapshots", "--vault", vault), 15, ns.snap.id[:8], "corrupt")
+    fails(cli("restore", "--vault", vault, "latest", "--target", tmp_path / "out"), 15, ns.snap.id[:8])
+    fails(cli("check", "--vault", vault), 15, ns.snap.id[:8])
 
 
 def test_corrupt_index(corrupt_base, tmp_path):
@@ -449,7 +445,7 @@ def test_corrupt_index(corrupt_base, tmp_path):
     name = fmt.name_to_id(index)
     # another host (no cache) names the damaged index, skips it and reads the packs' headers instead
     res = ok(Cli(tmp_path / "other")("snapshots", "--vault", vault))
-    assert name in res.stderr and "warning" in res.stderr and ns.snap["id"][:8] in res.stdout
+    assert name in res.stderr and "warning" in res.stderr and ns.snap.id[:8] in res.stdout
     # this host still works from its cache, but check must look at what the vault stores
     res = cli("check", "--vault", vault)
     fails(res, 15)

@@ -24,9 +24,11 @@ import recovault.jobs.image as image_mod
 from recovault import api
 from recovault.errors import CorruptData, ObjectMissing, RecovaultError, StorageError, TargetFull, UsageError
 from recovault.jobs.image import PAGE_BLOCKS, ImageMap, backup_image, restore_image
+from recovault.paths import split_path
 from recovault.vault import format as fmt
 from recovault.vault.check import Checker
 from recovault.vault.keys import KdfParams
+from recovault.vault.records import Node, RecoveryPoint
 from recovault.vault.repo import Settings
 from recovault.vault.tree import node_map
 
@@ -128,20 +130,20 @@ def sparse_copy(src, dst) -> str:
     return str(dst)
 
 
-def image_node(vault, snap, path) -> Dict:
-    tree = vault.load_tree(bytes.fromhex(snap["tree"]))
-    parts = [p for p in os.fsencode(os.path.abspath(path)).split(b"/") if p]
+def image_node(vault, snap, path) -> Node:
+    nodes = vault.load_nodes(bytes.fromhex(snap.tree))
+    parts = split_path(os.path.abspath(path))
     node = None
     for i, part in enumerate(parts):
-        node = node_map(tree)[part]
+        node = node_map(nodes)[part]
         if i < len(parts) - 1:
-            tree = vault.load_tree(bytes.fromhex(node["subtree"]))
-    assert node is not None and "image" in node, f"{path} is not an image in the recovery point"
+            nodes = vault.load_nodes(bytes.fromhex(node.subtree))
+    assert node is not None and node.image is not None, f"{path} is not an image in the recovery point"
     return node
 
 
 def image_desc(vault, snap, path) -> Dict:
-    return image_node(vault, snap, path)["image"]
+    return image_node(vault, snap, path).image
 
 
 def backup_img(vault, path, **kw) -> Dict:
@@ -203,7 +205,7 @@ def test_image_shapes_restore_identical(vault, tmp_path, shape):
     img = make_image(tmp_path / f"{shape}.img", size, writes)
     src = Path(img).read_bytes()
     snap = backup_img(vault, img)
-    assert snap["stats"]["bytes_total"] == size
+    assert snap.stats["bytes_total"] == size
     desc = image_desc(vault, snap, img)
     assert desc["size"] == size and desc["bs"] == BS
     assert len(desc["pages"]) == -(-(-(-size // BS)) // PAGE_BLOCKS)
@@ -215,7 +217,7 @@ def test_image_shapes_restore_identical(vault, tmp_path, shape):
         want = None if data.count(0) == len(data) else vault.chunk_id(data)
         assert m.block_id(blk) == want, f"block {blk}"
     nonzero = sum(1 for blk in range(m.nblocks) if m.block_id(blk) is not None)
-    assert snap["stats"]["chunks_new"] == len({m.block_id(b) for b in range(m.nblocks)} - {None})
+    assert snap.stats["chunks_new"] == len({m.block_id(b) for b in range(m.nblocks)} - {None})
     assert nonzero <= m.nblocks
 
     # ImageMap.read of arbitrary ranges (what FUSE reads use)
@@ -235,7 +237,7 @@ def test_image_shapes_restore_identical(vault, tmp_path, shape):
     assert_same_bytes(out, src)
 
     # and through a whole-recovery-point restore (the image lands at target/<absolute path>)
-    res = api.restore(vault, snap["id"], str(tmp_path / "target"), verify=True)
+    res = api.restore(vault, snap.id, str(tmp_path / "target"), verify=True)
     assert res["errors"] == []
     assert_same_bytes(str(tmp_path / "target") + img, src)
 
@@ -244,8 +246,8 @@ def test_zero_runs_cost_nothing(vault, tmp_path):
     img = make_image(tmp_path / "z.img", 4 * MiB, [(0, bytes(4 * MiB))])  # allocated, all zeros
     assert os.stat(img).st_blocks * 512 >= 4 * MiB
     snap = backup_img(vault, img)
-    assert snap["stats"]["chunks_new"] == 0
-    assert snap["stats"]["bytes_added"] == 0
+    assert snap.stats["chunks_new"] == 0
+    assert snap.stats["bytes_added"] == 0
     m = ImageMap(vault, image_desc(vault, snap, img))
     assert all(m.block_id(b) is None for b in range(m.nblocks))
     out = tmp_path / "out.img"
@@ -266,8 +268,8 @@ def test_incremental_reads_data_only_and_stores_changed_blocks(vault, tmp_path):
 
     s1 = backup_img(vault, img)
     # holes are never read: only the data extents, widened to whole blocks
-    assert data_bytes <= s1["stats"]["bytes_read"] <= data_bytes + 2 * BS * len(writes)
-    assert s1["stats"]["bytes_total"] == size
+    assert data_bytes <= s1.stats["bytes_read"] <= data_bytes + 2 * BS * len(writes)
+    assert s1.stats["bytes_total"] == size
     v1 = sparse_copy(img, tmp_path / "v1.img")
 
     # random 4 KiB writes inside the data: only the touched blocks are new
@@ -282,15 +284,15 @@ def test_incremental_reads_data_only_and_stores_changed_blocks(vault, tmp_path):
     finally:
         os.close(fd)
     s2 = backup_img(vault, img)
-    st = s2["stats"]
-    assert s2["mode"] == "incremental" and s2["parent"] == s1["id"]
+    st = s2.stats
+    assert s2.mode == "incremental" and s2.parent == s1.id
     assert 0 < st["chunks_new"] <= len(touched)
     assert st["bytes_added"] <= len(touched) * (BS + 1024)  # incompressible blocks, plus blob overhead
     assert data_bytes <= st["bytes_read"] <= data_bytes + 2 * BS * len(writes)
 
     # a third run with nothing changed adds nothing
     s3 = backup_img(vault, img)
-    assert s3["stats"]["chunks_new"] == 0 and s3["stats"]["bytes_added"] == 0
+    assert s3.stats["chunks_new"] == 0 and s3.stats["bytes_added"] == 0
 
     # each recovery point restores its own version
     out = tmp_path / "out.img"
@@ -333,7 +335,7 @@ def test_growth_shrink_and_replacement(vault, tmp_path):
         f.truncate(0)
     versions.append((backup_img(vault, img), b""))
 
-    assert [s["mode"] for s, _ in versions] == ["full"] + ["incremental"] * (len(versions) - 1)
+    assert [s.mode for s, _ in versions] == ["full"] + ["incremental"] * (len(versions) - 1)
     sizes = [image_desc(vault, s, img)["size"] for s, _ in versions]
     assert sizes == [len(d) for _, d in versions]
 
@@ -347,7 +349,7 @@ def test_growth_shrink_and_replacement(vault, tmp_path):
 
     # also through api.restore of each whole recovery point
     for i, (snap, want) in enumerate(versions):
-        res = api.restore(vault, snap["id"], str(tmp_path / f"t{i}"))
+        res = api.restore(vault, snap.id, str(tmp_path / f"t{i}"))
         assert res["errors"] == []
         assert_same_bytes(str(tmp_path / f"t{i}") + img, want)
 
@@ -371,7 +373,7 @@ def test_restore_is_sparse_where_source_had_holes(vault, tmp_path):
         for x, y in out_ext:
             assert y <= a or x >= b, f"restored file has data at {x}..{y} inside the source hole {a}..{b}"
 
-    res = api.restore(vault, snap["id"], str(tmp_path / "t"))
+    res = api.restore(vault, snap.id, str(tmp_path / "t"))
     assert res["errors"] == []
     t = str(tmp_path / "t") + img
     assert_same_bytes(t, img)
@@ -407,9 +409,9 @@ def test_cli_restore_to_file_and_verify(tmp_path, cli_vault):
     assert subprocess.run(["cmp", img, str(out)]).returncode == 0
     # --image naming it explicitly, a recovery point by id prefix, --json output; over the first restore
     out.write_bytes(b"\xa5" * (20 * BS))
-    p = run_cli(tmp_path, "restore", "--vault", vault, snap["id"][:10], "--to", out, "--image", img, "--json")
+    p = run_cli(tmp_path, "restore", "--vault", vault, snap.id[:10], "--to", out, "--image", img, "--json")
     res = json.loads(p.stdout)
-    assert res["snapshot"] == snap["id"] and res["to"] == str(out)
+    assert res["snapshot"] == snap.id and res["to"] == str(out)
     assert subprocess.run(["cmp", img, str(out)]).returncode == 0
     assert_same_bytes(out, img)
 
@@ -550,9 +552,11 @@ def test_cli_backup_image(tmp_path):
     assert snap["paths"] == [img] and snap["stats"]["bytes_read"] <= MiB + 2 * BS
     v = api.open_vault(vault, PASSPHRASE, cache_dir=str(tmp_path / "cache"))
     try:
-        assert image_desc(v, snap, img)["bs"] == BS
+        point = RecoveryPoint.from_json(snap)  # the printed document is the record's, with its id
+        assert point == v.find_snapshot(snap["id"])
+        assert image_desc(v, point, img)["bs"] == BS
         out = tmp_path / "o.img"
-        restore_to(v, snap, img, out)
+        restore_to(v, point, img, out)
     finally:
         v.close()
     assert_same_bytes(out, img)
@@ -561,7 +565,7 @@ def test_cli_backup_image(tmp_path):
 def test_an_image_named_twice_is_backed_up_once(vault, tmp_path):
     img = make_image(tmp_path / "t.img", MiB, [(0, rand(62, MiB))])
     snap = api.backup(vault, [], images=[img, str(tmp_path / "." / "t.img")], image_block_size=BS)
-    assert snap["paths"] == [img] and snap["stats"]["files_new"] == 1 and snap["stats"]["bytes_read"] == MiB
+    assert snap.paths == [img] and snap.stats["files_new"] == 1 and snap.stats["bytes_read"] == MiB
 
 
 def test_an_image_inside_a_backed_up_directory_is_stored_once_as_an_image(vault, tmp_path):
@@ -570,20 +574,20 @@ def test_an_image_inside_a_backed_up_directory_is_stored_once_as_an_image(vault,
     (src / "a.txt").write_bytes(b"hello")
     img = make_image(src / "disk.img", MiB, [(0, rand(63, MiB))])
     snap = api.backup(vault, [str(src)], images=[img], image_block_size=BS)
-    assert snap["stats"]["files_new"] == 2 and snap["stats"]["bytes_read"] == MiB + 5
-    assert "image" in image_node(vault, snap, img)
-    res = api.restore(vault, snap["id"], str(tmp_path / "r"))
+    assert snap.stats["files_new"] == 2 and snap.stats["bytes_read"] == MiB + 5
+    assert image_node(vault, snap, img).image is not None
+    res = api.restore(vault, snap.id, str(tmp_path / "r"))
     assert not res["errors"]
     assert (tmp_path / "r" / str(src).lstrip("/") / "a.txt").read_bytes() == b"hello"
     assert_same_bytes(tmp_path / "r" / img.lstrip("/"), img)
     # again unchanged, then with the image changed: the directory keeps its image each time
     again = api.backup(vault, [str(src)], images=[img])
-    assert again["stats"]["bytes_read"] == 0 and "image" in image_node(vault, again, img)
+    assert again.stats["bytes_read"] == 0 and image_node(vault, again, img).image is not None
     with open(img, "r+b") as f:
         f.write(b"changed")
     third = api.backup(vault, [str(src)], images=[img])
-    assert third["stats"]["chunks_new"] == 1 and "image" in image_node(vault, third, img)
-    res = api.restore(vault, third["id"], str(tmp_path / "r3"))
+    assert third.stats["chunks_new"] == 1 and image_node(vault, third, img).image is not None
+    res = api.restore(vault, third.id, str(tmp_path / "r3"))
     assert not res["errors"]
     assert_same_bytes(tmp_path / "r3" / img.lstrip("/"), img)
 
@@ -600,7 +604,7 @@ def test_an_image_restored_deeper_than_path_max_under_a_target_is_verified(vault
     target = tmp_path.joinpath("t", *[f"{i}{long}" for i in range(12)])
     target.mkdir(parents=True)
     assert len(str(target)) + len(img) > 4096
-    res = api.restore(vault, snap["id"], str(target), verify=True)
+    res = api.restore(vault, snap.id, str(target), verify=True)
     assert res["errors"] == [] and res["stats"]["files"] == 1 and res["stats"]["verified"] == 1
     fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
     for part in img.lstrip("/").split("/"):
@@ -704,12 +708,12 @@ def test_restore_onto_block_device(tmp_path, loop_device):
         # back up the device itself as an image, and restore it to a file
         s2 = api.backup(v, [], images=[dev], image_block_size=BS)
         node = image_node(v, s2, dev)
-        assert node["size"] == dev_size
+        assert node.size == dev_size
         out = tmp_path / "dev-copy.img"
-        restore_image(v, node["image"], str(out))
+        restore_image(v, node.image, str(out))
         assert_same_bytes(out, got)
         # under --target, a device's image comes back as a regular file
-        res = api.restore(v, s2["id"], str(tmp_path / "t"))
+        res = api.restore(v, s2.id, str(tmp_path / "t"))
         assert res["errors"] == []
         assert stat.S_ISREG(os.stat(str(tmp_path / "t") + dev).st_mode)
         assert_same_bytes(str(tmp_path / "t") + dev, got)
@@ -833,17 +837,17 @@ def test_unchanged_image_file_keeps_its_map_without_being_read(vault, tmp_path):
     img = make_image(tmp_path / "u.img", 4 << 20, [(0, rand(31, 1 << 20)), (3 << 20, rand(32, 12345))])
     first = api.backup(vault, [], images=[img], image_block_size=65536)
     again = api.backup(vault, [], images=[img], image_block_size=65536)
-    assert again["stats"]["bytes_read"] == 0 and again["stats"]["files_unmodified"] == 1
+    assert again.stats["bytes_read"] == 0 and again.stats["files_unmodified"] == 1
     assert image_desc(vault, again, img) == image_desc(vault, first, img)
     with open(img, "r+b") as f:  # a write moves mtime/ctime: the image is read again, changes found
         f.seek(2 << 20)
         f.write(b"changed")
     third = api.backup(vault, [], images=[img], image_block_size=65536)
-    assert third["stats"]["bytes_read"] > 0 and third["stats"]["chunks_new"] == 1
+    assert third.stats["bytes_read"] > 0 and third.stats["chunks_new"] == 1
     restore_to(vault, third, img, tmp_path / "r.img")
     assert (tmp_path / "r.img").read_bytes() == open(img, "rb").read()
     full = api.backup(vault, [], images=[img], image_block_size=65536, mode="full")  # full trusts nothing
-    assert full["stats"]["bytes_read"] > 0
+    assert full.stats["bytes_read"] > 0
 
 
 def test_block_size_default_and_kept_from_the_previous_point(vault, tmp_path):
@@ -856,16 +860,16 @@ def test_block_size_default_and_kept_from_the_previous_point(vault, tmp_path):
     first = api.backup(vault, [], images=[img])
     assert image_desc(vault, first, img)["bs"] == 64 << 10
     big = api.backup(vault, [], images=[img], image_block_size=256 << 10, mode="full")
-    assert image_desc(vault, big, img)["bs"] == 256 << 10 and big["stats"]["chunks_new"] == 16
+    assert image_desc(vault, big, img)["bs"] == 256 << 10 and big.stats["chunks_new"] == 16
     with open(img, "r+b") as f:
         f.seek(1 << 20)
         f.write(b"changed")
     # without --image-block-size, later backups (incremental, and full) keep the size of the previous point:
     # only the changed block is new
     inc = api.backup(vault, [], images=[img])
-    assert image_desc(vault, inc, img)["bs"] == 256 << 10 and inc["stats"]["chunks_new"] == 1
+    assert image_desc(vault, inc, img)["bs"] == 256 << 10 and inc.stats["chunks_new"] == 1
     full = api.backup(vault, [], images=[img], mode="full")
-    assert image_desc(vault, full, img)["bs"] == 256 << 10 and full["stats"]["chunks_new"] == 0
+    assert image_desc(vault, full, img)["bs"] == 256 << 10 and full.stats["chunks_new"] == 0
     restore_to(vault, full, img, tmp_path / "r.img")
     assert (tmp_path / "r.img").read_bytes() == open(img, "rb").read()
 
@@ -896,8 +900,8 @@ def test_progress_events_cover_an_image_backup_and_restore(vault, tmp_path):
     snap = api.backup(vault, [], images=[img], image_block_size=BS,
                       progress=lambda kind, info: events.append((kind, dict(info))))
     more = [i for k, i in events if k == "more"]
-    assert more == [{"files": 1, "bytes": snap["stats"]["bytes_read"]}]
-    assert sum(i["bytes"] for k, i in events if k == "bytes") == snap["stats"]["bytes_read"] > 0
+    assert more == [{"files": 1, "bytes": snap.stats["bytes_read"]}]
+    assert sum(i["bytes"] for k, i in events if k == "bytes") == snap.stats["bytes_read"] > 0
     assert [i["path"] for k, i in events if k == "file"] == [img]
     events.clear()
     st = restore_to(vault, snap, img, tmp_path / "r.img", progress=lambda kind, info: events.append((kind, info)))
@@ -1103,7 +1107,7 @@ def test_full_target_is_one_storage_error(tmp_path, monkeypatch, small_tmpfs, en
         assert str(out) in str(ei.value) and isinstance(ei.value, StorageError)
         # inside a whole recovery point restore, the restore stops with restore.py's one message
         with pytest.raises(StorageError, match="no space left on the restore target"):
-            api.restore(v, snap["id"], str(small_tmpfs / "t"))
+            api.restore(v, snap.id, str(small_tmpfs / "t"))
     finally:
         v.close()
     if engine:  # and the CLI: one line, the storage error's exit code, no traceback

@@ -36,7 +36,7 @@ def backup(vault: str, src: Path, cache: Path, n: int = 1, host: str = "web1") -
     with api.open_vault(vault, PASSPHRASE, cache_dir=str(cache)) as v:
         for i in range(n):
             (src / "f").write_bytes(b"data %d " % i * 100)
-            ids.append(api.backup(v, [str(src)], host=host)["id"])
+            ids.append(api.backup(v, [str(src)], host=host).id)
     return ids
 
 
@@ -206,7 +206,7 @@ def test_entry_format(env) -> None:
         plain = v.unseal(fmt.AAD_JOURNAL, raw, "entry")
         doc = json.loads(plain)
         snap = v.load_snapshot(sid)
-    assert doc == {"v": 1, "op": "add", "snapshot": sid, "time": snap["time"], "host": "web1", "prev": []}
+    assert doc == {"v": 1, "op": "add", "snapshot": sid, "time": snap.time, "host": "web1", "prev": []}
     assert plain == json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -249,8 +249,8 @@ def test_adopting_points_of_a_vault_older_than_the_journal(env) -> None:
     assert res["ok"] and any("2 recovery point(s) have no journal entry" in w for w in res["warnings"])
     with api.open_vault(vault, PASSPHRASE, cache_dir=str(tmp / "cache-fresh")) as v:
         snaps = v.snapshots()
-        new = v.journal.adopt([(s["id"], s["time"], s["host"]) for s in snaps])
-        assert len(new) == 2 and v.journal.adopt([(s["id"], s["time"], s["host"]) for s in snaps]) == []
+        new = v.journal.adopt(snaps)
+        assert len(new) == 2 and v.journal.adopt(snaps) == []
     res = check(vault, tmp / "cache-fresh")
     assert res["ok"] and res["warnings"] == [], res
     (Path(vault) / "snapshots" / ids[0]).unlink()

@@ -39,6 +39,7 @@ if _FUSE_PROBLEM:
 from recovault import api  # noqa: E402
 from recovault.jobs.image import restore_image  # noqa: E402
 from recovault.mount import _BlobCache  # noqa: E402
+from recovault.paths import split_path  # noqa: E402
 from recovault.vault.tree import node_map  # noqa: E402
 
 PASSPHRASE = "correct horse battery staple"
@@ -333,13 +334,13 @@ def test_image_reads_identical_to_restore(mounted):
     v = api.open_vault(mounted.vault, PASSPHRASE, cache_dir=str(mounted.home / "api-cache"))
     try:
         snap = v.find_snapshot(mounted.snap_id)
-        tree = v.load_tree(bytes.fromhex(snap["tree"]))
+        nodes = v.load_nodes(bytes.fromhex(snap.tree))
         node = None
-        for part in [p for p in os.fsencode(os.path.abspath(mounted.img)).split(b"/") if p]:
-            node = node_map(tree)[part]
-            if "subtree" in node:
-                tree = v.load_tree(bytes.fromhex(node["subtree"]))
-        restore_image(v, node["image"], str(out))
+        for part in split_path(os.path.abspath(mounted.img)):
+            node = node_map(nodes)[part]
+            if node.subtree is not None:
+                nodes = v.load_nodes(bytes.fromhex(node.subtree))
+        restore_image(v, node.image, str(out))
     finally:
         v.close()
     through_fuse = Path(os.fsdecode(view)).read_bytes()
@@ -459,3 +460,32 @@ def test_blob_cache_is_bounded_in_bytes():
     assert list(cache.data) == [key(301), key(400)] and cache.bytes == 701
     cache.get(key(5000))  # larger than the whole budget: kept alone
     assert list(cache.data) == [key(5000)] and cache.bytes == 5000
+
+
+# ---- failures while serving ------------------------------------------------------------------------------
+def test_a_failing_call_is_an_eio_reported_through_on_event_never_printed(capfd):
+    """A damaged tree fails each call that needs it with EIO (the second too: a failed listing must not
+    leave the directory looking empty) and is reported through on_event ("error"); the library prints
+    nothing (the CLI shows the events as warnings)."""
+    import trio
+
+    from recovault.errors import CorruptData
+    from recovault.mount import RecoveryPointFS
+    from recovault.vault.records import RecoveryPoint
+
+    class DamagedVault:
+        def load_nodes(self, tree_id: bytes):
+            raise CorruptData(f"tree {tree_id.hex()[:16]} does not parse")
+
+    events: List = []
+    point = RecoveryPoint(time="2026-11-26T00:00:00.000000Z", host="h", paths=["/"], tree="ab" * 32, id="cd" * 32)
+    fs = RecoveryPointFS(DamagedVault(), point, on_event=lambda kind, info: events.append((kind, info)))
+    for call in (lambda: fs.lookup(pyfuse3.ROOT_INODE, b"etc"), lambda: fs.readdir(pyfuse3.ROOT_INODE, 0, None)):
+        with pytest.raises(pyfuse3.FUSEError) as err:
+            trio.run(call)
+        assert err.value.errno == errno.EIO
+    assert [k for k, _ in events] == ["error", "error"]
+    assert all("tree abababababababab does not parse" in i["message"] for _, i in events)
+    assert events[0][1]["message"].startswith("mount: lookup in inode 1")
+    out = capfd.readouterr()
+    assert out.out == "" and out.err == ""

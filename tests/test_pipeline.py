@@ -96,13 +96,14 @@ def ref_ids(data, lengths, algo="blake3"):
 
 def check_source(evs, data, seen, key=KEY, params=SMALL, algo="blake3"):
     """evs: one source's events. seen: set of ids already delivered (updated). Returns #new chunks."""
+    assert all(type(e) is core.PipelineEvent for e in evs)  # named fields, made so by the C++ side
     *chunks, end = evs
-    assert end[0] == core.END and end[2] == 0 and end[4] is None
-    assert end[5] is None, f"unexpected error: {end[5]}"
-    assert end[3] == len(data)
+    assert end.kind == core.END and end.offset == 0 and end.id is None
+    assert end.payload is None, f"unexpected error: {end.payload}"
+    assert end.length == len(data)
     lengths = core.chunk_lengths(data, SEED, **params)
-    assert [e[3] for e in chunks] == lengths
-    assert [e[4] for e in chunks] == ref_ids(data, lengths, algo)
+    assert [e.length for e in chunks] == lengths
+    assert [e.id for e in chunks] == ref_ids(data, lengths, algo)
     pos, new = 0, 0
     for kind, _, off, n, cid, payload in chunks:
         assert kind == core.CHUNK
@@ -1242,3 +1243,24 @@ def test_a_failing_read_hook_fails_the_source_not_the_run(tmp_path):
     assert evs[-1][0] == core.END and evs[-1][5] is None
     p._set_after_read(None)
     assert events(p.run([path]))[-1][5] is None
+
+
+def test_events_are_named_tuples_and_only_a_named_tuple_can_be_their_class():
+    """core.py registers PipelineEvent as the class of events; the binding refuses classes it cannot fill
+    as it fills a tuple (instances with attributes), and None goes back to plain tuples."""
+    ev = core.PipelineEvent(core.END, 0, 0, 0, None, None)
+    assert ev == (core.END, 0, 0, 0, None, None) and ev.kind == core.END
+
+    class WithAttributes(tuple):
+        pass
+
+    for bad in (dict, WithAttributes, 3):
+        with pytest.raises(TypeError):
+            core._set_event_type(bad)
+    pipe = core.Pipeline(ID_KEY, SEED, core.IdSet(), core.SealSession(KEY), **SMALL)
+    try:
+        core._set_event_type(None)
+        assert [type(e) for b in pipe.run([b"abc"]) for e in b] == [tuple, tuple]
+    finally:
+        core._set_event_type(core.PipelineEvent)
+    assert [type(e) for b in pipe.run([b"abc"]) for e in b] == [core.PipelineEvent] * 2

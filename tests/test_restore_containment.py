@@ -4,6 +4,7 @@ recovery point itself restores. Also: the overwrite rules, --delete, and files t
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from typing import Dict, List
@@ -15,7 +16,7 @@ from recovault.errors import TargetFull
 from recovault.restore import RestoreJob
 from recovault.vault.keys import KdfParams
 from recovault.vault.repo import Settings
-from recovault.vault.tree import make_tree
+from recovault.vault.records import Node
 
 from test_cli import Cli, api_vault, fails, ok
 
@@ -151,23 +152,23 @@ def test_directory_metadata_is_not_applied_through_a_symlink(tmp_path):
     assert stat.S_ISDIR(d.st_mode) and stat.S_IMODE(d.st_mode) == 0o700 and d.st_mtime_ns == MTIME
 
 
-def _crafted_point(v, snap, top_nodes) -> Dict:
-    """A recovery point whose root holds `top_nodes` (saved as a tree of the vault, as a backup would)."""
-    tree_id = v.save_tree(make_tree(top_nodes))
+def _crafted_point(v, snap, top_nodes: List[Dict]):
+    """A recovery point whose root holds `top_nodes` (their JSON, saved as a tree of the vault, as a backup
+    would)."""
+    tree_id = v.save_tree([Node.from_json(n) for n in top_nodes])
     v.flush()
-    return dict(snap, id="c" * 64, tree=tree_id.hex())
+    return dataclasses.replace(snap, id="c" * 64, tree=tree_id.hex())
 
 
-def _file_node(v, snap, name: str) -> Dict:
+def _file_node(v, snap, name: str) -> Node:
     """The node of file `name` in the root tree of `snap` (a point of one flat directory)."""
-    root = v.load_tree(bytes.fromhex(snap["tree"]))
-    node = root["nodes"][0]
-    while "subtree" in node:  # down the source path's ancestors to the backed-up directory
-        tree = v.load_tree(bytes.fromhex(node["subtree"]))
-        named = {n["name"]: n for n in tree["nodes"]}
-        if name in named:
-            return named[name]
-        node = tree["nodes"][0]
+    node = v.load_nodes(bytes.fromhex(snap.tree))[0]
+    while node.subtree is not None:  # down the source path's ancestors to the backed-up directory
+        nodes = v.load_nodes(bytes.fromhex(node.subtree))
+        named = {n.name: n for n in nodes}
+        if os.fsencode(name) in named:
+            return named[os.fsencode(name)]
+        node = nodes[0]
     raise KeyError(name)
 
 
@@ -178,7 +179,7 @@ def test_a_symlink_the_point_restores_is_not_used_by_a_later_entry(tmp_path):
     v, snap = snapshot_of(tmp_path, src)
     out = outside_tree(tmp_path)
     f = _file_node(v, snap, "f")
-    sub = v.save_tree(make_tree([f]))
+    sub = v.save_tree([f])
     nodes = [{"name": "a", "meta": {"t": "l", "lt": str(out), "m": 0o777}},
              {"name": "a", "meta": {"t": "d", "m": 0o755}, "subtree": sub.hex()}]
     crafted = _crafted_point(v, snap, nodes)

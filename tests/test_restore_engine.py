@@ -79,11 +79,12 @@ class Packs:
         _, _, _, blob_id, sealed = self.blobs[i]
         return ref_open(KEY, blob_id, sealed)
 
-    def item(self, i: int, dest: int, skip: int = 0, length: int = -1, plain_len: int = -1):
+    def item(self, i: int, dest: int, skip: int = 0, length: int = -1, plain_len: int = -1) -> core.RestoreItem:
+        """The item restoring blob i (a core.RestoreItem: the engine takes it as the 8-tuple it is)."""
         pack, off, slen, blob_id, _ = self.blobs[i]
         n = len(self.plaintext(i))
-        return (pack, off, slen, blob_id, dest, n if plain_len < 0 else plain_len, skip,
-                n - skip if length < 0 else length)
+        return core.RestoreItem(pack, off, slen, blob_id, dest, n if plain_len < 0 else plain_len, skip,
+                                n - skip if length < 0 else length)
 
 
 def restore(path, packs, items, *, sparse, create=True, **kw):
@@ -135,7 +136,7 @@ def test_sparse_restore_matches_write_sparse(tmp_path, packs, workers, by_pack, 
     res = restore(out, packs, items, sparse=True, workers=workers, by_pack=by_pack, run_items=run_items)
     os.truncate(out, len(want) + 5000)
     assert out.read_bytes() == bytes(want) + bytes(5000)
-    assert res == {"data_bytes": sum(it[7] for it in items), "zero_bytes": 0, "items": len(items)}
+    assert res == {"data_bytes": sum(it.length for it in items), "zero_bytes": 0, "items": len(items)}
     assert extents(out) == extents(ref), "holes differ from fsmeta.write_sparse's"
     assert os.stat(out).st_blocks == os.stat(ref).st_blocks
 

@@ -60,5 +60,5 @@ def test_one_form_in_config_key_files_and_recovery_points(tmp_path):
         snap = api.backup(v, [str(src)])
         (key,) = v.keys.list()
     config = json.loads((tmp_path / "v" / "config").read_text())
-    for text in (config["created"], key.created, snap["time"]):
+    for text in (config["created"], key.created, snap.time):
         assert STORED.match(text), text

@@ -110,7 +110,7 @@ def test_check_names_the_points_a_damaged_index_and_an_unreadable_pack_leave_unr
     with api.open_vault(vault, PASSPHRASE, cache_dir=os.fspath(tmp_path / "c0")) as v:
         first, second = v.snapshots()
         mid = v.find_node(second, os.path.join(os.fspath(src), "mid.bin"))
-        mid_pack = v.pack_name(v.locate(bytes.fromhex(mid["content"][0])).pack)
+        mid_pack = v.pack_name(v.locate(bytes.fromhex(mid.content[0])).pack)
         index_of = {}
         for path in object_files(vault, "index"):
             listed = fmt.decode_index(v.unseal(fmt.AAD_INDEX, open(path, "rb").read(), "index"))
@@ -121,14 +121,14 @@ def test_check_names_the_points_a_damaged_index_and_an_unreadable_pack_leave_unr
     with open(pack, "r+b") as f:
         f.truncate(os.path.getsize(pack) - 3)  # the trailer is gone: the header cannot be found
 
-    res = ok(Cli(tmp_path / "h1")("restore", "--vault", vault, first["id"], "--target", tmp_path / "out"))
+    res = ok(Cli(tmp_path / "h1")("restore", "--vault", vault, first.id, "--target", tmp_path / "out"))
     assert mid_pack in res.stderr
     assert open(os.path.join(restored_root(tmp_path / "out", src), b"small.txt"), "rb").read() == \
         b"small and untouched\n"
     res = Cli(tmp_path / "h2")("check", "--vault", vault, "--json")
     fails(res, 15)
     report = json_docs(res.stdout)[0]
-    assert second["id"] in report["damaged_points"] and first["id"] not in report["damaged_points"]
+    assert second.id in report["damaged_points"] and first.id not in report["damaged_points"]
     assert any(mid_pack in p for p in report["problems"])
     assert "1 of 2 recovery points fully restorable" in Cli(tmp_path / "h2")("check", "--vault", vault).stdout
 

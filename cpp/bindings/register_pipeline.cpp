@@ -1,5 +1,5 @@
-// Python binding of the parallel pipeline: Pipeline (configuration) and PipelineRun (batches of events as
-// tuples).
+// Python binding of the parallel pipeline: Pipeline (configuration) and PipelineRun (batches of events:
+// core.PipelineEvent named tuples).
 #include <cstring>
 #include <memory>
 
@@ -13,6 +13,31 @@ namespace {
 
 // END events carry flags where other events have their offset.
 constexpr uint64_t END_CHANGED = 1;  // the file changed while it was read
+
+// The class of events: recovault.core registers its PipelineEvent (a NamedTuple) at import; nullptr gives
+// plain tuples. An event is allocated and filled exactly as tuple.__new__ fills a tuple subclass, so naming
+// its fields costs nothing per event. Held for the life of the process.
+PyTypeObject* event_type = nullptr;
+
+void set_event_type(const py::handle& cls) {
+  if (cls.is_none()) {
+    event_type = nullptr;
+    return;
+  }
+  if (!PyType_Check(cls.ptr()) || !PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(cls.ptr()), &PyTuple_Type) ||
+      reinterpret_cast<PyTypeObject*>(cls.ptr())->tp_basicsize != PyTuple_Type.tp_basicsize)
+    throw py::type_error("the event type must be a tuple subclass without instance attributes (a NamedTuple)");
+  event_type = reinterpret_cast<PyTypeObject*>(cls.inc_ref().ptr());
+}
+
+py::object make_event(int kind, uint64_t source, uint64_t offset, uint64_t length, py::object id, py::object payload) {
+  py::object items[6] = {py::int_(kind), py::int_(source), py::int_(offset), py::int_(length), std::move(id),
+                         std::move(payload)};
+  PyObject* ev = event_type ? event_type->tp_alloc(event_type, 6) : PyTuple_New(6);
+  if (!ev) throw py::error_already_set();
+  for (int i = 0; i < 6; i++) PyTuple_SET_ITEM(ev, i, items[i].release().ptr());
+  return py::reinterpret_steal<py::object>(ev);
+}
 
 class PyRun {
  public:
@@ -54,7 +79,7 @@ class PyRun {
         offset = e.changed ? END_CHANGED : 0;  // END: flags in the offset field
         if (!e.error.empty()) payload = py::str(e.error);
       }
-      out.append(py::make_tuple(static_cast<int>(e.kind), e.source, offset, e.length, id, payload));
+      out.append(make_event(static_cast<int>(e.kind), e.source, offset, e.length, std::move(id), std::move(payload)));
     }
     return out;
   }
@@ -220,6 +245,8 @@ void register_pipeline(py::module_& m) {
       "Test hook: fn(path: bytes, bytes_read: int) after every read of a file source, on the reading thread "
       "(so a test can change a file at a chosen point); None removes it");
   m.attr("END_CHANGED") = END_CHANGED;
+  m.def("_set_event_type", &set_event_type, py::arg("cls"),
+        "The tuple subclass PipelineRun events are made of (recovault.core.PipelineEvent); None: plain tuples");
 }
 
 }  // namespace recovault::py_binding

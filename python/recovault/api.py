@@ -3,7 +3,7 @@
     from recovault import api
     with api.init_vault("/backup/vault", passphrase) as v: ...
     with api.open_vault("/backup/vault", passphrase) as v:
-        snap = api.backup(v, ["/srv"])
+        point = api.backup(v, ["/srv"])      # a vault.records.RecoveryPoint
         api.restore(v, "latest", "/tmp/restore")
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from .restore import RestoreJob
 from .storage import open_storage
 from .vault.blobstore import no_events
 from .vault.keys import KdfParams
+from .vault.records import RecoveryPoint
 from .vault.repo import Settings, Vault
 
 Progress = Optional[Callable[[str, Dict[str, Any]], None]]
@@ -42,12 +43,12 @@ def open_vault(location: str, passphrase: str, *, cache_dir: Optional[str] = Non
                       on_event=on_event or no_events)
 
 
-def backup(vault: Vault, paths: List[str], *, progress: Progress = None, **options: Any) -> Dict[str, Any]:
+def backup(vault: Vault, paths: List[str], *, progress: Progress = None, **options: Any) -> RecoveryPoint:
     """Back up `paths`; options are BackupOptions fields (mode, excludes, tags, ...). Returns the recovery point."""
     return BackupJob(vault, BackupOptions(paths=list(paths), **options), progress).run()
 
 
-def snapshots(vault: Vault) -> List[Dict[str, Any]]:
+def snapshots(vault: Vault) -> List[RecoveryPoint]:
     """All recovery points, oldest first."""
     return vault.snapshots()
 
@@ -57,6 +58,6 @@ def restore(vault: Vault, snapshot: str, target: str, paths: Optional[List[str]]
             progress: Progress = None) -> Dict[str, Any]:
     """Restore recovery point `snapshot` (id, unique prefix or 'latest') under `target` (see
     recovault.restore for the overwrite rules and what `delete` removes)."""
-    snap = vault.find_snapshot(snapshot)
-    return RestoreJob(vault, snap, target, paths, verify=verify, overwrite=overwrite, delete=delete,
+    point = vault.find_snapshot(snapshot)
+    return RestoreJob(vault, point, target, paths, verify=verify, overwrite=overwrite, delete=delete,
                       progress=progress).run()

@@ -1,8 +1,14 @@
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 import os
 
 Buffer = Union[bytes, bytearray, memoryview]  # any C-contiguous buffer-protocol object
-Event = Tuple[int, int, int, int, Optional[bytes], Union[bytes, str, None]]
+class PipelineEvent(NamedTuple):
+    kind: int  # CHUNK, ZERO or END
+    source: int
+    offset: int  # END: flags (END_CHANGED)
+    length: int
+    id: Optional[bytes]
+    payload: Union[bytes, str, None]
 
 CHUNK: int
 ZERO: int
@@ -69,9 +75,15 @@ class SealSession:
     def seal(self, id: Buffer, data: Buffer, level: int = 3, compress: str = "auto") -> bytes: ...
 def open_blob(key: Buffer, id: Buffer, blob: Buffer, max_size: int = 1 << 30) -> bytes: ...
 
-# (pack index, or -1/None to write `length` zeros; offset in the pack; sealed length; blob id; destination
-#  offset; plaintext length; plaintext bytes to skip; bytes to write)
-RestoreItem = Tuple[Optional[int], int, int, Buffer, int, int, int, int]
+class RestoreItem(NamedTuple):  # any 8-tuple in this order is accepted
+    pack: Optional[int]  # pack index, or -1/None to write `length` zeros
+    pack_offset: int
+    sealed_length: int
+    id: Buffer
+    dest: int
+    raw_length: int
+    skip: int
+    length: int
 
 class RestoreError(Exception):
     kind: str  # auth, corrupt, length, truncated, pack_missing, read, write, cancelled, internal
@@ -79,14 +91,15 @@ class RestoreError(Exception):
     errno: int  # for pack_missing, read, write (ENOSPC, EDQUOT, EIO...)
     detail: str
     data_bytes: int
-def restore_blobs(key: Buffer, fd: int, packs: Sequence[Union[str, os.PathLike]], items: Sequence[RestoreItem],
+def restore_blobs(key: Buffer, fd: int, packs: Sequence[Union[str, os.PathLike]],
+                  items: Sequence[Union[RestoreItem, Tuple[Optional[int], int, int, Buffer, int, int, int, int]]],
                   workers: int = 0, sparse: bool = False, by_pack: bool = True, run_items: int = 0,
                   progress: Optional[Callable[[int], None]] = None) -> Dict[str, int]: ...
 
 class PipelineRun:
     def __iter__(self) -> "PipelineRun": ...
-    def __next__(self) -> List[Event]: ...
-    def next_batch(self, max_events: int = 4096) -> List[Event]: ...
+    def __next__(self) -> List[PipelineEvent]: ...
+    def next_batch(self, max_events: int = 4096) -> List[PipelineEvent]: ...
     def close(self) -> None: ...
     def __enter__(self) -> "PipelineRun": ...
     def __exit__(self, *a: object) -> None: ...
@@ -100,3 +113,4 @@ class Pipeline:
             sizes: Optional[List[int]] = None) -> PipelineRun: ...
     def chunk_id(self, data: Buffer) -> bytes: ...
     def _set_after_read(self, fn: Optional[Callable[[bytes, int], None]]) -> None: ...  # test hook
+def _set_event_type(cls: Optional[type]) -> None: ...  # core.py registers PipelineEvent

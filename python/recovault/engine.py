@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
 from . import core
 from .errors import CorruptData, ObjectMissing, RecovaultError, StorageError
@@ -22,15 +22,15 @@ _NO_ID = bytes(32)
 
 
 class BlobWriter:
-    """Items for one ``core.restore_blobs`` call: (pack index or -1 for zeros, offset in the pack, sealed
-    length, id, destination offset, plaintext length, plaintext bytes to skip, bytes to write)."""
+    """Items for one ``core.restore_blobs`` call (``core.RestoreItem``: a pack index, or -1 for zeros; where
+    the sealed blob is; its id; where it goes; which of its plaintext bytes)."""
 
     def __init__(self, vault: "Vault", describe: Optional[Callable[[int], str]] = None) -> None:
         self.vault = vault
         self.describe = describe  # tag -> what a blob is for, in messages ("image block 17")
         self.packs: List[str] = []  # local paths, indexed by the items
         self.names: List[str] = []  # the same packs' object names
-        self.items: List[Tuple[int, int, int, bytes, int, int, int, int]] = []
+        self.items: List[core.RestoreItem] = []
         self.tags: List[int] = []
         self._pack_index: Dict[bytes, int] = {}
 
@@ -50,17 +50,18 @@ class BlobWriter:
             self.packs.append(path)
             self.names.append(name)
         n = loc.raw_length - skip if length is None else length
-        self.items.append((i, loc.offset, loc.length, blob_id, dest, loc.raw_length, skip, n))
+        self.items.append(core.RestoreItem(i, loc.offset, loc.length, blob_id, dest, loc.raw_length, skip, n))
         self.tags.append(tag)
         return True
 
     def add_zeros(self, dest: int, length: int, tag: int = 0) -> None:
         """Write `length` zero bytes at `dest` (one item with a zero run that ends there)."""
         items = self.items
-        if items and items[-1][0] == -1 and items[-1][4] + items[-1][7] == dest:
-            items[-1] = (-1, 0, 0, _NO_ID, items[-1][4], 0, 0, items[-1][7] + length)
+        last = items[-1] if items else None
+        if last is not None and last.pack == -1 and last.dest + last.length == dest:
+            items[-1] = last._replace(length=last.length + length)
             return
-        items.append((-1, 0, 0, _NO_ID, dest, 0, 0, length))
+        items.append(core.RestoreItem(-1, 0, 0, _NO_ID, dest, 0, 0, length))
         self.tags.append(tag)
 
     def run(self, fd: int, dest: str, *, sparse: bool, workers: int = 0,
@@ -93,7 +94,7 @@ class BlobWriter:
         if e.index is None:
             return RecovaultError(f"restore of {dest} failed: {e.detail}")
         item = self.items[e.index]
-        bid, name = item[3].hex()[:16], self.names[item[0]]
+        bid, name = item.id.hex()[:16], self.names[item.pack]
         purpose = self.describe(self.tags[e.index]) if self.describe else ""
         what = f"blob {bid} in pack {name}" + (f" ({purpose})" if purpose else "")
         if e.kind in ("auth", "corrupt"):

@@ -57,7 +57,8 @@ from .engine import BlobWriter
 from .errors import CorruptData, NotFound, RecovaultError, TargetFull, UsageError
 from .hardlinks import HardLinks
 from .vault.repo import Vault
-from .vault.tree import decode_name
+from .paths import split_path
+from .vault.records import Node, RecoveryPoint
 
 OVERWRITE_MODES = ("if-changed", "always", "if-newer", "never")
 
@@ -103,7 +104,7 @@ class _First:
 class _FileTask:
     dir: _Dir
     name: bytes
-    node: Dict[str, Any]
+    node: Node
     meta: fsmeta.Meta
     first: Optional[_First] = None  # set when this file is the first name of a hard-linked inode
 
@@ -120,10 +121,6 @@ class _Readback(NamedTuple):
     path: str
     content: List[str]
     fd: int
-
-
-def _split(path: str) -> Tuple[bytes, ...]:
-    return tuple(p for p in os.fsencode(path).split(b"/") if p)
 
 
 _TMP_TOKEN = secrets.token_hex(4).encode()  # this process's: two restores into one target never collide
@@ -154,16 +151,16 @@ def _raise_fd_limit() -> None:
 
 
 class RestoreJob:
-    def __init__(self, vault: Vault, snap: Dict[str, Any], target: str, paths: Optional[List[str]] = None, *,
+    def __init__(self, vault: Vault, point: RecoveryPoint, target: str, paths: Optional[List[str]] = None, *,
                  verify: bool = False, owners: Optional[bool] = None, workers: int = 2,
                  overwrite: str = "if-changed", delete: bool = False,
                  progress: Optional[Callable[[str, Dict[str, Any]], None]] = None) -> None:
         if overwrite not in OVERWRITE_MODES:
             raise UsageError(f"--overwrite must be one of {', '.join(OVERWRITE_MODES)}, not {overwrite!r}")
         self.vault = vault
-        self.snap = snap
+        self.point = point
         self.target = os.path.abspath(target)
-        self.selection = [_split(p) for p in (paths or [])]
+        self.selection = [split_path(p) for p in (paths or [])]
         self.verify = verify
         self.owners = (os.geteuid() == 0) if owners is None else owners
         self.workers = max(1, workers)
@@ -226,8 +223,8 @@ class RestoreJob:
     def run(self) -> Dict[str, Any]:
         t0 = time.monotonic()
         for sel in self.selection:  # before anything is written
-            if self.vault.find_node(self.snap, "/" + os.fsdecode(b"/".join(sel))) is None:
-                raise NotFound(f"path /{os.fsdecode(b'/'.join(sel))} is not in recovery point {self.snap['id'][:8]}")
+            if self.vault.find_node(self.point, "/" + os.fsdecode(b"/".join(sel))) is None:
+                raise NotFound(f"path /{os.fsdecode(b'/'.join(sel))} is not in recovery point {self.point.short_id}")
         os.makedirs(self.target, exist_ok=True)
         _raise_fd_limit()
         self._root_fd = os.open(self.target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -239,7 +236,7 @@ class RestoreJob:
                 self._pool, self._segments = pool, seg
                 try:
                     try:
-                        self._restore_dir(root, bytes.fromhex(self.snap["tree"]))
+                        self._restore_dir(root, bytes.fromhex(self.point.tree))
                     finally:
                         self._closing.append(root)
                     self._drain(0)
@@ -253,17 +250,16 @@ class RestoreJob:
                 os.close(f.fd)
             os.close(self._root_fd)
         self.stats.duration = round(time.monotonic() - t0, 3)
-        return {"snapshot": self.snap["id"], "target": self.target, "stats": dict(self.stats.__dict__),
+        return {"snapshot": self.point.id, "target": self.target, "stats": dict(self.stats.__dict__),
                 "errors": self.errors, "warnings": self.warnings, "data_errors": self.data_errors}
 
     def _restore_dir(self, d: _Dir, tree_id: bytes) -> None:
         """Restore the entries of tree `tree_id` into the open directory `d`, its subdirectories first
         (depth-first), its files handed to the pool."""
-        tree = self.vault.load_tree(tree_id)
         run: List[_FileTask] = []
         files = nbytes = 0
-        for node in tree["nodes"]:
-            name = decode_name(node["name"])
+        for node in self.vault.load_nodes(tree_id):
+            name = node.name
             if name in (b"", b".", b"..") or b"/" in name:
                 raise CorruptData(f"tree {tree_id.hex()[:16]} holds an invalid file name {name!r}")
             p = d.parts + (name,)
@@ -272,14 +268,14 @@ class RestoreJob:
                 continue
             if d.names is not None:
                 d.names.add(name)
-            meta = fsmeta.Meta.from_dict(node["meta"])
+            meta = fsmeta.Meta.from_dict(node.meta)
             try:
                 if meta.type == "d":
                     self._restore_subdir(d, name, node, meta, want, descend)
                 elif not want:
                     continue
-                elif meta.type == "f" or "image" in node:
-                    files, nbytes = files + 1, nbytes + node.get("size", 0)
+                elif meta.type == "f" or node.image is not None:
+                    files, nbytes = files + 1, nbytes + (node.size or 0)
                     run = self._add_file(_FileTask(d, name, node, meta), run)
                 else:
                     self._restore_other(d, name, meta)
@@ -290,7 +286,7 @@ class RestoreJob:
         if files:
             self.progress("more", {"files": files, "bytes": nbytes})
 
-    def _restore_subdir(self, parent: _Dir, name: bytes, node: Dict[str, Any], meta: fsmeta.Meta, want: bool,
+    def _restore_subdir(self, parent: _Dir, name: bytes, node: Node, meta: fsmeta.Meta, want: bool,
                         descend: bool) -> None:
         parts = parent.parts + (name,)
         opened = self._open_dir(parent.fd, name, parts, 0o700 if want else 0o777)
@@ -301,8 +297,8 @@ class RestoreJob:
         if want:
             self.stats.dirs += 1
         try:
-            if descend and "subtree" in node:
-                self._restore_dir(d, bytes.fromhex(node["subtree"]))
+            if descend and node.subtree is not None:
+                self._restore_dir(d, bytes.fromhex(node.subtree))
         finally:
             self._closing.append(d)
         self._drain(MAX_OPEN_DIRS)
@@ -493,7 +489,7 @@ class RestoreJob:
     def _queue_verify(self, t: _FileTask, path: str, inode: Tuple[int, int]) -> None:
         """Open the file just restored for verify to read back: from its directory's descriptor (paths may
         pass PATH_MAX), never through a symlink, and only if it is still the file written."""
-        if "image" in t.node:
+        if t.node.image is not None:
             with self._lock:
                 self.stats.verified += 1  # verified by restore_image, through the descriptor it wrote
             return
@@ -509,7 +505,7 @@ class RestoreJob:
             self._error(path, "verify: cannot read back: another file is there now, not the restored file")
             return
         with self._lock:
-            self._to_verify.append(_Readback(path, t.node.get("content", []), fd))
+            self._to_verify.append(_Readback(path, t.node.content or [], fd))
 
     def _write_tmp(self, t: _FileTask, tmp: bytes, path: str) -> Optional[_Written]:
         """Write the file's content and metadata to `tmp` in its directory. What was written, or None
@@ -542,18 +538,18 @@ class RestoreJob:
     @staticmethod
     def _as_file(t: _FileTask) -> fsmeta.Meta:
         """A block device's image is restored as a regular file under the target."""
-        return fsmeta.Meta.from_dict(dict(t.node["meta"], t="f"))
+        return fsmeta.Meta.from_dict(dict(t.node.meta, t="f"))
 
     def _write_content(self, fd: int, t: _FileTask, path: str) -> int:
-        if "image" in t.node:
+        if t.node.image is not None:
             from .jobs.image import restore_image
             try:
                 # workers=0: the C++ engine on every core (its threads need no GIL, unlike the file pool's)
-                st = restore_image(self.vault, t.node["image"], path, verify=self.verify, workers=0, dest_fd=fd)
+                st = restore_image(self.vault, t.node.image, path, verify=self.verify, workers=0, dest_fd=fd)
             except TargetFull:
                 raise self._target_full(path) from None  # the same message as for files, with the count
             return st["bytes_written"]
-        ids = [bytes.fromhex(h) for h in t.node.get("content", [])]
+        ids = [bytes.fromhex(h) for h in t.node.content or []]
         if len(ids) <= self.SEGMENT:
             offset = self._write_chunks(fd, ids, 0)
         else:  # a big file: its chunks are fetched, opened and written by all cores at once

@@ -40,17 +40,17 @@ def backup(c: Ctx, paths: Tuple[str, ...], images: Tuple[str, ...], image_block_
         raise UsageError("--stdin needs the passphrase from RECOVAULT_PASSPHRASE or --passphrase-file")
     with c.open() as v, ProgressReporter(not c.json, "backing up") as prog:
         from .. import api
-        snap = api.backup(v, list(paths), mode=mode, excludes=list(exclude), exclude_files=list(exclude_file),
+        point = api.backup(v, list(paths), mode=mode, excludes=list(exclude), exclude_files=list(exclude_file),
                           exclude_caches=exclude_caches, one_file_system=one_file_system, tags=list(tag),
                           host=host, workers=workers, images=list(images), image_block_size=image_block_size,
                           stdin_name=stdin_name if use_stdin else None, progress=prog)
-    st = snap["stats"]
-    c.out(snap, (f"recovery point {snap['id'][:8]} saved ({snap['mode']}): "
+    st = point.stats
+    c.out(point.to_json(), (f"recovery point {point.short_id} saved ({point.mode}): "
                  f"{st['files_new']} new, {st['files_changed']} changed, {st['files_unmodified']} unmodified files; "
                  f"{st['bytes_read'] / 1e6:.1f} MB read, {st['bytes_added'] / 1e6:.1f} MB added "
                  f"in {st['duration']:.1f}s"))
-    if snap["errors"]:
-        raise Partial(f"{len(snap['errors'])} file(s) could not be read and are not in the recovery point")
+    if point.errors:
+        raise Partial(f"{len(point.errors)} file(s) could not be read and are not in the recovery point")
 
 
 command = backup

@@ -15,12 +15,13 @@ from .context import Ctx, common_options, pass_ctx
 def mount(c: Ctx, snapshot: str, mountpoint: str, allow_other: bool) -> None:
     """Expose a recovery point read-only at MOUNTPOINT (FUSE) until unmounted (fusermount3 -u)."""
     from ..mount import mount as do_mount
-    with c.open() as v:
-        snap = v.find_snapshot(snapshot)
+    from ..progress import ProgressReporter
+    with c.open() as v, ProgressReporter(False, "serving") as prog:  # prog: the mount's errors as warnings
+        point = v.find_snapshot(snapshot)
         if not c.json:
-            click.echo(f"serving recovery point {snap['id'][:8]} at {mountpoint}; unmount with 'fusermount3 -u {mountpoint}'",
+            click.echo(f"serving recovery point {point.short_id} at {mountpoint}; unmount with 'fusermount3 -u {mountpoint}'",
                        err=True)
-        do_mount(v, snap, mountpoint, allow_other=allow_other)
+        do_mount(v, point, mountpoint, allow_other=allow_other, on_event=prog)
 
 
 command = mount

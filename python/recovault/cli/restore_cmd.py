@@ -3,13 +3,17 @@ device."""
 from __future__ import annotations
 
 import os
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 import click
 
 from ..errors import CorruptData, NotFound, Partial, UsageError
 from ..progress import ProgressReporter
 from .context import Ctx, common_options, pass_ctx
+
+if TYPE_CHECKING:
+    from ..vault.records import RecoveryPoint
+    from ..vault.repo import Vault
 
 
 @click.command()
@@ -43,16 +47,16 @@ def restore(c: Ctx, snapshot: str, paths: Tuple[str, ...], target: Optional[str]
             raise UsageError("--overwrite and --delete apply to --target only")
         return _restore_image(c, snapshot, to, image, _parse_range(byte_range), verify, workers or 0)
     with c.open() as v, ProgressReporter(not c.json, "restoring") as prog:
-        snap = v.find_snapshot(snapshot)
+        point = v.find_snapshot(snapshot)
         from ..restore import RestoreJob
-        res = RestoreJob(v, snap, target, list(paths), verify=verify, workers=workers or 2,
+        res = RestoreJob(v, point, target, list(paths), verify=verify, workers=workers or 2,
                          overwrite=overwrite or "if-changed", delete=delete, progress=prog).run()
     st = res["stats"]
     if res["warnings"] and not c.json:
         click.echo(f"recovault: {len(res['warnings'])} warning(s): metadata not restored as recorded (above)",
                    err=True)
     c.out(res, (f"restored {st['files']} files, {st['dirs']} dirs, {st['bytes'] / 1e6:.1f} MB from "
-                f"{snap['id'][:8]} to {res['target']} in {st['duration']:.1f}s"
+                f"{point.short_id} to {res['target']} in {st['duration']:.1f}s"
                 + (f"; {st['verified']} files verified" if verify else "")))
     if res["errors"]:
         if res.get("data_errors"):
@@ -76,22 +80,28 @@ def _restore_image(c: Ctx, snapshot: str, to: str, image: Optional[str], rng: Op
     import time
     from ..jobs.image import restore_image
     with c.open() as v, ProgressReporter(not c.json, "writing image") as prog:
-        snap = v.find_snapshot(snapshot)
-        images = [p for p in snap["paths"] if "image" in (v.find_node(snap, p) or {})]
+        point = v.find_snapshot(snapshot)
+        images = [p for p in point.paths if _image_at(v, point, p) is not None]
         if image is None:
             if len(images) != 1:
-                raise UsageError(f"recovery point {snap['id'][:8]} holds {len(images)} images; name one with --image"
+                raise UsageError(f"recovery point {point.short_id} holds {len(images)} images; name one with --image"
                                  + (f" ({', '.join(images)})" if images else ""))
             image = images[0]
-        node = v.find_node(snap, os.path.abspath(image))
-        if node is None or "image" not in node:
-            raise NotFound(f"{image} is not an image in recovery point {snap['id'][:8]}")
+        desc = _image_at(v, point, os.path.abspath(image))
+        if desc is None:
+            raise NotFound(f"{image} is not an image in recovery point {point.short_id}")
         t0 = time.monotonic()
-        st = restore_image(v, node["image"], to, byte_range=rng, verify=verify, workers=workers, progress=prog)
+        st = restore_image(v, desc, to, byte_range=rng, verify=verify, workers=workers, progress=prog)
         st["duration"] = round(time.monotonic() - t0, 3)
-    c.out({"snapshot": snap["id"], "image": image, "to": to, "stats": st},
-          f"wrote {image} from {snap['id'][:8]} to {to}: {st['bytes_written'] / 1e6:.1f} MB of data, "
+    c.out({"snapshot": point.id, "image": image, "to": to, "stats": st},
+          f"wrote {image} from {point.short_id} to {to}: {st['bytes_written'] / 1e6:.1f} MB of data, "
           f"{st['zero_blocks']} zero blocks, in {st['duration']:.1f}s" + (" (verified)" if verify else ""))
+
+
+def _image_at(v: "Vault", point: "RecoveryPoint", path: str) -> Optional[Dict[str, Any]]:
+    """The block map of the image at `path` in the recovery point, or None."""
+    node = v.find_node(point, path)
+    return node.image if node is not None else None
 
 
 command = restore

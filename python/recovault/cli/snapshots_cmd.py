@@ -21,10 +21,10 @@ def snapshots(c: Ctx) -> None:
         c.warn(msg)
     lines = [f"{'ID':8}  {'time':19}  {'host':12}  {'mode':12}  {'size':>10}  paths"]
     for s in snaps:
-        lines.append(f"{s['id'][:8]}  {s['time'][:19].replace('T', ' ')}  {s['host'][:12]:12}  {s['mode']:12}  "
-                     f"{s['stats']['bytes_total'] / 1e6:>8.1f}MB  {' '.join(s['paths'])}"
-                     + ("" if s.get("complete", True) else "  (incomplete)"))
-    c.out(snaps, "\n".join(lines))
+        lines.append(f"{s.short_id}  {s.time[:19].replace('T', ' ')}  {s.host[:12]:12}  {s.mode:12}  "
+                     f"{s.stats['bytes_total'] / 1e6:>8.1f}MB  {' '.join(s.paths)}"
+                     + ("" if s.complete else "  (incomplete)"))
+    c.out([s.to_json() for s in snaps], "\n".join(lines))
     if damaged:
         raise CorruptData(f"{len(damaged)} recovery point(s) damaged, first: {damaged[0]}; run 'recovault check'")
 

@@ -23,10 +23,10 @@ from ..errors import UsageError
 from ..hardlinks import HardLinks
 from ..paths import split_path
 from ..vault import format as fmt
+from ..vault.records import DEFAULT_DIR_META, Node, RecoveryPoint
 from ..vault.repo import Vault
 from . import MODES
-from .tree_builder import (DEFAULT_DIR_META, BaseTrees, FileItem, Leaf, PendingDir, TreeBuilder,
-                           pinned_dirs)
+from .tree_builder import BaseTrees, FileItem, Leaf, PendingDir, TreeBuilder, pinned_dirs
 from .walk import Entry, ExcludeRules, walk
 
 
@@ -65,18 +65,18 @@ class BackupStats:
         return dict(self.__dict__)
 
 
-def _same_content(old: Dict[str, Any], st: os.stat_result) -> bool:
+def _same_content(old: Node, st: os.stat_result) -> bool:
     """Same size, mtime, ctime and inode as in the base recovery point: the content is unchanged."""
-    m = old.get("meta")
-    return (m is not None and m.get("t") == "f" and "content" in old and m.get("sz", 0) == st.st_size
+    m = old.meta
+    return (m.get("t") == "f" and old.content is not None and m.get("sz", 0) == st.st_size
             and m.get("mt", 0) == st.st_mtime_ns and m.get("ct", 0) == st.st_ctime_ns
             and m.get("ino", 0) == st.st_ino)
 
 
-def _unchanged(old: Dict[str, Any], st: os.stat_result) -> bool:
+def _unchanged(old: Node, st: os.stat_result) -> bool:
     """Content unchanged, and so is the metadata: any change of owner, mode or xattrs moves ctime too,
     so the whole node can be reused as it is."""
-    return _same_content(old, st) and "at" not in old["meta"]
+    return _same_content(old, st) and "at" not in old.meta
 
 
 class _Sources(NamedTuple):
@@ -132,13 +132,13 @@ def _refuse_beneath_links(named: List[str], others: List[str]) -> None:
                                  f"name the link's target instead ({os.path.realpath(a)}), or leave one out")
 
 
-def find_base(vault: Vault, snaps: List[Dict[str, Any]], host: str, paths: List[str], mode: str):
+def find_base(snaps: List[RecoveryPoint], host: str, paths: List[str], mode: str) -> Optional[RecoveryPoint]:
     """The recovery point to compare against: latest of this host+paths (incremental) or latest full."""
     if mode == "full":
         return None
-    same = [s for s in snaps if s.get("host") == host and sorted(s.get("paths", [])) == sorted(paths)]
+    same = [s for s in snaps if s.same_source(host, paths)]
     if mode == "differential":
-        same = [s for s in same if s.get("mode") == "full"]
+        same = [s for s in same if s.mode == "full"]
     return same[-1] if same else None
 
 
@@ -166,22 +166,21 @@ class BackupJob:
         self.stats.errors += 1
         self.progress("error", {"path": path, "error": msg})
 
-    def run(self) -> Dict[str, Any]:
+    def run(self) -> RecoveryPoint:
         t0 = time.monotonic()
         opts = self.opts
         src = _sources(opts)
         rules = ExcludeRules.from_options(opts.excludes, opts.exclude_files, opts.exclude_caches)
         # A damaged recovery point is reported and skipped: it must not prevent new backups.
         snaps = self.vault.snapshots(on_corrupt=lambda msg: self.progress("error", {"path": "", "error": msg}))
-        base = find_base(self.vault, snaps, self.host, src.paths, opts.mode)
+        base = find_base(snaps, self.host, src.paths, opts.mode)
         mode = self._mode = opts.mode if (opts.mode == "full" or base is not None) else "full"
-        self._base = BaseTrees(self.vault, base["tree"] if base else None)
+        self._base = BaseTrees(self.vault, base.tree if base else None)
         # A full backup trusts nothing of its base, but keeps the block size of each image in it (blocks of
         # another size would share nothing with what the vault has).
-        self._sizes_from = self._base if mode != "full" else BaseTrees(
-            self.vault, (find_base(self.vault, snaps, self.host, src.paths, "incremental") or {}).get("tree"))
-        last_full = next((s for s in reversed(snaps) if s.get("host") == self.host and s.get("mode") == "full"
-                          and sorted(s.get("paths", [])) == src.paths), None)
+        latest = find_base(snaps, self.host, src.paths, "incremental")
+        self._sizes_from = self._base if mode != "full" else BaseTrees(self.vault, latest.tree if latest else None)
+        last_full = find_base(snaps, self.host, src.paths, "differential")
         on_disk = [split_path(p) for p in src.tree_paths + src.images]  # a stream's path has no ancestors
         tree = self._tree = TreeBuilder(self.vault, self._base, pinned_dirs(
             on_disk + ([split_path(src.stdin_path)] if src.stdin_path else [])))
@@ -241,9 +240,9 @@ class BackupJob:
         parent_dir = tree.dir_for(dparts)
         old = self._base.node(parts) if self._compare and parts else None
         if (old is not None and st.st_nlink == 1 and st_mod.S_ISREG(st.st_mode) and _unchanged(old, st)
-                and self._all_known(old["content"])):
+                and self._all_known(old.content)):
             f = FileItem(old, entry.path, st.st_size)  # fast path: no capture, node reused as it is
-            f.content = old["content"]
+            f.content = old.content
             f.reused = True
             parent_dir.children[name] = f
             self.stats.files_unmodified += 1
@@ -261,17 +260,16 @@ class BackupJob:
             tree.enter_dir(parts, md, old)
             self.stats.dirs += 1
             return
-        node: Dict[str, Any] = {"name": fsmeta.encode_name(name), "meta": md}
+        node = Node(name, md)
         if meta.type != "f":
             parent_dir.children[name] = Leaf(node)
             self.stats.others += 1
             return
         self._add_file(entry, node, meta, old, parent_dir, name)
 
-    def _add_file(self, entry: Entry, node: Dict[str, Any], meta: fsmeta.Meta, old: Optional[Dict[str, Any]],
+    def _add_file(self, entry: Entry, node: Node, meta: fsmeta.Meta, old: Optional[Node],
                   parent_dir: PendingDir, name: bytes) -> None:
-        size = entry.st.st_size
-        node["size"] = size
+        size = node.size = entry.st.st_size
         f = FileItem(node, entry.path, size)
         parent_dir.children[name] = f
         self.stats.bytes_total += size
@@ -281,8 +279,8 @@ class BackupJob:
                 f.link_key = key
                 parent_dir.hold = True  # stored at the end, once the first link's content is known
                 return
-        if old is not None and _same_content(old, entry.st) and self._all_known(old["content"]):
-            f.content = old["content"]
+        if old is not None and _same_content(old, entry.st) and self._all_known(old.content):
+            f.content = old.content
             self.stats.files_unmodified += 1
             return
         if entry.beyond_path_max:
@@ -299,37 +297,27 @@ class BackupJob:
         parent_dir.pending += 1
         self._reader.add(f)
 
-    def _all_known(self, chunk_ids: List[str]) -> bool:
+    def _all_known(self, chunk_ids: Optional[List[str]]) -> bool:
         known = self.vault.known
-        return all(bytes.fromhex(c) in known for c in chunk_ids)
+        return all(bytes.fromhex(c) in known for c in chunk_ids or ())
 
-    def _save_point(self, paths: List[str], mode: str, base: Optional[Dict[str, Any]],
-                    last_full: Optional[Dict[str, Any]], root_id: bytes) -> Dict[str, Any]:
+    def _save_point(self, paths: List[str], mode: str, base: Optional[RecoveryPoint],
+                    last_full: Optional[RecoveryPoint], root_id: bytes) -> RecoveryPoint:
         """Record the recovery point (written last: until then the run left only packs and indexes)."""
         opts = self.opts
-        snap = {
-            "version": 1,
-            "time": timefmt.now(),
-            "host": self.host,
-            "username": getpass.getuser(),
-            "paths": paths,
-            "tags": sorted(set(opts.tags)),
-            "mode": mode,
-            "parent": base["id"] if base else None,
-            "base_full": (base["id"] if base and base.get("mode") == "full" else
-                          (base or {}).get("base_full") if mode != "full" else None),
-            "tree": root_id.hex(),
-            "excludes": opts.excludes,
-            "program": f"recovault {__version__}",
-            "stats": self.stats.to_dict(),
-            "errors": self.errors[:1000],
-            "complete": not self.errors,
-        }
-        if last_full is not None and mode == "differential":
-            snap["base_full"] = last_full["id"]
-        sid = self.vault.save_snapshot(snap)
-        snap["id"] = sid
-        return snap
+        if mode == "full" or base is None:
+            base_full = None
+        elif mode == "differential" and last_full is not None:
+            base_full = last_full.id
+        else:
+            base_full = base.id if base.mode == "full" else base.base_full
+        point = RecoveryPoint(
+            time=timefmt.now(), host=self.host, username=getpass.getuser(), paths=paths, tree=root_id.hex(),
+            tags=sorted(set(opts.tags)), mode=mode, parent=base.id if base else None, base_full=base_full,
+            excludes=opts.excludes, program=f"recovault {__version__}", stats=self.stats.to_dict(),
+            errors=self.errors[:1000], complete=not self.errors)
+        self.vault.save_snapshot(point)  # sets point.id
+        return point
 
     def _add_image(self, path: str) -> None:
         from .image import backup_image
@@ -342,14 +330,14 @@ class BackupJob:
         # The block size: as asked; else the one the image's previous recovery point used (blocks of another
         # size share nothing with its map); else chosen from the image's size by backup_image.
         prev = self._sizes_from.node(parts)
-        bs = self.opts.image_block_size or (int(prev["image"]["bs"]) if prev is not None and "image" in prev else 0)
+        bs = self.opts.image_block_size or (int(prev.image["bs"]) if prev is not None and prev.image is not None else 0)
         # An image *file* whose size, mtime, ctime and inode are unchanged keeps its block map without being
         # read (as for files; a VM that wrote to it moved its mtime). Block devices have no such metadata
         # for their contents: they are always read and hashed, and only changed blocks are stored.
-        if (old is not None and meta["t"] == "f" and "image" in old and old["image"].get("bs") == bs
-                and all(old["meta"].get(k) == meta.get(k) for k in ("sz", "mt", "ct", "ino"))
-                and all(bytes.fromhex(p) in self.vault.known for p in old["image"]["pages"])):
-            desc, st = old["image"], {"bytes_read": 0, "chunks_new": 0, "bytes_added": 0}
+        if (old is not None and meta["t"] == "f" and old.image is not None and old.image.get("bs") == bs
+                and all(old.meta.get(k) == meta.get(k) for k in ("sz", "mt", "ct", "ino"))
+                and all(bytes.fromhex(p) in self.vault.known for p in old.image["pages"])):
+            desc, st = old.image, {"bytes_read": 0, "chunks_new": 0, "bytes_added": 0}
             self.stats.files_unmodified += 1
         else:
             desc, st = backup_image(self.vault, path, block_size=bs, workers=self.opts.workers,
@@ -358,8 +346,7 @@ class BackupJob:
                 self.stats.files_new += 1
             else:
                 self.stats.files_changed += 1
-        node = {"name": fsmeta.encode_name(name), "meta": meta, "size": desc["size"], "image": desc}
-        d.children[name] = Leaf(node)
+        d.children[name] = Leaf(Node(name, meta, size=desc["size"], image=desc))
         self.stats.bytes_total += desc["size"]
         self.stats.bytes_read += st["bytes_read"]
         self.stats.chunks_new += st["chunks_new"]
@@ -369,14 +356,12 @@ class BackupJob:
         parts = split_path(path)
         d, name = self._tree.leaf_dir(parts), parts[-1]
         now = time.time_ns()
-        node: Dict[str, Any] = {"name": fsmeta.encode_name(name),
-                                "meta": {"t": "f", "m": 0o600, "u": os.getuid(), "g": os.getgid(), "mt": now,
-                                         "at": now}}
+        node = Node(name, {"t": "f", "m": 0o600, "u": os.getuid(), "g": os.getgid(), "mt": now, "at": now})
         f = FileItem(node, "<stdin>", 0)
         self._read_files([f], sources=[self.opts.stdin_fd])
         if f.content is not None:
-            node["size"] = f.size
-            node["meta"]["sz"] = f.size
+            node.size = f.size
+            node.meta["sz"] = f.size
             d.children[name] = f
             self.stats.files_new += 1
             self.stats.bytes_total += f.size
@@ -407,34 +392,38 @@ class BackupJob:
         add = self.vault.add_sealed
         stats = self.stats
         for batch in run:
-            for kind, src, offset, length, cid, payload in batch:
-                if kind == core.CHUNK:
-                    contents[src].append(cid.hex())
-                    if payload is not None:
-                        add(fmt.BLOB_DATA, cid, payload, length)
+            for ev in batch:  # core.PipelineEvent
+                if ev.kind == core.CHUNK:
+                    contents[ev.source].append(ev.id.hex())
+                    if ev.payload is not None:
+                        add(fmt.BLOB_DATA, ev.id, ev.payload, ev.length)
                         stats.chunks_new += 1
-                        stats.bytes_added += len(payload)
-                elif kind == core.END:
-                    f = files[src]
-                    if f.fd is not None:
-                        os.close(f.fd)
-                        f.fd = None
-                    if payload is None and offset & core.END_CHANGED:  # torn: left out like an unreadable file
-                        payload = "changed while reading"
-                    if payload is not None:
-                        self._error(f.path, payload)
-                        f.content = None
-                    else:
-                        f.content = contents[src]
-                        if length != f.size:  # the file changed while we read it: record what we read
-                            f.node["size"] = f.size = length
-                    contents[src] = []
-                    stats.bytes_read += length
-                    self.progress("file", {"path": f.path, "bytes": length})
-                    d = f.dir
-                    if d is not None:
-                        f.dir = None
-                        self._tree.file_done(d)
+                        stats.bytes_added += len(ev.payload)
+                elif ev.kind == core.END:
+                    self._file_read(files[ev.source], ev, contents)
+
+    def _file_read(self, f: FileItem, ev: "core.PipelineEvent", contents: List[List[str]]) -> None:
+        """A file's END event: record its content, or the error that leaves it out."""
+        if f.fd is not None:
+            os.close(f.fd)
+            f.fd = None
+        error = ev.payload
+        if error is None and ev.offset & core.END_CHANGED:  # torn: left out like an unreadable file
+            error = "changed while reading"
+        if error is not None:
+            self._error(f.path, error)
+            f.content = None
+        else:
+            f.content = contents[ev.source]
+            if ev.length != f.size:  # the file changed while we read it: record what we read
+                f.node.size = f.size = ev.length
+        contents[ev.source] = []
+        self.stats.bytes_read += ev.length
+        self.progress("file", {"path": f.path, "bytes": ev.length})
+        d = f.dir
+        if d is not None:
+            f.dir = None
+            self._tree.file_done(d)
 
 
 class _BatchReader:

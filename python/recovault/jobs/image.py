@@ -94,25 +94,26 @@ def backup_image(vault: Vault, path: str, *, block_size: int = 0, workers: int =
         done = 0
         for batch in pipe.run([(fd, start, length) for start, length in ranges]):
             before = done
-            for kind, src, offset, length, cid, payload in batch:
-                if kind == core.END:
-                    if payload is not None:
-                        raise RecovaultError(f"cannot read image {path}: {payload}")
-                    if length != ranges[src][1]:
+            for ev in batch:  # core.PipelineEvent
+                start = ranges[ev.source][0]
+                if ev.kind == core.END:
+                    if ev.payload is not None:
+                        raise RecovaultError(f"cannot read image {path}: {ev.payload}")
+                    if ev.length != ranges[ev.source][1]:
                         # Its end would be recorded as zeros (or a partial last block) that were never on it.
                         raise RecovaultError(
                             f"image {path} shrank while it was being read (from {size} bytes; read stopped at "
-                            f"{ranges[src][0] + length}): back up a snapshot of a disk that is in use")
+                            f"{start + ev.length}): back up a snapshot of a disk that is in use")
                     continue
-                block = (ranges[src][0] + offset) // block_size
-                done += length
-                if kind == core.CHUNK:
-                    ids[block * 32:(block + 1) * 32] = cid
+                block = (start + ev.offset) // block_size
+                done += ev.length
+                if ev.kind == core.CHUNK:
+                    ids[block * 32:(block + 1) * 32] = ev.id
                     stats["data_blocks"] += 1
-                    if payload is not None:
-                        vault.add_sealed(fmt.BLOB_DATA, cid, payload, length)
+                    if ev.payload is not None:
+                        vault.add_sealed(fmt.BLOB_DATA, ev.id, ev.payload, ev.length)
                         stats["chunks_new"] += 1
-                        stats["bytes_added"] += len(payload)
+                        stats["bytes_added"] += len(ev.payload)
             progress("bytes", {"path": path, "bytes": done - before, "done_bytes": done})
         progress("file", {"path": path, "bytes": 0})
         stats["bytes_read"] = done
@@ -398,16 +399,17 @@ def verify_image(m: ImageMap, dest: str, start: int, end: int, workers: int = 0,
                   if a + n > lo]
         seen = bytearray(whole_hi - whole_lo)
         for batch in pipe.run([(f.fileno(), a, n) for a, n in ranges]):
-            for kind, src, off, n, cid, payload in batch:
-                if kind == core.END:
-                    if payload is not None:
-                        raise CorruptData(f"verify: cannot read back {label or dest}: {payload}")
-                    if n != ranges[src][1]:
-                        raise differs(ranges[src][0] + n, ranges[src][0] + ranges[src][1])  # shrank
+            for ev in batch:  # core.PipelineEvent
+                start, n = ranges[ev.source][0], ev.length
+                if ev.kind == core.END:
+                    if ev.payload is not None:
+                        raise CorruptData(f"verify: cannot read back {label or dest}: {ev.payload}")
+                    if n != ranges[ev.source][1]:
+                        raise differs(start + n, start + ranges[ev.source][1])  # shrank
                     continue
-                at = ranges[src][0] + off
+                at = start + ev.offset
                 block = at // bs
-                if (cid if kind == core.CHUNK else None) != m.block_id(block) or n != m.block_len(block):
+                if (ev.id if ev.kind == core.CHUNK else None) != m.block_id(block) or n != m.block_len(block):
                     raise differs(at, at + n)
                 seen[block - whole_lo] = 1
         for i in range(len(seen)):

@@ -12,15 +12,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
-from .. import fsmeta
+from ..vault.records import DEFAULT_DIR_META, Node
 from ..vault.repo import Vault
-from ..vault.tree import make_tree, node_map
+from ..vault.tree import node_map
 
 Parts = Tuple[bytes, ...]
-Node = Dict[str, Any]
-
-#: Metadata of a directory nothing is known about (one made up on the way to a stored path).
-DEFAULT_DIR_META: Dict[str, Any] = {"t": "d", "m": 0o755}
 
 
 class PendingDir:
@@ -92,12 +88,12 @@ class BaseTrees:
         if parts in self.cache:
             return self.cache[parts]
         if not parts:
-            result = node_map(self.vault.load_tree(bytes.fromhex(self.root))) if self.root else None
+            sub = self.root
         else:
             up = self.dir_nodes(parts[:-1])
             node = up.get(parts[-1]) if up else None
-            sub = node.get("subtree") if node else None
-            result = node_map(self.vault.load_tree(bytes.fromhex(sub))) if sub else None
+            sub = node.subtree if node else None
+        result = node_map(self.vault.load_nodes(bytes.fromhex(sub))) if sub else None
         self.cache[parts] = result
         return result
 
@@ -206,8 +202,7 @@ class TreeBuilder:
         replace it in its parent by its node, freeing its children, and try the parent in turn."""
         while (d.closed and d.pending == 0 and d.open_children == 0 and not d.hold and d.up is not None
                and d.parts is not None and d.parts not in self.pinned):
-            node = {"name": fsmeta.encode_name(d.name), "meta": d.meta or dict(DEFAULT_DIR_META),
-                    "subtree": self._save_dir(d).hex()}
+            node = Node.directory(d.name, d.meta or None, self._save_dir(d).hex())
             up = d.up
             up.children[d.name] = SavedDir(node, d.old)
             up.open_children -= 1
@@ -219,19 +214,19 @@ class TreeBuilder:
     def _save_dir(self, d: PendingDir) -> bytes:
         """Store the directory's tree (children first), or reuse the base's tree id if nothing changed."""
         nodes: List[Node] = []
-        same = d.old is not None and d.parts is not None and "subtree" in d.old and d.meta == d.old.get("meta")
+        same = d.old is not None and d.parts is not None and d.old.subtree is not None and d.meta == d.old.meta
         old_map: Optional[Dict[bytes, Node]] = None
         for name, child in d.children.items():
             if isinstance(child, (PendingDir, SavedDir)):
                 node = self._subdir_node(name, child)
-                same = same and child.old is not None and child.old.get("subtree") == node["subtree"] and \
-                    child.old.get("meta") == node["meta"]
+                same = same and child.old is not None and child.old.subtree == node.subtree and \
+                    child.old.meta == node.meta
             elif isinstance(child, FileItem):
                 if child.content is None:
                     same = False
                     continue  # unreadable: reported in the recovery point's errors
-                child.node["content"] = child.content
                 node = child.node
+                node.content = child.content
                 same = same and child.reused
             else:
                 node = child.node
@@ -243,13 +238,12 @@ class TreeBuilder:
         if same and d.old is not None:
             if old_map is None:
                 old_map = self.base.dir_nodes(d.parts) or {}
-            tree_id = bytes.fromhex(d.old["subtree"])
+            tree_id = bytes.fromhex(d.old.subtree)
             if len(old_map) == len(nodes) and tree_id in self.vault.known:
                 return tree_id
-        return self.vault.save_tree(make_tree(nodes))
+        return self.vault.save_tree(nodes)
 
     def _subdir_node(self, name: bytes, child: Any) -> Node:
         if isinstance(child, SavedDir):
             return child.node
-        return {"name": fsmeta.encode_name(name), "meta": child.meta or dict(DEFAULT_DIR_META),
-                "subtree": self._save_dir(child).hex()}
+        return Node.directory(name, child.meta or None, self._save_dir(child).hex())

@@ -6,6 +6,7 @@ A damaged index file does not stop a check: it is a problem, the packs no good i
 their own headers, and the report says which recovery points are still fully restorable."""
 from __future__ import annotations
 
+import os
 import random
 from typing import Any, Callable, Dict, List, Optional, Set
 
@@ -14,6 +15,7 @@ from ..errors import CorruptData, RecovaultError, UsageError
 from . import format as fmt
 from .blobstore import Location, pack_id_of
 from .journal import audit
+from .records import Node
 from .repo import Vault
 
 ZERO_ID = bytes(32)  # an all-zero block (or a hole) in an image's block map: nothing stored
@@ -150,7 +152,7 @@ class Checker:
                 self.damaged_points.append(sid)
                 continue
             self.stats["snapshots"] += 1
-            if self._tree(bytes.fromhex(snap["tree"]), f"recovery point {sid[:8]}"):
+            if self._tree(bytes.fromhex(snap.tree), f"recovery point {sid[:8]}"):
                 self.stats["restorable"] += 1
             else:
                 self.damaged_points.append(sid)
@@ -179,35 +181,35 @@ class Checker:
             self.problem(f"{where}: tree {tree_id.hex()[:16]} is not in any index")
             return False
         try:
-            tree = self.vault.load_tree(tree_id)
+            nodes = self.vault.load_nodes(tree_id)
         except RecovaultError as e:
             self.problem(f"{where}: {e}")
             return False
         ok = True
-        for node in tree.get("nodes", []):
-            if "subtree" in node:
-                ok = self._tree(bytes.fromhex(node["subtree"]), where) and ok
-            for c in node.get("content", []):
+        for node in nodes:
+            if node.subtree is not None:
+                ok = self._tree(bytes.fromhex(node.subtree), where) and ok
+            for c in node.content or ():
                 if bytes.fromhex(c) not in self.vault.locations:
-                    self.problem(f"{where}: chunk {c[:16]} of {node['name']} is not in any index")
+                    self.problem(f"{where}: chunk {c[:16]} of {_shown(node)} is not in any index")
                     ok = False
-            if "image" in node:
+            if node.image is not None:
                 ok = self._image(node, where) and ok
         return ok
 
-    def _image(self, node: Dict[str, Any], where: str) -> bool:
+    def _image(self, node: Node, where: str) -> bool:
         """An image's block-map pages, and every block they name, are located."""
         missing = 0
-        for page_hex in node["image"].get("pages", []):
+        for page_hex in (node.image or {}).get("pages", []):
             try:
                 page = self.vault.read_blob(bytes.fromhex(page_hex))
             except RecovaultError as e:
-                self.problem(f"{where}: block map of {node['name']}: {e}")
+                self.problem(f"{where}: block map of {_shown(node)}: {e}")
                 return False
             missing += sum(1 for i in range(0, len(page), 32)
                            if page[i:i + 32] != ZERO_ID and page[i:i + 32] not in self.vault.locations)
         if missing:
-            self.problem(f"{where}: {missing} block(s) of image {node['name']} are not in any index")
+            self.problem(f"{where}: {missing} block(s) of image {_shown(node)} are not in any index")
         return not missing
 
     # ---- data -------------------------------------------------------------------------------------
@@ -262,3 +264,8 @@ class Checker:
                 self.stats["blobs_read"] += 1
             except CorruptData as err:
                 self.problem(str(err))
+
+
+def _shown(node: Node) -> str:
+    """A node's name in a message: as the file system shows it (undecodable bytes escaped)."""
+    return os.fsdecode(node.name).encode("utf-8", "backslashreplace").decode()

@@ -30,6 +30,7 @@ from ..errors import CorruptData, ObjectMissing, RecovaultError
 from ..storage import Storage
 from . import format as fmt
 from .cache import ObjectCache, read_private, write_private
+from .records import RecoveryPoint
 
 __all__ = ["ENTRY_VERSION", "OPS", "Journal", "JournalEntry", "JournalReport", "PointState", "audit"]
 
@@ -216,13 +217,13 @@ class Journal:
         self._remember_heads()
         return name
 
-    def adopt(self, points: Iterable[Tuple[str, str, str]]) -> List[str]:
-        """Log an "add" for each ``(id, time, host)`` no entry names yet (recovery points written before the
+    def adopt(self, points: Iterable[RecoveryPoint]) -> List[str]:
+        """Log an "add" for each recovery point no entry names yet (recovery points written before the
         journal existed, or by a backup stopped before logging); return the new entries' names. For upgrading
         a vault (a later ``migrate``): from then on, deleting those points is reported too."""
         self.refresh()
         logged = {e.snapshot for e in self.entries.values()}
-        return [self.append("add", sid, time, host) for sid, time, host in points if sid not in logged]
+        return [self.append("add", p.id, p.time, p.host) for p in points if p.id not in logged]
 
 
 @dataclass

@@ -4,15 +4,15 @@ its root tree, and the blob store holds the trees."""
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 from .. import core
 from ..errors import CorruptData, NotFound, ObjectMissing, UsageError
 from ..storage import Storage
 from . import format as fmt
+from .records import RecoveryPoint
 from .sealing import Sealer
 
-Snapshot = Dict[str, Any]
 OnCorrupt = Callable[[str], None]
 
 
@@ -21,13 +21,14 @@ class PointStore:
         self.storage = storage
         self.sealer = sealer
 
-    def save(self, snap: Snapshot) -> str:
-        sealed = self.sealer.seal(fmt.AAD_SNAPSHOT, json.dumps(snap, sort_keys=True).encode())
+    def save(self, point: RecoveryPoint) -> str:
+        """Store `point` (its document without the id, keys sorted) and return the id it is stored under."""
+        sealed = self.sealer.seal(fmt.AAD_SNAPSHOT, json.dumps(point.to_json(with_id=False), sort_keys=True).encode())
         sid = core.blake3(sealed).hex()
         self.storage.put(fmt.SNAPSHOTS + sid, sealed)
         return sid
 
-    def load(self, sid: str) -> Snapshot:
+    def load(self, sid: str) -> RecoveryPoint:
         name = fmt.SNAPSHOTS + sid
         try:
             raw = self.storage.get(name)
@@ -36,16 +37,17 @@ class PointStore:
         if core.blake3(raw).hex() != sid:
             raise CorruptData(f"recovery point {sid[:8]}: its content does not match its name (corrupt)")
         try:
-            snap = json.loads(self.sealer.unseal(fmt.AAD_SNAPSHOT, raw, f"recovery point {sid[:8]}"))
+            doc = json.loads(self.sealer.unseal(fmt.AAD_SNAPSHOT, raw, f"recovery point {sid[:8]}"))
         except ValueError:
             raise CorruptData(f"recovery point {sid[:8]} does not parse") from None
-        snap["id"] = sid
-        return snap
+        if not isinstance(doc, dict):
+            raise CorruptData(f"recovery point {sid[:8]} does not parse")
+        return RecoveryPoint.from_json(doc, sid)
 
     def ids(self) -> List[str]:
         return [fmt.name_to_id(n) for n in self.storage.list(fmt.SNAPSHOTS)]
 
-    def list(self, on_corrupt: Optional[OnCorrupt] = None) -> List[Snapshot]:
+    def list(self, on_corrupt: Optional[OnCorrupt] = None) -> List[RecoveryPoint]:
         """All recovery points, oldest first. A recovery point that is corrupt or unreadable is passed to
         `on_corrupt(message)` and left out (one damaged object must not stop every later backup); without
         `on_corrupt`, it raises."""
@@ -57,11 +59,11 @@ class PointStore:
                 if on_corrupt is None:
                     raise
                 on_corrupt(str(e))
-        snaps.sort(key=lambda s: (s["time"], s["id"]))
+        snaps.sort(key=lambda p: p.sort_key)
         return snaps
 
-    def find(self, ref: str, snaps: Optional[List[Snapshot]] = None,
-             on_corrupt: Optional[OnCorrupt] = None) -> Snapshot:
+    def find(self, ref: str, snaps: Optional[List[RecoveryPoint]] = None,
+             on_corrupt: Optional[OnCorrupt] = None) -> RecoveryPoint:
         """A recovery point by full id, unique prefix, or 'latest'. Damaged recovery points are passed to
         `on_corrupt(message)` and left out of the search (a good one can still be restored), but 'latest',
         or a ref that matches no good point, then fails: the damaged one may be the point meant."""
@@ -71,14 +73,14 @@ class PointStore:
         for msg in damaged:
             if on_corrupt is not None:
                 on_corrupt(msg)
-        if damaged and (ref == "latest" or not any(s["id"].startswith(ref) for s in snaps)):
+        if damaged and (ref == "latest" or not any(s.id.startswith(ref) for s in snaps)):
             # never hand out an older point as "latest" when a newer one may be the damaged one
             raise CorruptData(f"{damaged[0]}; name another recovery point by its id")
         if ref == "latest":
             if not snaps:
                 raise NotFound("the vault has no recovery points yet")
             return snaps[-1]
-        hits = [s for s in snaps if s["id"].startswith(ref)]
+        hits = [s for s in snaps if s.id.startswith(ref)]
         if not hits:
             raise NotFound(f"no recovery point matches '{ref}'")
         if len(hits) > 1:

@@ -1,20 +1,31 @@
 """Typed records for what the vault stores as JSON: recovery points (§9 of docs/vault-format.md) and tree nodes
-(§8). Each converts to and from exactly the JSON the format specifies; keys this version does not know are
-kept (``extra``) and written back unchanged, so a newer writer's fields survive an older reader."""
+(§8). Each converts to and from exactly the JSON the format specifies: ``to_json(from_json(doc)) == doc`` for
+any document this version reads. Keys it does not know are kept (``extra``) and written back unchanged, so a
+newer writer's fields survive an older reader; the stored bytes (sorted keys) do not depend on the order of
+the fields here.
+
+The ``meta`` of a node stays fsmeta's compact dict (§8: ``t``, ``m``, ``mt``, ...), and an image's block map
+its ``{"bs", "size", "pages"}`` dict: both are copied into the tree as they are, and an unchanged file's node
+is reused from the base recovery point without being decoded further."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any, Dict, List, Optional
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
+from ..errors import CorruptData
 from ..fsmeta import decode_name, encode_name
 
 SNAPSHOT_VERSION = 1
+
+#: Metadata of a directory nothing is known about (the root, or one made up on the way to a stored path).
+DEFAULT_DIR_META: Dict[str, Any] = {"t": "d", "m": 0o755}
 
 
 @dataclass
 class RecoveryPoint:
     """One recovery point: when, where from, which root tree, and how it was made. ``id`` is the name of its
-    object (the BLAKE3 of the sealed bytes): empty until it is stored."""
+    object (the BLAKE3 of the sealed bytes): empty until it is stored. ``stats`` is the job's counters
+    (``files_new``, ``bytes_total``, ...), ``errors`` the paths left out (``{"path", "error"}``)."""
 
     time: str
     host: str
@@ -33,18 +44,32 @@ class RecoveryPoint:
     version: int = SNAPSHOT_VERSION
     id: str = ""
     extra: Dict[str, Any] = field(default_factory=dict)
+    #: known keys the document did not have: not written back while they keep their default
+    absent: FrozenSet[str] = field(default=frozenset(), init=False, repr=False, compare=False)
 
     @classmethod
     def from_json(cls, doc: Dict[str, Any], sid: str = "") -> "RecoveryPoint":
-        known = {f.name for f in fields(cls)} - {"extra", "id"}
-        rp = cls(**{k: v for k, v in doc.items() if k in known})
+        """The record of a stored (or printed) document; CorruptData if it is not one."""
+        known = _POINT_KEYS
+        try:
+            rp = cls(**{k: v for k, v in doc.items() if k in known})
+        except (TypeError, AttributeError):
+            raise CorruptData(f"recovery point {sid[:8]} lacks a required field (time, host, paths, tree)") from None
+        for name, kind in _POINT_TYPES:
+            if not isinstance(getattr(rp, name), kind):
+                raise CorruptData(f"recovery point {sid[:8]}: {name} is not a {kind.__name__}")
         rp.extra = {k: v for k, v in doc.items() if k not in known and k != "id"}
+        rp.absent = frozenset(k for k in known if k not in doc)
         rp.id = sid or doc.get("id", "")
         return rp
 
     def to_json(self, with_id: bool = True) -> Dict[str, Any]:
-        """The stored document (``with_id=False``), or the one `snapshots --json` prints (with ``id``)."""
-        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("extra", "id")}
+        """The stored document (``with_id=False``), or the one the CLI prints (``--json``: with ``id``)."""
+        doc = {}
+        for name in _POINT_KEYS:
+            value = getattr(self, name)
+            if name not in self.absent or value != _POINT_DEFAULTS.get(name):
+                doc[name] = value
         doc.update(self.extra)
         if with_id:
             doc["id"] = self.id
@@ -54,16 +79,29 @@ class RecoveryPoint:
     def short_id(self) -> str:
         return self.id[:8]
 
+    @property
+    def sort_key(self) -> Tuple[str, str]:
+        """Recovery points are ordered by time, then id (§9: the times sort as strings)."""
+        return (self.time, self.id)
+
     def same_source(self, host: str, paths: List[str]) -> bool:
         """Made on `host` from exactly `paths` (the identity incremental backups compare against)."""
         return self.host == host and sorted(self.paths) == sorted(paths)
+
+
+#: what the rest of the code relies on, checked when a document is read
+_POINT_TYPES = (("time", str), ("host", str), ("paths", list), ("tree", str), ("stats", dict), ("errors", list))
+_POINT_KEYS = tuple(f.name for f in fields(RecoveryPoint) if f.name not in ("extra", "id", "absent"))
+_POINT_DEFAULTS = {f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+                   for f in fields(RecoveryPoint) if f.name in _POINT_KEYS
+                   and (f.default is not MISSING or f.default_factory is not MISSING)}
 
 
 @dataclass
 class Node:
     """One entry of a tree: its raw name, its metadata (fsmeta's compact dict, §8) and, by type, the file's
     ``size`` and ``content`` (chunk IDs, hex), a directory's ``subtree`` (tree ID, hex), or an image's block
-    map (``image``: ``{"bs", "size", "pages"}``)."""
+    map (``image``: ``{"bs", "size", "pages"}``, with ``size``). A field that is None is not in the JSON."""
 
     name: bytes
     meta: Dict[str, Any]
@@ -73,24 +111,39 @@ class Node:
     image: Optional[Dict[str, Any]] = None
     extra: Dict[str, Any] = field(default_factory=dict)
 
-    _KEYS = ("size", "content", "subtree", "image")
-
     @classmethod
     def from_json(cls, doc: Dict[str, Any]) -> "Node":
-        node = cls(decode_name(doc["name"]), doc.get("meta") or {},
-                   doc.get("size"), doc.get("content"), doc.get("subtree"), doc.get("image"))
-        if len(doc) > 2 + sum(k in doc for k in cls._KEYS):
-            node.extra = {k: v for k, v in doc.items() if k not in cls._KEYS and k not in ("name", "meta")}
+        """The node of a tree's JSON object (CorruptData for a malformed name; KeyError without name or
+        meta). Per node of every base tree a backup compares with: kept to a few attribute reads."""
+        get = doc.get
+        name = doc["name"]
+        # decode_name, with its str case inlined (the common one)
+        raw = name.encode("utf-8", "surrogateescape") if type(name) is str else decode_name(name)
+        node = cls(raw, doc["meta"], get("size"), get("content"), get("subtree"), get("image"), {})
+        if len(doc) != 2 + (node.size is not None) + (node.content is not None) + (node.subtree is not None) \
+                + (node.image is not None):
+            # keys this version does not know, or a known one written as null: kept exactly as they are
+            node.extra = {k: v for k, v in doc.items() if k not in _NODE_FIXED and (k not in _NODE_KEYS or v is None)}
         return node
 
     def to_json(self) -> Dict[str, Any]:
         doc: Dict[str, Any] = {"name": encode_name(self.name), "meta": self.meta}
-        for k in self._KEYS:
-            v = getattr(self, k)
-            if v is not None:
-                doc[k] = v
-        doc.update(self.extra)
+        if self.size is not None:
+            doc["size"] = self.size
+        if self.content is not None:
+            doc["content"] = self.content
+        if self.subtree is not None:
+            doc["subtree"] = self.subtree
+        if self.image is not None:
+            doc["image"] = self.image
+        if self.extra:
+            doc.update(self.extra)
         return doc
+
+    @classmethod
+    def directory(cls, name: bytes, meta: Optional[Dict[str, Any]], subtree: str) -> "Node":
+        """A directory's node (``meta`` None: one nothing is known about)."""
+        return cls(name, meta if meta is not None else dict(DEFAULT_DIR_META), subtree=subtree)
 
     @property
     def type(self) -> str:
@@ -104,3 +157,7 @@ class Node:
     @property
     def is_image(self) -> bool:
         return self.image is not None
+
+
+_NODE_KEYS = frozenset(("size", "content", "subtree", "image"))
+_NODE_FIXED = frozenset(("name", "meta"))

@@ -8,13 +8,13 @@ later prune removes; nothing ever points at a half-written object.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from .. import core, timefmt
 from ..errors import CorruptData, ObjectMissing, UsageError, VaultExists, VaultNotFound
+from ..paths import split_path
 from ..storage import Storage
 from . import envelope
 from . import format as fmt
@@ -22,7 +22,9 @@ from .blobstore import BlobStore, EventSink, Location, Locations, no_events, pac
 from .journal import Journal
 from .keys import KdfParams, KeyStore, MasterKeys
 from .points import OnCorrupt, PointStore
+from .records import Node, RecoveryPoint
 from .sealing import Sealer
+from .tree import decode_tree, encode_tree, node_map
 
 __all__ = ["DEFAULT_PACK_SIZE", "Location", "Locations", "Settings", "Vault"]
 
@@ -233,45 +235,41 @@ class Vault:
         return self.blobs.read_pack_header(pack)
 
     # ---- trees ------------------------------------------------------------------------------------
-    def save_tree(self, tree: Dict[str, Any]) -> bytes:
-        data = json.dumps(tree, separators=(",", ":"), sort_keys=True).encode()
-        return self.save_blob(fmt.BLOB_TREE, data)
+    def save_tree(self, nodes: List[Node]) -> bytes:
+        """Store the tree holding `nodes` (sorted in place) and return its id."""
+        return self.save_blob(fmt.BLOB_TREE, encode_tree(nodes))
 
-    def load_tree(self, tree_id: bytes) -> Dict[str, Any]:
-        try:
-            return json.loads(self.read_blob(tree_id))
-        except ValueError:
-            raise CorruptData(f"tree {tree_id.hex()[:16]} does not parse") from None
+    def load_nodes(self, tree_id: bytes) -> List[Node]:
+        """The nodes of a tree, in stored order (by raw name)."""
+        return decode_tree(self.read_blob(tree_id), f"tree {tree_id.hex()[:16]}")
 
-    def find_node(self, snap: Dict[str, Any], path: str) -> Optional[Dict[str, Any]]:
+    def find_node(self, point: RecoveryPoint, path: str) -> Optional[Node]:
         """The tree node at absolute `path` in a recovery point ("/" gives a node for the root), or None."""
-        from .tree import node_map
-        node: Dict[str, Any] = {"name": "", "meta": {"t": "d", "m": 0o755}, "subtree": snap["tree"]}
-        for part in (p for p in os.fsencode(path).split(b"/") if p):
-            if "subtree" not in node:
+        node: Optional[Node] = Node.directory(b"", None, point.tree)
+        for part in split_path(path):
+            if node is None or node.subtree is None:
                 return None
-            node = node_map(self.load_tree(bytes.fromhex(node["subtree"]))).get(part)
-            if node is None:
-                return None
+            node = node_map(self.load_nodes(bytes.fromhex(node.subtree))).get(part)
         return node
 
     # ---- recovery points: the point store's face ------------------------------------------------
-    def save_snapshot(self, snap: Dict[str, Any]) -> str:
-        sid = self.points.save(snap)
-        self.journal.append("add", sid, snap["time"], snap["host"])  # after the point: see journal.py
+    def save_snapshot(self, point: RecoveryPoint) -> str:
+        """Store `point` (its id is set) and log it in the journal; returns the id."""
+        sid = point.id = self.points.save(point)
+        self.journal.append("add", sid, point.time, point.host)  # after the point: see journal.py
         return sid
 
-    def load_snapshot(self, sid: str) -> Dict[str, Any]:
+    def load_snapshot(self, sid: str) -> RecoveryPoint:
         return self.points.load(sid)
 
-    def snapshots(self, on_corrupt: Optional[OnCorrupt] = None) -> List[Dict[str, Any]]:
+    def snapshots(self, on_corrupt: Optional[OnCorrupt] = None) -> List[RecoveryPoint]:
         """All recovery points, oldest first. A recovery point that is corrupt or unreadable is passed to
         `on_corrupt(message)` and left out (one damaged object must not stop every later backup); without
         `on_corrupt`, it raises."""
         return self.points.list(on_corrupt)
 
-    def find_snapshot(self, ref: str, snaps: Optional[List[Dict[str, Any]]] = None,
-                      on_corrupt: Optional[OnCorrupt] = None) -> Dict[str, Any]:
+    def find_snapshot(self, ref: str, snaps: Optional[List[RecoveryPoint]] = None,
+                      on_corrupt: Optional[OnCorrupt] = None) -> RecoveryPoint:
         """A recovery point by full id, unique prefix, or 'latest'. Damaged recovery points are left out of
         the search and passed to `on_corrupt(message)`, by default reported as a "problem" event."""
         if on_corrupt is None:
