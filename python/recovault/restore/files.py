@@ -102,8 +102,7 @@ class FileRestorer:
         try:
             written = self._write_content(fd, t, path)
             st = os.fstat(fd)
-            warnings = fsmeta.apply_at(t.dir.fd, tmp, t.meta if t.meta.type == "f" else self._as_file(t),
-                                       fd=fd, owners=self.target.owners, label=path)
+            self.target.apply_meta(t.dir.fd, tmp, t.meta if t.meta.type == "f" else self._as_file(t), path, fd=fd)
         except TargetFull:
             self.target.discard(t.dir, tmp)
             raise
@@ -113,8 +112,6 @@ class FileRestorer:
             return None
         finally:
             os.close(fd)
-        for w in warnings:
-            self.report.warn(path, w)
         return _Written(written, (st.st_dev, st.st_ino))
 
     @staticmethod
