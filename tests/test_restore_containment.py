@@ -458,7 +458,7 @@ def test_delete_removes_what_the_point_does_not_hold_only_inside_the_restored_pa
 def test_streamed_restore_applies_each_directorys_metadata_after_its_files(tmp_path, monkeypatch):
     # With one file per run and one directory waiting at most, every directory is finished while the pool
     # still works on others: its times must still be the recovery point's (set after its last file).
-    import recovault.restore as restore_mod
+    import recovault.restore.job as restore_mod
     monkeypatch.setattr(restore_mod, "RUN_FILES", 1)
     monkeypatch.setattr(restore_mod, "MAX_OPEN_DIRS", 1)
     src = tmp_path / "src"
