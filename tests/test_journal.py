@@ -237,8 +237,7 @@ def test_hosts_backing_up_at_once_keep_a_consistent_journal(env) -> None:
     names = {e.name for e in es}
     assert all(p in names for e in es for p in e.prev)
     res = check(vault, tmp / "cache-0")
-    # (the index race of issue 8 may add a "pack(s) no index lists" warning: not the journal's business)
-    assert res["ok"] and not [w for w in res["warnings"] if "journal" in w or "recovery point" in w], res
+    assert res["ok"] and res["warnings"] == [], res
 
 
 def test_adopting_points_of_a_vault_older_than_the_journal(env) -> None:
