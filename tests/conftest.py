@@ -19,3 +19,18 @@ def small_tmpfs(tmp_path):
         yield target
     finally:
         subprocess.run(["umount", str(target)], capture_output=True)
+
+
+@pytest.fixture
+def tz(monkeypatch):
+    """Sets the process's local time zone for a test (``tz("Europe/Berlin")``): TZ, then time.tzset(); the
+    old zone comes back afterwards."""
+    import time
+
+    def use(name: str) -> None:
+        monkeypatch.setenv("TZ", name)
+        time.tzset()
+
+    yield use
+    monkeypatch.undo()
+    time.tzset()
