@@ -7,9 +7,12 @@ seconds ("2026-11-25T14:00:00Z").
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 _FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_LOCAL_FORMAT = "%Y-%m-%d %H:%M:%S"
+_LOCAL = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\Z")
 
 
 def format_time(dt: datetime) -> str:
@@ -31,3 +34,14 @@ def parse_time(text: str) -> datetime:
     if dt.tzinfo is None:
         raise ValueError(f"time without a UTC offset: {text!r}")
     return dt
+
+
+def parse_local(text: str) -> datetime:
+    """A time a person gives ("YYYY-MM-DD HH:MM:SS", local time, as restic's ``backup --time``) as an aware
+    datetime; ValueError if `text` is not one. A wall time that happens twice (DST ends) is the first."""
+    if not _LOCAL.match(text):
+        raise ValueError(f"{text!r} is not a time in the form YYYY-MM-DD HH:MM:SS")
+    try:
+        return datetime.strptime(text, _LOCAL_FORMAT).astimezone()
+    except (ValueError, OverflowError) as e:
+        raise ValueError(f"{text!r} is not a valid time ({e})") from None

@@ -27,12 +27,14 @@ from .context import Ctx, common_options, pass_ctx
 @click.option("--one-file-system", "-x", is_flag=True, help="Do not cross file-system boundaries.")
 @click.option("--tag", multiple=True, help="Tag the recovery point (repeatable).")
 @click.option("--host", default=None, help="Host name to record (default: this host).")
+@click.option("--time", "when", default=None, metavar="'YYYY-MM-DD HH:MM:SS'",
+              help="Record this local time as the recovery point's time instead of now (as restic's --time).")
 @click.option("--workers", type=int, default=0, help="Pipeline worker threads (default: all cores).")
 @pass_ctx
 def backup(c: Ctx, paths: Tuple[str, ...], images: Tuple[str, ...], image_block_size: int, use_stdin: bool,
            stdin_name: str, mode: str, exclude: Tuple[str, ...], exclude_file: Tuple[str, ...],
            exclude_caches: bool, one_file_system: bool, tag: Tuple[str, ...], host: Optional[str],
-           workers: int) -> None:
+           when: Optional[str], workers: int) -> None:
     """Back up files and directories (and --image disks, --stdin streams) into a new recovery point."""
     if not paths and not images and not use_stdin:
         raise UsageError("nothing to back up: name at least one path, --image or --stdin")
@@ -42,7 +44,7 @@ def backup(c: Ctx, paths: Tuple[str, ...], images: Tuple[str, ...], image_block_
         from .. import api
         point = api.backup(v, list(paths), mode=mode, excludes=list(exclude), exclude_files=list(exclude_file),
                           exclude_caches=exclude_caches, one_file_system=one_file_system, tags=list(tag),
-                          host=host, workers=workers, images=list(images), image_block_size=image_block_size,
+                          host=host, time=when, workers=workers, images=list(images), image_block_size=image_block_size,
                           stdin_name=stdin_name if use_stdin else None, progress=prog)
     st = point.stats
     c.out(point.to_json(), (f"recovery point {point.short_id} saved ({point.mode}): "

@@ -15,7 +15,8 @@ import socket
 import stat as st_mod
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from datetime import datetime
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 from .. import __version__, core, timefmt
 from .. import fsmeta
@@ -45,6 +46,7 @@ class BackupOptions:
     image_block_size: int = 0  # 0 = the previous recovery point's, else jobs.image.default_block_size
     stdin_name: Optional[str] = None  # back up standard input as a file of this name
     stdin_fd: int = 0
+    time: Union[str, datetime, None] = None  # when the recovery point says it was made (default: now)
 
 
 @dataclass
@@ -63,6 +65,19 @@ class BackupStats:
 
     def to_dict(self) -> Dict[str, Any]:
         return dict(self.__dict__)
+
+
+def _point_time(given: Union[str, datetime, None]) -> Optional[str]:
+    """The stored form of a given time (restic's --time: "YYYY-MM-DD HH:MM:SS" in local time, or a datetime,
+    naive = local), None for "now"; UsageError if it is not a time."""
+    if given is None:
+        return None
+    if isinstance(given, datetime):
+        return timefmt.format_time(given if given.tzinfo else given.astimezone())
+    try:
+        return timefmt.format_time(timefmt.parse_local(given))
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"--time: {e}") from None
 
 
 def _same_content(old: Node, st: os.stat_result) -> bool:
@@ -152,6 +167,7 @@ class BackupJob:
         bs = opts.image_block_size
         if bs and not (4096 <= bs <= 64 << 20 and bs % 4096 == 0):
             raise UsageError(f"image block size {bs} is not a multiple of 4 KiB between 4 KiB and 64 MiB")
+        self.time = _point_time(opts.time)
         self.vault = vault
         self.opts = opts
         self.progress = progress or (lambda kind, info: None)
@@ -312,7 +328,7 @@ class BackupJob:
         else:
             base_full = base.id if base.mode == "full" else base.base_full
         point = RecoveryPoint(
-            time=timefmt.now(), host=self.host, username=getpass.getuser(), paths=paths, tree=root_id.hex(),
+            time=self.time or timefmt.now(), host=self.host, username=getpass.getuser(), paths=paths, tree=root_id.hex(),
             tags=sorted(set(opts.tags)), mode=mode, parent=base.id if base else None, base_full=base_full,
             excludes=opts.excludes, program=f"recovault {__version__}", stats=self.stats.to_dict(),
             errors=self.errors[:1000], complete=not self.errors)
