@@ -24,7 +24,7 @@ from __future__ import annotations
 import calendar
 import re
 import time as _time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -355,13 +355,14 @@ def _newest_not_future(instants: Sequence[int], now_us: int) -> Optional[int]:
 
 @dataclass
 class _Rule:
-    """One calendar rule while a group is evaluated: its bucket function, count left and last bucket."""
+    """One rule while a group is evaluated: its reason text, bucket function, count left (counted rules),
+    window's cutoff (keep_within_*) and the last bucket it kept a point of."""
 
     reason: str
     bucket: Optional[Callable[[datetime], int]]  # None: every point its own bucket (keep_last)
     count: int = 0
     cutoff: Optional[int] = None
-    last: Optional[int] = field(default=None)
+    last: Optional[int] = None
 
 
 def apply_policy(points: Iterable[RecoveryPoint], policy: Policy,
@@ -379,9 +380,9 @@ def apply_policy(points: Iterable[RecoveryPoint], policy: Policy,
     newest = _newest_not_future([t for t, _ in timed], now_us)
     counted = [_Rule(f"{what} snapshot", _BUCKETS.get(what), getattr(policy, name))
                for name, what in COUNT_RULES]
-    windows = [_Rule(f"{what} within", _BUCKETS[what], cutoff=within_cutoff(newest, getattr(policy, name)))
+    windows = [_Rule(f"{what} within {getattr(policy, name)}", _BUCKETS[what],
+                     cutoff=within_cutoff(newest, getattr(policy, name)))
                for name, what in WITHIN_RULES if not getattr(policy, name).is_zero]
-    window_names = [str(getattr(policy, name)) for name, _ in WITHIN_RULES if not getattr(policy, name).is_zero]
     within = None if policy.keep_within.is_zero else within_cutoff(newest, policy.keep_within)
     keep: List[Kept] = []
     remove: List[RecoveryPoint] = []
@@ -398,11 +399,11 @@ def apply_policy(points: Iterable[RecoveryPoint], policy: Policy,
                     if rule.count > 0:
                         rule.count -= 1
                     matches.append(reason)
-        for rule, text in zip(windows, window_names):
+        for rule in windows:
             if rule.cutoff is None or us > rule.cutoff:
                 reason = _step(rule, wall, nr, nr == last)
                 if reason:
-                    matches.append(f"{reason} {text}")
+                    matches.append(reason)
         if matches:
             keep.append(Kept(point, tuple(matches), Counters(*(r.count for r in counted))))
         else:
