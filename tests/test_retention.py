@@ -4,12 +4,13 @@ documentation (doc/060_forget.rst), and the edge cases of local calendar time.""
 from __future__ import annotations
 
 import json
-import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import List, Sequence
 
 import pytest
 
+from recovault import timefmt
 from recovault.errors import UsageError
 from recovault.retention import Duration, GroupKey, Policy, apply_policy, group_points, within_cutoff
 from recovault.vault.records import RecoveryPoint
@@ -21,8 +22,6 @@ NOW = "2030-01-01T00:00:00Z"
 def point(local: str, pid: str = "", host: str = "h", paths: Sequence[str] = ("/d",),
           tags: Sequence[str] = ()) -> RecoveryPoint:
     """A recovery point made at `local` ("YYYY-MM-DD HH:MM:SS[.f]" in the current TZ)."""
-    from datetime import datetime
-    from recovault import timefmt
     when = datetime.fromisoformat(local).astimezone()
     return RecoveryPoint(time=timefmt.format_time(when), host=host, paths=list(paths), tree="0" * 64,
                          tags=list(tags), id=pid or local)
@@ -128,7 +127,6 @@ def test_dst_change(tz):
     spring = [point("2025-03-30 01:30:00", "a"), point("2025-03-30 03:30:00", "b")]
     assert kept(spring, Policy(keep_hourly=2)) == ["b", "a"]
     assert kept(spring, Policy(keep_daily=1)) == ["b"]
-    from recovault import timefmt
     first = RecoveryPoint(time="2025-10-26T00:30:00.000000Z", host="h", paths=["/d"], tree="", id="first")
     second = RecoveryPoint(time="2025-10-26T01:30:00.000000Z", host="h", paths=["/d"], tree="", id="second")
     assert timefmt.parse_time(second.time).astimezone().hour == timefmt.parse_time(first.time).astimezone().hour
@@ -199,11 +197,14 @@ def test_within_steps_back_like_go_adddate(tz, newest, duration, cutoff):
 def test_within_across_dst_is_calendar_days(tz):
     """Berlin: 1d back from 2025-03-30 12:00 CEST is 2025-03-29 12:00 CET, 23 hours earlier."""
     tz("Europe/Berlin")
-    newest = point("2025-03-30 12:00:00")
-    from recovault.retention import _instant  # the instant of a stored time
-    assert within_cutoff(_instant(newest.time), Duration(days=1)) == \
-        _instant(point("2025-03-29 12:00:00").time)
-    assert _instant(newest.time) - _instant(point("2025-03-29 12:00:00").time) == 23 * 3600 * 10**6
+    newest, day_before = point("2025-03-30 12:00:00"), point("2025-03-29 12:00:00")
+
+    def us(p: RecoveryPoint) -> int:
+        return (timefmt.parse_time(p.time) - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+
+    assert within_cutoff(us(newest), Duration(days=1)) == us(day_before)
+    assert us(newest) - us(day_before) == 23 * 3600 * 10**6
+    assert within_cutoff(us(newest), Duration(hours=24)) == us(newest) - 24 * 3600 * 10**6
 
 
 def test_within_ignores_future_points(tz):

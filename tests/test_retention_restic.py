@@ -260,6 +260,7 @@ def test_same_as_restic_forget(restic_repo, tz, spec, group_by):
         as_014 = [k for k in out.keep if not _only_oldest(k.matches)]  # restic 0.14 has no keep-oldest
         assert [k.point.id for k in as_014] == [s["id"] for s in want["keep"] or []], group.key
         extra_oldest = {k.point.id for k in out.keep} - {k.point.id for k in as_014}
+        assert extra_oldest <= {min(group.points, key=lambda p: p.time).id}  # only ever the oldest point
         assert {p.id for p in out.remove} | extra_oldest == {s["id"] for s in want["remove"] or []}
         for k, snap, reason in zip(as_014, want["keep"] or [], want["reasons"] or []):
             assert reason["snapshot"]["time"] == snap["time"]
