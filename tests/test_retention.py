@@ -262,7 +262,8 @@ def test_duration_errors(text, message):
     ({"keep_last": 1.5}, "--keep-last 1.5"), ({"keep_last": True}, "--keep-last True"),
     ({"keep_within_weekly": "2w"}, "invalid duration '2w'"),
     ({"keep_within": Duration(days=-1)}, "--keep-within -1d: negative"),
-    ({"keep_within": 7}, "not a duration")])
+    ({"keep_within": 7}, "not a duration"), ({"keep_tags": 5}, "--keep-tag: 5 is not a list"),
+    ({"keep_tags": [["a", 1]]}, "invalid tag list"), ({"keep_tags": [3]}, "invalid tag list")])
 def test_policy_rejects_bad_rules(kwargs, message):
     with pytest.raises(UsageError, match=message):
         Policy(**kwargs)

@@ -170,7 +170,7 @@ def restic_repo(tmp_path_factory) -> Repo:
     repo, src = base / "repo", base / "src"
     src.mkdir()
     (src / "file").write_text("content\n")
-    subprocess.run(["restic", "init", "-q"], env=_restic_env(repo), check=True, capture_output=True)
+    subprocess.run(["restic", "--no-cache", "init", "-q"], env=_restic_env(repo), check=True, capture_output=True)
     _cheap_key(repo)
     made = _dataset()
     _backup_all(repo, src, made)

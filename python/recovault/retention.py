@@ -85,7 +85,7 @@ def _tag_list(value: Union[str, Sequence[str]]) -> Tuple[str, ...]:
     """One --keep-tag list: "a,b" (restic: comma-separated, spaces around each tag stripped) or a sequence."""
     if isinstance(value, str):
         return tuple(t.strip() for t in value.split(","))
-    if not all(isinstance(t, str) for t in value):
+    if not isinstance(value, (list, tuple)) or not all(isinstance(t, str) for t in value):
         raise UsageError(f"invalid tag list {value!r}: tags are strings")
     return tuple(value)
 
@@ -115,6 +115,8 @@ class Policy:
             value = getattr(self, f.name)
             if f.name == "keep_tags":
                 lists = (value,) if isinstance(value, str) else value
+                if not isinstance(lists, (list, tuple)):
+                    raise UsageError(f"--keep-tag: {value!r} is not a list of tag lists")
                 object.__setattr__(self, f.name, tuple(_tag_list(v) for v in lists))
             elif f.name.startswith("keep_within"):
                 if isinstance(value, str):
