@@ -83,6 +83,7 @@ def test_keep_oldest_when_count_left(tz):
         ("2025-01-02 09:00:00", ("daily snapshot",)), ("2025-01-01 09:00:00", ("daily snapshot",)),
         ("2025-01-01 08:00:00", ("oldest daily snapshot",))]
     assert out.keep[-1].counters.to_json() == {"daily": 2}  # the oldest used one count too
+    assert out.keep[-1].reasons_json() == {"matches": ["oldest daily snapshot"], "counters": {"daily": 2}}
     # no count left: the oldest goes
     assert kept(points, Policy(keep_daily=2)) == ["2025-01-02 09:00:00", "2025-01-01 09:00:00"]
 
