@@ -102,6 +102,25 @@ class Cli:
     def cache_dir(self) -> str:
         return os.path.join(self.home, ".cache", "recovault")
 
+# Runs the CLI with every LocalStorage call that touches index/ (or lists a prefix that covers it) written, one
+# line each ("list index/", "get index/<id>"), to $RV_TEST_INDEX_LOG.
+INDEX_LOG_BOOT = r"""
+import os
+from recovault.storage.local import LocalStorage
+def _logged(method):
+    orig = getattr(LocalStorage, method)
+    def wrapper(self, name="", *args, **kwargs):
+        if name.startswith("index/") or (method == "list" and "index/".startswith(name)):
+            with open(os.environ["RV_TEST_INDEX_LOG"], "a") as log:
+                log.write(f"{method} {name}\n")
+        return orig(self, name, *args, **kwargs)
+    return wrapper
+for _m in ("get", "list", "stat", "put", "delete", "local_path"):
+    setattr(LocalStorage, _m, _logged(_m))
+from recovault.cli import main
+main()
+"""
+
 
 def ok(res: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert res.returncode == 0, f"exit {res.returncode}\nstdout: {res.stdout}\nstderr: {res.stderr}"
@@ -439,13 +458,16 @@ def test_corrupt_index(corrupt_base, tmp_path):
     ns = corrupt_base
     cli = Cli(tmp_path / "home")
     vault = corrupt_copy(ns, tmp_path)
-    ok(cli("snapshots", "--vault", vault))  # fills this host's agent cache with the (good) index
+    ok(cli("stats", "--vault", vault))  # fills this host's agent cache with the (good) index
     index = object_files(vault, "index")[0]
     flip_byte(index, 100)
     name = fmt.name_to_id(index)
-    # another host (no cache) names the damaged index, skips it and reads the packs' headers instead
+    # another host (no cache) lists the points without reading the index: no index warning
     res = ok(Cli(tmp_path / "other")("snapshots", "--vault", vault))
-    assert name in res.stderr and "warning" in res.stderr and ns.snap.id[:8] in res.stdout
+    assert name not in res.stderr and "warning" not in res.stderr and ns.snap.id[:8] in res.stdout
+    # but a command that uses blobs names the damaged index, skips it and reads the packs' headers instead
+    res = ok(Cli(tmp_path / "other")("ls", "--vault", vault, "latest"))
+    assert name in res.stderr and "warning" in res.stderr
     # this host still works from its cache, but check must look at what the vault stores
     res = cli("check", "--vault", vault)
     fails(res, 15)
@@ -564,6 +586,39 @@ def test_key_add_list_passwd_remove(tmp_path):
 
 
 # ---------------------------------------------------------------- the common options, before or after the command
+
+
+def test_only_commands_that_use_blobs_read_the_index(tmp_path):
+    """Opening a vault does not load the index: listing points and managing keys never list or read index/
+    (with many index files that was most of their time); backup, restore, check and ls still load it."""
+    vault = api_vault(tmp_path / "vault")
+    src = tmp_path / "src"
+    write(src / "a.txt", rand_bytes(random.Random(1), 200_000))
+    ok(Cli(tmp_path / "h0")("backup", "--vault", vault, src))
+    write(src / "b.txt", rand_bytes(random.Random(2), 100_000))
+    log = tmp_path / "index.log"
+    runs = iter(range(1, 100))
+
+    def index_calls(*args) -> List[str]:
+        """The index/ calls of one command, run with a cold agent cache (a fresh home)."""
+        if log.exists():
+            log.unlink()
+        ok(Cli(tmp_path / f"h{next(runs)}")(*args, "--vault", vault, boot=INDEX_LOG_BOOT,
+                                            env={"RV_TEST_INDEX_LOG": os.fspath(log)}))
+        return log.read_text().splitlines() if log.exists() else []
+
+    def loads_index(calls: List[str]) -> bool:
+        return "list index/" in calls and any(c.startswith("get index/") for c in calls)
+
+    assert loads_index(index_calls("backup", src))
+    assert index_calls("snapshots") == []
+    assert index_calls("snapshots", "--json") == []
+    assert index_calls("key", "list") == []
+    assert index_calls("key", "add", "--new-passphrase-file", write(tmp_path / "p2", b"another passphrase here")) == []
+    assert loads_index(index_calls("ls", "latest"))
+    assert loads_index(index_calls("restore", "latest", "--target", tmp_path / "out"))
+    assert loads_index(index_calls("check"))
+    assert loads_index(index_calls("stats"))
 
 
 def run_main(argv: List[str], capsys) -> SimpleNamespace:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 from typing import List
 
 import pytest
@@ -69,12 +70,13 @@ def test_a_damaged_index_with_a_cold_cache_is_reported_skipped_and_repaired(tmp_
     _damage(index, how)
     expected = state(src)
 
+    # listing the points never reads the index (it loads on first use of a blob): no index warning
     res = ok(Cli(tmp_path / "h1")("snapshots", "--vault", vault, "--json"))
     assert len(json_docs(res.stdout)[0]) == 2
-    assert name in res.stderr and "no good index lists were read" in res.stderr
+    assert name not in res.stderr and "index" not in res.stderr
 
     res = ok(Cli(tmp_path / "h2")("restore", "--vault", vault, "latest", "--target", tmp_path / "out"))
-    assert name in res.stderr
+    assert name in res.stderr and "no good index lists were read" in res.stderr
     assert_same(expected, restored_root(tmp_path / "out", src))
 
     res = Cli(tmp_path / "h3")("check", "--vault", vault, "--json")
@@ -91,7 +93,7 @@ def test_a_damaged_index_with_a_cold_cache_is_reported_skipped_and_repaired(tmp_
     # pack, and the next cold start no longer reads their headers
     snap = json_out(Cli(tmp_path / "h4")("backup", "--vault", vault, "--json", "--mode", "full", src))
     assert snap["stats"]["bytes_read"] > 3 << 20 and snap["stats"]["bytes_added"] == 0 and not snap["errors"]
-    res = ok(Cli(tmp_path / "h5")("snapshots", "--vault", vault))
+    res = ok(Cli(tmp_path / "h5")("stats", "--vault", vault))  # stats loads the index (snapshots does not)
     assert name in res.stderr and "no good index lists were read" not in res.stderr
 
     res = json_out(Cli(tmp_path / "h6")("repair", "index", "--vault", vault, "--json"))
@@ -284,8 +286,44 @@ def test_an_index_file_replaced_while_the_vault_opens_is_found_by_listing_again(
     try:
         v = api.open_vault(vault, PASSPHRASE, cache_dir=os.fspath(tmp_path / "c2"),
                            on_event=lambda kind, info: events.append(info))
+        len(v.locations)  # the index loads on its first use, not on opening: list and read it here
     finally:
         LocalStorage.get = real_get
     with v:
         assert replaced and replaced[0].removed and events == [] and v.blobs.damaged_indexes == []
         assert dict(v.locations.items()) == before
+
+
+def test_the_index_loads_on_first_use_once_whatever_the_threads(tmp_path, monkeypatch):
+    """Opening a vault reads no index file; the first use of the index loads it, once: threads that ask at
+    the same time all wait for that one load and all see every blob."""
+    src, vault = _two_points(tmp_path)
+    with api.open_vault(vault, PASSPHRASE, cache_dir=os.fspath(tmp_path / "c0")) as v:
+        blobs = len(v.known)
+    from recovault.storage.local import LocalStorage
+    real_list = LocalStorage.list
+    listings: List[str] = []
+
+    def slow_list(self, prefix=""):
+        if prefix == fmt.INDEX:
+            listings.append(prefix)
+            time.sleep(0.2)  # a slow listing: the other threads ask while this load runs
+        return real_list(self, prefix)
+    monkeypatch.setattr(LocalStorage, "list", slow_list)
+    with api.open_vault(vault, PASSPHRASE, cache_dir=os.fspath(tmp_path / "c1")) as v:
+        assert listings == [] and not v.blobs.index_loaded
+        start = threading.Barrier(6)
+        seen: List[int] = []
+        uses = [lambda: len(v.known), lambda: len(v.locations), lambda: len(v.blobs.indexed_packs)]
+
+        def use(i):
+            start.wait()
+            seen.append(uses[i % 3]())
+        threads = [threading.Thread(target=use, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert listings == [fmt.INDEX] and len(seen) == 6
+        assert seen.count(blobs) == 4 and set(seen) - {blobs} == {len(v.blobs.indexed_packs)}
+        assert v.has_blob(next(iter(dict(v.locations.items())))) and listings == [fmt.INDEX]

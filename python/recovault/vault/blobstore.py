@@ -9,6 +9,11 @@ through `on_event` and skipped, and the blobs it may have covered are found by r
 of the packs no good index lists (docs/vault-format.md §7). A backup also stores an index file for those
 recovered packs before its recovery point (Vault.flush), so the point never depends on packs no index lists,
 and the next run with a cold cache no longer reads their headers. Nothing here deletes an object.
+
+The index is loaded lazily, once: by the first use of what it holds (`known`, `locations`, `indexed_packs`,
+`damaged_indexes`, ... are properties that load it; so do `has_blob`, `locate`, `read_blob`, `add_sealed`,
+`store_index`). A command that never touches a blob (listing recovery points, managing keys) never lists
+or reads index/, and never hears of a damaged index file.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Generic, Iterable, List, NamedTuple, Optional, Set, Tuple, TypeVar
 
 from .. import core
 from ..errors import CorruptData, ObjectMissing
@@ -27,6 +32,7 @@ from .sealing import Sealer
 
 #: `(kind, info)`, the progress-callback convention: kind "problem" (info["message"]) is shown as a warning.
 EventSink = Callable[[str, Dict[str, Any]], None]
+T = TypeVar("T")
 
 
 def no_events(kind: str, info: Dict[str, Any]) -> None:
@@ -104,10 +110,30 @@ def pack_id_of(name: str) -> Optional[bytes]:
         return None
 
 
+class _IndexLoaded(Generic[T]):
+    """A BlobStore attribute that loads the index on its first use: `known` reads `_known` after
+    `_ensure_index()`. Read-only: the store's own code changes the private fields."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.field = "_" + name
+
+    def __get__(self, store: Optional["BlobStore"], owner: type) -> T:
+        if store is None:  # read on the class (help(), introspection): the descriptor itself
+            return self  # type: ignore[return-value]
+        store._ensure_index()
+        return getattr(store, self.field)
+
+    def __set__(self, store: "BlobStore", value: T) -> None:
+        raise AttributeError(f"{self.field[1:]} is what the index holds: it cannot be replaced")
+
+
 class BlobStore:
     """Blobs in packs, and the index of where each is. `known` holds every stored blob ID (dedup);
     `locations` where each is; `indexed_packs` the packs some index file this store read or wrote lists
-    (a blob stored twice, by two backups running at once, has one location but both packs are indexed)."""
+    (a blob stored twice, by two backups running at once, has one location but both packs are indexed).
+    Each of these (and `damaged_indexes`, `recovered_packs`, `unreadable_packs`) is a property that loads
+    the index on first use, exactly once even from several threads; the methods here use the private
+    fields only after `_ensure_index` (or from within the load)."""
 
     def __init__(self, storage: Storage, sealer: Sealer, *, pack_size: int, cache_dir: Optional[str] = None,
                  vault_id: str = "", on_event: EventSink = no_events) -> None:
@@ -116,12 +142,14 @@ class BlobStore:
         self.pack_size = pack_size
         self.on_event = on_event
         self.cache = ObjectCache(cache_dir, vault_id, "index") if cache_dir else None
-        self.known = core.IdSet()
-        self.locations = Locations()
-        self.indexed_packs: Set[bytes] = set()
-        self.damaged_indexes: List[DamagedIndex] = []
-        self.recovered_packs: Set[bytes] = set()  # packs whose blobs were read from their own headers
-        self.unreadable_packs: List[str] = []  # packs no good index lists whose header could not be read
+        self._known = core.IdSet()
+        self._locations = Locations()
+        self._indexed_packs: Set[bytes] = set()
+        self._damaged_indexes: List[DamagedIndex] = []
+        self._recovered_packs: Set[bytes] = set()  # packs whose blobs were read from their own headers
+        self._unreadable_packs: List[str] = []  # packs no good index lists whose header could not be read
+        self._index_loaded = False
+        self._index_lock = threading.RLock()  # one load at a time (reentrant: a load's events may look back)
         self._loaded_indexes: Set[str] = set()
         self._recovered: Dict[bytes, List[fmt.BlobEntry]] = {}  # recovered packs no index file lists yet
         self._writers = {t: _PackWriter(self, t) for t in (fmt.BLOB_DATA, fmt.BLOB_TREE)}
@@ -135,14 +163,40 @@ class BlobStore:
         self.on_event("problem", {"message": message})
 
     # ---- the index -----------------------------------------------------------------------------
+    def _ensure_index(self) -> None:
+        """Load the index if no one has yet (the first use of what it holds; thread-safe, once)."""
+        if not self._index_loaded:
+            with self._index_lock:
+                if not self._index_loaded:
+                    self.load_index()
+
+    # What the index holds: each reads its private field ("_known", ...) after loading the index.
+    known = _IndexLoaded[core.IdSet]()
+    locations = _IndexLoaded[Locations]()
+    indexed_packs = _IndexLoaded[Set[bytes]]()
+    damaged_indexes = _IndexLoaded[List[DamagedIndex]]()
+    recovered_packs = _IndexLoaded[Set[bytes]]()
+    unreadable_packs = _IndexLoaded[List[str]]()
+
+    @property
+    def index_loaded(self) -> bool:
+        """Whether the index has been loaded (by a use of it or by `load_index`)."""
+        return self._index_loaded
+
     def load_index(self) -> int:
         """Load every index file not loaded yet (from the agent cache when it has it). Returns how many. A
         damaged one is reported and skipped, and the packs no good index lists are read instead. One that
         vanishes between the listing and the read was replaced (a repair or prune stores the replacements
         before it deletes): the listing is read again, to find them."""
+        with self._index_lock:
+            loaded = self._load_index()
+            self._index_loaded = True
+        return loaded
+
+    def _load_index(self) -> int:
         loaded, damaged = 0, []
         for _ in range(3):
-            skip = self._loaded_indexes | {d.name for d in self.damaged_indexes + damaged}
+            skip = self._loaded_indexes | {d.name for d in self._damaged_indexes + damaged}
             names = [n for n in self.storage.list(fmt.INDEX) if n not in skip]
             vanished = False
             for name in names:
@@ -158,8 +212,8 @@ class BlobStore:
             if not vanished:
                 break
         if damaged:
-            self.damaged_indexes += damaged
-            self.recover_from_packs()
+            self._damaged_indexes += damaged
+            self._recover_from_packs()
         if self.cache:
             self.cache.prune(self._loaded_indexes)
         return loaded
@@ -174,10 +228,10 @@ class BlobStore:
         plain = self.sealer.unseal(fmt.AAD_INDEX, raw, f"index file {name}")
         try:
             packs = fmt.index_pack_ids(plain)  # checks the layout before anything is added
-            self.locations.add_index(plain, self.known)
+            self._locations.add_index(plain, self._known)
         except ValueError as e:
             raise CorruptData(f"index file {name} is corrupt: {e}") from None
-        self.indexed_packs.update(packs)
+        self._indexed_packs.update(packs)
         self._loaded_indexes.add(name)
         if self.cache and not from_cache:
             self.cache.put(name, raw)
@@ -185,27 +239,31 @@ class BlobStore:
     def recover_from_packs(self) -> None:
         """Read the header of every pack that no loaded index lists, and add its blobs (those no index
         has) to the locations and the known IDs. Packs whose header cannot be read are reported."""
-        before = len(self.recovered_packs)
+        self._ensure_index()
+        self._recover_from_packs()
+
+    def _recover_from_packs(self) -> None:
+        before = len(self._recovered_packs)
         for name in self.storage.list(fmt.DATA):
             pack = pack_id_of(name)
-            if pack is None or pack in self.indexed_packs or pack in self.recovered_packs:
+            if pack is None or pack in self._indexed_packs or pack in self._recovered_packs:
                 continue
             try:
                 entries = self.read_pack_header(name)
             except (CorruptData, ObjectMissing) as e:
-                if name not in self.unreadable_packs:
-                    self.unreadable_packs.append(name)
+                if name not in self._unreadable_packs:
+                    self._unreadable_packs.append(name)
                     self.problem(f"{e}; no good index lists it either: its blobs cannot be located")
                 continue
             for e in entries:
-                if e.id not in self.locations:
-                    self.locations.add(e.id, Location(pack, e.type, e.offset, e.length, e.raw_length))
-                    self.known.add(e.id)
-            self.recovered_packs.add(pack)
+                if e.id not in self._locations:
+                    self._locations.add(e.id, Location(pack, e.type, e.offset, e.length, e.raw_length))
+                    self._known.add(e.id)
+            self._recovered_packs.add(pack)
             with self._lock:
                 self._recovered[pack] = entries
-        if len(self.recovered_packs) > before:
-            self.problem(f"the blobs of {len(self.recovered_packs) - before} pack(s) that no good index lists "
+        if len(self._recovered_packs) > before:
+            self.problem(f"the blobs of {len(self._recovered_packs) - before} pack(s) that no good index lists "
                          "were read from the packs' own headers")
 
     def has_blob(self, blob_id: bytes) -> bool:
@@ -214,13 +272,14 @@ class BlobStore:
     # ---- writing --------------------------------------------------------------------------------
     def add_sealed(self, blob_type: int, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
         """Queue a sealed blob (from the pipeline) for the current pack of its type."""
+        self._ensure_index()  # its pack's locations join the index's (normally loaded already, for dedup)
         self._writers[blob_type].add(blob_id, sealed, raw_length)
 
     def _pack_written(self, pack_id: bytes, entries: List[fmt.BlobEntry]) -> None:
         with self._lock:
             self._unindexed[pack_id] = entries
             for e in entries:
-                self.locations.add(e.id, Location(pack_id, e.type, e.offset, e.length, e.raw_length))
+                self._locations.add(e.id, Location(pack_id, e.type, e.offset, e.length, e.raw_length))
             # Index often enough that an interrupted job loses little: every 4 packs or every minute.
             full = len(self._unindexed) >= 4 or time.monotonic() - self._last_index > 60
         if full:
@@ -255,11 +314,12 @@ class BlobStore:
 
     def store_index(self, packs: Dict[bytes, List[fmt.BlobEntry]]) -> str:
         """Seal and store one index file listing `packs` (which must be stored already); returns its name."""
+        self._ensure_index()  # else a later load would skip this file as loaded, without its entries
         sealed = self.sealer.seal(fmt.AAD_INDEX, fmt.encode_index(packs))
         name = fmt.INDEX + core.blake3(sealed).hex()
         self.storage.put(name, sealed)
         self._loaded_indexes.add(name)
-        self.indexed_packs.update(packs)
+        self._indexed_packs.update(packs)
         if self.cache:
             self.cache.put(name, sealed)
         return name

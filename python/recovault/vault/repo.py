@@ -73,7 +73,8 @@ class Vault:
     `blobs` (BlobStore) holds packs and the index, `points` (PointStore) the recovery points; the methods
     below are the vault's public face over both. `on_event(kind, info)` hears what the vault notices on the
     way (kind "problem": a damaged index skipped, a damaged recovery point left out of a search); library
-    code never prints."""
+    code never prints. Opening reads the config and the key only: the index is loaded by the first use of a
+    blob (see BlobStore), so listing recovery points or managing keys never reads index/."""
 
     def __init__(self, storage: Storage, master: MasterKeys, keyid: str, vault_id: str, settings: Settings,
                  cache_dir: Optional[str] = None, on_event: EventSink = no_events) -> None:
@@ -90,8 +91,8 @@ class Vault:
                                vault_id=vault_id, on_event=on_event)
         self.points = PointStore(storage, self.sealer)
         self.journal = Journal(storage, self.sealer.seal, self.sealer.unseal, cache_dir, vault_id)
-        self._id_pipeline = self.pipeline(workers=1)
-        self.load_index()
+        # Only for chunk_id, which never consults a known-ID set: an empty one keeps the index unloaded.
+        self._id_pipeline = self.pipeline(workers=1, known=core.IdSet())
 
     # ---- creation and unlocking ----------------------------------------------------------------
     @classmethod
