@@ -327,3 +327,16 @@ def test_the_index_loads_on_first_use_once_whatever_the_threads(tmp_path, monkey
         assert listings == [fmt.INDEX] and len(seen) == 6
         assert seen.count(blobs) == 4 and set(seen) - {blobs} == {len(v.blobs.indexed_packs)}
         assert v.has_blob(next(iter(dict(v.locations.items())))) and listings == [fmt.INDEX]
+
+
+def test_an_event_sink_that_looks_at_the_index_while_it_loads_does_not_load_it_again(tmp_path):
+    """The damaged-index warning is sent while the index loads; a sink that then reads the vault's known IDs
+    sees what is loaded so far instead of starting the load again (which would report the damage again)."""
+    src, vault = _two_points(tmp_path)
+    _damage(_biggest_index(vault), "flipped")
+    seen = []
+    with api.open_vault(vault, PASSPHRASE, cache_dir=os.fspath(tmp_path / "c1"),
+                        on_event=lambda kind, info: seen.append((info["message"], len(v.known)))) as v:
+        blobs = len(v.known)
+    assert [m for m, _ in seen if "skipped" in m] and len([m for m, _ in seen if "skipped" in m]) == 1
+    assert len(seen) == 2 and seen[0][1] < blobs and seen[1][1] == blobs  # damaged reported, then recovered

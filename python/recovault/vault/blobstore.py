@@ -149,7 +149,8 @@ class BlobStore:
         self._recovered_packs: Set[bytes] = set()  # packs whose blobs were read from their own headers
         self._unreadable_packs: List[str] = []  # packs no good index lists whose header could not be read
         self._index_loaded = False
-        self._index_lock = threading.RLock()  # one load at a time (reentrant: a load's events may look back)
+        self._index_lock = threading.RLock()  # one load at a time
+        self._loading_in: Optional[int] = None  # the thread loading it (an event sink it calls may look back)
         self._loaded_indexes: Set[str] = set()
         self._recovered: Dict[bytes, List[fmt.BlobEntry]] = {}  # recovered packs no index file lists yet
         self._writers = {t: _PackWriter(self, t) for t in (fmt.BLOB_DATA, fmt.BLOB_TREE)}
@@ -165,7 +166,7 @@ class BlobStore:
     # ---- the index -----------------------------------------------------------------------------
     def _ensure_index(self) -> None:
         """Load the index if no one has yet (the first use of what it holds; thread-safe, once)."""
-        if not self._index_loaded:
+        if not self._index_loaded and self._loading_in != threading.get_ident():
             with self._index_lock:
                 if not self._index_loaded:
                     self.load_index()
@@ -189,7 +190,11 @@ class BlobStore:
         vanishes between the listing and the read was replaced (a repair or prune stores the replacements
         before it deletes): the listing is read again, to find them."""
         with self._index_lock:
-            loaded = self._load_index()
+            self._loading_in = threading.get_ident()
+            try:
+                loaded = self._load_index()
+            finally:
+                self._loading_in = None
             self._index_loaded = True
         return loaded
 
