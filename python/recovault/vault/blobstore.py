@@ -11,7 +11,7 @@ recovered packs before its recovery point (Vault.flush), so the point never depe
 and the next run with a cold cache no longer reads their headers. Nothing here deletes an object.
 
 The index is loaded lazily, once: by the first use of what it holds (`known`, `locations`, `indexed_packs`,
-`damaged_indexes`, ... are properties that load it; so do `has_blob`, `locate`, `read_blob`, `add_sealed`,
+`damaged_indexes`, ... are attributes that load it; so do `has_blob`, `locate`, `read_blob`, `add_sealed`,
 `store_index`). A command that never touches a blob (listing recovery points, managing keys) never lists
 or reads index/, and never hears of a damaged index file.
 """
@@ -131,7 +131,7 @@ class BlobStore:
     """Blobs in packs, and the index of where each is. `known` holds every stored blob ID (dedup);
     `locations` where each is; `indexed_packs` the packs some index file this store read or wrote lists
     (a blob stored twice, by two backups running at once, has one location but both packs are indexed).
-    Each of these (and `damaged_indexes`, `recovered_packs`, `unreadable_packs`) is a property that loads
+    Each of these (and `damaged_indexes`, `recovered_packs`, `unreadable_packs`) is an attribute that loads
     the index on first use, exactly once even from several threads; the methods here use the private
     fields only after `_ensure_index` (or from within the load)."""
 
