@@ -223,14 +223,28 @@ class BlobStore:
             self.cache.prune(self._loaded_indexes)
         return loaded
 
+    def open_index_file(self, name: str, raw: bytes, *, name_checked: bool = False) -> bytes:
+        """The plaintext of index file `name`, whose stored bytes are `raw`: CorruptData unless they match
+        its name (unless the caller checked that already, as the agent cache does) and open as an index."""
+        if not name_checked and core.blake3(raw).hex() != fmt.name_to_id(name):
+            raise CorruptData(f"index file {name} is corrupt: its content does not match its name")
+        return self.sealer.unseal(fmt.AAD_INDEX, raw, f"index file {name}")
+
+    def read_index_file(self, name: str) -> Dict[bytes, List[fmt.BlobEntry]]:
+        """Index file `name` as stored (never from the agent cache, which may hide damage): its entries by
+        pack. CorruptData if it is damaged, ObjectMissing if it is gone."""
+        plain = self.open_index_file(name, self.get(name))
+        try:
+            return fmt.decode_index(plain)
+        except ValueError as e:
+            raise CorruptData(f"index file {name} is corrupt: {e}") from None
+
     def _load_index_file(self, name: str) -> None:
-        raw = self.cache.get(name) if self.cache else None
+        raw = self.cache.get(name) if self.cache else None  # the cache checks an entry against its name
         from_cache = raw is not None
         if raw is None:
             raw = self.get(name)
-            if core.blake3(raw).hex() != fmt.name_to_id(name):
-                raise CorruptData(f"index file {name} is corrupt: its content does not match its name")
-        plain = self.sealer.unseal(fmt.AAD_INDEX, raw, f"index file {name}")
+        plain = self.open_index_file(name, raw, name_checked=from_cache)
         try:
             packs = fmt.index_pack_ids(plain)  # checks the layout before anything is added
             self._locations.add_index(plain, self._known)
@@ -254,22 +268,32 @@ class BlobStore:
             if pack is None or pack in self._indexed_packs or pack in self._recovered_packs:
                 continue
             try:
-                entries = self.read_pack_header(name)
+                entries = self._locate_pack(pack, name)
             except (CorruptData, ObjectMissing) as e:
                 if name not in self._unreadable_packs:
                     self._unreadable_packs.append(name)
                     self.problem(f"{e}; no good index lists it either: its blobs cannot be located")
                 continue
-            for e in entries:
-                if e.id not in self._locations:
-                    self._locations.add(e.id, Location(pack, e.type, e.offset, e.length, e.raw_length))
-                    self._known.add(e.id)
             self._recovered_packs.add(pack)
             with self._lock:
                 self._recovered[pack] = entries
         if len(self._recovered_packs) > before:
             self.problem(f"the blobs of {len(self._recovered_packs) - before} pack(s) that no good index lists "
                          "were read from the packs' own headers")
+
+    def locate_pack(self, pack: bytes, name: str) -> List[fmt.BlobEntry]:
+        """Read pack `name`'s own header and locate (and know) those of its blobs no index located; its
+        entries. CorruptData or ObjectMissing if the header cannot be read."""
+        self._ensure_index()
+        return self._locate_pack(pack, name)
+
+    def _locate_pack(self, pack: bytes, name: str) -> List[fmt.BlobEntry]:
+        entries = self.read_pack_header(name)
+        for e in entries:
+            if e.id not in self._locations:
+                self._locations.add(e.id, Location(pack, e.type, e.offset, e.length, e.raw_length))
+                self._known.add(e.id)
+        return entries
 
     def has_blob(self, blob_id: bytes) -> bool:
         return blob_id in self.known

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Set
 from .. import core
 from ..errors import CorruptData, RecovaultError, UsageError
 from . import format as fmt
-from .blobstore import Location, pack_id_of
+from .blobstore import pack_id_of
 from .journal import audit
 from .records import Node
 from .repo import Vault
@@ -78,7 +78,7 @@ class Checker:
         listed: Dict[bytes, int] = {}
         for name in v.storage.list(fmt.INDEX):
             try:
-                packs = self._index_file(name)
+                packs = v.blobs.read_index_file(name)
             except RecovaultError as e:
                 self.damaged_indexes.append(name)
                 self.problem(str(e))
@@ -88,16 +88,6 @@ class Checker:
                 end = max((e.offset + e.length for e in entries), default=0)
                 listed[pack] = max(listed.get(pack, 0), end)
         return listed
-
-    def _index_file(self, name: str) -> Dict[bytes, List[fmt.BlobEntry]]:
-        v = self.vault
-        raw = v.storage.get(name)
-        if core.blake3(raw).hex() != fmt.name_to_id(name):
-            raise CorruptData(f"index file {name}: content does not match its name (corrupt or tampered with)")
-        try:
-            return fmt.decode_index(v.unseal(fmt.AAD_INDEX, raw, f"index file {name}"))
-        except ValueError as e:
-            raise CorruptData(f"index file {name} does not parse: {e}") from None
 
     def _listed_packs(self, listed: Dict[bytes, int], on_storage: Dict[bytes, str]) -> None:
         """Packs an index lists exist, with at least the bytes it names plus a trailer."""
@@ -123,14 +113,11 @@ class Checker:
         recovered: Set[bytes] = set()
         for pack in unlisted:
             try:
-                entries = self.vault.blobs.read_pack_header(on_storage[pack])
+                self.vault.blobs.locate_pack(pack, on_storage[pack])
             except RecovaultError as e:
                 self.problem(f"{e}; no good index lists it: its blobs cannot be located")
                 continue
             recovered.add(pack)
-            for e in entries:
-                if e.id not in self.vault.locations:
-                    self.vault.locations.add(e.id, Location(pack, e.type, e.offset, e.length, e.raw_length))
         self.recovered_packs = sorted(on_storage[p] for p in recovered)
         self.stats["packs_recovered"] = len(recovered)
         self.problem(f"{len(self.damaged_indexes)} index file(s) damaged: {len(unlisted)} pack(s) no good index "

@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Set
 
-from .. import core
 from ..errors import RecovaultError
 from . import format as fmt
 from .blobstore import BlobStore, pack_id_of
@@ -84,12 +83,9 @@ def _carry_over(store: BlobStore, names: List[str], packs: Set[bytes]) -> Dict[b
         return found
     for name in names:
         try:
-            raw = store.get(name)
-            if core.blake3(raw).hex() != fmt.name_to_id(name):
-                continue  # damaged: nothing to carry from it
-            listed = fmt.decode_index(store.sealer.unseal(fmt.AAD_INDEX, raw, f"index file {name}"))
-        except (RecovaultError, ValueError):
-            continue
+            listed = store.read_index_file(name)
+        except RecovaultError:
+            continue  # damaged or gone: nothing to carry from it
         for pack in packs & listed.keys():
             found.setdefault(pack, listed[pack])
     return found
