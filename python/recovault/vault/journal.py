@@ -23,7 +23,7 @@ import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from .. import core
 from ..errors import CorruptData, ObjectMissing, RecovaultError
@@ -31,6 +31,7 @@ from ..storage import Storage
 from . import format as fmt
 from .cache import ObjectCache, read_private, write_private
 from .records import RecoveryPoint
+from .sealing import Sealer
 
 __all__ = ["ENTRY_VERSION", "OPS", "Journal", "JournalEntry", "JournalReport", "PointState", "audit"]
 
@@ -41,9 +42,6 @@ OPS = {"add": True, "remove": False, "undelete": True, "purge": False}
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 HEADS_FILE = "journal-heads"
-
-Seal = Callable[[bytes, bytes], bytes]
-Unseal = Callable[[bytes, bytes, str], bytes]
 
 
 @dataclass(frozen=True)
@@ -97,11 +95,9 @@ class Journal:
     """The journal of one vault: reads entries (through the agent cache), appends, and answers which recovery
     points are live."""
 
-    def __init__(self, storage: Storage, seal: Seal, unseal: Unseal, cache_root: Optional[str],
-                 vault_id: str) -> None:
+    def __init__(self, storage: Storage, sealer: Sealer, cache_root: Optional[str], vault_id: str) -> None:
         self.storage = storage
-        self._seal = seal
-        self._unseal = unseal
+        self.sealer = sealer
         self.cache = ObjectCache(cache_root, vault_id, "journal") if cache_root else None
         self._heads_path = Path(cache_root) / vault_id / HEADS_FILE if cache_root else None
         self.entries: Dict[str, JournalEntry] = {}
@@ -131,9 +127,7 @@ class Journal:
 
     def open_entry(self, name: str, raw: bytes) -> JournalEntry:
         """Verify ``raw`` against its name and unseal it; ``CorruptData`` or ``ValueError`` if it fails."""
-        if core.blake3(raw).hex() != name:
-            raise CorruptData(f"journal entry {name[:16]}: content does not match its name (corrupt or tampered with)")
-        plain = self._unseal(fmt.AAD_JOURNAL, raw, f"journal entry {name[:16]}")
+        plain = self.sealer.open_named(fmt.AAD_JOURNAL, raw, name, f"journal entry {name[:16]}")
         try:
             return JournalEntry.from_json(name, plain)
         except ValueError as e:
@@ -207,7 +201,7 @@ class Journal:
         self.refresh()
         entry = JournalEntry(op, snapshot, time, host if host is not None else socket.gethostname(),
                              tuple(self.heads()))
-        sealed = self._seal(fmt.AAD_JOURNAL, entry.to_json())
+        sealed = self.sealer.seal(fmt.AAD_JOURNAL, entry.to_json())
         name = core.blake3(sealed).hex()
         self.storage.put(fmt.JOURNAL + name, sealed)
         self.entries[name] = JournalEntry(entry.op, entry.snapshot, entry.time, entry.host, entry.prev, name)

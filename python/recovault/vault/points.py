@@ -34,10 +34,8 @@ class PointStore:
             raw = self.storage.get(name)
         except ObjectMissing:
             raise ObjectMissing(f"object {name} is missing from the vault at {self.storage.url}") from None
-        if core.blake3(raw).hex() != sid:
-            raise CorruptData(f"recovery point {sid[:8]}: its content does not match its name (corrupt)")
         try:
-            doc = json.loads(self.sealer.unseal(fmt.AAD_SNAPSHOT, raw, f"recovery point {sid[:8]}"))
+            doc = json.loads(self.sealer.open_named(fmt.AAD_SNAPSHOT, raw, sid, f"recovery point {sid[:8]}"))
         except ValueError:
             raise CorruptData(f"recovery point {sid[:8]} does not parse") from None
         if not isinstance(doc, dict):

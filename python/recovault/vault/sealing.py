@@ -23,3 +23,11 @@ class Sealer:
             return core.open_blob(self.master.enc_key, aad, blob, max_size)
         except (core.AuthenticationError, core.DecompressError, ValueError) as e:
             raise CorruptData(f"{what} is corrupt or was tampered with ({e})") from None
+
+    def open_named(self, aad: bytes, raw: bytes, name: str, what: str) -> bytes:
+        """The plaintext of a content-addressed sealed object (an index file, a recovery point, a journal
+        entry: its name is the BLAKE3 of its bytes): CorruptData naming `what` unless `raw` matches `name`
+        and opens."""
+        if core.blake3(raw).hex() != name:
+            raise CorruptData(f"{what}: its content does not match its name (corrupt or tampered with)")
+        return self.unseal(aad, raw, what)
