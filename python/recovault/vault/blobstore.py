@@ -255,13 +255,9 @@ class BlobStore:
         if self.cache and not from_cache:
             self.cache.put(name, raw)
 
-    def recover_from_packs(self) -> None:
+    def _recover_from_packs(self) -> None:
         """Read the header of every pack that no loaded index lists, and add its blobs (those no index
         has) to the locations and the known IDs. Packs whose header cannot be read are reported."""
-        self._ensure_index()
-        self._recover_from_packs()
-
-    def _recover_from_packs(self) -> None:
         before = len(self._recovered_packs)
         for name in self.storage.list(fmt.DATA):
             pack = pack_id_of(name)

@@ -216,9 +216,6 @@ class Vault:
         their headers: a backup flushes before it saves the recovery point that may use their blobs)."""
         self.blobs.flush(index_recovered=True)
 
-    def _get(self, name: str, offset: int = 0, length: Optional[int] = None) -> bytes:
-        return self.blobs.get(name, offset, length)
-
     def locate(self, blob_id: bytes) -> Location:
         return self.blobs.locate(blob_id)
 
