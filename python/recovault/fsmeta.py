@@ -281,7 +281,7 @@ def read_xattrs(path: PathT, dir_fd: Optional[int] = None) -> Dict[str, bytes]:
     Raises ``OSError`` for other failures (e.g. the file vanished, EACCES).
     """
     if dir_fd is not None:
-        path = b"/proc/self/fd/%d/" % dir_fd + os.fsencode(path)
+        path = _at_path(dir_fd, os.fsencode(path))
     try:
         names = os.listxattr(path, follow_symlinks=False)
     except OSError as e:
