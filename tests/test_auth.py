@@ -41,7 +41,8 @@ def test_edited_config_envelope_is_corrupt(tmp_path: Path, edit) -> None:
 
 
 def test_config_without_sealed_envelope_still_opens(tmp_path: Path) -> None:
-    """A config written before the envelope was sealed (settings without "envelope") opens as before."""
+    """A config written before the envelope was sealed (settings without "envelope", format version 1: the
+    envelope came before version 2) opens as before."""
     vault = api_vault(tmp_path / "v")
     with api.open_vault(vault, PASSPHRASE, cache_dir=str(tmp_path / "c")) as v:
         from recovault import core
@@ -49,6 +50,7 @@ def test_config_without_sealed_envelope_still_opens(tmp_path: Path) -> None:
         doc = json.loads((Path(vault) / fmt.CONFIG).read_text())
         doc["settings"] = core.SealSession(v.master.enc_key).seal(
             fmt.AAD_CONFIG + v.id.encode(), json.dumps(settings).encode()).hex()
+        doc["recovault"] = 1
     (Path(vault) / fmt.CONFIG).write_text(json.dumps(doc))
     with api.open_vault(vault, PASSPHRASE, cache_dir=str(tmp_path / "c")) as v:
         assert v.settings.to_dict() == settings

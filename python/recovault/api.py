@@ -17,7 +17,7 @@ from .storage import open_storage
 from .vault.blobstore import no_events
 from .vault.keys import KdfParams
 from .vault.records import RecoveryPoint
-from .vault.repo import Settings, Vault
+from .vault.repo import Settings, UpgradeReport, Vault
 
 Progress = Optional[Callable[[str, Dict[str, Any]], None]]
 
@@ -35,16 +35,24 @@ def init_vault(location: str, passphrase: str, *, settings: Optional[Settings] =
 
 
 def open_vault(location: str, passphrase: str, *, cache_dir: Optional[str] = None,
-               on_event: Optional[Callable[[str, Dict[str, Any]], None]] = None) -> Vault:
+               on_event: Optional[Callable[[str, Dict[str, Any]], None]] = None, write: bool = False) -> Vault:
     """Unlock an existing vault. `on_event(kind, info)` hears what the vault notices (kind "problem": a
-    damaged index file skipped, a damaged recovery point left out of a search, with info["message"])."""
+    damaged index file skipped, a damaged recovery point left out of a search, with info["message"]; kind
+    "notice": the vault was upgraded). A vault of an older format opens for reading; `write=True` upgrades it
+    first (so does every writing call: `backup`, `migrate`)."""
     return Vault.open(open_storage(location), passphrase,
                       cache_dir=cache_dir if cache_dir is not None else default_cache_dir(),
-                      on_event=on_event or no_events)
+                      on_event=on_event or no_events, write=write)
+
+
+def migrate(vault: Vault) -> UpgradeReport:
+    """Upgrade `vault` to the current format version (nothing if it is current); see Vault.upgrade."""
+    return vault.upgrade()
 
 
 def backup(vault: Vault, paths: List[str], *, progress: Progress = None, **options: Any) -> RecoveryPoint:
     """Back up `paths`; options are BackupOptions fields (mode, excludes, tags, ...). Returns the recovery point."""
+    vault.prepare_write()
     return BackupJob(vault, BackupOptions(paths=list(paths), **options), progress).run()
 
 

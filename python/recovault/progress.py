@@ -14,6 +14,11 @@ from typing import Any, Dict
 WARNING_KINDS = ("error", "problem", "warning")
 
 
+def notice(message: str) -> None:
+    """One line on stderr telling of something done on the way (a vault upgraded), not a problem."""
+    print(f"recovault: notice: {message}", file=sys.stderr, flush=True)
+
+
 def warn(message: str) -> None:
     """One warning line on stderr (stdout is for the result, with --json too)."""
     print(f"recovault: warning: {message}", file=sys.stderr, flush=True)

@@ -80,7 +80,7 @@ def backup(v, label: str, version: int, trees: Path, journaled: bool = True) -> 
 
 def main(out: str) -> None:
     from recovault.vault import format as fmt
-    if getattr(fmt, "FORMAT_VERSION", None) != 1 or hasattr(fmt, "CONFIG_VERSION"):
+    if getattr(fmt, "FORMAT_VERSION", None) != 1 or hasattr(fmt, "VAULT_FORMAT"):  # v2 code: fmt.VAULT_FORMAT
         sys.exit("run this with recovault at commit 9348cc0 (format version 1): see the docstring")
     work = Path(tempfile.mkdtemp(prefix="v1-fixture-"))
     try:

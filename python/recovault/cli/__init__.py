@@ -39,6 +39,7 @@ COMMANDS: Dict[str, str] = {
     "mount": "mount_cmd",
     "repair": "repair_cmd",
     "key": "key_cmd",
+    "migrate": "migrate_cmd",
 }
 
 

@@ -40,7 +40,7 @@ def backup(c: Ctx, paths: Tuple[str, ...], images: Tuple[str, ...], image_block_
         raise UsageError("nothing to back up: name at least one path, --image or --stdin")
     if use_stdin and c.passphrase_file is None and not os.environ.get("RECOVAULT_PASSPHRASE"):
         raise UsageError("--stdin needs the passphrase from RECOVAULT_PASSPHRASE or --passphrase-file")
-    with c.open() as v, ProgressReporter(not c.json, "backing up") as prog:
+    with c.open(write=True) as v, ProgressReporter(not c.json, "backing up") as prog:
         from .. import api
         point = api.backup(v, list(paths), mode=mode, excludes=list(exclude), exclude_files=list(exclude_file),
                           exclude_caches=exclude_caches, one_file_system=one_file_system, tags=list(tag),

@@ -16,7 +16,7 @@ import click
 from click.core import ParameterSource
 
 from ..errors import UsageError
-from ..progress import warn
+from ..progress import notice, warn
 
 if TYPE_CHECKING:
     from ..vault.repo import Vault
@@ -48,19 +48,25 @@ class Ctx:
         from ..vault.keys import read_passphrase
         return read_passphrase(self.passphrase_file, prompt=True, confirm=confirm, on_warning=self.warn)
 
-    def open(self, quiet: bool = False) -> "Vault":
+    def open(self, quiet: bool = False, write: bool = False) -> "Vault":
         """The vault, unlocked. What it notices while opening is printed as warnings, unless `quiet` (a command
-        that reports the same findings itself, as check does)."""
+        that reports the same findings itself, as check does). A command that writes says `write=True`: a
+        vault of an older format is then upgraded first, with one notice line saying so."""
         from ..storage import open_storage
-        from ..vault.blobstore import no_events
         from ..vault.repo import Vault
         return Vault.open(open_storage(self.need_location()), self.passphrase(), cache_dir=self.cache_dir,
-                          on_event=no_events if quiet else self.vault_event)
+                          on_event=self._notices if quiet else self.vault_event, write=write)
 
     def vault_event(self, kind: str, info: Dict[str, Any]) -> None:
-        """What the vault notices on the way (a damaged index skipped, a damaged recovery point left out)."""
+        """What the vault notices on the way (a damaged index skipped, a damaged recovery point left out), and
+        what it did (kind "notice": the vault was upgraded)."""
         if kind == "problem":
             self.warn(info["message"])
+        self._notices(kind, info)
+
+    def _notices(self, kind: str, info: Dict[str, Any]) -> None:
+        if kind == "notice":
+            self.notice(info["message"])
 
     def out(self, data: Any, text: str) -> None:
         """The command's result: `data` as one JSON document with --json, else `text` (if any)."""
@@ -73,6 +79,8 @@ class Ctx:
     #: A warning on stderr (with --json too: stdout is for the result); an `on_warning` callable for the
     #: library. A job's warnings come through its progress callback (progress.ProgressReporter).
     warn = staticmethod(warn)
+    #: Something done on the way that is no problem (a vault upgraded), on stderr.
+    notice = staticmethod(notice)
 
 
 pass_ctx = click.make_pass_decorator(Ctx, ensure=True)

@@ -19,7 +19,7 @@ def repair() -> None:
 @pass_ctx
 def repair_index(c: Ctx) -> None:
     """Rebuild the index from the packs' own headers, then remove the index files it replaces."""
-    with c.open() as v:
+    with c.open(write=True) as v:
         from ..vault.repair import repair_index as rebuild
         rep = rebuild(v.blobs)
     c.out(rep.__dict__, (f"read {rep.packs_read} packs ({rep.blobs} blobs): wrote {len(rep.written)} index files, "

@@ -1,4 +1,4 @@
-"""Vault format v1: object names and the binary layouts of packs and index files.
+"""Vault format: object names and the binary layouts of packs and index files.
 
 Every byte is specified in docs/vault-format.md; this module is its executable form. Sealing (AES-256-GCM
 with per-session subkeys, zstd inside) is done by the C++ core (``recovault.core``); see blob.hpp.
@@ -9,7 +9,15 @@ import struct
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Tuple
 
-FORMAT_VERSION = 1
+# The vault format version: the config's "recovault" field (docs/vault-format.md §4). Version 2 adds the
+# lifecycle objects (sessions, lease, plans) and requires every recovery point to be in the journal; a v1
+# writer knows none of it, so a v2 vault must refuse it (it does: it reads only version 1).
+VAULT_FORMAT = 2
+READABLE_VAULT_FORMATS = (1, 2)  # opened for reading; a writing command upgrades a v1 vault first
+
+# Versions of the binary layouts, each its own: unchanged by the vault format version 2.
+PACK_HEADER_VERSION = 1
+INDEX_VERSION = 1
 
 # Object name prefixes on storage.
 CONFIG = "config"
@@ -18,7 +26,9 @@ DATA = "data/"
 INDEX = "index/"
 SNAPSHOTS = "snapshots/"
 JOURNAL = "journal/"  # the authenticated log of the set of recovery points (journal.py)
-LOCKS = "locks/"  # reserved: maintenance leases (prune) in a later version
+SESSIONS = "sessions/"  # v2: one per running backup (prune's protocol, §10)
+LOCKS = "locks/"  # v2: the prune lease (§10)
+PLANS = "plans/"  # v2: prune's plans (§10)
 
 # Blob types inside packs.
 BLOB_DATA = 0
@@ -30,6 +40,10 @@ AAD_PACK_HEADER = b"recovault/v1/pack-header"
 AAD_INDEX = b"recovault/v1/index"
 AAD_SNAPSHOT = b"recovault/v1/snapshot"
 AAD_JOURNAL = b"recovault/v1/journal"
+AAD_SESSION = b"recovault/v2/session"
+AAD_LEASE = b"recovault/v2/lease"
+AAD_PLAN = b"recovault/v2/plan"
+AAD_POINTS_CACHE = b"recovault/v2/points-cache"  # the agent cache's file of decoded recovery points (+ vault id)
 
 PACK_MAGIC = b"RVP1"
 PACK_TRAILER = struct.Struct("<I4s")  # sealed header length, magic
@@ -64,7 +78,7 @@ def name_to_id(name: str) -> str:
 
 def encode_pack_header(entries: Iterable[BlobEntry]) -> bytes:
     entries = list(entries)
-    out = [HEADER_PREFIX.pack(FORMAT_VERSION, len(entries))]
+    out = [HEADER_PREFIX.pack(PACK_HEADER_VERSION, len(entries))]
     out += [HEADER_ENTRY.pack(e.type, e.id, e.length, e.raw_length) for e in entries]
     return b"".join(out)
 
@@ -74,7 +88,7 @@ def decode_pack_header(plain: bytes) -> List[BlobEntry]:
     if len(plain) < HEADER_PREFIX.size:
         raise ValueError("pack header too short")
     version, count = HEADER_PREFIX.unpack_from(plain, 0)
-    if version != FORMAT_VERSION:
+    if version != PACK_HEADER_VERSION:
         raise ValueError(f"pack header version {version} is not supported")
     if len(plain) != HEADER_PREFIX.size + count * HEADER_ENTRY.size:
         raise ValueError("pack header length does not match its entry count")
@@ -87,7 +101,7 @@ def decode_pack_header(plain: bytes) -> List[BlobEntry]:
 
 
 def encode_index(packs: Dict[bytes, List[BlobEntry]]) -> bytes:
-    out = [INDEX_PREFIX.pack(FORMAT_VERSION, len(packs))]
+    out = [INDEX_PREFIX.pack(INDEX_VERSION, len(packs))]
     for pack_id in sorted(packs):
         entries = packs[pack_id]
         out.append(INDEX_PACK.pack(pack_id, len(entries)))
@@ -100,7 +114,7 @@ def decode_index(plain: bytes) -> Dict[bytes, List[BlobEntry]]:
     if len(mv) < INDEX_PREFIX.size:
         raise ValueError("index too short")
     version, npacks = INDEX_PREFIX.unpack_from(mv, 0)
-    if version != FORMAT_VERSION:
+    if version != INDEX_VERSION:
         raise ValueError(f"index version {version} is not supported")
     pos = INDEX_PREFIX.size
     packs: Dict[bytes, List[BlobEntry]] = {}
@@ -125,7 +139,7 @@ def index_pack_ids(plain: bytes) -> List[bytes]:
     if len(plain) < INDEX_PREFIX.size:
         raise ValueError("index too short")
     version, npacks = INDEX_PREFIX.unpack_from(plain, 0)
-    if version != FORMAT_VERSION:
+    if version != INDEX_VERSION:
         raise ValueError(f"index version {version} is not supported")
     pos, packs = INDEX_PREFIX.size, []
     for _ in range(npacks):

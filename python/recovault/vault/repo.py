@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from .. import core, timefmt
@@ -26,7 +26,7 @@ from .records import Node, RecoveryPoint
 from .sealing import Sealer
 from .tree import decode_tree, encode_tree, node_map
 
-__all__ = ["DEFAULT_PACK_SIZE", "Location", "Locations", "Settings", "Vault"]
+__all__ = ["DEFAULT_PACK_SIZE", "ConfigEnvelope", "Location", "Locations", "Settings", "UpgradeReport", "Vault"]
 
 DEFAULT_PACK_SIZE = 16 << 20  # 1 PUT per 16 MiB for object stores; ~3 packs in memory at most
 MAX_BLOB = 64 << 20
@@ -64,6 +64,81 @@ class Settings:
                    d["pack_size"])
 
 
+@dataclass(frozen=True)
+class ConfigEnvelope:
+    """The config object's plaintext fields (docs/vault-format.md §4): the vault format version, the vault
+    id, when it was created, and the sealed settings (bound to the other fields: envelope.py)."""
+
+    version: int
+    vault_id: str
+    created: str
+    sealed: bytes = b""
+    doc: Dict[str, Any] = field(default_factory=dict, compare=False)  # the object's JSON as read (every field)
+
+    @classmethod
+    def read(cls, storage: Storage) -> "ConfigEnvelope":
+        """The config of the vault at `storage`: VaultNotFound without one, CorruptData if it does not parse,
+        UsageError if its format version is not one this recovault reads (a newer recovault wrote it)."""
+        try:
+            raw = storage.get(fmt.CONFIG)
+        except ObjectMissing:
+            raise VaultNotFound(f"no vault at {storage.url} (no config object; run 'recovault init' first)") from None
+        try:
+            doc = json.loads(raw)
+            version, vault_id, sealed = doc["recovault"], doc["id"], bytes.fromhex(doc["settings"])
+            created = doc.get("created", "")
+            if type(version) is not int or not isinstance(vault_id, str) or not isinstance(created, str):
+                raise ValueError
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise CorruptData(f"the vault config at {storage.url} is corrupt") from None
+        if version not in fmt.READABLE_VAULT_FORMATS:
+            readable = " and ".join(map(str, fmt.READABLE_VAULT_FORMATS))
+            newer = "; it was written by a newer recovault: upgrade recovault" if version > fmt.VAULT_FORMAT else ""
+            raise UsageError(f"the vault at {storage.url} has format version {version}, which this recovault "
+                             f"does not support (it reads versions {readable}){newer}")
+        return cls(version, vault_id, created, sealed, doc)
+
+    def _doc(self) -> Dict[str, Any]:
+        return {"recovault": self.version, "id": self.vault_id, "created": self.created}
+
+    def settings(self, master: MasterKeys, where: str) -> Settings:
+        """Unseal and check the settings (CorruptData if they fail, or if the plaintext fields were edited)."""
+        try:
+            opened = envelope.verify(json.loads(core.open_blob(
+                master.enc_key, fmt.AAD_CONFIG + self.vault_id.encode(), self.sealed)), self.doc, where)
+            settings = Settings.from_dict(opened.settings)
+        except (core.AuthenticationError, core.DecompressError, ValueError, KeyError, TypeError):
+            raise CorruptData(f"the vault config at {where} is corrupt or was tampered with") from None
+        if self.version >= 2 and not opened.authenticated:
+            # every v2 config binds its envelope: one without is an old (v1) config given a new version
+            raise CorruptData(f"the vault config at {where} claims format version {self.version} but does not "
+                              "authenticate it (tampered with or damaged)")
+        return settings
+
+    def encode(self, master: MasterKeys, settings: Settings) -> bytes:
+        """The config object's bytes: these fields, with `settings` sealed and bound to them."""
+        doc = self._doc()
+        sealed = core.SealSession(master.enc_key).seal(fmt.AAD_CONFIG + self.vault_id.encode(),
+                                                      json.dumps(envelope.bind(settings.to_dict(), doc)).encode())
+        return json.dumps({**doc, "settings": sealed.hex()}, indent=1).encode() + b"\n"
+
+
+@dataclass
+class UpgradeReport:
+    """What `Vault.upgrade` did: the format versions before and after, the recovery points it logged in the
+    journal (ids), and whether it rewrote the config (False: the vault was at the current version already)."""
+
+    from_version: int
+    to_version: int
+    adopted: List[str] = field(default_factory=list)
+    config_rewritten: bool = False
+
+    def describe(self) -> str:
+        if not self.config_rewritten:
+            return f"the vault is at format version {self.to_version} already: nothing to do"
+        return (f"upgraded the vault from format version {self.from_version} to {self.to_version}: logged "
+                f"{len(self.adopted)} recovery point(s) with no journal entry, rewrote the config; recovault "
+                f"versions that read only format {self.from_version} can no longer open it")
 
 
 class Vault:
@@ -77,8 +152,10 @@ class Vault:
     blob (see BlobStore), so listing recovery points or managing keys never reads index/."""
 
     def __init__(self, storage: Storage, master: MasterKeys, keyid: str, vault_id: str, settings: Settings,
-                 cache_dir: Optional[str] = None, on_event: EventSink = no_events) -> None:
+                 cache_dir: Optional[str] = None, on_event: EventSink = no_events,
+                 config: Optional["ConfigEnvelope"] = None) -> None:
         self.storage = storage
+        self.config = config or ConfigEnvelope(fmt.VAULT_FORMAT, vault_id, timefmt.now())
         self.master = master
         self.keyid = keyid
         self.id = vault_id
@@ -113,35 +190,22 @@ class Vault:
         master = MasterKeys.generate()
         keys = KeyStore(storage)
         keyid = keys.add(passphrase, master, kdf=kdf)
-        vault_id = secrets.token_hex(16)
-        doc = {"recovault": fmt.FORMAT_VERSION, "id": vault_id, "created": timefmt.now()}
-        sealed = core.SealSession(master.enc_key).seal(fmt.AAD_CONFIG + vault_id.encode(),
-                                                      json.dumps(envelope.bind(settings.to_dict(), doc)).encode())
-        doc["settings"] = sealed.hex()
-        storage.put(fmt.CONFIG, json.dumps(doc, indent=1).encode() + b"\n")
-        return cls(storage, master, keyid, vault_id, settings, cache_dir, on_event)
+        config = ConfigEnvelope(fmt.VAULT_FORMAT, secrets.token_hex(16), timefmt.now())
+        storage.put(fmt.CONFIG, config.encode(master, settings))
+        return cls(storage, master, keyid, config.vault_id, settings, cache_dir, on_event, config)
 
     @classmethod
     def open(cls, storage: Storage, passphrase: str, *, cache_dir: Optional[str] = None,
-             on_event: EventSink = no_events) -> "Vault":
-        try:
-            raw = storage.get(fmt.CONFIG)
-        except ObjectMissing:
-            raise VaultNotFound(f"no vault at {storage.url} (no config object; run 'recovault init' first)") from None
-        try:
-            doc = json.loads(raw)
-            version, vault_id, sealed = doc["recovault"], doc["id"], bytes.fromhex(doc["settings"])
-        except (ValueError, KeyError, TypeError):
-            raise CorruptData(f"the vault config at {storage.url} is corrupt") from None
-        if version != fmt.FORMAT_VERSION:
-            raise UsageError(f"vault format version {version} is not supported by this recovault (it reads v1)")
+             on_event: EventSink = no_events, write: bool = False) -> "Vault":
+        """Unlock the vault at `storage`. A vault of an older format (v1) opens for reading; with `write`
+        (a command that is about to write) it is upgraded first (`prepare_write`)."""
+        config = ConfigEnvelope.read(storage)  # before the key: a vault too new is refused without a passphrase
         master, keyid = KeyStore(storage).unlock(passphrase)
-        try:
-            settings = Settings.from_dict(envelope.verify(json.loads(core.open_blob(
-                master.enc_key, fmt.AAD_CONFIG + vault_id.encode(), sealed)), doc, storage.url).settings)
-        except (core.AuthenticationError, core.DecompressError, ValueError, KeyError):
-            raise CorruptData(f"the vault config at {storage.url} is corrupt or was tampered with") from None
-        return cls(storage, master, keyid, vault_id, settings, cache_dir, on_event)
+        vault = cls(storage, master, keyid, config.vault_id, config.settings(master, storage.url), cache_dir,
+                    on_event, config)
+        if write:
+            vault.prepare_write()
+        return vault
 
     def __enter__(self) -> "Vault":
         return self
@@ -154,6 +218,44 @@ class Vault:
         already stored still get an index, so the next backup reuses them."""
         self.blobs.close(flush)
         self.storage.close()
+
+    # ---- the format version -------------------------------------------------------------------------
+    @property
+    def format_version(self) -> int:
+        """The vault's format version (the config's "recovault" field): 1 or 2 (fmt.VAULT_FORMAT)."""
+        return self.config.version
+
+    def upgrade(self) -> UpgradeReport:
+        """Upgrade a v1 vault to the current format (docs/vault-format.md §4); nothing if it is current.
+        Idempotent, and safe to interrupt: (1) log an "add" journal entry for every recovery point that has
+        none (written before the journal), then (2), last, rewrite the config with the new version (one
+        atomic put). Stopped before (2), the vault is still v1 and complete; the next upgrade finds those
+        points logged and does (2)."""
+        old = self.format_version
+        if old >= fmt.VAULT_FORMAT:
+            return UpgradeReport(old, old)
+        damaged: List[str] = []
+        names = self.journal.adopt(self.points.list(on_corrupt=damaged.append))
+        for msg in damaged:  # unreadable: it cannot be logged (nor restored); check reports it
+            self.on_event("problem", {"message": msg})
+        adopted = [self.journal.entries[n].snapshot for n in names]
+        self._write_config(ConfigEnvelope(fmt.VAULT_FORMAT, self.id, self.config.created or timefmt.now()))
+        return UpgradeReport(old, fmt.VAULT_FORMAT, adopted, True)
+
+    def _write_config(self, config: "ConfigEnvelope") -> None:
+        """Replace the config object (one atomic put) and use `config` from now on."""
+        self.storage.put(fmt.CONFIG, config.encode(self.master, self.settings))
+        self.config = config
+
+    def prepare_write(self) -> Optional[UpgradeReport]:
+        """Call before writing to the vault: upgrades a vault of an older format first (a v1 writer knows
+        nothing of what v2 readers rely on) and says so with a "notice" event ({"message", "upgrade"}).
+        Returns the report, or None when the vault was current."""
+        if self.format_version >= fmt.VAULT_FORMAT:
+            return None
+        report = self.upgrade()
+        self.on_event("notice", {"message": report.describe(), "upgrade": report})
+        return report
 
     # ---- sealing --------------------------------------------------------------------------------
     def pipeline(self, *, workers: int = 0, fixed_block: int = 0, level: Optional[int] = None,
@@ -253,6 +355,7 @@ class Vault:
     # ---- recovery points: the point store's face ------------------------------------------------
     def save_snapshot(self, point: RecoveryPoint) -> str:
         """Store `point` (its id is set) and log it in the journal; returns the id."""
+        self.prepare_write()
         sid = point.id = self.points.save(point)
         self.journal.append("add", sid, point.time, point.host)  # after the point: see journal.py
         return sid
