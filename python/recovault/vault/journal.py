@@ -29,7 +29,7 @@ from .. import core
 from ..errors import CorruptData, ObjectMissing, RecovaultError
 from ..storage import Storage
 from . import format as fmt
-from .cache import ObjectCache, read_private, write_private
+from .cache import ObjectBundle, ObjectCache, read_private, write_private
 from .records import RecoveryPoint
 from .sealing import Sealer
 
@@ -99,6 +99,7 @@ class Journal:
         self.storage = storage
         self.sealer = sealer
         self.cache = ObjectCache(cache_root, vault_id, "journal") if cache_root else None
+        self.bundle = ObjectBundle(cache_root, vault_id, "journal") if cache_root else None  # read accelerator
         self._heads_path = Path(cache_root) / vault_id / HEADS_FILE if cache_root else None
         self.entries: Dict[str, JournalEntry] = {}
         self.damaged: Dict[str, str] = {}  # name -> why it could not be read
@@ -106,12 +107,17 @@ class Journal:
 
     # ---- reading ---------------------------------------------------------------------------------
     def refresh(self) -> None:
-        """List the journal and read the entries not read yet (from the agent cache when it has them)."""
+        """List the journal and read the entries not read yet: from the agent cache when it has them (its
+        bundle first: one file for all, 10,000 entries in ~0.1 s), else from the vault."""
         self.stored = {fmt.name_to_id(n) for n in self.storage.list(fmt.JOURNAL)}
-        for name in sorted(self.stored - set(self.entries)):
-            raw = self.cache.get(name) if self.cache else None
+        todo = sorted(self.stored - set(self.entries))
+        bundled = self.bundle.load() if self.bundle and todo else {}
+        unbundled: Dict[str, bytes] = {}
+        for name in todo:
+            raw = bundled.get(name) or (self.cache.get(name) if self.cache else None)
+            fetched = raw is None
             try:
-                if raw is None:
+                if fetched:
                     raw = self.storage.get(fmt.JOURNAL + name)
                 entry = self.open_entry(name, raw)
             except (RecovaultError, ValueError) as e:
@@ -122,8 +128,12 @@ class Journal:
                 continue
             self.damaged.pop(name, None)
             self.entries[name] = entry
-            if self.cache:
+            if name not in bundled:
+                unbundled[name] = raw
+            if self.cache and fetched:  # a cached one is there already: rewriting it cost 10,000 renames
                 self.cache.put(name, raw)
+        if self.bundle and (unbundled or bundled.keys() - self.stored):
+            self.bundle.save({n: r for n, r in {**bundled, **unbundled}.items() if n in self.stored})
 
     def open_entry(self, name: str, raw: bytes) -> JournalEntry:
         """Verify ``raw`` against its name and unseal it; ``CorruptData`` or ``ValueError`` if it fails."""

@@ -1,6 +1,11 @@
 """The recovery-point store: save, load, list, find and delete recovery points (snapshots/<id>, one sealed
 JSON document each, docs/vault-format.md §9). It knows nothing of packs or indexes: a recovery point names
-its root tree, and the blob store holds the trees."""
+its root tree, and the blob store holds the trees.
+
+Listing keeps every recovery point it read in the agent cache (``<cache>/<vault id>/points.bundle``, one
+file: cache.ObjectBundle), so a listing reads from the vault only the points it has not seen: `snapshots`
+and a backup's search for its base stay one listing of snapshots/ and one local file read with 10,000
+points. `load` (and so `check`) always reads the vault."""
 from __future__ import annotations
 
 import json
@@ -10,6 +15,7 @@ from .. import core
 from ..errors import CorruptData, NotFound, ObjectMissing, UsageError
 from ..storage import Storage
 from . import format as fmt
+from .cache import ObjectBundle
 from .records import RecoveryPoint
 from .sealing import Sealer
 
@@ -17,9 +23,11 @@ OnCorrupt = Callable[[str], None]
 
 
 class PointStore:
-    def __init__(self, storage: Storage, sealer: Sealer) -> None:
+    def __init__(self, storage: Storage, sealer: Sealer, cache_root: Optional[str] = None,
+                 vault_id: str = "") -> None:
         self.storage = storage
         self.sealer = sealer
+        self.cache = ObjectBundle(cache_root, vault_id, "points") if cache_root else None
 
     def save(self, point: RecoveryPoint) -> str:
         """Store `point` (its document without the id, keys sorted) and return the id it is stored under."""
@@ -29,11 +37,17 @@ class PointStore:
         return sid
 
     def load(self, sid: str) -> RecoveryPoint:
+        """The recovery point `sid`, read from the vault (never from the cache)."""
+        return self._decode(sid, self._fetch(sid))
+
+    def _fetch(self, sid: str) -> bytes:
         name = fmt.SNAPSHOTS + sid
         try:
-            raw = self.storage.get(name)
+            return self.storage.get(name)
         except ObjectMissing:
             raise ObjectMissing(f"object {name} is missing from the vault at {self.storage.url}") from None
+
+    def _decode(self, sid: str, raw: bytes) -> RecoveryPoint:
         try:
             doc = json.loads(self.sealer.open_named(fmt.AAD_SNAPSHOT, raw, sid, f"recovery point {sid[:8]}"))
         except ValueError:
@@ -48,17 +62,37 @@ class PointStore:
     def list(self, on_corrupt: Optional[OnCorrupt] = None) -> List[RecoveryPoint]:
         """All recovery points, oldest first. A recovery point that is corrupt or unreadable is passed to
         `on_corrupt(message)` and left out (one damaged object must not stop every later backup); without
-        `on_corrupt`, it raises."""
-        snaps = []
+        `on_corrupt`, it raises. Points in the agent cache are not read again (see the module docstring)."""
+        cached = self.cache.load() if self.cache else {}
+        snaps, good, read = [], {}, 0
         for sid in self.ids():
             try:
-                snaps.append(self.load(sid))
+                raw = cached.get(sid)
+                point = self._cached_point(sid, raw)
+                if point is None:
+                    raw = self._fetch(sid)
+                    point = self._decode(sid, raw)
+                    read += 1
+                snaps.append(point)
+                good[sid] = raw
             except (CorruptData, ObjectMissing) as e:
                 if on_corrupt is None:
                     raise
                 on_corrupt(str(e))
+        if self.cache and (read or good.keys() != cached.keys()):  # points read from the vault, or gone from it
+            self.cache.save(good)
         snaps.sort(key=lambda p: p.sort_key)
         return snaps
+
+    def _cached_point(self, sid: str, raw: Optional[bytes]) -> Optional[RecoveryPoint]:
+        """The point from its cached bytes (already checked against its name), or None (not cached, or not
+        opening: a cache written under another key is read again from the vault)."""
+        if raw is None:
+            return None
+        try:
+            return self._decode(sid, raw)
+        except CorruptData:
+            return None
 
     def find(self, ref: str, snaps: Optional[List[RecoveryPoint]] = None,
              on_corrupt: Optional[OnCorrupt] = None) -> RecoveryPoint:

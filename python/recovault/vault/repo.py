@@ -166,7 +166,7 @@ class Vault:
         self._session = self.sealer.session
         self.blobs = BlobStore(storage, self.sealer, pack_size=settings.pack_size, cache_dir=cache_dir,
                                vault_id=vault_id, on_event=on_event)
-        self.points = PointStore(storage, self.sealer)
+        self.points = PointStore(storage, self.sealer, cache_dir, vault_id)
         self.journal = Journal(storage, self.sealer, cache_dir, vault_id)
         # Only for chunk_id, which never consults a known-ID set: an empty one keeps the index unloaded.
         self._id_pipeline = self.pipeline(workers=1, known=core.IdSet())
