@@ -43,7 +43,6 @@ AAD_JOURNAL = b"recovault/v1/journal"
 AAD_SESSION = b"recovault/v2/session"
 AAD_LEASE = b"recovault/v2/lease"
 AAD_PLAN = b"recovault/v2/plan"
-AAD_POINTS_CACHE = b"recovault/v2/points-cache"  # the agent cache's file of decoded recovery points (+ vault id)
 
 PACK_MAGIC = b"RVP1"
 PACK_TRAILER = struct.Struct("<I4s")  # sealed header length, magic
