@@ -64,7 +64,8 @@ class V1:
 @pytest.fixture
 def v1(tmp_path: Path) -> V1:
     with tarfile.open(FIXTURE) as tar:
-        tar.extractall(tmp_path / "v1", filter="data")
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python >= 3.11.4 (and 3.8.17 ...)
+        tar.extractall(tmp_path / "v1", **safe)
     return V1(tmp_path / "v1")
 
 
