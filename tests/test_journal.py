@@ -129,7 +129,12 @@ def test_delete_snapshot_logs_a_removal_first(env) -> None:
 
 
 def test_interrupted_removal_is_a_warning_not_a_problem(env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With soft delete off, removal purges at once: stopped between the purge entry and the deletion, the
+    object is still stored, and check warns (the next prune finishes it)."""
     tmp, vault, src = env
+    shutil.rmtree(vault)
+    api.init_vault(vault, PASSPHRASE, settings=SMALL, kdf=FAST, cache_dir=str(tmp / "cache-a"),
+                   soft_delete_days=0).close()
     ids = backup(vault, src, tmp / "cache-a", n=2)
     with api.open_vault(vault, PASSPHRASE, cache_dir=str(tmp / "cache-a")) as v:
         monkeypatch.setattr(v.storage, "delete", lambda name: (_ for _ in ()).throw(KeyboardInterrupt()))
