@@ -8,7 +8,7 @@ from typing import List
 
 import pytest
 
-from recovault import api
+from recovault import api, timefmt
 from recovault.vault import format as fmt
 from recovault.vault.check import Checker
 from recovault.vault.journal import Journal, JournalEntry
@@ -204,14 +204,19 @@ def test_cli_check_reports_deleted_point(env) -> None:
 
 def test_entry_format(env) -> None:
     tmp, vault, src = env
+    before = timefmt.now()
     [sid] = backup(vault, src, tmp / "cache-a", n=1)
+    after = timefmt.now()
     with api.open_vault(vault, PASSPHRASE, cache_dir=str(tmp / "cache-fresh")) as v:
         [name] = journal_names(vault)
         raw = (Path(vault) / "journal" / name).read_bytes()
         plain = v.unseal(fmt.AAD_JOURNAL, raw, "entry")
         doc = json.loads(plain)
         snap = v.load_snapshot(sid)
-    assert doc == {"v": 1, "op": "add", "snapshot": sid, "time": snap.time, "host": "web1", "prev": []}
+    # logged: when the entry was written (the point's own time may be anything backup --time gave)
+    assert before <= doc.get("logged", "") <= after
+    assert doc == {"v": 1, "op": "add", "snapshot": sid, "time": snap.time, "host": "web1", "prev": [],
+                   "logged": doc["logged"]}
     assert plain == json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 

@@ -39,6 +39,9 @@ COMMANDS: Dict[str, str] = {
     "mount": "mount_cmd",
     "repair": "repair_cmd",
     "key": "key_cmd",
+    "forget": "forget_cmd",
+    "undelete": "undelete_cmd",
+    "policy": "policy_cmd",
 }
 
 

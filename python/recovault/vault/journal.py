@@ -103,7 +103,9 @@ class VaultPolicy:
 @dataclass(frozen=True)
 class JournalEntry:
     """One entry. ``time``/``host``: for "add", the recovery point's own; for other ops, when and where the
-    op was done. A "policy" entry names no point (``snapshot`` is "") and carries ``policy``."""
+    op was done. ``logged``: for "add", when the entry was written (a point's own time may be anything
+    ``backup --time`` gave); "" for other ops and for entries written before it existed. A "policy" entry
+    names no point (``snapshot`` is "") and carries ``policy``."""
 
     op: str
     snapshot: str
@@ -112,6 +114,7 @@ class JournalEntry:
     prev: Tuple[str, ...] = ()
     name: str = field(default="", compare=False)  # journal/<name>; empty until stored
     policy: Optional[VaultPolicy] = None
+    logged: str = ""
 
     def to_json(self) -> bytes:
         doc: Dict[str, Any] = {"v": ENTRY_VERSION, "op": self.op, "time": self.time, "host": self.host,
@@ -120,6 +123,8 @@ class JournalEntry:
             doc["policy"] = self.policy.to_json() if self.policy else VaultPolicy().to_json()
         else:
             doc["snapshot"] = self.snapshot
+        if self.logged:
+            doc["logged"] = self.logged
         return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
     @classmethod
@@ -129,21 +134,23 @@ class JournalEntry:
         if not isinstance(doc, dict) or doc.get("v") != ENTRY_VERSION:
             raise ValueError(f"not a version {ENTRY_VERSION} journal entry")
         op, sid, time, host, prev = (doc.get(k) for k in ("op", "snapshot", "time", "host", "prev"))
-        if not all(isinstance(x, str) for x in (op, time, host)):
-            raise ValueError("op, time and host must be strings")
-        try:
-            timefmt.parse_time(time)
-        except ValueError:
-            raise ValueError(f"time {time!r} is not a time") from None
+        logged = doc.get("logged", "")
+        if not all(isinstance(x, str) for x in (op, time, host, logged)):
+            raise ValueError("op, time, host and logged must be strings")
+        for t in (time, logged) if logged else (time,):
+            try:
+                timefmt.parse_time(t)
+            except ValueError:
+                raise ValueError(f"{t!r} is not a time") from None
         if not isinstance(prev, list) or not all(isinstance(p, str) and _HEX64.fullmatch(p) for p in prev):
             raise ValueError("prev is not a list of 64-hex entry names")
         if op == POLICY_OP:
             if sid is not None:
                 raise ValueError("a policy entry names no snapshot")
-            return cls(op, "", time, host, tuple(prev), name, VaultPolicy.from_json(doc.get("policy")))
+            return cls(op, "", time, host, tuple(prev), name, VaultPolicy.from_json(doc.get("policy")), logged)
         if not isinstance(sid, str) or not _HEX64.fullmatch(sid):
             raise ValueError("snapshot is not a 64-hex id")
-        return cls(op, sid, time, host, tuple(prev), name)
+        return cls(op, sid, time, host, tuple(prev), name, None, logged)
 
     @property
     def describe(self) -> str:
@@ -279,7 +286,8 @@ class Journal:
             raise ValueError("a policy entry, and only one, carries a policy")
         self.refresh()
         name = self._put(JournalEntry(op, snapshot, time, host if host is not None else socket.gethostname(),
-                                      tuple(self.heads()), policy=policy))
+                                      tuple(self.heads()), policy=policy,
+                                      logged=timefmt.now() if op == "add" else ""))
         self._remember_heads()
         return name
 
@@ -290,7 +298,7 @@ class Journal:
         name = core.blake3(sealed).hex()
         self.storage.put(fmt.JOURNAL + name, sealed)
         self.entries[name] = JournalEntry(entry.op, entry.snapshot, entry.time, entry.host, entry.prev, name,
-                                          entry.policy)
+                                          entry.policy, entry.logged)
         self.stored.add(name)
         if self.cache:
             self.cache.put(name, sealed)
@@ -304,7 +312,8 @@ class Journal:
         names = [self.append(*ops[0], host=host)]
         for op, snapshot, time in ops[1:]:
             names.append(self._put(JournalEntry(op, snapshot, time, host if host is not None
-                                                else socket.gethostname(), (names[-1],))))
+                                                else socket.gethostname(), (names[-1],),
+                                                logged=timefmt.now() if op == "add" else "")))
         self._remember_heads()
         return names
 
@@ -350,12 +359,13 @@ def _depths(entries: Dict[str, JournalEntry]) -> Dict[str, int]:
 
 
 def effective_times(entries: Dict[str, JournalEntry]) -> Dict[str, datetime]:
-    """Each entry's effective time: the latest of its own time and its prev entries' effective times (an
-    entry cannot take effect before the entries it follows, whatever time it claims)."""
+    """Each entry's effective time: the latest of its own time (and ``logged``) and its prev entries'
+    effective times (an entry cannot take effect before the entries it follows, whatever time it claims)."""
     eff: Dict[str, datetime] = {}
     for name in _topological(entries):
         e = entries[name]
-        eff[name] = max([timefmt.parse_time(e.time)] + [eff[p] for p in e.prev if p in eff])
+        own = [timefmt.parse_time(t) for t in (e.time, e.logged) if t]
+        eff[name] = max(own + [eff[p] for p in e.prev if p in eff])
     return eff
 
 
