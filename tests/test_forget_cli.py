@@ -91,7 +91,7 @@ def test_forget_filters_grouping_and_ids(env) -> None:
     a1 = backup("a", "2025-01-01 10:00:00", tags=["x"])
     a2 = backup("a", "2025-01-02 10:00:00")
     b1 = backup("b", "2025-01-01 10:00:00", host="web2")
-    b2 = backup("b", "2025-01-02 10:00:00", host="web2")
+    b2 = backup("b", "2025-01-02 11:00:00", host="web2")
     # --host: only web2's group is touched
     doc = run.json("forget", "--keep-last", "1", "--host", "web2", "--dry-run")
     assert [(g["host"], [p["id"] for p in g["remove"]]) for g in doc] == [("web2", [b1])]

@@ -227,3 +227,40 @@ def test_stored_policy_is_applied_and_bad_input_changes_nothing(vault) -> None:
     assert v.policy == VaultPolicy(Policy(keep_last=1), 14)
     v.forget()
     assert [p.id for p in v.snapshots()] == ids[2:]
+
+
+def test_policy_entry_format(vault) -> None:
+    """The stored bytes of a policy entry (docs/vault-format.md §11): no snapshot key, the policy object."""
+    import json
+    from recovault.vault import format as fmt
+    v, _ = vault(n=1)
+    v.set_policy(VaultPolicy(Policy(keep_daily=7, keep_within="1y"), 30))
+    [e] = [e for e in v.journal.entries.values() if e.op == "policy"]
+    raw = v.storage.get(fmt.JOURNAL + e.name)
+    plain = v.unseal(fmt.AAD_JOURNAL, raw, "entry")
+    doc = json.loads(plain)
+    assert doc == {"v": 1, "op": "policy", "time": e.time, "host": e.host, "prev": list(e.prev),
+                   "policy": {"retention": {"keep_daily": 7, "keep_within": "1y"}, "soft_delete_days": 30}}
+    assert plain == json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    assert len(e.prev) == 1  # it follows the backup's add
+    # a policy entry that breaks the rules does not parse (check reports it as damaged)
+    for bad in ({"retention": {}, "soft_delete_days": 3}, {"retention": None, "soft_delete_days": -1},
+                {"retention": None}, {"retention": {"keep_daily": "7"}, "soft_delete_days": 1}):
+        with pytest.raises(ValueError):
+            JournalEntry.from_json("n", json.dumps(dict(doc, policy=bad)).encode())
+
+
+def test_forget_stopped_between_remove_and_purge_is_finished_by_purge_expired(vault, monkeypatch) -> None:
+    """Soft delete off: a kill between the remove entries and the purge leaves soft-deleted, expired points
+    (intact, check clean); purge_expired finishes."""
+    from recovault.vault import lifecycle
+    v, ids = vault(soft_delete_days=0)
+    monkeypatch.setattr(lifecycle, "_purge", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        v.forget(ids=[ids[0]])
+    monkeypatch.undo()
+    assert ids[0] in stored(v) and [d.point.id for d in v.deleted_snapshots()] == [ids[0]]
+    res = Checker(v).run()
+    assert res["ok"] and res["warnings"] == [], res
+    assert v.purge_expired() == [ids[0]]
+    assert ids[0] not in stored(v)
