@@ -11,7 +11,7 @@ import pytest
 
 from recovault import api
 
-from test_cli import PASSPHRASE, Cli, api_vault, fails, json_out, ok, run_main
+from test_cli import FAST_KDF, PASSPHRASE, Cli, api_vault, fails, json_out, ok, run_main
 
 
 class Run:
@@ -145,7 +145,7 @@ def test_init_soft_delete_days_zero_purges_at_once(tmp_path, monkeypatch, capsys
     run = Run(vault, capsys)
     assert run.fails(2, "init", "--soft-delete-days", "-1").startswith("recovault: error: --soft-delete-days -1")
     assert not os.path.exists(vault)
-    with api.init_vault(vault, PASSPHRASE, cache_dir=os.fspath(tmp_path / "c"), soft_delete_days=0) as v:
+    with api.init_vault(vault, PASSPHRASE, kdf=FAST_KDF, cache_dir=os.fspath(tmp_path / "c"), soft_delete_days=0) as v:
         src = tmp_path / "src"
         src.mkdir()
         ids = [api.backup(v, [str(src)], time=f"2025-01-0{d} 10:00:00").id for d in (1, 2)]
@@ -196,3 +196,54 @@ def test_forget_end_to_end_as_a_subprocess(tmp_path) -> None:
     ok(cli("undelete", "--vault", vault, ids[0][:8]))
     fails(cli("undelete", "--vault", vault, ids[0][:8]), 2, "is not deleted")
     assert [p["id"] for p in json_out(cli("snapshots", "--vault", vault, "--json"))] == [ids[0], ids[2]]
+
+
+# Runs the CLI with a kill -9 of itself at the Nth journal entry written ($RV_KILL_AT "put:N") or the Nth
+# recovery point deleted ("delete:N"): a real process dying at a chosen step of forget.
+KILL_BOOT = r"""
+import os, signal
+from recovault.vault import journal, points
+kind, n = os.environ["RV_KILL_AT"].split(":")
+count = [0]
+def _dying(orig, what):
+    def wrapper(*args, **kwargs):
+        if what == kind:
+            count[0] += 1
+            if count[0] == int(n):
+                os.kill(os.getpid(), signal.SIGKILL)
+        return orig(*args, **kwargs)
+    return wrapper
+journal.Journal._put = _dying(journal.Journal._put, "put")
+points.PointStore.delete = _dying(points.PointStore.delete, "delete")
+from recovault.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("kill_at", ["put:2", "put:6", "delete:2"])
+def test_forget_killed_at_any_step_leaves_a_valid_vault_and_the_next_run_finishes(tmp_path, kill_at) -> None:
+    """Soft delete off, forget of 4 points: 4 remove entries, 4 purge entries, 4 deletions. kill -9 at any
+    step: check finds no problem, nothing live is lost, and forget + prune's purge_expired finish the job."""
+    from recovault.vault.check import Checker
+    cli = Cli(tmp_path / "home")
+    vault = os.fspath(tmp_path / "vault")
+    cache = os.fspath(tmp_path / "cache")
+    with api.init_vault(vault, PASSPHRASE, kdf=FAST_KDF, cache_dir=cache, soft_delete_days=0) as v:
+        src = tmp_path / "src"
+        src.mkdir()
+        ids = []
+        for day in range(1, 6):
+            (src / "f").write_text(str(day))
+            ids.append(api.backup(v, [str(src)], time=f"2025-03-0{day} 08:00:00").id)
+    res = cli("forget", "--vault", vault, "--keep-last", "1", boot=KILL_BOOT, env={"RV_KILL_AT": kill_at})
+    assert res.returncode == -9, (res.returncode, res.stderr)
+    with api.open_vault(vault, PASSPHRASE, cache_dir=cache) as v:
+        report = Checker(v).run()
+        assert report["ok"], report["problems"]
+        assert ids[-1] in [p.id for p in v.snapshots()]
+        ok(cli("forget", "--vault", vault, "--keep-last", "1"))
+        v.purge_expired()
+        assert [p.id for p in v.snapshots()] == [ids[-1]] and v.deleted_snapshots() == []
+        assert sorted(v.points.ids()) == [ids[-1]]
+        report = Checker(v).run()
+        assert report["ok"] and report["warnings"] == [], report
