@@ -215,7 +215,7 @@ def test_entry_format(env) -> None:
         snap = v.load_snapshot(sid)
     # logged: when the entry was written (the point's own time may be anything backup --time gave)
     assert before <= doc.get("logged", "") <= after
-    assert doc == {"v": 1, "op": "add", "snapshot": sid, "time": snap.time, "host": "web1", "prev": [],
+    assert doc == {"v": 2, "op": "add", "snapshot": sid, "time": snap.time, "host": "web1", "prev": [],
                    "logged": doc["logged"]}
     assert plain == json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 

@@ -239,7 +239,7 @@ def test_policy_entry_format(vault) -> None:
     raw = v.storage.get(fmt.JOURNAL + e.name)
     plain = v.unseal(fmt.AAD_JOURNAL, raw, "entry")
     doc = json.loads(plain)
-    assert doc == {"v": 1, "op": "policy", "time": e.time, "host": e.host, "prev": list(e.prev),
+    assert doc == {"v": 2, "op": "policy", "time": e.time, "host": e.host, "prev": list(e.prev),
                    "policy": {"retention": {"keep_daily": 7, "keep_within": "1y"}, "soft_delete_days": 30}}
     assert plain == json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     assert len(e.prev) == 1  # it follows the backup's add
@@ -264,3 +264,33 @@ def test_forget_stopped_between_remove_and_purge_is_finished_by_purge_expired(va
     assert res["ok"] and res["warnings"] == [], res
     assert v.purge_expired() == [ids[0]]
     assert ids[0] not in stored(v)
+
+
+def test_version_1_removal_reads_as_deleted_for_good(vault) -> None:
+    """A format-1 journal's "remove" (v 1) was written just before the object was deleted: it reads as a
+    purge (the point is gone, check is clean), not as a soft-deleted point whose object is missing."""
+    v, ids = vault(n=2)
+    v.journal.refresh()
+    v.journal._put(JournalEntry("remove", ids[0], timefmt.now(), "old", tuple(v.journal.heads()), version=1))
+    v.points.delete(ids[0])
+    assert v.journal.states()[ids[0]].state == "purged"
+    assert [p.id for p in v.snapshots()] == ids[1:] and v.deleted_snapshots() == []
+    res = Checker(v).run()
+    assert res["ok"] and res["warnings"] == [], res
+
+
+def test_check_reports_a_purge_that_bypassed_soft_delete(vault) -> None:
+    """Entries written by a recovault that ignores soft delete (or by hand): a purge before expiry, or with
+    no removal before it, is a problem."""
+    v, ids = vault(n=3)
+    v.forget(ids=[ids[0]])
+    v.journal.append("purge", ids[0], timefmt.now())  # 14 days too early
+    v.points.delete(ids[0])
+    v.journal.append("purge", ids[1], timefmt.now())  # never removed
+    v.points.delete(ids[1])
+    problems = Checker(v).run()["problems"]
+    assert any(f"recovery point {ids[0][:8]} was purged at" in p and "before its soft-delete period ended" in p
+               for p in problems), problems
+    assert any(f"recovery point {ids[1][:8]} was purged" in p and "without being removed first" in p
+               for p in problems), problems
+    assert len(problems) == 2

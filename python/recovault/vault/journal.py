@@ -2,7 +2,8 @@
 
 Every change to the set of recovery points is an entry ``journal/<64 hex>``: one sealed blob (AAD
 ``recovault/v1/journal``), content-addressed like a recovery point, holding compact JSON
-``{"v": 1, "op": ..., "snapshot": ..., "time": ..., "host": ..., "prev": [...]}``. ``prev`` names the entries
+``{"v": 2, "op": ..., "snapshot": ..., "time": ..., "host": ..., "prev": [...]}`` (version 1 entries, of
+format 1, are read too: their "remove" reads as "purge"). ``prev`` names the entries
 that were heads (referenced by no other entry) when it was written, so the entries form a DAG: many hosts
 append at once without a lock, and the next entry merges their heads.
 
@@ -46,12 +47,15 @@ from .cache import ObjectCache, read_private, write_private
 from .records import RecoveryPoint
 from .sealing import Sealer
 
-__all__ = ["DEFAULT_SOFT_DELETE_DAYS", "ENTRY_VERSION", "OPS", "POLICY_OP", "Journal", "JournalEntry",
+__all__ = ["DEFAULT_SOFT_DELETE_DAYS", "ENTRY_VERSION", "READ_VERSIONS", "OPS", "POLICY_OP", "Journal", "JournalEntry",
            "JournalReport", "PeriodChange", "PointState", "VaultPolicy", "audit", "effective_times", "expiry",
            "longer_period_until", "period_changes", "soft_delete_days_at"]
 
-ENTRY_VERSION = 1
-#: op on a recovery point -> the point's state after it: live, soft-deleted (object kept), purged
+#: the entry version written (format 2: soft delete); version 1 entries (format 1) are read too
+ENTRY_VERSION = 2
+READ_VERSIONS = (1, 2)
+#: op on a recovery point -> the point's state after it: live, soft-deleted (object kept), purged. In a
+#: version 1 entry, "remove" meant the object was being deleted for good: it reads as "purge".
 OPS = {"add": "live", "remove": "deleted", "undelete": "live", "purge": "purged"}
 #: the op of an entry that names no point and carries the vault's policy
 POLICY_OP = "policy"
@@ -115,9 +119,15 @@ class JournalEntry:
     name: str = field(default="", compare=False)  # journal/<name>; empty until stored
     policy: Optional[VaultPolicy] = None
     logged: str = ""
+    version: int = ENTRY_VERSION
+
+    @property
+    def state(self) -> str:
+        """The state of the point after this entry (for an op in OPS)."""
+        return "purged" if self.version == 1 and self.op == "remove" else OPS[self.op]
 
     def to_json(self) -> bytes:
-        doc: Dict[str, Any] = {"v": ENTRY_VERSION, "op": self.op, "time": self.time, "host": self.host,
+        doc: Dict[str, Any] = {"v": self.version, "op": self.op, "time": self.time, "host": self.host,
                                "prev": sorted(self.prev)}
         if self.op == POLICY_OP:
             doc["policy"] = self.policy.to_json() if self.policy else VaultPolicy().to_json()
@@ -131,8 +141,9 @@ class JournalEntry:
     def from_json(cls, name: str, plain: bytes) -> "JournalEntry":
         """Parse and validate; ``ValueError`` naming the first problem."""
         doc = json.loads(plain)
-        if not isinstance(doc, dict) or doc.get("v") != ENTRY_VERSION:
-            raise ValueError(f"not a version {ENTRY_VERSION} journal entry")
+        if not isinstance(doc, dict) or doc.get("v") not in READ_VERSIONS:
+            raise ValueError(f"not a version {' or '.join(map(str, READ_VERSIONS))} journal entry")
+        version = doc["v"]
         op, sid, time, host, prev = (doc.get(k) for k in ("op", "snapshot", "time", "host", "prev"))
         logged = doc.get("logged", "")
         if not all(isinstance(x, str) for x in (op, time, host, logged)):
@@ -147,10 +158,11 @@ class JournalEntry:
         if op == POLICY_OP:
             if sid is not None:
                 raise ValueError("a policy entry names no snapshot")
-            return cls(op, "", time, host, tuple(prev), name, VaultPolicy.from_json(doc.get("policy")), logged)
+            return cls(op, "", time, host, tuple(prev), name, VaultPolicy.from_json(doc.get("policy")), logged,
+                       version)
         if not isinstance(sid, str) or not _HEX64.fullmatch(sid):
             raise ValueError("snapshot is not a 64-hex id")
-        return cls(op, sid, time, host, tuple(prev), name, None, logged)
+        return cls(op, sid, time, host, tuple(prev), name, None, logged, version)
 
     @property
     def describe(self) -> str:
@@ -254,7 +266,7 @@ class Journal:
             last = max(es, key=order)
             adds = [e for e in es if e.op == "add"]
             first_add = min(adds, key=order) if adds else None
-            out[sid] = PointState(sid, OPS[last.op], last, first_add, eff[last.name])
+            out[sid] = PointState(sid, last.state, last, first_add, eff[last.name])
         return out
 
     def policy_entries(self) -> List[JournalEntry]:
@@ -298,7 +310,7 @@ class Journal:
         name = core.blake3(sealed).hex()
         self.storage.put(fmt.JOURNAL + name, sealed)
         self.entries[name] = JournalEntry(entry.op, entry.snapshot, entry.time, entry.host, entry.prev, name,
-                                          entry.policy, entry.logged)
+                                          entry.policy, entry.logged, entry.version)
         self.stored.add(name)
         if self.cache:
             self.cache.put(name, sealed)
@@ -457,6 +469,29 @@ def _missing_entries(journal: Journal, report: JournalReport) -> None:
                                "the vault was rolled back or entries were deleted outside recovault")
 
 
+def _premature_purges(journal: Journal, states: Dict[str, PointState], changes: List[PeriodChange]) -> List[str]:
+    """A purge (version 2) must follow a removal and come after its expiry: one that does not bypassed soft
+    delete (a stolen passphrase used with a recovault that ignores it, or entries written by hand)."""
+    order, eff = journal._causal_key(), effective_times(journal.entries)
+    out = []
+    for sid, st in sorted(states.items()):
+        if st.state != "purged" or st.last.version == 1:
+            continue
+        removes = [e for e in journal.entries.values() if e.snapshot == sid and e.op == "remove"
+                   and order(e) < order(st.last)]
+        if not removes:
+            out.append(f"recovery point {sid[:8]} was purged ({st.last.describe}) without being removed first: "
+                       "soft delete was bypassed")
+            continue
+        removed = eff[max(removes, key=order).name]
+        expires = expiry(removed, changes, st.effective)
+        if st.effective < expires:
+            out.append(f"recovery point {sid[:8]} was purged at {timefmt.format_time(st.effective)} "
+                       f"({st.last.describe}), before its soft-delete period ended at "
+                       f"{timefmt.format_time(expires)}: soft delete was bypassed")
+    return out
+
+
 def _check_points(journal: Journal, points: Set[str], report: JournalReport, now: datetime) -> None:
     """A live or soft-deleted unexpired point must exist; a soft-deleted point that exists is normal; a
     purged one that exists is an interrupted purge."""
@@ -478,6 +513,7 @@ def _check_points(journal: Journal, points: Set[str], report: JournalReport, now
         elif st.state == "purged" and sid in points:
             report.warnings.append(f"recovery point {sid[:8]} was removed for good ({st.last.describe}) but its "
                                    "object is still stored (an interrupted purge; the next prune finishes it)")
+    report.problems.extend(_premature_purges(journal, states, changes))
     unlogged = sorted(points - set(states))
     if unlogged:
         report.warnings.append(
