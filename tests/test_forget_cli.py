@@ -247,3 +247,27 @@ def test_forget_killed_at_any_step_leaves_a_valid_vault_and_the_next_run_finishe
         assert sorted(v.points.ids()) == [ids[-1]]
         report = Checker(v).run()
         assert report["ok"] and report["warnings"] == [], report
+
+
+def test_undelete_of_an_expired_point_is_refused(tmp_path, monkeypatch, capsys) -> None:
+    """Soft delete off and the purge not done yet (a forget stopped after its remove entries): the point is
+    soft-deleted and already expired; undelete refuses it (exit 16) and writes nothing."""
+    from recovault.vault import lifecycle
+    monkeypatch.setenv("RECOVAULT_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setenv("XDG_CACHE_HOME", os.fspath(tmp_path / "cache"))
+    vault = os.fspath(tmp_path / "vault")
+    with api.init_vault(vault, PASSPHRASE, kdf=FAST_KDF, cache_dir=os.fspath(tmp_path / "c"), soft_delete_days=0) as v:
+        src = tmp_path / "src"
+        src.mkdir()
+        ids = [api.backup(v, [str(src)], time=f"2025-01-0{d} 10:00:00").id for d in (1, 2)]
+        with monkeypatch.context() as m:
+            m.setattr(lifecycle, "_purge", lambda *a: None)
+            v.forget(ids=[ids[0]])
+    run = Run(vault, capsys)
+    [gone] = run.json("snapshots", "--deleted")
+    assert gone["id"] == ids[0] and gone["expires"] == gone["removed"]
+    assert "(expired" in run("snapshots", "--deleted").out
+    before = vault_files(vault)
+    msg = run.fails(16, "undelete", ids[0][:8])
+    assert "expired at" in msg and "can no longer be undeleted" in msg
+    assert vault_files(vault) == before
