@@ -149,11 +149,15 @@ def _purge(vault: "Vault", sids: Sequence[str], now: datetime) -> None:
     """Log `sids` as purged, then delete their objects (a crash in between: the audit warns, purge_expired
     finishes)."""
     vault.journal.append_many([("purge", sid, timefmt.format_time(now)) for sid in sids])
+    _delete_objects(vault, sids)
+
+
+def _delete_objects(vault: "Vault", sids: Iterable[str]) -> None:
     for sid in sids:
         try:
             vault.points.delete(sid)
         except ObjectMissing:
-            pass  # deleted by an earlier, interrupted run
+            pass  # deleted by an earlier, interrupted run (or another host finishing it at the same time)
 
 
 def purge_expired(vault: "Vault", now: Optional[datetime] = None) -> List[str]:
@@ -166,8 +170,7 @@ def purge_expired(vault: "Vault", now: Optional[datetime] = None) -> List[str]:
                      if st.state == "deleted" and expiry(st.effective, changes, now) <= now)
     _purge(vault, expired, now)
     unfinished = sorted(sid for sid, st in states.items() if st.state == "purged" and sid in stored)
-    for sid in unfinished:
-        vault.points.delete(sid)
+    _delete_objects(vault, unfinished)
     return sorted(set(expired) | set(unfinished))
 
 
