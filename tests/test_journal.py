@@ -8,7 +8,7 @@ from typing import List
 
 import pytest
 
-from recovault import api
+from recovault import api, timefmt
 from recovault.vault import format as fmt
 from recovault.vault.check import Checker
 from recovault.vault.journal import Journal, JournalEntry
@@ -129,7 +129,12 @@ def test_delete_snapshot_logs_a_removal_first(env) -> None:
 
 
 def test_interrupted_removal_is_a_warning_not_a_problem(env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With soft delete off, removal purges at once: stopped between the purge entry and the deletion, the
+    object is still stored, and check warns (the next prune finishes it)."""
     tmp, vault, src = env
+    shutil.rmtree(vault)
+    api.init_vault(vault, PASSPHRASE, settings=SMALL, kdf=FAST, cache_dir=str(tmp / "cache-a"),
+                   soft_delete_days=0).close()
     ids = backup(vault, src, tmp / "cache-a", n=2)
     with api.open_vault(vault, PASSPHRASE, cache_dir=str(tmp / "cache-a")) as v:
         monkeypatch.setattr(v.storage, "delete", lambda name: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -199,14 +204,19 @@ def test_cli_check_reports_deleted_point(env) -> None:
 
 def test_entry_format(env) -> None:
     tmp, vault, src = env
+    before = timefmt.now()
     [sid] = backup(vault, src, tmp / "cache-a", n=1)
+    after = timefmt.now()
     with api.open_vault(vault, PASSPHRASE, cache_dir=str(tmp / "cache-fresh")) as v:
         [name] = journal_names(vault)
         raw = (Path(vault) / "journal" / name).read_bytes()
         plain = v.unseal(fmt.AAD_JOURNAL, raw, "entry")
         doc = json.loads(plain)
         snap = v.load_snapshot(sid)
-    assert doc == {"v": 1, "op": "add", "snapshot": sid, "time": snap.time, "host": "web1", "prev": []}
+    # logged: when the entry was written (the point's own time may be anything backup --time gave)
+    assert before <= doc.get("logged", "") <= after
+    assert doc == {"v": 2, "op": "add", "snapshot": sid, "time": snap.time, "host": "web1", "prev": [],
+                   "logged": doc["logged"]}
     assert plain == json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 

@@ -9,13 +9,16 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .jobs.backup import BackupJob, BackupOptions
+from .retention import Policy
 from .restore import RestoreJob
 from .storage import open_storage
 from .vault.blobstore import no_events
+from .vault.journal import DEFAULT_SOFT_DELETE_DAYS, VaultPolicy
 from .vault.keys import KdfParams
+from .vault.lifecycle import ForgetGroup, PointFilter
 from .vault.records import RecoveryPoint
 from .vault.repo import Settings, UpgradeReport, Vault
 
@@ -28,10 +31,13 @@ def default_cache_dir() -> str:
 
 
 def init_vault(location: str, passphrase: str, *, settings: Optional[Settings] = None,
-               kdf: Optional[KdfParams] = None, cache_dir: Optional[str] = None) -> Vault:
-    """Create a new vault at `location` (a directory path) and return it unlocked."""
+               kdf: Optional[KdfParams] = None, cache_dir: Optional[str] = None,
+               soft_delete_days: int = DEFAULT_SOFT_DELETE_DAYS) -> Vault:
+    """Create a new vault at `location` (a directory path) and return it unlocked. `soft_delete_days`: how
+    long a forgotten recovery point stays recoverable (0: off)."""
     return Vault.create(open_storage(location, create=True), passphrase, settings=settings, kdf=kdf,
-                        cache_dir=cache_dir if cache_dir is not None else default_cache_dir())
+                        cache_dir=cache_dir if cache_dir is not None else default_cache_dir(),
+                        soft_delete_days=soft_delete_days)
 
 
 def open_vault(location: str, passphrase: str, *, cache_dir: Optional[str] = None,
@@ -57,8 +63,31 @@ def backup(vault: Vault, paths: List[str], *, progress: Progress = None, **optio
 
 
 def snapshots(vault: Vault) -> List[RecoveryPoint]:
-    """All recovery points, oldest first."""
+    """The live recovery points, oldest first (``vault.deleted_snapshots()``: the soft-deleted ones)."""
     return vault.snapshots()
+
+
+def forget(vault: Vault, policy: Optional[Policy] = None, ids: Sequence[str] = (), *,
+           group_by: Any = ("host", "paths"), hosts: Sequence[str] = (), paths: Sequence[str] = (),
+           tags: Sequence[str] = (), dry_run: bool = False, allow_empty: bool = False) -> List[ForgetGroup]:
+    """Forget recovery points (soft delete): those `ids` names, or those `policy` (default: the vault's
+    stored policy) removes from each group (restic's forget; `hosts`, `paths`, `tags` select points).
+    Returns, per group, what is kept (and why) and removed."""
+    return vault.forget(policy, ids, group_by=group_by, where=PointFilter(tuple(hosts), tuple(paths), tuple(tags)),
+                        dry_run=dry_run, allow_empty=allow_empty)
+
+
+def undelete(vault: Vault, snapshot: str) -> RecoveryPoint:
+    """Bring back a soft-deleted recovery point (id or unique prefix) before it expires."""
+    return vault.undelete(snapshot)
+
+
+def set_policy(vault: Vault, retention: Optional[Policy] = None,
+               soft_delete_days: int = DEFAULT_SOFT_DELETE_DAYS) -> VaultPolicy:
+    """Store the vault's policy: the retention rules forget applies with none given, and the soft-delete
+    period in days (a shorter one takes effect only once the current one has passed). ``vault.policy``
+    reads it."""
+    return vault.set_policy(VaultPolicy(retention, soft_delete_days))
 
 
 def restore(vault: Vault, snapshot: str, target: str, paths: Optional[List[str]] = None, *,

@@ -40,6 +40,9 @@ COMMANDS: Dict[str, str] = {
     "repair": "repair_cmd",
     "key": "key_cmd",
     "migrate": "migrate_cmd",
+    "forget": "forget_cmd",
+    "undelete": "undelete_cmd",
+    "policy": "policy_cmd",
 }
 
 

@@ -2,14 +2,26 @@
 
 Every change to the set of recovery points is an entry ``journal/<64 hex>``: one sealed blob (AAD
 ``recovault/v1/journal``), content-addressed like a recovery point, holding compact JSON
-``{"v": 1, "op": ..., "snapshot": ..., "time": ..., "host": ..., "prev": [...]}``. ``prev`` names the entries
+``{"v": 2, "op": ..., "snapshot": ..., "time": ..., "host": ..., "prev": [...]}`` (version 1 entries, of
+format 1, are read too: their "remove" reads as "purge"). ``prev`` names the entries
 that were heads (referenced by no other entry) when it was written, so the entries form a DAG: many hosts
 append at once without a lock, and the next entry merges their heads.
 
+Ops: ``add`` (the point was stored), ``remove`` (it is soft-deleted: its object stays until it expires),
+``undelete`` (live again), ``purge`` (its object is deleted for good), and ``policy`` (no point: the vault's
+retention policy and soft-delete period, see ``VaultPolicy``).
+
 Order of writes (why a crash is never mistaken for a rollback): an ``add`` entry is written just *after* its
-recovery point, and a ``remove`` entry just *before* the point is deleted. Every crash state therefore holds
-more data than the journal says (a point with no entry, or a removed point still present), never less; a
-live ``add`` whose point is missing is always a deletion outside recovault or a rollback.
+recovery point, and a ``purge`` entry just *before* the point is deleted. Every crash state therefore holds
+more data than the journal says (a point with no entry, or a purged point still present), never less; a
+live or soft-deleted point whose object is missing is always a deletion outside recovault or a rollback.
+
+Time rules (pure functions below, docs/vault-format.md §11): an entry's *effective time* is the latest of its
+own time and its ``prev`` entries' effective times, so an entry written after honest ones cannot be dated
+before them. The soft-delete period in force at t, ``D(t)``, is that of the latest policy in force at t,
+and also every earlier period replaced less than that period before t (shortening takes effect only once the
+old period has passed since the change). A point removed (effective time) at r expires at
+``r + max(D(r), D(now))``.
 
 What ``check`` can prove: no entry was deleted that a later entry references (the log was not cut), no
 entry this host has seen was deleted (its agent cache keeps them), and every point the log says is live
@@ -22,32 +34,82 @@ import json
 import re
 import socket
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from .. import core
-from ..errors import CorruptData, ObjectMissing, RecovaultError
+from .. import core, timefmt
+from ..errors import CorruptData, ObjectMissing, RecovaultError, UsageError
+from ..retention import Policy
 from ..storage import Storage
 from . import format as fmt
 from .cache import ObjectBundle, ObjectCache, read_private, write_private
 from .records import RecoveryPoint
 from .sealing import Sealer
 
-__all__ = ["ENTRY_VERSION", "OPS", "Journal", "JournalEntry", "JournalReport", "PointState", "audit"]
+__all__ = ["DEFAULT_SOFT_DELETE_DAYS", "ENTRY_VERSION", "READ_VERSIONS", "OPS", "POLICY_OP", "Journal", "JournalEntry",
+           "JournalReport", "PeriodChange", "PointState", "VaultPolicy", "audit", "effective_times", "expiry",
+           "longer_period_until", "period_changes", "soft_delete_days_at"]
 
-ENTRY_VERSION = 1
-#: op -> whether the recovery point is live after it. "add" and "remove" are written today; "undelete"
-#: and "purge" are reserved for soft delete (a removed point may still exist until it is purged).
-OPS = {"add": True, "remove": False, "undelete": True, "purge": False}
+#: the entry version written (format 2: soft delete); version 1 entries (format 1) are read too
+ENTRY_VERSION = 2
+READ_VERSIONS = (1, 2)
+#: op on a recovery point -> the point's state after it: live, soft-deleted (object kept), purged. In a
+#: version 1 entry, "remove" meant the object was being deleted for good: it reads as "purge".
+OPS = {"add": "live", "remove": "deleted", "undelete": "live", "purge": "purged"}
+#: the op of an entry that names no point and carries the vault's policy
+POLICY_OP = "policy"
+#: the soft-delete period of a vault with no policy entry (Azure Backup's 14 days)
+DEFAULT_SOFT_DELETE_DAYS = 14
+MAX_SOFT_DELETE_DAYS = 36500
+#: the earliest time: before any entry (the implicit default policy starts there)
+DAWN = datetime(1, 1, 1, tzinfo=timezone.utc)
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 HEADS_FILE = "journal-heads"
 
 
 @dataclass(frozen=True)
+class VaultPolicy:
+    """What a ``policy`` entry carries: the retention policy ``forget`` applies with no rules given (None:
+    none stored) and the soft-delete period in days (0: off)."""
+
+    retention: Optional[Policy] = None
+    soft_delete_days: int = DEFAULT_SOFT_DELETE_DAYS
+
+    def __post_init__(self) -> None:
+        days = self.soft_delete_days
+        if type(days) is not int or not 0 <= days <= MAX_SOFT_DELETE_DAYS:
+            raise UsageError(f"--soft-delete-days {days!r}: a whole number of days, 0 (off) to "
+                             f"{MAX_SOFT_DELETE_DAYS}")
+        if self.retention is not None and self.retention.is_empty:
+            raise UsageError("the retention policy has no rule: it would remove every recovery point "
+                             "(give at least one --keep-* rule)")
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"retention": self.retention.to_json() if self.retention is not None else None,
+                "soft_delete_days": self.soft_delete_days}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> "VaultPolicy":
+        """``ValueError`` naming the problem if `doc` is not one."""
+        if not isinstance(doc, dict) or set(doc) != {"retention", "soft_delete_days"}:
+            raise ValueError("policy is not an object with retention and soft_delete_days")
+        retention = doc["retention"]
+        if retention is not None and not isinstance(retention, dict):
+            raise ValueError("policy retention is neither an object nor null")
+        try:
+            return cls(Policy.from_json(retention) if retention is not None else None, doc["soft_delete_days"])
+        except UsageError as e:
+            raise ValueError(f"policy: {e}") from None
+
+
+@dataclass(frozen=True)
 class JournalEntry:
     """One entry. ``time``/``host``: for "add", the recovery point's own; for other ops, when and where the
-    op was done."""
+    op was done. ``logged``: for "add", when the entry was written (a point's own time may be anything
+    ``backup --time`` gave); "" for other ops and for entries written before it existed. A "policy" entry
+    names no point (``snapshot`` is "") and carries ``policy``."""
 
     op: str
     snapshot: str
@@ -55,40 +117,73 @@ class JournalEntry:
     host: str
     prev: Tuple[str, ...] = ()
     name: str = field(default="", compare=False)  # journal/<name>; empty until stored
+    policy: Optional[VaultPolicy] = None
+    logged: str = ""
+    version: int = ENTRY_VERSION
+
+    @property
+    def state(self) -> str:
+        """The state of the point after this entry (for an op in OPS)."""
+        return "purged" if self.version == 1 and self.op == "remove" else OPS[self.op]
 
     def to_json(self) -> bytes:
-        doc = {"v": ENTRY_VERSION, "op": self.op, "snapshot": self.snapshot, "time": self.time,
-               "host": self.host, "prev": sorted(self.prev)}
+        doc: Dict[str, Any] = {"v": self.version, "op": self.op, "time": self.time, "host": self.host,
+                               "prev": sorted(self.prev)}
+        if self.op == POLICY_OP:
+            doc["policy"] = self.policy.to_json() if self.policy else VaultPolicy().to_json()
+        else:
+            doc["snapshot"] = self.snapshot
+        if self.logged:
+            doc["logged"] = self.logged
         return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
     @classmethod
     def from_json(cls, name: str, plain: bytes) -> "JournalEntry":
         """Parse and validate; ``ValueError`` naming the first problem."""
         doc = json.loads(plain)
-        if not isinstance(doc, dict) or doc.get("v") != ENTRY_VERSION:
-            raise ValueError(f"not a version {ENTRY_VERSION} journal entry")
+        if not isinstance(doc, dict) or doc.get("v") not in READ_VERSIONS:
+            raise ValueError(f"not a version {' or '.join(map(str, READ_VERSIONS))} journal entry")
+        version = doc["v"]
         op, sid, time, host, prev = (doc.get(k) for k in ("op", "snapshot", "time", "host", "prev"))
-        if not all(isinstance(x, str) for x in (op, time, host)):
-            raise ValueError("op, time and host must be strings")
-        if not isinstance(sid, str) or not _HEX64.fullmatch(sid):
-            raise ValueError("snapshot is not a 64-hex id")
+        logged = doc.get("logged", "")
+        if not all(isinstance(x, str) for x in (op, time, host, logged)):
+            raise ValueError("op, time, host and logged must be strings")
+        for t in (time, logged) if logged else (time,):
+            try:
+                timefmt.parse_time(t)
+            except ValueError:
+                raise ValueError(f"{t!r} is not a time") from None
         if not isinstance(prev, list) or not all(isinstance(p, str) and _HEX64.fullmatch(p) for p in prev):
             raise ValueError("prev is not a list of 64-hex entry names")
-        return cls(op, sid, time, host, tuple(prev), name)
+        if op == POLICY_OP:
+            if sid is not None:
+                raise ValueError("a policy entry names no snapshot")
+            return cls(op, "", time, host, tuple(prev), name, VaultPolicy.from_json(doc.get("policy")), logged,
+                       version)
+        if not isinstance(sid, str) or not _HEX64.fullmatch(sid):
+            raise ValueError("snapshot is not a 64-hex id")
+        return cls(op, sid, time, host, tuple(prev), name, None, logged, version)
 
     @property
     def describe(self) -> str:
-        return f"{self.op} of recovery point {self.snapshot[:8]} by host {self.host} at {self.time}"
+        what = "the policy" if self.op == POLICY_OP else f"recovery point {self.snapshot[:8]}"
+        return f"{self.op} of {what} by host {self.host} at {self.time}"
 
 
 @dataclass(frozen=True)
 class PointState:
-    """What the journal says of one recovery point: its deciding (latest) entry and its first "add"."""
+    """What the journal says of one recovery point: its deciding (latest) entry, its first "add", and the
+    deciding entry's effective time (for a soft-deleted point: when it was removed, ``r``)."""
 
     snapshot: str
-    live: bool
+    state: str  # "live", "deleted" (soft-deleted, object kept) or "purged"
     last: JournalEntry
     added: Optional[JournalEntry]
+    effective: datetime = DAWN
+
+    @property
+    def live(self) -> bool:
+        return self.state == "live"
 
 
 class Journal:
@@ -171,55 +266,78 @@ class Journal:
         """Per recovery point, its state after the causally last entry naming it (ties between concurrent
         entries: the later time, then the larger name, so every reader decides alike). Entries with an op
         this recovault does not know are left out."""
-        depth = self._depths()
+        order, eff = self._causal_key(), effective_times(self.entries)
         by_point: Dict[str, List[JournalEntry]] = {}
         for e in self.entries.values():
             if e.op in OPS:
                 by_point.setdefault(e.snapshot, []).append(e)
         out = {}
         for sid, es in by_point.items():
-            last = max(es, key=lambda e: (depth[e.name], e.time, e.name))
+            last = max(es, key=order)
             adds = [e for e in es if e.op == "add"]
-            first_add = min(adds, key=lambda e: (depth[e.name], e.time, e.name)) if adds else None
-            out[sid] = PointState(sid, OPS[last.op], last, first_add)
+            first_add = min(adds, key=order) if adds else None
+            out[sid] = PointState(sid, last.state, last, first_add, eff[last.name])
         return out
 
-    def _depths(self) -> Dict[str, int]:
-        """Longest path from a root to each entry: an ancestor always has a smaller depth than its
-        descendants. Iterative, so a long journal cannot exhaust the stack."""
-        depth: Dict[str, int] = {}
-        for start in self.entries:
-            stack = [start]
-            while stack:
-                name = stack[-1]
-                if name in depth:
-                    stack.pop()
-                    continue
-                todo = [p for p in self.entries[name].prev if p in self.entries and p not in depth]
-                if todo:
-                    stack.extend(todo)
-                    continue
-                depth[name] = 1 + max((depth[p] for p in self.entries[name].prev if p in depth), default=0)
-                stack.pop()
-        return depth
+    def policy_entries(self) -> List[JournalEntry]:
+        """The policy entries, in causal order (the same order as point states: the last one is current)."""
+        return sorted((e for e in self.entries.values() if e.op == POLICY_OP), key=self._causal_key())
+
+    def policy(self) -> VaultPolicy:
+        """The current policy: the causally last policy entry's; with none, no retention and 14 days."""
+        entries = self.policy_entries()
+        return entries[-1].policy or VaultPolicy() if entries else VaultPolicy()
+
+    def period_changes(self) -> List["PeriodChange"]:
+        """The soft-delete periods this journal has set, with when each took effect (see period_changes)."""
+        eff = effective_times(self.entries)
+        return period_changes([(e, eff[e.name]) for e in self.policy_entries()])
+
+    def _causal_key(self):  # type: ignore[no-untyped-def]
+        depth = _depths(self.entries)
+        return lambda e: (depth[e.name], e.time, e.name)
 
     # ---- writing ---------------------------------------------------------------------------------
-    def append(self, op: str, snapshot: str, time: str, host: Optional[str] = None) -> str:
-        """Write an entry whose prev are the current heads; return its name."""
-        if op not in OPS:
+    def append(self, op: str, snapshot: str, time: str, host: Optional[str] = None,
+               policy: Optional[VaultPolicy] = None) -> str:
+        """Write an entry whose prev are the current heads; return its name. A "policy" entry takes
+        ``policy`` and snapshot ""."""
+        if op not in OPS and op != POLICY_OP:
             raise ValueError(f"unknown journal op {op!r}")
+        if (op == POLICY_OP) != (policy is not None):
+            raise ValueError("a policy entry, and only one, carries a policy")
         self.refresh()
-        entry = JournalEntry(op, snapshot, time, host if host is not None else socket.gethostname(),
-                             tuple(self.heads()))
+        name = self._put(JournalEntry(op, snapshot, time, host if host is not None else socket.gethostname(),
+                                      tuple(self.heads()), policy=policy,
+                                      logged=timefmt.now() if op == "add" else ""))
+        self._remember_heads()
+        return name
+
+    def _put(self, entry: JournalEntry) -> str:
+        if entry.op not in OPS and entry.op != POLICY_OP:
+            raise ValueError(f"unknown journal op {entry.op!r}")
         sealed = self.sealer.seal(fmt.AAD_JOURNAL, entry.to_json())
         name = core.blake3(sealed).hex()
         self.storage.put(fmt.JOURNAL + name, sealed)
-        self.entries[name] = JournalEntry(entry.op, entry.snapshot, entry.time, entry.host, entry.prev, name)
+        self.entries[name] = JournalEntry(entry.op, entry.snapshot, entry.time, entry.host, entry.prev, name,
+                                          entry.policy, entry.logged, entry.version)
         self.stored.add(name)
         if self.cache:
             self.cache.put(name, sealed)
-        self._remember_heads()
         return name
+
+    def append_many(self, ops: Sequence[Tuple[str, str, str]], host: Optional[str] = None) -> List[str]:
+        """Write one entry per ``(op, snapshot, time)``, in a chain (the first names the current heads, each
+        next one the entry before it): one listing for all, so forgetting thousands of points stays linear."""
+        if not ops:
+            return []
+        names = [self.append(*ops[0], host=host)]
+        for op, snapshot, time in ops[1:]:
+            names.append(self._put(JournalEntry(op, snapshot, time, host if host is not None
+                                                else socket.gethostname(), (names[-1],),
+                                                logged=timefmt.now() if op == "add" else "")))
+        self._remember_heads()
+        return names
 
     def adopt(self, points: Iterable[RecoveryPoint]) -> List[str]:
         """Log an "add" for each recovery point no entry names yet (recovery points written before the
@@ -230,6 +348,98 @@ class Journal:
         return [self.append("add", p.id, p.time, p.host) for p in points if p.id not in logged]
 
 
+# ---- the time rules (pure) -------------------------------------------------------------------------
+
+def _topological(entries: Dict[str, JournalEntry]) -> List[str]:
+    """Every entry name, each after the entries of its prev that exist. Iterative: a long journal cannot
+    exhaust the stack."""
+    done: Set[str] = set()
+    out: List[str] = []
+    for start in entries:
+        stack = [start]
+        while stack:
+            name = stack[-1]
+            if name in done:
+                stack.pop()
+                continue
+            todo = [p for p in entries[name].prev if p in entries and p not in done]
+            if todo:
+                stack.extend(todo)
+                continue
+            done.add(name)
+            out.append(name)
+            stack.pop()
+    return out
+
+
+def _depths(entries: Dict[str, JournalEntry]) -> Dict[str, int]:
+    """Longest path from a root to each entry: an ancestor always has a smaller depth than its descendants."""
+    depth: Dict[str, int] = {}
+    for name in _topological(entries):
+        depth[name] = 1 + max((depth[p] for p in entries[name].prev if p in depth), default=0)
+    return depth
+
+
+def effective_times(entries: Dict[str, JournalEntry]) -> Dict[str, datetime]:
+    """Each entry's effective time: the latest of its own time (and ``logged``) and its prev entries'
+    effective times (an entry cannot take effect before the entries it follows, whatever time it claims)."""
+    eff: Dict[str, datetime] = {}
+    for name in _topological(entries):
+        e = entries[name]
+        own = [timefmt.parse_time(t) for t in (e.time, e.logged) if t]
+        eff[name] = max(own + [eff[p] for p in e.prev if p in eff])
+    return eff
+
+
+@dataclass(frozen=True)
+class PeriodChange:
+    """A soft-delete period of `days` set by a policy entry that took effect at `start`."""
+
+    start: datetime
+    days: int
+
+
+def period_changes(policies: Sequence[Tuple[JournalEntry, datetime]]) -> List[PeriodChange]:
+    """The periods in the order they were set, from policy entries in causal order with their effective
+    times. Before the first: the default 14 days, unless the first entry has no prev (the vault's first
+    entry, written by ``init --soft-delete-days``). Starts never go back in time (a later policy entry
+    written on a host whose clock is behind takes effect when the one before it did)."""
+    out: List[PeriodChange] = []
+    if not policies or policies[0][0].prev:
+        out.append(PeriodChange(DAWN, DEFAULT_SOFT_DELETE_DAYS))
+    for entry, start in policies:
+        days = (entry.policy or VaultPolicy()).soft_delete_days
+        out.append(PeriodChange(max(start, out[-1].start) if out else start, days))
+    return out
+
+
+def soft_delete_days_at(changes: Sequence[PeriodChange], t: datetime) -> int:
+    """``D(t)``: the period of the last change in effect at `t`, or any longer earlier period that was
+    replaced less than that period before `t` (a period stays in force until it has passed since it was
+    replaced). Before every change: the first one's."""
+    started = [c for c in changes if c.start <= t] or list(changes[:1])
+    days = started[-1].days
+    for old, new in zip(started, started[1:]):
+        if t < new.start + timedelta(days=old.days):
+            days = max(days, old.days)
+    return days
+
+
+def longer_period_until(changes: Sequence[PeriodChange], t: datetime) -> Optional[datetime]:
+    """When the last earlier, longer period still in force at `t` stops (a shortening takes effect then);
+    None if the latest period alone is in force."""
+    started = [c for c in changes if c.start <= t] or list(changes[:1])
+    ends = [new.start + timedelta(days=old.days) for old, new in zip(started, started[1:])
+            if old.days > started[-1].days and t < new.start + timedelta(days=old.days)]
+    return max(ends) if ends else None
+
+
+def expiry(removed: datetime, changes: Sequence[PeriodChange], now: datetime) -> datetime:
+    """When a point soft-deleted at `removed` (the remove entry's effective time) expires: after the longer
+    of the period in force then and the one in force now (lengthening applies to deleted points too)."""
+    return removed + timedelta(days=max(soft_delete_days_at(changes, removed), soft_delete_days_at(changes, now)))
+
+
 @dataclass
 class JournalReport:
     problems: List[str] = field(default_factory=list)
@@ -237,10 +447,10 @@ class JournalReport:
     entries: int = 0
 
 
-def audit(journal: Journal, points: Iterable[str]) -> JournalReport:
+def audit(journal: Journal, points: Iterable[str], now: Optional[datetime] = None) -> JournalReport:
     """Check the journal against the recovery point objects on storage (ids in ``points``); see the module
     docstring for what this proves. Reads every entry from storage (not the cache): damage there matters to
-    every other host."""
+    every other host. `now` (default: the current time) decides which soft-deleted points have expired."""
     report = JournalReport()
     journal.refresh()
     for name in sorted(journal.stored):
@@ -250,7 +460,7 @@ def audit(journal: Journal, points: Iterable[str]) -> JournalReport:
             report.problems.append(str(e))
     report.entries = len(journal.stored)
     _missing_entries(journal, report)
-    _check_points(journal, set(points), report)
+    _check_points(journal, set(points), report, now or datetime.now(timezone.utc))
     journal._remember_heads()
     return report
 
@@ -269,16 +479,51 @@ def _missing_entries(journal: Journal, report: JournalReport) -> None:
                                "the vault was rolled back or entries were deleted outside recovault")
 
 
-def _check_points(journal: Journal, points: Set[str], report: JournalReport) -> None:
+def _premature_purges(journal: Journal, states: Dict[str, PointState], changes: List[PeriodChange]) -> List[str]:
+    """A purge (version 2) must follow a removal and come after its expiry: one that does not bypassed soft
+    delete (a stolen passphrase used with a recovault that ignores it, or entries written by hand)."""
+    order, eff = journal._causal_key(), effective_times(journal.entries)
+    out = []
+    for sid, st in sorted(states.items()):
+        if st.state != "purged" or st.last.version == 1:
+            continue
+        removes = [e for e in journal.entries.values() if e.snapshot == sid and e.op == "remove"
+                   and order(e) < order(st.last)]
+        if not removes:
+            out.append(f"recovery point {sid[:8]} was purged ({st.last.describe}) without being removed first: "
+                       "soft delete was bypassed")
+            continue
+        removed = eff[max(removes, key=order).name]
+        expires = expiry(removed, changes, st.effective)
+        if st.effective < expires:
+            out.append(f"recovery point {sid[:8]} was purged at {timefmt.format_time(st.effective)} "
+                       f"({st.last.describe}), before its soft-delete period ended at "
+                       f"{timefmt.format_time(expires)}: soft delete was bypassed")
+    return out
+
+
+def _check_points(journal: Journal, points: Set[str], report: JournalReport, now: datetime) -> None:
+    """A live or soft-deleted unexpired point must exist; a soft-deleted point that exists is normal; a
+    purged one that exists is an interrupted purge."""
     states = journal.states()
+    changes = journal.period_changes()
     for sid, st in sorted(states.items(), key=lambda kv: (kv[1].last.time, kv[0])):
+        who = st.added or st.last
         if st.live and sid not in points:
-            who = st.added or st.last
             report.problems.append(f"recovery point {sid[:8]} of host {who.host} at {who.time} is missing: "
                                    "deleted outside recovault or rolled back")
-        elif not st.live and sid in points:
-            report.warnings.append(f"recovery point {sid[:8]} was removed ({st.last.describe}) but its object "
-                                   "is still stored (an interrupted removal; removing it again finishes it)")
+        elif st.state == "deleted" and sid not in points:
+            expires = expiry(st.effective, changes, now)
+            text = (f"soft-deleted recovery point {sid[:8]} of host {who.host} at {who.time} (expires "
+                    f"{timefmt.format_time(expires)}) is missing")
+            if expires > now:
+                report.problems.append(text + ": deleted outside recovault or rolled back before it expired")
+            else:
+                report.warnings.append(text + " with no purge entry: deleted outside recovault after it expired")
+        elif st.state == "purged" and sid in points:
+            report.warnings.append(f"recovery point {sid[:8]} was removed for good ({st.last.describe}) but its "
+                                   "object is still stored (an interrupted purge; the next prune finishes it)")
+    report.problems.extend(_premature_purges(journal, states, changes))
     unlogged = sorted(points - set(states))
     if unlogged:
         report.warnings.append(
@@ -286,7 +531,7 @@ def _check_points(journal: Journal, points: Set[str], report: JournalReport) -> 
             f"{', ...' if len(unlogged) > 5 else ''}): written by a recovault older than the journal, or by a "
             "backup stopped between storing the point and logging it; they are intact, but their deletion "
             "would go unnoticed")
-    unknown = sorted({e.op for e in journal.entries.values() if e.op not in OPS})
+    unknown = sorted({e.op for e in journal.entries.values() if e.op not in OPS and e.op != POLICY_OP})
     if unknown:
         report.warnings.append(f"journal entries with op(s) {', '.join(unknown)} unknown to this recovault "
                                "(written by a newer one) were not taken into account")

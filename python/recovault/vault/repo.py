@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from datetime import datetime
+from typing import Any, Dict, List, Optional, Sequence
 
 from .. import core, timefmt
 from ..errors import CorruptData, ObjectMissing, UsageError, VaultExists, VaultNotFound
@@ -19,10 +20,13 @@ from ..storage import Storage
 from . import envelope
 from . import format as fmt
 from .blobstore import BlobStore, EventSink, Location, Locations, no_events, pack_name
-from .journal import Journal
+from . import lifecycle
+from .journal import DEFAULT_SOFT_DELETE_DAYS, Journal, VaultPolicy
+from .lifecycle import DeletedPoint, ForgetGroup, PointFilter
 from .keys import KdfParams, KeyStore, MasterKeys
 from .points import OnCorrupt, PointStore
 from .records import Node, RecoveryPoint
+from ..retention import Policy
 from .sealing import Sealer
 from .tree import decode_tree, encode_tree, node_map
 
@@ -175,7 +179,10 @@ class Vault:
     @classmethod
     def create(cls, storage: Storage, passphrase: str, *, settings: Optional[Settings] = None,
                kdf: Optional[KdfParams] = None, cache_dir: Optional[str] = None,
-               on_event: EventSink = no_events) -> "Vault":
+               on_event: EventSink = no_events, soft_delete_days: int = DEFAULT_SOFT_DELETE_DAYS) -> "Vault":
+        """A new vault. A soft-delete period other than the default is stored as the journal's first entry
+        (a policy entry with no prev: it replaces no earlier period, so 0 turns soft delete off at once)."""
+        initial = VaultPolicy(None, soft_delete_days)  # a bad period fails before anything is written
         if storage.exists(fmt.CONFIG):
             raise VaultExists(f"a vault already exists at {storage.url}")
         settings = settings or Settings()
@@ -192,7 +199,10 @@ class Vault:
         keyid = keys.add(passphrase, master, kdf=kdf)
         config = ConfigEnvelope(fmt.VAULT_FORMAT, secrets.token_hex(16), timefmt.now())
         storage.put(fmt.CONFIG, config.encode(master, settings))
-        return cls(storage, master, keyid, config.vault_id, settings, cache_dir, on_event, config)
+        vault = cls(storage, master, keyid, config.vault_id, settings, cache_dir, on_event, config)
+        if soft_delete_days != DEFAULT_SOFT_DELETE_DAYS:
+            vault.set_policy(initial)
+        return vault
 
     @classmethod
     def open(cls, storage: Storage, passphrase: str, *, cache_dir: Optional[str] = None,
@@ -364,19 +374,62 @@ class Vault:
         return self.points.load(sid)
 
     def snapshots(self, on_corrupt: Optional[OnCorrupt] = None) -> List[RecoveryPoint]:
-        """All recovery points, oldest first. A recovery point that is corrupt or unreadable is passed to
-        `on_corrupt(message)` and left out (one damaged object must not stop every later backup); without
-        `on_corrupt`, it raises."""
-        return self.points.list(on_corrupt)
+        """The live recovery points, oldest first (not the soft-deleted ones: see deleted_snapshots). A
+        recovery point that is corrupt or unreadable is passed to `on_corrupt(message)` and left out (one
+        damaged object must not stop every later backup); without `on_corrupt`, it raises."""
+        return lifecycle.live(self, on_corrupt)
 
     def find_snapshot(self, ref: str, snaps: Optional[List[RecoveryPoint]] = None,
                       on_corrupt: Optional[OnCorrupt] = None) -> RecoveryPoint:
-        """A recovery point by full id, unique prefix, or 'latest'. Damaged recovery points are left out of
-        the search and passed to `on_corrupt(message)`, by default reported as a "problem" event."""
+        """A live recovery point by full id, unique prefix, or 'latest'. Damaged recovery points are left out
+        of the search and passed to `on_corrupt(message)`, by default reported as a "problem" event."""
         if on_corrupt is None:
             on_corrupt = lambda msg: self.on_event("problem", {"message": msg})  # noqa: E731
-        return self.points.find(ref, snaps, on_corrupt)
+        damaged: List[str] = []
+        if snaps is None:
+            snaps = self.snapshots(on_corrupt=damaged.append)
+        for msg in damaged:
+            on_corrupt(msg)
+        if damaged and (ref == "latest" or not any(s.id.startswith(ref) for s in snaps)):
+            # never hand out an older point as "latest" when a newer one may be the damaged one
+            raise CorruptData(f"{damaged[0]}; name another recovery point by its id")
+        return self.points.find(ref, snaps)
 
     def delete_snapshot(self, sid: str) -> None:
-        self.journal.append("remove", sid, timefmt.now())  # before the deletion: see journal.py
-        self.points.delete(sid)
+        """Forget one recovery point by full id: soft-deleted (purged at once if the period in force is 0)."""
+        self.forget(ids=[sid], allow_empty=True)
+
+    # ---- the lifecycle: lifecycle.py's face ---------------------------------------------------------
+    def deleted_snapshots(self, now: Optional[datetime] = None,
+                          on_corrupt: Optional[OnCorrupt] = None) -> List[DeletedPoint]:
+        """The soft-deleted recovery points still stored, with when each expires."""
+        return lifecycle.deleted(self, now, on_corrupt)
+
+    def retained_snapshots(self, now: Optional[datetime] = None,
+                           on_corrupt: Optional[OnCorrupt] = None) -> List[RecoveryPoint]:
+        """Live and soft-deleted unexpired recovery points: everything prune must keep the data of."""
+        return lifecycle.retained(self, now, on_corrupt)
+
+    def purge_expired(self, now: Optional[datetime] = None) -> List[str]:
+        """Purge expired soft-deleted points (and finish interrupted purges); their ids."""
+        return lifecycle.purge_expired(self, now)
+
+    def forget(self, policy: Optional[Policy] = None, ids: Sequence[str] = (), *, group_by: Any = ("host", "paths"),
+               where: PointFilter = PointFilter(), dry_run: bool = False, allow_empty: bool = False,
+               now: Optional[datetime] = None) -> List[ForgetGroup]:
+        """Forget the points `ids` names, or those `policy` (default: the stored one) removes; see
+        lifecycle.forget."""
+        return lifecycle.forget(self, policy, ids, group_by=group_by, where=where, dry_run=dry_run,
+                                allow_empty=allow_empty, now=now)
+
+    def undelete(self, ref: str, now: Optional[datetime] = None) -> RecoveryPoint:
+        return lifecycle.undelete(self, ref, now)
+
+    @property
+    def policy(self) -> VaultPolicy:
+        """The stored policy (retention rules and soft-delete period); the default if none was stored."""
+        self.journal.refresh()
+        return self.journal.policy()
+
+    def set_policy(self, policy: VaultPolicy, now: Optional[datetime] = None) -> VaultPolicy:
+        return lifecycle.set_policy(self, policy, now)
