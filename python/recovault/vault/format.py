@@ -18,7 +18,9 @@ DATA = "data/"
 INDEX = "index/"
 SNAPSHOTS = "snapshots/"
 JOURNAL = "journal/"  # the authenticated log of the set of recovery points (journal.py)
-LOCKS = "locks/"  # reserved: maintenance leases (prune) in a later version
+SESSIONS = "sessions/"  # one per running backup: its heartbeat and the plans it has seen (prune.py, §10)
+LOCKS = "locks/"  # the prune lease (§10)
+PLANS = "plans/"  # prune plans: packs condemned and blobs unreferenced, deleted after a margin (§10)
 
 # Blob types inside packs.
 BLOB_DATA = 0
@@ -30,6 +32,9 @@ AAD_PACK_HEADER = b"recovault/v1/pack-header"
 AAD_INDEX = b"recovault/v1/index"
 AAD_SNAPSHOT = b"recovault/v1/snapshot"
 AAD_JOURNAL = b"recovault/v1/journal"
+AAD_SESSION = b"recovault/v2/session"
+AAD_LEASE = b"recovault/v2/lease"
+AAD_PLAN = b"recovault/v2/plan"
 
 PACK_MAGIC = b"RVP1"
 PACK_TRAILER = struct.Struct("<I4s")  # sealed header length, magic
