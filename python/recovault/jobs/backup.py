@@ -20,10 +20,12 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 from .. import __version__, core, timefmt
 from .. import fsmeta
-from ..errors import UsageError
+from ..errors import ObjectMissing, StorageError, UsageError
 from ..hardlinks import HardLinks
 from ..paths import split_path
 from ..vault import format as fmt
+from ..vault.coordination import Coordinator, WriterSession
+from ..vault.reach import ids_of, referenced
 from ..vault.records import DEFAULT_DIR_META, Node, RecoveryPoint
 from ..vault.repo import Vault
 from . import MODES
@@ -183,10 +185,22 @@ class BackupJob:
         self.progress("error", {"path": path, "error": msg})
 
     def run(self) -> RecoveryPoint:
-        t0 = time.monotonic()
         opts = self.opts
         src = _sources(opts)
         rules = ExcludeRules.from_options(opts.excludes, opts.exclude_files, opts.exclude_caches)
+        # Registered before the index is loaded, so a prune sees this writer; the garbage of the plans it
+        # read is never "known" here (docs/vault-format.md §10).
+        session = WriterSession(Coordinator(self.vault.storage, self.vault.sealer))
+        try:
+            for plan in session.open():
+                self.vault.blobs.exclude(plan.garbage)
+            return self._run(src, rules, session)
+        finally:
+            session.close()
+
+    def _run(self, src: "_Sources", rules: ExcludeRules, session: WriterSession) -> RecoveryPoint:
+        t0 = time.monotonic()
+        opts = self.opts
         # A damaged recovery point is reported and skipped: it must not prevent new backups.
         snaps = self.vault.snapshots(on_corrupt=lambda msg: self.progress("error", {"path": "", "error": msg}))
         base = find_base(snaps, self.host, src.paths, opts.mode)
@@ -213,8 +227,17 @@ class BackupJob:
                 f.content = first.content  # None if the first link could not be read
         root_id = tree.save_root()
         self.vault.flush()
+        if session.lapsed:
+            revalidate(self.vault, session, root_id)
         self.stats.duration = round(time.monotonic() - t0, 3)
-        return self._save_point(src.paths, mode, base, last_full, root_id)
+        point = self._save_point(src.paths, mode, base, last_full, root_id)
+        if session.lapsed:  # stopped between the check and the save: the point must not stay if it lost blobs
+            try:
+                revalidate(self.vault, session, root_id, rescue=False)
+            except StorageError:
+                self.vault.delete_snapshot(point.id)
+                raise
+        return point
 
     def _ancestor_meta(self, parts: Tuple[bytes, ...]) -> Dict[str, Any]:
         """Metadata of a directory above a named path. An ancestor may be a symlink (/lib -> usr/lib on
@@ -440,6 +463,34 @@ class BackupJob:
         if d is not None:
             f.dir = None
             self._tree.file_done(d)
+
+
+def revalidate(vault: Vault, session: WriterSession, root_id: bytes, rescue: bool = True) -> None:
+    """The heartbeat lapsed (this process was stopped, or the storage refused it): a prune may have taken
+    this writer for dead and deleted what it reuses. Block every plan again, reload the index as it is now,
+    and check that every blob the new point references is indexed and in no pending plan's garbage; copy
+    (`rescue`) the ones in garbage into new packs while they exist. StorageError if one is gone: no
+    recovery point is saved (what was stored is reused next run)."""
+    session.block_plans()
+    garbage = core.IdSet()
+    for plan in session.coord.plans():
+        garbage.update(plan.garbage)
+    vault.blobs.reload_index()
+    refs = referenced(vault, [root_id])
+    missing = [b for b in ids_of(refs) if b not in vault.locations]
+    doomed = [b for b in ids_of(refs) if b in garbage] if rescue else []
+    try:
+        for blob_id in doomed:
+            loc = vault.locate(blob_id)
+            sealed = vault.blobs.get(vault.pack_name(loc.pack), loc.offset, loc.length)
+            vault.add_sealed(loc.type, blob_id, sealed, loc.raw_length)
+    except ObjectMissing:
+        missing.append(blob_id)
+    vault.flush()
+    if missing:
+        raise StorageError(f"this backup was stopped long enough for a prune to delete {len(missing)} blob(s) "
+                           f"it reuses (first {missing[0].hex()[:16]}); no recovery point was saved: run the "
+                           "backup again (what it stored is reused)")
 
 
 class _BatchReader:

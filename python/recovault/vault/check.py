@@ -15,10 +15,10 @@ from ..errors import CorruptData, RecovaultError, UsageError
 from . import format as fmt
 from .blobstore import pack_id_of
 from .journal import audit
+from .reach import ZERO_ID
 from .records import Node
 from .repo import Vault
 
-ZERO_ID = bytes(32)  # an all-zero block (or a hole) in an image's block map: nothing stored
 
 
 class Checker:
