@@ -39,6 +39,8 @@ COMMANDS: Dict[str, str] = {
     "mount": "mount_cmd",
     "repair": "repair_cmd",
     "key": "key_cmd",
+    "prune": "prune_cmd",
+    "status": "status_cmd",
 }
 
 

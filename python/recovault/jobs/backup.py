@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 from .. import __version__, core, timefmt
 from .. import fsmeta
-from ..errors import ObjectMissing, StorageError, UsageError
+from ..errors import CorruptData, ObjectMissing, StorageError, UsageError
 from ..hardlinks import HardLinks
 from ..paths import split_path
 from ..vault import format as fmt
@@ -476,7 +476,10 @@ def revalidate(vault: Vault, session: WriterSession, root_id: bytes, rescue: boo
     for plan in session.coord.plans():
         garbage.update(plan.garbage)
     vault.blobs.reload_index()
-    refs = referenced(vault, [root_id])
+    try:
+        refs = referenced(vault, [root_id])
+    except (CorruptData, ObjectMissing) as e:  # a tree itself is gone
+        raise StorageError(_LOST.format(what=f"a tree it reuses ({e})")) from None
     missing = [b for b in ids_of(refs) if b not in vault.locations]
     doomed = [b for b in ids_of(refs) if b in garbage] if rescue else []
     try:
@@ -488,9 +491,11 @@ def revalidate(vault: Vault, session: WriterSession, root_id: bytes, rescue: boo
         missing.append(blob_id)
     vault.flush()
     if missing:
-        raise StorageError(f"this backup was stopped long enough for a prune to delete {len(missing)} blob(s) "
-                           f"it reuses (first {missing[0].hex()[:16]}); no recovery point was saved: run the "
-                           "backup again (what it stored is reused)")
+        raise StorageError(_LOST.format(what=f"{len(missing)} blob(s) it reuses (first {missing[0].hex()[:16]})"))
+
+
+_LOST = ("this backup was stopped long enough for a prune to delete {what}; no recovery point was saved: run the "
+         "backup again (what it stored is reused)")
 
 
 class _BatchReader:

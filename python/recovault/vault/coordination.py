@@ -94,7 +94,11 @@ class Lease:
     expires: str
 
     def held(self, now: float, host: str) -> bool:
-        return _seconds(self.expires) > now or (self.host == host and pid_alive(self.pid))
+        """Until it expires; on its own host, exactly while its process lives (a prune killed here frees it
+        at once; a live one holds it even past an expiry its stalled renewal missed)."""
+        if self.host == host and self.pid:
+            return pid_alive(self.pid)
+        return _seconds(self.expires) > now
 
     def to_json(self) -> dict:
         return {"name": self.name, "op": self.op, "host": self.host, "pid": self.pid, "started": self.started,

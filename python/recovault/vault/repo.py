@@ -274,6 +274,14 @@ class Vault:
             on_corrupt = lambda msg: self.on_event("problem", {"message": msg})  # noqa: E731
         return self.points.find(ref, snaps, on_corrupt)
 
+    # ---- maintenance ----------------------------------------------------------------------------------
+    def prune(self, options=None, progress=None):
+        """Reclaim the space of unreferenced blobs, beside running backups (jobs/prune.py: run_prune);
+        `options` a jobs.prune.PruneOptions. Returns a jobs.prune.PruneResult; errors.Busy if another
+        prune holds the lease."""
+        from ..jobs.prune import run_prune  # the job sits above the vault; imported only when used
+        return run_prune(self, options, progress)
+
     def delete_snapshot(self, sid: str) -> None:
         self.journal.append("remove", sid, timefmt.now())  # before the deletion: see journal.py
         self.points.delete(sid)
