@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from .. import core, timefmt
-from ..errors import CorruptData, ObjectMissing, RecovaultError, UsageError
+from ..errors import CorruptData, ObjectMissing, UsageError
 from ..storage import ObjectInfo
 from ..vault import format as fmt
 from ..vault.blobstore import pack_id_of, pack_name
@@ -271,22 +271,25 @@ def _decide(uses: List[PackUse], unindexed: List[PackUse], limit: MaxUnused, rep
             repack += small
     d.repack = [u.id for u in repack]
     d.unindexed = [u.id for u in unindexed]
-    _blobs(d, chosen + repack + unindexed, live)
+    _blobs(d, chosen + repack + unindexed, uses + unindexed, live)
     return d
 
 
-def _blobs(d: Decision, condemned: List[PackUse], live: "core.IdSet") -> None:
-    """The live blobs to copy out of the condemned packs (each once) and the garbage IDs they leave."""
+def _blobs(d: Decision, condemned: List[PackUse], every: List[PackUse], live: "core.IdSet") -> None:
+    """The live blobs to copy out of the condemned packs (each once), and the garbage: every blob of every
+    pack that no retained point references (the plan's promise to writers: none of these is "known" to a
+    writer that has seen it). All of them, not only those in condemned packs, so the argument of §10 needs
+    no reasoning about which kept blob names which condemned one (a tree names its subtrees and chunks)."""
     copied, garbage = core.IdSet(), core.IdSet()
     for u in condemned:
         for e in u.entries:
-            if e.id not in live:
-                garbage.add(e.id)
-            elif copied.add(e.id):
+            if e.id in live and copied.add(e.id):
                 d.copy.append((u.id, e))
                 d.bytes_copied += e.length
         d.bytes_freed += u.size
     d.bytes_freed -= d.bytes_copied
+    for u in every:
+        garbage.update(b"".join(e.id for e in u.entries if e.id not in live))
     d.garbage = garbage.dump()
 
 
