@@ -43,15 +43,25 @@ def test_prune_json_dry_run_and_status(tmp_path):
     assert dry["dry_run"] and dry["new_plan"] is None and dry["decision"]["bytes_freed"] > 350_000
     st = json_out(cli("status", "--json", "--vault", vault))
     assert st["points"] == 1 and st["lease"] is None and st["sessions"] == [] and st["plans"] == []
+    prunable = json_out(cli("stats", "--json", "--vault", vault))["prunable"]
+    assert prunable["bytes"] == dry["decision"]["bytes_freed"] and prunable["pending_plans"] == 0
+    garbage = json_out(cli("check", "--json", "--vault", vault))  # garbage is no problem
+    assert garbage["ok"] and garbage["garbage"]["unreferenced_bytes"] > 400_000
+    assert garbage["garbage"]["unreferenced_packs"] >= 1 and garbage["garbage"]["condemned_packs"] == 0
     planned = json_out(cli("prune", "--json", "--vault", vault))  # the default margin: a plan, nothing deleted
     assert planned["new_plan"] and planned["plans"] == [] and planned["bytes_deleted"] == 0
     st = json_out(cli("status", "--json", "--vault", vault))
     assert [p["name"] for p in st["plans"]] == [planned["new_plan"]]
+    waiting = json_out(cli("check", "--read-data", "--json", "--vault", vault))
+    assert waiting["ok"] and waiting["garbage"]["pending_plans"] == 1 and waiting["garbage"]["condemned_packs"] >= 1
+    assert json_out(cli("stats", "--json", "--vault", vault))["prunable"]["bytes_pending"] > 400_000
     waits = json_out(cli("prune", "--json", "--vault", vault))
     assert [(p["plan"], p["done"], p["reason"]) for p in waits["plans"]] == [(planned["new_plan"], False, "margin")]
     done = json_out(cli("prune", "--margin", "0", "--json", "--vault", vault))
     assert done["plans"][0]["done"] and done["bytes_deleted"] > 350_000
     assert json_out(cli("status", "--json", "--vault", vault))["plans"] == []
+    g = json_out(cli("check", "--json", "--vault", vault))["garbage"]
+    assert g["condemned_packs"] == g["unindexed_packs"] == g["unreferenced_packs"] == 0, g
     _restores(cli, vault, sid, src, keep, tmp_path / "r")
     ok(cli("check", "--read-data", "--vault", vault))
     fails(cli("prune", "--margin", "2x", "--vault", vault), 2, "--margin")
