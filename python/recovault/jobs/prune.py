@@ -436,6 +436,16 @@ def _remove_dead(coord: Coordinator, lease: LeaseHolder) -> int:
     return len(dead)
 
 
+def _plans(coord: Coordinator, progress: Progress) -> List[Plan]:
+    """The pending plans; a damaged one (no prune can carry it out, no writer heeds it) is reported and
+    deleted: the packs it condemned are garbage a new plan takes."""
+    plans = coord.plans()
+    for name, reason in coord.damaged_plans:
+        progress("problem", {"message": f"{reason}; deleted (it deleted nothing)"})
+        coord.delete_plan(name)
+    return plans
+
+
 def run_prune(vault, opts: Optional[PruneOptions] = None, progress: Optional[Progress] = None,
               clock: Clock = time.time) -> PruneResult:
     """One prune (see the module docstring). Busy if another prune holds the lease; with `dry_run`, only
@@ -453,7 +463,7 @@ def run_prune(vault, opts: Optional[PruneOptions] = None, progress: Optional[Pro
     with LeaseHolder(coord) as lease:
         result.purged = _purge_expired(vault)
         result.sessions_removed = _remove_dead(coord, lease)
-        for plan in coord.plans():
+        for plan in _plans(coord, progress):
             sessions = coord.sessions()  # before phase 2 lists the recovery points
             reason = waiting_reason(plan, sessions, clock(), opts.margin, coord.host)
             if reason:

@@ -68,11 +68,10 @@ class Checker:
         """The packs pending prune plans condemn (deleted after their margin: garbage, whether or not an
         index still lists them). A plan that does not open is a problem."""
         from .coordination import Coordinator
-        try:
-            plans = Coordinator(self.vault.storage, self.vault.sealer).plans()
-        except RecovaultError as e:
-            self.problem(str(e))
-            plans = []
+        coord = Coordinator(self.vault.storage, self.vault.sealer)
+        plans = coord.plans()
+        for name, reason in coord.damaged_plans:
+            self.warnings.append(f"{reason}: it deletes nothing (the next prune removes it)")
         self.garbage["pending_plans"] = len(plans)
         return {p for plan in plans for p in plan.condemned}
 

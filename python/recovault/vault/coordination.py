@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from .. import core, timefmt
 from ..errors import Busy, CorruptData, ObjectMissing, RecovaultError
@@ -152,6 +152,7 @@ class Coordinator:
         self.sealer = sealer
         self.host = host or socket.gethostname()
         self.clock = clock
+        self.damaged_plans: List[Tuple[str, str]] = []  # from the last plans()
 
     def _put(self, name: str, aad: bytes, doc: dict) -> None:
         self.storage.put(name, self.sealer.seal(aad, json.dumps(doc, sort_keys=True).encode()))
@@ -222,17 +223,22 @@ class Coordinator:
         return plan.name
 
     def plans(self) -> List[Plan]:
-        """Every pending plan, oldest first. CorruptData for one that does not open: a plan is never
-        ignored (a writer that skipped one could reference the blobs it deletes)."""
+        """Every pending plan that opens, oldest first. One that does not (damaged, or tampered with) is in
+        `damaged_plans` (name, reason): no prune can carry it out either (it needs the same key and the same
+        bytes), so nothing is ever deleted by it, and a writer may ignore it; prune deletes it."""
         out = []
+        self.damaged_plans: List[Tuple[str, str]] = []
         for info in self.storage.list_info(fmt.PLANS):
             name = fmt.name_to_id(info.name)
             try:
                 raw = self.storage.get(info.name)
             except ObjectMissing:
                 continue  # carried out meanwhile
-            plain = self.sealer.open_named(fmt.AAD_PLAN, raw, name, f"plan {name}")
-            out.append(Plan.decode(plain, name, info.mtime))
+            try:
+                plain = self.sealer.open_named(fmt.AAD_PLAN, raw, name, f"plan {name}")
+                out.append(Plan.decode(plain, name, info.mtime))
+            except CorruptData as e:
+                self.damaged_plans.append((name, str(e)))
         return sorted(out, key=lambda p: (p.time, p.name))
 
     def delete_plan(self, name: str) -> None:
