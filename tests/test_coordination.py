@@ -117,6 +117,6 @@ def test_a_damaged_plan_deletes_nothing_and_prune_removes_it(tmp_path, vault):
 
 
 def test_plan_round_trip():
-    plan = Plan("2026-01-01T00:00:00.000000Z", "h", [b"\x01" * 32, b"\x02" * 32], b"\x03" * 32 * 3, "n", 5.0)
+    plan = Plan("2026-01-01T00:00:00.000000Z", "h", [b"\x01" * 32, b"\x02" * 32], b"\x03" * 32 * 3, ["ab"], "n", 5.0)
     back = Plan.decode(plan.encode(), "n", 5.0)
     assert back == plan and back.garbage_ids() == [b"\x03" * 32] * 3

@@ -294,3 +294,25 @@ def test_reader_with_an_old_index_finds_repacked_blobs(tmp_path):
     reader2.known  # loads the index now
     run_prune(v, PruneOptions(margin=0, max_unused="0%", recompress=True))  # moves them again
     assert b"".join(reader2.read_blob(c) for c in big) == a["big"]
+
+
+def test_a_block_map_is_reused_unread_only_from_a_base_every_pending_plan_walked(tmp_path):
+    """An unchanged image reuses its base's block map without reading it only if the base is one of the
+    points every pending plan computed its referenced set from: a base made after a plan (by a backup that
+    had not seen it) may name that plan's garbage blocks in a page (docs/vault-format.md §10.4)."""
+    v = new_vault(tmp_path)
+    img = tmp_path / "disk.img"
+    img.write_bytes(os.urandom(1 << 20))
+    other = tmp_path / "other"
+    files(other, {"x": os.urandom(100_000)})
+    p1 = api.backup(v, [], images=[str(img)])
+    v.delete_snapshot(api.backup(v, [str(other)]).id)  # garbage, so that prune writes a plan
+    plan = run_prune(v, PruneOptions()).new_plan
+    assert plan and p1.id in run_prune(v, PruneOptions(dry_run=True)).decision.points
+    p2 = api.backup(v, [], images=[str(img)])  # base p1: the plan walked it
+    assert p2.stats["bytes_read"] == 0 and p2.parent == p1.id
+    p3 = api.backup(v, [], images=[str(img)])  # base p2, made after the plan: read again
+    assert p3.parent == p2.id and p3.stats["bytes_read"] == 1 << 20 and p3.stats["chunks_new"] == 0
+    run_prune(v, PruneOptions(), clock=lambda: time.time() + LATER)  # the plan is carried out
+    p4 = api.backup(v, [], images=[str(img)])  # no plan pends: reused unread
+    assert p4.stats["bytes_read"] == 0

@@ -24,7 +24,7 @@ from ..errors import CorruptData, ObjectMissing, StorageError, UsageError
 from ..hardlinks import HardLinks
 from ..paths import split_path
 from ..vault import format as fmt
-from ..vault.coordination import Coordinator, WriterSession
+from ..vault.coordination import Coordinator, Plan, WriterSession
 from ..vault.reach import ids_of, referenced
 from ..vault.records import DEFAULT_DIR_META, Node, RecoveryPoint
 from ..vault.repo import Vault
@@ -177,6 +177,8 @@ class BackupJob:
         self.errors: List[Dict[str, str]] = []
         self.host = opts.host or socket.gethostname()
         self._pipe: Optional["core.Pipeline"] = None
+        self._plans: List[Plan] = []  # the pending plans this run has seen (its session says so)
+        self._base_id: Optional[str] = None
 
     def _error(self, path: str, err: Any) -> None:
         msg = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
@@ -192,7 +194,8 @@ class BackupJob:
         # read is never "known" here (docs/vault-format.md §10).
         session = WriterSession(Coordinator(self.vault.storage, self.vault.sealer))
         try:
-            for plan in session.open():
+            self._plans = session.open()
+            for plan in self._plans:
                 self.vault.blobs.exclude(plan.garbage)
             return self._run(src, rules, session)
         finally:
@@ -204,6 +207,7 @@ class BackupJob:
         # A damaged recovery point is reported and skipped: it must not prevent new backups.
         snaps = self.vault.snapshots(on_corrupt=lambda msg: self.progress("error", {"path": "", "error": msg}))
         base = find_base(snaps, self.host, src.paths, opts.mode)
+        self._base_id = base.id if base else None
         mode = self._mode = opts.mode if (opts.mode == "full" or base is not None) else "full"
         self._base = BaseTrees(self.vault, base.tree if base else None)
         # A full backup trusts nothing of its base, but keeps the block size of each image in it (blocks of
@@ -375,7 +379,7 @@ class BackupJob:
         # for their contents: they are always read and hashed, and only changed blocks are stored.
         if (old is not None and meta["t"] == "f" and old.image is not None and old.image.get("bs") == bs
                 and all(old.meta.get(k) == meta.get(k) for k in ("sz", "mt", "ct", "ino"))
-                and all(bytes.fromhex(p) in self.vault.known for p in old.image["pages"])):
+                and all(bytes.fromhex(p) in self.vault.known for p in old.image["pages"]) and self._map_reusable()):
             desc, st = old.image, {"bytes_read": 0, "chunks_new": 0, "bytes_added": 0}
             self.stats.files_unmodified += 1
         else:
@@ -390,6 +394,14 @@ class BackupJob:
         self.stats.bytes_read += st["bytes_read"]
         self.stats.chunks_new += st["chunks_new"]
         self.stats.bytes_added += st["bytes_added"]
+
+    def _map_reusable(self) -> bool:
+        """Whether the base's block maps may be reused without reading their pages: only if the base point is
+        one every pending plan's referenced set was walked from (so the blocks its pages name are in no
+        plan's garbage). A base made after a plan, by a backup that had not seen it, may name that plan's
+        garbage blocks in a new page; its image is read again, storing what the plan may delete
+        (docs/vault-format.md §10.4)."""
+        return all(self._base_id in plan.points for plan in self._plans)
 
     def _add_stdin(self, path: str) -> None:
         parts = split_path(path)

@@ -99,6 +99,7 @@ class Decision:
     unindexed: List[bytes] = field(default_factory=list)
     copy: List[Tuple[bytes, fmt.BlobEntry]] = field(default_factory=list)  # (pack, entry) of live blobs
     garbage: bytes = b""
+    points: List[str] = field(default_factory=list)  # the retained points whose trees made the referenced set
     packs: int = 0
     bytes_total: int = 0
     bytes_used: int = 0
@@ -221,11 +222,14 @@ def plan_prune(vault, opts: PruneOptions, pending: Iterable[Plan] = (), now: Opt
         raise CorruptData(f"pack {pack_name(missing[0])} is listed in the index but missing from storage "
                           f"({len(missing)} such): run 'recovault check'; prune deletes nothing until it is repaired")
     progress("prune", {"step": "finding referenced blobs"})
-    live = referenced(vault, [bytes.fromhex(p.tree) for p in retained_points(vault)], progress)
+    points = retained_points(vault)
+    live = referenced(vault, [bytes.fromhex(p.tree) for p in points], progress)
     uses = [_use(p, index.packs[p], on_storage[p].size, live) for p in index.packs if p not in taken]
     unindexed = [_unindexed_use(vault, p, info, live) for p, info in on_storage.items()
                  if p not in index.packs and p not in taken and now - info.mtime >= opts.margin]
-    return _decide(uses, unindexed, limit, opts.repack_small, vault.settings.pack_size, live)
+    d = _decide(uses, unindexed, limit, opts.repack_small, vault.settings.pack_size, live)
+    d.points = [p.id for p in points]
+    return d
 
 
 def _use(pack: bytes, entries: List[fmt.BlobEntry], size: int, live: "core.IdSet") -> PackUse:
@@ -500,7 +504,7 @@ def _phase1(vault, coord: Coordinator, opts: PruneOptions, now: float,
     progress("prune", {"step": f"repacking: copying {len(d.copy)} live blob(s)"})
     copy_blobs(vault, d.copy, opts.recompress)
     _test_hook("repacked")
-    plan = Plan(timefmt.now(), coord.host, d.condemned, d.garbage)
+    plan = Plan(timefmt.now(), coord.host, d.condemned, d.garbage, d.points)
     coord.put_plan(plan)
     _test_hook("planned")
     return d, plan

@@ -16,7 +16,7 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, List, Optional, Tuple
 
@@ -114,12 +114,13 @@ class Plan:
     host: str
     condemned: List[bytes]
     garbage: bytes
+    points: List[str] = field(default_factory=list)  # the recovery points whose trees were walked
     name: str = ""
     mtime: float = 0.0
 
     def encode(self) -> bytes:
         doc = json.dumps({"v": 1, "time": self.time, "host": self.host,
-                          "condemned": sorted(p.hex() for p in self.condemned)},
+                          "condemned": sorted(p.hex() for p in self.condemned), "points": sorted(self.points)},
                          sort_keys=True, separators=(",", ":")).encode()
         return PLAN_PREFIX.pack(len(doc)) + doc + self.garbage
 
@@ -131,7 +132,8 @@ class Plan:
             garbage = plain[PLAN_PREFIX.size + n:]
             if doc["v"] != 1 or len(garbage) % 32 or PLAN_PREFIX.size + n > len(plain):
                 raise ValueError("bad layout")
-            return cls(doc["time"], doc["host"], [bytes.fromhex(p) for p in doc["condemned"]], garbage, name, mtime)
+            return cls(doc["time"], doc["host"], [bytes.fromhex(p) for p in doc["condemned"]], garbage,
+                       [str(p) for p in doc["points"]], name, mtime)
         except (ValueError, KeyError, TypeError, struct.error) as e:
             raise CorruptData(f"plan {name} is corrupt: {e}") from None
 
