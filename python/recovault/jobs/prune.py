@@ -215,21 +215,32 @@ def plan_prune(vault, opts: PruneOptions, pending: Iterable[Plan] = (), now: Opt
     now = time.time() if now is None else now
     limit = MaxUnused.parse(opts.max_unused)
     taken = {p for plan in pending for p in plan.condemned}  # a pending plan's packs are its business
-    on_storage = _packs_on_storage(vault)
+    # The index before the packs: a pack an index lists is stored before that index, so one listed then but
+    # absent from the later listing of packs is truly missing (the other order would take a backup's new
+    # pack, stored and indexed in between, for missing).
     index = read_index(vault)
+    on_storage = _packs_on_storage(vault)
     missing = [p for p in index.packs if p not in on_storage]
     if missing:
         raise CorruptData(f"pack {pack_name(missing[0])} is listed in the index but missing from storage "
                           f"({len(missing)} such): run 'recovault check'; prune deletes nothing until it is repaired")
     progress("prune", {"step": "finding referenced blobs"})
     points = retained_points(vault)
-    live = referenced(vault, [bytes.fromhex(p.tree) for p in points], progress)
+    live = _referenced(vault, points, progress)
     uses = [_use(p, index.packs[p], on_storage[p].size, live) for p in index.packs if p not in taken]
     unindexed = [_unindexed_use(vault, p, info, live) for p, info in on_storage.items()
                  if p not in index.packs and p not in taken and now - info.mtime >= opts.margin]
     d = _decide(uses, unindexed, limit, opts.repack_small, vault.settings.pack_size, live)
     d.points = [p.id for p in points]
     return d
+
+
+def _referenced(vault, points: List[RecoveryPoint], progress: Progress) -> "core.IdSet":
+    """Every blob `points` reference. The index files written since this process loaded the index are
+    loaded first: a point is stored after the index files its blobs need, so listing the points and then
+    loading the index locates every blob they reference (a backup may have finished meanwhile)."""
+    vault.load_index()
+    return referenced(vault, [bytes.fromhex(p.tree) for p in points], progress)
 
 
 def _use(pack: bytes, entries: List[fmt.BlobEntry], size: int, live: "core.IdSet") -> PackUse:
@@ -406,7 +417,7 @@ def phase2(vault, coord: Coordinator, plan: Plan, progress: Progress) -> Tuple[P
     """Carry out `plan` (its readiness checked, and the sessions listed, by the caller): rescue, compact the
     index, delete the condemned packs, then the plan. Returns (outcome, index files written, deleted)."""
     progress("prune", {"step": f"carrying out plan {plan.name[:16]}"})
-    live = referenced(vault, [bytes.fromhex(p.tree) for p in retained_points(vault)], progress)
+    live = _referenced(vault, retained_points(vault), progress)
     index = read_index(vault)
     condemned = set(plan.condemned)
     on_storage = _packs_on_storage(vault)
