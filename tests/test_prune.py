@@ -316,3 +316,24 @@ def test_a_block_map_is_reused_unread_only_from_a_base_every_pending_plan_walked
     run_prune(v, PruneOptions(), clock=lambda: time.time() + LATER)  # the plan is carried out
     p4 = api.backup(v, [], images=[str(img)])  # no plan pends: reused unread
     assert p4.stats["bytes_read"] == 0
+
+
+def test_repack_small_merges_small_packs(tmp_path):
+    v = new_vault(tmp_path)
+    src = tmp_path / "src"
+    content = {}
+    for i in range(4):  # each backup ends with a small data pack (and a small tree pack)
+        content[f"f{i}"] = os.urandom(50_000)
+        files(src, content)
+        point = api.backup(v, [str(src)])
+    data_packs = lambda: {loc.pack for loc in v.locations.values() if loc.type == fmt.BLOB_DATA}  # noqa: E731
+    assert len(data_packs()) == 4
+    plain = run_prune(v, PruneOptions(margin=0))
+    assert plain.new_plan is None and len(data_packs()) == 4  # nothing unused: nothing to do
+    res = run_prune(v, PruneOptions(margin=0, repack_small=True))
+    assert len(res.decision.repack) >= 4 and res.decision.bytes_unused == 0
+    v.close()
+    v = open_vault(tmp_path / "vault", tmp_path / "cache2")
+    assert len(data_packs()) == 1
+    assert restored(v, point, tmp_path / "r") == content
+    check_ok(v)

@@ -15,7 +15,7 @@ from .context import Ctx, common_options, pass_ctx
 @click.option("--dry-run", is_flag=True, help="Only say what would be deleted and repacked.")
 @click.option("--max-unused", default="5%", show_default=True,
               help="Unused space to tolerate in partly used packs: a percentage, a size (100M), or 'unlimited'.")
-@click.option("--repack-small", is_flag=True, help="Also repack packs much smaller than the pack size.")
+@click.option("--repack-small", is_flag=True, help="Also repack packs under 80% of the pack size (as restic).")
 @click.option("--recompress", is_flag=True, help="Decrypt and seal again what is repacked (else copied byte for byte).")
 @click.option("--margin", default="2h", show_default=True,
               help="How long a plan waits before its packs are deleted (0: no backup runs, reclaim at once).")

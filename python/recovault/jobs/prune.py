@@ -28,7 +28,7 @@ Progress = Callable[[str, Dict[str, Any]], None]
 DEFAULT_MARGIN = 2 * 3600  # seconds; see docs/vault-format.md §10 for why
 COMPACT_OVER = 32  # index files: more, and prune compacts them even with nothing to delete
 INDEX_FILE_BLOBS = 50_000  # blobs per compacted index file (as repair writes them)
-SMALL_PACK = 0.5  # --repack-small: packs under this fraction of the vault's pack size
+SMALL_PACK = 0.8  # --repack-small: packs under this fraction of the vault's pack size (restic's 80%)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
