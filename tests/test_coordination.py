@@ -1,6 +1,7 @@
 """Sessions, the lease and plans (vault/coordination.py): liveness, heartbeats, lapses, tie-breaks, damage."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,9 +11,11 @@ import pytest
 
 from recovault import api
 from recovault.errors import Busy
+from recovault.storage import LocalStorage, ObjectInfo
 from recovault.jobs.prune import PruneOptions, run_prune
 from recovault.vault import format as fmt
-from recovault.vault.coordination import SESSION_TIMEOUT, Coordinator, LeaseHolder, Plan, Session, WriterSession
+from recovault.vault.coordination import (PID_SPACE, SESSION_TIMEOUT, Coordinator, LeaseHolder, Plan, Session,
+                                          WriterSession)
 from test_backup_restore import new_vault
 
 
@@ -33,8 +36,10 @@ def test_session_liveness():
     fresh, stale = now - 10, now - SESSION_TIMEOUT - 1
     assert Session("a", "elsewhere", 1, "", None, fresh).live(now, "here")
     assert not Session("a", "elsewhere", os.getpid(), "", None, stale).live(now, "here")
-    assert Session("a", "here", os.getpid(), "", None, stale).live(now, "here")  # its process lives here
-    assert not Session("a", "here", dead_pid(), "", None, stale).live(now, "here")
+    assert Session("a", "here", os.getpid(), "", None, stale, PID_SPACE).live(now, "here")  # its process lives here
+    assert not Session("a", "here", dead_pid(), "", None, stale, PID_SPACE).live(now, "here")
+    # Same host name, another pid namespace or boot (a container): its pid means nothing here.
+    assert not Session("a", "here", os.getpid(), "", None, stale, "other:1").live(now, "here")
     s = Session("a", "here", 1, "", ["p1"], fresh)
     assert s.has_seen("p1") and not s.has_seen("p2") and not Session("a", "h", 1, "", None, fresh).has_seen("p1")
 
@@ -89,13 +94,33 @@ def test_lease_refuses_and_breaks_ties_by_start(vault, monkeypatch):
     assert [lease.name for lease in coord.leases()] == [early.name]  # ours was withdrawn
 
 
+def test_storage_clock_skew_is_measured_from_the_lease(vault):
+    """Ages read off mtimes use the storage's clock: with a storage whose clock runs an hour behind this
+    host's, a session that just beat must not look an hour old."""
+    class Behind(LocalStorage):
+        def stat(self, name):
+            info = super().stat(name)
+            return ObjectInfo(info.name, info.size, info.mtime - 3600)
+
+        def list_info(self, prefix=""):
+            return (ObjectInfo(i.name, i.size, i.mtime - 3600) for i in super().list_info(prefix))
+    storage = Behind(vault.storage.root)
+    coord = Coordinator(storage, vault.sealer)
+    WriterSession(Coordinator(storage, vault.sealer, host="elsewhere")).put()
+    (s,) = coord.sessions()
+    assert not s.live(coord.storage_now(), coord.host)  # unmeasured: an hour old, taken for dead
+    with LeaseHolder(coord):
+        assert abs(coord.storage_now() - (time.time() - 3600)) < 60
+    assert s.live(coord.storage_now(), coord.host)
+
+
 def test_expired_or_dead_leases_are_not_held_and_are_cleared(vault):
     coord = Coordinator(vault.storage, vault.sealer)
     elsewhere = Coordinator(vault.storage, vault.sealer, host="other-host", clock=lambda: time.time() - 3600)
     elsewhere.put_lease("a" * 32, "2026-01-01T00:00:00.000000Z")  # expired 50 minutes ago
-    vault.storage.put(fmt.LOCKS + "b" * 32, vault.sealer.seal(fmt.AAD_LEASE, (
-        b'{"v": 1, "op": "prune", "host": "%s", "pid": %d, "started": "2026-01-01T00:00:00.000000Z", '
-        b'"expires": "2999-01-01T00:00:00.000000Z"}' % (coord.host.encode(), dead_pid()))))
+    vault.storage.put(fmt.LOCKS + "b" * 32, vault.sealer.seal(fmt.AAD_LEASE, json.dumps(
+        {"v": 1, "op": "prune", "host": coord.host, "pid": dead_pid(), "pid_space": PID_SPACE,
+         "started": "2026-01-01T00:00:00.000000Z", "expires": "2999-01-01T00:00:00.000000Z"}).encode()))
     assert coord.held_leases() == []  # one expired elsewhere, one of a dead process here
     run_prune(vault, PruneOptions(margin=0))
     assert list(vault.storage.list(fmt.LOCKS)) == []

@@ -210,7 +210,7 @@ def plan_prune(vault, opts: PruneOptions, pending: Iterable[Plan] = (), now: Opt
                progress: Optional[Progress] = None) -> Decision:
     """Phase 1's decision, writing nothing: reference walk over the retained points, each pack's used and
     unused bytes, which packs to delete, repack (restic's --max-unused rule, --repack-small) or, unindexed
-    and older than the margin, condemn."""
+    and older than the margin (`now` on the storage's clock: ages are read off mtimes), condemn."""
     progress = progress or (lambda kind, info: None)
     now = time.time() if now is None else now
     limit = MaxUnused.parse(opts.max_unused)
@@ -358,14 +358,15 @@ def compact_index(vault, index: IndexView, drop: Set[bytes]) -> Tuple[List[str],
 
 
 # ---- phase 2 ------------------------------------------------------------------------------------------
-def waiting_reason(plan: Plan, sessions, now: float, margin: float, host: str) -> str:
+def waiting_reason(plan: Plan, sessions, coord: Coordinator, margin: float) -> str:
     """Why `plan` cannot be carried out yet ("margin", "session"), or "" when it can. With margin 0 the
     operator vouches that no backup runs: sessions are not consulted."""
     if margin <= 0:
         return ""
-    if now - plan.age_from < margin:
+    storage_now = coord.storage_now()
+    if plan.age(coord.clock(), storage_now) < margin:
         return "margin"
-    if any(s.live(now, host) and not s.has_seen(plan.name) for s in sessions):
+    if any(s.live(storage_now, coord.host) and not s.has_seen(plan.name) for s in sessions):
         return "session"
     return ""
 
@@ -441,8 +442,8 @@ def phase2(vault, coord: Coordinator, plan: Plan, progress: Progress) -> Tuple[P
 # ---- one run ------------------------------------------------------------------------------------------
 def _remove_dead(coord: Coordinator, lease: LeaseHolder) -> int:
     """Delete dead sessions (crashed backups) and expired leases; returns the sessions removed."""
-    now = coord.clock()
-    dead = [s for s in coord.sessions() if not s.live(now, coord.host)]
+    storage_now, now = coord.storage_now(), coord.clock()
+    dead = [s for s in coord.sessions() if not s.live(storage_now, coord.host)]
     for s in dead:
         coord.delete_session(s.name)
     for old in coord.leases():
@@ -471,21 +472,21 @@ def run_prune(vault, opts: Optional[PruneOptions] = None, progress: Optional[Pro
     result = PruneResult(opts.dry_run, opts.margin)
     if opts.dry_run:
         pending, sessions = coord.plans(), coord.sessions()
-        result.plans = [PlanOutcome(p.name, False, waiting_reason(p, sessions, clock(), opts.margin, coord.host)
-                                    or "ready") for p in pending]
-        result.decision = plan_prune(vault, opts, pending, clock(), progress)
+        result.plans = [PlanOutcome(p.name, False, waiting_reason(p, sessions, coord, opts.margin) or "ready")
+                        for p in pending]
+        result.decision = plan_prune(vault, opts, pending, coord.storage_now(), progress)
         return result
     with LeaseHolder(coord) as lease:
         result.purged = _purge_expired(vault)
         result.sessions_removed = _remove_dead(coord, lease)
         for plan in _plans(coord, progress):
             sessions = coord.sessions()  # before phase 2 lists the recovery points
-            reason = waiting_reason(plan, sessions, clock(), opts.margin, coord.host)
+            reason = waiting_reason(plan, sessions, coord, opts.margin)
             if reason:
                 result.plans.append(PlanOutcome(plan.name, False, reason))
             else:
                 _record(result, phase2(vault, coord, plan, progress))
-        result.decision, new = _phase1(vault, coord, opts, clock(), progress)
+        result.decision, new = _phase1(vault, coord, opts, progress)
         if new is not None:
             result.new_plan = new.name
             if opts.margin <= 0:
@@ -505,11 +506,10 @@ def _record(result: PruneResult, done: Tuple[Optional[PlanOutcome], List[str], i
     result.index_files_deleted += deleted
 
 
-def _phase1(vault, coord: Coordinator, opts: PruneOptions, now: float,
-            progress: Progress) -> Tuple[Decision, Optional[Plan]]:
+def _phase1(vault, coord: Coordinator, opts: PruneOptions, progress: Progress) -> Tuple[Decision, Optional[Plan]]:
     """Decide, copy the live blobs of the packs to repack (now, so the plan's garbage is exactly what no
     point referenced), and write the plan; no plan when there is nothing to delete."""
-    d = plan_prune(vault, opts, coord.plans(), now, progress)
+    d = plan_prune(vault, opts, coord.plans(), coord.storage_now(), progress)
     if not d.condemned:
         return d, None
     progress("prune", {"step": f"repacking: copying {len(d.copy)} live blob(s)"})
@@ -542,10 +542,9 @@ class VaultStatus:
 
 def vault_status(vault, clock: Clock = time.time) -> VaultStatus:
     coord = Coordinator(vault.storage, vault.sealer, clock=clock)
-    now = clock()
     held = coord.held_leases()
     sessions = coord.sessions()
-    live = [s for s in sessions if s.live(now, coord.host)]
+    live = [s for s in sessions if s.live(coord.storage_now(), coord.host)]
     deleted = getattr(vault, "deleted_snapshots", None)
     plans = [{"name": p.name, "time": p.time, "host": p.host, "packs": len(p.condemned),
               "blobs_garbage": len(p.garbage) // 32,

@@ -53,6 +53,24 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _pid_space() -> str:
+    """Which pids this process can check: the boot and the pid namespace (two containers may share a host
+    name but not their pids). "" where the system does not say (then the host name alone decides)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f"{f.read().strip()}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
+
+
+PID_SPACE = _pid_space()
+
+
+def _here(host: str, pid_space: str, this_host: str) -> bool:
+    """Whether a record's pid can be checked from here: same host, same boot, same pid namespace."""
+    return host == this_host and pid_space == PID_SPACE
+
+
 def _stamp(seconds: float) -> str:
     return timefmt.format_time(datetime.fromtimestamp(seconds, timezone.utc))
 
@@ -71,9 +89,13 @@ class Session:
     started: str
     plans: Optional[List[str]]
     mtime: float  # the storage's: the last heartbeat
+    pid_space: str = ""
 
-    def live(self, now: float, host: str) -> bool:
-        return now - self.mtime < SESSION_TIMEOUT or (self.host == host and pid_alive(self.pid))
+    def live(self, storage_now: float, host: str) -> bool:
+        """Its heartbeat is younger than SESSION_TIMEOUT (both on the storage's clock), or its process is
+        alive here."""
+        return (storage_now - self.mtime < SESSION_TIMEOUT
+                or (_here(self.host, self.pid_space, host) and pid_alive(self.pid)))
 
     def has_seen(self, plan: str) -> bool:
         return self.plans is not None and plan in self.plans
@@ -92,11 +114,13 @@ class Lease:
     pid: int
     started: str
     expires: str
+    pid_space: str = ""
 
     def held(self, now: float, host: str) -> bool:
-        """Until it expires; on its own host, exactly while its process lives (a prune killed here frees it
-        at once; a live one holds it even past an expiry its stalled renewal missed)."""
-        if self.host == host and self.pid:
+        """Until it expires; where its process can be checked (same host, boot and pid namespace), exactly
+        while it lives (a prune killed here frees it at once; a live one holds it even past an expiry its
+        stalled renewal missed)."""
+        if _here(self.host, self.pid_space, host) and self.pid:
             return pid_alive(self.pid)
         return _seconds(self.expires) > now
 
@@ -137,10 +161,10 @@ class Plan:
         except (ValueError, KeyError, TypeError, struct.error) as e:
             raise CorruptData(f"plan {name} is corrupt: {e}") from None
 
-    @property
-    def age_from(self) -> float:
-        """When its margin starts: the later of its stored time and its storage mtime."""
-        return max(_seconds(self.time), self.mtime)
+    def age(self, now: float, storage_now: float) -> float:
+        """How old it is: the lesser of the age by its stored time (on this host's clock) and by its storage
+        mtime (on the storage's clock): a clock that is off makes a plan look younger, never older."""
+        return min(now - _seconds(self.time), storage_now - self.mtime)
 
     def garbage_ids(self) -> List[bytes]:
         return [self.garbage[i:i + 32] for i in range(0, len(self.garbage), 32)]
@@ -155,6 +179,16 @@ class Coordinator:
         self.host = host or socket.gethostname()
         self.clock = clock
         self.damaged_plans: List[Tuple[str, str]] = []  # from the last plans()
+        self.skew = 0.0  # the storage's clock minus this host's (measure_skew), for ages read off mtimes
+
+    def storage_now(self) -> float:
+        """Now on the storage's clock, as far as `measure_skew` found it (else this host's)."""
+        return self.clock() + self.skew
+
+    def measure_skew(self, name: str) -> None:
+        """Learn the storage's clock from the mtime of object `name`, just written. The put's own duration
+        makes it read early: ages of sessions and plans read off mtimes then look younger, never older."""
+        self.skew = self.storage.stat(name).mtime - time.time()
 
     def _put(self, name: str, aad: bytes, doc: dict) -> None:
         self.storage.put(name, self.sealer.seal(aad, json.dumps(doc, sort_keys=True).encode()))
@@ -168,7 +202,8 @@ class Coordinator:
     # ---- sessions --------------------------------------------------------------------------------
     def put_session(self, name: str, started: str, plans: Optional[List[str]]) -> None:
         self._put(fmt.SESSIONS + name, fmt.AAD_SESSION, {"v": 1, "host": self.host, "pid": os.getpid(),
-                                                         "started": started, "plans": plans})
+                                                         "pid_space": PID_SPACE, "started": started,
+                                                         "plans": plans})
 
     def sessions(self) -> List[Session]:
         """Every session on storage. One that cannot be read counts as a writer that has seen no plan."""
@@ -177,7 +212,8 @@ class Coordinator:
             name = fmt.name_to_id(info.name)
             try:
                 d = self._get(info.name, fmt.AAD_SESSION)
-                out.append(Session(name, d["host"], int(d["pid"]), d["started"], d["plans"], info.mtime))
+                out.append(Session(name, d["host"], int(d["pid"]), d["started"], d["plans"], info.mtime,
+                                   str(d.get("pid_space", ""))))
             except ObjectMissing:
                 continue  # ended meanwhile
             except (RecovaultError, ValueError, KeyError, TypeError):
@@ -191,7 +227,8 @@ class Coordinator:
     def put_lease(self, name: str, started: str, op: str = "prune") -> None:
         expires = _stamp(self.clock() + LEASE_TERM)
         self._put(fmt.LOCKS + name, fmt.AAD_LEASE, {"v": 1, "op": op, "host": self.host, "pid": os.getpid(),
-                                                    "started": started, "expires": expires})
+                                                    "pid_space": PID_SPACE, "started": started,
+                                                    "expires": expires})
 
     def leases(self) -> List[Lease]:
         """Every lease on storage; an unreadable one is held for a lease term after its mtime."""
@@ -200,7 +237,8 @@ class Coordinator:
             name = fmt.name_to_id(info.name)
             try:
                 d = self._get(info.name, fmt.AAD_LEASE)
-                out.append(Lease(name, d["op"], d["host"], int(d["pid"]), d["started"], d["expires"]))
+                out.append(Lease(name, d["op"], d["host"], int(d["pid"]), d["started"], d["expires"],
+                                 str(d.get("pid_space", ""))))
             except ObjectMissing:
                 continue
             except (RecovaultError, ValueError, KeyError, TypeError):
@@ -221,7 +259,7 @@ class Coordinator:
         sealed = self.sealer.seal(fmt.AAD_PLAN, plan.encode())
         plan.name = core.blake3(sealed).hex()
         self.storage.put(fmt.PLANS + plan.name, sealed)
-        plan.mtime = self.clock()
+        plan.mtime = self.storage_now()
         return plan.name
 
     def plans(self) -> List[Plan]:
@@ -343,6 +381,7 @@ class LeaseHolder:
         if others:
             raise Busy(_busy_message(others[0]))
         self.coord.put_lease(self.name, self.started)
+        self.coord.measure_skew(fmt.LOCKS + self.name)
         mine = (self.started, self.name)
         earlier = [lease for lease in self._others() if (lease.started, lease.name) < mine]
         if earlier:
