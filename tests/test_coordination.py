@@ -10,7 +10,7 @@ import time
 import pytest
 
 from recovault import api
-from recovault.errors import Busy
+from recovault.errors import Busy, StorageError
 from recovault.storage import LocalStorage, ObjectInfo
 from recovault.jobs.prune import PruneOptions, run_prune
 from recovault.vault import format as fmt
@@ -145,3 +145,19 @@ def test_plan_round_trip():
     plan = Plan("2026-01-01T00:00:00.000000Z", "h", [b"\x01" * 32, b"\x02" * 32], b"\x03" * 32 * 3, ["ab"], "n", 5.0)
     back = Plan.decode(plan.encode(), "n", 5.0)
     assert back == plan and back.garbage_ids() == [b"\x03" * 32] * 3
+
+
+def test_a_prune_that_may_have_lost_its_lease_deletes_nothing_more(vault, monkeypatch):
+    """A prune stopped (or unable to renew) for about a lease term stops before its next deleting step, even
+    if a renewal succeeded after it resumed."""
+    from recovault.vault import coordination
+    lease = LeaseHolder(Coordinator(vault.storage, vault.sealer))
+    lease.acquire()
+    lease.ensure()
+    clock = [coordination._elapsed()]
+    monkeypatch.setattr(coordination, "_elapsed", lambda: clock[0])
+    clock[0] += coordination.LEASE_TERM  # stopped for a lease term
+    lease._put()  # its renewal thread runs first on resuming
+    with pytest.raises(StorageError, match="lease could not be renewed"):
+        lease.ensure()
+    lease.release()

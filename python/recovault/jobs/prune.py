@@ -414,9 +414,11 @@ def _listed_again(vault, seen: Set[str], condemned: Set[bytes]) -> Set[bytes]:
     return keep
 
 
-def phase2(vault, coord: Coordinator, plan: Plan, progress: Progress) -> Tuple[PlanOutcome, List[str], int]:
+def phase2(vault, coord: Coordinator, plan: Plan, progress: Progress,
+           still_held: Callable[[], None] = lambda: None) -> Tuple[PlanOutcome, List[str], int]:
     """Carry out `plan` (its readiness checked, and the sessions listed, by the caller): rescue, compact the
-    index, delete the condemned packs, then the plan. Returns (outcome, index files written, deleted)."""
+    index, delete the condemned packs, then the plan. `still_held()` raises if the lease may be lost; it is
+    asked before each deleting step. Returns (outcome, index files written, deleted)."""
     progress("prune", {"step": f"carrying out plan {plan.name[:16]}"})
     live = _referenced(vault, retained_points(vault), progress)
     index = read_index(vault)
@@ -425,8 +427,10 @@ def phase2(vault, coord: Coordinator, plan: Plan, progress: Progress) -> Tuple[P
     out = PlanOutcome(plan.name, True)
     out.blobs_rescued = _rescue(vault, index, condemned, on_storage, live)
     _test_hook("rescued")
+    still_held()
     written, deleted = compact_index(vault, index, condemned)
     keep = _listed_again(vault, set(index.files) | set(written), condemned)
+    still_held()
     for pack in sorted(condemned - keep):
         info = on_storage.get(pack)
         if info is not None:
@@ -485,12 +489,12 @@ def run_prune(vault, opts: Optional[PruneOptions] = None, progress: Optional[Pro
             if reason:
                 result.plans.append(PlanOutcome(plan.name, False, reason))
             else:
-                _record(result, phase2(vault, coord, plan, progress))
-        result.decision, new = _phase1(vault, coord, opts, progress)
+                _record(result, phase2(vault, coord, plan, progress, lease.ensure))
+        result.decision, new = _phase1(vault, coord, opts, progress, lease.ensure)
         if new is not None:
             result.new_plan = new.name
             if opts.margin <= 0:
-                _record(result, phase2(vault, coord, new, progress))
+                _record(result, phase2(vault, coord, new, progress, lease.ensure))
         if not any(p.done for p in result.plans):
             index = read_index(vault)
             if len(index.files) > COMPACT_OVER:
@@ -506,7 +510,8 @@ def _record(result: PruneResult, done: Tuple[Optional[PlanOutcome], List[str], i
     result.index_files_deleted += deleted
 
 
-def _phase1(vault, coord: Coordinator, opts: PruneOptions, progress: Progress) -> Tuple[Decision, Optional[Plan]]:
+def _phase1(vault, coord: Coordinator, opts: PruneOptions, progress: Progress,
+            still_held: Callable[[], None]) -> Tuple[Decision, Optional[Plan]]:
     """Decide, copy the live blobs of the packs to repack (now, so the plan's garbage is exactly what no
     point referenced), and write the plan; no plan when there is nothing to delete."""
     d = plan_prune(vault, opts, coord.plans(), coord.storage_now(), progress)
@@ -515,6 +520,7 @@ def _phase1(vault, coord: Coordinator, opts: PruneOptions, progress: Progress) -
     progress("prune", {"step": f"repacking: copying {len(d.copy)} live blob(s)"})
     copy_blobs(vault, d.copy, opts.recompress)
     _test_hook("repacked")
+    still_held()
     plan = Plan(timefmt.now(), coord.host, d.condemned, d.garbage, d.points)
     coord.put_plan(plan)
     _test_hook("planned")

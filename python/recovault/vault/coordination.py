@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from typing import Callable, List, Optional, Tuple
 
 from .. import core, timefmt
-from ..errors import Busy, CorruptData, ObjectMissing, RecovaultError
+from ..errors import Busy, CorruptData, ObjectMissing, RecovaultError, StorageError
 from ..storage import Storage
 from . import format as fmt
 from .sealing import Sealer
@@ -372,6 +372,8 @@ class LeaseHolder:
         self.started = timefmt.now()
         self._renew = renew
         self._beat: Optional[_Beat] = None
+        self._renewed = _elapsed()
+        self._lost = False
 
     def _others(self) -> List[Lease]:
         return [lease for lease in self.coord.held_leases() if lease.name != self.name]
@@ -387,7 +389,24 @@ class LeaseHolder:
         if earlier:
             self.coord.delete_lease(self.name)
             raise Busy(_busy_message(earlier[0]))
-        self._beat = _Beat(lambda: self.coord.put_lease(self.name, self.started), self._renew, "recovault-lease")
+        self._renewed = _elapsed()
+        self._beat = _Beat(self._put, self._renew, "recovault-lease")
+
+    def _put(self) -> None:
+        self.coord.put_lease(self.name, self.started)
+        now = _elapsed()
+        if now - self._renewed >= LEASE_TERM - 2 * HEARTBEAT:
+            self._lost = True  # it may have expired meanwhile: another prune may have taken over
+        self._renewed = now
+
+    def ensure(self) -> None:
+        """Raise (StorageError) if the lease may have expired since it was last renewed (the renewals failed,
+        or this process was stopped): then another prune may be running, and this one must delete nothing
+        more."""
+        if self._lost or _elapsed() - self._renewed >= LEASE_TERM - 2 * HEARTBEAT:
+            self._lost = True
+            raise StorageError("the prune lease could not be renewed in time (the storage refused it, or this "
+                               "process was stopped): stopped before deleting anything more; run prune again")
 
     def release(self) -> None:
         if self._beat is not None:
