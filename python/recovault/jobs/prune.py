@@ -87,7 +87,6 @@ class PackUse:
     used: int = 0
     unused: int = 0
     entries: List[fmt.BlobEntry] = field(default_factory=list)
-    indexed: bool = True
 
 
 @dataclass
@@ -260,9 +259,7 @@ def _unindexed_use(vault, pack: bytes, info: ObjectInfo, live: "core.IdSet") -> 
         entries = vault.blobs.read_pack_header(info.name, info.size)
     except (CorruptData, ObjectMissing):
         entries = []
-    use = _use(pack, entries, info.size, live)
-    use.indexed = False
-    return use
+    return _use(pack, entries, info.size, live)
 
 
 def _decide(uses: List[PackUse], unindexed: List[PackUse], limit: MaxUnused, repack_small: bool,
@@ -281,7 +278,8 @@ def _decide(uses: List[PackUse], unindexed: List[PackUse], limit: MaxUnused, rep
         repack.append(u)
         excess -= u.unused
     if repack_small:
-        small = [u for u in uses if u.used and u not in repack and u.size < pack_size * SMALL_PACK]
+        chosen_ids = {u.id for u in repack}
+        small = [u for u in uses if u.used and u.id not in chosen_ids and u.size < pack_size * SMALL_PACK]
         if len(small) + len(repack) > 1:
             repack += small
     d.repack = [u.id for u in repack]
@@ -388,7 +386,12 @@ def _rescue(vault, index: IndexView, condemned: Set[bytes], on_storage: Dict[byt
             break
         if pack not in on_storage:
             continue
-        entries = index.packs.get(pack) or vault.blobs.read_pack_header(on_storage[pack].name, on_storage[pack].size)
+        entries = index.packs.get(pack)
+        if entries is None:  # no index lists it any more (a phase 2 interrupted after compacting)
+            try:
+                entries = vault.blobs.read_pack_header(on_storage[pack].name, on_storage[pack].size)
+            except (CorruptData, ObjectMissing):
+                continue  # nothing to take from it: what is still needed is reported below
         for e in entries:
             if need.discard(e.id):
                 found.append((pack, e))
