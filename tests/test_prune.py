@@ -10,7 +10,7 @@ import pytest
 from recovault import api, core
 from recovault.errors import Busy, StorageError, UsageError
 from recovault.jobs.backup import BackupJob, BackupOptions
-from recovault.jobs.prune import MaxUnused, PruneOptions, parse_margin, run_prune
+from recovault.jobs.prune import MaxUnused, PruneOptions, parse_margin, run_prune, vault_status
 from recovault.vault import format as fmt
 from recovault.vault.check import Checker
 from recovault.vault.coordination import Coordinator, LeaseHolder, WriterSession
@@ -165,11 +165,15 @@ def test_backup_started_before_the_plan_and_finished_after_it_is_rescued(tmp_pat
     def phase1_then_try_phase2():
         seen["first"] = run_prune(pruner, PruneOptions())
         seen["early"] = run_prune(pruner, PruneOptions(), clock=lambda: time.time() + LATER)
+        seen["status"] = vault_status(pruner)
 
     job = _Hooked(v, [str(src)], phase1_then_try_phase2)
     point = job.run()
     assert seen["first"].new_plan and len(seen["first"].decision.delete) >= 1
     assert [(p.done, p.reason) for p in seen["early"].plans] == [(False, "session")]
+    st = seen["status"]  # what `recovault status` shows meanwhile: B running, the plan waiting for it
+    assert [s["plans"] for s in st.sessions] == [[]] and st.lease is None
+    assert [(p["name"], p["waiting_for"]) for p in st.plans] == [(seen["first"].new_plan, [st.sessions[0]["name"]])]
     assert job.stats.chunks_new == 0  # B reused the condemned blobs
     res = run_prune(pruner, PruneOptions(), clock=lambda: time.time() + LATER)
     assert [p.done for p in res.plans] == [True] and res.plans[0].blobs_rescued >= 3
