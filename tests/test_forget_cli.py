@@ -174,7 +174,6 @@ def test_bad_input_one_message_distinct_code_vault_unchanged(env) -> None:
     assert "no rule" in run.fails(2, "policy", "set", "--keep-last", "0")
     assert "no soft-deleted recovery point" in run.fails(16, "undelete", unknown)
     assert "is not deleted" in run.fails(2, "undelete", ids[0][:8])
-    assert "no prune" in run.fails(2, "forget", "--keep-last", "1", "--prune")
     assert vault_files(run.vault) == before
     # --allow-empty does what it says
     run.json("forget", *ids, "--allow-empty")
@@ -271,3 +270,21 @@ def test_undelete_of_an_expired_point_is_refused(tmp_path, monkeypatch, capsys) 
     msg = run.fails(16, "undelete", ids[0][:8])
     assert "expired at" in msg and "can no longer be undeleted" in msg
     assert vault_files(vault) == before
+
+
+def test_forget_prune_runs_prune_with_its_defaults(env) -> None:
+    """forget --prune forgets, then runs prune as 'recovault prune' would (margin 2h: a plan condemns the
+    forgotten point's data, deleted by a later prune), and says what prune did."""
+    run, backup, srcs = env
+    assert run("policy", "set", "--soft-delete-days", "0").code == 0  # no period in force yet: off at once
+    (srcs["a"] / "big").write_bytes(os.urandom(300_000))
+    old = backup("a", "2025-01-01 10:00:00")
+    (srcs["a"] / "big").write_bytes(os.urandom(300_000))
+    new = backup("a", "2025-01-02 10:00:00")
+    res = run("forget", "--keep-last", "1", "--prune")
+    assert res.code == 0, res.err
+    assert "plan" in res.out or "will delete" in res.out, res.out
+    assert [p["id"] for p in run.json("snapshots")] == [new]
+    status = run.json("status")
+    assert len(status["plans"]) == 1 and status["plans"][0]["packs"] >= 1  # the old point's data, condemned
+    assert old not in {p["id"] for p in run.json("snapshots", "--deleted")}  # purged: soft delete is off

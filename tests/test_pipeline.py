@@ -651,6 +651,29 @@ def test_preloaded_known_ids(data_mixed):
     assert len(known) == len(set(ids))
 
 
+def test_idset_discard_and_difference_update():
+    """Removing IDs from the open-addressing table keeps every other member findable (backward shift, no
+    tombstones), including runs that wrap around the table and collide on their first 8 bytes."""
+    import random
+    rng = random.Random(7)
+    ids = [rng.randbytes(32) for _ in range(5000)]
+    # Colliding home slots: same first 8 bytes, different tails (long probe runs).
+    ids += [b"\xff" * 8 + rng.randbytes(24) for _ in range(50)] + [bytes(32)]
+    known = core.IdSet()
+    known.update(b"".join(ids))
+    gone = set(rng.sample(ids, 2500)) | {bytes(32), ids[-2]}
+    first = next(iter(gone))
+    assert known.discard(first) and not known.discard(first)
+    assert known.difference_update(b"".join(g for g in gone if g != first)) == len(gone) - 1
+    assert len(known) == len(ids) - len(gone)
+    assert all((i in known) == (i not in gone) for i in ids)
+    assert known.difference_update(b"".join(gone)) == 0
+    assert not known.discard(b"short")
+    with pytest.raises(ValueError):
+        known.difference_update(b"x" * 33)
+    assert known.update(b"".join(gone)) == len(gone) and all(i in known for i in ids)
+
+
 def test_known_set_cleared_during_run_is_a_loud_error(data_mixed):
     # Workers see every id as known and skip sealing; the caller then clears the set. The emitter cannot
     # deliver those chunks as "new" without their blobs, and must never deliver them as duplicates (the

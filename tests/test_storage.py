@@ -132,6 +132,23 @@ def test_stat_and_exists(store: LocalStorage) -> None:
     assert not store.exists("s/other")
 
 
+def test_list_info_gives_sizes_and_mtimes(store: LocalStorage) -> None:
+    """list_info = list + stat, in one pass for a directory; the default (any backend) stats each name."""
+    store.put("p/a", b"12345")
+    store.put("p/b/c", b"1")
+    store.put("q", b"22")
+    os.utime(store.local_path("p/a"), (1000, 1000))
+    infos = list(store.list_info("p/"))
+    assert [(i.name, i.size) for i in infos] == [("p/a", 5), ("p/b/c", 1)]
+    assert infos[0].mtime == 1000 and infos == [store.stat("p/a"), store.stat("p/b/c")]
+    assert list(Storage.list_info(store, "p/")) == infos  # the generic default agrees
+
+    class Vanishing(LocalStorage):  # an object deleted between the listing and its stat is skipped
+        def stat(self, name):
+            raise ObjectMissing(name)
+    assert list(Storage.list_info(Vanishing(store.root), "p/")) == []
+
+
 def test_local_path_is_the_object_file(store: LocalStorage) -> None:
     store.put("data/3f/3f9a", b"pack bytes")
     path = store.local_path("data/3f/3f9a")

@@ -30,6 +30,18 @@ void register_index(py::module_& m) {
         for (size_t i = 0; i < v.size(); i += 32) added += s.insert(v.data() + i);
         return added;
       }, "Add concatenated 32-byte IDs; returns how many were new")
+      .def("discard", [](IdSet& s, const py::handle& id) {
+        View v(id);
+        return v.size() == 32 && s.erase(v.data());
+      }, "Remove one ID if present; returns whether it was")
+      .def("difference_update", [](IdSet& s, const py::handle& ids) {
+        View v(ids);
+        if (v.size() % 32) throw py::value_error("concatenated chunk IDs: length must be a multiple of 32");
+        py::gil_scoped_release r;
+        size_t removed = 0;
+        for (size_t i = 0; i < v.size(); i += 32) removed += s.erase(v.data() + i);
+        return removed;
+      }, "Remove concatenated 32-byte IDs; returns how many were present")
       .def("dump", [](const IdSet& s) { return to_bytes(s.dump()); }, "All IDs, concatenated")
       .def("clear", &IdSet::clear);
 

@@ -54,6 +54,41 @@ bool IdSet::insert(const uint8_t* id) {
   return insert_unlocked(id);
 }
 
+// Linear probing without tombstones: after emptying a slot, later members of its probe run are shifted
+// back into the hole when their home slot does not lie (cyclically) between the hole and themselves.
+bool IdSet::erase_unlocked(const uint8_t* id) {
+  if (is_zero(id)) {
+    bool was = has_zero_;
+    has_zero_ = false;
+    if (was) --size_;
+    return was;
+  }
+  size_t mask = slots_.size() - 1;
+  size_t i = slot_hash(id) & mask;
+  for (;; i = (i + 1) & mask) {
+    if (is_zero(slots_[i].data())) return false;
+    if (std::memcmp(slots_[i].data(), id, 32) == 0) break;
+  }
+  size_t hole = i;
+  for (size_t j = (hole + 1) & mask; !is_zero(slots_[j].data()); j = (j + 1) & mask) {
+    size_t home = slot_hash(slots_[j].data()) & mask;
+    // j's entry may move into the hole unless its home lies in (hole, j] (cyclically).
+    bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+    if (!stays) {
+      slots_[hole] = slots_[j];
+      hole = j;
+    }
+  }
+  slots_[hole] = ChunkId{};
+  --size_;
+  return true;
+}
+
+bool IdSet::erase(const uint8_t* id) {
+  std::unique_lock lock(mu_);
+  return erase_unlocked(id);
+}
+
 size_t IdSet::size() const {
   std::shared_lock lock(mu_);
   return size_;

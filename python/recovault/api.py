@@ -98,3 +98,10 @@ def restore(vault: Vault, snapshot: str, target: str, paths: Optional[List[str]]
     point = vault.find_snapshot(snapshot)
     return RestoreJob(vault, point, target, paths, verify=verify, overwrite=overwrite, delete=delete,
                       progress=progress).run()
+
+
+def prune(vault: Vault, *, progress: Progress = None, **options: Any):
+    """Reclaim space (options are jobs.prune.PruneOptions fields: dry_run, max_unused, repack_small,
+    recompress, margin in seconds). Returns a jobs.prune.PruneResult; errors.Busy if a prune runs elsewhere."""
+    from .jobs.prune import PruneOptions, run_prune
+    return run_prune(vault, PruneOptions(**options), progress)

@@ -64,3 +64,10 @@ class Partial(RecovaultError):
     are not in the recovery point; a restore: files that could not be restored)."""
 
     exit_code = 3
+
+
+class Busy(RecovaultError):
+    """Another maintainer holds the vault's lease (a prune is running elsewhere): nothing was changed; try
+    again when it has finished (or its lease expired)."""
+
+    exit_code = 17

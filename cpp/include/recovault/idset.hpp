@@ -17,6 +17,7 @@ class IdSet {
   IdSet() { rehash(1024); }
   bool contains(const uint8_t* id) const;
   bool insert(const uint8_t* id);  // true if it was absent
+  bool erase(const uint8_t* id);   // true if it was present
   size_t size() const;
   void reserve(size_t n);
   void clear();
@@ -30,6 +31,7 @@ class IdSet {
   bool has_zero_ = false;  // the all-zero ID marks empty slots; track it separately
   void rehash(size_t cap);
   bool insert_unlocked(const uint8_t* id);
+  bool erase_unlocked(const uint8_t* id);
 };
 
 }  // namespace recovault

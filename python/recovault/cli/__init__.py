@@ -43,6 +43,8 @@ COMMANDS: Dict[str, str] = {
     "forget": "forget_cmd",
     "undelete": "undelete_cmd",
     "policy": "policy_cmd",
+    "prune": "prune_cmd",
+    "status": "status_cmd",
 }
 
 

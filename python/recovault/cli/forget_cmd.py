@@ -35,16 +35,16 @@ def forget(c: Ctx, ids: Tuple[str, ...], hosts: Tuple[str, ...], paths: Tuple[st
         raise UsageError("give recovery point IDs or --keep-*/--host/--path/--tag, not both")
     parse_group_by(group_by)  # a bad grouping fails before the vault is opened
     with c.open(write=not dry_run) as v:
-        prune = getattr(v, "prune", None)
-        if then_prune and prune is None:
-            raise UsageError("--prune: this recovault has no prune; run forget without --prune")
         groups = v.forget(policy, ids, group_by=group_by, where=PointFilter(hosts, paths, tags),
                           dry_run=dry_run, allow_empty=allow_empty)
         stored = set(v.points.ids())
         purged = 0 if dry_run else sum(p.id not in stored for g in groups for p in g.remove)
         c.out([g.to_json() for g in groups], _text(groups, dry_run, purged))
         if then_prune and not dry_run:
-            prune()
+            from .prune_cmd import _text as prune_text
+            result = v.prune()  # the defaults of 'recovault prune' (margin 2h)
+            if not c.json:
+                click.echo(prune_text(result))
 
 
 def _text(groups: List[Any], dry_run: bool, purged: int) -> str:

@@ -20,10 +20,12 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 from .. import __version__, core, timefmt
 from .. import fsmeta
-from ..errors import UsageError
+from ..errors import CorruptData, ObjectMissing, StorageError, UsageError
 from ..hardlinks import HardLinks
 from ..paths import split_path
 from ..vault import format as fmt
+from ..vault.coordination import Coordinator, Plan, WriterSession
+from ..vault.reach import ids_of, referenced
 from ..vault.records import DEFAULT_DIR_META, Node, RecoveryPoint
 from ..vault.repo import Vault
 from . import MODES
@@ -175,6 +177,8 @@ class BackupJob:
         self.errors: List[Dict[str, str]] = []
         self.host = opts.host or socket.gethostname()
         self._pipe: Optional["core.Pipeline"] = None
+        self._plans: List[Plan] = []  # the pending plans this run has seen (its session says so)
+        self._base_id: Optional[str] = None
 
     def _error(self, path: str, err: Any) -> None:
         msg = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
@@ -183,13 +187,27 @@ class BackupJob:
         self.progress("error", {"path": path, "error": msg})
 
     def run(self) -> RecoveryPoint:
-        t0 = time.monotonic()
         opts = self.opts
         src = _sources(opts)
         rules = ExcludeRules.from_options(opts.excludes, opts.exclude_files, opts.exclude_caches)
+        # Registered before the index is loaded, so a prune sees this writer; the garbage of the plans it
+        # read is never "known" here (docs/vault-format.md §10).
+        session = WriterSession(Coordinator(self.vault.storage, self.vault.sealer))
+        try:
+            self._plans = session.open()
+            for plan in self._plans:
+                self.vault.blobs.exclude(plan.garbage)
+            return self._run(src, rules, session)
+        finally:
+            session.close()
+
+    def _run(self, src: "_Sources", rules: ExcludeRules, session: WriterSession) -> RecoveryPoint:
+        t0 = time.monotonic()
+        opts = self.opts
         # A damaged recovery point is reported and skipped: it must not prevent new backups.
         snaps = self.vault.snapshots(on_corrupt=lambda msg: self.progress("error", {"path": "", "error": msg}))
         base = find_base(snaps, self.host, src.paths, opts.mode)
+        self._base_id = base.id if base else None
         mode = self._mode = opts.mode if (opts.mode == "full" or base is not None) else "full"
         self._base = BaseTrees(self.vault, base.tree if base else None)
         # A full backup trusts nothing of its base, but keeps the block size of each image in it (blocks of
@@ -213,8 +231,13 @@ class BackupJob:
                 f.content = first.content  # None if the first link could not be read
         root_id = tree.save_root()
         self.vault.flush()
+        if session.lapsed:
+            revalidate(self.vault, session, root_id)
         self.stats.duration = round(time.monotonic() - t0, 3)
-        return self._save_point(src.paths, mode, base, last_full, root_id)
+        def check_stored() -> None:  # stopped between the check and the save: the point must not stay if it lost blobs
+            if session.lapsed:
+                revalidate(self.vault, session, root_id, rescue=False)
+        return self._save_point(src.paths, mode, base, last_full, root_id, check_stored)
 
     def _ancestor_meta(self, parts: Tuple[bytes, ...]) -> Dict[str, Any]:
         """Metadata of a directory above a named path. An ancestor may be a symlink (/lib -> usr/lib on
@@ -318,7 +341,8 @@ class BackupJob:
         return all(bytes.fromhex(c) in known for c in chunk_ids or ())
 
     def _save_point(self, paths: List[str], mode: str, base: Optional[RecoveryPoint],
-                    last_full: Optional[RecoveryPoint], root_id: bytes) -> RecoveryPoint:
+                    last_full: Optional[RecoveryPoint], root_id: bytes,
+                    check_stored: Optional[Callable[[], None]] = None) -> RecoveryPoint:
         """Record the recovery point (written last: until then the run left only packs and indexes)."""
         opts = self.opts
         if mode == "full" or base is None:
@@ -332,7 +356,7 @@ class BackupJob:
             tags=sorted(set(opts.tags)), mode=mode, parent=base.id if base else None, base_full=base_full,
             excludes=opts.excludes, program=f"recovault {__version__}", stats=self.stats.to_dict(),
             errors=self.errors[:1000], complete=not self.errors)
-        self.vault.save_snapshot(point)  # sets point.id
+        self.vault.save_snapshot(point, check_stored)  # sets point.id
         return point
 
     def _add_image(self, path: str) -> None:
@@ -352,7 +376,7 @@ class BackupJob:
         # for their contents: they are always read and hashed, and only changed blocks are stored.
         if (old is not None and meta["t"] == "f" and old.image is not None and old.image.get("bs") == bs
                 and all(old.meta.get(k) == meta.get(k) for k in ("sz", "mt", "ct", "ino"))
-                and all(bytes.fromhex(p) in self.vault.known for p in old.image["pages"])):
+                and all(bytes.fromhex(p) in self.vault.known for p in old.image["pages"]) and self._map_reusable()):
             desc, st = old.image, {"bytes_read": 0, "chunks_new": 0, "bytes_added": 0}
             self.stats.files_unmodified += 1
         else:
@@ -367,6 +391,14 @@ class BackupJob:
         self.stats.bytes_read += st["bytes_read"]
         self.stats.chunks_new += st["chunks_new"]
         self.stats.bytes_added += st["bytes_added"]
+
+    def _map_reusable(self) -> bool:
+        """Whether the base's block maps may be reused without reading their pages: only if the base point is
+        one every pending plan's referenced set was walked from (so the blocks its pages name are in no
+        plan's garbage). A base made after a plan, by a backup that had not seen it, may name that plan's
+        garbage blocks in a new page; its image is read again, storing what the plan may delete
+        (docs/vault-format.md §10.4)."""
+        return all(self._base_id in plan.points for plan in self._plans)
 
     def _add_stdin(self, path: str) -> None:
         parts = split_path(path)
@@ -440,6 +472,39 @@ class BackupJob:
         if d is not None:
             f.dir = None
             self._tree.file_done(d)
+
+
+def revalidate(vault: Vault, session: WriterSession, root_id: bytes, rescue: bool = True) -> None:
+    """The heartbeat lapsed (this process was stopped, or the storage refused it): a prune may have taken
+    this writer for dead and deleted what it reuses. Block every plan again, reload the index as it is now,
+    and check that every blob the new point references is indexed and in no pending plan's garbage; copy
+    (`rescue`) the ones in garbage into new packs while they exist. StorageError if one is gone: no
+    recovery point is saved (what was stored is reused next run)."""
+    session.block_plans()
+    garbage = core.IdSet()
+    for plan in session.coord.plans():
+        garbage.update(plan.garbage)
+    vault.blobs.reload_index()
+    try:
+        refs = referenced(vault, [root_id])
+    except (CorruptData, ObjectMissing) as e:  # a tree itself is gone
+        raise StorageError(_LOST.format(what=f"a tree it reuses ({e})")) from None
+    missing = [b for b in ids_of(refs) if b not in vault.locations]
+    doomed = [b for b in ids_of(refs) if b in garbage] if rescue else []
+    try:
+        for blob_id in doomed:
+            loc = vault.locate(blob_id)
+            sealed = vault.blobs.get(vault.pack_name(loc.pack), loc.offset, loc.length)
+            vault.add_sealed(loc.type, blob_id, sealed, loc.raw_length)
+    except ObjectMissing:
+        missing.append(blob_id)
+    vault.flush()
+    if missing:
+        raise StorageError(_LOST.format(what=f"{len(missing)} blob(s) it reuses (first {missing[0].hex()[:16]})"))
+
+
+_LOST = ("this backup was stopped long enough for a prune to delete {what}; no recovery point was saved: run the "
+         "backup again (what it stored is reused)")
 
 
 class _BatchReader:

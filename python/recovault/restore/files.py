@@ -18,7 +18,7 @@ from typing import List, NamedTuple, Optional, Tuple
 
 from .. import fsmeta
 from ..engine import BlobWriter
-from ..errors import RecovaultError, TargetFull
+from ..errors import ObjectMissing, RecovaultError, TargetFull
 from ..vault.records import Node
 from ..vault.repo import Vault
 from .report import Report
@@ -138,7 +138,17 @@ class FileRestorer:
 
     def _write_big(self, fd: int, dest: str, ids: List[bytes]) -> int:
         """Write a file of many chunks on every core: by the C++ restore engine when all its packs are local
-        files, else in segments of SEGMENT chunks by the segment pool. Returns the file's size."""
+        files, else in segments of SEGMENT chunks by the segment pool. Returns the file's size. A pack that
+        vanished (a prune repacked it after the index was loaded): the index files written since are loaded
+        and the file is written again, once (as BlobStore.read_blob does for one blob)."""
+        try:
+            return self._write_big_once(fd, dest, ids)
+        except ObjectMissing:
+            if not self.vault.load_index():
+                raise
+            return self._write_big_once(fd, dest, ids)
+
+    def _write_big_once(self, fd: int, dest: str, ids: List[bytes]) -> int:
         writer: Optional[BlobWriter] = BlobWriter(self.vault)
         starts, offset = [], 0
         for cid in ids:

@@ -145,6 +145,17 @@ class Storage(ABC):
     def delete(self, name: str) -> None:
         """Remove ``name``; deleting a missing object is not an error."""
 
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Like :meth:`list`, with each object's size and modification time (prune reads ages off it:
+        the mtime of a session or a plan is its heartbeat). This default stats each listed object, and
+        skips one deleted between the listing and its stat; a backend whose listing carries sizes and
+        times (a directory scan, Azure's and S3's list calls) overrides it with one pass."""
+        for name in self.list(prefix):
+            try:
+                yield self.stat(name)
+            except ObjectMissing:
+                continue
+
     def exists(self, name: str) -> bool:
         """True if an object called ``name`` exists."""
         try:

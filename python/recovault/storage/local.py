@@ -262,12 +262,26 @@ class LocalStorage(Storage):
     def list(self, prefix: str = "") -> Iterator[str]:
         """Yield names starting with ``prefix`` in lexicographic order, skipping ``.tmp-*`` files
         and anything that is not a valid object name."""
+        for name, _ in self._scan(prefix):
+            yield name
+
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """:meth:`list` with sizes and mtimes, from the directory scan's own ``stat`` of each entry (one
+        call per object, no second lookup by path); an object deleted meanwhile is skipped."""
+        for name, entry in self._scan(prefix):
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            yield ObjectInfo(name=name, size=st.st_size, mtime=st.st_mtime)
+
+    def _scan(self, prefix: str) -> Iterator[Tuple[str, "os.DirEntry[str]"]]:
         validate_prefix(prefix)
         base_rel = prefix[: prefix.rfind("/") + 1]  # "" or "a/b/"
         base = self.root.joinpath(*base_rel.split("/")[:-1]) if base_rel else self.root
         yield from self._walk(base, base_rel, prefix)
 
-    def _walk(self, directory: Path, rel: str, prefix: str) -> Iterator[str]:
+    def _walk(self, directory: Path, rel: str, prefix: str) -> Iterator[Tuple[str, "os.DirEntry[str]"]]:
         try:
             with os.scandir(directory) as it:
                 entries = []
@@ -309,7 +323,7 @@ class LocalStorage(Storage):
                     continue
             except OSError:
                 continue
-            yield full
+            yield full, entry
 
     def stat(self, name: str) -> ObjectInfo:
         path = self._path(name)

@@ -159,6 +159,7 @@ class BlobStore:
         self._unindexed: Dict[bytes, List[fmt.BlobEntry]] = {}
         self._lock = threading.Lock()
         self._last_index = time.monotonic()
+        self._excluded = core.IdSet()  # pending plans' garbage: never "known" (see exclude)
 
     def problem(self, message: str) -> None:
         self.on_event("problem", {"message": message})
@@ -195,8 +196,30 @@ class BlobStore:
                 loaded = self._load_index()
             finally:
                 self._loading_in = None
+            self._known.difference_update(self._excluded.dump())
             self._index_loaded = True
         return loaded
+
+    def exclude(self, ids: bytes) -> None:
+        """Never count these blob IDs (concatenated) as stored, now or after a later load: a pending prune
+        plan may delete them (docs/vault-format.md §10), so this writer stores them again if it needs them.
+        Their locations stay readable while their packs exist."""
+        self._excluded.update(ids)
+        if self._index_loaded:
+            self._known.difference_update(ids)
+
+    def reload_index(self) -> int:
+        """Forget the loaded index and load it afresh (a writer that was stopped revalidates on what the
+        index files say now). Blobs queued but not yet stored are dropped from the view: flush first."""
+        with self._index_lock:
+            self._known.clear()  # the same object: pipelines hold it
+            self._locations = Locations()
+            self._indexed_packs = set()
+            self._loaded_indexes = set()
+            self._damaged_indexes = []
+            self._recovered_packs = set()
+            self._index_loaded = False
+            return self.load_index()
 
     def _load_index(self) -> int:
         loaded, damaged = 0, []
@@ -391,7 +414,15 @@ class BlobStore:
     def read_blob(self, blob_id: bytes) -> bytes:
         loc = self.locate(blob_id)
         name = pack_name(loc.pack)
-        raw = self.get(name, loc.offset, loc.length)
+        try:
+            raw = self.get(name, loc.offset, loc.length)
+        except ObjectMissing:
+            # A prune repacked it and deleted the old pack after this index was loaded: the index files
+            # written since (loaded now) say where it is. Once; a blob still not found is missing.
+            self.load_index()
+            loc = self.locate(blob_id)
+            name = pack_name(loc.pack)
+            raw = self.get(name, loc.offset, loc.length)
         if len(raw) != loc.length:
             raise CorruptData(f"pack {name} is truncated (blob {blob_id.hex()[:16]} cut short)")
         return self.open_sealed(blob_id, raw, name, loc.raw_length)

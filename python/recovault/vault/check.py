@@ -15,10 +15,10 @@ from ..errors import CorruptData, RecovaultError, UsageError
 from . import format as fmt
 from .blobstore import pack_id_of
 from .journal import audit
+from .reach import ZERO_ID
 from .records import Node
 from .repo import Vault
 
-ZERO_ID = bytes(32)  # an all-zero block (or a hole) in an image's block map: nothing stored
 
 
 class Checker:
@@ -33,6 +33,9 @@ class Checker:
         self.stats: Dict[str, int] = {"snapshots": 0, "indexes": 0, "trees": 0, "packs": 0, "packs_read": 0,
                                       "blobs_read": 0, "packs_recovered": 0, "restorable": 0}
         self._tree_ok: Dict[bytes, bool] = {}
+        self._refs = core.IdSet()  # every blob a recovery point references (trees, chunks, pages, blocks)
+        self._entries: Dict[bytes, List[fmt.BlobEntry]] = {}  # what the good index files list, by pack
+        self.garbage: Dict[str, int] = {}
 
     def problem(self, msg: str) -> None:
         self.problems.append(msg)
@@ -46,8 +49,10 @@ class Checker:
         on_storage = self._packs_on_storage()
         listed = self._index_files()
         self._listed_packs(listed, on_storage)
-        recovered = self._unlisted_packs(listed, on_storage)
+        condemned = self._condemned()
+        recovered = self._unlisted_packs(listed, {p: n for p, n in on_storage.items() if p not in condemned})
         self._points()
+        self._garbage(listed, on_storage, condemned)
         if read_data or subset:
             packs = sorted(set(listed) | recovered)
             for pack in self._subset(packs, subset) if subset else packs:
@@ -55,7 +60,36 @@ class Checker:
                     self._read_pack(on_storage[pack])
         return {"ok": not self.problems, "problems": self.problems, "warnings": self.warnings,
                 "stats": self.stats, "damaged_indexes": self.damaged_indexes,
-                "damaged_points": self.damaged_points, "recovered_packs": self.recovered_packs}
+                "damaged_points": self.damaged_points, "recovered_packs": self.recovered_packs,
+                "garbage": self.garbage}
+
+    # ---- garbage: what prune reclaims, not damage ------------------------------------------------------
+    def _condemned(self) -> Set[bytes]:
+        """The packs pending prune plans condemn (deleted after their margin: garbage, whether or not an
+        index still lists them). A plan that does not open is a problem."""
+        from .coordination import Coordinator
+        coord = Coordinator(self.vault.storage, self.vault.sealer)
+        plans = coord.plans()
+        for name, reason in coord.damaged_plans:
+            self.warnings.append(f"{reason}: it deletes nothing (the next prune removes it)")
+        self.garbage["pending_plans"] = len(plans)
+        return {p for plan in plans for p in plan.condemned}
+
+    def _garbage(self, listed: Dict[bytes, int], on_storage: Dict[bytes, str], condemned: Set[bytes]) -> None:
+        """Count what prune would reclaim: packs condemned by pending plans, packs no index lists, and (when
+        every recovery point was read) indexed blobs no point references."""
+        size = {p: self.vault.storage.stat(n).size for p, n in on_storage.items() if p in condemned or p not in listed}
+        g = self.garbage
+        g["condemned_packs"] = sum(1 for p in condemned if p in on_storage)
+        g["condemned_bytes"] = sum(size[p] for p in condemned if p in on_storage)
+        unlisted = [p for p in on_storage if p not in listed and p not in condemned]
+        g["unindexed_packs"], g["unindexed_bytes"] = len(unlisted), sum(size[p] for p in unlisted)
+        if self.damaged_points or self.damaged_indexes:
+            return  # what the damaged points reference is unknown: no blob can be called unreferenced
+        unused = [e for p, es in self._entries.items() if p not in condemned for e in es if e.id not in self._refs]
+        g["unreferenced_blobs"], g["unreferenced_bytes"] = len(unused), sum(e.length for e in unused)
+        g["unreferenced_packs"] = sum(1 for p, es in self._entries.items()
+                                      if p not in condemned and es and all(e.id not in self._refs for e in es))
 
     # ---- packs and index files ------------------------------------------------------------------
     def _packs_on_storage(self) -> Dict[bytes, str]:
@@ -85,6 +119,7 @@ class Checker:
                 continue
             self.stats["indexes"] += 1
             for pack, entries in packs.items():
+                self._entries.setdefault(pack, entries)
                 end = max((e.offset + e.length for e in entries), default=0)
                 listed[pack] = max(listed.get(pack, 0), end)
         return listed
@@ -164,6 +199,7 @@ class Checker:
         return ok
 
     def _walk_tree(self, tree_id: bytes, where: str) -> bool:
+        self._refs.add(tree_id)
         if tree_id not in self.vault.locations:
             self.problem(f"{where}: tree {tree_id.hex()[:16]} is not in any index")
             return False
@@ -177,6 +213,7 @@ class Checker:
             if node.subtree is not None:
                 ok = self._tree(bytes.fromhex(node.subtree), where) and ok
             for c in node.content or ():
+                self._refs.add(bytes.fromhex(c))
                 if bytes.fromhex(c) not in self.vault.locations:
                     self.problem(f"{where}: chunk {c[:16]} of {_shown(node)} is not in any index")
                     ok = False
@@ -193,8 +230,10 @@ class Checker:
             except RecovaultError as e:
                 self.problem(f"{where}: block map of {_shown(node)}: {e}")
                 return False
-            missing += sum(1 for i in range(0, len(page), 32)
-                           if page[i:i + 32] != ZERO_ID and page[i:i + 32] not in self.vault.locations)
+            self._refs.add(bytes.fromhex(page_hex))
+            blocks = [page[i:i + 32] for i in range(0, len(page), 32) if page[i:i + 32] != ZERO_ID]
+            self._refs.update(b"".join(blocks))
+            missing += sum(1 for b in blocks if b not in self.vault.locations)
         if missing:
             self.problem(f"{where}: {missing} block(s) of image {_shown(node)} are not in any index")
         return not missing

@@ -26,9 +26,9 @@ DATA = "data/"
 INDEX = "index/"
 SNAPSHOTS = "snapshots/"
 JOURNAL = "journal/"  # the authenticated log of the set of recovery points (journal.py)
-SESSIONS = "sessions/"  # v2: one per running backup (prune's protocol, §10)
-LOCKS = "locks/"  # v2: the prune lease (§10)
-PLANS = "plans/"  # v2: prune's plans (§10)
+SESSIONS = "sessions/"  # one per running backup: its heartbeat and the plans it has seen (prune.py, §10)
+LOCKS = "locks/"  # the prune lease (§10)
+PLANS = "plans/"  # prune plans: packs condemned and blobs unreferenced, deleted after a margin (§10)
 
 # Blob types inside packs.
 BLOB_DATA = 0

@@ -11,7 +11,7 @@ import json
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .. import core, timefmt
 from ..errors import CorruptData, ObjectMissing, UsageError, VaultExists, VaultNotFound
@@ -363,10 +363,18 @@ class Vault:
         return node
 
     # ---- recovery points: the point store's face ------------------------------------------------
-    def save_snapshot(self, point: RecoveryPoint) -> str:
-        """Store `point` (its id is set) and log it in the journal; returns the id."""
+    def save_snapshot(self, point: RecoveryPoint, check_stored: Optional[Callable[[], None]] = None) -> str:
+        """Store `point` (its id is set) and log it in the journal; returns the id. `check_stored`, if given,
+        runs between the two: if it raises, the point's object is deleted (it was never logged, so nothing
+        else knows it) and the error goes on."""
         self.prepare_write()
         sid = point.id = self.points.save(point)
+        if check_stored is not None:
+            try:
+                check_stored()
+            except BaseException:
+                self.points.delete(sid)
+                raise
         self.journal.append("add", sid, point.time, point.host)  # after the point: see journal.py
         return sid
 
@@ -394,6 +402,14 @@ class Vault:
             # never hand out an older point as "latest" when a newer one may be the damaged one
             raise CorruptData(f"{damaged[0]}; name another recovery point by its id")
         return self.points.find(ref, snaps)
+
+    # ---- maintenance ----------------------------------------------------------------------------------
+    def prune(self, options=None, progress=None):
+        """Reclaim the space of unreferenced blobs, beside running backups (jobs/prune.py: run_prune);
+        `options` a jobs.prune.PruneOptions. Returns a jobs.prune.PruneResult; errors.Busy if another
+        prune holds the lease."""
+        from ..jobs.prune import run_prune  # the job sits above the vault; imported only when used
+        return run_prune(self, options, progress)
 
     def delete_snapshot(self, sid: str) -> None:
         """Forget one recovery point by full id: soft-deleted (purged at once if the period in force is 0)."""
