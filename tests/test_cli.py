@@ -23,6 +23,7 @@ import pytest
 
 import recovault
 from recovault import api
+from recovault.vault.records import RecoveryPoint
 from recovault.jobs.walk import CACHEDIR_SIGNATURE
 from recovault.vault import format as fmt
 from recovault.vault.keys import KdfParams
@@ -714,3 +715,19 @@ def test_every_exit_code_is_in_the_readme():
         return [cls] + [s for c in cls.__subclasses__() for s in subclasses(c)]
     codes = {cls.exit_code for cls in subclasses(errors.RecovaultError)} | {0, 1, 130}
     assert codes <= documented, sorted(codes - documented)
+
+
+def test_a_point_without_stats_lists(tmp_path, monkeypatch, capsys):
+    """A recovery point written by another tool (an import, a newer recovault) may carry no stats: listing
+    it and the vault's stats still work (they once stopped with an internal error)."""
+    monkeypatch.setenv("RECOVAULT_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    vault = api_vault(tmp_path / "v")
+    with api.open_vault(vault, PASSPHRASE, cache_dir=str(tmp_path / "c")) as v:
+        tree = v.save_tree([]).hex()
+        v.flush()
+        sid = v.save_snapshot(RecoveryPoint(time="2026-01-01T00:00:00.000000Z", host="h", paths=["/x"], tree=tree))
+    for argv in (["snapshots"], ["stats"]):
+        res = run_main(argv + ["--vault", vault], capsys)
+        assert res.code == 0, res.err
+    assert sid[:8] in run_main(["snapshots", "--vault", vault], capsys).out

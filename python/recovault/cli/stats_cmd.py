@@ -20,7 +20,7 @@ def stats(c: Ctx) -> None:
         raw = sum(loc.raw_length for loc in v.locations.values())
         res = {"snapshots": len(snaps), "blobs": len(v.locations), "raw_bytes": raw, "stored_bytes": stored,
                "packs": len({loc.pack for loc in v.locations.values()}),
-               "protected_bytes_latest": snaps[-1].stats["bytes_total"] if snaps else 0,
+               "protected_bytes_latest": snaps[-1].stats.get("bytes_total", 0) if snaps else 0,
                "prunable": _prunable(c, v)}
     p = res["prunable"]
     c.out(res, (f"{res['snapshots']} recovery points; {res['blobs']} unique blobs, {raw / 1e6:.1f} MB before and "
