@@ -126,11 +126,12 @@ def same(a: Path, b: Path) -> bool:
 
 
 # ---- corpora -----------------------------------------------------------------------------------
-def make_tree(work: Path) -> Path:
-    src = work / "tree"
+def make_tree(work: Path, dirs=("/usr/share", "/usr/include"), name: str = "tree") -> Path:
+    """A copy of real system directories (`cp -a`), made once under `work`."""
+    src = work / name
     if not src.exists():
         src.mkdir(parents=True)
-        for d in ("/usr/share", "/usr/include"):
+        for d in dirs:
             subprocess.run(["cp", "-a", d, str(src / Path(d).name)], check=True)
     return src
 

@@ -253,7 +253,7 @@ class BlobStore:
             return self.sealer.unseal(fmt.AAD_INDEX, raw, f"index file {name}")
         return self.sealer.open_named(fmt.AAD_INDEX, raw, fmt.name_to_id(name), f"index file {name}")
 
-    def read_index_file(self, name: str) -> Dict[bytes, List[fmt.BlobEntry]]:
+    def read_index_file(self, name: str) -> Dict[bytes, fmt.PackEntries]:
         """Index file `name` as stored (never from the agent cache, which may hide damage): its entries by
         pack. CorruptData if it is damaged, ObjectMissing if it is gone."""
         plain = self.open_index_file(name, self.get(name))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, Iterator, List, Mapping, Sequence, Tuple
 
 # The vault format version: the config's "recovault" field (docs/vault-format.md §4). Version 2 adds the
 # lifecycle objects (sessions, lease, plans) and requires every recovery point to be in the journal; a v1
@@ -55,13 +55,55 @@ INDEX_ENTRY = struct.Struct("<B32sIII")  # type, blob id, offset, sealed length,
 MAX_PACK_SIZE = 1 << 31  # offsets are 32-bit
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BlobEntry:
     type: int
     id: bytes
     offset: int
     length: int  # sealed length in the pack
     raw_length: int  # plaintext length
+
+
+class PackEntries(Sequence[BlobEntry]):
+    """A pack's blob entries held as an index file stores them (INDEX_ENTRY records, 45 bytes each) and
+    unpacked on access: a prune or a check holds every entry of the vault, millions of them, and a
+    BlobEntry object costs ~185 bytes."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes = b"") -> None:
+        if len(raw) % INDEX_ENTRY.size:
+            raise ValueError("pack entries are not a whole number of records")
+        self.raw = bytes(raw)
+
+    @classmethod
+    def of(cls, entries: Iterable[BlobEntry]) -> "PackEntries":
+        if isinstance(entries, PackEntries):
+            return entries
+        return cls(b"".join(INDEX_ENTRY.pack(e.type, e.id, e.offset, e.length, e.raw_length) for e in entries))
+
+    def __len__(self) -> int:
+        return len(self.raw) // INDEX_ENTRY.size
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError("pack entry index out of range")
+        return BlobEntry(*INDEX_ENTRY.unpack_from(self.raw, (i % n) * INDEX_ENTRY.size))
+
+    def __iter__(self) -> Iterator[BlobEntry]:
+        for t in INDEX_ENTRY.iter_unpack(self.raw):
+            yield BlobEntry(*t)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PackEntries):
+            return self.raw == other.raw
+        return isinstance(other, (list, tuple)) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"PackEntries({list(self)!r})"
 
 
 def object_name(prefix: str, hexid: str) -> str:
@@ -99,16 +141,16 @@ def decode_pack_header(plain: bytes) -> List[BlobEntry]:
     return entries
 
 
-def encode_index(packs: Dict[bytes, List[BlobEntry]]) -> bytes:
+def encode_index(packs: Mapping[bytes, Sequence[BlobEntry]]) -> bytes:
     out = [INDEX_PREFIX.pack(INDEX_VERSION, len(packs))]
     for pack_id in sorted(packs):
         entries = packs[pack_id]
         out.append(INDEX_PACK.pack(pack_id, len(entries)))
-        out += [INDEX_ENTRY.pack(e.type, e.id, e.offset, e.length, e.raw_length) for e in entries]
+        out.append(PackEntries.of(entries).raw)
     return b"".join(out)
 
 
-def decode_index(plain: bytes) -> Dict[bytes, List[BlobEntry]]:
+def decode_index(plain: bytes) -> Dict[bytes, PackEntries]:
     mv = memoryview(plain)
     if len(mv) < INDEX_PREFIX.size:
         raise ValueError("index too short")
@@ -116,7 +158,7 @@ def decode_index(plain: bytes) -> Dict[bytes, List[BlobEntry]]:
     if version != INDEX_VERSION:
         raise ValueError(f"index version {version} is not supported")
     pos = INDEX_PREFIX.size
-    packs: Dict[bytes, List[BlobEntry]] = {}
+    packs: Dict[bytes, PackEntries] = {}
     for _ in range(npacks):
         if pos + INDEX_PACK.size > len(mv):
             raise ValueError("index truncated")
@@ -125,7 +167,7 @@ def decode_index(plain: bytes) -> Dict[bytes, List[BlobEntry]]:
         end = pos + count * INDEX_ENTRY.size
         if end > len(mv):
             raise ValueError("index truncated")
-        packs[pack_id] = [BlobEntry(*t) for t in INDEX_ENTRY.iter_unpack(mv[pos:end])]
+        packs[pack_id] = PackEntries(mv[pos:end])
         pos = end
     if pos != len(mv):
         raise ValueError("index has trailing bytes")
