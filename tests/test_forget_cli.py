@@ -288,3 +288,18 @@ def test_forget_prune_runs_prune_with_its_defaults(env) -> None:
     status = run.json("status")
     assert len(status["plans"]) == 1 and status["plans"][0]["packs"] >= 1  # the old point's data, condemned
     assert old not in {p["id"] for p in run.json("snapshots", "--deleted")}  # purged: soft delete is off
+
+
+def test_a_soft_deleted_point_is_named_as_such(env, tmp_path) -> None:
+    """Restore, ls and forget of a soft-deleted point fail with exit 16 and say that it is soft-deleted and
+    how to bring it back (as Azure Backup: undelete before restore), not that no point matches."""
+    run, backup, srcs = env
+    old = backup("a", "2025-01-01 10:00:00")
+    backup("a", "2025-01-02 10:00:00")
+    assert run("forget", old).code == 0
+    for argv in (("restore", old[:8], "--target", str(tmp_path / "r")), ("ls", old[:8]), ("forget", old[:8])):
+        msg = run.fails(16, *argv)
+        assert "is soft-deleted" in msg and f"recovault undelete {old[:8]}" in msg, msg
+    assert not (tmp_path / "r").exists()
+    assert run("undelete", old[:8]).code == 0
+    assert run("restore", old[:8], "--target", str(tmp_path / "r")).code == 0

@@ -182,16 +182,22 @@ def _named(vault: "Vault", refs: Iterable[str], snaps: List[RecoveryPoint]) -> L
     ref that names none or several (a soft-deleted one is named as such)."""
     out: Dict[str, RecoveryPoint] = {}
     for ref in refs:
-        try:
-            p = vault.points.find(ref, snaps)
-        except NotFound:
-            gone = [d for d in deleted(vault) if d.point.id.startswith(ref)] if ref else []
-            if gone:
-                raise NotFound(f"recovery point {gone[0].point.short_id} is already soft-deleted "
-                               f"(until {gone[0].expires}; 'recovault undelete' brings it back)") from None
-            raise
+        p = find_live(vault, ref, snaps)
         out[p.id] = p
     return list(out.values())
+
+
+def find_live(vault: "Vault", ref: str, snaps: List[RecoveryPoint]) -> RecoveryPoint:
+    """The live point among `snaps` that `ref` names (id, unique prefix, 'latest'); a ref that names only a
+    soft-deleted point gets a NotFound that says so and how to bring it back."""
+    try:
+        return vault.points.find(ref, snaps)
+    except NotFound:
+        gone = [d for d in deleted(vault) if d.point.id.startswith(ref)] if ref and ref != "latest" else []
+        if gone:
+            raise NotFound(f"recovery point {gone[0].point.short_id} is soft-deleted (until {gone[0].expires}); "
+                           f"'recovault undelete {gone[0].point.short_id}' brings it back") from None
+        raise
 
 
 def _check_not_emptied(snaps: List[RecoveryPoint], removed: Iterable[RecoveryPoint]) -> None:

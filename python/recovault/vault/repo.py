@@ -401,7 +401,7 @@ class Vault:
         if damaged and (ref == "latest" or not any(s.id.startswith(ref) for s in snaps)):
             # never hand out an older point as "latest" when a newer one may be the damaged one
             raise CorruptData(f"{damaged[0]}; name another recovery point by its id")
-        return self.points.find(ref, snaps)
+        return lifecycle.find_live(self, ref, snaps)
 
     # ---- maintenance ----------------------------------------------------------------------------------
     def prune(self, options=None, progress=None):
