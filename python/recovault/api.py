@@ -8,9 +8,11 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from .errors import UsageError
 from .jobs.backup import BackupJob, BackupOptions
 from .retention import Policy
 from .restore import RestoreJob
@@ -32,12 +34,40 @@ def default_cache_dir() -> str:
 
 def init_vault(location: str, passphrase: str, *, settings: Optional[Settings] = None,
                kdf: Optional[KdfParams] = None, cache_dir: Optional[str] = None,
-               soft_delete_days: int = DEFAULT_SOFT_DELETE_DAYS) -> Vault:
+               soft_delete_days: int = DEFAULT_SOFT_DELETE_DAYS, keys_from: Optional[Vault] = None) -> Vault:
     """Create a new vault at `location` (a directory path) and return it unlocked. `soft_delete_days`: how
-    long a forgotten recovery point stays recoverable (0: off)."""
+    long a forgotten recovery point stays recoverable (0: off). `keys_from`: an open vault whose master keys
+    and settings (chunker, chunk-ID algorithm) the new vault shares (init --copy-keys-from), so `copy`
+    between them moves blobs as they are and backups into either deduplicate against the other's data;
+    `settings` may then change only the compression level."""
+    master = None
+    if keys_from is not None:
+        settings = _shared_settings(keys_from.settings, settings)
+        master = keys_from.master
     return Vault.create(open_storage(location, create=True), passphrase, settings=settings, kdf=kdf,
                         cache_dir=cache_dir if cache_dir is not None else default_cache_dir(),
-                        soft_delete_days=soft_delete_days)
+                        soft_delete_days=soft_delete_days, master=master)
+
+
+def _shared_settings(theirs: Settings, asked: Optional[Settings]) -> Settings:
+    """The settings of a vault that shares `theirs`'s keys: theirs, with the compression level asked for (the
+    chunker and chunk-ID settings must agree, or chunk IDs would not)."""
+    shared = dataclasses.replace(theirs)
+    if asked is not None:
+        if (asked.min_size, asked.avg_size, asked.max_size, asked.normalization, asked.id_algo) != \
+                (theirs.min_size, theirs.avg_size, theirs.max_size, theirs.normalization, theirs.id_algo):
+            raise UsageError("a vault made with --copy-keys-from chunks as its source does: no chunker settings "
+                             "can be given with it")
+        shared.level = asked.level
+    return shared
+
+
+def copy(src: Vault, dst: Vault, snapshots: Sequence[str] = (), *, progress: Progress = None):
+    """Copy recovery points (ids, unique prefixes, 'latest'; by default every live one) with their blobs from
+    `src` into `dst`, deduplicating against what `dst` has; points it has already (by origin) are not copied
+    again. Returns a jobs.copy.CopyResult."""
+    from .jobs.copy import copy_points
+    return copy_points(src, dst, snapshots, progress)
 
 
 def open_vault(location: str, passphrase: str, *, cache_dir: Optional[str] = None,

@@ -45,6 +45,7 @@ COMMANDS: Dict[str, str] = {
     "policy": "policy_cmd",
     "prune": "prune_cmd",
     "status": "status_cmd",
+    "copy": "copy_cmd",
 }
 
 

@@ -237,8 +237,13 @@ def read_passphrase(
     confirm: bool = False,
     stdin: Optional[TextIO] = None,
     on_warning: Optional[Callable[[str], None]] = None,
+    env_var: str = PASSPHRASE_ENV,
+    option: str = "--passphrase-file",
+    what: str = "",
 ) -> str:
-    """Find the passphrase: file > ``$RECOVAULT_PASSPHRASE`` > terminal prompt.
+    """Find the passphrase: file > ``$RECOVAULT_PASSPHRASE`` > terminal prompt. Another vault's passphrase
+    (copy's source) comes from another variable (`env_var`) and option (`option`, named in the message),
+    and `what` names that vault in the prompt and the message ("the source vault").
 
     The file's contents are used with one trailing newline removed. An empty
     environment variable counts as unset. The prompt is used only when ``prompt`` is
@@ -266,13 +271,13 @@ def read_passphrase(
             on_warning(f"passphrase file {passphrase_file} can be read by other users (mode "
                        f"{stat.S_IMODE(mode):04o}): whoever reads it can open the vault; chmod 600 it")
         return text
-    value = env.get(PASSPHRASE_ENV)
+    value = env.get(env_var)
     if value:
         return value
     stream = sys.stdin if stdin is None else stdin
     if prompt and stream is not None and stream.isatty():
         try:
-            first = getpass.getpass("Passphrase: ")
+            first = getpass.getpass(f"Passphrase{' of ' + what if what else ''}: ")
             if confirm:
                 check_passphrase(first)
                 second = getpass.getpass("Repeat passphrase: ")
@@ -281,7 +286,8 @@ def read_passphrase(
         except EOFError as exc:
             raise UsageError("no passphrase entered") from exc
         return first
-    raise UsageError("no passphrase: set RECOVAULT_PASSPHRASE, use --passphrase-file, or run on a terminal")
+    raise UsageError(f"no passphrase{' for ' + what if what else ''}: set {env_var}, use {option}, or run on a "
+                     "terminal")
 
 
 # ---------------------------------------------------------------------------------------

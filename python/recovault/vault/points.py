@@ -29,9 +29,12 @@ class PointStore:
         self.sealer = sealer
         self.cache = ObjectBundle(cache_root, vault_id, "points") if cache_root else None
 
-    def save(self, point: RecoveryPoint) -> str:
-        """Store `point` (its document without the id, keys sorted) and return the id it is stored under."""
-        sealed = self.sealer.seal(fmt.AAD_SNAPSHOT, json.dumps(point.to_json(with_id=False), sort_keys=True).encode())
+    def save(self, point: RecoveryPoint, sealed: Optional[bytes] = None) -> str:
+        """Store `point` (its document without the id, keys sorted) and return the id it is stored under.
+        `sealed`: the point's object as another vault with the same keys stores it (a copy): stored as it
+        is, so the point keeps its id."""
+        if sealed is None:
+            sealed = self.sealer.seal(fmt.AAD_SNAPSHOT, json.dumps(point.to_json(with_id=False), sort_keys=True).encode())
         sid = core.blake3(sealed).hex()
         self.storage.put(fmt.SNAPSHOTS + sid, sealed)
         return sid

@@ -3,24 +3,26 @@ reachable from their root trees, as restic's prune walks them. Prune keeps what 
 revalidates checks what its new point needs."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Optional
 
 from .. import core
 
 ZERO_ID = bytes(32)  # an all-zero block (or a hole) in an image's block map: nothing stored
 
 
-def referenced(vault, roots: Iterable[bytes], progress=None) -> "core.IdSet":
+def referenced(vault, roots: Iterable[bytes], progress=None, skip: Optional["core.IdSet"] = None) -> "core.IdSet":
     """The IDs of every blob reachable from the tree IDs `roots` (themselves included). A tree or page that
-    cannot be read raises (CorruptData, ObjectMissing): whoever deletes by this set must not guess."""
+    cannot be read raises (CorruptData, ObjectMissing): whoever deletes by this set must not guess. Trees in
+    `skip` are taken as walked already (a copy of several points walks each shared tree once): neither
+    read nor included."""
     seen = core.IdSet()
-    stack = [r for r in roots if seen.add(r)]
+    stack = [r for r in roots if (skip is None or r not in skip) and seen.add(r)]
     while stack:
         tree_id = stack.pop()
         for node in vault.load_nodes(tree_id):
             if node.subtree is not None:
                 sub = bytes.fromhex(node.subtree)
-                if seen.add(sub):
+                if (skip is None or sub not in skip) and seen.add(sub):
                     stack.append(sub)
             if node.content:
                 seen.update(b"".join(bytes.fromhex(c) for c in node.content))

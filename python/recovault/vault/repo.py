@@ -179,9 +179,12 @@ class Vault:
     @classmethod
     def create(cls, storage: Storage, passphrase: str, *, settings: Optional[Settings] = None,
                kdf: Optional[KdfParams] = None, cache_dir: Optional[str] = None,
-               on_event: EventSink = no_events, soft_delete_days: int = DEFAULT_SOFT_DELETE_DAYS) -> "Vault":
+               on_event: EventSink = no_events, soft_delete_days: int = DEFAULT_SOFT_DELETE_DAYS,
+               master: Optional[MasterKeys] = None) -> "Vault":
         """A new vault. A soft-delete period other than the default is stored as the journal's first entry
-        (a policy entry with no prev: it replaces no earlier period, so 0 turns soft delete off at once)."""
+        (a policy entry with no prev: it replaces no earlier period, so 0 turns soft delete off at once).
+        `master`: another vault's master keys (init --copy-keys-from: the two vaults then share chunk IDs and
+        sealed blobs, so a copy between them moves blobs as they are); by default new random ones."""
         initial = VaultPolicy(None, soft_delete_days)  # a bad period fails before anything is written
         if storage.exists(fmt.CONFIG):
             raise VaultExists(f"a vault already exists at {storage.url}")
@@ -194,7 +197,7 @@ class Vault:
             raise UsageError(f"invalid vault settings: {e}") from None
         if not 0 < settings.pack_size <= fmt.MAX_PACK_SIZE // 2:
             raise UsageError(f"invalid vault settings: pack size {settings.pack_size} is out of range")
-        master = MasterKeys.generate()
+        master = master or MasterKeys.generate()
         keys = KeyStore(storage)
         keyid = keys.add(passphrase, master, kdf=kdf)
         config = ConfigEnvelope(fmt.VAULT_FORMAT, secrets.token_hex(16), timefmt.now())
@@ -363,12 +366,14 @@ class Vault:
         return node
 
     # ---- recovery points: the point store's face ------------------------------------------------
-    def save_snapshot(self, point: RecoveryPoint, check_stored: Optional[Callable[[], None]] = None) -> str:
+    def save_snapshot(self, point: RecoveryPoint, check_stored: Optional[Callable[[], None]] = None,
+                      sealed: Optional[bytes] = None) -> str:
         """Store `point` (its id is set) and log it in the journal; returns the id. `check_stored`, if given,
         runs between the two: if it raises, the point's object is deleted (it was never logged, so nothing
-        else knows it) and the error goes on."""
+        else knows it) and the error goes on. `sealed`: the point's object as a vault with the same keys
+        stores it (copy): stored unchanged, under the same id."""
         self.prepare_write()
-        sid = point.id = self.points.save(point)
+        sid = point.id = self.points.save(point, sealed)
         if check_stored is not None:
             try:
                 check_stored()
