@@ -7,7 +7,7 @@ import click
 
 from ..errors import Partial, UsageError
 from .context import Ctx, common_options, pass_ctx
-from .source import check_config, from_passphrase_option, open_named, source_passphrase
+from .source import check_config, from_passphrase_option, open_named, source_passphrase, storage_of
 
 
 @click.command()
@@ -22,8 +22,7 @@ from .source import check_config, from_passphrase_option, open_named, source_pas
 def copy(c: Ctx, snapshots: Tuple[str, ...], source: str, target: Optional[str],
          from_passphrase_file: Optional[str]) -> None:
     """Copy recovery points (default: every live one the target lacks) with their blobs into another vault."""
-    from ..storage import open_storage
-    src_storage, dst_storage = open_storage(source), open_storage(target or c.need_location())
+    src_storage, dst_storage = storage_of("source", source), storage_of("target", target or c.need_location())
     src_id, dst_id = check_config("source", src_storage), check_config("target", dst_storage)
     if src_id == dst_id:
         raise UsageError(f"--from {src_storage.url} and --to {dst_storage.url} are the same vault (id {src_id}"

@@ -28,6 +28,15 @@ def named(role: str, url: str, e: RecovaultError) -> RecovaultError:
     return type(e)(f"the {role} vault {url}: {e}")
 
 
+def storage_of(role: str, location: str) -> "Storage":
+    """The storage at `location`; errors (no such directory, a URL that does not parse) name `role`."""
+    from ..storage import open_storage
+    try:
+        return open_storage(location)
+    except RecovaultError as e:
+        raise named(role, location, e) from None
+
+
 def check_config(role: str, storage: "Storage") -> str:
     """The id of the vault at `storage` (its plaintext config: no passphrase needed); errors name `role`."""
     from ..vault.repo import ConfigEnvelope
@@ -53,7 +62,6 @@ def source_passphrase(c: Ctx, passphrase_file: Optional[str]) -> str:
 
 def open_source(c: Ctx, location: str, passphrase_file: Optional[str]) -> "Vault":
     """The source vault, unlocked with its own passphrase."""
-    from ..storage import open_storage
-    storage = open_storage(location)
+    storage = storage_of("source", location)
     check_config("source", storage)
     return open_named(c, "source", storage, source_passphrase(c, passphrase_file))
