@@ -250,7 +250,8 @@ def test_copy_bad_input_one_message_and_the_target_unchanged(tmp_path):
     clone = tmp_path / "clone"
     shutil.copytree(source, clone)
     fails(cli("copy", "--from", clone, "--to", source), 2, "same vault")
-    fails(cli("copy", "--from", source, "--to", target, "0123abcd"), 16, "no recovery point matches '0123abcd'")
+    fails(cli("copy", "--from", source, "--to", target, "0123abcd"), 16, "source vault",
+          "no recovery point matches '0123abcd'")
     fails(cli("copy", "--from", source, "--to", target, env={"RECOVAULT_FROM_PASSPHRASE": OTHER}), 12,
           "source vault", "wrong passphrase")
     fails(cli("copy", "--from", source, "--to", target, env={"RECOVAULT_PASSPHRASE": OTHER}), 12,
@@ -258,7 +259,7 @@ def test_copy_bad_input_one_message_and_the_target_unchanged(tmp_path):
     fails(cli("copy", "--from", source, "--to", target, env={"RECOVAULT_FROM_PASSPHRASE": None}), 2,
           "RECOVAULT_FROM_PASSPHRASE", "--from-passphrase-file")
     fails(cli("copy", "--from", tmp_path / "nothing", "--to", target), 10, "source vault")
-    fails(cli("copy", "--from", source, "--to", tmp_path / "nothing"), 10, "target vault")
+    fails(cli("copy", "--from", source, "--to", tmp_path / "nothing"), 10, "target vault", "--copy-keys-from")
     fails(cli("copy", "--from", source), 2, "no vault given")
     assert _files(target) == before
     pf = tmp_path / "pf"

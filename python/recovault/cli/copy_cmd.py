@@ -5,7 +5,7 @@ from typing import Optional, Tuple
 
 import click
 
-from ..errors import Partial, UsageError
+from ..errors import Partial, UsageError, VaultNotFound
 from .context import Ctx, common_options, pass_ctx
 from .source import check_config, from_passphrase_option, open_named, source_passphrase, storage_of
 
@@ -22,8 +22,14 @@ from .source import check_config, from_passphrase_option, open_named, source_pas
 def copy(c: Ctx, snapshots: Tuple[str, ...], source: str, target: Optional[str],
          from_passphrase_file: Optional[str]) -> None:
     """Copy recovery points (default: every live one the target lacks) with their blobs into another vault."""
-    src_storage, dst_storage = storage_of("source", source), storage_of("target", target or c.need_location())
-    src_id, dst_id = check_config("source", src_storage), check_config("target", dst_storage)
+    src_storage = storage_of("source", source)
+    src_id = check_config("source", src_storage)
+    try:
+        dst_storage = storage_of("target", target or c.need_location())
+        dst_id = check_config("target", dst_storage)
+    except VaultNotFound as e:
+        raise VaultNotFound(f"{e}; create it first: 'recovault init --vault TARGET --copy-keys-from {source}' "
+                            "(then blobs move as they are, and backups into it deduplicate against them)") from None
     if src_id == dst_id:
         raise UsageError(f"--from {src_storage.url} and --to {dst_storage.url} are the same vault (id {src_id}"
                          "; a copy of a vault made outside recovault keeps its id): nothing to copy")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from .. import core
-from ..errors import CorruptData, ObjectMissing, UsageError
+from ..errors import CorruptData, NotFound, ObjectMissing, UsageError
 from ..vault import format as fmt
 from ..vault.blobstore import Location, pack_name
 from ..vault.coordination import Coordinator, WriterSession
@@ -123,7 +123,10 @@ def _selected(src: Vault, refs: Sequence[str], result: CopyResult, progress: Pro
     snaps = src.snapshots(on_corrupt=damaged)
     if not refs:
         return snaps
-    chosen = {p.id: p for p in (src.find_snapshot(ref, snaps, on_corrupt=lambda m: None) for ref in refs)}
+    try:
+        chosen = {p.id: p for p in (src.find_snapshot(ref, snaps, on_corrupt=lambda m: None) for ref in refs)}
+    except (NotFound, UsageError) as e:  # same class: same exit code
+        raise type(e)(f"the source vault {src.storage.url}: {e}") from None
     return sorted(chosen.values(), key=lambda p: p.sort_key)
 
 
