@@ -27,7 +27,7 @@ def _cli(tmp_path) -> Cli:
     return cli
 
 
-def _source(tmp_path, files: int = 6, size: int = 300_000):
+def _source(tmp_path, files: int = 6, size: int = 300_000, soft_delete: bool = True):
     """A source vault with two recovery points of `src` (the second adds files); their ids."""
     vault = api_vault(tmp_path / "src-vault")
     src = tmp_path / "data"
@@ -35,6 +35,8 @@ def _source(tmp_path, files: int = 6, size: int = 300_000):
         write(src / f"f{i}", os.urandom(size))
     write(src / "sub" / "deep" / "small.txt", b"small\n" * 100)
     with api.open_vault(vault, PASSPHRASE, cache_dir=str(tmp_path / "c")) as v:
+        if not soft_delete:
+            v.set_policy(VaultPolicy(None, 0))  # the journal's first entry: in force at once
         first = api.backup(v, [str(src)])
         for i in range(files):
             write(src / f"g{i}", os.urandom(size))
@@ -293,3 +295,55 @@ def test_reencoded_copy_keeps_every_kind_of_entry(tmp_path):
         assert res.mode == "re-encoded" and len(res.copied) == 1
         assert api.restore(t, res.copied[0].id, str(tmp_path / "r"))["errors"] == []
     assert_same(state(src), restored_root(tmp_path / "r", src))
+
+
+def test_copy_follows_blobs_a_prune_on_the_source_moved(tmp_path):
+    """The source is only read, and a prune may run there meanwhile: blobs it repacked (their old packs
+    deleted after the copy loaded the source's index) are found by loading the index again."""
+    source, src, ids = _source(tmp_path, files=6, soft_delete=False)
+    cache = str(tmp_path / "c")
+    with api.open_vault(source, PASSPHRASE, cache_dir=cache) as v:
+        for i in range(3):
+            os.unlink(src / f"f{i}")
+        third = api.backup(v, [str(src)]).id  # without f0..f2: the packs holding f0..f5 become partly used
+    target = api_vault(tmp_path / "target")
+    with api.open_vault(source, PASSPHRASE, cache_dir=cache) as s, \
+            api.open_vault(target, PASSPHRASE, cache_dir=cache) as t:
+        s.load_index()  # the copy's view of the source, from before the prune
+        with api.open_vault(source, PASSPHRASE, cache_dir=str(tmp_path / "c2")) as other:
+            other.forget(ids=ids, allow_empty=True)
+            done = api.prune(other, margin=0)
+            assert done.bytes_deleted > 0 and done.decision.repack
+        reloads = []
+        load = s.load_index
+        s.load_index = lambda: reloads.append(1) or load()
+        res = api.copy(s, t)
+        assert [p.source for p in res.copied] == [third] and reloads  # the copy met a pack that was gone
+    cli = _cli(tmp_path)
+    assert json_out(cli("check", "--read-data", "--json", "--vault", target))["ok"]
+    _restores_same(cli, target, res.copied[0].id, src, tmp_path / "r")
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["sealed", "re-encoded"])
+def test_copy_whose_heartbeat_lapsed_revalidates_before_each_point(tmp_path, monkeypatch, shared):
+    """A copy stopped long enough that a prune may have taken it for dead revalidates, as a backup does
+    (docs/vault-format.md §10.4), before storing each point, and the points it stores are whole."""
+    from recovault.jobs import copy as copy_job
+    from recovault.vault.coordination import WriterSession
+    source, src, ids = _source(tmp_path, files=2)
+    target = os.fspath(tmp_path / "target")
+    cache = str(tmp_path / "c")
+    calls = []
+    real = copy_job.revalidate
+    monkeypatch.setattr(WriterSession, "lapsed", property(lambda self: True))
+    monkeypatch.setattr(copy_job, "revalidate", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    with api.open_vault(source, PASSPHRASE, cache_dir=cache) as s:
+        if shared:
+            api.init_vault(target, PASSPHRASE, kdf=FAST_KDF, cache_dir=cache, keys_from=s).close()
+        else:
+            api_vault(target)
+        with api.open_vault(target, PASSPHRASE, cache_dir=cache) as t:
+            assert len(api.copy(s, t).copied) == 2
+    assert calls == [{}, {"rescue": False}] * 2  # before and after storing each point
+    cli = _cli(tmp_path)
+    assert json_out(cli("check", "--read-data", "--json", "--vault", target))["ok"]
