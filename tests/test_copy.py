@@ -77,7 +77,7 @@ def test_copy_with_shared_keys_moves_sealed_blobs_and_keeps_ids(tmp_path):
         assert made["keys_from"] == v.id and made["id"] != v.id
     cli.env["RECOVAULT_PASSPHRASE"] = OTHER  # the target has its own key file, under its own passphrase
     res = json_out(cli("copy", "--from", source, "--to", cloud, "--json"))
-    assert res["mode"] == "sealed" and [p["source"] for p in res["copied"]] == ids
+    assert res["mode"] == "sealed" and [p["source_id"] for p in res["copied"]] == ids
     assert [p["id"] for p in res["copied"]] == ids and res["present"] == []
     assert res["blobs_copied"] > 0 and res["bytes_copied"] == res["bytes_read"]
     # every blob of the source's packs arrived byte for byte (same sealed bytes: same total)
@@ -119,7 +119,7 @@ def test_copy_with_other_keys_reencodes_and_recognizes_its_copies(tmp_path):
         ids.append(api.backup(v, [], images=[str(image)]).id)
     target = api_vault(tmp_path / "target")
     res = json_out(cli("copy", "--from", source, "--vault", target, "--json"))
-    assert res["mode"] == "re-encoded" and [p["source"] for p in res["copied"]] == ids
+    assert res["mode"] == "re-encoded" and [p["source_id"] for p in res["copied"]] == ids
     new_ids = [p["id"] for p in res["copied"]]
     assert not set(new_ids) & set(ids)
     points = json_out(cli("snapshots", "--json", "--vault", target))
@@ -144,7 +144,7 @@ def test_copy_with_other_keys_reencodes_and_recognizes_its_copies(tmp_path):
     # named points only
     fourth = api_vault(tmp_path / "fourth")
     one = json_out(cli("copy", "--from", source, "--to", fourth, ids[1][:10], "--json"))
-    assert [p["source"] for p in one["copied"]] == [ids[1]]
+    assert [p["source_id"] for p in one["copied"]] == [ids[1]]
 
 
 # Runs the CLI with a kill -9 of its own process at a named step of the copy ($RV_TEST_KILL_AT): "index"
@@ -193,9 +193,9 @@ def test_copy_killed_then_run_again_copies_only_what_is_missing(tmp_path, shared
     assert report["ok"] and report["problems"] == []
 
     again = json_out(cli("copy", "--from", source, "--to", target, "--json"))
-    assert [p["source"] for p in again["present"]] == ids[:len(again["present"])]
+    assert [p["source_id"] for p in again["present"]] == ids[:len(again["present"])]
     if step == "index":
-        assert [p["source"] for p in again["copied"]] == ids[1:]
+        assert [p["source_id"] for p in again["copied"]] == ids[1:]
         assert 0 < again["bytes_copied"] < whole["bytes_copied"] // 2  # most of the second point arrived before
     else:  # stored but not logged: recognized (and logged now), nothing copied again
         assert again["copied"] == [] and again["blobs_copied"] == 0 and len(again["present"]) == 2
@@ -233,7 +233,7 @@ def test_copy_stores_again_what_a_pending_prune_plan_may_delete(tmp_path):
                     assert api.prune(other, margin=1).plans[0].done
                 return save(point, *a, **kw)
             t.save_snapshot = prune_first
-            assert [p.source for p in api.copy(s, t, [ids[0]]).copied] == [ids[0]]
+            assert [p.source_id for p in api.copy(s, t, [ids[0]]).copied] == [ids[0]]
     cli = _cli(tmp_path)
     assert json_out(cli("check", "--read-data", "--json", "--vault", target))["ok"]
     ok(cli("restore", ids[0], "--target", tmp_path / "r", "--vault", target))
@@ -318,7 +318,7 @@ def test_copy_follows_blobs_a_prune_on_the_source_moved(tmp_path):
         load = s.load_index
         s.load_index = lambda: reloads.append(1) or load()
         res = api.copy(s, t)
-        assert [p.source for p in res.copied] == [third] and reloads  # the copy met a pack that was gone
+        assert [p.source_id for p in res.copied] == [third] and reloads  # the copy met a pack that was gone
     cli = _cli(tmp_path)
     assert json_out(cli("check", "--read-data", "--json", "--vault", target))["ok"]
     _restores_same(cli, target, res.copied[0].id, src, tmp_path / "r")

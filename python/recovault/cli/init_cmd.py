@@ -57,7 +57,8 @@ def init(c: Ctx, chunk_min: Optional[int], chunk_avg: Optional[int], chunk_max: 
     if source is not None:
         source.close()
     c.out({"vault": v.storage.url, "id": v.id, "keyid": v.keyid, "keys_from": source.id if source else None},
-          f"created vault {v.id[:8]} at {v.storage.url}")
+          f"created vault {v.id[:8]} at {v.storage.url}"
+          + (f", sharing the keys of vault {source.id[:8]} at {source.storage.url}" if source else ""))
 
 
 command = init

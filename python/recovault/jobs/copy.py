@@ -57,8 +57,8 @@ def shares_keys(src: Vault, dst: Vault) -> bool:
 
 
 class CopiedPoint(NamedTuple):
-    """A recovery point of the source (`source`: its id there) and its id in the target."""
-    source: str
+    """A recovery point of the source (`source_id`: its id there) and its id in the target."""
+    source_id: str
     id: str
     time: str
     host: str
