@@ -288,12 +288,18 @@ def test_reencoded_copy_keeps_every_kind_of_entry(tmp_path):
     build_tree(src, big=False, doc=False)
     source, target = api_vault(tmp_path / "src-vault"), api_vault(tmp_path / "target")
     cache = str(tmp_path / "c")
+    events = []
     with api.open_vault(source, PASSPHRASE, cache_dir=cache) as s, \
             api.open_vault(target, PASSPHRASE, cache_dir=cache) as t:
         api.backup(s, [str(src)])
-        res = api.copy(s, t)
+        res = api.copy(s, t, progress=lambda kind, info: events.append((kind, info)))
         assert res.mode == "re-encoded" and len(res.copied) == 1
         assert api.restore(t, res.copied[0].id, str(tmp_path / "r"))["errors"] == []
+    # progress: the points to copy, then bytes announced ("more") and read ("bytes"), then each point
+    assert events[0] == ("plan", {"files": 1, "bytes": 0}) and events[-1] == ("file", {"path": res.copied[0].source_id,
+                                                                                     "bytes": 0})
+    announced, read = (sum(i["bytes"] for k, i in events if k == kind) for kind in ("more", "bytes"))
+    assert announced == read > 0 and res.bytes_read >= read
     assert_same(state(src), restored_root(tmp_path / "r", src))
 
 

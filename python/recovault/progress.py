@@ -25,13 +25,14 @@ def warn(message: str) -> None:
 
 
 class ProgressReporter:
-    def __init__(self, enabled: bool, verb: str) -> None:
+    def __init__(self, enabled: bool, verb: str, unit: str = "files") -> None:
         self.enabled = enabled and sys.stderr.isatty()
         self.console: Any = None
         if self.enabled:  # rich is imported only for a terminal: it costs ~60 ms of start-up
             from rich.console import Console
             self.console = Console(stderr=True)
         self.verb = verb
+        self.unit = unit  # what "plan"/"more"/"file" events count (copy: recovery points)
         self.bar: Any = None
         self.task: Any = None
         self.files = 0
@@ -79,4 +80,4 @@ class ProgressReporter:
             self.bar.update(self.task, advance=info.get("bytes", 0), description=self._desc())
 
     def _desc(self) -> str:
-        return f"{self.verb} {self.files}/{self.total_files} files"
+        return f"{self.verb} {self.files}/{self.total_files} {self.unit}"

@@ -37,7 +37,7 @@ def copy(c: Ctx, snapshots: Tuple[str, ...], source: str, target: Optional[str],
             open_named(c, "target", dst_storage, c.passphrase()) as dst:
         from .. import api
         from ..progress import ProgressReporter
-        with ProgressReporter(not c.json, "copying") as prog:
+        with ProgressReporter(not c.json, "copying", "recovery points") as prog:
             result = api.copy(src, dst, list(snapshots), progress=prog)
     c.out(result.to_json(), (f"copied {len(result.copied)} recovery point(s) from {result.source} to {result.target} "
                              f"({result.mode}): {result.blobs_copied} blob(s), {result.bytes_copied / 1e6:.1f} MB "

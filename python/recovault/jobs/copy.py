@@ -141,18 +141,21 @@ class _Copier:
         self.src_origin = {p.id: origin(p) for p in src.points.list(on_corrupt=lambda m: None)}
 
     def run(self, todo: List[RecoveryPoint]) -> None:
+        """Copy the points of `todo` the target lacks. Progress: "plan" (files: the points to copy), "more"
+        (bytes about to be read), "bytes" (read), "file" (a point stored: path = its source id)."""
         present = [self.in_target[origin(p)] for p in todo if origin(p) in self.in_target]
         if present:  # a copy killed between storing a point and logging it: log it now
             self.dst.journal.adopt(present)
-        for n, point in enumerate(todo):
+        self.progress("plan", {"files": len(todo) - len(present), "bytes": 0})
+        for point in todo:
             have = self.in_target.get(origin(point))
             if have is not None:
                 self.result.present.append(_entry(point, have.id))
                 continue
-            self.progress("copy", {"point": point.id, "number": n + 1, "of": len(todo)})
             stored = self._copy_point(point)
             self.in_target[origin(point)] = stored
             self.result.copied.append(_entry(point, stored.id))
+            self.progress("file", {"path": point.id, "bytes": 0})
 
     def _copy_point(self, point: RecoveryPoint) -> RecoveryPoint:
         """Copy the blobs of `point` the target lacks, then store the point (after its packs and index)."""
@@ -193,9 +196,13 @@ class _Copier:
         """The sealed bytes of blobs `ids` of the source, read pack by pack, nearby blobs in one ranged read.
         A pack gone meanwhile (a prune on the source moved its blobs): the index is loaded again, once."""
         by_pack: Dict[bytes, List[Tuple[bytes, Location]]] = {}
+        size = 0
         for blob_id in ids:
             loc = self.src.locate(blob_id)
             by_pack.setdefault(loc.pack, []).append((blob_id, loc))
+            size += loc.length
+        if retry:
+            self.progress("more", {"files": 0, "bytes": size})
         for pack, blobs in sorted(by_pack.items()):
             blobs.sort(key=lambda t: t[1].offset)
             done = 0
@@ -215,6 +222,7 @@ class _Copier:
         start = run[0][1].offset
         data = self.src.blobs.get(name, start, run[-1][1].offset + run[-1][1].length - start)
         self.result.bytes_read += len(data)
+        self.progress("bytes", {"bytes": sum(loc.length for _, loc in run)})  # as "more" counted them
         for blob_id, loc in run:
             raw = data[loc.offset - start:loc.offset - start + loc.length]
             if len(raw) != loc.length:
