@@ -1,0 +1,174 @@
+"""The command line against vaults in object stores: Azure Blob on Azurite and S3 on moto, both started on
+loopback by tests/servers.py. A round trip (init, backup, restore byte for byte, check --read-data), and every
+failure the issue names (wrong or missing credentials, a missing container or bucket, a location that does
+not parse, a store that is gone): one message naming the store and the operation, its own exit code, and
+never a secret (key, SAS signature, secret access key) in any output."""
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timedelta, timezone
+from typing import List
+
+import pytest
+
+from e2e_tree import assert_same, build_tree, restored_root, state
+from servers import AZURITE_ACCOUNT, AZURITE_KEY, MOTO_SECRET, free_port, unique_name
+from test_cli import FAST_KDF, PASSPHRASE, Cli, fails, json_out, ok
+
+from recovault import api
+
+SECRETS = [AZURITE_KEY, MOTO_SECRET]
+
+
+def no_secrets(res, *more: str) -> None:
+    """Nothing the process said holds a secret (the whole key, or a recognisable piece of it)."""
+    said = res.stdout + res.stderr
+    for secret in SECRETS + list(more):
+        assert secret not in said and secret[5:25] not in said, said
+
+
+def fast_vault(url: str, tmp_path) -> str:
+    """A vault made through the API with a fast KDF (the CLI then unlocks it in milliseconds)."""
+    api.init_vault(url, PASSPHRASE, kdf=FAST_KDF, cache_dir=str(tmp_path / "api-cache")).close()
+    return url
+
+
+@pytest.fixture(params=["azure", "s3"])
+def cloud(request: pytest.FixtureRequest) -> str:
+    """The scheme; the environment points that SDK at its emulator for the test."""
+    request.getfixturevalue("azure_env" if request.param == "azure" else "s3_env")
+    return request.param
+
+
+def test_round_trip_from_the_cli(cloud: str, tmp_path) -> None:
+    cli = Cli(tmp_path / "home")
+    url = f"{cloud}://{unique_name()}/hosts/h1"  # init creates the container or bucket
+    src = build_tree(tmp_path / "src", big=False, doc=False)
+    expected = state(src)
+    results: List = []
+
+    def run(*args):
+        res = cli(*args)
+        results.append(res)
+        return res
+
+    doc = json_out(run("init", "--vault", url, "--json"))
+    assert doc["vault"] == url
+    fails(run("init", "--vault", url), 11, "already exists")
+    snap = json_out(run("backup", "--vault", url, "--json", src))
+    assert snap["complete"] is True and snap["stats"]["errors"] == 0 and snap["stats"]["files_new"] > 40
+    res = json_out(run("restore", "--vault", url, "--json", "latest", "--target", tmp_path / "out"))
+    assert res["errors"] == []
+    assert_same(expected, restored_root(tmp_path / "out", src))
+    chk = json_out(run("check", "--vault", url, "--json", "--read-data"))
+    assert chk["ok"] is True and chk["problems"] == [] and chk["stats"]["packs_read"] == chk["stats"]["packs"] > 0
+    again = ok(run("backup", "--vault", url, src))
+    assert "0 new, 0 changed" in again.stdout
+    for r in results:
+        no_secrets(r)
+
+
+def test_missing_container_or_bucket(cloud: str, tmp_path) -> None:
+    cli = Cli(tmp_path / "home")
+    url = f"{cloud}://{unique_name('gone')}/v"
+    what = "container" if cloud == "azure" else "bucket"
+    for args in (("snapshots",), ("backup", tmp_path), ("check",)):
+        res = cli(*args, "--vault", url)
+        msg = fails(res, 10, url, f"{what} {url.split('/')[2]!r} does not exist")
+        no_secrets(res)
+        assert msg.count(url) == 1
+
+
+def test_location_that_does_not_parse(cloud: str, tmp_path) -> None:
+    cli = Cli(tmp_path / "home")
+    fails(cli("snapshots", "--vault", f"{cloud}://Bad_Name/v"), 2, "invalid vault location", f"{cloud}://")
+    fails(cli("init", "--vault", f"{cloud}://ok-name/v?x=1"), 2, "invalid vault location")
+
+
+def test_an_empty_container_is_no_vault(cloud: str, tmp_path) -> None:
+    """A container that exists but holds no vault under the prefix: "no vault", exit 10, nothing written."""
+    url = fast_vault(f"{cloud}://{unique_name()}/a", tmp_path)
+    cli = Cli(tmp_path / "home")
+    fails(cli("snapshots", "--vault", url[:-1] + "b"), 10, "no vault")
+    ok(cli("snapshots", "--vault", url))
+
+
+def test_s3_store_that_is_gone(s3_env, tmp_path) -> None:
+    """A server that does not answer (stopped, unreachable): one message after the SDK's retries, exit 19.
+    (Azure's default retry policy waits about a minute: test_azure_store_that_is_gone uses a short one.)"""
+    cli = Cli(tmp_path / "home")
+    dead = f"http://127.0.0.1:{free_port()}"
+    res = cli("snapshots", "--vault", f"s3://{unique_name()}/v", env={"AWS_ENDPOINT_URL": dead,
+                                                                     "AWS_MAX_ATTEMPTS": "2"})
+    fails(res, 19, "s3://", "could not be reached")
+    no_secrets(res)
+
+
+# -- credentials ------------------------------------------------------------------------------------------
+
+
+def test_s3_without_credentials(s3_env, tmp_path) -> None:
+    cli = Cli(tmp_path / "home")
+    url = fast_vault(f"s3://{unique_name()}/v", tmp_path)
+    res = cli("snapshots", "--vault", url, env={"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None})
+    fails(res, 18, url, "no AWS credentials")
+
+
+def test_azure_wrong_key_and_no_credentials(azure_env, tmp_path) -> None:
+    cli = Cli(tmp_path / "home")
+    url = fast_vault(f"azure://{unique_name()}/v", tmp_path)
+    wrong_key = "V3JvbmdLZXk" + "x" * 77 + "=="
+    conn = os.environ["AZURE_STORAGE_CONNECTION_STRING"].replace(AZURITE_KEY, wrong_key)
+    res = cli("snapshots", "--vault", url, env={"AZURE_STORAGE_CONNECTION_STRING": conn})
+    fails(res, 18, url, "access denied")
+    no_secrets(res, wrong_key)
+    res = cli("snapshots", "--vault", url, env={"AZURE_STORAGE_CONNECTION_STRING": None})
+    fails(res, 2, url, "no Azure credentials", "AZURE_STORAGE_CONNECTION_STRING")
+    res = cli("snapshots", "--vault", url, env={"AZURE_STORAGE_CONNECTION_STRING": "AccountKey=;;="})
+    fails(res, 2, "AZURE_STORAGE_CONNECTION_STRING")
+
+
+def test_azure_account_key_and_sas(azure_env, tmp_path) -> None:
+    """AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY, or with AZURE_STORAGE_SAS_TOKEN (the endpoint from
+    AZURE_STORAGE_BLOB_ENDPOINT). A read-only SAS reads the vault; a backup with it is refused with one
+    message, and the SAS's signature appears nowhere."""
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+    container = unique_name()
+    url = fast_vault(f"azure://{container}/v", tmp_path)
+    src = build_tree(tmp_path / "src", big=False, doc=False)
+    base = {"AZURE_STORAGE_CONNECTION_STRING": None, "AZURE_STORAGE_ACCOUNT": AZURITE_ACCOUNT,
+            "AZURE_STORAGE_BLOB_ENDPOINT": azure_env.endpoint}
+    cli = Cli(tmp_path / "home")
+    ok(cli("backup", "--vault", url, src, env=dict(base, AZURE_STORAGE_KEY=AZURITE_KEY)))
+    sas = generate_container_sas(AZURITE_ACCOUNT, container, account_key=AZURITE_KEY,
+                                 permission=ContainerSasPermissions(read=True, list=True),
+                                 expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+    signature = dict(p.split("=", 1) for p in sas.split("&"))["sig"]
+    read_only = dict(base, AZURE_STORAGE_SAS_TOKEN=sas)
+    snaps = json_out(cli("snapshots", "--vault", url, "--json", env=read_only))
+    assert len(snaps) == 1
+    res = cli("backup", "--vault", url, "--json", src, env=read_only)
+    assert res.returncode == 18, res.stderr
+    assert "access denied" in json.loads(res.stdout)["error"] and url in json.loads(res.stdout)["error"]
+    no_secrets(res, signature, sas)
+    res = cli("snapshots", "--vault", url, env=dict(base, AZURE_STORAGE_KEY="not base64 at all!"))
+    fails(res, 2, "AZURE_STORAGE_KEY")
+    no_secrets(res, "not base64 at all!")
+
+
+def test_azure_store_that_is_gone(azure_env, monkeypatch) -> None:
+    from azure.storage.blob import ExponentialRetry
+
+    from recovault.errors import StoreUnavailable
+    from recovault.storage.azure import AzureStorage
+    from recovault.storage.objstore import StoreLocation
+    dead = f"http://127.0.0.1:{free_port()}/{AZURITE_ACCOUNT}"
+    conn = os.environ["AZURE_STORAGE_CONNECTION_STRING"].replace(azure_env.endpoint, dead)
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", conn)
+    store = AzureStorage(StoreLocation("azure", "c01", "v/"),
+                         retry=ExponentialRetry(initial_backoff=0, increment_base=1, retry_total=1))
+    with pytest.raises(StoreUnavailable) as info:
+        store.get("config")
+    assert str(info.value) == "azure://c01/v: the service could not be reached (after retries) (read config)"
+    assert info.value.exit_code == 19
