@@ -211,3 +211,22 @@ def test_large_object_roundtrip_and_ranges(store: Storage) -> None:
     assert store.get("data/77/77ff", 1_000_003, 65_536) == payload[1_000_003:1_000_003 + 65_536]
     assert store.get("data/77/77ff", len(payload) - 10) == payload[-10:]
     assert store.stat("data/77/77ff").size == len(payload)
+
+
+def test_init_racing_another_init_never_replaces_its_config(store: Storage, tmp_path: Path) -> None:
+    """Two inits of one location at once: both see no config, both write one. The config is created
+    conditionally, so the second init fails with "already exists", the first vault's config stays, and the
+    loser's key file is removed."""
+    from recovault.errors import VaultExists
+    from recovault.vault.keys import KdfParams, KeyStore
+    from recovault.vault.repo import Vault
+    kdf = KdfParams(memory_kib=8, iterations=1, lanes=1)
+    first = Vault.create(store, "first passphrase, long enough", kdf=kdf, cache_dir=str(tmp_path / "c1"))
+    config, keys = store.get("config"), list(store.list("keys/"))
+    store.exists = lambda name: False  # the second init checked before the first had written its config
+    with pytest.raises(VaultExists, match="already exists"):
+        Vault.create(store, "second passphrase, long enough", kdf=kdf, cache_dir=str(tmp_path / "c2"))
+    assert store.get("config") == config and list(store.list("keys/")) == keys
+    del store.exists
+    assert KeyStore(store).unlock("first passphrase, long enough")[1] == first.keyid
+    first.close()
