@@ -152,6 +152,17 @@ def test_azure_account_key_and_sas(azure_env, tmp_path) -> None:
     assert res.returncode == 18, res.stderr
     assert "access denied" in json.loads(res.stdout)["error"] and url in json.loads(res.stdout)["error"]
     no_secrets(res, signature, sas)
+    # a SAS that may read, write, list and delete in the container but not create containers: init under
+    # another prefix of the existing container works (the container is there: nothing to create)
+    sas_rwdl = generate_container_sas(AZURITE_ACCOUNT, container, account_key=AZURITE_KEY,
+                                      permission=ContainerSasPermissions(read=True, write=True, delete=True,
+                                                                         list=True),
+                                      expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+    res = cli("init", "--vault", f"azure://{container}/w", env=dict(base, AZURE_STORAGE_SAS_TOKEN=sas_rwdl))
+    ok(res)
+    no_secrets(res, dict(p.split("=", 1) for p in sas_rwdl.split("&"))["sig"])
+    res = cli("init", "--vault", f"azure://{unique_name()}/w", env=dict(base, AZURE_STORAGE_SAS_TOKEN=sas_rwdl))
+    fails(res, 18, "access denied", "create container")
     res = cli("snapshots", "--vault", url, env=dict(base, AZURE_STORAGE_KEY="not base64 at all!"))
     fails(res, 2, "AZURE_STORAGE_KEY")
     no_secrets(res, "not base64 at all!")

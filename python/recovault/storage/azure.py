@@ -105,7 +105,16 @@ class AzureStorage(ObjectStore):
         except StorageError as exc:
             if isinstance(exc.__cause__, ResourceExistsError):
                 return  # there already: fine
+            if isinstance(exc, AccessDenied) and self._listable():
+                return  # there already, and these credentials (a container SAS) may use it but not create one
             raise
+
+    def _listable(self) -> bool:
+        try:
+            next(iter(self._client.list_blobs(results_per_page=1)), None)
+        except AzureError:
+            return False
+        return True
 
     # -- errors -------------------------------------------------------------------------------------------
 
