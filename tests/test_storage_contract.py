@@ -230,3 +230,18 @@ def test_init_racing_another_init_never_replaces_its_config(store: Storage, tmp_
     del store.exists
     assert KeyStore(store).unlock("first passphrase, long enough")[1] == first.keyid
     first.close()
+
+
+def test_parallel_writers_share_one_pool_quietly(store: Storage, caplog: pytest.LogCaptureFixture) -> None:
+    """24 threads putting and reading at once (parallel pack uploads: --connections) all succeed, and the
+    HTTP connection pool is large enough that no connection is thrown away (urllib3 warns "Connection pool is
+    full", which would reach the user's terminal)."""
+    import logging
+    from concurrent.futures import ThreadPoolExecutor
+    caplog.set_level(logging.WARNING)
+    payloads = {f"data/{i:02x}/{i:02x}aa": bytes([i]) * (64 << 10) for i in range(48)}
+    with ThreadPoolExecutor(24) as pool:
+        list(pool.map(lambda kv: store.put(*kv), payloads.items()))
+        got = dict(zip(payloads, pool.map(store.get, payloads)))
+    assert got == payloads
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

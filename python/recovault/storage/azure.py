@@ -34,13 +34,14 @@ from azure.storage.blob import ContainerClient, ExponentialRetry
 
 from ..errors import AccessDenied, ObjectMissing, StorageError, StoreNotFound, StoreUnavailable, UsageError
 from .base import ObjectInfo
-from .objstore import ObjectStore, StoreLocation, parse_location
+from .objstore import POOL_SIZE, ObjectStore, StoreLocation, parse_location
 
 __all__ = ["AzureStorage", "open_azure"]
 
 #: Container names: 3-63 lowercase letters, digits and single hyphens, starting and ending alphanumeric.
 CONTAINER_NAME = re.compile(r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 _T = TypeVar("_T")
+
 _NO_CREDENTIALS = ("no Azure credentials: set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with "
                    "AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN (or AZURE_STORAGE_ACCOUNT alone, signed in, with "
                    "azure-identity installed)")
@@ -63,6 +64,17 @@ def _credential(account: str) -> Any:
     except ImportError:
         raise UsageError(_NO_CREDENTIALS) from None
     return DefaultAzureCredential()
+
+
+def _transport() -> Any:
+    """The SDK's requests transport with a pool for parallel transfers (requests keeps 10 connections per
+    host: more threads than that open and throw away a connection per request, with a warning each)."""
+    import requests
+    from azure.core.pipeline.transport import RequestsTransport
+    session = requests.Session()
+    for scheme in ("http://", "https://"):
+        session.mount(scheme, requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE))
+    return RequestsTransport(session=session, session_owner=True)
 
 
 def container_client(container: str, **options: Any) -> ContainerClient:
@@ -88,7 +100,7 @@ class AzureStorage(ObjectStore):
     def __init__(self, where: StoreLocation, create: bool = False, *, retry: Optional[ExponentialRetry] = None,
                  list_page_size: Optional[int] = None) -> None:
         super().__init__(where)
-        options: Dict[str, Any] = {"connection_timeout": 20}
+        options: Dict[str, Any] = {"connection_timeout": 20, "transport": _transport()}
         if retry is not None:
             options["retry_policy"] = retry
         try:

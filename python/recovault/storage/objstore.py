@@ -16,7 +16,11 @@ from urllib.parse import urlsplit
 from ..errors import UsageError
 from .base import ObjectInfo, Storage, validate_name, validate_prefix
 
-__all__ = ["ObjectStore", "StoreLocation", "parse_location"]
+__all__ = ["POOL_SIZE", "ObjectStore", "StoreLocation", "parse_location"]
+
+#: HTTP connections each back end keeps open to its service: enough for parallel pack uploads and ranged
+#: reads (a thread beyond it opens and discards a connection per request).
+POOL_SIZE = 32
 
 
 class StoreLocation(NamedTuple):

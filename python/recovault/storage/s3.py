@@ -27,7 +27,7 @@ from botocore.exceptions import (
 
 from ..errors import AccessDenied, ObjectMissing, StorageError, StoreNotFound, StoreUnavailable, UsageError
 from .base import ObjectInfo
-from .objstore import ObjectStore, StoreLocation, parse_location
+from .objstore import POOL_SIZE, ObjectStore, StoreLocation, parse_location
 
 __all__ = ["S3Storage", "open_s3"]
 
@@ -49,7 +49,7 @@ class S3Storage(ObjectStore):
         retries: Dict[str, Any] = {"mode": "standard"}
         if attempts is not None:
             retries["total_max_attempts"] = attempts
-        config = Config(retries=retries, max_pool_connections=32, connect_timeout=20, read_timeout=60)
+        config = Config(retries=retries, max_pool_connections=POOL_SIZE, connect_timeout=20, read_timeout=60)
         try:
             self._session = boto3.session.Session()
             self._client = self._session.client("s3", config=config)
