@@ -183,3 +183,58 @@ def test_azure_store_that_is_gone(azure_env, monkeypatch) -> None:
         store.get("config")
     assert str(info.value) == "azure://c01/v: the service could not be reached (after retries) (read config)"
     assert info.value.exit_code == 19
+
+
+# -- S3 replies moto does not give (it checks no credentials): botocore's Stubber plays the service ---------
+
+
+def _stubbed_s3(s3_env):
+    from botocore.stub import Stubber
+
+    from recovault.storage.objstore import StoreLocation
+    from recovault.storage.s3 import S3Storage
+    store = S3Storage(StoreLocation("s3", "bkt", "v/"))
+    return store, Stubber(store._client)
+
+
+@pytest.mark.parametrize("code", ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken"])
+def test_s3_refused_credentials(s3_env, code: str) -> None:
+    from recovault.errors import AccessDenied
+    store, stub = _stubbed_s3(s3_env)
+    stub.add_client_error("get_object", service_error_code=code, http_status_code=403,
+                          service_message=f"the secret {MOTO_SECRET} was wrong")
+    with stub, pytest.raises(AccessDenied) as info:
+        store.get("config")
+    assert str(info.value) == (f"s3://bkt/v: access denied ({code}): check the AWS credentials and what they "
+                               "allow (read config)")
+    assert info.value.exit_code == 18
+
+
+def test_s3_conditional_create_retries_a_conflict(s3_env) -> None:
+    """409 ConditionalRequestConflict: another conditional write of the key was in flight; asked again, the
+    service says whether it now exists (412: it does, and this call did not create it)."""
+    store, stub = _stubbed_s3(s3_env)
+    stub.add_client_error("put_object", service_error_code="ConditionalRequestConflict", http_status_code=409)
+    stub.add_client_error("put_object", service_error_code="PreconditionFailed", http_status_code=412)
+    stub.add_client_error("put_object", service_error_code="ConditionalRequestConflict", http_status_code=409)
+    stub.add_response("put_object", {})
+    with stub:
+        assert store.put_if_absent("locks/l", b"x") is False
+        assert store.put_if_absent("locks/m", b"x") is True
+    stub.assert_no_pending_responses()
+
+
+def test_s3_other_failures_name_the_store(s3_env) -> None:
+    from recovault.errors import StorageError, StoreNotFound
+    store, stub = _stubbed_s3(s3_env)
+    stub.add_client_error("put_object", service_error_code="NoSuchBucket", http_status_code=404)
+    stub.add_client_error("put_object", service_error_code="QuotaExceeded", http_status_code=403)
+    stub.add_client_error("delete_object", service_error_code="InternalError", http_status_code=500)
+    with stub:
+        with pytest.raises(StoreNotFound, match=r"^s3://bkt/v: no vault: bucket 'bkt' does not exist"):
+            store.put("data/aa/aa", b"x")
+        with pytest.raises(StorageError, match=r"^s3://bkt/v: .*QuotaExceeded.* \(write data/aa/aa\)$"):
+            store.put("data/aa/aa", b"x")
+        with pytest.raises(StorageError, match=r"^s3://bkt/v: request failed \(InternalError, HTTP 500\) "
+                                               r"\(delete keys/k\)$"):
+            store.delete("keys/k")
