@@ -108,6 +108,11 @@ def test_s3_store_that_is_gone(s3_env, tmp_path) -> None:
 # -- credentials ------------------------------------------------------------------------------------------
 
 
+def test_s3_endpoint_that_does_not_parse(s3_env, tmp_path) -> None:
+    res = Cli(tmp_path / "home")("snapshots", "--vault", "s3://bkt/v", env={"AWS_ENDPOINT_URL": "http://[::1"})
+    fails(res, 2, "s3://bkt/v", "AWS configuration")
+
+
 def test_s3_without_credentials(s3_env, tmp_path) -> None:
     cli = Cli(tmp_path / "home")
     url = fast_vault(f"s3://{unique_name()}/v", tmp_path)

@@ -137,6 +137,18 @@ def test_list_prefixes_and_order(store: Storage) -> None:
             list(store.list(bad))
 
 
+def test_list_info_comes_from_the_listing(store: Storage) -> None:
+    """Sizes and times come with the listing: no request (stat) per object."""
+    for i in range(5):
+        store.put(f"index/{i:064x}", b"x" * i)
+
+    def no_stat(name: str) -> ObjectInfo:
+        raise AssertionError(f"list_info stat'ed {name}")
+
+    store.stat = no_stat
+    assert [(i.name[-1], i.size) for i in store.list_info("index/")] == [(str(i), i) for i in range(5)]
+
+
 def test_listing_is_paginated(open_store: Callable[..., Storage]) -> None:
     """A listing longer than one page (pages of 4 here) comes whole and in order."""
     store = open_store(page=4)

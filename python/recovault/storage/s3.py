@@ -55,8 +55,9 @@ class S3Storage(ObjectStore):
             self._client = self._session.client("s3", config=config)
         except ProfileNotFound:
             raise UsageError(f"{self.url}: the AWS profile named by AWS_PROFILE does not exist") from None
-        except BotoCoreError as exc:
-            raise UsageError(f"{self.url}: the AWS configuration is not usable ({type(exc).__name__})") from None
+        except (BotoCoreError, ValueError) as exc:  # ValueError: an endpoint URL that does not parse
+            raise UsageError(f"{self.url}: the AWS configuration (AWS_* variables, ~/.aws) is not usable "
+                             f"({type(exc).__name__})") from None
         self._page = list_page_size
         if create:
             self._create_bucket()
