@@ -243,3 +243,26 @@ def test_s3_other_failures_name_the_store(s3_env) -> None:
         with pytest.raises(StorageError, match=r"^s3://bkt/v: request failed \(InternalError, HTTP 500\) "
                                                r"\(delete keys/k\)$"):
             store.delete("keys/k")
+
+
+def test_azure_default_credential_when_only_the_account_is_set(azure_env, monkeypatch) -> None:
+    """AZURE_STORAGE_ACCOUNT alone: DefaultAzureCredential from azure-identity (here a stand-in module);
+    without azure-identity, one message listing the variables to set."""
+    import sys
+    import types
+
+    from recovault.errors import UsageError
+    from recovault.storage.azure import container_client
+
+    class FakeCredential:
+        def get_token(self, *scopes, **kwargs):
+            raise AssertionError("no request is made in this test")
+
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING")
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT", "acct")
+    monkeypatch.setitem(sys.modules, "azure.identity", types.SimpleNamespace(DefaultAzureCredential=FakeCredential))
+    client = container_client("c1")
+    assert isinstance(client.credential, FakeCredential) and client.url == "https://acct.blob.core.windows.net/c1"
+    monkeypatch.setitem(sys.modules, "azure.identity", None)  # not installed
+    with pytest.raises(UsageError, match="AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY"):
+        container_client("c1")

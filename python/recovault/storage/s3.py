@@ -153,9 +153,10 @@ class S3Storage(ObjectStore):
         raise AssertionError("unreachable")
 
     def _get_range(self, key: str, name: str, offset: int, length: Optional[int]) -> bytes:
-        end = "" if length is None else str(offset + length - 1)
+        ranged = {} if offset == 0 and length is None else {  # a whole object: no Range, botocore checks its checksum
+            "Range": f"bytes={offset}-{'' if length is None else offset + length - 1}"}
         try:
-            reply = self._client.get_object(Bucket=self.where.container, Key=key, Range=f"bytes={offset}-{end}")
+            reply = self._client.get_object(Bucket=self.where.container, Key=key, **ranged)
             return reply["Body"].read()
         except ClientError as exc:
             if self._code(exc) in ("InvalidRange", "416"):  # exists; the range starts at or past its end
