@@ -152,7 +152,11 @@ def test_azure_account_key_and_sas(azure_env, tmp_path) -> None:
     signature = dict(p.split("=", 1) for p in sas.split("&"))["sig"]
     read_only = dict(base, AZURE_STORAGE_SAS_TOKEN=sas)
     snaps = json_out(cli("snapshots", "--vault", url, "--json", env=read_only))
-    assert len(snaps) == 1
+    assert len(snaps) == 1  # read and list suffice to restore and check (the README says so)
+    assert json_out(cli("check", "--vault", url, "--json", "--read-data", env=read_only))["ok"] is True
+    assert json_out(cli("restore", "--vault", url, "--json", "latest", "--target", tmp_path / "out",
+                        env=read_only))["errors"] == []
+    assert_same(state(src), restored_root(tmp_path / "out", src))
     res = cli("backup", "--vault", url, "--json", src, env=read_only)
     assert res.returncode == 18, res.stderr
     assert "access denied" in json.loads(res.stdout)["error"] and url in json.loads(res.stdout)["error"]
@@ -266,3 +270,27 @@ def test_azure_default_credential_when_only_the_account_is_set(azure_env, monkey
     monkeypatch.setitem(sys.modules, "azure.identity", None)  # not installed
     with pytest.raises(UsageError, match="AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY"):
         container_client("c1")
+
+
+def test_container_or_bucket_deleted_mid_run(cloud: str, tmp_path) -> None:
+    """The container or bucket vanishes while a vault is open (deleted by someone): every operation then
+    says so, naming the store, the container and the operation (exit 10), and deleting is no exception."""
+    from recovault.errors import StoreNotFound
+    from recovault.storage import open_storage
+    name = unique_name()
+    store = open_storage(f"{cloud}://{name}/v", create=True)
+    store.put("x", b"1")
+    store.delete("x")
+    if cloud == "azure":
+        store._client.delete_container()
+    else:
+        store._client.delete_bucket(Bucket=name)
+    what = "container" if cloud == "azure" else "bucket"
+    for op, call in (("write", lambda: store.put("data/aa/aa", b"x")), ("read", lambda: store.get("config")),
+                     ("stat", lambda: store.stat("config")), ("list", lambda: list(store.list("data/"))),
+                     ("create", lambda: store.put_if_absent("locks/l", b"x")), ("delete", lambda: store.delete("keys/k"))):
+        with pytest.raises(StoreNotFound) as info:
+            call()
+        assert str(info.value).startswith(f"{cloud}://{name}/v: no vault: {what} {name!r} does not exist"), op
+        assert f"({op}" in str(info.value) and info.value.exit_code == 10
+    store.close()
