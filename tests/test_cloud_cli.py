@@ -294,3 +294,16 @@ def test_container_or_bucket_deleted_mid_run(cloud: str, tmp_path) -> None:
         assert str(info.value).startswith(f"{cloud}://{name}/v: no vault: {what} {name!r} does not exist"), op
         assert f"({op}" in str(info.value) and info.value.exit_code == 10
     store.close()
+
+
+def test_azure_data_lake_directories_are_not_objects(azure_env, tmp_path) -> None:
+    """On a hierarchical-namespace account (Data Lake Gen2) a flat listing also returns each directory, as
+    an empty blob with metadata hdi_isfolder=true: it is not one of the vault's objects."""
+    from recovault.storage import open_storage
+    store = open_storage(f"azure://{unique_name()}/v", create=True)
+    store.put("data/3f/3f9a", b"pack")
+    for d in ("v/data", "v/data/3f"):
+        store._client.upload_blob(d, b"", metadata={"hdi_isfolder": "true"})
+    assert list(store.list()) == ["data/3f/3f9a"]
+    assert [i.name for i in store.list_info("data")] == ["data/3f/3f9a"]
+    store.close()

@@ -188,12 +188,14 @@ class AzureStorage(ObjectStore):
 
     def _list(self, key_prefix: str) -> Iterator[Tuple[str, int, float]]:
         pages = self._call("list", key_prefix, self._client.list_blobs, name_starts_with=key_prefix or None,
-                           results_per_page=self._page)
+                           results_per_page=self._page, include=["metadata"])
         it = iter(pages)
         while True:
             blob = self._call("list", key_prefix, next, it, None)
             if blob is None:
                 return
+            if (blob.metadata or {}).get("hdi_isfolder") == "true":
+                continue  # a directory of a hierarchical-namespace (Data Lake Gen2) account, not an object
             yield blob.name, blob.size, blob.last_modified.timestamp()
 
     def stat(self, name: str) -> ObjectInfo:
