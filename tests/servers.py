@@ -4,7 +4,8 @@ session, started on free ports by the fixtures below and stopped at the end. `ba
 need it with the reason: those tests are never skipped.
 
 Fixtures (conftest.py imports them):
-* ``azurite`` / ``moto``: the session's server (`Server`: endpoint, credentials).
+* ``azurite`` / ``moto``: the session's server (`Server`: endpoint, credentials, pid); ``run_azurite(location,
+  port)`` starts a private one (stopped and started again on the same location, it keeps its data).
 * ``azure_env`` / ``s3_env``: point the SDKs' environment variables at that server for one test (and clear
   every other AZURE_* / AWS_* variable, so a developer's own credentials never leak in); they return the
   server.
@@ -42,6 +43,7 @@ class Server(NamedTuple):
     endpoint: str
     env: Dict[str, str]
     log: Path
+    pid: int  # of the server process: a test may kill it
 
 
 def free_port() -> int:
@@ -102,20 +104,28 @@ def _find(program: str, *candidates: Path) -> str:
     return found
 
 
+@contextmanager
+def run_azurite(location: Path, port: int) -> Iterator[Server]:
+    """Azurite's blob service on ``port`` keeping its data in ``location`` (a server started again on the
+    same location has the same containers and blobs)."""
+    program = _find("azurite-blob", REPO / ".ci" / "node" / "node_modules" / ".bin" / "azurite-blob")
+    location.mkdir(parents=True, exist_ok=True)
+    argv = [program, "--disableTelemetry", "--silent", "--skipApiVersionCheck", "--location", str(location / "data"),
+            "--blobHost", "127.0.0.1", "--blobPort", str(port)]
+    with _run(argv, "azurite-blob", port, location) as proc:
+        endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+        conn = (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+                f"BlobEndpoint={endpoint};")
+        yield Server("azurite", endpoint, {"AZURE_STORAGE_CONNECTION_STRING": conn}, location / "server.log",
+                     proc.pid)
+
+
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[Server]:
     """Azurite's blob service on a free loopback port, data in its own temporary directory."""
-    program = _find("azurite-blob", REPO / ".ci" / "node" / "node_modules" / ".bin" / "azurite-blob")
-    port = free_port()
     with tempfile.TemporaryDirectory(prefix="rv-azurite-") as tmp:
-        work = Path(tmp)
-        argv = [program, "--disableTelemetry", "--silent", "--skipApiVersionCheck", "--location", str(work / "data"),
-                "--blobHost", "127.0.0.1", "--blobPort", str(port)]
-        with _run(argv, "azurite-blob", port, work):
-            endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
-            conn = (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-                    f"BlobEndpoint={endpoint};")
-            yield Server("azurite", endpoint, {"AZURE_STORAGE_CONNECTION_STRING": conn}, work / "server.log")
+        with run_azurite(Path(tmp), free_port()) as server:
+            yield server
 
 
 @pytest.fixture(scope="session")
@@ -125,11 +135,11 @@ def moto() -> Iterator[Server]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="rv-moto-") as tmp:
         work = Path(tmp)
-        with _run([program, "-H", "127.0.0.1", "-p", str(port)], "moto_server", port, work):
+        with _run([program, "-H", "127.0.0.1", "-p", str(port)], "moto_server", port, work) as proc:
             endpoint = f"http://127.0.0.1:{port}"
             env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": MOTO_KEY_ID,
                    "AWS_SECRET_ACCESS_KEY": MOTO_SECRET, "AWS_DEFAULT_REGION": "us-east-1"}
-            yield Server("moto", endpoint, env, work / "server.log")
+            yield Server("moto", endpoint, env, work / "server.log", proc.pid)
 
 
 def _isolate(monkeypatch: pytest.MonkeyPatch, family: str, server: Server, tmp: Path) -> Server:
