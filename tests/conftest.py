@@ -6,6 +6,8 @@ import subprocess
 
 import pytest
 
+from servers import azure_env, azurite, moto, s3_env  # noqa: F401 - the object-store server fixtures
+
 
 @pytest.fixture
 def small_tmpfs(tmp_path):

@@ -47,6 +47,23 @@ class ObjectMissing(StorageError):
     exit_code = 14
 
 
+class StoreNotFound(VaultNotFound, StorageError):
+    """An object store's container or bucket does not exist (or vanished): no vault there (exit 10), and a
+    storage failure to code that catches those."""
+
+
+class AccessDenied(StorageError):
+    """The store refused the credentials (wrong key, expired SAS, unknown access key) or what they allow."""
+
+    exit_code = 18
+
+
+class StoreUnavailable(StorageError):
+    """The store could not be reached (connection refused, DNS, timeouts) after the SDK's own retries."""
+
+    exit_code = 19
+
+
 class CorruptData(RecovaultError):
     """Data on storage failed authentication or does not parse: corrupted or tampered with."""
 

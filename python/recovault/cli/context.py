@@ -90,7 +90,7 @@ pass_ctx = click.make_pass_decorator(Ctx, ensure=True)
 # imported (to derive the key meanwhile): keep it in step when one of those changes or gains an envvar.
 COMMON_OPTIONS: Tuple[Tuple[Tuple[str, ...], str, dict], ...] = (
     (("--vault", "-r"), "location",
-     dict(envvar="RECOVAULT_VAULT", help="The vault (a directory). Env: RECOVAULT_VAULT.")),
+     dict(envvar="RECOVAULT_VAULT", help="The vault: a directory, azure://CONTAINER[/PREFIX] or s3://BUCKET[/PREFIX]. Env: RECOVAULT_VAULT.")),
     (("--passphrase-file",), "passphrase_file", dict(help="Read the passphrase from this file.")),
     (("--cache-dir",), "_cache_dir", dict(help="Agent cache (default ~/.cache/recovault).")),
     (("--json",), "json", dict(is_flag=True, help="Machine-readable output on stdout.")),

@@ -10,8 +10,10 @@ applied in this order:
 3. Anything else is a local path, colons and all: ``./a:b``, ``/x/y:z``, ``backup:2026``. A local
    directory whose name starts like a URL or an opaque scheme is written with a ``./`` in front.
 
-``file://`` URLs and plain paths open :class:`LocalStorage`. ``azure://``, ``s3://`` and ``ec:`` are
-reserved for the back ends to come: they register an opener with :func:`register_scheme`.
+``file://`` URLs and plain paths open :class:`LocalStorage`; ``azure://CONTAINER[/PREFIX]`` Azure Blob Storage
+(:mod:`.azure`, the ``azure`` extra) and ``s3://BUCKET[/PREFIX]`` S3 (:mod:`.s3`, the ``s3`` extra), each
+imported when first used. ``ec:`` is reserved for the back end to come: it will register an opener with
+:func:`register_scheme`.
 """
 from __future__ import annotations
 
@@ -85,9 +87,25 @@ def _open_file_url(location: str, create: bool) -> Storage:
     return LocalStorage(path, create=create)
 
 
+def _sdk_opener(module: str, function: str, extra: str, sdk: str) -> Opener:
+    """An opener importing its back end (and so its SDK) only when a location of its scheme is opened."""
+    def opener(location: str, create: bool) -> Storage:
+        import importlib
+        try:
+            mod = importlib.import_module(f".{module}", __name__)
+        except ImportError as exc:
+            if exc.name and exc.name.split(".")[0] in ("azure", "boto3", "botocore"):
+                raise UsageError(f"{location} needs {sdk}: pip install 'recovault[{extra}]'") from None
+            raise
+        return getattr(mod, function)(location, create)
+    return opener
+
+
 register_scheme("file", "a local directory", _open_file_url, form="file:///path")
-register_scheme("azure", "Azure Blob Storage", None, form="azure://account/container/path")
-register_scheme("s3", "Amazon S3", None, form="s3://bucket/path")
+register_scheme("azure", "Azure Blob Storage", _sdk_opener("azure", "open_azure", "azure", "azure-storage-blob"),
+                form="azure://CONTAINER[/PREFIX]")
+register_scheme("s3", "Amazon S3 or an S3-compatible store", _sdk_opener("s3", "open_s3", "s3", "boto3"),
+                form="s3://BUCKET[/PREFIX]")
 register_scheme("ec", "an erasure-coded set of vaults", None, form="ec:K+M:LOCATION,...", opaque=True)
 
 

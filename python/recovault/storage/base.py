@@ -100,13 +100,14 @@ def validate_prefix(prefix: str) -> str:
 
 
 class Storage(ABC):
-    """Abstract whole-object storage (local directory now; Azure Blob and S3 later).
+    """Abstract whole-object storage (a local directory, Azure Blob Storage, S3).
 
     Contract shared by every backend:
 
     * names are validated with :func:`validate_name` (``ValueError`` otherwise);
     * ``put`` is atomic: readers see the old object, or the complete new one, never a
       partial one; overwriting is allowed (content-addressed writes are idempotent);
+    * ``put_if_absent`` never overwrites (a conditional create);
     * a missing object raises :class:`~recovault.errors.ObjectMissing` from ``get``/``stat``;
     * other failures raise :class:`~recovault.errors.StorageError` with an operator-ready message.
     """
@@ -119,6 +120,14 @@ class Storage(ABC):
     @abstractmethod
     def put(self, name: str, data: Union[bytes, bytearray, memoryview]) -> None:
         """Store ``data`` under ``name`` atomically and durably, replacing any existing object."""
+
+    def put_if_absent(self, name: str, data: Union[bytes, bytearray, memoryview]) -> bool:
+        """Create ``name`` with ``data`` only if no object of that name exists (a conditional create:
+        ``If-None-Match: *`` on Azure Blob and S3, a hard link on a local directory). True if this call
+        created it; False if an object was already there (left untouched). Atomic like :meth:`put`: of two
+        concurrent calls exactly one returns True. A backend that cannot create conditionally raises
+        ``NotImplementedError`` (never a check-then-put that could clobber)."""
+        raise NotImplementedError(f"{type(self).__name__} offers no conditional create")
 
     @abstractmethod
     def get(self, name: str, offset: int = 0, length: Optional[int] = None) -> bytes:

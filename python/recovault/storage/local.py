@@ -12,7 +12,7 @@ import secrets
 import stat as stat_mod
 import threading
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from ..errors import ObjectMissing, StorageError, VaultNotFound
 from .base import (
@@ -42,6 +42,10 @@ def _fsync_dir(path: Union[str, Path]) -> None:
             raise
     finally:
         os.close(fd)
+
+
+class _Exists(Exception):
+    """put_if_absent found the name taken."""
 
 
 class LocalStorage(Storage):
@@ -134,6 +138,36 @@ class LocalStorage(Storage):
 
     def put(self, name: str, data: Union[bytes, bytearray, memoryview]) -> None:
         """Write ``data`` to ``name`` atomically (temp file, fsync, rename, fsync dir)."""
+        self._commit(name, data, os.replace)
+
+    def put_if_absent(self, name: str, data: Union[bytes, bytearray, memoryview]) -> bool:
+        """Create ``name`` only if it does not exist: the complete, fsynced temp file is hard-linked to the
+        name (``link`` fails with EEXIST rather than replace), so readers never see a partial object and an
+        existing one is never touched. On a file system without hard links (FAT, exFAT, some network file
+        systems) the temp file is renamed into place after an existence check: still atomic for readers,
+        but two writers racing there can both win (the docs say so)."""
+        def link(tmp: Path, path: Path) -> None:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise _Exists from None
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+                    raise
+                if os.path.lexists(path):
+                    raise _Exists from None
+                os.replace(tmp, path)
+
+        try:
+            self._commit(name, data, link)
+        except _Exists:
+            return False
+        return True
+
+    def _commit(self, name: str, data: Union[bytes, bytearray, memoryview],
+                place: Callable[[Path, Path], None]) -> None:
+        """Write ``data`` to a fsynced temp file beside ``name``, ``place(tmp, path)`` it, fsync the directory;
+        the temp file is removed whatever happens."""
         path = self._path(name)
         view = memoryview(data)
         if not view.c_contiguous:
@@ -157,8 +191,7 @@ class LocalStorage(Storage):
             os.fsync(fd)
             os.close(fd)
             fd = -1
-            os.replace(tmp, path)
-            tmp = None
+            place(tmp, path)
             _fsync_dir(path.parent)
         except OSError as exc:
             raise self._error(exc, "write", name, path) from exc

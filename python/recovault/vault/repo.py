@@ -145,6 +145,16 @@ class UpgradeReport:
                 f"versions that read only format {self.from_version} can no longer open it")
 
 
+
+def _create_config(storage: Storage, data: bytes) -> bool:
+    """Store a new vault's config only if none is there (two inits of one location at once: one wins, the
+    other is told); a storage without conditional creates gets a plain put after the existence check."""
+    try:
+        return storage.put_if_absent(fmt.CONFIG, data)
+    except NotImplementedError:
+        storage.put(fmt.CONFIG, data)
+        return True
+
 class Vault:
     """An unlocked vault. Create with :meth:`create` or :meth:`open`; close (or use as a context manager)
     to flush pending packs and indexes.
@@ -201,7 +211,9 @@ class Vault:
         keys = KeyStore(storage)
         keyid = keys.add(passphrase, master, kdf=kdf)
         config = ConfigEnvelope(fmt.VAULT_FORMAT, secrets.token_hex(16), timefmt.now())
-        storage.put(fmt.CONFIG, config.encode(master, settings))
+        if not _create_config(storage, config.encode(master, settings)):
+            storage.delete(fmt.KEYS + keyid)  # our key opens a master no config uses
+            raise VaultExists(f"a vault already exists at {storage.url}")
         vault = cls(storage, master, keyid, config.vault_id, settings, cache_dir, on_event, config)
         if soft_delete_days != DEFAULT_SOFT_DELETE_DAYS:
             vault.set_policy(initial)
