@@ -29,6 +29,7 @@ class MemoryStorage(Storage):
         self.objects: Dict[str, Tuple[bytes, float]] = {}
         self.fail_when: Optional[FailRule] = None
         self.requests: Counter = Counter()
+        self.gets: Counter = Counter()  # ranged gets per object name
         self.bytes: Counter = Counter()
         self.in_flight = 0
         self.in_flight_max = 0
@@ -65,6 +66,8 @@ class MemoryStorage(Storage):
             raise ValueError("negative offset or length")
         self._request("get", name)
         with self._lock:
+            self.gets[name] += 1
+        with self._lock:
             if name not in self.objects:
                 raise ObjectMissing(f"{self.url}: no object {name}")
             data = self.objects[name][0]
@@ -97,6 +100,7 @@ class MemoryStorage(Storage):
 
     def reset_counts(self) -> None:
         self.requests.clear()
+        self.gets.clear()
         self.bytes.clear()
         self.in_flight_max = 0
 

@@ -92,11 +92,10 @@ class RestoreJob:
                 "errors": r.errors, "warnings": r.warnings, "data_errors": r.data_errors}
 
     def _walk(self, root: Dir) -> None:
-        """Restore the whole tree into `root`, with the file pool and the big files' segment pool."""
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="recovault-restore") as pool, \
-                ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="recovault-segment") as seg:
+        """Restore the whole tree into `root`, with the file pool."""
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="recovault-restore") as pool:
             self._pool = pool
-            self._files = FileRestorer(self.vault, self._dest, self.report, seg, self._verifier, self.verify)
+            self._files = FileRestorer(self.vault, self._dest, self.report, self._verifier, self.verify)
             try:
                 try:
                     self._restore_dir(root, bytes.fromhex(self.point.tree))
