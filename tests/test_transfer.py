@@ -1,6 +1,9 @@
-"""Interrupted backups (issue 10, "resumable, with nothing lost"): a backup stopped by a failing store or by
-Ctrl-C saves what it finished as a partial recovery point that restores byte for byte, says what happened in
-one message naming the store and the operation, and the next backup uploads only what is missing."""
+"""Transfer to and from object stores (issue 10), on the in-memory double (tests/memstore.py).
+
+Interrupted backups ("resumable, with nothing lost"): a backup stopped by a failing store or by Ctrl-C saves
+what it finished as a partial recovery point that restores byte for byte, says what happened in one message
+naming the store and the operation, and the next backup uploads only what is missing. Fast transfer:
+--connections uploads in parallel; restores read each pack's needed ranges once, in parallel."""
 from __future__ import annotations
 
 import json
@@ -272,3 +275,12 @@ def test_restore_from_an_object_store_reads_each_pack_once_in_parallel(tmp_path)
     assert store.in_flight_max > 1
     assert merged_spans([(100, 10), (0, 10), (5, 20), (2000, 5)], gap=1000) == [(0, 110), (2000, 5)]
     assert merged_spans([(0, 10), (2000, 5)], gap=100) == [(0, 10), (2000, 5)]
+
+
+def test_small_files_from_an_object_store_are_restored_on_every_connection(tmp_path, src):
+    store = MemoryStorage("small", latency=0.005)
+    make_vault(tmp_path, store)
+    point = backup(tmp_path, store, [src])
+    store.reset_counts()
+    assert len(restored_files(tmp_path, store, point.id, tmp_path / "r")) == NFILES
+    assert store.in_flight_max > 2  # 2 file threads, 16 files a task, before
