@@ -185,6 +185,7 @@ def test_a_directory_stored_before_the_failure_surfaced_keeps_its_stored_files(t
 def test_ctrl_c_saves_every_file_read_so_far(tmp_path, src):
     store = MemoryStorage("ctrlc")
     make_vault(tmp_path, store)
+    os.link(src / "a" / "f00", src / "a" / "h00")  # a later name of a file read before the interruption
     seen = []
 
     def progress(kind, info):
@@ -199,7 +200,8 @@ def test_ctrl_c_saves_every_file_read_so_far(tmp_path, src):
     point = ei.value.point
     got = assert_subset_restores(tmp_path, store, point, src, "r1")
     prefix = str(src).lstrip("/")
-    assert sorted(str(src / os.path.relpath(r, prefix)) for r in got) == sorted(seen)
+    assert str(src / "a" / "f00") in seen
+    assert sorted(str(src / os.path.relpath(r, prefix)) for r in got) == sorted(seen + [str(src / "a" / "h00")])
     with open_vault(tmp_path, store) as v:
         check_ok(v)
     assert not [n for n in store.objects if n.startswith("sessions/")]  # the writer's session is closed

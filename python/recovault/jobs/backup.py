@@ -273,6 +273,8 @@ class BackupJob:
         try:
             lost_from = self.vault.blobs.salvage()
             self.vault.flush()  # what is queued: stored now, or the storage is still failing
+            if hasattr(self, "_links"):  # interrupted in or after the walk: later links of read files
+                self._resolve_links()
             root_id = self._tree.save_root(UNSETTLED - 1 if lost_from is None else lost_from)
             point = self._finish(chain, session, root_id, t0, partial=True)
         except (StorageError, CorruptData, KeyboardInterrupt) as again:
