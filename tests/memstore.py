@@ -29,7 +29,8 @@ class MemoryStorage(Storage):
         self.objects: Dict[str, Tuple[bytes, float]] = {}
         self.fail_when: Optional[FailRule] = None
         self.requests: Counter = Counter()
-        self.gets: Counter = Counter()  # ranged gets per object name
+        self.gets: Counter = Counter()  # gets per object name
+        self.whole_gets: Counter = Counter()  # gets of a whole object, per name
         self.bytes: Counter = Counter()
         self.in_flight = 0
         self.in_flight_max = 0
@@ -67,6 +68,7 @@ class MemoryStorage(Storage):
         self._request("get", name)
         with self._lock:
             self.gets[name] += 1
+            self.whole_gets[name] += offset == 0 and length is None
         with self._lock:
             if name not in self.objects:
                 raise ObjectMissing(f"{self.url}: no object {name}")
@@ -101,6 +103,7 @@ class MemoryStorage(Storage):
     def reset_counts(self) -> None:
         self.requests.clear()
         self.gets.clear()
+        self.whole_gets.clear()
         self.bytes.clear()
         self.in_flight_max = 0
 

@@ -286,3 +286,23 @@ def test_small_files_from_an_object_store_are_restored_on_every_connection(tmp_p
     store.reset_counts()
     assert len(restored_files(tmp_path, store, point.id, tmp_path / "r")) == NFILES
     assert store.in_flight_max > 2  # 2 file threads, 16 files a task, before
+
+
+def test_check_read_data_reads_each_pack_once_on_several_connections(tmp_path, src):
+    store = MemoryStorage("check", latency=0.005)
+    make_vault(tmp_path, store)
+    backup(tmp_path, store, [src])
+    packs = [n for n in store.objects if n.startswith(fmt.DATA)]
+    victim = packs[len(packs) // 2]
+    data, mtime = store.objects[victim]
+    store.objects[victim] = (data[:100] + bytes([data[100] ^ 1]) + data[101:], mtime)
+    store.reset_counts()
+    with open_vault(tmp_path, store) as v:
+        checker = Checker(v)
+        checker.run(read_data=True)
+    assert checker.stats["packs_read"] == len(packs)
+    assert {p: store.whole_gets[p] for p in packs} == {p: 1 for p in packs}
+    # the header is taken from the bytes read (was 2 more ranged gets a pack); the rest: trees the walk reads
+    assert sum(store.gets[p] for p in packs) < 2 * len(packs)
+    assert store.in_flight_max > 1
+    assert [m for m in checker.problems if victim in m]  # the damage is still found, in its pack

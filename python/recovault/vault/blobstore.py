@@ -21,10 +21,12 @@ import os
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, Callable, Dict, Generic, Iterable, List, NamedTuple, Optional, Set, Tuple, TypeVar
+from collections import deque
+from typing import (Any, Callable, Deque, Dict, Generic, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple,
+                    TypeVar, Union)
 
 from .. import core
-from ..errors import CorruptData, ObjectMissing, StorageError
+from ..errors import CorruptData, ObjectMissing, RecovaultError, StorageError
 from ..storage import Storage
 from . import format as fmt
 from .cache import ObjectCache
@@ -472,6 +474,28 @@ class BlobStore:
         except ObjectMissing:
             raise ObjectMissing(f"object {name} is missing from the vault at {self.storage.url}") from None
 
+    def get_many(self, names: Iterable[str]) -> Iterator[Tuple[str, Union[bytes, RecovaultError]]]:
+        """Each object of `names` whole, in order, fetched `connections` at a time ahead of the caller (memory:
+        about connections + 1 objects), with the error in its place if it could not be read."""
+        def fetch(name: str) -> Union[bytes, RecovaultError]:
+            try:
+                return self.get(name)
+            except RecovaultError as e:
+                return e
+        todo = iter(names)
+        with ThreadPoolExecutor(max_workers=self.connections, thread_name_prefix="recovault-read") as pool:
+            ahead: Deque[Tuple[str, "Future[Union[bytes, RecovaultError]]"]] = deque()
+            for name in todo:
+                ahead.append((name, pool.submit(fetch, name)))
+                if len(ahead) >= self.connections:
+                    break
+            while ahead:
+                name, fut = ahead.popleft()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    ahead.append((nxt, pool.submit(fetch, nxt)))
+                yield name, fut.result()
+
     def locate(self, blob_id: bytes) -> Location:
         loc = self.locations.get(blob_id)
         if loc is None:
@@ -501,16 +525,21 @@ class BlobStore:
             raise CorruptData(f"blob {blob_id.hex()[:16]} in pack {pack} has the wrong length")
         return data
 
-    def read_pack_header(self, name: str, size: Optional[int] = None) -> List[fmt.BlobEntry]:
-        """Decrypt a pack's own header (check, index recovery and repair use it). CorruptData for a pack
-        too small to hold a trailer, a wrong magic, or a header that fails authentication or does not parse."""
-        if size is None:
+    def read_pack_header(self, name: str, size: Optional[int] = None, data: Optional[bytes] = None) -> List[fmt.BlobEntry]:
+        """Decrypt a pack's own header (check, index recovery and repair use it), read from storage, or from
+        `data` (the whole pack, already read). CorruptData for a pack too small to hold a trailer, a wrong
+        magic, or a header that fails authentication or does not parse."""
+        def part(offset: int, length: int) -> bytes:
+            return data[offset:offset + length] if data is not None else self.get(name, offset, length)
+        if data is not None:
+            size = len(data)
+        elif size is None:
             size = self.storage.stat(name).size
         try:
             if size < fmt.PACK_TRAILER.size:
                 raise ValueError(f"{size} bytes is shorter than its trailer")
-            start, hlen = fmt.split_pack(size, self.get(name, size - fmt.PACK_TRAILER.size, fmt.PACK_TRAILER.size))
-            sealed = self.get(name, start, hlen)
+            start, hlen = fmt.split_pack(size, part(size - fmt.PACK_TRAILER.size, fmt.PACK_TRAILER.size))
+            sealed = part(start, hlen)
             entries = fmt.decode_pack_header(self.sealer.unseal(fmt.AAD_PACK_HEADER, sealed, f"header of pack {name}"))
         except ValueError as e:
             raise CorruptData(f"pack {name} is corrupt: {e}") from None
