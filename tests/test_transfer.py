@@ -283,9 +283,13 @@ def test_small_files_from_an_object_store_are_restored_on_every_connection(tmp_p
     store = MemoryStorage("small", latency=0.005)
     make_vault(tmp_path, store)
     point = backup(tmp_path, store, [src])
+    with open_vault(tmp_path, store) as v:
+        chunks = sum(1 for loc in v.locations.values() if loc.type == fmt.BLOB_DATA)
     store.reset_counts()
     assert len(restored_files(tmp_path, store, point.id, tmp_path / "r")) == NFILES
     assert store.in_flight_max > 2  # 2 file threads, 16 files a task, before
+    # a file of a few chunks reads each of its packs once (the chunks of a file mostly share a pack)
+    assert sum(c for n, c in store.gets.items() if n.startswith(fmt.DATA)) < chunks  # was one a chunk + trees
 
 
 def test_check_read_data_reads_each_pack_once_on_several_connections(tmp_path, src):

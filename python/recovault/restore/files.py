@@ -19,6 +19,7 @@ from typing import List, NamedTuple, Optional, Tuple
 from .. import fsmeta
 from ..engine import BlobWriter
 from ..errors import ObjectMissing, RecovaultError, TargetFull
+from ..vault import format as fmt
 from ..vault.records import Node
 from ..vault.repo import Vault
 from .report import Report
@@ -60,6 +61,7 @@ class FileRestorer:
         self.report = report
         self.verifier = verifier
         self.verify = verify
+        self._local = vault.storage.local_path(fmt.CONFIG) is not None  # packs are files the engine reads
 
     def restore_run(self, run: List[FileTask]) -> None:
         for t in run:
@@ -127,9 +129,9 @@ class FileRestorer:
                 raise self.report.target_full(path) from None  # the same message as for files, with the count
             return st["bytes_written"]
         ids = [bytes.fromhex(h) for h in t.node.content or []]
-        if len(ids) <= SEGMENT:
+        if len(ids) <= 1 or (len(ids) <= SEGMENT and self._local):
             offset = self._write_chunks(fd, ids, 0)
-        else:  # a big file: its chunks are fetched, opened and written by all cores at once
+        else:  # a big file (or, from an object store, one of a few chunks: one get a pack instead of one a chunk)
             offset = self._write_big(fd, path, ids)
         fsmeta.finish_sparse(fd, offset)
         return offset
