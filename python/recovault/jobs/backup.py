@@ -187,6 +187,8 @@ class BackupJob:
         self._pipe: Optional["core.Pipeline"] = None
         self._plans: List[Plan] = []  # the pending plans this run has seen (its session says so)
         self._base_id: Optional[str] = None
+        self._links: HardLinks[FileItem] = HardLinks()  # (dev, ino) -> the first name read (set by the walk)
+        self._reader: Optional[_BatchReader] = None  # set by the walk
 
     def _error(self, path: str, err: Any) -> None:
         msg = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
@@ -273,14 +275,13 @@ class BackupJob:
         try:
             lost_from = self.vault.blobs.salvage()
             self.vault.flush()  # what is queued: stored now, or the storage is still failing
-            if hasattr(self, "_links"):  # interrupted in or after the walk: later links of read files
-                self._resolve_links()
+            self._resolve_links()  # later names of the hard-linked files read so far
             root_id = self._tree.save_root(UNSETTLED - 1 if lost_from is None else lost_from)
             point = self._finish(chain, session, root_id, t0, partial=True)
         except (StorageError, CorruptData, KeyboardInterrupt) as again:
             why = "interrupted again" if isinstance(again, KeyboardInterrupt) else str(again)
             raise make(f"backup {what}; saving what it finished failed too ({why}); the packs already stored "
-                       "are reused by the next backup") from None
+                       "and indexed are reused by the next backup") from None
         err = make(f"backup {what}; what it finished is saved as partial recovery point {point.short_id}: "
                    "run the backup again to complete it (it uploads only what is missing)")
         err.point = point  # type: ignore[attr-defined]
@@ -289,7 +290,7 @@ class BackupJob:
     def _stop_reading(self) -> None:
         """Stop the pipeline batch under way (its files are unfinished) and close the descriptors of files
         handed over as such."""
-        reader = getattr(self, "_reader", None)
+        reader = self._reader
         if reader is None:
             return
         files = list(reader.batch)
@@ -320,7 +321,7 @@ class BackupJob:
         """Walk the named paths: compare each entry with the base, record it in the tree, and hand changed
         files to the pipeline while the walk goes on."""
         self._compare = compare
-        self._links: HardLinks[FileItem] = HardLinks()
+        self._links = HardLinks()
         self._reader = _BatchReader(self)
         as_images = set(src.images)  # inside a backed-up directory but named with --image: stored as an image only
         walker = walk(src.tree_paths, rules, one_file_system=self.opts.one_file_system, on_error=self._error)
