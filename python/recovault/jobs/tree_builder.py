@@ -315,7 +315,7 @@ class TreeBuilder:
             return child if ok else None
         if isinstance(child, SavedDir):
             node = child.node
-            if child.old is not None and child.old.subtree == node.subtree:
+            if child.old is not None and child.old.subtree == node.subtree and stored(bytes.fromhex(node.subtree)):
                 return child  # the base's tree, reused: it names only what the vault had
             sub = self._stored_part(bytes.fromhex(node.subtree))
             return None if sub is None else SavedDir(Node.directory(node.name, node.meta or None, sub.hex()), None)
