@@ -310,3 +310,41 @@ def test_check_read_data_reads_each_pack_once_on_several_connections(tmp_path, s
     assert sum(store.gets[p] for p in packs) < 2 * len(packs)
     assert store.in_flight_max > 1
     assert [m for m in checker.problems if victim in m]  # the damage is still found, in its pack
+
+
+SLOW_BOOT = r"""
+import time
+from recovault.jobs import backup as _b
+_orig = _b.BackupJob._file_read
+def _slow(self, f, ev, contents):
+    time.sleep(0.03)
+    return _orig(self, f, ev, contents)
+_b.BackupJob._file_read = _slow
+from recovault.cli import main
+main()
+"""
+
+
+def test_sigint_to_the_cli_saves_a_partial_point(tmp_path, src):
+    """A real SIGINT to `recovault backup` (files slowed to 30 ms each): exit 130, one message, and a partial
+    point that `snapshots` lists and `check --read-data` accepts."""
+    import signal
+    import subprocess
+    import time
+    from test_cli import Cli, api_vault, fails, json_out
+    cli = Cli(tmp_path / "home")
+    vault = api_vault(tmp_path / "vault")
+    proc = subprocess.Popen(cli.cmd("backup", "--vault", vault, src, boot=SLOW_BOOT), env=cli.env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.2)
+    deadline = time.monotonic() + 30
+    while not list((tmp_path / "vault" / "sessions").glob("*")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the backup has registered its session: it is under way
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    res = subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(), err.decode())
+    fails(res, 130, "interrupted", "partial recovery point")
+    [point] = json_out(cli("snapshots", "--json", "--vault", vault))
+    assert point["partial"] is True
+    assert json_out(cli("check", "--read-data", "--json", "--vault", vault))["ok"]
