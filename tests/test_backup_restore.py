@@ -719,7 +719,7 @@ def test_a_stream_stored_inside_a_backed_up_directory_keeps_that_directory(tmp_p
     assert (out / "sub" / "dump.sql").read_bytes() == stream.read_bytes()
 
 
-# ---- big files: the C++ restore engine, and the Python segments when packs are not local files --------------
+# ---- big files: the C++ restore engine, from pack files or from ranges fetched when packs are not local -------
 def _big_files(src) -> Dict[str, bytes]:
     """Files of many chunks (small_settings: 16K/64K/256K): random, compressible, with zero runs (aligned
     and not, whole chunks of zeros), and a sparse one with holes."""
@@ -741,7 +741,7 @@ def _big_files(src) -> Dict[str, bytes]:
     return files
 
 
-def test_big_files_engine_and_python_segments_restore_the_same(tmp_path, monkeypatch):
+def test_big_files_engine_from_local_and_fetched_packs_restore_the_same(tmp_path, monkeypatch):
     from recovault.engine import BlobWriter
     src = tmp_path / "src"
     files = _big_files(src)
@@ -750,16 +750,17 @@ def test_big_files_engine_and_python_segments_restore_the_same(tmp_path, monkeyp
         snap = api.backup(v, [os.fsdecode(src)])
         for name in files:
             assert len(node_at(v, snap, os.path.join(b(src), name.encode())).content) > 4, name
-        for engine in (True, False):
-            runs = []
+        for engine in (True, False):  # False: packs as an object store's (no local path): ranges fetched
+            runs, fetched = [], []
             with monkeypatch.context() as mp:
-                real_run = BlobWriter.run
+                real_run, real_fetch = BlobWriter.run, BlobWriter._fetch
                 mp.setattr(BlobWriter, "run", lambda self, *a, **kw: runs.append(1) or real_run(self, *a, **kw))
+                mp.setattr(BlobWriter, "_fetch", lambda self, *a: fetched.append(1) or real_fetch(self, *a))
                 if not engine:
                     mp.setattr(v.storage, "local_path", lambda name: None)
                 res = api.restore(v, snap.id, str(tmp_path / f"out-{engine}"), verify=True)
             assert res["errors"] == [] and res["stats"]["verified"] == len(files)
-            assert len(runs) == (len(files) if engine else 0)
+            assert len(runs) == len(files) and bool(fetched) == (not engine)
             outs[engine] = restored_root(tmp_path / f"out-{engine}", src)
     for name, data in files.items():
         e, p = os.path.join(outs[True], name.encode()), os.path.join(outs[False], name.encode())

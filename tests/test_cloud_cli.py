@@ -348,7 +348,8 @@ def test_azurite_stopped_mid_backup_then_back(tmp_path, monkeypatch) -> None:
 
         store.put = put_then_die
         vault = Vault.open(store, PASSPHRASE, cache_dir=str(tmp_path / "c"))
-        with pytest.raises(StoreUnavailable, match=rf"^{url}: the service could not be reached .*\((write|create) "):
+        with pytest.raises(StoreUnavailable, match=rf"^backup stopped: .* in {url} failed: {url}: the service "
+                                                   r"could not be reached .*\((write|create) "):
             api.backup(vault, [str(src)])
     with run_azurite(tmp_path / "azurite", port):
         cli = Cli(tmp_path / "home")

@@ -71,14 +71,16 @@ def copy(src: Vault, dst: Vault, snapshots: Sequence[str] = (), *, progress: Pro
 
 
 def open_vault(location: str, passphrase: str, *, cache_dir: Optional[str] = None,
-               on_event: Optional[Callable[[str, Dict[str, Any]], None]] = None, write: bool = False) -> Vault:
+               on_event: Optional[Callable[[str, Dict[str, Any]], None]] = None, write: bool = False,
+               connections: int = 0) -> Vault:
     """Unlock an existing vault. `on_event(kind, info)` hears what the vault notices (kind "problem": a
     damaged index file skipped, a damaged recovery point left out of a search, with info["message"]; kind
     "notice": the vault was upgraded). A vault of an older format opens for reading; `write=True` upgrades it
-    first (so does every writing call: `backup`, `migrate`)."""
+    first (so does every writing call: `backup`, `migrate`). `connections`: requests to the storage at once
+    (pack uploads, restore reads; 0: 2 for a local directory, 5 for an object store)."""
     return Vault.open(open_storage(location), passphrase,
                       cache_dir=cache_dir if cache_dir is not None else default_cache_dir(),
-                      on_event=on_event or no_events, write=write)
+                      on_event=on_event or no_events, write=write, connections=connections)
 
 
 def migrate(vault: Vault) -> UpgradeReport:

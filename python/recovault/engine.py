@@ -1,16 +1,22 @@
 """Writing vault blobs into one file or device with the C++ restore engine (``core.restore_blobs``).
 
 A caller (image restore, the content of big files in a restore) adds blobs with where their bytes go; the
-engine then reads each from its pack file, opens it and writes it on every core, without the GIL. A blob
-whose pack is not a local file (``Storage.local_path`` gives None, as object stores will) is refused by
-:meth:`BlobWriter.add`, and the caller uses its Python path instead. Engine failures become the project's
-errors, naming the blob, the pack and what the caller says the blob is for (an image block).
+engine then reads each from its pack file, opens it and writes it on every core, without the GIL. Packs that
+are not local files (``Storage.local_path`` gives None: object stores) are refused by :meth:`BlobWriter.add`
+(the caller then takes its Python path: image restores still do), or, with ``fetch=True``, fetched first, as restic's
+restorer reads each pack once: per pack, the byte ranges the items need, merged when less than
+``MERGE_GAP`` apart, are fetched with ranged gets on ``connections`` threads into an anonymous memory file
+(memfd) at their offsets, which the engine reads as that pack (``/proc/self/fd/N``); packs are taken in
+windows of at most ``WINDOW`` fetched bytes, so memory stays bounded whatever the file's size. Engine
+failures become the project's errors, naming the blob, the pack and what the caller says the blob is for
+(an image block).
 """
 from __future__ import annotations
 
 import errno
 import os
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Tuple
 
 from . import core
 from .errors import CorruptData, ObjectMissing, RecovaultError, StorageError
@@ -19,16 +25,37 @@ if TYPE_CHECKING:
     from .vault.repo import Location, Vault
 
 _NO_ID = bytes(32)
+#: Needed ranges of one pack closer than this are fetched in one request (the bytes between are cheaper
+#: than another round trip).
+MERGE_GAP = 1 << 20
+#: At most this many bytes of fetched pack ranges are held at once (a window of packs per engine call).
+WINDOW = 256 << 20
+
+Span = Tuple[int, int]  # (offset, length)
+
+
+def merged_spans(ranges: Iterable[Span], gap: int = MERGE_GAP) -> List[Span]:
+    """The (offset, length) ranges merged into as few as possible: overlapping, adjacent or less than `gap`
+    bytes apart ranges become one."""
+    out: List[Span] = []
+    for off, length in sorted(ranges):
+        if out and off <= out[-1][0] + out[-1][1] + gap:
+            start = out[-1][0]
+            out[-1] = (start, max(start + out[-1][1], off + length) - start)
+        else:
+            out.append((off, length))
+    return out
 
 
 class BlobWriter:
     """Items for one ``core.restore_blobs`` call (``core.RestoreItem``: a pack index, or -1 for zeros; where
     the sealed blob is; its id; where it goes; which of its plaintext bytes)."""
 
-    def __init__(self, vault: "Vault", describe: Optional[Callable[[int], str]] = None) -> None:
+    def __init__(self, vault: "Vault", describe: Optional[Callable[[int], str]] = None, fetch: bool = False) -> None:
         self.vault = vault
+        self.fetch = fetch  # packs that are not local files: fetched at run time (else refused by add)
         self.describe = describe  # tag -> what a blob is for, in messages ("image block 17")
-        self.packs: List[str] = []  # local paths, indexed by the items
+        self.packs: List[Optional[str]] = []  # local paths (None: fetched at run time), indexed by the items
         self.names: List[str] = []  # the same packs' object names
         self.items: List[core.RestoreItem] = []
         self.tags: List[int] = []
@@ -36,15 +63,16 @@ class BlobWriter:
 
     def add(self, blob_id: bytes, dest: int, skip: int = 0, length: Optional[int] = None, tag: int = 0,
             loc: Optional["Location"] = None) -> bool:
-        """Write bytes [skip, skip + length) of the blob (to its end by default) at `dest`. False (nothing
-        added) when the blob's pack is not a local file. `loc`: the blob's location, if the caller has it."""
+        """Write bytes [skip, skip + length) of the blob (to its end by default) at `dest`. `loc`: the blob's
+        location, if the caller has it. False (nothing added) when the blob's pack is not a local file and this
+        writer does not fetch."""
         if loc is None:
             loc = self.vault.locate(blob_id)
         i = self._pack_index.get(loc.pack)
         if i is None:
             name = self.vault.pack_name(loc.pack)
             path = self.vault.storage.local_path(name)
-            if path is None:
+            if path is None and not self.fetch:
                 return False
             i = self._pack_index[loc.pack] = len(self.packs)
             self.packs.append(path)
@@ -78,24 +106,97 @@ class BlobWriter:
                 progress(done - reported[0])
                 reported[0] = done
 
-        try:
-            res = core.restore_blobs(self.vault.master.enc_key, fd, self.packs, self.items, workers=workers,
-                                     sparse=sparse, progress=tick)
-        except core.RestoreError as e:
-            raise self._error(e, dest) from None
+        if all(p is not None for p in self.packs):
+            res = self._restore(fd, dest, self.packs, self.items, range(len(self.items)), sparse, workers, tick)
+        else:
+            res = {"data_bytes": 0, "zero_bytes": 0, "items": 0}
+            for window in self._windows():
+                done = res["data_bytes"] + res["zero_bytes"]
+                part = self._fetch_and_restore(fd, dest, window, sparse, workers,
+                                               lambda n, done=done: tick(done + n))
+                for k in res:
+                    res[k] += part.get(k, 0)
         tick(res["data_bytes"] + res["zero_bytes"])
         return res
 
-    def _error(self, e: "core.RestoreError", dest: str) -> BaseException:
+    def _restore(self, fd: int, dest: str, packs: List[Optional[str]], items: List["core.RestoreItem"],
+                 indexes: Iterable[int], sparse: bool, workers: int,
+                 tick: Callable[[int], None]) -> Dict[str, int]:
+        """One engine call; `indexes`: each item's index in self.items (for messages)."""
+        try:
+            return core.restore_blobs(self.vault.master.enc_key, fd, [p or "" for p in packs], items,
+                                      workers=workers, sparse=sparse, progress=tick)
+        except core.RestoreError as e:
+            raise self._error(e, dest, None if e.index is None else list(indexes)[e.index]) from None
+
+    def _windows(self) -> List[List[int]]:
+        """The items (indexes) in windows: each window's remote packs need at most WINDOW fetched bytes (at
+        least one pack each); zero runs and local packs go with the first."""
+        by_pack: Dict[int, List[int]] = {}
+        first: List[int] = []
+        for k, item in enumerate(self.items):
+            if item.pack == -1 or self.packs[item.pack] is not None:
+                first.append(k)
+            else:
+                by_pack.setdefault(item.pack, []).append(k)
+        windows, current, size = [first], first, 0
+        for ks in by_pack.values():
+            need = sum(n for _o, n in merged_spans((self.items[k].pack_offset, self.items[k].sealed_length)
+                                                   for k in ks))
+            if size and size + need > WINDOW:
+                current, size = [], 0
+                windows.append(current)
+            current.extend(ks)
+            size += need
+        return [w for w in windows if w]
+
+    def _fetch_and_restore(self, fd: int, dest: str, window: List[int], sparse: bool, workers: int,
+                           tick: Callable[[int], None]) -> Dict[str, int]:
+        """Fetch the window's remote packs (their needed ranges, merged) into memory files, in parallel, and
+        run the engine on the window's items reading them there."""
+        spans: Dict[int, List[Span]] = {}
+        for k in window:
+            item = self.items[k]
+            if item.pack != -1 and self.packs[item.pack] is None:
+                spans.setdefault(item.pack, []).append((item.pack_offset, item.sealed_length))
+        memfds: Dict[int, int] = {}
+        try:
+            with ThreadPoolExecutor(max_workers=self.vault.blobs.connections) as pool:
+                for pack, mfd in zip(spans, pool.map(lambda p: self._fetch(p, spans[p]), spans)):
+                    memfds[pack] = mfd
+            packs = [f"/proc/self/fd/{memfds[i]}" if i in memfds else p for i, p in enumerate(self.packs)]
+            return self._restore(fd, dest, packs, [self.items[k] for k in window], window, sparse, workers, tick)
+        finally:
+            for mfd in memfds.values():
+                os.close(mfd)
+
+    def _fetch(self, pack: int, ranges: List[Span]) -> int:
+        """A memory file holding pack `pack`'s bytes at `ranges` (merged), at their offsets; the rest reads as
+        zeros and is never read. A range cut short (a truncated pack) ends the file there."""
+        name = self.names[pack]
+        mfd = os.memfd_create("recovault-pack", os.MFD_CLOEXEC)
+        try:
+            for off, length in merged_spans(ranges):
+                data = self.vault.blobs.get(name, off, length)
+                if data:
+                    os.pwrite(mfd, data, off)
+                if len(data) < length:
+                    break
+        except BaseException:
+            os.close(mfd)
+            raise
+        return mfd
+
+    def _error(self, e: "core.RestoreError", dest: str, index: Optional[int]) -> BaseException:
         if e.kind == "write":
             return OSError(e.errno, os.strerror(e.errno), dest)
         if e.errno == errno.ENOMEM:
             return MemoryError()
-        if e.index is None:
+        if index is None:
             return RecovaultError(f"restore of {dest} failed: {e.detail}")
-        item = self.items[e.index]
+        item = self.items[index]
         bid, name = item.id.hex()[:16], self.names[item.pack]
-        purpose = self.describe(self.tags[e.index]) if self.describe else ""
+        purpose = self.describe(self.tags[index]) if self.describe else ""
         what = f"blob {bid} in pack {name}" + (f" ({purpose})" if purpose else "")
         if e.kind in ("auth", "corrupt"):
             return CorruptData(f"{what} is corrupt or was tampered with ({e.detail})")
@@ -108,7 +209,7 @@ class BlobWriter:
             return ObjectMissing(f"object {name} is missing from the vault at {self.vault.storage.url}"
                                  + (f" (needed for {purpose})" if purpose else ""))
         if e.kind == "read":
-            path = self.packs[item[0]]
+            path = self.packs[item.pack] or f"{name} in {self.vault.storage.url} (fetched)"
             if e.errno in (errno.EACCES, errno.EPERM):
                 return StorageError(f"permission denied: cannot read {path}")
             return StorageError(f"cannot read {path}: {os.strerror(e.errno)}")

@@ -83,6 +83,12 @@ class Partial(RecovaultError):
     exit_code = 3
 
 
+class Interrupted(RecovaultError):
+    """The job was interrupted (Ctrl-C, SIGTERM); a backup saved what it finished as a partial recovery point."""
+
+    exit_code = 130
+
+
 class Busy(RecovaultError):
     """Another maintainer holds the vault's lease (a prune is running elsewhere): nothing was changed; try
     again when it has finished (or its lease expired)."""

@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 
 import click
 
-from ..errors import Partial, UsageError
+from ..errors import Partial, RecovaultError, UsageError
 from ..jobs import MODES
 from ..progress import ProgressReporter
 from .context import Ctx, common_options, pass_ctx
@@ -40,12 +40,19 @@ def backup(c: Ctx, paths: Tuple[str, ...], images: Tuple[str, ...], image_block_
         raise UsageError("nothing to back up: name at least one path, --image or --stdin")
     if use_stdin and c.passphrase_file is None and not os.environ.get("RECOVAULT_PASSPHRASE"):
         raise UsageError("--stdin needs the passphrase from RECOVAULT_PASSPHRASE or --passphrase-file")
-    with c.open(write=True) as v, ProgressReporter(not c.json, "backing up") as prog:
-        from .. import api
-        point = api.backup(v, list(paths), mode=mode, excludes=list(exclude), exclude_files=list(exclude_file),
-                          exclude_caches=exclude_caches, one_file_system=one_file_system, tags=list(tag),
-                          host=host, time=when, workers=workers, images=list(images), image_block_size=image_block_size,
-                          stdin_name=stdin_name if use_stdin else None, progress=prog)
+    try:
+        with c.open(write=True) as v, ProgressReporter(not c.json, "backing up") as prog:
+            from .. import api
+            point = api.backup(v, list(paths), mode=mode, excludes=list(exclude), exclude_files=list(exclude_file),
+                              exclude_caches=exclude_caches, one_file_system=one_file_system, tags=list(tag),
+                              host=host, time=when, workers=workers, images=list(images),
+                              image_block_size=image_block_size, stdin_name=stdin_name if use_stdin else None,
+                              progress=prog)
+    except RecovaultError as e:  # interrupted: --json still gives the partial recovery point it saved
+        partial = getattr(e, "point", None)
+        if partial is not None:
+            c.out(partial.to_json(), "")
+        raise
     st = point.stats
     c.out(point.to_json(), (f"recovery point {point.short_id} saved ({point.mode}): "
                  f"{st['files_new']} new, {st['files_changed']} changed, {st['files_unmodified']} unmodified files; "

@@ -30,6 +30,7 @@ class Ctx:
         self.passphrase_file: Optional[str] = None
         self._cache_dir: Optional[str] = None
         self.json = False
+        self.connections = 0  # 0: the storage's default (blobstore.default_connections)
         self.json_printed = False  # the --json result was printed: a later error must not print a second document
 
     @property
@@ -55,7 +56,8 @@ class Ctx:
         from ..storage import open_storage
         from ..vault.repo import Vault
         return Vault.open(open_storage(self.need_location()), self.passphrase(), cache_dir=self.cache_dir,
-                          on_event=self._notices if quiet else self.vault_event, write=write)
+                          on_event=self._notices if quiet else self.vault_event, write=write,
+                          connections=self.connections)
 
     def vault_event(self, kind: str, info: Dict[str, Any]) -> None:
         """What the vault notices on the way (a damaged index skipped, a damaged recovery point left out), and
@@ -94,6 +96,9 @@ COMMON_OPTIONS: Tuple[Tuple[Tuple[str, ...], str, dict], ...] = (
     (("--passphrase-file",), "passphrase_file", dict(help="Read the passphrase from this file.")),
     (("--cache-dir",), "_cache_dir", dict(help="Agent cache (default ~/.cache/recovault).")),
     (("--json",), "json", dict(is_flag=True, help="Machine-readable output on stdout.")),
+    (("--connections",), "connections",
+     dict(type=click.IntRange(1, 64), help="Requests to the vault's storage at once: pack uploads, restore and "
+          "check reads (default: 2 for a local directory, 5 for an object store).")),
 )
 
 

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 @click.option("--range", "byte_range", default=None, help="With --to: only bytes START:END of the image.")
 @click.option("--verify", is_flag=True, help="Re-read every restored file and compare with the recovery point.")
 @click.option("--workers", type=int, default=None,
-              help="Restore threads (default: 2 for files, whose cost is metadata calls; all cores for --to).")
+              help="Restore threads (default: 2 for files, whose cost is metadata calls, or --connections from an "
+              "object store; all cores for --to).")
 @click.option("--overwrite", type=click.Choice(["if-changed", "always", "if-newer", "never"]), default=None,
               help="Which existing files of the target are replaced: those whose size or mtime differ (the "
               "default, if-changed), all, those older than the recovery point's, or none.")
@@ -49,7 +50,7 @@ def restore(c: Ctx, snapshot: str, paths: Tuple[str, ...], target: Optional[str]
     with c.open() as v, ProgressReporter(not c.json, "restoring") as prog:
         point = v.find_snapshot(snapshot)
         from ..restore import RestoreJob
-        res = RestoreJob(v, point, target, list(paths), verify=verify, workers=workers or 2,
+        res = RestoreJob(v, point, target, list(paths), verify=verify, workers=workers or 0,
                          overwrite=overwrite or "if-changed", delete=delete, progress=prog).run()
     st = res["stats"]
     if res["warnings"] and not c.json:

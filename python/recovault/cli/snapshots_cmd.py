@@ -55,7 +55,7 @@ def _live(c: Ctx, snaps: List[RecoveryPoint]) -> None:
     for s in snaps:
         lines.append(f"{s.short_id}  {s.time[:19].replace('T', ' ')}  {s.host[:12]:12}  {s.mode:12}  "
                      f"{s.stats.get('bytes_total', 0) / 1e6:>8.1f}MB  {' '.join(s.paths)}"
-                     + ("" if s.complete else "  (incomplete)"))
+                     + ("  (partial: interrupted)" if s.partial else "" if s.complete else "  (incomplete)"))
     c.out([s.to_json() for s in snaps], "\n".join(lines))
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 from .. import __version__, core, timefmt
 from .. import fsmeta
-from ..errors import CorruptData, ObjectMissing, StorageError, UsageError
+from ..errors import CorruptData, Interrupted, ObjectMissing, RecovaultError, StorageError, UsageError
 from ..hardlinks import HardLinks
 from ..paths import split_path
 from ..vault import format as fmt
@@ -29,7 +29,7 @@ from ..vault.reach import ids_of, referenced
 from ..vault.records import DEFAULT_DIR_META, Node, RecoveryPoint
 from ..vault.repo import Vault
 from . import MODES
-from .tree_builder import BaseTrees, FileItem, Leaf, PendingDir, TreeBuilder, pinned_dirs
+from .tree_builder import UNSETTLED, BaseTrees, FileItem, Leaf, PendingDir, TreeBuilder, pinned_dirs
 from .walk import Entry, ExcludeRules, walk
 
 
@@ -96,6 +96,14 @@ def _unchanged(old: Node, st: os.stat_result) -> bool:
     return _same_content(old, st) and "at" not in old.meta
 
 
+class _Chain(NamedTuple):
+    """Where the new recovery point sits: its sources' paths, its mode, and the points it follows."""
+    paths: List[str]
+    mode: str
+    base: Optional[RecoveryPoint]
+    last_full: Optional[RecoveryPoint]
+
+
 class _Sources(NamedTuple):
     """What a run backs up, made absolute and checked."""
     paths: List[str]  # the recovery point's identity for choosing a base: files, images and the stream name
@@ -154,8 +162,8 @@ def find_base(snaps: List[RecoveryPoint], host: str, paths: List[str], mode: str
     if mode == "full":
         return None
     same = [s for s in snaps if s.same_source(host, paths)]
-    if mode == "differential":
-        same = [s for s in same if s.mode == "full"]
+    if mode == "differential":  # a partial point (an interrupted backup's) is no full one
+        same = [s for s in same if s.mode == "full" and not s.partial]
     return same[-1] if same else None
 
 
@@ -179,6 +187,8 @@ class BackupJob:
         self._pipe: Optional["core.Pipeline"] = None
         self._plans: List[Plan] = []  # the pending plans this run has seen (its session says so)
         self._base_id: Optional[str] = None
+        self._links: HardLinks[FileItem] = HardLinks()  # (dev, ino) -> the first name read (set by the walk)
+        self._reader: Optional[_BatchReader] = None  # set by the walk
 
     def _error(self, path: str, err: Any) -> None:
         msg = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
@@ -214,22 +224,28 @@ class BackupJob:
         # another size would share nothing with what the vault has).
         latest = find_base(snaps, self.host, src.paths, "incremental")
         self._sizes_from = self._base if mode != "full" else BaseTrees(self.vault, latest.tree if latest else None)
-        last_full = find_base(snaps, self.host, src.paths, "differential")
+        chain = _Chain(src.paths, mode, base, find_base(snaps, self.host, src.paths, "differential"))
         on_disk = [split_path(p) for p in src.tree_paths + src.images]  # a stream's path has no ancestors
         tree = self._tree = TreeBuilder(self.vault, self._base, pinned_dirs(
             on_disk + ([split_path(src.stdin_path)] if src.stdin_path else [])))
         tree.add_ancestors(on_disk, self._ancestor_meta)
         self.progress("plan", {"files": 0, "bytes": 0})  # totals grow as the walk finds changed files
-        self._walk(src, rules, compare=mode != "full")
-        for path in src.images:
-            self._add_image(path)
-        if src.stdin_path:
-            self._add_stdin(src.stdin_path)
-        for f in tree.files():
-            if f.link_key is not None:
-                first = self._links.get(f.link_key)
-                f.content = first.content  # None if the first link could not be read
-        root_id = tree.save_root()
+        try:
+            self._walk(src, rules, compare=mode != "full")
+            for path in src.images:
+                self._add_image(path)
+            if src.stdin_path:
+                self._add_stdin(src.stdin_path)
+            self._resolve_links()
+            root_id = tree.save_root()
+            self.vault.flush()
+        except (StorageError, KeyboardInterrupt) as e:
+            self._interrupted(e, chain, session, t0)  # raises
+        return self._finish(chain, session, root_id, t0)
+
+    def _finish(self, chain: _Chain, session: WriterSession, root_id: bytes, t0: float,
+                partial: bool = False) -> RecoveryPoint:
+        """Store what is queued, index it, and record the recovery point (docs/vault-format.md §10.1)."""
         self.vault.flush()
         if session.lapsed:
             revalidate(self.vault, session, root_id)
@@ -237,7 +253,56 @@ class BackupJob:
         def check_stored() -> None:  # stopped between the check and the save: the point must not stay if it lost blobs
             if session.lapsed:
                 revalidate(self.vault, session, root_id, rescue=False)
-        return self._save_point(src.paths, mode, base, last_full, root_id, check_stored)
+        return self._save_point(chain, root_id, check_stored, partial)
+
+    def _resolve_links(self) -> None:
+        """Hard links after the first: the first link's content (None if it could not be read, or is not
+        read yet when the backup was interrupted)."""
+        for f in self._tree.files():
+            if f.link_key is not None:
+                first = self._links.get(f.link_key)
+                f.content, f.stamp = first.content, first.stamp
+
+    def _interrupted(self, e: BaseException, chain: _Chain, session: WriterSession, t0: float) -> None:
+        """The storage failed or the operator interrupted: save what was finished (every file whose blobs
+        are all stored; the directories with what they hold so far) as a partial recovery point, then raise
+        one error saying what happened and what was saved. If the storage fails again meanwhile, say so:
+        the packs already stored are indexed on close and reused by the next backup."""
+        ctrl_c = isinstance(e, KeyboardInterrupt)
+        what = "interrupted (Ctrl-C or SIGTERM)" if ctrl_c else f"stopped: {e}"
+        make = Interrupted if ctrl_c else (type(e) if isinstance(e, RecovaultError) else StorageError)
+        self._stop_reading()
+        try:
+            lost_from = self.vault.blobs.salvage()
+            self.vault.flush()  # what is queued: stored now, or the storage is still failing
+            self._resolve_links()  # later names of the hard-linked files read so far
+            root_id = self._tree.save_root(UNSETTLED - 1 if lost_from is None else lost_from)
+            point = self._finish(chain, session, root_id, t0, partial=True)
+        except (StorageError, CorruptData, KeyboardInterrupt) as again:
+            why = "interrupted again" if isinstance(again, KeyboardInterrupt) else str(again)
+            raise make(f"backup {what}; saving what it finished failed too ({why}); the packs already stored "
+                       "and indexed are reused by the next backup") from None
+        err = make(f"backup {what}; what it finished is saved as partial recovery point {point.short_id}: "
+                   "run the backup again to complete it (it uploads only what is missing)")
+        err.point = point  # type: ignore[attr-defined]
+        raise err from None
+
+    def _stop_reading(self) -> None:
+        """Stop the pipeline batch under way (its files are unfinished) and close the descriptors of files
+        handed over as such."""
+        reader = self._reader
+        if reader is None:
+            return
+        files = list(reader.batch)
+        if reader.running is not None:
+            run, running = reader.running
+            reader.running = None
+            run.close()
+            files += running
+        for f in files:
+            if f.fd is not None:
+                os.close(f.fd)
+                f.fd = None
 
     def _ancestor_meta(self, parts: Tuple[bytes, ...]) -> Dict[str, Any]:
         """Metadata of a directory above a named path. An ancestor may be a symlink (/lib -> usr/lib on
@@ -256,7 +321,7 @@ class BackupJob:
         """Walk the named paths: compare each entry with the base, record it in the tree, and hand changed
         files to the pipeline while the walk goes on."""
         self._compare = compare
-        self._links: HardLinks[FileItem] = HardLinks()
+        self._links = HardLinks()
         self._reader = _BatchReader(self)
         as_images = set(src.images)  # inside a backed-up directory but named with --image: stored as an image only
         walker = walk(src.tree_paths, rules, one_file_system=self.opts.one_file_system, on_error=self._error)
@@ -283,6 +348,7 @@ class BackupJob:
             f = FileItem(old, entry.path, st.st_size)  # fast path: no capture, node reused as it is
             f.content = old.content
             f.reused = True
+            tree.stamps.stamp(f)
             parent_dir.children[name] = f
             self.stats.files_unmodified += 1
             self.stats.bytes_total += st.st_size
@@ -320,6 +386,7 @@ class BackupJob:
                 return
         if old is not None and _same_content(old, entry.st) and self._all_known(old.content):
             f.content = old.content
+            self._tree.stamps.stamp(f)
             self.stats.files_unmodified += 1
             return
         if entry.beyond_path_max:
@@ -340,22 +407,22 @@ class BackupJob:
         known = self.vault.known
         return all(bytes.fromhex(c) in known for c in chunk_ids or ())
 
-    def _save_point(self, paths: List[str], mode: str, base: Optional[RecoveryPoint],
-                    last_full: Optional[RecoveryPoint], root_id: bytes,
-                    check_stored: Optional[Callable[[], None]] = None) -> RecoveryPoint:
+    def _save_point(self, chain: _Chain, root_id: bytes, check_stored: Optional[Callable[[], None]] = None,
+                    partial: bool = False) -> RecoveryPoint:
         """Record the recovery point (written last: until then the run left only packs and indexes)."""
         opts = self.opts
+        paths, mode, base, last_full = chain
         if mode == "full" or base is None:
             base_full = None
         elif mode == "differential" and last_full is not None:
             base_full = last_full.id
         else:
-            base_full = base.id if base.mode == "full" else base.base_full
+            base_full = base.id if base.mode == "full" and not base.partial else base.base_full
         point = RecoveryPoint(
             time=self.time or timefmt.now(), host=self.host, username=getpass.getuser(), paths=paths, tree=root_id.hex(),
             tags=sorted(set(opts.tags)), mode=mode, parent=base.id if base else None, base_full=base_full,
             excludes=opts.excludes, program=f"recovault {__version__}", stats=self.stats.to_dict(),
-            errors=self.errors[:1000], complete=not self.errors)
+            errors=self.errors[:1000], complete=not self.errors and not partial, partial=partial)
         self.vault.save_snapshot(point, check_stored)  # sets point.id
         return point
 
@@ -386,7 +453,7 @@ class BackupJob:
                 self.stats.files_new += 1
             else:
                 self.stats.files_changed += 1
-        d.children[name] = Leaf(Node(name, meta, size=desc["size"], image=desc))
+        d.children[name] = Leaf(Node(name, meta, size=desc["size"], image=desc), stamp=self.vault.blobs.queued)
         self.stats.bytes_total += desc["size"]
         self.stats.bytes_read += st["bytes_read"]
         self.stats.chunks_new += st["chunks_new"]
@@ -427,6 +494,7 @@ class BackupJob:
         if not files:
             return None
         pipe = self._pipeline()
+        self._tree.stamps.start()
         if sources is not None:
             return pipe.run(sources, None), files
         return pipe.run([f.path if f.fd is None else f.fd for f in files], [f.size for f in files]), files
@@ -449,6 +517,7 @@ class BackupJob:
                         stats.bytes_added += len(ev.payload)
                 elif ev.kind == core.END:
                     self._file_read(files[ev.source], ev, contents)
+        self._tree.stamps.settle()
 
     def _file_read(self, f: FileItem, ev: "core.PipelineEvent", contents: List[List[str]]) -> None:
         """A file's END event: record its content, or the error that leaves it out."""
@@ -463,6 +532,7 @@ class BackupJob:
             f.content = None
         else:
             f.content = contents[ev.source]
+            f.stamp = self.vault.blobs.queued  # its chunks are all queued (events come in source order)
             if ev.length != f.size:  # the file changed while we read it: record what we read
                 f.node.size = f.size = ev.length
         contents[ev.source] = []

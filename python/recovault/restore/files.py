@@ -1,7 +1,7 @@
 """Writing the content of restored files (as restic's filerestorer.go): small files chunk by chunk through
 Python on the job's file pool, files of many chunks by the C++ restore engine (engine.BlobWriter) on every
-core, or in segments on a second pool when their packs are not local files, block-device images by
-``restore_image``; all-zero runs are left as holes (fsmeta). Later names of a hard-linked inode are linked to
+core (from an object store, each pack's needed ranges fetched first, merged and in parallel), block-device
+images by ``restore_image``; all-zero runs are left as holes (fsmeta). Later names of a hard-linked inode are linked to
 its first name once that is written.
 
 Every file is written into a temporary file the target made (target.py: created from its directory's
@@ -11,7 +11,7 @@ Verifier just after its rename.
 from __future__ import annotations
 
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from typing import List, NamedTuple, Optional, Tuple
@@ -19,13 +19,14 @@ from typing import List, NamedTuple, Optional, Tuple
 from .. import fsmeta
 from ..engine import BlobWriter
 from ..errors import ObjectMissing, RecovaultError, TargetFull
+from ..vault import format as fmt
 from ..vault.records import Node
 from ..vault.repo import Vault
 from .report import Report
 from .target import Dir, Parts, Target
 from .verify import Verifier
 
-SEGMENT = 4  # chunks per task when a file is split across threads
+SEGMENT = 4  # a file of more chunks goes to the C++ restore engine
 
 
 @dataclass
@@ -54,14 +55,13 @@ class _Written(NamedTuple):
 class FileRestorer:
     """Restores files into the target: `restore_run` on the file pool's threads, `link` on the walk's."""
 
-    def __init__(self, vault: Vault, target: Target, report: Report, segments: ThreadPoolExecutor,
-                 verifier: Verifier, verify: bool) -> None:
+    def __init__(self, vault: Vault, target: Target, report: Report, verifier: Verifier, verify: bool) -> None:
         self.vault = vault
         self.target = target
         self.report = report
         self.verifier = verifier
         self.verify = verify
-        self._segments = segments
+        self._local = vault.storage.local_path(fmt.CONFIG) is not None  # packs are files the engine reads
 
     def restore_run(self, run: List[FileTask]) -> None:
         for t in run:
@@ -129,44 +129,33 @@ class FileRestorer:
                 raise self.report.target_full(path) from None  # the same message as for files, with the count
             return st["bytes_written"]
         ids = [bytes.fromhex(h) for h in t.node.content or []]
-        if len(ids) <= SEGMENT:
+        if len(ids) <= 1 or (len(ids) <= SEGMENT and self._local):
             offset = self._write_chunks(fd, ids, 0)
-        else:  # a big file: its chunks are fetched, opened and written by all cores at once
+        else:  # a big file (or, from an object store, one of a few chunks: one get a pack instead of one a chunk)
             offset = self._write_big(fd, path, ids)
         fsmeta.finish_sparse(fd, offset)
         return offset
 
-    def _write_big(self, fd: int, dest: str, ids: List[bytes]) -> int:
-        """Write a file of many chunks on every core: by the C++ restore engine when all its packs are local
-        files, else in segments of SEGMENT chunks by the segment pool. Returns the file's size. A pack that
-        vanished (a prune repacked it after the index was loaded): the index files written since are loaded
-        and the file is written again, once (as BlobStore.read_blob does for one blob)."""
+    def _write_big(self, fd: int, path: str, ids: List[bytes]) -> int:
+        """Write a file of many chunks on every core, by the C++ restore engine (which fetches the needed
+        ranges of packs that are not local files first). Returns the file's size. A pack that vanished (a
+        prune repacked it after the index was loaded): the index files written since are loaded and the file
+        is written again, once (as BlobStore.read_blob does for one blob)."""
         try:
-            return self._write_big_once(fd, dest, ids)
+            return self._write_big_once(fd, path, ids)
         except ObjectMissing:
             if not self.vault.load_index():
                 raise
-            return self._write_big_once(fd, dest, ids)
+            return self._write_big_once(fd, path, ids)
 
     def _write_big_once(self, fd: int, dest: str, ids: List[bytes]) -> int:
-        writer: Optional[BlobWriter] = BlobWriter(self.vault)
-        starts, offset = [], 0
+        writer = BlobWriter(self.vault, fetch=True)
+        offset = 0
         for cid in ids:
-            starts.append(offset)
             loc = self.vault.locate(cid)
-            if writer is not None and not writer.add(cid, offset, loc=loc):
-                writer = None  # a pack that is not a local file: the Python path for the whole file
+            writer.add(cid, offset, loc=loc)
             offset += loc.raw_length
-        if writer is not None:
-            writer.run(fd, dest, sparse=True)
-            return offset
-        segs = [self._segments.submit(self._write_chunks, fd, ids[i:i + SEGMENT], starts[i])
-                for i in range(0, len(ids), SEGMENT)]
-        # Every segment must be over before fd is closed, failed or not: a segment still writing
-        # after the close would write into whatever file reuses the descriptor number next.
-        futures_wait(segs)
-        for seg in segs:
-            seg.result()
+        writer.run(fd, dest, sparse=True)
         return offset
 
     def _write_chunks(self, fd: int, ids: List[bytes], offset: int) -> int:

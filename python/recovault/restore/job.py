@@ -22,6 +22,7 @@ from .. import fsmeta
 from ..errors import CorruptData, NotFound, UsageError
 from ..hardlinks import HardLinks
 from ..paths import split_path
+from ..vault import format as fmt
 from ..vault.records import Node, RecoveryPoint
 from ..vault.repo import Vault
 from .files import FileRestorer, FileTask, First
@@ -34,11 +35,19 @@ MAX_OPEN_DIRS = 64  # restored directories waiting for their files (each holds a
 VERIFY_BATCH = 256  # restored files re-read together by verify
 
 
+def default_workers(vault: Vault) -> int:
+    """File threads by default: 2 from a local vault (more only thrash the GIL on small files, whose cost is
+    metadata calls); from an object store, where a small file waits on its ranged gets, one per connection."""
+    if vault.storage.local_path(fmt.CONFIG) is not None:
+        return 2
+    return max(2, vault.blobs.connections)
+
+
 class RestoreJob:
     """Restore a recovery point (whole, or selected paths) to a target directory, byte for byte."""
 
     def __init__(self, vault: Vault, point: RecoveryPoint, target: str, paths: Optional[List[str]] = None, *,
-                 verify: bool = False, owners: Optional[bool] = None, workers: int = 2,
+                 verify: bool = False, owners: Optional[bool] = None, workers: int = 0,
                  overwrite: str = "if-changed", delete: bool = False,
                  progress: Optional[Callable[[str, Dict[str, Any]], None]] = None) -> None:
         if overwrite not in OVERWRITE_MODES:
@@ -48,7 +57,9 @@ class RestoreJob:
         self.target = os.path.abspath(target)
         self.selection = [split_path(p) for p in (paths or [])]
         self.verify = verify
-        self.workers = max(1, workers)
+        self.workers = workers if workers > 0 else default_workers(vault)
+        # From an object store each file waits on requests: one file per task keeps every thread busy.
+        self._run_files = RUN_FILES if vault.storage.local_path(fmt.CONFIG) is not None else 1
         self.delete = delete
         self.report = Report(progress or (lambda kind, info: None))
         self.stats = self.report.stats
@@ -92,11 +103,10 @@ class RestoreJob:
                 "errors": r.errors, "warnings": r.warnings, "data_errors": r.data_errors}
 
     def _walk(self, root: Dir) -> None:
-        """Restore the whole tree into `root`, with the file pool and the big files' segment pool."""
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="recovault-restore") as pool, \
-                ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="recovault-segment") as seg:
+        """Restore the whole tree into `root`, with the file pool."""
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="recovault-restore") as pool:
             self._pool = pool
-            self._files = FileRestorer(self.vault, self._dest, self.report, seg, self._verifier, self.verify)
+            self._files = FileRestorer(self.vault, self._dest, self.report, self._verifier, self.verify)
             try:
                 try:
                     self._restore_dir(root, bytes.fromhex(self.point.tree))
@@ -186,7 +196,7 @@ class RestoreJob:
             self._submit(t.dir, run)
             return []
         run.append(t)
-        if len(run) >= RUN_FILES:
+        if len(run) >= self._run_files:
             self._submit(t.dir, run)
             return []
         return run

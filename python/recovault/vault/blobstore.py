@@ -20,11 +20,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Dict, Generic, Iterable, List, NamedTuple, Optional, Set, Tuple, TypeVar
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections import deque
+from typing import (Any, Callable, Deque, Dict, Generic, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple,
+                    TypeVar, Union)
 
 from .. import core
-from ..errors import CorruptData, ObjectMissing
+from ..errors import CorruptData, ObjectMissing, RecovaultError, StorageError
 from ..storage import Storage
 from . import format as fmt
 from .cache import ObjectCache
@@ -46,6 +48,12 @@ class Location(NamedTuple):
     offset: int
     length: int
     raw_length: int
+
+
+def default_connections(storage: Storage) -> int:
+    """Pack uploads in flight by default: 2 on a local file system (more only seek), 5 on an object store
+    (restic's defaults for its local and S3/Azure back ends: enough to fill a link whose latency dominates)."""
+    return 2 if storage.local_path(fmt.CONFIG) is not None else 5
 
 
 class DamagedIndex(NamedTuple):
@@ -136,8 +144,9 @@ class BlobStore:
     fields only after `_ensure_index` (or from within the load)."""
 
     def __init__(self, storage: Storage, sealer: Sealer, *, pack_size: int, cache_dir: Optional[str] = None,
-                 vault_id: str = "", on_event: EventSink = no_events) -> None:
+                 vault_id: str = "", on_event: EventSink = no_events, connections: int = 0) -> None:
         self.storage = storage
+        self.connections = connections if connections > 0 else default_connections(storage)
         self.sealer = sealer
         self.pack_size = pack_size
         self.on_event = on_event
@@ -154,8 +163,11 @@ class BlobStore:
         self._loaded_indexes: Set[str] = set()
         self._recovered: Dict[bytes, List[fmt.BlobEntry]] = {}  # recovered packs no index file lists yet
         self._writers = {t: _PackWriter(self, t) for t in (fmt.BLOB_DATA, fmt.BLOB_TREE)}
-        self._uploads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="recovault-upload")
-        self._pending: List[Future] = []
+        self._uploads = ThreadPoolExecutor(max_workers=self.connections, thread_name_prefix="recovault-upload")
+        self._pending: Set[Future] = set()
+        self._queued = 0  # blobs queued so far: blob k (from 0) is the k-th queued (see `queued`)
+        self._lost: List[Tuple[int, bytes]] = []  # per pack whose upload failed: its first blob's number, its IDs
+        self._upload_error: Optional[BaseException] = None  # the first upload that failed
         self._unindexed: Dict[bytes, List[fmt.BlobEntry]] = {}
         self._lock = threading.Lock()
         self._last_index = time.monotonic()
@@ -317,11 +329,24 @@ class BlobStore:
     def has_blob(self, blob_id: bytes) -> bool:
         return blob_id in self.known
 
+    def stored(self, blob_id: bytes) -> bool:
+        """Whether the blob is in a stored pack and may be named (known: not in a pending plan's garbage). A
+        blob queued but not yet stored is not; nor, after `salvage`, one whose pack failed to upload."""
+        return blob_id in self.known and blob_id in self.locations
+
     # ---- writing --------------------------------------------------------------------------------
     def add_sealed(self, blob_type: int, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
         """Queue a sealed blob (from the pipeline) for the current pack of its type."""
         self._ensure_index()  # its pack's locations join the index's (normally loaded already, for dedup)
-        self._writers[blob_type].add(blob_id, sealed, raw_length)
+        self._writers[blob_type].add(blob_id, sealed, raw_length, self._queued)
+        self._queued += 1
+
+    @property
+    def queued(self) -> int:
+        """How many blobs this store has queued so far. Something finished when `queued` was n depends only
+        on blobs numbered below n (and on blobs stored before): the backup stamps what it finishes with it,
+        and an interrupted backup keeps what `lost_from` says is stored."""
+        return self._queued
 
     def _pack_written(self, pack_id: bytes, entries: List[fmt.BlobEntry]) -> None:
         with self._lock:
@@ -333,18 +358,64 @@ class BlobStore:
         if full:
             self.write_index()
 
-    def _submit_upload(self, name: str, data: bytes, after: Callable[[], None]) -> None:
+    def _submit_upload(self, name: str, data: bytes, after: Callable[[], None], first: int, ids: bytes) -> None:
+        """Upload a pack on the pool; `first` is its first blob's number, `ids` its blob IDs (concatenated).
+        At most `connections` uploads are under way: this waits for one to end first (memory: about
+        connections + 1 packs, whatever the link)."""
         def job() -> None:
-            self.storage.put(name, data)
+            try:
+                self._put(name, data, "pack")
+            except BaseException as e:
+                with self._lock:
+                    self._lost.append((first, ids))
+                    if self._upload_error is None:
+                        self._upload_error = e
+                raise
             after()
-        self._pending.append(self._uploads.submit(job))
-        if len(self._pending) > 1:  # bounds memory: one pack uploading while the next one fills
-            self._wait_uploads(keep=1)
+        self._pending.add(self._uploads.submit(job))
+        self._wait_uploads(keep=self.connections)
 
     def _wait_uploads(self, keep: int = 0) -> None:
-        while len(self._pending) > keep:
-            f = self._pending.pop(0)
-            f.result()  # re-raises the upload's error (StorageError for a full disk, ...)
+        """Wait until at most `keep` uploads are under way; re-raises a failed one's error (as soon as it is
+        seen: the sooner a failure stops the backup, the more of what it finished its partial point holds)."""
+        while True:
+            done = {f for f in self._pending if f.done()}
+            if not done and len(self._pending) > keep:
+                done, _ = wait(self._pending, return_when=FIRST_COMPLETED)
+            if not done:
+                return
+            self._pending -= done
+            for f in done:
+                f.result()  # re-raises the upload's error (StorageError for a full disk, ...)
+
+    def _put(self, name: str, data: bytes, what: str) -> None:
+        """Store one object; a failure becomes one error naming the object, the operation and the store, of the
+        storage error's own class (so its exit code: a store that cannot be reached stays StoreUnavailable)."""
+        try:
+            self.storage.put(name, data)
+        except StorageError as e:
+            raise type(e)(f"storing {what} {name} in {self.storage.url} failed: {e}") from None
+
+    def salvage(self) -> Optional[int]:
+        """After an interruption: wait for every upload under way (their errors are not raised: the first is
+        `upload_error`), forget the blobs of packs that failed to upload (they are no longer known, so what
+        is stored next stores them again), and return the number of the first blob that may be lost (None:
+        every blob queued so far is stored or still queued). Something stamped with `queued` <= that number
+        is fully stored once the queued packs are flushed."""
+        while self._pending:
+            done, _ = wait(self._pending, return_when=FIRST_COMPLETED)
+            self._pending -= done
+        with self._lock:
+            lost, self._lost = self._lost, []
+        for _first, ids in lost:
+            self.known.difference_update(ids)
+        if not lost:
+            return None
+        return min(first for first, _ids in lost)
+
+    @property
+    def upload_error(self) -> Optional[BaseException]:
+        return self._upload_error
 
     def write_index(self) -> None:
         """Store an index file for the packs stored since the last one (they are all stored already)."""
@@ -365,7 +436,7 @@ class BlobStore:
         self._ensure_index()  # else a later load would skip this file as loaded, without its entries
         sealed = self.sealer.seal(fmt.AAD_INDEX, fmt.encode_index(packs))
         name = fmt.INDEX + core.blake3(sealed).hex()
-        self.storage.put(name, sealed)
+        self._put(name, sealed, "index file")
         self._loaded_indexes.add(name)
         self._indexed_packs.update(packs)
         if self.cache:
@@ -404,6 +475,28 @@ class BlobStore:
         except ObjectMissing:
             raise ObjectMissing(f"object {name} is missing from the vault at {self.storage.url}") from None
 
+    def get_many(self, names: Iterable[str]) -> Iterator[Tuple[str, Union[bytes, RecovaultError]]]:
+        """Each object of `names` whole, in order, fetched `connections` at a time ahead of the caller (memory:
+        about connections + 1 objects), with the error in its place if it could not be read."""
+        def fetch(name: str) -> Union[bytes, RecovaultError]:
+            try:
+                return self.get(name)
+            except RecovaultError as e:
+                return e
+        todo = iter(names)
+        with ThreadPoolExecutor(max_workers=self.connections, thread_name_prefix="recovault-read") as pool:
+            ahead: Deque[Tuple[str, "Future[Union[bytes, RecovaultError]]"]] = deque()
+            for name in todo:
+                ahead.append((name, pool.submit(fetch, name)))
+                if len(ahead) >= self.connections:
+                    break
+            while ahead:
+                name, fut = ahead.popleft()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    ahead.append((nxt, pool.submit(fetch, nxt)))
+                yield name, fut.result()
+
     def locate(self, blob_id: bytes) -> Location:
         loc = self.locations.get(blob_id)
         if loc is None:
@@ -433,16 +526,21 @@ class BlobStore:
             raise CorruptData(f"blob {blob_id.hex()[:16]} in pack {pack} has the wrong length")
         return data
 
-    def read_pack_header(self, name: str, size: Optional[int] = None) -> List[fmt.BlobEntry]:
-        """Decrypt a pack's own header (check, index recovery and repair use it). CorruptData for a pack
-        too small to hold a trailer, a wrong magic, or a header that fails authentication or does not parse."""
-        if size is None:
+    def read_pack_header(self, name: str, size: Optional[int] = None, data: Optional[bytes] = None) -> List[fmt.BlobEntry]:
+        """Decrypt a pack's own header (check, index recovery and repair use it), read from storage, or from
+        `data` (the whole pack, already read). CorruptData for a pack too small to hold a trailer, a wrong
+        magic, or a header that fails authentication or does not parse."""
+        def part(offset: int, length: int) -> bytes:
+            return data[offset:offset + length] if data is not None else self.get(name, offset, length)
+        if data is not None:
+            size = len(data)
+        elif size is None:
             size = self.storage.stat(name).size
         try:
             if size < fmt.PACK_TRAILER.size:
                 raise ValueError(f"{size} bytes is shorter than its trailer")
-            start, hlen = fmt.split_pack(size, self.get(name, size - fmt.PACK_TRAILER.size, fmt.PACK_TRAILER.size))
-            sealed = self.get(name, start, hlen)
+            start, hlen = fmt.split_pack(size, part(size - fmt.PACK_TRAILER.size, fmt.PACK_TRAILER.size))
+            sealed = part(start, hlen)
             entries = fmt.decode_pack_header(self.sealer.unseal(fmt.AAD_PACK_HEADER, sealed, f"header of pack {name}"))
         except ValueError as e:
             raise CorruptData(f"pack {name} is corrupt: {e}") from None
@@ -461,8 +559,11 @@ class _PackWriter:
         self.type = blob_type
         self.blobs: List[Tuple[bytes, bytes, int]] = []
         self.size = 0
+        self.first = 0  # the number of its first blob (BlobStore.queued)
 
-    def add(self, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
+    def add(self, blob_id: bytes, sealed: bytes, raw_length: int, number: int) -> None:
+        if not self.blobs:
+            self.first = number
         self.blobs.append((blob_id, sealed, raw_length))
         self.size += len(sealed)
         if self.size >= self.store.pack_size:
@@ -488,4 +589,5 @@ class _PackWriter:
         del parts, blobs  # the sealed blobs now live only in `data`
         pack_id = core.blake3(data)
         store = self.store
-        store._submit_upload(pack_name(pack_id), data, lambda: store._pack_written(pack_id, entries))
+        ids = b"".join(e.id for e in entries)
+        store._submit_upload(pack_name(pack_id), data, lambda: store._pack_written(pack_id, entries), self.first, ids)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Union
 
 from .. import core
 from ..errors import CorruptData, RecovaultError, UsageError
@@ -55,9 +55,9 @@ class Checker:
         self._garbage(listed, on_storage, condemned)
         if read_data or subset:
             packs = sorted(set(listed) | recovered)
-            for pack in self._subset(packs, subset) if subset else packs:
-                if pack in on_storage:
-                    self._read_pack(on_storage[pack])
+            names = [on_storage[p] for p in (self._subset(packs, subset) if subset else packs) if p in on_storage]
+            for name, data in self.vault.blobs.get_many(names):  # fetched on --connections threads, ahead
+                self._read_pack(name, data)
         return {"ok": not self.problems, "problems": self.problems, "warnings": self.warnings,
                 "stats": self.stats, "damaged_indexes": self.damaged_indexes,
                 "damaged_points": self.damaged_points, "recovered_packs": self.recovered_packs,
@@ -264,20 +264,19 @@ class Checker:
         k = max(1, round(len(packs) * pct / 100)) if packs else 0
         return random.sample(packs, k)
 
-    def _read_pack(self, name: str) -> None:
-        """Read one pack whole: its name is its hash, its header decrypts, each blob opens and hashes to its
-        id. A pack too small or garbled to hold a header is one problem, and the check goes on."""
+    def _read_pack(self, name: str, data: Union[bytes, RecovaultError]) -> None:
+        """Check one pack read whole (`data`, or the error reading it): its name is its hash, its header
+        decrypts, each blob opens and hashes to its id. A pack too small or garbled to hold a header is one
+        problem, and the check goes on."""
         v = self.vault
-        try:
-            data = v.storage.get(name)
-        except RecovaultError as e:
-            self.problem(str(e))
+        if isinstance(data, RecovaultError):
+            self.problem(str(data))
             return
         self.stats["packs_read"] += 1
         if core.blake3(data).hex() != fmt.name_to_id(name):
             self.problem(f"pack {name}: content does not match its name (corrupt or tampered with)")
         try:
-            entries = v.blobs.read_pack_header(name, size=len(data))
+            entries = v.blobs.read_pack_header(name, data=data)
         except RecovaultError as e:
             self.problem(str(e))
             return

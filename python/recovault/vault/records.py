@@ -41,11 +41,16 @@ class RecoveryPoint:
     stats: Dict[str, Any] = field(default_factory=dict)
     errors: List[Dict[str, str]] = field(default_factory=list)
     complete: bool = True
+    partial: bool = False  # an interrupted backup's: what it finished (§9); stored only when true
     version: int = SNAPSHOT_VERSION
     id: str = ""
     extra: Dict[str, Any] = field(default_factory=dict)
     #: known keys the document did not have: not written back while they keep their default
     absent: FrozenSet[str] = field(default=frozenset(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.partial:  # a complete point's document has no "partial" key (from_json resets `absent`)
+            self.absent = frozenset({"partial"})
 
     @classmethod
     def from_json(cls, doc: Dict[str, Any], sid: str = "") -> "RecoveryPoint":
@@ -90,7 +95,8 @@ class RecoveryPoint:
 
 
 #: what the rest of the code relies on, checked when a document is read
-_POINT_TYPES = (("time", str), ("host", str), ("paths", list), ("tree", str), ("stats", dict), ("errors", list))
+_POINT_TYPES = (("time", str), ("host", str), ("paths", list), ("tree", str), ("stats", dict), ("errors", list),
+               ("partial", bool))
 _POINT_KEYS = tuple(f.name for f in fields(RecoveryPoint) if f.name not in ("extra", "id", "absent"))
 _POINT_DEFAULTS = {f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
                    for f in fields(RecoveryPoint) if f.name in _POINT_KEYS

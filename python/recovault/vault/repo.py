@@ -167,7 +167,7 @@ class Vault:
 
     def __init__(self, storage: Storage, master: MasterKeys, keyid: str, vault_id: str, settings: Settings,
                  cache_dir: Optional[str] = None, on_event: EventSink = no_events,
-                 config: Optional["ConfigEnvelope"] = None) -> None:
+                 config: Optional["ConfigEnvelope"] = None, connections: int = 0) -> None:
         self.storage = storage
         self.config = config or ConfigEnvelope(fmt.VAULT_FORMAT, vault_id, timefmt.now())
         self.master = master
@@ -179,7 +179,7 @@ class Vault:
         self.sealer = Sealer(master, settings.level)
         self._session = self.sealer.session
         self.blobs = BlobStore(storage, self.sealer, pack_size=settings.pack_size, cache_dir=cache_dir,
-                               vault_id=vault_id, on_event=on_event)
+                               vault_id=vault_id, on_event=on_event, connections=connections)
         self.points = PointStore(storage, self.sealer, cache_dir, vault_id)
         self.journal = Journal(storage, self.sealer, cache_dir, vault_id)
         # Only for chunk_id, which never consults a known-ID set: an empty one keeps the index unloaded.
@@ -221,13 +221,14 @@ class Vault:
 
     @classmethod
     def open(cls, storage: Storage, passphrase: str, *, cache_dir: Optional[str] = None,
-             on_event: EventSink = no_events, write: bool = False) -> "Vault":
+             on_event: EventSink = no_events, write: bool = False, connections: int = 0) -> "Vault":
         """Unlock the vault at `storage`. A vault of an older format (v1) opens for reading; with `write`
-        (a command that is about to write) it is upgraded first (`prepare_write`)."""
+        (a command that is about to write) it is upgraded first (`prepare_write`). `connections`: requests
+        to the storage at once for pack uploads and restore reads (0: blobstore.default_connections)."""
         config = ConfigEnvelope.read(storage)  # before the key: a vault too new is refused without a passphrase
         master, keyid = KeyStore(storage).unlock(passphrase)
         vault = cls(storage, master, keyid, config.vault_id, config.settings(master, storage.url), cache_dir,
-                    on_event, config)
+                    on_event, config, connections)
         if write:
             vault.prepare_write()
         return vault
