@@ -128,18 +128,23 @@ def azurite() -> Iterator[Server]:
             yield server
 
 
+@contextmanager
+def run_moto(work: Path, port: int) -> Iterator[Server]:
+    """moto's S3 server on ``port`` (it keeps everything in memory; ``work`` holds its log)."""
+    program = _find("moto_server", Path(sys.executable).parent / "moto_server")
+    with _run([program, "-H", "127.0.0.1", "-p", str(port)], "moto_server", port, work) as proc:
+        endpoint = f"http://127.0.0.1:{port}"
+        env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": MOTO_KEY_ID,
+               "AWS_SECRET_ACCESS_KEY": MOTO_SECRET, "AWS_DEFAULT_REGION": "us-east-1"}
+        yield Server("moto", endpoint, env, work / "server.log", proc.pid)
+
+
 @pytest.fixture(scope="session")
 def moto() -> Iterator[Server]:
     """moto's S3 server on a free loopback port (it keeps everything in memory)."""
-    program = _find("moto_server", Path(sys.executable).parent / "moto_server")
-    port = free_port()
     with tempfile.TemporaryDirectory(prefix="rv-moto-") as tmp:
-        work = Path(tmp)
-        with _run([program, "-H", "127.0.0.1", "-p", str(port)], "moto_server", port, work) as proc:
-            endpoint = f"http://127.0.0.1:{port}"
-            env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": MOTO_KEY_ID,
-                   "AWS_SECRET_ACCESS_KEY": MOTO_SECRET, "AWS_DEFAULT_REGION": "us-east-1"}
-            yield Server("moto", endpoint, env, work / "server.log", proc.pid)
+        with run_moto(Path(tmp), free_port()) as server:
+            yield server
 
 
 def _isolate(monkeypatch: pytest.MonkeyPatch, family: str, server: Server, tmp: Path) -> Server:

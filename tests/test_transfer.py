@@ -348,3 +348,32 @@ def test_sigint_to_the_cli_saves_a_partial_point(tmp_path, src):
     [point] = json_out(cli("snapshots", "--json", "--vault", vault))
     assert point["partial"] is True
     assert json_out(cli("check", "--read-data", "--json", "--vault", vault))["ok"]
+
+
+def test_trees_come_from_the_agent_cache_on_an_object_store(tmp_path, src):
+    """An object store: a re-run and a restore read the trees they met before from the agent cache (no
+    request); a damaged cached tree is not believed (the seal fails) but read again from the store."""
+    store = MemoryStorage("trees")
+    make_vault(tmp_path, store)
+    point = backup(tmp_path, store, [src])
+    tree_packs = set()
+    with open_vault(tmp_path, store) as v:
+        for loc in v.locations.values():
+            if loc.type == fmt.BLOB_TREE:
+                tree_packs.add(v.pack_name(loc.pack))
+    assert tree_packs
+    store.reset_counts()
+    backup(tmp_path, store, [src])  # unchanged: it walks the base's trees
+    assert not any(store.gets[p] for p in tree_packs), store.gets
+    cached = list((tmp_path / "cache").glob("*/trees/*"))
+    assert cached
+    for f in cached:  # damage every cached tree: each must be read from the store again, and still be right
+        f.write_bytes(b"\x00" * f.stat().st_size)
+    store.reset_counts()
+    files = restored_files(tmp_path, store, point.id, tmp_path / "out")
+    assert sum(store.gets[p] for p in tree_packs) > 0  # the damaged copies were not used: read from the store
+    repaired = [f for f in cached if f.read_bytes().strip(b"\x00")]
+    assert repaired  # and cached again
+    inner = str(src).lstrip("/")
+    assert files == {os.path.join(inner, str(p.relative_to(src))): p.read_bytes()
+                     for p in src.rglob("*") if p.is_file() and not p.is_symlink()}

@@ -151,6 +151,10 @@ class BlobStore:
         self.pack_size = pack_size
         self.on_event = on_event
         self.cache = ObjectCache(cache_dir, vault_id, "index") if cache_dir else None
+        # Tree blobs too, where reading one costs a request (an object store): an unchanged backup, ls, mount
+        # and a restore's walk then read the trees they met before from here. A local vault needs no copy.
+        self.tree_cache = (ObjectCache(cache_dir, vault_id, "trees", by_hash=False)
+                           if cache_dir and storage.local_path(fmt.CONFIG) is None else None)
         self._known = core.IdSet()
         self._locations = Locations()
         self._indexed_packs: Set[bytes] = set()
@@ -340,6 +344,8 @@ class BlobStore:
         self._ensure_index()  # its pack's locations join the index's (normally loaded already, for dedup)
         self._writers[blob_type].add(blob_id, sealed, raw_length, self._queued)
         self._queued += 1
+        if blob_type == fmt.BLOB_TREE and self.tree_cache is not None:
+            self.tree_cache.put(blob_id.hex(), sealed)  # the next backup walks this tree: no request for it
 
     @property
     def queued(self) -> int:
@@ -506,6 +512,9 @@ class BlobStore:
 
     def read_blob(self, blob_id: bytes) -> bytes:
         loc = self.locate(blob_id)
+        cached = self._cached_tree(blob_id, loc)
+        if cached is not None:
+            return cached
         name = pack_name(loc.pack)
         try:
             raw = self.get(name, loc.offset, loc.length)
@@ -518,7 +527,22 @@ class BlobStore:
             raw = self.get(name, loc.offset, loc.length)
         if len(raw) != loc.length:
             raise CorruptData(f"pack {name} is truncated (blob {blob_id.hex()[:16]} cut short)")
-        return self.open_sealed(blob_id, raw, name, loc.raw_length)
+        data = self.open_sealed(blob_id, raw, name, loc.raw_length)
+        if loc.type == fmt.BLOB_TREE and self.tree_cache is not None:
+            self.tree_cache.put(blob_id.hex(), raw)
+        return data
+
+    def _cached_tree(self, blob_id: bytes, loc: Location) -> Optional[bytes]:
+        """A tree blob from the agent cache, opened (which authenticates it), or None."""
+        if loc.type != fmt.BLOB_TREE or self.tree_cache is None:
+            return None
+        raw = self.tree_cache.get(blob_id.hex())
+        if raw is None:
+            return None
+        try:
+            return self.open_sealed(blob_id, raw, "the agent cache", loc.raw_length)
+        except CorruptData:
+            return None  # damaged or planted: read from the vault (and cached again)
 
     def open_sealed(self, blob_id: bytes, raw: bytes, pack: str, raw_length: int) -> bytes:
         data = self.sealer.unseal(blob_id, raw, f"blob {blob_id.hex()[:16]} in pack {pack}", max(raw_length, 1))

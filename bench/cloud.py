@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Backup and restore against Azurite and moto on loopback, as ratios to a local vault in the same run.
+
+For each store (a local directory, Azurite's blob service, moto's S3 server; the servers started here on
+free ports, as the tests start them): init, a first backup, an unchanged re-run, and a restore (checked
+byte for byte with `diff -r`), each timed as its own `recovault` process. Two corpora: `tree` (a copy of
+/usr/include: many small files) and `big` (4 files of 64 MiB of random bytes: whole packs). The figure the
+issue sets: restore from each server at least half the local vault's speed (ratio >= 0.5).
+
+Usage: .venv/bin/python bench/cloud.py [--corpora tree,big] [--json out.json]
+Needs `bash .ci/setup` (it installs Azurite and moto's server).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+from peers import RECOVAULT, du, make_tree  # noqa: E402
+from servers import free_port, run_azurite, run_moto, unique_name  # noqa: E402
+
+WORK = Path("/var/tmp/recovault-cloud")
+PASS = "cloud benchmark passphrase 0123456789"
+
+
+def timed(argv, env):
+    t0 = time.perf_counter()
+    p = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if p.returncode:
+        raise RuntimeError(f"{' '.join(map(str, argv))} failed ({p.returncode}): {p.stderr.decode()[-2000:]}")
+    return time.perf_counter() - t0
+
+
+def make_big(work: Path) -> Path:
+    src = work / "big"
+    if not src.exists():
+        src.mkdir(parents=True)
+        for i in range(4):
+            (src / f"f{i}.bin").write_bytes(os.urandom(64 << 20))
+    return src
+
+
+def run_store(name: str, url: str, env: dict, src: Path) -> dict:
+    env = dict(env, RECOVAULT_PASSPHRASE=PASS, XDG_CACHE_HOME=str(WORK / f"cache-{name}-{src.name}"))
+    shutil.rmtree(env["XDG_CACHE_HOME"], ignore_errors=True)
+    rv = lambda *a: timed(RECOVAULT + [a[0], "--vault", url] + list(a[1:]), env)  # noqa: E731
+    out = {"init_s": rv("init")}
+    out["backup_s"] = rv("backup", str(src))
+    out["rerun_s"] = rv("backup", str(src))
+    target = WORK / f"restore-{name}-{src.name}"
+    shutil.rmtree(target, ignore_errors=True)
+    out["restore_s"] = rv("restore", "latest", "--target", str(target))
+    same = subprocess.run(["diff", "-rq", "--no-dereference", str(src), str(target / str(src).lstrip("/"))],
+                          stdout=subprocess.DEVNULL).returncode == 0
+    if not same:
+        raise RuntimeError(f"{name}: the restore differs from the source")
+    shutil.rmtree(target)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpora", default="tree,big")
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    corpora = {"tree": lambda: make_tree(WORK, ("/usr/include",)), "big": lambda: make_big(WORK)}
+    results = {}
+    with ExitStack() as stack:
+        az = stack.enter_context(run_azurite(WORK / "azurite", free_port()))
+        (WORK / "moto").mkdir(exist_ok=True)
+        s3 = stack.enter_context(run_moto(WORK / "moto", free_port()))
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "AWS_"))}
+        for corpus in a.corpora.split(","):
+            src = corpora[corpus]()
+            local = WORK / f"vault-{corpus}"
+            shutil.rmtree(local, ignore_errors=True)
+            stores = {"local": (str(local), base),
+                      "azurite": (f"azure://{unique_name()}/v", dict(base, **az.env)),
+                      "moto": (f"s3://{unique_name()}/v", dict(base, **s3.env))}
+            res = {name: run_store(name, url, env, src) for name, (url, env) in stores.items()}
+            size = sum(f.stat().st_size for f in src.rglob("*") if f.is_file())
+            for name, r in res.items():
+                r["backup_MBps"] = size / r["backup_s"] / 1e6
+                r["restore_MBps"] = size / r["restore_s"] / 1e6
+                r["backup_ratio_to_local"] = res["local"]["backup_s"] / r["backup_s"]
+                r["restore_ratio_to_local"] = res["local"]["restore_s"] / r["restore_s"]
+            res["bytes"] = size
+            res["local_vault_bytes"] = du(local)
+            results[corpus] = res
+            print(json.dumps({corpus: res}, indent=1), flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
