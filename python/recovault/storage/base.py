@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Iterator, Optional, Union
+from typing import BinaryIO, Iterator, Optional, Union
 
 from ..errors import ObjectMissing
 
@@ -144,6 +144,24 @@ class Storage(ABC):
     @abstractmethod
     def delete(self, name: str) -> None:
         """Remove ``name``; deleting a missing object is not an error."""
+
+    #: True when :meth:`put_stream` sends the stream's bytes as it reads them (a rate-limited upload then
+    #: leaves smoothly); False: the default put_stream reads the whole stream first, then calls put.
+    streams_puts = False
+
+    def put_stream(self, name: str, stream: BinaryIO, size: int) -> None:
+        """Like :meth:`put`, with the ``size`` bytes read from ``stream`` (a binary file object). This
+        default reads them all, then puts them; a back end that can send while it reads overrides it and
+        sets ``streams_puts``. A stream that ends early raises ``ValueError`` and stores nothing."""
+        buf = bytearray(size)
+        view = memoryview(buf)
+        got = 0
+        while got < size:
+            n = stream.readinto(view[got:])
+            if not n:
+                raise ValueError(f"the data for {name!r} ended after {got} of {size} bytes")
+            got += n
+        self.put(name, buf)
 
     def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Like :meth:`list`, with each object's size and modification time (prune reads ages off it:

@@ -12,7 +12,7 @@ import secrets
 import stat as stat_mod
 import threading
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import BinaryIO, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from ..errors import ObjectMissing, StorageError, VaultNotFound
 from .base import (
@@ -42,6 +42,18 @@ def _fsync_dir(path: Union[str, Path]) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def _pieces(name: str, stream: BinaryIO, size: int, piece: int = 1 << 20) -> Iterator[memoryview]:
+    """``size`` bytes of ``stream``, read into one reused buffer of ``piece`` bytes at most."""
+    buf = memoryview(bytearray(min(size, piece)))
+    left = size
+    while left:
+        n = stream.readinto(buf[:min(left, piece)])
+        if not n:
+            raise ValueError(f"the data for {name!r} ended after {size - left} of {size} bytes")
+        left -= n
+        yield buf[:n]
 
 
 class LocalStorage(Storage):
@@ -132,13 +144,22 @@ class LocalStorage(Storage):
 
     # -- the Storage interface -----------------------------------------------------------
 
+    #: put_stream writes the stream's pieces as it reads them (a rate-limited put is paced, not a burst).
+    streams_puts = True
+
     def put(self, name: str, data: Union[bytes, bytearray, memoryview]) -> None:
         """Write ``data`` to ``name`` atomically (temp file, fsync, rename, fsync dir)."""
-        path = self._path(name)
         view = memoryview(data)
         if not view.c_contiguous:
             view = memoryview(view.tobytes())
-        view = view.cast("B")
+        self._write(name, [view.cast("B")])
+
+    def put_stream(self, name: str, stream: BinaryIO, size: int) -> None:
+        """Write the ``size`` bytes read from ``stream`` to ``name`` atomically, piece by piece as read."""
+        self._write(name, _pieces(name, stream, size))
+
+    def _write(self, name: str, pieces: Iterable[memoryview]) -> None:
+        path = self._path(name)
         tmp: Optional[Path] = None
         fd = -1
         try:
@@ -150,10 +171,10 @@ class LocalStorage(Storage):
                     break
                 except FileExistsError:
                     continue
-            written = 0
-            total = view.nbytes
-            while written < total:
-                written += os.write(fd, view[written:])
+            for view in pieces:
+                written = 0
+                while written < view.nbytes:
+                    written += os.write(fd, view[written:])
             os.fsync(fd)
             os.close(fd)
             fd = -1
