@@ -284,8 +284,10 @@ class LimitedStorage(StorageWrapper):
         self._inner.put_stream(name, stream, size)
 
     def put_if_absent(self, name: str, data: Data) -> bool:
+        """Paid whole before it is handed over (a conditional put takes bytes, not a stream)."""
+        put_if_absent = self._inner.put_if_absent  # type: ignore[attr-defined]
         self.limiter.upload.acquire(memoryview(data).nbytes)
-        return self._inner.put_if_absent(name, data)  # type: ignore[attr-defined, no-any-return]
+        return put_if_absent(name, data)  # type: ignore[no-any-return]
 
     def get(self, name: str, offset: int = 0, length: Optional[int] = None) -> bytes:
         bucket = self.limiter.download
