@@ -167,7 +167,7 @@ def test_threads_share_one_rate():
         t.start()
     for t in threads:
         t.join()
-    assert time.monotonic() - start == pytest.approx(0.5, abs=0.1)
+    assert 0.45 <= time.monotonic() - start < 3  # one bucket's 0.5 s (a busy machine only adds to it)
 
 
 def test_rate_changes_when_the_clock_crosses_a_boundary(tz):

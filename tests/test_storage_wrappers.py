@@ -236,6 +236,31 @@ def test_a_large_get_comes_in_paid_ranges():
         w.get("missing")
 
 
+def test_paced_reader_pays_every_read_also_after_a_seek():
+    """An SDK that retries a request seeks back and sends again: those bytes are paid again."""
+    fc = FakeClock()
+    bucket = fc.bucket(Schedule(MiB, MiB))
+    reader = wrappers.PacedReader(memoryview(bytes(range(256)) * 8192), bucket)  # 2 MiB
+    first = reader.read(MiB)
+    assert fc.now == pytest.approx(1, rel=0.03) and first == (bytes(range(256)) * 4096)
+    assert reader.seek(0) == 0 and reader.tell() == 0
+    assert reader.read() == bytes(range(256)) * 8192
+    assert fc.now == pytest.approx(3, rel=0.03)
+    assert reader.read(10) == b""
+
+
+def test_put_stream_through_a_limit(tmp_path):
+    import io
+    local = LocalStorage(tmp_path / "v", create=True)
+    w, fc = _limited(local, MiB, None)
+    data = os.urandom(3 * MiB)
+    w.put_stream("data/x", io.BytesIO(data), len(data))
+    assert local.get("data/x") == data and fc.now == pytest.approx(3, rel=0.03)
+    with pytest.raises(ValueError, match="ended after"):
+        w.put_stream("data/y", io.BytesIO(data[:100]), len(data))
+    assert not local.exists("data/y") and test_storage.tmp_files(local.root) == []
+
+
 def test_download_limit_hides_local_files_upload_limit_does_not(tmp_path):
     local = LocalStorage(tmp_path / "v", create=True)
     assert _limited(local, None, MiB)[0].local_path("data/x") is None  # the restore engine reads via get

@@ -150,8 +150,9 @@ class Storage(ABC):
     streams_puts = False
 
     def put_stream(self, name: str, stream: BinaryIO, size: int) -> None:
-        """Like :meth:`put`, with the ``size`` bytes read from ``stream`` (a binary file object). This
-        default reads them all, then puts them; a back end that can send while it reads overrides it and
+        """Like :meth:`put`, with the ``size`` bytes read from ``stream`` (a binary file object whose
+        ``readinto`` may return fewer bytes than asked, as raw streams do). This default reads them all,
+        then puts them; a back end that can send while it reads overrides it and
         sets ``streams_puts``. A stream that ends early raises ``ValueError`` and stores nothing."""
         buf = bytearray(size)
         view = memoryview(buf)

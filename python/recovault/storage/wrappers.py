@@ -248,7 +248,19 @@ class PacedReader(io.RawIOBase):
         self._pos = max(0, base + offset)
         return self._pos
 
+    def read(self, size: Optional[int] = -1) -> bytes:
+        """``size`` bytes (all that is left if -1 or None), fewer only at the end: a client that reads a
+        length it was given must get it whole (each piece is paid as it is read)."""
+        left = self._view.nbytes - self._pos
+        want = left if size is None or size < 0 else min(size, left)
+        out = bytearray(want)
+        got = 0
+        while got < want:
+            got += self.readinto(memoryview(out)[got:])
+        return bytes(out)
+
     def readinto(self, buffer: Any) -> int:
+        """At most one piece (about a tenth of a second of the rate), paid before it is copied."""
         out = memoryview(buffer).cast("B")
         n = min(out.nbytes, self._view.nbytes - self._pos, self._bucket.piece())
         if n <= 0:
