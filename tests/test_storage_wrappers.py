@@ -351,3 +351,29 @@ def test_cli_bad_limits_one_message_exit_2(tmp_path, args, needle):
     fails(cli("snapshots", "--vault", vault, *args), 2, needle)
     fails(cli("init", "--vault", tmp_path / "new", *args), 2, needle)
     assert not (tmp_path / "new").exists()
+
+
+def test_cli_writes_its_storage_metrics_for_scripts(tmp_path):
+    """RECOVAULT_STORAGE_METRICS=FILE: the run's requests and bytes per operation. A first backup puts every
+    byte the vault gained; an unchanged re-run puts only its small documents and downloads no pack."""
+    import json
+    cli = Cli(tmp_path / "home")
+    vault = api_vault(tmp_path / "vault")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(os.urandom(2 * MiB))
+    out = tmp_path / "metrics.json"
+
+    def size() -> int:
+        return sum(f.stat().st_size for f in Path(vault).rglob("*") if f.is_file())
+    before = size()
+    ok(cli("backup", "--vault", vault, str(src), env={"RECOVAULT_STORAGE_METRICS": str(out)}))
+    first = json.loads(out.read_text())
+    grown = size() - before
+    assert grown - 64 * KiB <= first["put"]["bytes"] <= grown + 64 * KiB  # + what was replaced in place
+    assert first["put"]["requests"] >= 3 and first["put"]["errors"] == 0
+    ok(cli("backup", "--vault", vault, str(src), env={"RECOVAULT_STORAGE_METRICS": str(out)}))
+    again = json.loads(out.read_text())
+    assert again["put"]["bytes"] < 32 * KiB
+    assert again.get("get", {}).get("bytes", 0) < 64 * KiB
+    assert set(again["put"]) == {"requests", "bytes", "missing", "errors", "seconds"}

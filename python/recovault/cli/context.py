@@ -11,6 +11,7 @@ and one given after the command name over one given before it.
 from __future__ import annotations
 
 import json
+import os
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 import click
@@ -56,11 +57,20 @@ class Ctx:
         self._wired = True
 
     def unwire_storage(self) -> None:
-        """Undo `wire_storage` (the end of a run)."""
-        if self._wired:
-            from ..storage import wrappers
-            wrappers.configure_process()
-            self._wired = False
+        """Undo `wire_storage` (the end of a run). With RECOVAULT_STORAGE_METRICS=FILE, the run's storage
+        requests, bytes and errors per operation are written to FILE as one JSON object (for benches and
+        scripts: what an unchanged backup downloaded, what a resumed one uploaded)."""
+        if not self._wired:
+            return
+        from ..storage import wrappers
+        wrappers.configure_process()
+        self._wired = False
+        path = os.environ.get("RECOVAULT_STORAGE_METRICS")
+        if path and self.metrics is not None:
+            tmp = f"{path}.tmp{os.getpid()}"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(self.metrics.as_dict(), f, sort_keys=True)
+            os.replace(tmp, path)
 
     def transfer_limits(self) -> "TransferLimits":
         from ..storage.limits import TransferLimits
