@@ -353,6 +353,16 @@ def test_cli_bad_limits_one_message_exit_2(tmp_path, args, needle):
     assert not (tmp_path / "new").exists()
 
 
+def test_cli_bad_limit_from_the_environment_names_the_variable(tmp_path):
+    cli = Cli(tmp_path / "home")
+    vault = api_vault(tmp_path / "vault")
+    fails(cli("snapshots", "--vault", vault, env={"RECOVAULT_LIMIT_DOWNLOAD": "9"}), 2,
+          "RECOVAULT_LIMIT_DOWNLOAD: invalid rate '9' (a bare number has no unit)")
+    fails(cli("snapshots", "--vault", vault, env={"RECOVAULT_WORK_HOURS": "weekdays"}), 2,
+          "RECOVAULT_WORK_HOURS: invalid work hours 'weekdays'")
+    ok(cli("snapshots", "--vault", vault, env={"RECOVAULT_LIMIT_DOWNLOAD": "9MiB"}))
+
+
 def test_cli_writes_its_storage_metrics_for_scripts(tmp_path):
     """RECOVAULT_STORAGE_METRICS=FILE: the run's requests and bytes per operation. A first backup puts every
     byte the vault gained; an unchanged re-run puts only its small documents and downloads no pack."""

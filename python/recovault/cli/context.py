@@ -146,6 +146,10 @@ class _Limit(click.ParamType):
         try:
             return getattr(limits, self._parser)(value)
         except UsageError as exc:
+            envvar = getattr(param, "envvar", None)
+            if ctx is not None and param is not None and envvar and \
+                    ctx.get_parameter_source(param.name or "") is ParameterSource.ENVIRONMENT:
+                raise UsageError(f"{envvar}: {exc}") from None
             self.fail(str(exc), param, ctx)
 
 
