@@ -10,6 +10,7 @@ and one given after the command name over one given before it.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
@@ -46,9 +47,9 @@ class Ctx:
         self._wired = False
 
     def wire_storage(self) -> None:
-        """Make open_storage apply the limit options and count into `metrics`. Call it before a command opens
-        a storage itself (`open` does): once the command runs, not while its options are parsed (--help
-        must not import the storage layer)."""
+        """Make open_storage apply the limit options and count into `metrics`: done when a command decorated
+        with `common_options` starts running (after all its options are parsed; never for --help, which
+        must not import the storage layer), and by `open`."""
         if self._wired:
             return
         from ..storage import wrappers
@@ -194,7 +195,16 @@ def _store(attr: str) -> Callable[[click.Context, click.Parameter, Any], None]:
 
 
 def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the common options to a group or command (they fill `Ctx`, the function does not receive them)."""
+    """Add the common options to a group or command (they fill `Ctx`, the function does not receive them).
+    When a command (not a group: its subcommand's options are not parsed yet) runs, every storage it opens
+    gets the limit options and the run's metrics (`Ctx.wire_storage`); --help never gets there."""
+    @functools.wraps(f)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        if not isinstance(ctx.command, click.Group):
+            ctx.ensure_object(Ctx).wire_storage()
+        return f(*args, **kwargs)
+    g: Callable[..., Any] = run
     for names, attr, kw in reversed(COMMON_OPTIONS):
-        f = click.option(*names, expose_value=False, callback=_store(attr), **kw)(f)
-    return f
+        g = click.option(*names, expose_value=False, callback=_store(attr), **kw)(g)
+    return g

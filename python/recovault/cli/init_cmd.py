@@ -34,7 +34,6 @@ def init(c: Ctx, chunk_min: Optional[int], chunk_avg: Optional[int], chunk_max: 
     if not c.json:
         click.echo(LOSS_WARNING, err=True)
     from .. import api
-    c.wire_storage()
     v = api.init_vault(c.need_location(), c.passphrase(confirm=True), settings=s, cache_dir=c.cache_dir,
                        soft_delete_days=soft_delete_days)
     v.close()
