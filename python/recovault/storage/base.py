@@ -20,6 +20,7 @@ __all__ = [
     "RESERVED_PREFIX",
     "ObjectInfo",
     "Storage",
+    "stream_pieces",
     "validate_name",
     "validate_prefix",
 ]
@@ -99,6 +100,19 @@ def validate_prefix(prefix: str) -> str:
     return prefix
 
 
+def stream_pieces(name: str, stream: BinaryIO, size: int, piece: int = 1 << 20) -> Iterator[memoryview]:
+    """The ``size`` bytes of ``stream`` (for object ``name``), as views of one reused buffer of at most
+    ``piece`` bytes; a stream that ends early raises ``ValueError``."""
+    buf = memoryview(bytearray(min(size, piece)))
+    left = size
+    while left:
+        n = stream.readinto(buf[:min(left, piece)])
+        if not n:
+            raise ValueError(f"the data for {name!r} ended after {size - left} of {size} bytes")
+        left -= n
+        yield buf[:n]
+
+
 class Storage(ABC):
     """Abstract whole-object storage (local directory now; Azure Blob and S3 later).
 
@@ -154,14 +168,9 @@ class Storage(ABC):
         ``readinto`` may return fewer bytes than asked, as raw streams do). This default reads them all,
         then puts them; a back end that can send while it reads overrides it and
         sets ``streams_puts``. A stream that ends early raises ``ValueError`` and stores nothing."""
-        buf = bytearray(size)
-        view = memoryview(buf)
-        got = 0
-        while got < size:
-            n = stream.readinto(view[got:])
-            if not n:
-                raise ValueError(f"the data for {name!r} ended after {got} of {size} bytes")
-            got += n
+        buf = bytearray()
+        for piece in stream_pieces(name, stream, size):
+            buf += piece
         self.put(name, buf)
 
     def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:

@@ -20,6 +20,7 @@ from .base import (
     RESERVED_PREFIX,
     ObjectInfo,
     Storage,
+    stream_pieces,
     validate_name,
     validate_prefix,
 )
@@ -42,18 +43,6 @@ def _fsync_dir(path: Union[str, Path]) -> None:
             raise
     finally:
         os.close(fd)
-
-
-def _pieces(name: str, stream: BinaryIO, size: int, piece: int = 1 << 20) -> Iterator[memoryview]:
-    """``size`` bytes of ``stream``, read into one reused buffer of ``piece`` bytes at most."""
-    buf = memoryview(bytearray(min(size, piece)))
-    left = size
-    while left:
-        n = stream.readinto(buf[:min(left, piece)])
-        if not n:
-            raise ValueError(f"the data for {name!r} ended after {size - left} of {size} bytes")
-        left -= n
-        yield buf[:n]
 
 
 class LocalStorage(Storage):
@@ -156,7 +145,7 @@ class LocalStorage(Storage):
 
     def put_stream(self, name: str, stream: BinaryIO, size: int) -> None:
         """Write the ``size`` bytes read from ``stream`` to ``name`` atomically, piece by piece as read."""
-        self._write(name, _pieces(name, stream, size))
+        self._write(name, stream_pieces(name, stream, size))
 
     def _write(self, name: str, pieces: Iterable[memoryview]) -> None:
         path = self._path(name)
