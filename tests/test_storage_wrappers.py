@@ -40,15 +40,17 @@ def _fast_limiter() -> TransferLimiter:
 # content-addressed, never replaced by other bytes), so an overwritten data/ object is not read again. The
 # tests that need either run through the other wrappers (test_limited_get_reads_a_replaced_object covers
 # replacement of the objects a vault does rewrite).
-NEEDS_LOCAL_FILES = ("test_list_info_gives_sizes_and_mtimes", "test_put_get_roundtrip_and_overwrite")
 KINDS = ("metrics", "upload-limited+metrics", "limited", "limited+metrics")
+
+
+def needs_local_files(test) -> bool:
+    return test.__name__ == "test_put_get_roundtrip_and_overwrite" or "local_path(" in inspect.getsource(test)
 
 
 def pytest_generate_tests(metafunc):
     if "store" in metafunc.fixturenames:
-        kinds = [k for k in KINDS if not (metafunc.function.__name__ in NEEDS_LOCAL_FILES and
-                                          k.startswith("limited"))]
-        metafunc.parametrize("store", kinds, indirect=True)
+        local = needs_local_files(metafunc.function)
+        metafunc.parametrize("store", [k for k in KINDS if not (local and k.startswith("limited"))], indirect=True)
 
 
 @pytest.fixture
