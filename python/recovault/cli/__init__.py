@@ -87,6 +87,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     as_json = "--json" in (argv if argv is not None else sys.argv[1:])
     state = Ctx()
     try:
+        _run(state, argv, as_json)
+    finally:
+        state.unwire_storage()  # a program that calls main() again, or opens storages after it, starts clean
+
+
+def _run(state: Ctx, argv: Optional[List[str]], as_json: bool) -> None:
+    try:
         cli.main(args=argv, prog_name="recovault", standalone_mode=False, obj=state)
     except click.exceptions.Abort:
         _fail(state, "interrupted", 130, as_json)

@@ -1,5 +1,6 @@
-"""What every command shares: the common options (--vault, --passphrase-file, --cache-dir, --json) and the
-`Ctx` object they fill, which opens the vault and speaks to people (results on stdout, warnings on stderr).
+"""What every command shares: the common options (--vault, --passphrase-file, --cache-dir, --json, the bandwidth
+limits --limit-upload and friends) and the `Ctx` object they fill, which opens the vault and speaks to people
+(results on stdout, warnings on stderr).
 
 The common options are accepted before the command name (`recovault --vault V snapshots`) and after it
 (`recovault snapshots --vault V`): `common_options` adds them to the group and to every command, without
@@ -9,7 +10,9 @@ and one given after the command name over one given before it.
 """
 from __future__ import annotations
 
+import functools
 import json
+import os
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 import click
@@ -19,6 +22,8 @@ from ..errors import UsageError
 from ..progress import notice, warn
 
 if TYPE_CHECKING:
+    from ..storage.limits import Rate, TransferLimits, WorkHours
+    from ..storage.wrappers import StorageMetrics
     from ..vault.repo import Vault
 
 
@@ -32,6 +37,47 @@ class Ctx:
         self.json = False
         self.connections = 0  # 0: the storage's default (blobstore.default_connections)
         self.json_printed = False  # the --json result was printed: a later error must not print a second document
+        # Bandwidth limits (storage/limits.py), parsed by their options' types; applied by open_storage.
+        self.limit_upload: Optional["Rate"] = None
+        self.limit_download: Optional["Rate"] = None
+        self.limit_upload_work: Optional["Rate"] = None
+        self.limit_download_work: Optional["Rate"] = None
+        self.work_hours: Optional["WorkHours"] = None
+        #: Requests, bytes and errors per storage operation of this run (every storage it opens).
+        self.metrics: Optional["StorageMetrics"] = None
+        self._wired = False
+
+    def wire_storage(self) -> None:
+        """Make open_storage apply the limit options and count into `metrics`: done when a command decorated
+        with `common_options` starts running (after all its options are parsed; never for --help, which
+        must not import the storage layer), and by `open`."""
+        if self._wired:
+            return
+        from ..storage import wrappers
+        self.metrics = wrappers.StorageMetrics()
+        wrappers.configure_process(limits=self.transfer_limits, metrics=self.metrics)
+        self._wired = True
+
+    def unwire_storage(self) -> None:
+        """Undo `wire_storage` (the end of a run). With RECOVAULT_STORAGE_METRICS=FILE, the run's storage
+        requests, bytes and errors per operation are written to FILE as one JSON object (for benches and
+        scripts: what an unchanged backup downloaded, what a resumed one uploaded)."""
+        if not self._wired:
+            return
+        from ..storage import wrappers
+        wrappers.configure_process()
+        self._wired = False
+        path = os.environ.get("RECOVAULT_STORAGE_METRICS")
+        if path and self.metrics is not None:
+            tmp = f"{path}.tmp{os.getpid()}"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(self.metrics.as_dict(), f, sort_keys=True)
+            os.replace(tmp, path)
+
+    def transfer_limits(self) -> "TransferLimits":
+        from ..storage.limits import TransferLimits
+        return TransferLimits.from_options(self.limit_upload, self.limit_download, self.limit_upload_work,
+                                           self.limit_download_work, self.work_hours)
 
     @property
     def cache_dir(self) -> str:
@@ -55,6 +101,7 @@ class Ctx:
         vault of an older format is then upgraded first, with one notice line saying so."""
         from ..storage import open_storage
         from ..vault.repo import Vault
+        self.wire_storage()
         return Vault.open(open_storage(self.need_location()), self.passphrase(), cache_dir=self.cache_dir,
                           on_event=self._notices if quiet else self.vault_event, write=write,
                           connections=self.connections)
@@ -87,6 +134,28 @@ class Ctx:
 
 pass_ctx = click.make_pass_decorator(Ctx, ensure=True)
 
+
+class _Limit(click.ParamType):
+    """An option value parsed by a function of storage/limits.py (imported only when the option is given)."""
+
+    def __init__(self, name: str, parser: str) -> None:
+        self.name = name
+        self._parser = parser
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
+        if not isinstance(value, str):
+            return value
+        from ..storage import limits
+        try:
+            return getattr(limits, self._parser)(value)
+        except UsageError as exc:
+            envvar = getattr(param, "envvar", None)
+            if ctx is not None and param is not None and envvar and \
+                    ctx.get_parameter_source(param.name or "") is ParameterSource.ENVIRONMENT:
+                raise UsageError(f"{envvar}: {exc}") from None
+            self.fail(str(exc), param, ctx)
+
+
 # (option names, the Ctx attribute it sets, click.option keywords). Add a common option here. The _entry
 # module glances at --vault/-r, --passphrase-file and their environment variables before click is even
 # imported (to derive the key meanwhile): keep it in step when one of those changes or gains an envvar.
@@ -99,6 +168,22 @@ COMMON_OPTIONS: Tuple[Tuple[Tuple[str, ...], str, dict], ...] = (
     (("--connections",), "connections",
      dict(type=click.IntRange(1, 64), help="Requests to the vault's storage at once: pack uploads, restore and "
           "check reads (default: 2 for a local directory, 5 for an object store).")),
+    (("--limit-upload",), "limit_upload",
+     dict(type=_Limit("RATE", "parse_rate"), envvar="RECOVAULT_LIMIT_UPLOAD",
+          help="Send at most RATE (20MiB, 100Mbit, unlimited); outside --work-hours if --limit-upload-work "
+               "is given.")),
+    (("--limit-download",), "limit_download",
+     dict(type=_Limit("RATE", "parse_rate"), envvar="RECOVAULT_LIMIT_DOWNLOAD",
+          help="Receive at most RATE; outside --work-hours if --limit-download-work is given.")),
+    (("--limit-upload-work",), "limit_upload_work",
+     dict(type=_Limit("RATE", "parse_rate"), envvar="RECOVAULT_LIMIT_UPLOAD_WORK",
+          help="Send at most RATE during --work-hours.")),
+    (("--limit-download-work",), "limit_download_work",
+     dict(type=_Limit("RATE", "parse_rate"), envvar="RECOVAULT_LIMIT_DOWNLOAD_WORK",
+          help="Receive at most RATE during --work-hours.")),
+    (("--work-hours",), "work_hours",
+     dict(type=_Limit("HOURS", "parse_work_hours"), envvar="RECOVAULT_WORK_HOURS", metavar="'DAYS HH:MM-HH:MM'",
+          help="When the -work rates apply, in local time (default 'Mon-Fri 08:00-18:00'; ';' between windows).")),
 )
 
 
@@ -115,7 +200,16 @@ def _store(attr: str) -> Callable[[click.Context, click.Parameter, Any], None]:
 
 
 def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the common options to a group or command (they fill `Ctx`, the function does not receive them)."""
+    """Add the common options to a group or command (they fill `Ctx`, the function does not receive them).
+    When a command (not a group: its subcommand's options are not parsed yet) runs, every storage it opens
+    gets the limit options and the run's metrics (`Ctx.wire_storage`); --help never gets there."""
+    @functools.wraps(f)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        if not isinstance(ctx.command, click.Group):
+            ctx.ensure_object(Ctx).wire_storage()
+        return f(*args, **kwargs)
+    g: Callable[..., Any] = run
     for names, attr, kw in reversed(COMMON_OPTIONS):
-        f = click.option(*names, expose_value=False, callback=_store(attr), **kw)(f)
-    return f
+        g = click.option(*names, expose_value=False, callback=_store(attr), **kw)(g)
+    return g

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Iterator, Optional, Union
+from typing import BinaryIO, Iterator, Optional, Union
 
 from ..errors import ObjectMissing
 
@@ -20,6 +20,7 @@ __all__ = [
     "RESERVED_PREFIX",
     "ObjectInfo",
     "Storage",
+    "stream_pieces",
     "validate_name",
     "validate_prefix",
 ]
@@ -99,6 +100,19 @@ def validate_prefix(prefix: str) -> str:
     return prefix
 
 
+def stream_pieces(name: str, stream: BinaryIO, size: int, piece: int = 1 << 20) -> Iterator[memoryview]:
+    """The ``size`` bytes of ``stream`` (for object ``name``), as views of one reused buffer of at most
+    ``piece`` bytes; a stream that ends early raises ``ValueError``."""
+    buf = memoryview(bytearray(min(size, piece)))
+    left = size
+    while left:
+        n = stream.readinto(buf[:min(left, piece)])
+        if not n:
+            raise ValueError(f"the data for {name!r} ended after {size - left} of {size} bytes")
+        left -= n
+        yield buf[:n]
+
+
 class Storage(ABC):
     """Abstract whole-object storage (a local directory, Azure Blob Storage, S3).
 
@@ -153,6 +167,20 @@ class Storage(ABC):
     @abstractmethod
     def delete(self, name: str) -> None:
         """Remove ``name``; deleting a missing object is not an error."""
+
+    #: True when :meth:`put_stream` sends the stream's bytes as it reads them (a rate-limited upload then
+    #: leaves smoothly); False: the default put_stream reads the whole stream first, then calls put.
+    streams_puts = False
+
+    def put_stream(self, name: str, stream: BinaryIO, size: int) -> None:
+        """Like :meth:`put`, with the ``size`` bytes read from ``stream`` (a binary file object whose
+        ``readinto`` may return fewer bytes than asked, as raw streams do). This default reads them all,
+        then puts them; a back end that can send while it reads overrides it and
+        sets ``streams_puts``. A stream that ends early raises ``ValueError`` and stores nothing."""
+        buf = bytearray()
+        for piece in stream_pieces(name, stream, size):
+            buf += piece
+        self.put(name, buf)
 
     def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Like :meth:`list`, with each object's size and modification time (prune reads ages off it:

@@ -12,7 +12,7 @@ import secrets
 import stat as stat_mod
 import threading
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import BinaryIO, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from ..errors import ObjectMissing, StorageError, VaultNotFound
 from .base import (
@@ -20,6 +20,7 @@ from .base import (
     RESERVED_PREFIX,
     ObjectInfo,
     Storage,
+    stream_pieces,
     validate_name,
     validate_prefix,
 )
@@ -46,6 +47,14 @@ def _fsync_dir(path: Union[str, Path]) -> None:
 
 class _Exists(Exception):
     """put_if_absent found the name taken."""
+
+
+def _view(data: Union[bytes, bytearray, memoryview]) -> memoryview:
+    """``data`` as one contiguous byte view (no copy unless it is not contiguous)."""
+    view = memoryview(data)
+    if not view.c_contiguous:
+        view = memoryview(view.tobytes())
+    return view.cast("B")
 
 
 class LocalStorage(Storage):
@@ -136,9 +145,12 @@ class LocalStorage(Storage):
 
     # -- the Storage interface -----------------------------------------------------------
 
+    #: put_stream writes the stream's pieces as it reads them (a rate-limited put is paced, not a burst).
+    streams_puts = True
+
     def put(self, name: str, data: Union[bytes, bytearray, memoryview]) -> None:
         """Write ``data`` to ``name`` atomically (temp file, fsync, rename, fsync dir)."""
-        self._commit(name, data, os.replace)
+        self._commit(name, [_view(data)], os.replace)
 
     def put_if_absent(self, name: str, data: Union[bytes, bytearray, memoryview]) -> bool:
         """Create ``name`` only if it does not exist: the complete, fsynced temp file is hard-linked to the
@@ -159,20 +171,19 @@ class LocalStorage(Storage):
                 os.replace(tmp, path)
 
         try:
-            self._commit(name, data, link)
+            self._commit(name, [_view(data)], link)
         except _Exists:
             return False
         return True
 
-    def _commit(self, name: str, data: Union[bytes, bytearray, memoryview],
-                place: Callable[[Path, Path], None]) -> None:
-        """Write ``data`` to a fsynced temp file beside ``name``, ``place(tmp, path)`` it, fsync the directory;
-        the temp file is removed whatever happens."""
+    def put_stream(self, name: str, stream: BinaryIO, size: int) -> None:
+        """Write the ``size`` bytes read from ``stream`` to ``name`` atomically, piece by piece as read."""
+        self._commit(name, stream_pieces(name, stream, size), os.replace)
+
+    def _commit(self, name: str, pieces: Iterable[memoryview], place: Callable[[Path, Path], None]) -> None:
+        """Write ``pieces`` to a fsynced temp file beside ``name``, ``place(tmp, path)`` it, fsync the
+        directory; the temp file is removed whatever happens."""
         path = self._path(name)
-        view = memoryview(data)
-        if not view.c_contiguous:
-            view = memoryview(view.tobytes())
-        view = view.cast("B")
         tmp: Optional[Path] = None
         fd = -1
         try:
@@ -184,10 +195,10 @@ class LocalStorage(Storage):
                     break
                 except FileExistsError:
                     continue
-            written = 0
-            total = view.nbytes
-            while written < total:
-                written += os.write(fd, view[written:])
+            for view in pieces:
+                written = 0
+                while written < view.nbytes:
+                    written += os.write(fd, view[written:])
             os.fsync(fd)
             os.close(fd)
             fd = -1
