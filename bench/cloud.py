@@ -3,7 +3,8 @@
 
 For each store (a local directory, Azurite's blob service, moto's S3 server; the servers started here on
 free ports, as the tests start them): init, a first backup, an unchanged re-run, and a restore (checked
-byte for byte with `diff -r`), each timed as its own `recovault` process. Two corpora: `tree` (a copy of
+byte for byte with `diff -r`), each timed (the re-run's storage requests and bytes from
+$RECOVAULT_STORAGE_METRICS) as its own `recovault` process. Two corpora: `tree` (a copy of
 /usr/include: many small files) and `big` (4 files of 64 MiB of random bytes: whole packs). The figure the
 issue sets: restore from each server at least half the local vault's speed (ratio >= 0.5).
 
@@ -55,7 +56,13 @@ def run_store(name: str, url: str, env: dict, src: Path) -> dict:
     rv = lambda *a: timed(RECOVAULT + [a[0], "--vault", url] + list(a[1:]), env)  # noqa: E731
     out = {"init_s": rv("init")}
     out["backup_s"] = rv("backup", str(src))
-    out["rerun_s"] = rv("backup", str(src))
+    metrics = WORK / f"metrics-{name}-{src.name}.json"
+    out["rerun_s"] = timed(RECOVAULT + ["backup", "--vault", url, str(src)],
+                           dict(env, RECOVAULT_STORAGE_METRICS=str(metrics)))
+    ops = json.loads(metrics.read_text())  # the unchanged re-run's requests and bytes, per operation
+    out["rerun_requests"] = sum(op.get("requests", 0) for op in ops.values())
+    out["rerun_bytes_down"] = ops.get("get", {}).get("bytes", 0)
+    out["rerun_bytes_up"] = sum(ops.get(k, {}).get("bytes", 0) for k in ("put", "put_if_absent", "put_stream"))
     target = WORK / f"restore-{name}-{src.name}"
     shutil.rmtree(target, ignore_errors=True)
     out["restore_s"] = rv("restore", "latest", "--target", str(target))
