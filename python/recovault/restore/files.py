@@ -19,7 +19,7 @@ from typing import List, NamedTuple, Optional, Tuple
 from .. import fsmeta
 from ..engine import BlobWriter
 from ..errors import ObjectMissing, RecovaultError, TargetFull
-from ..vault import format as fmt
+from ..storage.base import has_local_files
 from ..vault.records import Node
 from ..vault.repo import Vault
 from .report import Report
@@ -61,7 +61,7 @@ class FileRestorer:
         self.report = report
         self.verifier = verifier
         self.verify = verify
-        self._local = vault.storage.local_path(fmt.CONFIG) is not None  # packs are files the engine reads
+        self._local = has_local_files(vault.storage)  # packs are files the engine reads
 
     def restore_run(self, run: List[FileTask]) -> None:
         for t in run:

@@ -22,7 +22,7 @@ from .. import fsmeta
 from ..errors import CorruptData, NotFound, UsageError
 from ..hardlinks import HardLinks
 from ..paths import split_path
-from ..vault import format as fmt
+from ..storage.base import has_local_files
 from ..vault.records import Node, RecoveryPoint
 from ..vault.repo import Vault
 from .files import FileRestorer, FileTask, First
@@ -38,7 +38,7 @@ VERIFY_BATCH = 256  # restored files re-read together by verify
 def default_workers(vault: Vault) -> int:
     """File threads by default: 2 from a local vault (more only thrash the GIL on small files, whose cost is
     metadata calls); from an object store, where a small file waits on its ranged gets, one per connection."""
-    if vault.storage.local_path(fmt.CONFIG) is not None:
+    if has_local_files(vault.storage):
         return 2
     return max(2, vault.blobs.connections)
 
@@ -59,7 +59,7 @@ class RestoreJob:
         self.verify = verify
         self.workers = workers if workers > 0 else default_workers(vault)
         # From an object store each file waits on requests: one file per task keeps every thread busy.
-        self._run_files = RUN_FILES if vault.storage.local_path(fmt.CONFIG) is not None else 1
+        self._run_files = RUN_FILES if has_local_files(vault.storage) else 1
         self.delete = delete
         self.report = Report(progress or (lambda kind, info: None))
         self.stats = self.report.stats

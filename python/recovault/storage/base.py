@@ -20,6 +20,7 @@ __all__ = [
     "RESERVED_PREFIX",
     "ObjectInfo",
     "Storage",
+    "has_local_files",
     "stream_pieces",
     "validate_name",
     "validate_prefix",
@@ -221,3 +222,10 @@ class Storage(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+
+def has_local_files(storage: "Storage") -> bool:
+    """Whether ``storage``'s objects are files on this host that a reader may open and ``pread``
+    (``Storage.local_path``): asked of the storage as opened, so a wrapper that must see every read (a
+    download limit) says no. Restore, the upload pool and the agent cache choose their strategy by it."""
+    return storage.local_path("config") is not None

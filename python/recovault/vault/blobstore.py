@@ -28,6 +28,7 @@ from typing import (Any, Callable, Deque, Dict, Generic, Iterable, Iterator, Lis
 from .. import core
 from ..errors import CorruptData, ObjectMissing, RecovaultError, StorageError
 from ..storage import Storage
+from ..storage.base import has_local_files
 from . import format as fmt
 from .cache import ObjectCache
 from .sealing import Sealer
@@ -53,7 +54,7 @@ class Location(NamedTuple):
 def default_connections(storage: Storage) -> int:
     """Pack uploads in flight by default: 2 on a local file system (more only seek), 5 on an object store
     (restic's defaults for its local and S3/Azure back ends: enough to fill a link whose latency dominates)."""
-    return 2 if storage.local_path(fmt.CONFIG) is not None else 5
+    return 2 if has_local_files(storage) else 5
 
 
 class DamagedIndex(NamedTuple):
@@ -154,7 +155,7 @@ class BlobStore:
         # Tree blobs too, where reading one costs a request (an object store): an unchanged backup, ls, mount
         # and a restore's walk then read the trees they met before from here. A local vault needs no copy.
         self.tree_cache = (ObjectCache(cache_dir, vault_id, "trees", by_hash=False)
-                           if cache_dir and storage.local_path(fmt.CONFIG) is None else None)
+                           if cache_dir and not has_local_files(storage) else None)
         self._known = core.IdSet()
         self._locations = Locations()
         self._indexed_packs: Set[bytes] = set()
