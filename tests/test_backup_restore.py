@@ -743,6 +743,7 @@ def _big_files(src) -> Dict[str, bytes]:
 
 def test_big_files_engine_from_local_and_fetched_packs_restore_the_same(tmp_path, monkeypatch):
     from recovault.engine import BlobWriter
+    from recovault.packfetch import PackCache
     src = tmp_path / "src"
     files = _big_files(src)
     outs = {}
@@ -753,9 +754,9 @@ def test_big_files_engine_from_local_and_fetched_packs_restore_the_same(tmp_path
         for engine in (True, False):  # False: packs as an object store's (no local path): ranges fetched
             runs, fetched = [], []
             with monkeypatch.context() as mp:
-                real_run, real_fetch = BlobWriter.run, BlobWriter._fetch
+                real_run, real_fetch = BlobWriter.run, PackCache._get
                 mp.setattr(BlobWriter, "run", lambda self, *a, **kw: runs.append(1) or real_run(self, *a, **kw))
-                mp.setattr(BlobWriter, "_fetch", lambda self, *a: fetched.append(1) or real_fetch(self, *a))
+                mp.setattr(PackCache, "_get", lambda self, *a: fetched.append(1) or real_fetch(self, *a))
                 if not engine:
                     mp.setattr(v.storage, "local_path", lambda name: None)
                 res = api.restore(v, snap.id, str(tmp_path / f"out-{engine}"), verify=True)

@@ -16,44 +16,29 @@ from __future__ import annotations
 import errno
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from . import core
 from .errors import CorruptData, ObjectMissing, RecovaultError, StorageError
+from .packfetch import FetchedPacks, PackCache, Span, merged_spans
 
 if TYPE_CHECKING:
     from .vault.repo import Location, Vault
 
 _NO_ID = bytes(32)
-#: Needed ranges of one pack closer than this are fetched in one request (the bytes between are cheaper
-#: than another round trip).
-MERGE_GAP = 1 << 20
 #: At most this many bytes of fetched pack ranges are held at once (a window of packs per engine call).
 WINDOW = 256 << 20
-
-Span = Tuple[int, int]  # (offset, length)
-
-
-def merged_spans(ranges: Iterable[Span], gap: int = MERGE_GAP) -> List[Span]:
-    """The (offset, length) ranges merged into as few as possible: overlapping, adjacent or less than `gap`
-    bytes apart ranges become one."""
-    out: List[Span] = []
-    for off, length in sorted(ranges):
-        if out and off <= out[-1][0] + out[-1][1] + gap:
-            start = out[-1][0]
-            out[-1] = (start, max(start + out[-1][1], off + length) - start)
-        else:
-            out.append((off, length))
-    return out
 
 
 class BlobWriter:
     """Items for one ``core.restore_blobs`` call (``core.RestoreItem``: a pack index, or -1 for zeros; where
     the sealed blob is; its id; where it goes; which of its plaintext bytes)."""
 
-    def __init__(self, vault: "Vault", describe: Optional[Callable[[int], str]] = None, fetch: bool = False) -> None:
+    def __init__(self, vault: "Vault", describe: Optional[Callable[[int], str]] = None, fetch: bool = False,
+                 fetched: Optional[FetchedPacks] = None) -> None:
         self.vault = vault
         self.fetch = fetch  # packs that are not local files: fetched at run time (else refused by add)
+        self.fetched = fetched  # packs already fetched (their needed ranges) by the caller: read there
         self.describe = describe  # tag -> what a blob is for, in messages ("image block 17")
         self.packs: List[Optional[str]] = []  # local paths (None: fetched at run time), indexed by the items
         self.names: List[str] = []  # the same packs' object names
@@ -72,6 +57,8 @@ class BlobWriter:
         if i is None:
             name = self.vault.pack_name(loc.pack)
             path = self.vault.storage.local_path(name)
+            if path is None and self.fetched is not None:
+                path = self.fetched.path(name)
             if path is None and not self.fetch:
                 return False
             i = self._pack_index[loc.pack] = len(self.packs)
@@ -154,38 +141,16 @@ class BlobWriter:
                            tick: Callable[[int], None]) -> Dict[str, int]:
         """Fetch the window's remote packs (their needed ranges, merged) into memory files, in parallel, and
         run the engine on the window's items reading them there."""
-        spans: Dict[int, List[Span]] = {}
+        spans: Dict[str, List[Span]] = {}
         for k in window:
             item = self.items[k]
             if item.pack != -1 and self.packs[item.pack] is None:
-                spans.setdefault(item.pack, []).append((item.pack_offset, item.sealed_length))
-        memfds: Dict[int, int] = {}
-        try:
-            with ThreadPoolExecutor(max_workers=self.vault.blobs.connections) as pool:
-                for pack, mfd in zip(spans, pool.map(lambda p: self._fetch(p, spans[p]), spans)):
-                    memfds[pack] = mfd
-            packs = [f"/proc/self/fd/{memfds[i]}" if i in memfds else p for i, p in enumerate(self.packs)]
+                spans.setdefault(self.names[item.pack], []).append((item.pack_offset, item.sealed_length))
+        with PackCache(self.vault, keep=0).fetch(spans) as fetched:
+            fetched.raise_first()
+            packs = [fetched.path(self.names[i]) if p is None and self.names[i] in spans else p
+                     for i, p in enumerate(self.packs)]
             return self._restore(fd, dest, packs, [self.items[k] for k in window], window, sparse, workers, tick)
-        finally:
-            for mfd in memfds.values():
-                os.close(mfd)
-
-    def _fetch(self, pack: int, ranges: List[Span]) -> int:
-        """A memory file holding pack `pack`'s bytes at `ranges` (merged), at their offsets; the rest reads as
-        zeros and is never read. A range cut short (a truncated pack) ends the file there."""
-        name = self.names[pack]
-        mfd = os.memfd_create("recovault-pack", os.MFD_CLOEXEC)
-        try:
-            for off, length in merged_spans(ranges):
-                data = self.vault.blobs.get(name, off, length)
-                if data:
-                    os.pwrite(mfd, data, off)
-                if len(data) < length:
-                    break
-        except BaseException:
-            os.close(mfd)
-            raise
-        return mfd
 
     def _error(self, e: "core.RestoreError", dest: str, index: Optional[int]) -> BaseException:
         if e.kind == "write":

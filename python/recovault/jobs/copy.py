@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Op
 
 from .. import core
 from ..errors import CorruptData, NotFound, ObjectMissing, UsageError
+from ..packfetch import MERGE_GAP  # blobs of one pack closer than this are fetched in one ranged read
 from ..vault import format as fmt
 from ..vault.blobstore import Location, pack_name
 from ..vault.coordination import Coordinator, WriterSession
@@ -40,8 +41,6 @@ from ..vault.tree import encode_tree
 from .backup import revalidate
 
 Progress = Callable[[str, Dict[str, Any]], None]
-#: Blobs of one pack closer than this are fetched in one ranged read.
-MERGE_GAP = 1 << 20
 
 
 def origin(point: RecoveryPoint) -> str:

@@ -18,7 +18,8 @@ from typing import List, NamedTuple, Optional, Tuple
 
 from .. import fsmeta
 from ..engine import BlobWriter
-from ..errors import ObjectMissing, RecovaultError, TargetFull
+from ..packfetch import FetchedPacks
+from ..errors import CorruptData, ObjectMissing, RecovaultError, TargetFull
 from ..storage.base import has_local_files
 from ..vault.records import Node
 from ..vault.repo import Vault
@@ -63,13 +64,15 @@ class FileRestorer:
         self.verify = verify
         self._local = has_local_files(vault.storage)  # packs are files the engine reads
 
-    def restore_run(self, run: List[FileTask]) -> None:
+    def restore_run(self, run: List[FileTask], fetched: "Optional[Future[FetchedPacks]]" = None) -> None:
+        """Restore the files of `run`; `fetched`: the packs of their batch (restore/batch.py), being fetched."""
+        packs = None if fetched is None else fetched.result()
         for t in run:
             if self.report.stopped:
                 return
-            self.restore_file(t)
+            self.restore_file(t, packs)
 
-    def restore_file(self, t: FileTask) -> None:
+    def restore_file(self, t: FileTask, fetched: Optional[FetchedPacks] = None) -> None:
         path = self.target.path_of(t.dir.parts + (t.name,))
         try:
             if not t.dir.made and self.target.keep_file(t.dir, t.name, t.meta, path):
@@ -83,7 +86,7 @@ class FileRestorer:
         if created is None:
             return
         tmp, fd = created
-        written = self._write_tmp(t, tmp, fd, path)
+        written = self._write_tmp(t, tmp, fd, path, fetched)
         if written is None or not self.target.replace(t.dir, tmp, t.name, path):
             return
         if t.first is not None:
@@ -96,11 +99,12 @@ class FileRestorer:
                 self.verifier.add(t.dir.fd, t.name, path, written.inode, t.node.content or [])
         self.report.progress("file", {"path": path, "bytes": written.nbytes})
 
-    def _write_tmp(self, t: FileTask, tmp: bytes, fd: int, path: str) -> Optional[_Written]:
+    def _write_tmp(self, t: FileTask, tmp: bytes, fd: int, path: str,
+                   fetched: Optional[FetchedPacks]) -> Optional[_Written]:
         """Write the file's content and metadata to `tmp` (open as `fd`, closed here). What was written, or
         None (reported) when it failed: `tmp` is then removed, never left looking like a complete file."""
         try:
-            written = self._write_content(fd, t, path)
+            written = self._write_content(fd, t, path, fetched)
             st = os.fstat(fd)
             self.target.apply_meta(t.dir.fd, tmp, t.meta if t.meta.type == "f" else self._as_file(t), path, fd=fd)
         except TargetFull:
@@ -119,7 +123,7 @@ class FileRestorer:
         """A block device's image is restored as a regular file under the target."""
         return fsmeta.Meta.from_dict(dict(t.node.meta, t="f"))
 
-    def _write_content(self, fd: int, t: FileTask, path: str) -> int:
+    def _write_content(self, fd: int, t: FileTask, path: str, fetched: Optional[FetchedPacks]) -> int:
         if t.node.image is not None:
             from ..jobs.image import restore_image
             try:
@@ -129,27 +133,27 @@ class FileRestorer:
                 raise self.report.target_full(path) from None  # the same message as for files, with the count
             return st["bytes_written"]
         ids = [bytes.fromhex(h) for h in t.node.content or []]
-        if len(ids) <= 1 or (len(ids) <= SEGMENT and self._local):
-            offset = self._write_chunks(fd, ids, 0)
+        if len(ids) <= 1 or (len(ids) <= SEGMENT and (self._local or fetched is not None)):
+            offset = self._write_chunks(fd, ids, 0, fetched)
         else:  # a big file (or, from an object store, one of a few chunks: one get a pack instead of one a chunk)
-            offset = self._write_big(fd, path, ids)
+            offset = self._write_big(fd, path, ids, fetched)
         fsmeta.finish_sparse(fd, offset)
         return offset
 
-    def _write_big(self, fd: int, path: str, ids: List[bytes]) -> int:
+    def _write_big(self, fd: int, path: str, ids: List[bytes], fetched: Optional[FetchedPacks] = None) -> int:
         """Write a file of many chunks on every core, by the C++ restore engine (which fetches the needed
         ranges of packs that are not local files first). Returns the file's size. A pack that vanished (a
         prune repacked it after the index was loaded): the index files written since are loaded and the file
         is written again, once (as BlobStore.read_blob does for one blob)."""
         try:
-            return self._write_big_once(fd, path, ids)
+            return self._write_big_once(fd, path, ids, fetched)
         except ObjectMissing:
             if not self.vault.load_index():
                 raise
             return self._write_big_once(fd, path, ids)
 
-    def _write_big_once(self, fd: int, dest: str, ids: List[bytes]) -> int:
-        writer = BlobWriter(self.vault, fetch=True)
+    def _write_big_once(self, fd: int, dest: str, ids: List[bytes], fetched: Optional[FetchedPacks] = None) -> int:
+        writer = BlobWriter(self.vault, fetch=True, fetched=fetched)
         offset = 0
         for cid in ids:
             loc = self.vault.locate(cid)
@@ -158,12 +162,24 @@ class FileRestorer:
         writer.run(fd, dest, sparse=True)
         return offset
 
-    def _write_chunks(self, fd: int, ids: List[bytes], offset: int) -> int:
+    def _write_chunks(self, fd: int, ids: List[bytes], offset: int, fetched: Optional[FetchedPacks] = None) -> int:
         for cid in ids:
-            data = self.vault.read_blob(cid)
+            data = self.vault.read_blob(cid) if fetched is None else self._fetched_blob(cid, fetched)
             fsmeta.write_sparse(fd, offset, data)
             offset += len(data)
         return offset
+
+    def _fetched_blob(self, cid: bytes, fetched: FetchedPacks) -> bytes:
+        """A blob from its batch's fetched packs; read from the vault if its pack could not be fetched (a
+        prune moved it: read_blob loads the index files written since)."""
+        loc = self.vault.locate(cid)
+        name = self.vault.pack_name(loc.pack)
+        if name not in fetched:
+            return self.vault.read_blob(cid)
+        raw = fetched.read(name, loc.offset, loc.length)
+        if len(raw) != loc.length:
+            raise CorruptData(f"pack {name} is truncated (blob {cid.hex()[:16]} cut short)")
+        return self.vault.open_sealed(cid, raw, name, loc.raw_length)
 
     def link(self, t: FileTask, first: First) -> None:
         """A later name of a hard-linked inode: linked to the first name once that is written."""

@@ -5,7 +5,8 @@ files.py for the files' contents, verify.py for --verify, report.py for counts, 
 Memory follows the tree's depth, not its file count: directories are restored one at a time, depth-first;
 their files go to a small pool of threads in runs, through a bounded number of slots; a directory's metadata
 is applied once its files are done, children before parents (times would otherwise be disturbed). Only
-the hard-link table (recovault.hardlinks) grows with the number of (hard-linked) files. Files restored for
+the hard-link table (recovault.hardlinks) grows with the number of (hard-linked) files. From an object store
+the files go to the pool in batches instead (batch.py), each pack's needed ranges fetched once per batch. Files restored for
 verify wait with an open descriptor, at most about VERIFY_BATCH of them before a batch is verified.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
@@ -25,6 +26,9 @@ from ..paths import split_path
 from ..storage.base import has_local_files
 from ..vault.records import Node, RecoveryPoint
 from ..vault.repo import Vault
+from ..vault.treeahead import TreeReadAhead
+from ..packfetch import FetchedPacks
+from .batch import Batch, Fetcher, batchable
 from .files import FileRestorer, FileTask, First
 from .report import Report
 from .target import OVERWRITE_MODES, Dir, Parts, Target
@@ -58,8 +62,8 @@ class RestoreJob:
         self.selection = [split_path(p) for p in (paths or [])]
         self.verify = verify
         self.workers = workers if workers > 0 else default_workers(vault)
-        # From an object store each file waits on requests: one file per task keeps every thread busy.
-        self._run_files = RUN_FILES if has_local_files(vault.storage) else 1
+        # From an object store files are restored in batches, each pack fetched once for all (batch.py).
+        self._batch: Optional[Batch] = None if has_local_files(vault.storage) else Batch()
         self.delete = delete
         self.report = Report(progress or (lambda kind, info: None))
         self.stats = self.report.stats
@@ -103,24 +107,36 @@ class RestoreJob:
                 "errors": r.errors, "warnings": r.warnings, "data_errors": r.data_errors}
 
     def _walk(self, root: Dir) -> None:
-        """Restore the whole tree into `root`, with the file pool."""
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="recovault-restore") as pool:
-            self._pool = pool
-            self._files = FileRestorer(self.vault, self._dest, self.report, self._verifier, self.verify)
-            try:
+        """Restore the whole tree into `root`, with the file pool (and, from an object store, the batches'
+        fetch thread)."""
+        fetch_thread = ThreadPoolExecutor(1, thread_name_prefix="recovault-batch")
+        self._fetcher = Fetcher(self.vault, fetch_thread.submit)
+        self._ahead = TreeReadAhead.wanted(self.vault, bytes.fromhex(self.point.tree), lambda p: self._wanted(p)[1])
+        try:
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="recovault-restore") as pool:
+                self._pool = pool
+                self._files = FileRestorer(self.vault, self._dest, self.report, self._verifier, self.verify)
                 try:
-                    self._restore_dir(root, bytes.fromhex(self.point.tree))
+                    try:
+                        self._restore_dir(root, bytes.fromhex(self.point.tree))
+                    finally:
+                        self._closing.append(root)
+                    self._drain(0)
                 finally:
-                    self._closing.append(root)
-                self._drain(0)
-            finally:
-                self.report.stopped = self.report.stopped or bool(self._closing)  # failed: let queued runs end
+                    self.report.stopped = self.report.stopped or bool(self._closing)  # failed: end queued runs
+        finally:
+            if self._ahead is not None:
+                self._ahead.close()
+            fetch_thread.shutdown(wait=True)
+            self._fetcher.close()
 
     def _restore_dir(self, d: Dir, tree_id: bytes) -> None:
         """Restore the entries of tree `tree_id` into the open directory `d`, its subdirectories first
         (depth-first), its files handed to the pool."""
         run: List[FileTask] = []
         files = nbytes = 0
+        if self._ahead is not None:
+            self._ahead.wait(tree_id, d.parts)
         for node in self.vault.load_nodes(tree_id):
             name = node.name
             if name in (b"", b".", b"..") or b"/" in name:
@@ -145,7 +161,8 @@ class RestoreJob:
             except OSError as e:
                 self.report.fail_on_full_disk(e, self._dest.path_of(p))
                 self.report.error(self._dest.path_of(p), f"cannot create: {e.strerror}")
-        self._submit(d, run)
+        if run:
+            self._submit(d, run)
         if files:
             self.report.progress("more", {"files": files, "bytes": nbytes})
 
@@ -168,8 +185,14 @@ class RestoreJob:
     def _drain(self, keep: int) -> None:
         """Finish the restored directories whose files are done, in order (children before parents); past
         `keep` of them waiting, wait for the oldest."""
-        while self._closing and (len(self._closing) > keep or all(f.done() for f in self._closing[0].pending)):
+        if self._closing and self._closing[0].batched and len(self._closing) > keep // 2:
+            self._flush()  # the oldest directory's files go now, so that they are done when it must be finished
+        while self._closing:
             d = self._closing[0]
+            if len(self._closing) <= keep and (d.batched or not all(f.done() for f in d.pending)):
+                break
+            if d.batched:
+                self._flush()
             futures_wait(d.pending)
             self._closing.popleft()
             try:
@@ -195,20 +218,40 @@ class RestoreJob:
             run.append(t)
             self._submit(t.dir, run)
             return []
+        if self._batch is not None and batchable(t):
+            if self._batch.add(t):
+                self._flush()
+            return run
         run.append(t)
-        if len(run) >= self._run_files:
+        if len(run) >= RUN_FILES:
             self._submit(t.dir, run)
             return []
         return run
 
-    def _submit(self, d: Dir, run: List[FileTask]) -> None:
-        if not run:
+    def _flush(self) -> None:
+        """Send the batch's files to the pool, in runs per directory, once their packs are fetched."""
+        batch, self._batch = self._batch, Batch()
+        if not batch:
             return
+        fetched = self._fetcher.fetch(batch)
+        runs: List["Future[None]"] = []
+        run: List[FileTask] = []
+        for t in batch.tasks:
+            t.dir.batched = 0
+            if run and (run[0].dir is not t.dir or len(run) >= RUN_FILES):
+                runs.append(self._submit(run[0].dir, run, fetched))
+                run = []
+            run.append(t)
+        runs.append(self._submit(run[0].dir, run, fetched))
+        self._fetcher.release_after(fetched, runs)
+
+    def _submit(self, d: Dir, run: List[FileTask],
+                fetched: "Optional[Future[FetchedPacks]]" = None) -> "Future[None]":
         if len(self._verifier) >= VERIFY_BATCH:  # (a huge directory: bounds the descriptors held for verify)
             self._verify_queued()
         self._slots.acquire()  # bounds the queued work, and so the memory, whatever the tree's size
         try:
-            fut = self._pool.submit(self._files.restore_run, run)
+            fut = self._pool.submit(self._files.restore_run, run, fetched)
         except BaseException:
             self._slots.release()
             raise
@@ -219,6 +262,7 @@ class RestoreJob:
         for t in run:
             if t.first is not None:
                 t.first.future = fut
+        return fut
 
     def _verify_queued(self) -> None:
         """verify: read back the files restored since the last batch (verify.py)."""

@@ -95,6 +95,7 @@ class Dir:
     names: Optional[Set[bytes]]  # with delete: the names the recovery point holds here (None: delete nothing)
     made: bool = False  # made by this restore: nothing is in the way of its entries
     pending: List["Future[None]"] = field(default_factory=list)  # runs of its files still in the pool
+    batched: int = 0  # its files in the restore's batch not yet flushed (restore/batch.py)
 
 
 class Target:
