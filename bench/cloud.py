@@ -8,7 +8,11 @@ $RECOVAULT_STORAGE_METRICS) as its own `recovault` process. Two corpora: `tree` 
 /usr/include: many small files) and `big` (4 files of 64 MiB of random bytes: whole packs). The figure the
 issue sets: restore from each server at least half the local vault's speed (ratio >= 0.5).
 
-Usage: .venv/bin/python bench/cloud.py [--corpora tree,big] [--json out.json]
+With --transfer, against each server and the `big` corpus: the backup's upload speed-up from 1 to 8
+connections (`--connections`), and resume: a backup interrupted with SIGINT half way (after half a full
+backup's time), then run again: the bytes the second run uploads as a fraction of a full upload.
+
+Usage: .venv/bin/python bench/cloud.py [--corpora tree,big] [--transfer] [--json out.json]
 Needs `bash .ci/setup` (it installs Azurite and moto's server).
 """
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -74,9 +79,55 @@ def run_store(name: str, url: str, env: dict, src: Path) -> dict:
     return out
 
 
+def uploaded(metrics: Path) -> int:
+    ops = json.loads(metrics.read_text())
+    return sum(ops.get(k, {}).get("bytes", 0) for k in ("put", "put_if_absent", "put_stream"))
+
+
+def run_transfer(name: str, url: str, env: dict, src: Path) -> dict:
+    """Upload speed-up from 1 to 8 connections, and the resume fraction, against one store."""
+    env = dict(env, RECOVAULT_PASSPHRASE=PASS)
+    out: dict = {}
+    for n in (1, 8):
+        u = f"{url}-c{n}"
+        e = dict(env, XDG_CACHE_HOME=str(WORK / f"cache-{name}-c{n}"))
+        shutil.rmtree(e["XDG_CACHE_HOME"], ignore_errors=True)
+        timed(RECOVAULT + ["init", "--vault", u], e)
+        out[f"backup_{n}_connections_s"] = timed(RECOVAULT + ["backup", "--vault", u, "--connections", str(n),
+                                                             str(src)], e)
+    out["speedup_1_to_8"] = out["backup_1_connections_s"] / out["backup_8_connections_s"]
+    full = WORK / f"metrics-{name}-full.json"
+    e = dict(env, XDG_CACHE_HOME=str(WORK / f"cache-{name}-full"), RECOVAULT_STORAGE_METRICS=str(full))
+    shutil.rmtree(e["XDG_CACHE_HOME"], ignore_errors=True)
+    timed(RECOVAULT + ["init", "--vault", f"{url}-full"], e)
+    full_s = timed(RECOVAULT + ["backup", "--vault", f"{url}-full", str(src)], e)
+    total = uploaded(full)
+    u = f"{url}-resume"
+    e = dict(env, XDG_CACHE_HOME=str(WORK / f"cache-{name}-resume"))
+    shutil.rmtree(e["XDG_CACHE_HOME"], ignore_errors=True)
+    timed(RECOVAULT + ["init", "--vault", u], e)
+    first = WORK / f"metrics-{name}-first.json"
+    first.unlink(missing_ok=True)
+    proc = subprocess.Popen(RECOVAULT + ["backup", "--vault", u, str(src)],
+                            env=dict(e, RECOVAULT_STORAGE_METRICS=str(first)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(full_s / 2)  # SIGINT half way through (by a full backup's time)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate()
+    out["interrupted_exit"] = proc.returncode
+    out["interrupted_upload_bytes"] = uploaded(first) if first.exists() else None
+    second = WORK / f"metrics-{name}-second.json"
+    timed(RECOVAULT + ["backup", "--vault", u, str(src)], dict(e, RECOVAULT_STORAGE_METRICS=str(second)))
+    out["full_upload_bytes"] = total
+    out["resumed_upload_bytes"] = uploaded(second)
+    out["resume_fraction"] = out["resumed_upload_bytes"] / total
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpora", default="tree,big")
+    ap.add_argument("--transfer", action="store_true", help="also measure 1->8 connections and resume")
     ap.add_argument("--json")
     a = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -87,7 +138,7 @@ def main() -> None:
         (WORK / "moto").mkdir(exist_ok=True)
         s3 = stack.enter_context(run_moto(WORK / "moto", free_port()))
         base = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "AWS_"))}
-        for corpus in a.corpora.split(","):
+        for corpus in filter(None, a.corpora.split(",")):
             src = corpora[corpus]()
             local = WORK / f"vault-{corpus}"
             shutil.rmtree(local, ignore_errors=True)
@@ -105,6 +156,12 @@ def main() -> None:
             res["local_vault_bytes"] = du(local)
             results[corpus] = res
             print(json.dumps({corpus: res}, indent=1), flush=True)
+        if a.transfer:
+            src = make_big(WORK)
+            results["transfer"] = {name: run_transfer(name, url, env, src)
+                                   for name, (url, env) in (("azurite", (f"azure://{unique_name()}/t", dict(base, **az.env))),
+                                                            ("moto", (f"s3://{unique_name()}/t", dict(base, **s3.env))))}
+            print(json.dumps({"transfer": results["transfer"]}, indent=1), flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
 
