@@ -111,7 +111,7 @@ class RestoreJob:
         fetch thread)."""
         fetch_thread = ThreadPoolExecutor(1, thread_name_prefix="recovault-batch")
         self._fetcher = Fetcher(self.vault, fetch_thread.submit)
-        self._ahead = TreeReadAhead.wanted(self.vault, bytes.fromhex(self.point.tree), lambda p: self._wanted(p)[1])
+        self._ahead = TreeReadAhead.wanted(self.vault, lambda p: self._wanted(p)[1])
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="recovault-restore") as pool:
                 self._pool = pool

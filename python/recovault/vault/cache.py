@@ -97,6 +97,10 @@ class ObjectCache:
             return None
         return raw
 
+    def has(self, name: str) -> bool:
+        """Whether a copy of ``name`` is cached (unverified: get() verifies)."""
+        return self.ok and (self.dir / self._id(name)).exists()
+
     def put(self, name: str, raw: bytes) -> None:
         if self.ok:
             write_private(self.dir / self._id(name), raw)
