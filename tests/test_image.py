@@ -909,27 +909,28 @@ def test_progress_events_cover_an_image_backup_and_restore(vault, tmp_path):
     assert sum(i["bytes"] for k, i in events if k == "bytes") == st["bytes_written"] > 0
 
 
-# ---- the C++ restore engine and the Python fallback ----------------------------------------------------
+# ---- the C++ restore engine, from pack files and from fetched packs ----------------------------------------
 
 
 class PathCounter:
-    """Counts the blocks each path restores: the engine (items handed to core.restore_blobs) and the
-    Python fallback (blocks of the batches it gets)."""
+    """Counts the blocks the engine restores (items handed to core.restore_blobs) and the ranged gets that
+    fetch packs that are not local files for it (packfetch.PackCache)."""
 
     def __init__(self, monkeypatch) -> None:
-        self.engine = self.python = 0
-        run_engine, py = image_mod._run_engine, image_mod._restore_blocks_py
+        from recovault.packfetch import PackCache
+        self.engine = self.fetched = 0
+        run_engine, get = image_mod._run_engine, PackCache._get
 
         def counted_engine(batch, *a, **kw):
             self.engine += batch.data_blocks
             return run_engine(batch, *a, **kw)
 
-        def counted_py(m, blocks, *a, **kw):
-            self.python += sum(1 for b in blocks if m.block_id(b) is not None)
-            return py(m, blocks, *a, **kw)
+        def counted_get(cache, *a):
+            self.fetched += 1
+            return get(cache, *a)
 
         monkeypatch.setattr(image_mod, "_run_engine", counted_engine)
-        monkeypatch.setattr(image_mod, "_restore_blocks_py", counted_py)
+        monkeypatch.setattr(PackCache, "_get", counted_get)
 
 
 def no_local_paths(monkeypatch, vault, keep=lambda name: False) -> None:
@@ -939,10 +940,11 @@ def no_local_paths(monkeypatch, vault, keep=lambda name: False) -> None:
 
 
 def restore_both(vault, desc, tmp_path, monkeypatch, prepare=None, **kw):
-    """Restore with the engine, then with the Python fallback; returns both destination paths."""
+    """Restore from the pack files, then as from an object store (packs fetched); returns both destination
+    paths with their stats."""
     outs = []
-    for engine in (True, False):
-        out = tmp_path / ("engine.img" if engine else "python.img")
+    for engine in (True, False):  # engine: packs read from their files; else fetched into memory first
+        out = tmp_path / ("engine.img" if engine else "fetched.img")
         if prepare:
             prepare(out)
         with monkeypatch.context() as mp:
@@ -950,14 +952,15 @@ def restore_both(vault, desc, tmp_path, monkeypatch, prepare=None, **kw):
             if not engine:
                 no_local_paths(mp, vault)
             st = restore_image(vault, desc, str(out), **kw)
-        blocks = st["blocks"]
-        assert (count.engine, count.python) == ((blocks, 0) if engine else (0, blocks)), "the wrong path ran"
+        assert count.engine == st["blocks"] and bool(count.fetched) == (not engine and st["blocks"] > 0), \
+            "the wrong path ran"
         outs.append((out, st))
     return outs
 
 
 @pytest.mark.parametrize("shape", list(_shapes()))
-def test_engine_and_python_fallback_restore_the_same_file(vault, tmp_path, monkeypatch, shape):
+def test_engine_from_pack_files_and_from_fetched_packs_restores_the_same_file(vault, tmp_path, monkeypatch,
+                                                                             shape):
     size, writes = _shapes()[shape]
     img = make_image(tmp_path / f"{shape}.img", size, writes)
     desc = image_desc(vault, backup_img(vault, img), img)
@@ -965,12 +968,12 @@ def test_engine_and_python_fallback_restore_the_same_file(vault, tmp_path, monke
     assert_same_bytes(eng, img)
     assert_same_bytes(py, img)
     assert st_e == st_p
-    assert extents(eng) == extents(py), "the engine left holes elsewhere than fsmeta.write_sparse does"
+    assert extents(eng) == extents(py), "fetched packs left holes elsewhere than pack files"
     assert os.stat(eng).st_blocks == os.stat(py).st_blocks
 
 
 @pytest.mark.parametrize("start,end", RANGES + [(0, 10 * BS + 3000), (3 * BS - 5, 3 * BS + 5)])
-def test_engine_and_fallback_ranges_over_an_existing_file(vault, tmp_path, monkeypatch, start, end):
+def test_engine_ranges_over_an_existing_file_from_files_and_fetched(vault, tmp_path, monkeypatch, start, end):
     img = _range_image(tmp_path / "src")
     desc = image_desc(vault, backup_img(vault, img), img)
     size = os.path.getsize(img)
@@ -984,9 +987,9 @@ def test_engine_and_fallback_ranges_over_an_existing_file(vault, tmp_path, monke
     assert outs[0][1] == outs[1][1]
 
 
-def test_engine_batches_and_packs_mixed_with_the_fallback(tmp_path, monkeypatch):
-    """Many small packs, small engine batches, and only some packs local: each batch goes to the engine
-    or, when one of its packs is not a local file, to Python; the output is the image either way."""
+def test_engine_batches_with_local_and_fetched_packs_mixed(tmp_path, monkeypatch):
+    """Many small packs, small engine batches, and only some packs local: each batch goes to the engine,
+    reading local packs from their files and fetching the others; the output is the image either way."""
     v = api.init_vault(str(tmp_path / "vault"), PASSPHRASE, kdf=FAST_KDF, cache_dir=str(tmp_path / "cache"),
                        settings=Settings(pack_size=200 * KiB))
     try:
@@ -1002,7 +1005,7 @@ def test_engine_batches_and_packs_mixed_with_the_fallback(tmp_path, monkeypatch)
         out = tmp_path / "out.img"
         st = restore_image(v, desc, str(out), verify=True)
         assert_same_bytes(out, img)
-        assert count.engine > 0 and count.python > 0 and count.engine + count.python == st["blocks"]
+        assert count.fetched > 0 and count.engine == st["blocks"]
         # and a range into an existing file, across batches of both kinds
         out.write_bytes(b"\x5a" * size)
         restore_image(v, desc, str(out), byte_range=(BS // 2, size - 7), verify=True)
@@ -1056,7 +1059,7 @@ def _damage(tmp_path, how):
 
 
 @pytest.mark.parametrize("engine", [True, False])
-def test_tampered_block_named_by_engine_and_fallback(tmp_path, monkeypatch, engine):
+def test_tampered_block_named_from_pack_files_and_fetched(tmp_path, monkeypatch, engine):
     vault, cache, desc, block, blob_id, name = _damage(tmp_path, "tamper")
     v = api.open_vault(vault, PASSPHRASE, cache_dir=cache)
     try:
@@ -1068,13 +1071,15 @@ def test_tampered_block_named_by_engine_and_fallback(tmp_path, monkeypatch, engi
         v.close()
     msg = str(ei.value)
     assert name in msg and blob_id.hex()[:16] in msg and "tampered" in msg, msg
-    if engine:
-        assert f"(image block {block})" in msg, msg
+    assert f"(image block {block})" in msg, msg
 
 
-def test_truncated_and_missing_pack_are_named(tmp_path):
+@pytest.mark.parametrize("engine", [True, False])
+def test_truncated_and_missing_pack_are_named(tmp_path, monkeypatch, engine):
     vault, cache, desc, block, blob_id, name = _damage(tmp_path / "t", "truncate")
     v = api.open_vault(vault, PASSPHRASE, cache_dir=cache)
+    if not engine:
+        no_local_paths(monkeypatch, v)
     try:
         with pytest.raises(CorruptData, match="truncated") as ei:
             restore_image(v, desc, str(tmp_path / "out.img"))
@@ -1083,6 +1088,8 @@ def test_truncated_and_missing_pack_are_named(tmp_path):
         v.close()
     vault, cache, desc, block, blob_id, name = _damage(tmp_path / "m", "missing")
     v = api.open_vault(vault, PASSPHRASE, cache_dir=cache)
+    if not engine:
+        no_local_paths(monkeypatch, v)
     try:
         with pytest.raises(ObjectMissing, match="missing") as ei:
             restore_image(v, desc, str(tmp_path / "out.img"))

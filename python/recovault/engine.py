@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional
 
 from . import core
 from .errors import CorruptData, ObjectMissing, RecovaultError, StorageError

@@ -15,8 +15,8 @@ C++ pipeline in fixed-block mode on all cores, and stores only blocks whose ID t
 an unchanged block costs a read and a hash, an all-zero block costs nothing.
 
 Restore turns the block map into items for the C++ restore engine (core.restore_blobs: pread from the pack
-file, open, pwrite, on every core without the GIL), one batch of blocks at a time; a batch with a pack that
-is not a local file (object stores) is restored by Python threads through the storage's ranged gets.
+file, open, pwrite, on every core without the GIL), one batch of blocks at a time; packs that are not local
+files (object stores) have the ranges the batch needs fetched first (engine.BlobWriter(fetch=True)).
 """
 from __future__ import annotations
 
@@ -24,8 +24,7 @@ import errno
 import os
 import stat as st_mod
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import core, fsmeta
 from ..engine import BlobWriter
@@ -198,8 +197,9 @@ def restore_image(vault: Vault, desc: Dict[str, Any], dest: str, *, byte_range: 
     written as zeros, since the device's old contents must not show through). With byte_range (start, end),
     only those bytes are written, at their own offsets. workers: threads (0: one per core).
 
-    Blocks whose packs are local files are restored by the C++ engine (core.restore_blobs: read, open and
-    write on every core, GIL released); blocks in packs that are not (object stores) by Python threads."""
+    Blocks are restored by the C++ engine (core.restore_blobs: read, open and write on every core, GIL
+    released), from the pack files, or from the ranges of packs that are not local files (object stores)
+    fetched first, each batch's packs in parallel (engine.BlobWriter(fetch=True))."""
     progress = progress or (lambda kind, info: None)
     m = ImageMap(vault, desc)
     start, end = byte_range if byte_range else (0, m.size)
@@ -250,11 +250,8 @@ def _restore_image_fd(m: ImageMap, fd: int, dest: str, start: int, end: int, ove
         for b in range(first, last, ENGINE_BATCH):
             batch = range(b, min(b + ENGINE_BATCH, last))
             plan = _plan(m, batch, start, end, overwrite)
-            if plan is not None:
-                progress("more", {"files": 0, "bytes": sum(item[7] for item in plan.writer.items)})
-                _run_engine(plan, fd, dest, overwrite, workers, stats, progress)
-            else:  # a pack that is not a local file: this batch by Python threads
-                _restore_blocks_py(m, batch, fd, start, end, overwrite, workers or 4, stats, progress)
+            progress("more", {"files": 0, "bytes": sum(item[7] for item in plan.writer.items)})
+            _run_engine(plan, fd, dest, overwrite, workers, stats, progress)
         if not overwrite:
             fsmeta.finish_sparse(fd, m.size)
         if is_dev:
@@ -277,13 +274,13 @@ class _Batch:
     """One batch of blocks as engine items (tagged with their block), and its block counts."""
 
     def __init__(self, m: ImageMap) -> None:
-        self.writer = BlobWriter(m.vault, _describe_block)
+        self.writer = BlobWriter(m.vault, _describe_block, fetch=True)  # packs not local: their ranges fetched
         self.data_blocks = 0
         self.zero_blocks = 0
 
 
-def _plan(m: ImageMap, blocks: range, start: int, end: int, overwrite: bool) -> Optional[_Batch]:
-    """The engine items for `blocks` clipped to [start, end), or None when a pack is not a local file. Zero
+def _plan(m: ImageMap, blocks: range, start: int, end: int, overwrite: bool) -> _Batch:
+    """The engine items for `blocks` clipped to [start, end). Zero
     blocks become zero items (merged when adjacent) only when overwriting: a fresh file keeps them as
     holes. (Runs per block: kept lean, ~2.5 us a block.)"""
     batch = _Batch(m)
@@ -306,8 +303,7 @@ def _plan(m: ImageMap, blocks: range, start: int, end: int, overwrite: bool) -> 
             loc = locations.get(bid) or m.vault.locate(bid)  # locate raises, naming the missing blob
             if loc.raw_length != blen:
                 raise CorruptData(f"image block {block} has the wrong length")
-            if not add(bid, a, a - lo, b - a, block, loc):
-                return None
+            add(bid, a, a - lo, b - a, block, loc)
             batch.data_blocks += 1
     return batch
 
@@ -319,44 +315,6 @@ def _run_engine(batch: _Batch, fd: int, dest: str, overwrite: bool, workers: int
     stats["blocks"] += batch.data_blocks
     stats["zero_blocks"] += batch.zero_blocks
     stats["bytes_written"] += res["data_bytes"]
-
-
-def _restore_blocks_py(m: ImageMap, blocks: range, fd: int, start: int, end: int, overwrite: bool, workers: int,
-                       stats: Dict[str, int], progress: Callable[[str, Dict[str, Any]], None]) -> None:
-    """The Python path (packs not on local files): vault.read_blob and write_sparse/pwrite per block, on
-    `workers` threads."""
-    lock = threading.Lock()
-    bs = m.block_size
-
-    def do(block: int) -> None:
-        data = m.read_block(block)
-        lo, hi = block * bs, block * bs + m.block_len(block)
-        a, b = max(lo, start), min(hi, end)
-        if data is None:
-            if overwrite:
-                fsmeta.pwrite_all(fd, memoryview(bytes(b - a)), a)
-            with lock:
-                stats["zero_blocks"] += 1
-            return
-        view = memoryview(data)[a - lo:b - lo]
-        if overwrite:
-            fsmeta.pwrite_all(fd, view, a)
-        else:
-            fsmeta.write_sparse(fd, a, view)
-        with lock:
-            stats["blocks"] += 1
-            stats["bytes_written"] += b - a
-        progress("bytes", {"bytes": b - a})
-
-    def do_run(run: range) -> None:
-        for block in run:
-            do(block)
-
-    # Blocks go to the threads in runs of 32: one task per block cost more in the pool than the work.
-    runs = [range(b, min(b + 32, blocks.stop)) for b in range(blocks.start, blocks.stop, 32)]
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        for _ in pool.map(do_run, runs):
-            pass
 
 
 def verify_image(m: ImageMap, dest: str, start: int, end: int, workers: int = 0,
