@@ -231,3 +231,69 @@ def test_relative_path_in_several_roots_is_ambiguous(env: Env) -> None:
     msg = env.run.fails(2, "ls", "latest", "etc")
     assert f"{a}/etc" in msg and f"{b}/etc" in msg
     assert env.run.json("ls", "latest", f"{a}/etc")[0]["path"] == f"{a}/etc/x"
+
+
+# ---------------------------------------------------------------- ls -l, --recursive, --json
+
+def validate(cmd: str, doc: Any) -> Any:
+    """`doc` (a command's real --json output) checked against docs/schemas/<cmd>.json."""
+    import jsonschema
+    with open(ROOT / "docs" / "schemas" / f"{cmd}.json", encoding="utf-8") as f:
+        jsonschema.validate(doc, json.load(f))
+    return doc
+
+
+MTIME = 1714564800  # 2024-05-01 12:00:00 UTC
+
+
+@pytest.fixture
+def owned(env: Env, tree: Path) -> Path:
+    """`tree` with chosen modes, owners and times (backed up again)."""
+    os.chmod(tree / "www" / "index.html", 0o640)
+    os.chmod(tree / "www" / "img", 0o2750)
+    os.chown(tree / "www" / "img" / "logo.png", 1234, 5678)
+    for p in (tree / "www" / "index.html", tree / "www" / "img" / "logo.png", tree / "www" / "img"):
+        os.utime(p, (MTIME, MTIME + 0.5) if p.name == "logo.png" else (MTIME, MTIME))
+    env.run.json("backup", tree, "--host", "web1")
+    return tree
+
+
+def test_ls_long(env: Env, owned: Path) -> None:
+    root = str(owned)
+    text = env.run("ls", "-l", "latest", "www").out.splitlines()
+    assert text[0].split() == ["drwxr-s---", "root", "root", "0",
+                               "2024-05-01", "12:00:00", f"{root}/www/img"]
+    assert text[1].split() == ["-rw-r-----", "root", "root", "6", "2024-05-01", "12:00:00", f"{root}/www/index.html"]
+    link = env.run("ls", "--long", "latest", "home").out.split()
+    assert link[0] == "lrwxrwxrwx" and link[-3:] == [f"{root}/home", "->", "www/index.html"]
+    # a file whose owner has no name here: the numbers
+    logo = env.run("ls", "-l", "latest:www/img/logo.png").out.split()
+    assert logo[:4] == ["-rw-r--r--", "1234", "5678", "40"] and logo[4:6] == ["2024-05-01", "12:00:00"]
+
+
+def test_ls_json_and_recursive(env: Env, owned: Path) -> None:
+    root = str(owned)
+    flat = validate("ls", env.run.json("ls", "latest", "/"))
+    assert [e["path"] for e in flat] == [f"/{root.split('/')[1]}"]
+    everything = validate("ls", env.run.json("ls", "-R", "latest", root))
+    by_path = {e["path"]: e for e in everything}
+    assert list(by_path) == [f"{root}/home", f"{root}/www", f"{root}/www/img", f"{root}/www/img/logo.png",
+                             f"{root}/www/index.html"]
+    assert by_path[f"{root}/home"]["link_target"] == "www/index.html" and by_path[f"{root}/home"]["type"] == "l"
+    logo = by_path[f"{root}/www/img/logo.png"]
+    assert (logo["uid"], logo["gid"], logo["user"], logo["group"]) == (1234, 5678, None, None)
+    assert (logo["mtime"], logo["mtime_ns"]) == ("2024-05-01T12:00:00.500000Z", (MTIME * 10 + 5) * 10 ** 8)
+    assert (logo["size"], logo["mode"], logo["type"]) == (40, 0o644, "f")
+    index = by_path[f"{root}/www/index.html"]
+    assert (index["user"], index["group"], index["mode"], index["link_target"]) == ("root", "root", 0o640, None)
+    assert by_path[f"{root}/www/img"]["mode"] == 0o2750
+    assert env.run.json("ls", "-l", "-R", "latest", root) == everything  # -l changes the text only
+    assert validate("ls", env.run.json("ls", "latest:www/index.html")) == [index]
+
+
+def test_snapshots_json_matches_its_schema(env: Env, hosts: Dict[str, str]) -> None:
+    validate("snapshots", env.run.json("snapshots"))
+    validate("snapshots", env.run.json("snapshots", "--group-by", "host,tags"))
+    env.run.json("forget", hosts["w1a"], "--allow-empty")
+    assert ids(validate("snapshots", env.run.json("snapshots", "--deleted"))) == [hosts["w1a"]]
+    assert validate("snapshots", env.run.json("snapshots", "--host", "web2", "--deleted")) == []
