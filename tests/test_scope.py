@@ -297,3 +297,168 @@ def test_snapshots_json_matches_its_schema(env: Env, hosts: Dict[str, str]) -> N
     env.run.json("forget", hosts["w1a"], "--allow-empty")
     assert ids(validate("snapshots", env.run.json("snapshots", "--deleted"))) == [hosts["w1a"]]
     assert validate("snapshots", env.run.json("snapshots", "--host", "web2", "--deleted")) == []
+
+
+# ---------------------------------------------------------------- diff
+
+def test_diff(env: Env) -> None:
+    src = env.src("d")
+    for name, data in (("same", b"s" * 1000), ("gone", b"g" * 3000), ("edit", b"e" * 2000), ("chmod", b"c"),
+                       ("touch", b"t"), ("moved", os.urandom(5000)), ("becomes_dir", b"x")):
+        (src / name).write_bytes(data)
+    (src / "olddir").mkdir()
+    (src / "olddir" / "inner").write_bytes(b"i" * 700)
+    os.symlink("same", src / "link")
+    first = env.run.json("backup", src, "--host", "web1")["id"]
+    (src / "gone").unlink()
+    (src / "new").write_bytes(b"n" * 4000)
+    (src / "edit").write_bytes(b"E" * 2500)
+    os.chmod(src / "chmod", 0o600)
+    os.utime(src / "touch", (MTIME, MTIME))
+    (src / "sub").mkdir()
+    os.rename(src / "moved", src / "sub" / "moved")
+    (src / "becomes_dir").unlink()
+    (src / "becomes_dir").mkdir()
+    (src / "becomes_dir" / "child").write_bytes(b"child")
+    (src / "olddir" / "inner").unlink()
+    (src / "olddir").rmdir()
+    (src / "link").unlink()
+    os.symlink("edit", src / "link")
+    second = env.run.json("backup", src, "--host", "web1")["id"]
+    doc = validate("diff", env.run.json("diff", first, second))
+    root = str(src)
+    got = {(ch["modifier"], ch["path"]) for ch in doc["changes"]}
+    assert got == {("-", f"{root}/gone"), ("+", f"{root}/new"), ("M", f"{root}/edit"), ("U", f"{root}/chmod"),
+                   ("U", f"{root}/touch"), ("-", f"{root}/moved"), ("+", f"{root}/sub"),
+                   ("+", f"{root}/sub/moved"), ("T", f"{root}/becomes_dir"), ("+", f"{root}/becomes_dir/child"),
+                   ("-", f"{root}/olddir"), ("-", f"{root}/olddir/inner"), ("M", f"{root}/link")}
+    assert [ch["path"] for ch in doc["changes"]] == sorted(ch["path"] for ch in doc["changes"])
+    st = doc["stats"]
+    assert (st["added"], st["removed"], st["modified"], st["type_changed"], st["metadata"]) == (4, 4, 2, 1, 2)
+    # the moved file's data is in both: only the new, edited and removed bytes count (1: becomes_dir's)
+    assert st["bytes_added"] == 4000 + 2500 + len(b"child") and st["bytes_removed"] == 3000 + 2000 + 700 + 1
+    assert (doc["before"], doc["after"], doc["path_before"], doc["path_after"]) == (first, second, "/", "/")
+    chmod = next(ch for ch in doc["changes"] if ch["path"].endswith("/chmod"))
+    assert (chmod["before"]["mode"], chmod["after"]["mode"]) == (0o644, 0o600)
+    link = next(ch for ch in doc["changes"] if ch["path"].endswith("/link"))
+    assert (link["before"]["link_target"], link["after"]["link_target"]) == ("same", "edit")
+    text = env.run("diff", first, second).out
+    assert f"+    {root}/sub/\n" in text and f"M    {root}/edit\n" in text and f"T    {root}/becomes_dir/\n" in text
+    assert "added: 4, removed: 4, modified: 2, type changed: 1, metadata only: 2" in text
+    # a path, relative or in SNAPSHOT:PATH form; the same point twice: nothing
+    sub = env.run.json("diff", first, second, "sub")
+    assert [(ch["modifier"], ch["path"]) for ch in sub["changes"]] == [("+", f"{root}/sub"), ("+", f"{root}/sub/moved")]
+    assert sub["stats"]["bytes_added"] == 5000
+    assert env.run.json("diff", f"{first[:8]}:edit", "latest:edit")["stats"]["modified"] == 1
+    same = env.run.json("diff", first, first)
+    assert same["changes"] == [] and same["stats"]["bytes_added"] == 0
+    assert "nosuch" in env.run.fails(16, "diff", first, second, "nosuch")
+    env.run.fails(2, "diff", f"{first}:edit", second, "edit")
+    env.run.fails(16, "diff", first, "latest", "--host", "web2")
+
+
+# ---------------------------------------------------------------- find
+
+def test_find(env: Env, monkeypatch) -> None:
+    src = env.src("f")
+    (src / "etc").mkdir()
+    (src / "etc" / "app.conf").write_text("one")
+    (src / "etc" / "notes.txt").write_text("x")
+    os.utime(src / "etc" / "app.conf", (MTIME, MTIME))
+    p1 = env.run.json("backup", src, "--host", "web1", "--time", "2025-01-01 10:00:00")["id"]
+    (src / "etc" / "db.conf").write_text("two!")
+    p2 = env.run.json("backup", src, "--host", "web1", "--time", "2025-01-02 10:00:00")["id"]
+    (src / "etc" / "app.conf").unlink()
+    p3 = env.run.json("backup", src, "--host", "web2", "--time", "2025-01-03 10:00:00", "--tag", "t")["id"]
+    # find never reads file data (the files' contents here are no JSON, trees are)
+    from recovault.vault.repo import Vault
+    read_blob, reads = Vault.read_blob, []
+
+    def only_trees(self, blob_id, *a, **kw):
+        data = read_blob(self, blob_id, *a, **kw)
+        reads.append(data)
+        return data
+    monkeypatch.setattr(Vault, "read_blob", only_trees)
+    doc = validate("find", env.run.json("find", "*.conf"))
+    assert reads and all(json.loads(data) is not None for data in reads)
+    root = str(src)
+    assert [(d["snapshot"], [m["path"] for m in d["matches"]]) for d in doc] == [
+        (p1, [f"{root}/etc/app.conf"]), (p2, [f"{root}/etc/app.conf", f"{root}/etc/db.conf"]),
+        (p3, [f"{root}/etc/db.conf"])]
+    app = doc[0]["matches"][0]
+    assert (app["size"], app["mtime"], app["type"]) == (3, "2024-05-01T12:00:00.000000Z", "f")
+    assert (doc[2]["host"], doc[2]["tags"], doc[2]["time"]) == ("web2", ["t"], "2025-01-03T10:00:00.000000Z")
+    assert [d["snapshot"] for d in env.run.json("find", "app.conf", "--host", "web1")] == [p1, p2]
+    assert [d["snapshot"] for d in env.run.json("find", "*.conf", "--newest", "1")] == [p3]
+    assert [d["snapshot"] for d in env.run.json("find", "*.conf", "--oldest", "2")] == [p1, p2]
+    assert [d["snapshot"] for d in env.run.json("find", "*.conf", "--tag", "t")] == [p3]
+    # a pattern with a "/" matches whole paths
+    assert [len(d["matches"]) for d in env.run.json("find", f"{root}/etc/*")] == [2, 3, 2]
+    assert env.run.json("find", "etc/*.conf") == []
+    assert env.run.json("find", "nothing*") == []
+    text = env.run("find", "db.conf").out
+    assert f"recovery point {p2[:8]} of 2025-01-02 10:00:00 (host web1):" in text
+    assert "2 matching entries in 2 of 3 recovery points searched" in text
+    env.run.fails(16, "find", "*", "--host", "nosuch")
+    env.run.fails(2, "find", "*", "--newest", "1", "--oldest", "1")
+    env.run.fails(2, "find", "*", "--newest", "0")
+
+
+# ---------------------------------------------------------------- dump
+
+def run_binary(env: Env, *argv: Any, stdout: Any = None) -> "subprocess.CompletedProcess":
+    import subprocess
+    import sys
+    e = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__import__("recovault").__file__)))
+    return subprocess.run([sys.executable, "-m", "recovault", *map(os.fspath, argv), "--vault", env.run.vault],
+                          env=e, stdin=subprocess.DEVNULL, stdout=stdout if stdout is not None else subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=120)
+
+
+def test_dump_file_and_directory(env: Env, owned: Path) -> None:
+    import io
+    import tarfile
+    root = str(owned)
+    big = os.urandom(300_000)  # several chunks
+    (owned / "www" / "big.bin").write_bytes(big)
+    env.run.json("backup", owned, "--host", "web1")
+    res = run_binary(env, "dump", "latest", "www/big.bin")
+    assert res.returncode == 0, res.stderr and res.stdout == big
+    assert res.stdout == big
+    assert run_binary(env, "dump", f"latest:{root}/www/index.html").stdout == b"<html>"
+    res = run_binary(env, "dump", "latest:www")
+    assert res.returncode == 0, res.stderr
+    with tarfile.open(fileobj=io.BytesIO(res.stdout), mode="r:") as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        rel = root.lstrip("/")
+        assert list(members) == [f"{rel}/www", f"{rel}/www/big.bin", f"{rel}/www/img", f"{rel}/www/img/logo.png",
+                                 f"{rel}/www/index.html"]
+        assert tar.extractfile(members[f"{rel}/www/big.bin"]).read() == big
+        logo = members[f"{rel}/www/img/logo.png"]
+        assert tar.extractfile(logo).read() == b"\x89PNG" * 10
+        assert (logo.uid, logo.gid, logo.mode, logo.mtime) == (1234, 5678, 0o644, MTIME + 0.5)
+        img = members[f"{rel}/www/img"]
+        assert img.isdir() and img.mode == 0o2750
+        index = members[f"{rel}/www/index.html"]
+        assert (index.uname, index.mode, index.size) == ("root", 0o640, 6)
+    res = run_binary(env, "dump", "latest", root)
+    with tarfile.open(fileobj=io.BytesIO(res.stdout), mode="r:") as tar:
+        link = tar.getmember(f"{rel}/home")
+        assert link.issym() and link.linkname == "www/index.html"
+
+
+def test_dump_bad_input(env: Env, tree: Path) -> None:
+    import pty
+    assert "nosuch" in env.run.fails(16, "dump", "latest:www/nosuch")
+    env.run.fails(2, "dump", "latest")  # no path
+    env.run.fails(2, "dump", "latest:www", "www")  # the path twice
+    env.run.fails(2, "dump", "latest", "home")  # a symlink
+    env.run.fails(16, "dump", "latest", "www/index.html", "--host", "nosuch")
+    leader, follower = pty.openpty()
+    try:
+        res = run_binary(env, "dump", "latest", "www", stdout=follower)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert res.returncode == 2
+    assert b"is a directory: dump writes it as a tar archive, not to a terminal" in res.stderr

@@ -18,15 +18,18 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, List, NamedTuple, Optional, Tuple
 
 from .errors import CorruptData, NotFound, UsageError
+from .paths import split_path
 from .vault.records import RecoveryPoint
 
 if TYPE_CHECKING:
+    from .vault.records import Node
     from .vault.repo import Vault
 
-__all__ = ["PointFilter", "parse_point_path", "resolve_path", "select_point", "select_points"]
+__all__ = ["PointFilter", "PointPath", "find_path", "parse_point_path", "point_and_path", "resolve_path",
+           "select_point", "select_points"]
 
 OnNotice = Callable[[str], None]
 
@@ -131,6 +134,33 @@ def parse_point_path(text: str) -> Tuple[str, Optional[str]]:
         return text, None
     path = text[m.end():]
     return m.group(1), (path or "/")
+
+
+def point_and_path(snapshot: str, path: Optional[str]) -> Tuple[str, Optional[str]]:
+    """The point spec and path of a command's SNAPSHOT [PATH] arguments, where SNAPSHOT may be SNAPSHOT:PATH
+    (UsageError when both give a path)."""
+    spec, in_spec = parse_point_path(snapshot)
+    if in_spec is not None and path is not None:
+        raise UsageError(f"give the path once: as {snapshot} or as PATH {path}, not both")
+    return spec, in_spec if in_spec is not None else path
+
+
+class PointPath(NamedTuple):
+    """A path found in a recovery point: the point, the absolute path (raw bytes, b"" for the root) and its
+    tree node."""
+
+    point: RecoveryPoint
+    path: bytes
+    node: "Node"
+
+
+def find_path(vault: "Vault", point: RecoveryPoint, path: str) -> PointPath:
+    """`path` (relative ones as `resolve_path` takes them) in `point`, with its node; NotFound if absent."""
+    where = resolve_path(vault, point, path)
+    node = vault.find_node(point, where)
+    if node is None:
+        raise NotFound(f"{where} is not in recovery point {point.short_id}")
+    return PointPath(point, b"".join(b"/" + p for p in split_path(where)), node)
 
 
 def resolve_path(vault: "Vault", point: RecoveryPoint, path: str) -> str:

@@ -5,7 +5,6 @@ from typing import List, Optional
 
 import click
 
-from ..errors import NotFound, UsageError
 from .context import Ctx, common_options, pass_ctx, point_options
 
 
@@ -26,19 +25,11 @@ def ls(c: Ctx, snapshot: str, path: Optional[str], recursive: bool, long_: bool)
     Example: recovault ls -l latest:/etc/ssh
     """
     from ..entries import Entry, walk
-    from ..paths import split_path
-    from ..selection import parse_point_path, resolve_path
-    spec, in_spec = parse_point_path(snapshot)
-    if in_spec is not None and path is not None:
-        raise UsageError(f"give the path once: as {snapshot} or as PATH {path}, not both")
+    from ..selection import find_path, point_and_path
+    spec, path = point_and_path(snapshot, path)
     out: List[Entry] = []
     with c.open() as v:
-        point = c.select_point(v, spec)
-        where = resolve_path(v, point, in_spec or path or "/")
-        node = v.find_node(point, where)
-        if node is None:
-            raise NotFound(f"{where} is not in recovery point {point.short_id}")
-        prefix = b"".join(b"/" + p for p in split_path(where))
+        _, prefix, node = find_path(v, c.select_point(v, spec), path or "/")
         if node.subtree is None:
             out.append(Entry.of(prefix, node))
         else:
