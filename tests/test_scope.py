@@ -208,6 +208,7 @@ def test_snapshot_path_and_relative_paths(env: Env, tree: Path) -> None:
     assert listing == [f"{root}/www/img", f"{root}/www/index.html"]
     assert [e["path"] for e in run.json("ls", "latest:www")] == listing  # relative: against the backed-up root
     assert [e["path"] for e in run.json("ls", "latest", "www")] == listing
+    assert [e["path"] for e in run.json("ls", "latest", ".")] == [f"{root}/home", f"{root}/www"]
     assert [e["path"] for e in run.json("ls", "latest", "www/img/logo.png")] == [f"{root}/www/img/logo.png"]
     assert [e["path"] for e in run.json("ls", "latest", root.lstrip("/") + "/www")] == listing  # from / still works
     msg = run.fails(16, "ls", "latest:www/nosuch")

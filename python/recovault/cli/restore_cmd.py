@@ -48,7 +48,11 @@ def restore(c: Ctx, snapshot: str, paths: Tuple[str, ...], target: Optional[str]
     if to is not None:
         if overwrite is not None or delete:
             raise UsageError("--overwrite and --delete apply to --target only")
-        return _restore_image(c, snapshot, to, image, _parse_range(byte_range), verify, workers or 0)
+        from ..selection import parse_point_path
+        spec, in_spec = parse_point_path(snapshot)  # SNAPSHOT:PATH names the image as --image does
+        if in_spec is not None and image is not None:
+            raise UsageError("give the image once: as SNAPSHOT:PATH or as --image PATH")
+        return _restore_image(c, spec, to, image or in_spec, _parse_range(byte_range), verify, workers or 0)
     from ..selection import parse_point_path, resolve_path
     spec, in_spec = parse_point_path(snapshot)
     with c.open() as v, ProgressReporter(not c.json, "restoring") as prog:
