@@ -90,13 +90,16 @@ def test_parse_point_path(text: str, parsed) -> None:
 
 # ---------------------------------------------------------------- snapshots
 
-def test_snapshots_filters(env: Env, hosts: Dict[str, str]) -> None:
+def test_snapshots_filters(env: Env, hosts: Dict[str, str], monkeypatch) -> None:
     run, a, b = env.run, str(env.src("a")), str(env.src("b"))
     assert ids(run.json("snapshots")) == list(hosts.values())  # no filter: every point, as before
     assert ids(run.json("snapshots", "--host", "web2")) == [hosts["w2a"], hosts["w2b"]]
     assert ids(run.json("snapshots", "--host", "web2", "--host", "web1")) == list(hosts.values())
     assert ids(run.json("snapshots", "--path", b)) == [hosts["w1b"], hosts["w2b"]]
     assert ids(run.json("snapshots", "--path", a, "--host", "web1")) == [hosts["w1a"]]
+    assert ids(run.json("snapshots", "--path", b + "/")) == [hosts["w1b"], hosts["w2b"]]  # as backup records it
+    monkeypatch.chdir(env.tmp)
+    assert ids(run.json("snapshots", "--path", "b")) == [hosts["w1b"], hosts["w2b"]]
     assert ids(run.json("snapshots", "--tag", "daily")) == [hosts["w1a"], hosts["w2a"]]
     assert ids(run.json("snapshots", "--tag", "daily,db")) == [hosts["w2a"]]
     assert ids(run.json("snapshots", "--tag", "db", "--tag", "weekly")) == [hosts["w2a"], hosts["w2b"]]
@@ -121,7 +124,8 @@ def test_snapshots_shows_tags_and_groups(env: Env, hosts: Dict[str, str]) -> Non
     assert [(g["host"], g["paths"]) for g in by_all] == [("web1", [str(env.src("a"))]), ("web2", [str(env.src("a"))])]
     assert ids(by_all[0]["snapshots"]) == [hosts["w1a"]]
     text = run("snapshots", "--group-by", "tags").out
-    assert "tags daily,db:" in text and "tags weekly:" in text
+    assert "tags daily,db:" in text and "tags weekly:" in text and "tags (none):" in text
+    assert run("snapshots", "--group-by", "").out.startswith("all points:\n")
     assert "unknown grouping option 'colour'" in run.fails(2, "snapshots", "--group-by", "colour")
     run.fails(2, "snapshots", "--group-by", "host", "--deleted")
 
@@ -452,6 +456,8 @@ def test_dump_bad_input(env: Env, tree: Path) -> None:
     import pty
     assert "nosuch" in env.run.fails(16, "dump", "latest:www/nosuch")
     env.run.fails(2, "dump", "latest")  # no path
+    res = env.run("dump", "latest:www/index.html", "--json")  # the data is the output: no JSON
+    assert res.code == 2 and json.loads(res.out)["exit_code"] == 2 and "no --json" in res.err
     env.run.fails(2, "dump", "latest:www", "www")  # the path twice
     env.run.fails(2, "dump", "latest", "home")  # a symlink
     env.run.fails(16, "dump", "latest", "www/index.html", "--host", "nosuch")

@@ -245,6 +245,8 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def _store_points(attr: str) -> Callable[[click.Context, click.Parameter, Any], None]:
     def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
         if value:
+            if attr == "point_paths":  # as backup records them: absolute, normalized ("srv/" in / is "/srv")
+                value = tuple(os.path.abspath(p) for p in value)
             setattr(ctx.ensure_object(Ctx), attr, value)
     return callback
 

@@ -34,9 +34,7 @@ def diff(c: Ctx, first: str, second: str, path: Optional[str]) -> None:
     if path is not None and (path_a or path_b):
         raise UsageError("give the path as PATH or in SNAPSHOT:PATH, not both")
     with c.open() as v:
-        points = v.snapshots(on_corrupt=lambda msg: v.on_event("problem", {"message": msg}))
-        a = c.select_point(v, spec_a, points)
-        b = c.select_point(v, spec_b, points)
+        a, b = c.select_point(v, spec_a), c.select_point(v, spec_b)
         (where_a, node_a), (where_b, node_b) = _side(v, a, path_a or path or "/"), _side(v, b, path_b or path or "/")
         if node_a is None and node_b is None:
             raise NotFound(f"{where_a} is in neither recovery point ({a.short_id}, {b.short_id})")

@@ -26,6 +26,8 @@ def dump(c: Ctx, snapshot: str, path: Optional[str]) -> None:
     Example: recovault dump latest /etc/hosts
              recovault dump latest:/srv/www > www.tar
     """
+    if c.json:
+        raise UsageError("dump writes the data itself and has no --json ('recovault ls --json' describes a path)")
     from ..selection import find_path, point_and_path
     spec, path = point_and_path(snapshot, path)
     if path is None:
@@ -39,11 +41,9 @@ def dump(c: Ctx, snapshot: str, path: Optional[str]) -> None:
             if out.isatty():
                 raise UsageError(f"{where} is a directory: dump writes it as a tar archive, not to a terminal; "
                                  "redirect stdout (> file.tar, or | tar -t)")
-            c.json_printed = True  # the archive is the output: an error after this must not add JSON to it
             for skipped in write_tar(v, raw, node, out):
                 c.warn(f"{skipped}: a socket, left out of the archive")
         elif node.content is not None or node.image is not None or node.type == "f":
-            c.json_printed = True
             write_file(v, node, out)
         else:
             raise UsageError(f"{where} is not a file or directory (type {node.type!r})"

@@ -76,12 +76,13 @@ def _live(c: Ctx, snaps: List[RecoveryPoint]) -> None:
 
 def _grouped(c: Ctx, snaps: List[RecoveryPoint], group_by: str) -> None:
     """One table per group (restic's snapshots --group-by); --json: a list of {host, paths, tags, snapshots}."""
-    from ..retention import group_points
-    groups = group_points(snaps, by=group_by)
+    from ..retention import group_points, parse_group_by
+    fields = parse_group_by(group_by)
+    groups = group_points(snaps, by=fields)
     lines: List[str] = []
     for g in groups:
-        what = ", ".join(f"{k} {v}" for k, v in (("host", g.key.host), ("paths", " ".join(g.key.paths)),
-                                                   ("tags", ",".join(g.key.tags))) if v) or "all points"
+        shown = {"host": g.key.host, "paths": " ".join(g.key.paths), "tags": ",".join(g.key.tags) or "(none)"}
+        what = ", ".join(f"{f} {shown[f]}" for f in fields) or "all points"
         lines += [f"{what}:", _HEADER] + [_row(s) for s in g.points] + [""]
     c.out([dict(g.key.to_json(), snapshots=[s.to_json() for s in g.points]) for g in groups],
           "\n".join(lines).rstrip("\n"))
