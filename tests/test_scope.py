@@ -386,6 +386,7 @@ def test_find(env: Env, monkeypatch) -> None:
     monkeypatch.setattr(Vault, "read_blob", only_trees)
     doc = validate("find", env.run.json("find", "*.conf"))
     assert reads and all(json.loads(data) is not None for data in reads)
+    assert len(reads) == len(set(reads))  # a subtree met again at the same path is not read again
     root = str(src)
     assert [(d["snapshot"], [m["path"] for m in d["matches"]]) for d in doc] == [
         (p1, [f"{root}/etc/app.conf"]), (p2, [f"{root}/etc/app.conf", f"{root}/etc/db.conf"]),
@@ -469,3 +470,28 @@ def test_dump_bad_input(env: Env, tree: Path) -> None:
         os.close(leader)
     assert res.returncode == 2
     assert b"is a directory: dump writes it as a tar archive, not to a terminal" in res.stderr
+
+
+def test_diff_and_dump_of_an_image(env: Env) -> None:
+    """Images: diff counts the changed blocks' bytes; dump writes the image's bytes, holes as zeros."""
+    img = env.tmp / "disk.img"
+    bs = 64 << 10
+    blocks = [os.urandom(bs) for _ in range(3)]
+    with open(img, "wb") as f:
+        f.write(blocks[0])
+        f.seek(2 * bs)  # a hole
+        f.write(blocks[2])
+    first = env.run.json("backup", "--image", img, "--host", "web1")["id"]
+    res = run_binary(env, "dump", "latest", img)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == blocks[0] + bytes(bs) + blocks[2]
+    with open(img, "r+b") as f:
+        f.seek(bs)
+        f.write(blocks[1])  # the hole gets data
+    second = env.run.json("backup", "--image", img, "--host", "web1")["id"]
+    doc = validate("diff", env.run.json("diff", first, second))
+    assert [(ch["modifier"], ch["path"]) for ch in doc["changes"]] == [("M", str(img))]
+    st = doc["stats"]
+    # the new block, and the block maps' pages (one each: a page holds many blocks)
+    assert st["blobs_added"] == 2 and st["blobs_removed"] == 1
+    assert st["bytes_added"] == bs + 3 * 32 and st["bytes_removed"] == 3 * 32
