@@ -414,6 +414,11 @@ def test_cli_restore_to_file_and_verify(tmp_path, cli_vault):
     assert res["snapshot"] == snap.id and res["to"] == str(out)
     assert subprocess.run(["cmp", img, str(out)]).returncode == 0
     assert_same_bytes(out, img)
+    # SNAPSHOT:PATH names the image as --image does
+    out.write_bytes(b"\xa5" * (20 * BS))
+    p = run_cli(tmp_path, "restore", "--vault", vault, f"{snap.id[:10]}:{img}", "--to", out, "--json")
+    assert json.loads(p.stdout)["image"] == str(img)
+    assert_same_bytes(out, img)
 
 
 RANGES = [(0, 10 * BS + 3000), (BS + 100, 3 * BS + 5), (BS + 8192, BS + 24576), (BS + 4096, BS + 28672),

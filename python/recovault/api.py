@@ -20,7 +20,8 @@ from .storage import open_storage
 from .vault.blobstore import no_events
 from .vault.journal import DEFAULT_SOFT_DELETE_DAYS, VaultPolicy
 from .vault.keys import KdfParams
-from .vault.lifecycle import ForgetGroup, PointFilter
+from .selection import PointFilter
+from .vault.lifecycle import ForgetGroup
 from .vault.records import RecoveryPoint
 from .vault.repo import Settings, UpgradeReport, Vault
 

@@ -46,6 +46,9 @@ COMMANDS: Dict[str, str] = {
     "prune": "prune_cmd",
     "status": "status_cmd",
     "copy": "copy_cmd",
+    "diff": "diff_cmd",
+    "find": "find_cmd",
+    "dump": "dump_cmd",
 }
 
 

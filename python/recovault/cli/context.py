@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import click
 from click.core import ParameterSource
@@ -23,7 +23,9 @@ from ..progress import notice, warn
 
 if TYPE_CHECKING:
     from ..storage.limits import Rate, TransferLimits, WorkHours
+    from ..selection import PointFilter
     from ..storage.wrappers import StorageMetrics
+    from ..vault.records import RecoveryPoint
     from ..vault.repo import Vault
 
 
@@ -46,6 +48,11 @@ class Ctx:
         #: Requests, bytes and errors per storage operation of this run (every storage it opens).
         self.metrics: Optional["StorageMetrics"] = None
         self._wired = False
+        # Point selection (`point_options`): --host/--path/--tag, --all-hosts.
+        self.point_hosts: Tuple[str, ...] = ()
+        self.point_paths: Tuple[str, ...] = ()
+        self.point_tags: Tuple[str, ...] = ()
+        self.all_hosts = False
 
     def wire_storage(self) -> None:
         """Make open_storage apply the limit options and count into `metrics`: done when a command decorated
@@ -105,6 +112,26 @@ class Ctx:
         return Vault.open(open_storage(self.need_location()), self.passphrase(), cache_dir=self.cache_dir,
                           on_event=self._notices if quiet else self.vault_event, write=write,
                           connections=self.connections)
+
+    @property
+    def where(self) -> "PointFilter":
+        """The --host/--path/--tag filter of this run (`point_options`)."""
+        from ..selection import PointFilter
+        return PointFilter(self.point_hosts, self.point_paths, self.point_tags)
+
+    def select_point(self, v: "Vault", spec: str,
+                     points: Optional[List["RecoveryPoint"]] = None) -> "RecoveryPoint":
+        """The recovery point SPEC names (id, prefix, 'latest') among those the filter options select;
+        'latest' defaults to this host when they come from several (said on stderr), unless --all-hosts."""
+        import socket
+        from ..selection import select_point
+        return select_point(v, spec, self.where, None if self.all_hosts else socket.gethostname(),
+                            on_notice=self.notice, points=points)
+
+    def select_points(self, points: List["RecoveryPoint"]) -> List["RecoveryPoint"]:
+        """The points the filter options select (NotFound when a filter is given and selects none)."""
+        from ..selection import select_points
+        return select_points(points, self.where)
 
     def vault_event(self, kind: str, info: Dict[str, Any]) -> None:
         """What the vault notices on the way (a damaged index skipped, a damaged recovery point left out), and
@@ -212,4 +239,35 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     g: Callable[..., Any] = run
     for names, attr, kw in reversed(COMMON_OPTIONS):
         g = click.option(*names, expose_value=False, callback=_store(attr), **kw)(g)
+    return g
+
+
+def _store_points(attr: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value:
+            if attr == "point_paths":  # as backup records them: absolute, normalized ("srv/" in / is "/srv")
+                value = tuple(os.path.abspath(p) for p in value)
+            setattr(ctx.ensure_object(Ctx), attr, value)
+    return callback
+
+
+#: The point selection options (`point_options`): (names, Ctx attribute, click.option keywords).
+POINT_OPTIONS: Tuple[Tuple[Tuple[str, ...], str, dict], ...] = (
+    (("--host",), "point_hosts", dict(multiple=True, help="Only recovery points of this host (repeatable: any).")),
+    (("--path",), "point_paths",
+     dict(multiple=True, help="Only recovery points that include this backed-up path (repeatable: all).")),
+    (("--tag",), "point_tags", dict(multiple=True, metavar="TAG[,TAG]",
+                                   help="Only recovery points with these tags (repeatable: any; '' = untagged).")),
+    (("--all-hosts",), "all_hosts",
+     dict(is_flag=True, help="'latest' is the latest of any host (default: of this host when the recovery "
+          "points come from several).")),
+)
+
+
+def point_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --host/--path/--tag/--all-hosts to a command that chooses recovery points: they fill `Ctx` (the
+    function does not receive them); the command calls `Ctx.select_point` or `Ctx.select_points`."""
+    g = f
+    for names, attr, kw in reversed(POINT_OPTIONS):
+        g = click.option(*names, attr, expose_value=False, callback=_store_points(attr), **kw)(g)
     return g

@@ -29,7 +29,7 @@ def forget(c: Ctx, ids: Tuple[str, ...], hosts: Tuple[str, ...], paths: Tuple[st
     policy, see 'recovault policy') do not keep, per group. A forgotten point is soft-deleted: it can be
     undeleted until the vault's soft-delete period has passed; 'prune' then reclaims its space."""
     from ..retention import parse_group_by
-    from ..vault.lifecycle import PointFilter
+    from ..selection import PointFilter
     policy = policy_from(keep)
     if ids and (policy is not None or hosts or paths or tags):
         raise UsageError("give recovery point IDs or --keep-*/--host/--path/--tag, not both")

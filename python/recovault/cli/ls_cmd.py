@@ -1,54 +1,41 @@
 """recovault ls: the files of a recovery point under a path."""
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING, Any, Dict, List
+from typing import List, Optional
 
 import click
 
-from ..errors import NotFound
-from ..paths import split_path
-from .context import Ctx, common_options, pass_ctx
-
-if TYPE_CHECKING:
-    from ..vault.records import Node
-    from ..vault.repo import Vault
+from .context import Ctx, common_options, pass_ctx, point_options
 
 
 @click.command(name="ls")
 @common_options
+@point_options
 @click.argument("snapshot")
-@click.argument("path", required=False, default="/")
-@click.option("--recursive", "-R", is_flag=True)
+@click.argument("path", required=False, default=None)
+@click.option("--recursive", "-R", is_flag=True, help="List everything beneath PATH, not only its entries.")
+@click.option("--long", "-l", "long_", is_flag=True,
+              help="Mode, owner, group, size, mtime (UTC) and link target of each entry.")
 @pass_ctx
-def ls(c: Ctx, snapshot: str, path: str, recursive: bool) -> None:
-    """List files of a recovery point under PATH."""
-    out: List[Dict[str, Any]] = []
+def ls(c: Ctx, snapshot: str, path: Optional[str], recursive: bool, long_: bool) -> None:
+    """List files of a recovery point under PATH (default /). SNAPSHOT is an id, a prefix or 'latest', or
+    SNAPSHOT:PATH; a relative PATH is taken against the point's backed-up paths.
+
+    \b
+    Example: recovault ls -l latest:/etc/ssh
+    """
+    from ..entries import Entry, walk
+    from ..selection import find_path, point_and_path
+    spec, path = point_and_path(snapshot, path)
+    out: List[Entry] = []
     with c.open() as v:
-        point = v.find_snapshot(snapshot)
-        node = v.find_node(point, path)
-        if node is None:
-            raise NotFound(f"{path} is not in recovery point {point.short_id}")
-        prefix = b"".join(b"/" + p for p in split_path(path))
+        _, prefix, node = find_path(v, c.select_point(v, spec), path or "/")
         if node.subtree is None:
-            out.append(_entry(prefix or b"/", node))
+            out.append(Entry.of(prefix, node))
         else:
-            _walk(v, node.subtree, prefix, recursive, out)
-    c.out(out, "\n".join(f"{e['type']} {e['mode']:>5o} {e['size']:>12} {e['path']}" for e in out))
-
-
-def _walk(v: "Vault", tree: str, prefix: bytes, recursive: bool, out: List[Dict[str, Any]]) -> None:
-    for n in v.load_nodes(bytes.fromhex(tree)):
-        p = prefix + b"/" + n.name
-        out.append(_entry(p, n))
-        if recursive and n.subtree is not None:
-            _walk(v, n.subtree, p, recursive, out)
-
-
-def _entry(path: bytes, node: "Node") -> Dict[str, Any]:
-    m = node.meta
-    return {"path": os.fsdecode(path), "type": m["t"], "mode": m.get("m", 0), "size": node.size or 0,
-            "mtime_ns": m.get("mt", 0), "uid": m.get("u", 0), "gid": m.get("g", 0)}
+            out.extend(Entry.of(p, n) for p, n in walk(v, node.subtree, prefix, recursive))
+    text = [e.long_line() for e in out] if long_ else [f"{e.type} {e.mode:>5o} {e.size:>12} {e.path}" for e in out]
+    c.out([e.to_json() for e in out], "\n".join(text))
 
 
 command = ls

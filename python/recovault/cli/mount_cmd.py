@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import click
 
-from .context import Ctx, common_options, pass_ctx
+from .context import Ctx, common_options, pass_ctx, point_options
 
 
 @click.command()
 @common_options
+@point_options
 @click.argument("snapshot")
 @click.argument("mountpoint")
 @click.option("--allow-other", is_flag=True, help="Let other users read the mount (needs user_allow_other).")
@@ -17,7 +18,7 @@ def mount(c: Ctx, snapshot: str, mountpoint: str, allow_other: bool) -> None:
     from ..mount import mount as do_mount
     from ..progress import ProgressReporter
     with c.open() as v, ProgressReporter(False, "serving") as prog:  # prog: the mount's errors as warnings
-        point = v.find_snapshot(snapshot)
+        point = c.select_point(v, snapshot)
         if not c.json:
             click.echo(f"serving recovery point {point.short_id} at {mountpoint}; unmount with 'fusermount3 -u {mountpoint}'",
                        err=True)

@@ -9,7 +9,7 @@ import click
 
 from ..errors import CorruptData, NotFound, Partial, UsageError
 from ..progress import ProgressReporter
-from .context import Ctx, common_options, pass_ctx
+from .context import Ctx, common_options, pass_ctx, point_options
 
 if TYPE_CHECKING:
     from ..vault.records import RecoveryPoint
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 @click.command()
 @common_options
+@point_options
 @click.argument("snapshot")
 @click.argument("paths", nargs=-1)
 @click.option("--target", "-t", default=None, help="Directory to restore into.")
@@ -38,7 +39,8 @@ def restore(c: Ctx, snapshot: str, paths: Tuple[str, ...], target: Optional[str]
             image: Optional[str], byte_range: Optional[str], verify: bool, workers: Optional[int],
             overwrite: Optional[str], delete: bool) -> None:
     """Restore recovery point SNAPSHOT (id, prefix or 'latest'), or only PATHS of it, under --target;
-    or write one backed-up image to a file or device with --to."""
+    or write one backed-up image to a file or device with --to. SNAPSHOT:PATH names one path as PATHS
+    does; a relative PATH is taken against the point's backed-up paths."""
     if (target is None) == (to is None):
         raise UsageError("give exactly one of --target DIR or --to FILE_OR_DEVICE")
     if target == "" or to == "":
@@ -46,11 +48,18 @@ def restore(c: Ctx, snapshot: str, paths: Tuple[str, ...], target: Optional[str]
     if to is not None:
         if overwrite is not None or delete:
             raise UsageError("--overwrite and --delete apply to --target only")
-        return _restore_image(c, snapshot, to, image, _parse_range(byte_range), verify, workers or 0)
+        from ..selection import parse_point_path
+        spec, in_spec = parse_point_path(snapshot)  # SNAPSHOT:PATH names the image as --image does
+        if in_spec is not None and image is not None:
+            raise UsageError("give the image once: as SNAPSHOT:PATH or as --image PATH")
+        return _restore_image(c, spec, to, image or in_spec, _parse_range(byte_range), verify, workers or 0)
+    from ..selection import parse_point_path, resolve_path
+    spec, in_spec = parse_point_path(snapshot)
     with c.open() as v, ProgressReporter(not c.json, "restoring") as prog:
-        point = v.find_snapshot(snapshot)
+        point = c.select_point(v, spec)
+        chosen = [resolve_path(v, point, p) for p in ([in_spec] if in_spec else []) + list(paths)]
         from ..restore import RestoreJob
-        res = RestoreJob(v, point, target, list(paths), verify=verify, workers=workers or 0,
+        res = RestoreJob(v, point, target, chosen, verify=verify, workers=workers or 0,
                          overwrite=overwrite or "if-changed", delete=delete, progress=prog).run()
     st = res["stats"]
     if res["warnings"] and not c.json:
@@ -81,7 +90,7 @@ def _restore_image(c: Ctx, snapshot: str, to: str, image: Optional[str], rng: Op
     import time
     from ..jobs.image import restore_image
     with c.open() as v, ProgressReporter(not c.json, "writing image") as prog:
-        point = v.find_snapshot(snapshot)
+        point = c.select_point(v, snapshot)
         images = [p for p in point.paths if _image_at(v, point, p) is not None]
         if image is None:
             if len(images) != 1:

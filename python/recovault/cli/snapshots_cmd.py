@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, List
+from typing import TYPE_CHECKING, List, Optional
 
 import click
 
-from ..errors import CorruptData
-from .context import Ctx, common_options, pass_ctx
+from ..errors import CorruptData, UsageError
+from .context import Ctx, common_options, pass_ctx, point_options
 
 if TYPE_CHECKING:
     from ..vault.lifecycle import DeletedPoint
@@ -16,10 +16,18 @@ if TYPE_CHECKING:
 
 @click.command()
 @common_options
+@point_options
 @click.option("--deleted", is_flag=True, help="List the soft-deleted recovery points, with their expiry.")
+@click.option("--group-by", default=None, metavar="host,paths,tags",
+              help="List the points in groups sharing these fields (--json: a list of groups).")
 @pass_ctx
-def snapshots(c: Ctx, deleted: bool) -> None:
-    """List recovery points (the live ones; --deleted: the soft-deleted ones)."""
+def snapshots(c: Ctx, deleted: bool, group_by: Optional[str]) -> None:
+    """List recovery points (the live ones; --deleted: the soft-deleted ones), those of --host/--path/--tag."""
+    from ..retention import parse_group_by
+    if group_by is not None:
+        if deleted:
+            raise UsageError("--group-by lists live recovery points: not with --deleted")
+        parse_group_by(group_by)  # a bad grouping fails before the vault is opened
     damaged: List[str] = []
     with c.open() as v:
         if deleted:
@@ -29,9 +37,11 @@ def snapshots(c: Ctx, deleted: bool) -> None:
     for msg in damaged:
         c.warn(msg)
     if deleted:
-        _deleted(c, gone)
+        _deleted(c, [d for d in gone if c.where(d.point)] if c.where else gone)
+    elif group_by is not None:
+        _grouped(c, c.select_points(snaps), group_by)
     else:
-        _live(c, snaps)
+        _live(c, c.select_points(snaps))
     if damaged:
         raise CorruptData(f"{len(damaged)} recovery point(s) damaged, first: {damaged[0]}; run 'recovault check'")
 
@@ -50,13 +60,32 @@ def _deleted(c: Ctx, gone: List[DeletedPoint]) -> None:
     c.out([d.to_json() for d in gone], "\n".join(lines))
 
 
+_HEADER = f"{'ID':8}  {'time':19}  {'host':12}  {'tags':12}  {'mode':12}  {'size':>10}  paths"
+
+
+def _row(s: RecoveryPoint) -> str:
+    tags = ",".join(s.tags)
+    return (f"{s.short_id}  {_when(s.time)}  {s.host[:12]:12}  {tags if len(tags) <= 12 else tags[:11] + '~':12}  "
+            f"{s.mode:12}  {s.stats.get('bytes_total', 0) / 1e6:>8.1f}MB  {' '.join(s.paths)}"
+            + ("  (partial: interrupted)" if s.partial else "" if s.complete else "  (incomplete)"))
+
+
 def _live(c: Ctx, snaps: List[RecoveryPoint]) -> None:
-    lines = [f"{'ID':8}  {'time':19}  {'host':12}  {'mode':12}  {'size':>10}  paths"]
-    for s in snaps:
-        lines.append(f"{s.short_id}  {s.time[:19].replace('T', ' ')}  {s.host[:12]:12}  {s.mode:12}  "
-                     f"{s.stats.get('bytes_total', 0) / 1e6:>8.1f}MB  {' '.join(s.paths)}"
-                     + ("  (partial: interrupted)" if s.partial else "" if s.complete else "  (incomplete)"))
-    c.out([s.to_json() for s in snaps], "\n".join(lines))
+    c.out([s.to_json() for s in snaps], "\n".join([_HEADER] + [_row(s) for s in snaps]))
+
+
+def _grouped(c: Ctx, snaps: List[RecoveryPoint], group_by: str) -> None:
+    """One table per group (restic's snapshots --group-by); --json: a list of {host, paths, tags, snapshots}."""
+    from ..retention import group_points, parse_group_by
+    fields = parse_group_by(group_by)
+    groups = group_points(snaps, by=fields)
+    lines: List[str] = []
+    for g in groups:
+        shown = {"host": g.key.host, "paths": " ".join(g.key.paths), "tags": ",".join(g.key.tags) or "(none)"}
+        what = ", ".join(f"{f} {shown[f]}" for f in fields) or "all points"
+        lines += [f"{what}:", _HEADER] + [_row(s) for s in g.points] + [""]
+    c.out([dict(g.key.to_json(), snapshots=[s.to_json() for s in g.points]) for g in groups],
+          "\n".join(lines).rstrip("\n"))
 
 
 command = snapshots

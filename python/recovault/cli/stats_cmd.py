@@ -5,17 +5,19 @@ from typing import Any, Dict, Optional
 
 import click
 
-from .context import Ctx, common_options, pass_ctx
+from .context import Ctx, common_options, pass_ctx, point_options
 
 
 @click.command()
 @common_options
+@point_options
 @pass_ctx
 def stats(c: Ctx) -> None:
-    """Sizes: what the recovery points hold and what the vault stores."""
+    """Sizes: what the recovery points hold and what the vault stores. --host/--path/--tag choose the
+    points counted (and the latest one, whose size is protected_bytes_latest); the rest is the vault's."""
     from ..vault import format as fmt
     with c.open() as v:
-        snaps = v.snapshots()
+        snaps = c.select_points(v.snapshots())
         stored = sum(i.size for i in v.storage.list_info(fmt.DATA))
         raw = sum(loc.raw_length for loc in v.locations.values())
         res = {"snapshots": len(snaps), "blobs": len(v.locations), "raw_bytes": raw, "stored_bytes": stored,

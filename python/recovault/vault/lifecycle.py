@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence,
 from .. import timefmt
 from ..errors import NotFound, ObjectMissing, UsageError
 from ..retention import GroupKey, Kept, Policy, apply_policy, group_points, parse_group_by
+from ..selection import PointFilter
 from .journal import Journal, PointState, VaultPolicy, expiry
 from .points import OnCorrupt
 from .records import RecoveryPoint
@@ -27,7 +28,7 @@ from .records import RecoveryPoint
 if TYPE_CHECKING:
     from .repo import Vault
 
-__all__ = ["DeletedPoint", "Expired", "ForgetGroup", "PointFilter", "deleted", "forget", "live", "purge_expired",
+__all__ = ["DeletedPoint", "Expired", "ForgetGroup", "deleted", "forget", "live", "purge_expired",
            "retained", "set_policy", "undelete"]
 
 
@@ -71,22 +72,6 @@ class ForgetGroup:
         doc.update(keep=[k.point.to_json() for k in self.keep], remove=[p.to_json() for p in self.remove],
                    reasons=[dict(snapshot=k.point.to_json(), **k.reasons_json()) for k in self.keep])
         return doc
-
-
-@dataclass(frozen=True)
-class PointFilter:
-    """restic's snapshot filter: any of `hosts`; every one of `paths`; any of `tags` (each "a,b": all of a, b)."""
-
-    hosts: Tuple[str, ...] = ()
-    paths: Tuple[str, ...] = ()
-    tags: Tuple[str, ...] = ()
-
-    def __call__(self, p: RecoveryPoint) -> bool:
-        if self.hosts and p.host not in self.hosts:
-            return False
-        if any(path not in p.paths for path in self.paths):
-            return False
-        return not self.tags or any(all(t in p.tags for t in spec.split(",") if t) for spec in self.tags)
 
 
 def _now(now: Optional[datetime]) -> datetime:

@@ -22,7 +22,8 @@ from . import format as fmt
 from .blobstore import BlobStore, EventSink, Location, Locations, no_events, pack_name
 from . import lifecycle
 from .journal import DEFAULT_SOFT_DELETE_DAYS, Journal, VaultPolicy
-from .lifecycle import DeletedPoint, ForgetGroup, PointFilter
+from ..selection import PointFilter
+from .lifecycle import DeletedPoint, ForgetGroup
 from .keys import KdfParams, KeyStore, MasterKeys
 from .points import OnCorrupt, PointStore
 from .records import Node, RecoveryPoint
