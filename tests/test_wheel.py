@@ -43,7 +43,8 @@ class FreshVenv(NamedTuple):
         """The environment of a host that only has this venv: nothing points back at the source tree."""
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("PYTHON", "RECOVAULT_", "VIRTUAL_ENV", "PIP_"))}
-        env.update(HOME=str(self.home), XDG_CACHE_HOME=str(self.home / "cache"), RECOVAULT_PASSPHRASE=PASSPHRASE)
+        env.update(HOME=str(self.home), XDG_CACHE_HOME=str(self.home / "cache"), RECOVAULT_PASSPHRASE=PASSPHRASE,
+                   PIP_CONFIG_FILE=os.devnull)  # pip reads no configuration: its wheel folders, constraints
         return env
 
     def run(self, *args, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
