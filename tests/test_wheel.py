@@ -103,14 +103,14 @@ def test_wheel_is_manylinux_with_libcrypto_and_libzstd_inside():
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory) -> FreshVenv:
     """A new venv (no pip of its own, nothing inherited) with recovault installed from dist/."""
-    wheel = the_wheel()
+    the_wheel()
     base = tmp_path_factory.mktemp("wheel")
     home = base / "home"
     home.mkdir()
     root = base / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
     venv = FreshVenv(root, root / "bin" / "python", root / "bin" / "recovault", home)
-    venv.pip_install(wheel.name.split("-")[0])
+    venv.pip_install("recovault")  # the one in dist/: the_wheel() checked there is exactly one
     return venv
 
 
