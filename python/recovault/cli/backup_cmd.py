@@ -8,7 +8,6 @@ import click
 
 from ..errors import Partial, RecovaultError, UsageError
 from ..jobs import MODES
-from ..progress import ProgressReporter
 from .context import Ctx, common_options, pass_ctx
 
 
@@ -41,7 +40,7 @@ def backup(c: Ctx, paths: Tuple[str, ...], images: Tuple[str, ...], image_block_
     if use_stdin and c.passphrase_file is None and not os.environ.get("RECOVAULT_PASSPHRASE"):
         raise UsageError("--stdin needs the passphrase from RECOVAULT_PASSPHRASE or --passphrase-file")
     try:
-        with c.open(write=True) as v, ProgressReporter(not c.json, "backing up") as prog:
+        with c.open(write=True) as v, c.progress("backing up") as prog:
             from .. import api
             point = api.backup(v, list(paths), mode=mode, excludes=list(exclude), exclude_files=list(exclude_file),
                               exclude_caches=exclude_caches, one_file_system=one_file_system, tags=list(tag),

@@ -36,8 +36,7 @@ def copy(c: Ctx, snapshots: Tuple[str, ...], source: str, target: Optional[str],
     with open_named(c, "source", src_storage, source_passphrase(c, from_passphrase_file)) as src, \
             open_named(c, "target", dst_storage, c.passphrase()) as dst:
         from .. import api
-        from ..progress import ProgressReporter
-        with ProgressReporter(not c.json, "copying", "recovery points") as prog:
+        with c.progress("copying", "recovery points") as prog:
             result = api.copy(src, dst, list(snapshots), progress=prog)
     c.out(result.to_json(), (f"copied {len(result.copied)} recovery point(s) from {result.source} to {result.target} "
                              f"({result.mode}): {result.blobs_copied} blob(s), {result.bytes_copied / 1e6:.1f} MB "

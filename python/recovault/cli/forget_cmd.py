@@ -43,7 +43,7 @@ def forget(c: Ctx, ids: Tuple[str, ...], hosts: Tuple[str, ...], paths: Tuple[st
         if then_prune and not dry_run:
             from .prune_cmd import _text as prune_text
             result = v.prune()  # the defaults of 'recovault prune' (margin 2h)
-            if not c.json:
+            if not c.json and not c.quiet:
                 click.echo(prune_text(result))
 
 

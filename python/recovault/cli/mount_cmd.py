@@ -18,7 +18,7 @@ def mount(c: Ctx, snapshot: str, mountpoint: str, allow_other: bool) -> None:
     from ..progress import ProgressReporter
     with c.open() as v, ProgressReporter(False, "serving") as prog:  # prog: the mount's errors as warnings
         point = v.find_snapshot(snapshot)
-        if not c.json:
+        if c.chatty:
             click.echo(f"serving recovery point {point.short_id} at {mountpoint}; unmount with 'fusermount3 -u {mountpoint}'",
                        err=True)
         do_mount(v, point, mountpoint, allow_other=allow_other, on_event=prog)

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 import click
 
 from ..errors import CorruptData, NotFound, Partial, UsageError
-from ..progress import ProgressReporter
 from .context import Ctx, common_options, pass_ctx
 
 if TYPE_CHECKING:
@@ -47,13 +46,13 @@ def restore(c: Ctx, snapshot: str, paths: Tuple[str, ...], target: Optional[str]
         if overwrite is not None or delete:
             raise UsageError("--overwrite and --delete apply to --target only")
         return _restore_image(c, snapshot, to, image, _parse_range(byte_range), verify, workers or 0)
-    with c.open() as v, ProgressReporter(not c.json, "restoring") as prog:
+    with c.open() as v, c.progress("restoring") as prog:
         point = v.find_snapshot(snapshot)
         from ..restore import RestoreJob
         res = RestoreJob(v, point, target, list(paths), verify=verify, workers=workers or 0,
                          overwrite=overwrite or "if-changed", delete=delete, progress=prog).run()
     st = res["stats"]
-    if res["warnings"] and not c.json:
+    if res["warnings"] and c.chatty:
         click.echo(f"recovault: {len(res['warnings'])} warning(s): metadata not restored as recorded (above)",
                    err=True)
     c.out(res, (f"restored {st['files']} files, {st['dirs']} dirs, {st['bytes'] / 1e6:.1f} MB from "
@@ -80,7 +79,7 @@ def _restore_image(c: Ctx, snapshot: str, to: str, image: Optional[str], rng: Op
                    verify: bool, workers: int) -> None:
     import time
     from ..jobs.image import restore_image
-    with c.open() as v, ProgressReporter(not c.json, "writing image") as prog:
+    with c.open() as v, c.progress("writing image") as prog:
         point = v.find_snapshot(snapshot)
         images = [p for p in point.paths if _image_at(v, point, p) is not None]
         if image is None:
