@@ -6,10 +6,11 @@ from typing import Optional
 import click
 
 from ..errors import CorruptData
-from .context import Ctx, common_options, pass_ctx
+from .context import Ctx, common_options, examples, pass_ctx
 
 
-@click.command()
+@click.command(epilog=examples(
+    'recovault check', 'recovault check --read-data-subset 10% --json'))
 @common_options
 @click.option("--read-data", is_flag=True, help="Read and decrypt every pack and chunk.")
 @click.option("--read-data-subset", default=None, help="Read a subset: 'n/m' or a percentage like '10%'.")

@@ -159,6 +159,12 @@ class Ctx:
 pass_ctx = click.make_pass_decorator(Ctx, ensure=True)
 
 
+def examples(*lines: str) -> str:
+    """A command's epilog: examples of it in use, as `recovault COMMAND --help` shows them (unwrapped: click
+    keeps a paragraph starting with \\b as written). Every command has some (tests/test_help.py)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 class _Limit(click.ParamType):
     """An option value parsed by a function of storage/limits.py (imported only when the option is given)."""
 

@@ -6,11 +6,12 @@ from typing import Optional, Tuple
 import click
 
 from ..errors import Partial, UsageError, VaultNotFound
-from .context import Ctx, common_options, pass_ctx
+from .context import Ctx, common_options, examples, pass_ctx
 from .source import check_config, from_passphrase_option, open_named, source_passphrase, storage_of
 
 
-@click.command()
+@click.command(epilog=examples(
+    'recovault copy --from /mnt/usb/vault --to /backup/replica', 'recovault copy --from /mnt/usb/vault 1a2b3c4d latest'))
 @common_options
 @click.argument("snapshots", nargs=-1)
 @click.option("--from", "source", required=True, metavar="VAULT", help="The vault to copy from.")

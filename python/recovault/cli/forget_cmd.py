@@ -6,11 +6,12 @@ from typing import Any, List, Tuple
 import click
 
 from ..errors import UsageError
-from .context import Ctx, common_options, pass_ctx
+from .context import Ctx, common_options, examples, pass_ctx
 from .keep_options import keep_options, policy_from
 
 
-@click.command()
+@click.command(epilog=examples(
+    'recovault forget --keep-daily 7 --keep-weekly 5 --dry-run', 'recovault forget --keep-last 3 --host web1 --path /srv --prune', 'recovault forget 1a2b3c4d'))
 @common_options
 @click.argument("ids", nargs=-1, metavar="[ID]...")
 @keep_options

@@ -8,18 +8,19 @@ import click
 
 from ..errors import NotFound
 from ..paths import split_path
-from .context import Ctx, common_options, pass_ctx
+from .context import Ctx, common_options, examples, pass_ctx
 
 if TYPE_CHECKING:
     from ..vault.records import Node
     from ..vault.repo import Vault
 
 
-@click.command(name="ls")
+@click.command(name="ls", epilog=examples(
+    'recovault ls latest /srv', 'recovault ls 1a2b3c4d /etc --recursive --json'))
 @common_options
 @click.argument("snapshot")
 @click.argument("path", required=False, default="/")
-@click.option("--recursive", "-R", is_flag=True)
+@click.option("--recursive", "-R", is_flag=True, help="List the directories below PATH too.")
 @pass_ctx
 def ls(c: Ctx, snapshot: str, path: str, recursive: bool) -> None:
     """List files of a recovery point under PATH."""

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import click
 
-from .context import Ctx, common_options, pass_ctx
+from .context import Ctx, common_options, examples, pass_ctx
 
 
-@click.command()
+@click.command(epilog=examples(
+    'recovault mount latest /mnt/rp   (then: fusermount3 -u /mnt/rp)'))
 @common_options
 @click.argument("snapshot")
 @click.argument("mountpoint")

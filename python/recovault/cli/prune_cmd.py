@@ -6,10 +6,11 @@ from typing import Any, Dict
 
 import click
 
-from .context import Ctx, common_options, pass_ctx
+from .context import Ctx, common_options, examples, pass_ctx
 
 
-@click.command()
+@click.command(epilog=examples(
+    'recovault prune --dry-run', 'recovault prune --margin 0 --max-unused 10%'))
 @common_options
 @click.option("--dry-run", is_flag=True, help="Only say what would be deleted and repacked.")
 @click.option("--max-unused", default="5%", show_default=True,

@@ -8,14 +8,15 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 import click
 
 from ..errors import CorruptData, NotFound, Partial, UsageError
-from .context import Ctx, common_options, pass_ctx
+from .context import Ctx, common_options, examples, pass_ctx
 
 if TYPE_CHECKING:
     from ..vault.records import RecoveryPoint
     from ..vault.repo import Vault
 
 
-@click.command()
+@click.command(epilog=examples(
+    'recovault restore latest --target /tmp/restore', 'recovault restore 1a2b3c4d /srv/www --target /tmp/r --overwrite if-newer --verify', 'recovault restore latest --to /dev/sdb --image /dev/sdb'))
 @common_options
 @click.argument("snapshot")
 @click.argument("paths", nargs=-1)

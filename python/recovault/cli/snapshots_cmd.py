@@ -7,14 +7,15 @@ from typing import TYPE_CHECKING, List
 import click
 
 from ..errors import CorruptData
-from .context import Ctx, common_options, pass_ctx
+from .context import Ctx, common_options, examples, pass_ctx
 
 if TYPE_CHECKING:
     from ..vault.lifecycle import DeletedPoint
     from ..vault.records import RecoveryPoint
 
 
-@click.command()
+@click.command(epilog=examples(
+    'recovault snapshots', 'recovault snapshots --deleted --json'))
 @common_options
 @click.option("--deleted", is_flag=True, help="List the soft-deleted recovery points, with their expiry.")
 @pass_ctx
