@@ -46,6 +46,7 @@ COMMANDS: Dict[str, str] = {
     "prune": "prune_cmd",
     "status": "status_cmd",
     "copy": "copy_cmd",
+    "version": "version_cmd",
 }
 
 

@@ -24,7 +24,8 @@ def key_list(c: Ctx) -> None:
     with c.open() as v:
         keys = v.keys.list()
         cur = v.keyid
-    rows = [dict(k.__dict__, current=k.keyid == cur) for k in keys]
+    from ..timefmt import canonical
+    rows = [dict(k.__dict__, current=k.keyid == cur, created=canonical(k.created)) for k in keys]
     c.out(rows, "\n".join(f"{'*' if r['current'] else ' '} {r['keyid'][:12]}  {r['created']}  "
                           f"{r['username']}@{r['hostname']}  {r.get('label') or ''}"
                           + ("" if r["authenticated"] or r["problem"] else
