@@ -212,3 +212,16 @@ def test_times_are_printed_in_one_form_even_from_old_key_files(tmp_path, monkeyp
     res = run_json(["key", "list", "--vault", vault])
     assert res.code == 0 and "2026-11-01T10:00:00.000000Z" in [k["created"] for k in res.doc]
     validate(res.doc, {"$ref": "key.json#/$defs/list"})
+
+
+def test_the_examples_in_json_md_match_their_schemas():
+    """Each ```json example under a command's section of docs/json.md validates against that command's
+    schema (the one in the rules, an error, against error.json): the documentation stays true."""
+    checked = 0
+    for section in re.split(r"^## ", JSON_MD.read_text(), flags=re.M)[1:]:
+        m = re.match(r"`(\w+)`", section)
+        schema = schema_of(m.group(1)) if m else schema_of("error")
+        for block in re.findall(r"```json\n(.*?)```", section, re.S):
+            validate(json.loads(block), schema)
+            checked += 1
+    assert checked >= 15
