@@ -3,9 +3,10 @@ Schema in docs/schemas/<command>.json and its section in docs/json.md, and its r
 run here, every command in turn against a small vault) validates against that schema; so do the errors
 (docs/schemas/error.json). Times inside must be RFC 3339 UTC (the schemas' common "time").
 
-A new command gets an entry in RUNS (its invocations, in scenario order) or in NO_JSON (why it prints no JSON
-document); nothing is skipped silently: a command in COMMANDS in neither fails, as does one without a schema,
-or a NO_JSON command that has a schema after all. Entries of commands that are not in COMMANDS (yet) are not
+A new command gets an entry in RUNS (its invocations, in scenario order), in ELSEWHERE (the test that
+validates its output, when it cannot run here) or in NO_JSON (why it prints no JSON document); nothing is
+skipped silently: a command in COMMANDS in none fails, as does one without a schema, or a NO_JSON command that
+has a schema after all. Entries of commands that are not in COMMANDS (yet) are not
 run. A group's schema holds one `$defs` entry per subcommand (validated against that entry).
 """
 from __future__ import annotations
@@ -38,6 +39,10 @@ NO_JSON: Dict[str, str] = {
     "mount": "serves the file system until it is unmounted; prints no document (yet)",
     "dump": "writes a file's bytes, or a directory as tar, to stdout",
 }
+
+# Commands whose --json output cannot run in the scenario (a FUSE mount serves in the background) and is
+# validated against its schema by another test: command -> that test's file (which must name the schema).
+ELSEWHERE: Dict[str, str] = {}
 
 # The scenario: every invocation, in order (later ones use what earlier ones made). {name} fields are filled
 # from Scenario.fields: vault, src, image, target, out, replica, new_vault, keyfile, old, new, keyid.
@@ -171,12 +176,15 @@ def validate(doc: Any, schema: Dict[str, Any]) -> None:
 def test_every_command_output_matches_its_schema(scenario, command):
     if command in NO_JSON:
         assert not (SCHEMAS / f"{command}.json").exists(), \
-            f"{command} has a schema: remove it from NO_JSON and give its invocations in RUNS"
+            f"{command} has a schema: move it from NO_JSON to RUNS (its invocations) or ELSEWHERE (its test)"
         assert f"`{command}`" in JSON_MD.read_text(), f"docs/json.md does not say why {command} prints no JSON"
         return
-    assert command in RUNS, f"{command} is in neither RUNS nor NO_JSON of {__file__}"
     schema = schema_of(command)
     assert re.search(rf"^## `{command}`", JSON_MD.read_text(), re.M), f"docs/json.md has no section for {command}"
+    if command in ELSEWHERE:
+        assert f"{command}.json" in (ROOT / "tests" / ELSEWHERE[command]).read_text(), ELSEWHERE[command]
+        return
+    assert command in RUNS, f"{command} is in none of RUNS, ELSEWHERE and NO_JSON of {__file__}"
     for res in scenario.outputs[command]:
         sub = res.argv[1] if "$defs" in schema and res.argv[1] in schema["$defs"] and "anyOf" in schema else None
         validate(res.doc, {"$ref": f"{command}.json#/$defs/{sub}"} if sub else schema)

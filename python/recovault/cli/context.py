@@ -196,8 +196,8 @@ COMMON_OPTIONS: Tuple[Tuple[Tuple[str, ...], str, dict], ...] = (
     (("--cache-dir",), "_cache_dir", dict(help="Agent cache (default ~/.cache/recovault).")),
     (("--json",), "json", dict(is_flag=True, help="Machine-readable output on stdout: one JSON document "
                                                  "(docs/json.md).")),
-    (("--quiet", "-q"), "quiet", dict(is_flag=True, help="Print only errors, warnings and the --json document: no "
-                                      "progress, notices or result text.")),
+    (("--quiet", "-q"), "quiet", dict(is_flag=True, help="No progress, notices or result text (failures, warnings "
+                                      "and the --json document still print).")),
     (("--verbose", "-v"), "verbose", dict(count=True, help="Say more (on stderr): the vault opened, each file as it "
                                           "is backed up or restored (no progress bar then).")),
     (("--connections",), "connections",

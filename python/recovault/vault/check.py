@@ -325,13 +325,11 @@ class Checker:
             self._missing[_UNINDEXED] = MissingPack(None, blobs=len(self._unindexed))
         paths: Dict[bytes, Set[bytes]] = {}
         memo: Dict[bytes, Dict[bytes, List[bytes]]] = {}
-        for sid in self.vault.points.ids():
-            if sid in self._point_roots:
-                root = self._point_roots[sid]
-                found = {self._lost_trees[root]: [b"/"]} if root in self._lost_trees else self._paths(root, memo)
-                for pack, names in found.items():
-                    self._missing[pack].points.append(sid)
-                    paths.setdefault(pack, set()).update(names)
+        for sid, root in self._point_roots.items():  # the points that loaded, in the order checked
+            found = {self._lost_trees[root]: [b"/"]} if root in self._lost_trees else self._paths(root, memo)
+            for pack, names in found.items():
+                self._missing[pack].points.append(sid)
+                paths.setdefault(pack, set()).update(names)
         for pack, m in self._missing.items():
             names = sorted(paths.get(pack, ()))
             m.files_total = len(names)
