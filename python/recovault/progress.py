@@ -25,9 +25,8 @@ def warn(message: str) -> None:
 
 
 class ProgressReporter:
-    def __init__(self, enabled: bool, verb: str, unit: str = "files", log_files: bool = False) -> None:
+    def __init__(self, enabled: bool, verb: str, unit: str = "files") -> None:
         self.enabled = enabled and sys.stderr.isatty()
-        self.log_files = log_files  # --verbose: a line per "file" event (`recovault: backing up PATH`), any stderr
         self.console: Any = None
         if self.enabled:  # rich is imported only for a terminal: it costs ~60 ms of start-up
             from rich.console import Console
@@ -59,8 +58,6 @@ class ProgressReporter:
         if kind in WARNING_KINDS:
             self.warn(f"{info.get('path', '')}: {info.get('error', info.get('message', ''))}".lstrip(": "))
             return
-        if kind == "file" and self.log_files:
-            print(f"recovault: {self.verb} {_printable(info.get('path', ''))}", file=sys.stderr, flush=True)
         if not self.enabled:
             return
         if kind == "plan":
@@ -84,9 +81,3 @@ class ProgressReporter:
 
     def _desc(self) -> str:
         return f"{self.verb} {self.files}/{self.total_files} {self.unit}"
-
-
-def _printable(path: Any) -> str:
-    """A path (str or bytes) as a line shows it: undecodable bytes escaped."""
-    import os
-    return os.fsdecode(path).encode("utf-8", "backslashreplace").decode()

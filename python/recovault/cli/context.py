@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Union
 
 import click
 from click.core import ParameterSource
@@ -118,11 +118,11 @@ class Ctx:
         """Whether to tell people more than the result (progress, steps, hints): not with --json or --quiet."""
         return not self.json and not self.quiet
 
-    def progress(self, verb: str, unit: str = "files") -> ProgressReporter:
+    def progress(self, verb: str, unit: str = "files") -> Union[ProgressReporter, "FileLog"]:
         """The progress callback of a job: a bar on a terminal unless --json or --quiet; with --verbose, a
         line per file instead (`recovault: backing up PATH`)."""
-        return ProgressReporter(self.chatty and not self.verbose, verb, unit,
-                                log_files=self.verbose > 0 and not self.quiet)
+        reporter = ProgressReporter(self.chatty and not self.verbose, verb, unit)
+        return FileLog(reporter, verb) if self.verbose and not self.quiet else reporter
 
     def info(self, message: str) -> None:
         """A line for --verbose (on stderr), else nothing."""
@@ -154,6 +154,31 @@ class Ctx:
     warn = staticmethod(warn)
     #: Something done on the way that is no problem (a vault upgraded), on stderr.
     notice = staticmethod(notice)
+
+
+class FileLog:
+    """--verbose: a job's progress callback that prints a line per file done (`recovault: VERB PATH`, on
+    stderr) and hands every event on to the reporter it wraps (its warnings, a bar it may draw)."""
+
+    def __init__(self, reporter: ProgressReporter, verb: str) -> None:
+        self.reporter = reporter
+        self.verb = verb
+
+    def __enter__(self) -> "FileLog":
+        self.reporter.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.reporter.__exit__(*exc)
+
+    def warn(self, message: str) -> None:
+        self.reporter.warn(message)
+
+    def __call__(self, kind: str, info: Dict[str, Any]) -> None:
+        if kind == "file":
+            path = os.fsdecode(info.get("path", "")).encode("utf-8", "backslashreplace").decode()
+            click.echo(f"recovault: {self.verb} {path}", err=True)
+        self.reporter(kind, info)
 
 
 pass_ctx = click.make_pass_decorator(Ctx, ensure=True)
