@@ -45,6 +45,8 @@ def test_every_help_shows_an_example(path, cmd):
 def test_the_group_help_lists_every_command_with_its_line():
     res = CliRunner().invoke(cli, ["--help"])
     assert res.exit_code == 0
-    listed = {line.split()[0]: line for line in res.output.split("Commands:")[1].splitlines() if line.strip()}
+    commands = res.output.split("Commands:")[1].split("Examples:")[0]
+    listed = {line.split()[0]: line for line in commands.splitlines() if line.strip()}
     assert set(listed) == set(COMMANDS)
     assert all(len(line.split()) > 1 for line in listed.values())
+    assert "Examples:" in res.output and "recovault backup " in res.output
