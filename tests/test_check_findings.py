@@ -97,3 +97,16 @@ def test_blobs_no_index_lists_are_one_finding(vault_with_tree, capsys):
 def api_pack_name(pack: bytes) -> str:
     from recovault.vault.blobstore import pack_name
     return pack_name(pack)
+
+
+def test_verbose_check_names_every_path(vault_with_tree, capsys):
+    """The finding names the first FILES_NAMED paths; check --verbose prints every one, one line each."""
+    vault, points, tmp = vault_with_tree
+    by_pack, _ = _files_by_pack(vault, os.fspath(tmp / "c"))
+    pack, files = max(by_pack.items(), key=lambda kv: len(kv[1]))
+    assert len(files) > FILES_NAMED  # more than the finding names
+    os.unlink(os.path.join(vault, api_pack_name(pack)))
+    res = run_main(["check", "--vault", vault, "-v"], capsys)
+    assert res.code == 15
+    lost = {line.split("lost data: ")[1].split(" (pack ")[0] for line in res.err.splitlines() if "lost data: " in line}
+    assert lost == files and len(_warnings(res.err)) == 1

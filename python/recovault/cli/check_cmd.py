@@ -19,7 +19,11 @@ def check(c: Ctx, read_data: bool, read_data_subset: Optional[str]) -> None:
     """Verify the vault's structure, and with --read-data every byte of it."""
     with c.open(quiet=True) as v, c.progress("checking") as prog:
         from ..vault.check import Checker
-        res = Checker(v, prog).run(read_data=read_data, subset=read_data_subset)
+        checker = Checker(v, prog)
+        res = checker.run(read_data=read_data, subset=read_data_subset)
+    for m in checker.missing_packs():  # --verbose: every path that lost data, not only the first ones
+        for path in m.every_file:
+            c.info(f"lost data: {path} (pack {m.pack or 'unknown: in no index'})")
     st = res["stats"]
     affected = []
     if res["damaged_points"] or res["damaged_indexes"]:

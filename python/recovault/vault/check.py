@@ -35,6 +35,7 @@ class MissingPack:
     files: List[str] = field(default_factory=list)  # the first FILES_NAMED paths affected, sorted; a directory
     # whose own tree is lost ends with "/" (all it held is affected)
     files_total: int = 0
+    every_file: List[str] = field(default_factory=list, repr=False)  # all of them (check --verbose; not in JSON)
 
     def message(self) -> str:
         what = (f"pack {self.pack} is listed in the index but missing from storage ({self.blobs} blob(s))"
@@ -47,7 +48,9 @@ class MissingPack:
                 + (f"; {self.files_total} path(s) affected: {shown}" if self.files_total else ""))
 
     def to_json(self) -> Dict[str, Any]:
-        return asdict(self)
+        doc = asdict(self)
+        del doc["every_file"]
+        return doc
 
 
 class _Hit(NamedTuple):
@@ -325,15 +328,19 @@ class Checker:
             self._missing[_UNINDEXED] = MissingPack(None, blobs=len(self._unindexed))
         paths: Dict[bytes, Set[bytes]] = {}
         memo: Dict[bytes, Dict[bytes, List[bytes]]] = {}
+        roots_seen: Set[bytes] = set()
         for sid, root in self._point_roots.items():  # the points that loaded, in the order checked
             found = {self._lost_trees[root]: [b"/"]} if root in self._lost_trees else self._paths(root, memo)
             for pack, names in found.items():
                 self._missing[pack].points.append(sid)
-                paths.setdefault(pack, set()).update(names)
+                if root not in roots_seen:  # points of one tree (nothing changed) name the same paths
+                    paths.setdefault(pack, set()).update(names)
+            roots_seen.add(root)
         for pack, m in self._missing.items():
             names = sorted(paths.get(pack, ()))
+            m.every_file = [os.fsdecode(n).encode("utf-8", "backslashreplace").decode() for n in names]
             m.files_total = len(names)
-            m.files = [os.fsdecode(n).encode("utf-8", "backslashreplace").decode() for n in names[:FILES_NAMED]]
+            m.files = m.every_file[:FILES_NAMED]
         for m in self.missing_packs():
             self.problem(m.message())
 
