@@ -233,3 +233,15 @@ def test_the_examples_in_json_md_match_their_schemas():
             validate(json.loads(block), schema)
             checked += 1
     assert checked >= 15
+
+
+if __name__ == "__main__":  # `python tests/test_json_schemas.py`: the scenario's real outputs, to refresh json.md
+    import tempfile
+    tmp_dir = Path(tempfile.mkdtemp(prefix="recovault-json-"))
+    played = Scenario(tmp_dir)
+    os.environ.update(RECOVAULT_PASSPHRASE=PASSPHRASE, RECOVAULT_FROM_PASSPHRASE=PASSPHRASE,
+                      XDG_CACHE_HOME=str(tmp_dir / "xdg"))
+    played.play()
+    for name, outputs in played.outputs.items():
+        for output in outputs:
+            print(f"## {name}: recovault {' '.join(output.argv)}\n{json.dumps(output.doc, indent=2, sort_keys=True)}")
