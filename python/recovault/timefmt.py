@@ -36,6 +36,15 @@ def parse_time(text: str) -> datetime:
     return dt
 
 
+def canonical(text: str) -> str:
+    """A stored time in the one form recovault prints (`format_time`'s: a key file of an older version has
+    whole seconds); text that is no time (an unreadable key file's empty `created`) is returned as it is."""
+    try:
+        return format_time(parse_time(text))
+    except ValueError:
+        return text
+
+
 def parse_local(text: str) -> datetime:
     """A time a person gives ("YYYY-MM-DD HH:MM:SS", local time, as restic's ``backup --time``) as an aware
     datetime; ValueError if `text` is not one. A wall time that happens twice (DST ends) is the first."""

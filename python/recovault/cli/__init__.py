@@ -25,7 +25,7 @@ import click
 
 from .. import __version__
 from ..errors import RecovaultError
-from .context import Ctx, common_options
+from .context import Ctx, common_options, examples
 
 # The commands: name -> module (`<module>.command` is the click command). Add a command here.
 COMMANDS: Dict[str, str] = {
@@ -49,6 +49,7 @@ COMMANDS: Dict[str, str] = {
     "diff": "diff_cmd",
     "find": "find_cmd",
     "dump": "dump_cmd",
+    "version": "version_cmd",
 }
 
 
@@ -71,7 +72,10 @@ class _LazyGroup(click.Group):
             raise type(e)(e.command_name, possibilities=self.list_commands(ctx), ctx=ctx) from None
 
 
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=examples(
+    "recovault init --vault /backup/vault", "recovault backup --vault /backup/vault /srv /etc",
+    "recovault snapshots --vault /backup/vault", "recovault restore latest --target /tmp/restore",
+    "recovault COMMAND --help   (each command's options and examples)"))
 @click.version_option(__version__, prog_name="recovault")
 @common_options
 @click.pass_context

@@ -8,11 +8,11 @@ import click
 
 from ..errors import Partial, RecovaultError, UsageError
 from ..jobs import MODES
-from ..progress import ProgressReporter
-from .context import Ctx, common_options, pass_ctx
+from .context import Ctx, common_options, examples, pass_ctx
 
 
-@click.command()
+@click.command(epilog=examples(
+    'recovault backup /srv /etc --exclude "*.tmp" --exclude-caches', 'recovault backup --image /var/lib/libvirt/images/vm.img --tag nightly', 'pg_dump app | recovault backup --stdin --stdin-name db/app.sql'))
 @common_options
 @click.argument("paths", nargs=-1)
 @click.option("--image", "images", multiple=True,
@@ -20,7 +20,9 @@ from .context import Ctx, common_options, pass_ctx
 @click.option("--image-block-size", type=int, default=0, help="Block size for --image (default: the one the image's last backup used, else 64 KiB; more above 256 GiB).")
 @click.option("--stdin", "use_stdin", is_flag=True, help="Back up standard input (a dump, dd, tar) as a file.")
 @click.option("--stdin-name", default="stdin", show_default=True, help="The file name --stdin is stored under.")
-@click.option("--mode", type=click.Choice(MODES), default="incremental", show_default=True)
+@click.option("--mode", type=click.Choice(MODES), default="incremental", show_default=True,
+              help="What to compare against: the last point (incremental), the last full one (differential), or "
+                   "nothing: read every file (full).")
 @click.option("--exclude", "-e", multiple=True, help="gitignore-style pattern (repeatable).")
 @click.option("--exclude-file", multiple=True, help="File of gitignore-style patterns.")
 @click.option("--exclude-caches", is_flag=True, help="Skip contents of directories with a valid CACHEDIR.TAG.")
@@ -41,7 +43,7 @@ def backup(c: Ctx, paths: Tuple[str, ...], images: Tuple[str, ...], image_block_
     if use_stdin and c.passphrase_file is None and not os.environ.get("RECOVAULT_PASSPHRASE"):
         raise UsageError("--stdin needs the passphrase from RECOVAULT_PASSPHRASE or --passphrase-file")
     try:
-        with c.open(write=True) as v, ProgressReporter(not c.json, "backing up") as prog:
+        with c.open(write=True) as v, c.progress("backing up") as prog:
             from .. import api
             point = api.backup(v, list(paths), mode=mode, excludes=list(exclude), exclude_files=list(exclude_file),
                               exclude_caches=exclude_caches, one_file_system=one_file_system, tags=list(tag),

@@ -6,20 +6,24 @@ from typing import Optional
 import click
 
 from ..errors import CorruptData
-from ..progress import ProgressReporter
-from .context import Ctx, common_options, pass_ctx
+from .context import Ctx, common_options, examples, pass_ctx
 
 
-@click.command()
+@click.command(epilog=examples(
+    'recovault check', 'recovault check --read-data-subset 10% --json'))
 @common_options
 @click.option("--read-data", is_flag=True, help="Read and decrypt every pack and chunk.")
 @click.option("--read-data-subset", default=None, help="Read a subset: 'n/m' or a percentage like '10%'.")
 @pass_ctx
 def check(c: Ctx, read_data: bool, read_data_subset: Optional[str]) -> None:
     """Verify the vault's structure, and with --read-data every byte of it."""
-    with c.open(quiet=True) as v, ProgressReporter(not c.json, "checking") as prog:
+    with c.open(quiet=True) as v, c.progress("checking") as prog:
         from ..vault.check import Checker
-        res = Checker(v, prog).run(read_data=read_data, subset=read_data_subset)
+        checker = Checker(v, prog)
+        res = checker.run(read_data=read_data, subset=read_data_subset)
+    for m in checker.missing_packs():  # --verbose: every path that lost data, not only the first ones
+        for path in m.every_file:
+            c.info(f"lost data: {path} (pack {m.pack or 'unknown: in no index'})")
     st = res["stats"]
     affected = []
     if res["damaged_points"] or res["damaged_indexes"]:

@@ -1,6 +1,6 @@
-"""What every command shares: the common options (--vault, --passphrase-file, --cache-dir, --json, the bandwidth
-limits --limit-upload and friends) and the `Ctx` object they fill, which opens the vault and speaks to people
-(results on stdout, warnings on stderr).
+"""What every command shares: the common options (--vault, --passphrase-file, --cache-dir, --json, --quiet,
+--verbose, the bandwidth limits --limit-upload and friends) and the `Ctx` object they fill, which opens the
+vault and speaks to people (results on stdout, warnings on stderr).
 
 The common options are accepted before the command name (`recovault --vault V snapshots`) and after it
 (`recovault snapshots --vault V`): `common_options` adds them to the group and to every command, without
@@ -13,13 +13,13 @@ from __future__ import annotations
 import functools
 import json
 import os
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
 import click
 from click.core import ParameterSource
 
 from ..errors import UsageError
-from ..progress import notice, warn
+from ..progress import ProgressReporter, notice, warn
 
 if TYPE_CHECKING:
     from ..storage.limits import Rate, TransferLimits, WorkHours
@@ -37,6 +37,8 @@ class Ctx:
         self.passphrase_file: Optional[str] = None
         self._cache_dir: Optional[str] = None
         self.json = False
+        self.quiet = False  # --quiet: errors, warnings and the --json document only
+        self.verbose = 0  # --verbose (-v, -vv): the vault opened, each file as it is backed up or restored
         self.connections = 0  # 0: the storage's default (blobstore.default_connections)
         self.json_printed = False  # the --json result was printed: a later error must not print a second document
         # Bandwidth limits (storage/limits.py), parsed by their options' types; applied by open_storage.
@@ -106,12 +108,33 @@ class Ctx:
         """The vault, unlocked. What it notices while opening is printed as warnings, unless `quiet` (a command
         that reports the same findings itself, as check does). A command that writes says `write=True`: a
         vault of an older format is then upgraded first, with one notice line saying so."""
+        import time
         from ..storage import open_storage
         from ..vault.repo import Vault
         self.wire_storage()
-        return Vault.open(open_storage(self.need_location()), self.passphrase(), cache_dir=self.cache_dir,
-                          on_event=self._notices if quiet else self.vault_event, write=write,
-                          connections=self.connections)
+        t0 = time.monotonic()
+        v = Vault.open(open_storage(self.need_location()), self.passphrase(), cache_dir=self.cache_dir,
+                       on_event=self._notices if quiet else self.vault_event, write=write,
+                       connections=self.connections)
+        self.info(f"opened vault {v.id[:8]} at {v.storage.url} (format {v.format_version}, key {v.keyid[:12]}) "
+                  f"in {time.monotonic() - t0:.2f}s")
+        return v
+
+    @property
+    def chatty(self) -> bool:
+        """Whether to tell people more than the result (progress, steps, hints): not with --json or --quiet."""
+        return not self.json and not self.quiet
+
+    def progress(self, verb: str, unit: str = "files") -> Union[ProgressReporter, "FileLog"]:
+        """The progress callback of a job: a bar on a terminal unless --json or --quiet; with --verbose, a
+        line per file instead (`recovault: backing up PATH`)."""
+        reporter = ProgressReporter(self.chatty and not self.verbose, verb, unit)
+        return FileLog(reporter, verb) if self.verbose and not self.quiet else reporter
+
+    def info(self, message: str) -> None:
+        """A line for --verbose (on stderr), else nothing."""
+        if self.verbose and not self.quiet:
+            click.echo(f"recovault: {message}", err=True)
 
     @property
     def where(self) -> "PointFilter":
@@ -141,15 +164,16 @@ class Ctx:
         self._notices(kind, info)
 
     def _notices(self, kind: str, info: Dict[str, Any]) -> None:
-        if kind == "notice":
+        if kind == "notice" and not self.quiet:
             self.notice(info["message"])
 
     def out(self, data: Any, text: str) -> None:
-        """The command's result: `data` as one JSON document with --json, else `text` (if any)."""
+        """The command's result: `data` as one JSON document with --json, else `text` (if any; not with
+        --quiet)."""
         if self.json:
             click.echo(json.dumps(data, indent=None, sort_keys=True, default=str))
             self.json_printed = True
-        elif text:
+        elif text and not self.quiet:
             click.echo(text)
 
     #: A warning on stderr (with --json too: stdout is for the result); an `on_warning` callable for the
@@ -159,7 +183,38 @@ class Ctx:
     notice = staticmethod(notice)
 
 
+class FileLog:
+    """--verbose: a job's progress callback that prints a line per file done (`recovault: VERB PATH`, on
+    stderr) and hands every event on to the reporter it wraps (its warnings, a bar it may draw)."""
+
+    def __init__(self, reporter: ProgressReporter, verb: str) -> None:
+        self.reporter = reporter
+        self.verb = verb
+
+    def __enter__(self) -> "FileLog":
+        self.reporter.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.reporter.__exit__(*exc)
+
+    def warn(self, message: str) -> None:
+        self.reporter.warn(message)
+
+    def __call__(self, kind: str, info: Dict[str, Any]) -> None:
+        if kind == "file":
+            path = os.fsdecode(info.get("path", "")).encode("utf-8", "backslashreplace").decode()
+            click.echo(f"recovault: {self.verb} {path}", err=True)
+        self.reporter(kind, info)
+
+
 pass_ctx = click.make_pass_decorator(Ctx, ensure=True)
+
+
+def examples(*lines: str) -> str:
+    """A command's epilog: examples of it in use, as `recovault COMMAND --help` shows them (unwrapped: click
+    keeps a paragraph starting with \\b as written). Every command has some (tests/test_help.py)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 class _Limit(click.ParamType):
@@ -191,7 +246,12 @@ COMMON_OPTIONS: Tuple[Tuple[Tuple[str, ...], str, dict], ...] = (
      dict(envvar="RECOVAULT_VAULT", help="The vault: a directory, azure://CONTAINER[/PREFIX] or s3://BUCKET[/PREFIX]. Env: RECOVAULT_VAULT.")),
     (("--passphrase-file",), "passphrase_file", dict(help="Read the passphrase from this file.")),
     (("--cache-dir",), "_cache_dir", dict(help="Agent cache (default ~/.cache/recovault).")),
-    (("--json",), "json", dict(is_flag=True, help="Machine-readable output on stdout.")),
+    (("--json",), "json", dict(is_flag=True, help="Machine-readable output on stdout: one JSON document "
+                                                 "(docs/json.md).")),
+    (("--quiet", "-q"), "quiet", dict(is_flag=True, help="No progress, notices or result text (failures, warnings "
+                                      "and the --json document still print).")),
+    (("--verbose", "-v"), "verbose", dict(count=True, help="Say more (on stderr): the vault opened, each file as it "
+                                          "is backed up or restored (no progress bar then).")),
     (("--connections",), "connections",
      dict(type=click.IntRange(1, 64), help="Requests to the vault's storage at once: pack uploads, restore and "
           "check reads (default: 2 for a local directory, 5 for an object store).")),

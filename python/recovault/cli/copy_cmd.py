@@ -6,11 +6,12 @@ from typing import Optional, Tuple
 import click
 
 from ..errors import Partial, UsageError, VaultNotFound
-from .context import Ctx, common_options, pass_ctx
+from .context import Ctx, common_options, examples, pass_ctx
 from .source import check_config, from_passphrase_option, open_named, source_passphrase, storage_of
 
 
-@click.command()
+@click.command(epilog=examples(
+    'recovault copy --from /mnt/usb/vault --to /backup/replica', 'recovault copy --from /mnt/usb/vault 1a2b3c4d latest'))
 @common_options
 @click.argument("snapshots", nargs=-1)
 @click.option("--from", "source", required=True, metavar="VAULT", help="The vault to copy from.")
@@ -36,8 +37,7 @@ def copy(c: Ctx, snapshots: Tuple[str, ...], source: str, target: Optional[str],
     with open_named(c, "source", src_storage, source_passphrase(c, from_passphrase_file)) as src, \
             open_named(c, "target", dst_storage, c.passphrase()) as dst:
         from .. import api
-        from ..progress import ProgressReporter
-        with ProgressReporter(not c.json, "copying", "recovery points") as prog:
+        with c.progress("copying", "recovery points") as prog:
             result = api.copy(src, dst, list(snapshots), progress=prog)
     c.out(result.to_json(), (f"copied {len(result.copied)} recovery point(s) from {result.source} to {result.target} "
                              f"({result.mode}): {result.blobs_copied} blob(s), {result.bytes_copied / 1e6:.1f} MB "

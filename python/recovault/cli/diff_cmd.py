@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Optional, Tuple
 import click
 
 from ..errors import NotFound, UsageError
-from .context import Ctx, common_options, pass_ctx, point_options
+from .context import Ctx, common_options, examples, pass_ctx, point_options
 
 if TYPE_CHECKING:
     from ..diff import Diff
@@ -14,7 +14,10 @@ if TYPE_CHECKING:
     from ..vault.repo import Vault
 
 
-@click.command()
+@click.command(epilog=examples(
+    "recovault diff 1a2b3c4d latest /etc",
+    "recovault diff --host web1 1a2b3c4d latest --json",
+    "recovault diff 1a2b3c4d:/srv/www latest:/srv/www"))
 @common_options
 @point_options
 @click.argument("first")
@@ -25,9 +28,6 @@ def diff(c: Ctx, first: str, second: str, path: Optional[str]) -> None:
     """Show what changed from recovery point FIRST to SECOND (ids, prefixes or 'latest'), under PATH or
     everywhere: + added, - removed, M modified content, T type changed, U metadata only; and the data added
     and removed. SNAPSHOT:PATH compares two paths (a relative PATH is taken against the backed-up paths).
-
-    \b
-    Example: recovault diff 1a2b3c4d latest /etc
     """
     from ..selection import parse_point_path
     (spec_a, path_a), (spec_b, path_b) = parse_point_path(first), parse_point_path(second)

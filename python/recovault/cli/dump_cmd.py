@@ -8,10 +8,13 @@ from typing import Optional
 import click
 
 from ..errors import UsageError
-from .context import Ctx, common_options, pass_ctx, point_options
+from .context import Ctx, common_options, examples, pass_ctx, point_options
 
 
-@click.command()
+@click.command(epilog=examples(
+    "recovault dump latest /etc/hosts",
+    "recovault dump latest:/srv/www > www.tar",
+    "recovault dump --host web1 latest /etc | tar -tv"))
 @common_options
 @point_options
 @click.argument("snapshot")
@@ -21,10 +24,6 @@ def dump(c: Ctx, snapshot: str, path: Optional[str]) -> None:
     """Write PATH of recovery point SNAPSHOT to stdout: a file's content, or a directory (with everything
     beneath it) as a tar archive, which is refused when stdout is a terminal. SNAPSHOT:PATH works too; a
     relative PATH is taken against the point's backed-up paths. No --json: the output is the data.
-
-    \b
-    Example: recovault dump latest /etc/hosts
-             recovault dump latest:/srv/www > www.tar
     """
     if c.json:
         raise UsageError("dump writes the data itself and has no --json ('recovault ls --json' describes a path)")

@@ -6,10 +6,12 @@ from typing import List, Optional
 import click
 
 from ..errors import UsageError
-from .context import Ctx, common_options, pass_ctx, point_options
+from .context import Ctx, common_options, examples, pass_ctx, point_options
 
 
-@click.command()
+@click.command(epilog=examples(
+    "recovault find '*.conf' --host web1 --newest 7",
+    "recovault find '/etc/nginx/*' --json"))
 @common_options
 @point_options
 @click.argument("pattern")
@@ -22,9 +24,6 @@ def find(c: Ctx, pattern: str, newest: Optional[int], oldest: Optional[int]) -> 
     """Find entries matching PATTERN (a glob: * ? [..]) in the recovery points: against each entry's name, or
     its whole path when PATTERN holds a '/'. Lists each point that holds matches, with their mode, owner,
     size and mtime. Reads only trees (the agent cache's, for an object store), never file data.
-
-    \b
-    Example: recovault find '*.conf' --host web1 --newest 7
     """
     if newest is not None and oldest is not None:
         raise UsageError("give --newest or --oldest, not both")

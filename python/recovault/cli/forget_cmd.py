@@ -6,11 +6,12 @@ from typing import Any, List, Tuple
 import click
 
 from ..errors import UsageError
-from .context import Ctx, common_options, pass_ctx
+from .context import Ctx, common_options, examples, pass_ctx
 from .keep_options import keep_options, policy_from
 
 
-@click.command()
+@click.command(epilog=examples(
+    'recovault forget --keep-daily 7 --keep-weekly 5 --dry-run', 'recovault forget --keep-last 3 --host web1 --path /srv --prune', 'recovault forget 1a2b3c4d'))
 @common_options
 @click.argument("ids", nargs=-1, metavar="[ID]...")
 @keep_options
@@ -43,7 +44,7 @@ def forget(c: Ctx, ids: Tuple[str, ...], hosts: Tuple[str, ...], paths: Tuple[st
         if then_prune and not dry_run:
             from .prune_cmd import _text as prune_text
             result = v.prune()  # the defaults of 'recovault prune' (margin 2h)
-            if not c.json:
+            if not c.json and not c.quiet:
                 click.echo(prune_text(result))
 
 

@@ -7,14 +7,15 @@ from typing import Optional
 import click
 
 from ..errors import UsageError
-from .context import Ctx, common_options, pass_ctx
+from .context import Ctx, common_options, examples, pass_ctx
 from .source import from_passphrase_option, open_source
 
 LOSS_WARNING = ("The vault's key is encrypted with your passphrase. Keep the passphrase safe: if every "
                 "passphrase of a vault is lost, its data cannot be recovered by anyone.")
 
 
-@click.command()
+@click.command(epilog=examples(
+    'recovault init --vault /backup/vault', 'recovault init --vault s3://acme-backups/web1 --soft-delete-days 30', 'recovault init --vault /backup/replica --copy-keys-from /mnt/usb/vault'))
 @common_options
 @click.option("--chunk-min", type=int, default=None, help="Content-defined chunking minimum size (bytes).")
 @click.option("--chunk-avg", type=int, default=None, help="Average chunk size (a power of two).")

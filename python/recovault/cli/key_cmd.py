@@ -5,16 +5,18 @@ from typing import Optional
 
 import click
 
-from .context import Ctx, common_options, pass_ctx
+from .context import Ctx, common_options, examples, pass_ctx
 
 
-@click.group()
+@click.group(epilog=examples(
+    'recovault key list', 'recovault key add --label laptop'))
 @common_options
 def key() -> None:
     """Manage the passphrases that open the vault."""
 
 
-@key.command(name="list")
+@key.command(name="list", epilog=examples(
+    'recovault key list --json'))
 @common_options
 @pass_ctx
 def key_list(c: Ctx) -> None:
@@ -22,7 +24,8 @@ def key_list(c: Ctx) -> None:
     with c.open() as v:
         keys = v.keys.list()
         cur = v.keyid
-    rows = [dict(k.__dict__, current=k.keyid == cur) for k in keys]
+    from ..timefmt import canonical
+    rows = [dict(k.__dict__, current=k.keyid == cur, created=canonical(k.created)) for k in keys]
     c.out(rows, "\n".join(f"{'*' if r['current'] else ' '} {r['keyid'][:12]}  {r['created']}  "
                           f"{r['username']}@{r['hostname']}  {r.get('label') or ''}"
                           + ("" if r["authenticated"] or r["problem"] else
@@ -36,10 +39,11 @@ def _new_passphrase(new_passphrase_file: Optional[str]) -> str:
     return read_passphrase(new_passphrase_file, env={}, prompt=True, confirm=True, on_warning=warn)
 
 
-@key.command(name="add")
+@key.command(name="add", epilog=examples(
+    'recovault key add --label backup-admin', 'recovault key add --new-passphrase-file /root/new-pass'))
 @common_options
 @click.option("--new-passphrase-file", default=None, help="Read the new passphrase from this file.")
-@click.option("--label", default=None)
+@click.option("--label", default=None, help="A note stored with the key (who or what uses it).")
 @pass_ctx
 def key_add(c: Ctx, new_passphrase_file: Optional[str], label: Optional[str]) -> None:
     """Add a passphrase (a new key file for the same vault)."""
@@ -48,7 +52,8 @@ def key_add(c: Ctx, new_passphrase_file: Optional[str], label: Optional[str]) ->
     c.out({"keyid": kid}, f"added key {kid[:12]}")
 
 
-@key.command(name="remove")
+@key.command(name="remove", epilog=examples(
+    'recovault key remove 3f2a9c'))
 @common_options
 @click.argument("keyid")
 @pass_ctx
@@ -59,9 +64,10 @@ def key_remove(c: Ctx, keyid: str) -> None:
     c.out({"removed": kid}, f"removed key {kid[:12]}")
 
 
-@key.command(name="passwd")
+@key.command(name="passwd", epilog=examples(
+    'recovault key passwd'))
 @common_options
-@click.option("--new-passphrase-file", default=None)
+@click.option("--new-passphrase-file", default=None, help="Read the new passphrase from this file.")
 @pass_ctx
 def key_passwd(c: Ctx, new_passphrase_file: Optional[str]) -> None:
     """Change the passphrase of the key in use."""

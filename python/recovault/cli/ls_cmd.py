@@ -5,10 +5,11 @@ from typing import List, Optional
 
 import click
 
-from .context import Ctx, common_options, pass_ctx, point_options
+from .context import Ctx, common_options, examples, pass_ctx, point_options
 
 
-@click.command(name="ls")
+@click.command(name="ls", epilog=examples(
+    'recovault ls latest /srv', 'recovault ls 1a2b3c4d /etc --recursive --json'))
 @common_options
 @point_options
 @click.argument("snapshot")

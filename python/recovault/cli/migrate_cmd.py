@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
-from .context import Ctx, common_options, pass_ctx
+from .context import Ctx, common_options, examples, pass_ctx
 
 
-@click.command()
+@click.command(epilog=examples(
+    'recovault migrate --vault /backup/vault'))
 @common_options
 @pass_ctx
 def migrate(c: Ctx) -> None:

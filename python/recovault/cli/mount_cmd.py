@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import click
 
-from .context import Ctx, common_options, pass_ctx, point_options
+from .context import Ctx, common_options, examples, pass_ctx, point_options
 
 
-@click.command()
+@click.command(epilog=examples(
+    'recovault mount latest /mnt/rp   (then: fusermount3 -u /mnt/rp)'))
 @common_options
 @point_options
 @click.argument("snapshot")
@@ -19,7 +20,7 @@ def mount(c: Ctx, snapshot: str, mountpoint: str, allow_other: bool) -> None:
     from ..progress import ProgressReporter
     with c.open() as v, ProgressReporter(False, "serving") as prog:  # prog: the mount's errors as warnings
         point = c.select_point(v, snapshot)
-        if not c.json:
+        if c.chatty:
             click.echo(f"serving recovery point {point.short_id} at {mountpoint}; unmount with 'fusermount3 -u {mountpoint}'",
                        err=True)
         do_mount(v, point, mountpoint, allow_other=allow_other, on_event=prog)

@@ -8,11 +8,12 @@ from typing import Any, Dict, Optional
 import click
 
 from ..errors import UsageError
-from .context import Ctx, common_options, pass_ctx
+from .context import Ctx, common_options, examples, pass_ctx
 from .keep_options import keep_options, policy_from
 
 
-@click.group()
+@click.group(epilog=examples(
+    'recovault policy show', 'recovault policy set --keep-daily 7 --keep-weekly 5'))
 @common_options
 def policy() -> None:
     """Show or set the vault's retention policy and soft-delete period."""
@@ -44,7 +45,8 @@ def _text(doc: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@policy.command(name="show")
+@policy.command(name="show", epilog=examples(
+    'recovault policy show --json'))
 @common_options
 @pass_ctx
 def policy_show(c: Ctx) -> None:
@@ -54,7 +56,8 @@ def policy_show(c: Ctx) -> None:
     c.out(doc, _text(doc))
 
 
-@policy.command(name="set")
+@policy.command(name="set", epilog=examples(
+    'recovault policy set --keep-daily 7 --keep-weekly 5 --soft-delete-days 30', 'recovault policy set --no-retention'))
 @common_options
 @keep_options
 @click.option("--soft-delete-days", type=int, default=None, metavar="N",

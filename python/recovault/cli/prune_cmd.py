@@ -6,11 +6,11 @@ from typing import Any, Dict
 
 import click
 
-from ..progress import ProgressReporter
-from .context import Ctx, common_options, pass_ctx
+from .context import Ctx, common_options, examples, pass_ctx
 
 
-@click.command()
+@click.command(epilog=examples(
+    'recovault prune --dry-run', 'recovault prune --margin 0 --max-unused 10%'))
 @common_options
 @click.option("--dry-run", is_flag=True, help="Only say what would be deleted and repacked.")
 @click.option("--max-unused", default="5%", show_default=True,
@@ -26,9 +26,9 @@ def prune(c: Ctx, dry_run: bool, max_unused: str, repack_small: bool, recompress
     MaxUnused.parse(max_unused)  # bad input fails before the vault is opened
     opts = PruneOptions(dry_run=dry_run, max_unused=max_unused, repack_small=repack_small, recompress=recompress,
                         margin=parse_margin(margin))
-    with c.open(write=not dry_run) as v, ProgressReporter(not c.json, "pruning") as prog:
+    with c.open(write=not dry_run) as v, c.progress("pruning") as prog:
         def progress(kind: str, info: Dict[str, Any]) -> None:
-            if kind == "prune" and not c.json:
+            if kind == "prune" and c.chatty:
                 click.echo(f"recovault: {info['step']}", err=True)
             prog(kind, info)
         result = run_prune(v, opts, progress)

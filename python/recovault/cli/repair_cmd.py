@@ -5,16 +5,18 @@ from __future__ import annotations
 import click
 
 from ..errors import CorruptData
-from .context import Ctx, common_options, pass_ctx
+from .context import Ctx, common_options, examples, pass_ctx
 
 
-@click.group()
+@click.group(epilog=examples(
+    'recovault repair index'))
 @common_options
 def repair() -> None:
     """Rebuild what the vault holds twice (the index) from what it holds once (the packs)."""
 
 
-@repair.command(name="index")
+@repair.command(name="index", epilog=examples(
+    'recovault repair index --vault /backup/vault'))
 @common_options
 @pass_ctx
 def repair_index(c: Ctx) -> None:

@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 import click
 
 from ..errors import CorruptData, NotFound, Partial, UsageError
-from ..progress import ProgressReporter
-from .context import Ctx, common_options, pass_ctx, point_options
+from .context import Ctx, common_options, examples, pass_ctx, point_options
 
 if TYPE_CHECKING:
     from ..vault.records import RecoveryPoint
     from ..vault.repo import Vault
 
 
-@click.command()
+@click.command(epilog=examples(
+    'recovault restore latest --target /tmp/restore', 'recovault restore 1a2b3c4d /srv/www --target /tmp/r --overwrite if-newer --verify', 'recovault restore latest --to /dev/sdb --image /dev/sdb'))
 @common_options
 @point_options
 @click.argument("snapshot")
@@ -55,14 +55,14 @@ def restore(c: Ctx, snapshot: str, paths: Tuple[str, ...], target: Optional[str]
         return _restore_image(c, spec, to, image or in_spec, _parse_range(byte_range), verify, workers or 0)
     from ..selection import parse_point_path, resolve_path
     spec, in_spec = parse_point_path(snapshot)
-    with c.open() as v, ProgressReporter(not c.json, "restoring") as prog:
+    with c.open() as v, c.progress("restoring") as prog:
         point = c.select_point(v, spec)
         chosen = [resolve_path(v, point, p) for p in ([in_spec] if in_spec else []) + list(paths)]
         from ..restore import RestoreJob
         res = RestoreJob(v, point, target, chosen, verify=verify, workers=workers or 0,
                          overwrite=overwrite or "if-changed", delete=delete, progress=prog).run()
     st = res["stats"]
-    if res["warnings"] and not c.json:
+    if res["warnings"] and c.chatty:
         click.echo(f"recovault: {len(res['warnings'])} warning(s): metadata not restored as recorded (above)",
                    err=True)
     c.out(res, (f"restored {st['files']} files, {st['dirs']} dirs, {st['bytes'] / 1e6:.1f} MB from "
@@ -89,7 +89,7 @@ def _restore_image(c: Ctx, snapshot: str, to: str, image: Optional[str], rng: Op
                    verify: bool, workers: int) -> None:
     import time
     from ..jobs.image import restore_image
-    with c.open() as v, ProgressReporter(not c.json, "writing image") as prog:
+    with c.open() as v, c.progress("writing image") as prog:
         point = c.select_point(v, snapshot)
         images = [p for p in point.paths if _image_at(v, point, p) is not None]
         if image is None:

@@ -7,14 +7,15 @@ from typing import TYPE_CHECKING, List, Optional
 import click
 
 from ..errors import CorruptData, UsageError
-from .context import Ctx, common_options, pass_ctx, point_options
+from .context import Ctx, common_options, examples, pass_ctx, point_options
 
 if TYPE_CHECKING:
     from ..vault.lifecycle import DeletedPoint
     from ..vault.records import RecoveryPoint
 
 
-@click.command()
+@click.command(epilog=examples(
+    'recovault snapshots', 'recovault snapshots --deleted --json'))
 @common_options
 @point_options
 @click.option("--deleted", is_flag=True, help="List the soft-deleted recovery points, with their expiry.")

@@ -5,10 +5,11 @@ from typing import Any, Dict, Optional
 
 import click
 
-from .context import Ctx, common_options, pass_ctx, point_options
+from .context import Ctx, common_options, examples, pass_ctx, point_options
 
 
-@click.command()
+@click.command(epilog=examples(
+    'recovault stats', 'recovault stats --json'))
 @common_options
 @point_options
 @pass_ctx

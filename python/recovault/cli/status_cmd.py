@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
-from .context import Ctx, common_options, pass_ctx
+from .context import Ctx, common_options, examples, pass_ctx
 
 
-@click.command()
+@click.command(epilog=examples(
+    'recovault status', 'recovault status --json'))
 @common_options
 @pass_ctx
 def status(c: Ctx) -> None:

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import click
 
-from .context import Ctx, common_options, pass_ctx
+from .context import Ctx, common_options, examples, pass_ctx
 
 
-@click.command()
+@click.command(epilog=examples(
+    'recovault undelete 1a2b3c4d   (ids: recovault snapshots --deleted)'))
 @common_options
 @click.argument("snapshot", metavar="ID")
 @pass_ctx

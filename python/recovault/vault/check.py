@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any, Callable, Dict, List, Optional, Set, Union
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple, Union
 
 from .. import core
 from ..errors import CorruptData, RecovaultError, UsageError
@@ -19,6 +20,45 @@ from .reach import ZERO_ID
 from .records import Node
 from .repo import Vault
 
+FILES_NAMED = 20  # paths a missing pack's finding lists (its message names the first few; files_total counts all)
+_UNINDEXED = b""  # the key of the blobs no index lists (their pack is unknown: lost, then the index rebuilt)
+
+
+@dataclass
+class MissingPack:
+    """One finding for one pack the index lists but the storage lacks (`pack` None: the referenced blobs no
+    index lists at all, as after a pack was lost and the index rebuilt): what it takes away, once, instead
+    of a line per tree or chunk."""
+    pack: Optional[str]  # hex id, or None for the blobs no index lists
+    blobs: int = 0  # blobs lost: those the index locates in the pack, or the unindexed ones referenced
+    points: List[str] = field(default_factory=list)  # ids of the recovery points that reference them
+    files: List[str] = field(default_factory=list)  # the first FILES_NAMED paths affected, sorted; a directory
+    # whose own tree is lost ends with "/" (all it held is affected)
+    files_total: int = 0
+    every_file: List[str] = field(default_factory=list, repr=False)  # all of them (check --verbose; not in JSON)
+
+    def message(self) -> str:
+        what = (f"pack {self.pack} is listed in the index but missing from storage ({self.blobs} blob(s))"
+                if self.pack else f"{self.blobs} blob(s) the recovery points reference are in no index (their pack "
+                "is missing)")
+        shown = ", ".join(self.files[:5]) + (f", and {self.files_total - 5} more" if self.files_total > 5 else "")
+        if not self.points:
+            return f"{what}: no recovery point whose trees could be read references them"
+        return (f"{what}: {len(self.points)} recovery point(s) reference them ({' '.join(p[:8] for p in self.points)})"
+                + (f"; {self.files_total} path(s) affected: {shown}" if self.files_total else ""))
+
+    def to_json(self) -> Dict[str, Any]:
+        doc = asdict(self)
+        del doc["every_file"]
+        return doc
+
+
+class _Hit(NamedTuple):
+    """An entry of a tree that lost data: a file (or a directory whose tree is lost) and the packs it lost
+    (`packs`), or a directory below which something did (`subtree`)."""
+    name: bytes
+    subtree: Optional[bytes]
+    packs: Tuple[bytes, ...]
 
 
 class Checker:
@@ -36,6 +76,13 @@ class Checker:
         self._refs = core.IdSet()  # every blob a recovery point references (trees, chunks, pages, blocks)
         self._entries: Dict[bytes, List[fmt.BlobEntry]] = {}  # what the good index files list, by pack
         self.garbage: Dict[str, int] = {}
+        # Lost data, reported once per pack (missing_packs): the packs gone, the trees whose own blob is in
+        # one, and per tree its entries that lost data (_Hit), to name the paths once every point is walked.
+        self._missing: Dict[bytes, MissingPack] = {}
+        self._lost_trees: Dict[bytes, bytes] = {}
+        self._hits: Dict[bytes, List[_Hit]] = {}
+        self._unindexed: Set[bytes] = set()
+        self._point_roots: Dict[str, bytes] = {}
 
     def problem(self, msg: str) -> None:
         self.problems.append(msg)
@@ -52,6 +99,7 @@ class Checker:
         condemned = self._condemned()
         recovered = self._unlisted_packs(listed, {p: n for p, n in on_storage.items() if p not in condemned})
         self._points()
+        self._report_missing()
         self._garbage(listed, on_storage, condemned)
         if read_data or subset:
             packs = sorted(set(listed) | recovered)
@@ -61,7 +109,7 @@ class Checker:
         return {"ok": not self.problems, "problems": self.problems, "warnings": self.warnings,
                 "stats": self.stats, "damaged_indexes": self.damaged_indexes,
                 "damaged_points": self.damaged_points, "recovered_packs": self.recovered_packs,
-                "garbage": self.garbage}
+                "garbage": self.garbage, "missing_packs": [m.to_json() for m in self.missing_packs()]}
 
     # ---- garbage: what prune reclaims, not damage ------------------------------------------------------
     def _condemned(self) -> Set[bytes]:
@@ -128,8 +176,8 @@ class Checker:
         """Packs an index lists exist, with at least the bytes it names plus a trailer."""
         for pack, end in listed.items():
             name = on_storage.get(pack)
-            if name is None:
-                self.problem(f"pack {pack.hex()} is listed in the index but missing from storage")
+            if name is None:  # one finding, once the points are walked (_report_missing)
+                self._missing[pack] = MissingPack(pack.hex(), blobs=len(self._entries.get(pack, ())))
                 continue
             size = self.vault.storage.stat(name).size
             if size < end + fmt.PACK_TRAILER.size:
@@ -174,6 +222,7 @@ class Checker:
                 self.damaged_points.append(sid)
                 continue
             self.stats["snapshots"] += 1
+            self._point_roots[sid] = bytes.fromhex(snap.tree)
             if self._tree(bytes.fromhex(snap.tree), f"recovery point {sid[:8]}"):
                 self.stats["restorable"] += 1
             else:
@@ -200,8 +249,9 @@ class Checker:
 
     def _walk_tree(self, tree_id: bytes, where: str) -> bool:
         self._refs.add(tree_id)
-        if tree_id not in self.vault.locations:
-            self.problem(f"{where}: tree {tree_id.hex()[:16]} is not in any index")
+        lost = self._lost(tree_id)
+        if lost is not None:  # named in the pack's finding, not a problem per tree
+            self._lost_trees[tree_id] = lost
             return False
         try:
             nodes = self.vault.load_nodes(tree_id)
@@ -209,34 +259,104 @@ class Checker:
             self.problem(f"{where}: {e}")
             return False
         ok = True
+        hits: List[_Hit] = []
         for node in nodes:
-            if node.subtree is not None:
-                ok = self._tree(bytes.fromhex(node.subtree), where) and ok
-            for c in node.content or ():
-                self._refs.add(bytes.fromhex(c))
-                if bytes.fromhex(c) not in self.vault.locations:
-                    self.problem(f"{where}: chunk {c[:16]} of {_shown(node)} is not in any index")
-                    ok = False
-            if node.image is not None:
-                ok = self._image(node, where) and ok
+            ok = self._node(node, where, hits) and ok
+        if hits:
+            self._hits[tree_id] = hits
         return ok
 
-    def _image(self, node: Node, where: str) -> bool:
-        """An image's block-map pages, and every block they name, are located."""
-        missing = 0
+    def _node(self, node: Node, where: str, hits: List[_Hit]) -> bool:
+        """One entry of a tree: its subtree walked, its chunks and image located; what it lost goes to `hits`."""
+        ok = True
+        if node.subtree is not None:
+            sub = bytes.fromhex(node.subtree)
+            ok = self._tree(sub, where)
+            if sub in self._lost_trees:
+                hits.append(_Hit(node.name + b"/", None, (self._lost_trees[sub],)))
+            elif sub in self._hits:
+                hits.append(_Hit(node.name, sub, ()))
+        lost: Set[bytes] = set()
+        for c in node.content or ():
+            chunk = bytes.fromhex(c)
+            self._refs.add(chunk)
+            pack = self._lost(chunk)
+            if pack is not None:
+                lost.add(pack)
+        if node.image is not None:
+            ok = self._image(node, where, lost) and ok
+        if lost:
+            hits.append(_Hit(node.name, None, tuple(sorted(lost))))
+        return ok and not lost
+
+    def _lost(self, blob_id: bytes) -> Optional[bytes]:
+        """The key of the finding that accounts for a referenced blob (its missing pack, or _UNINDEXED when no
+        index lists it), or None: the blob is where the index says."""
+        loc = self.vault.locations.get(blob_id)
+        if loc is None:
+            self._unindexed.add(blob_id)
+            return _UNINDEXED
+        return loc.pack if self._missing and loc.pack in self._missing else None
+
+    def _image(self, node: Node, where: str, lost: Set[bytes]) -> bool:
+        """An image's block-map pages, and every block they name, are located (what is lost goes to `lost`)."""
         for page_hex in (node.image or {}).get("pages", []):
+            page_id = bytes.fromhex(page_hex)
+            self._refs.add(page_id)
+            pack = self._lost(page_id)
+            if pack is not None:
+                lost.add(pack)
+                continue
             try:
-                page = self.vault.read_blob(bytes.fromhex(page_hex))
+                page = self.vault.read_blob(page_id)
             except RecovaultError as e:
                 self.problem(f"{where}: block map of {_shown(node)}: {e}")
                 return False
-            self._refs.add(bytes.fromhex(page_hex))
             blocks = [page[i:i + 32] for i in range(0, len(page), 32) if page[i:i + 32] != ZERO_ID]
             self._refs.update(b"".join(blocks))
-            missing += sum(1 for b in blocks if b not in self.vault.locations)
-        if missing:
-            self.problem(f"{where}: {missing} block(s) of image {_shown(node)} are not in any index")
-        return not missing
+            lost.update(p for p in map(self._lost, blocks) if p is not None)
+        return True
+
+    # ---- lost data: one finding per missing pack -----------------------------------------------------
+    def missing_packs(self) -> List[MissingPack]:
+        return sorted(self._missing.values(), key=lambda m: (m.pack is None, m.pack or ""))
+
+    def _report_missing(self) -> None:
+        """Name, for each missing pack (and the blobs no index lists), the recovery points and paths that lost
+        data to it; then report each as one problem."""
+        if self._unindexed:
+            self._missing[_UNINDEXED] = MissingPack(None, blobs=len(self._unindexed))
+        paths: Dict[bytes, Set[bytes]] = {}
+        memo: Dict[bytes, Dict[bytes, List[bytes]]] = {}
+        roots_seen: Set[bytes] = set()
+        for sid, root in self._point_roots.items():  # the points that loaded, in the order checked
+            found = {self._lost_trees[root]: [b"/"]} if root in self._lost_trees else self._paths(root, memo)
+            for pack, names in found.items():
+                self._missing[pack].points.append(sid)
+                if root not in roots_seen:  # points of one tree (nothing changed) name the same paths
+                    paths.setdefault(pack, set()).update(names)
+            roots_seen.add(root)
+        for pack, m in self._missing.items():
+            names = sorted(paths.get(pack, ()))
+            m.every_file = [os.fsdecode(n).encode("utf-8", "backslashreplace").decode() for n in names]
+            m.files_total = len(names)
+            m.files = m.every_file[:FILES_NAMED]
+        for m in self.missing_packs():
+            self.problem(m.message())
+
+    def _paths(self, tree: bytes, memo: Dict[bytes, Dict[bytes, List[bytes]]]) -> Dict[bytes, List[bytes]]:
+        """pack -> the paths under `tree` (relative, each starting with "/") that lost data to it."""
+        if tree in memo:
+            return memo[tree]
+        out: Dict[bytes, List[bytes]] = {}
+        for hit in self._hits.get(tree, ()):
+            if hit.subtree is not None:
+                for pack, names in self._paths(hit.subtree, memo).items():
+                    out.setdefault(pack, []).extend(b"/" + hit.name + n for n in names)
+            for pack in hit.packs:
+                out.setdefault(pack, []).append(b"/" + hit.name)
+        memo[tree] = out
+        return out
 
     # ---- data -------------------------------------------------------------------------------------
     @staticmethod
