@@ -1,27 +1,57 @@
-"""recovault mount: a recovery point as a read-only FUSE file system."""
+"""recovault mount: every recovery point (browsable, as restic's mount), or one, as a read-only FUSE file
+system."""
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
 
 import click
 
 from .context import Ctx, common_options, pass_ctx
 
+if TYPE_CHECKING:
+    from ..mount import MountInfo
+
 
 @click.command()
 @common_options
-@click.argument("snapshot")
-@click.argument("mountpoint")
+@click.argument("first", metavar="[SNAPSHOT]")
+@click.argument("mountpoint", required=False, metavar="MOUNTPOINT")
 @click.option("--allow-other", is_flag=True, help="Let other users read the mount (needs user_allow_other).")
 @pass_ctx
-def mount(c: Ctx, snapshot: str, mountpoint: str, allow_other: bool) -> None:
-    """Expose a recovery point read-only at MOUNTPOINT (FUSE) until unmounted (fusermount3 -u)."""
+def mount(c: Ctx, first: str, mountpoint: Optional[str], allow_other: bool) -> None:
+    """Expose the vault read-only at MOUNTPOINT (FUSE) until unmounted (fusermount3 -u): every recovery
+    point under ids/, snapshots/, hosts/HOST/ and tags/TAG/ (named by time, with `latest` links); with
+    SNAPSHOT, that one point's tree at MOUNTPOINT. With --json, one document describes the mount once it is
+    live. A mount point in use exits 20.
+
+    \b
+    Example:
+      recovault mount /mnt/vault && ls /mnt/vault/hosts/web1/latest/etc
+      recovault mount latest /mnt/rp"""
+    from ..mount import check_mountpoint, require_fuse
+    require_fuse()  # before anything else: without pyfuse3, say how to get it
+    snapshot, where = (first, mountpoint) if mountpoint is not None else (None, first)
+    check_mountpoint(where)  # in use (exit 20) or no directory: before the passphrase and the vault
     from ..mount import mount as do_mount
     from ..progress import ProgressReporter
+
+    def ready(info: "MountInfo") -> None:
+        if c.json:
+            c.out(info.to_json(), "")
+        elif info.snapshot:
+            click.echo(f"serving recovery point {info.snapshot[:8]} at {where}; unmount with "
+                       f"'fusermount3 -u {where}'", err=True)
+        else:
+            click.echo(f"serving {len(info.points)} recovery point(s) at {where} (ids/, snapshots/, hosts/, "
+                       f"tags/); unmount with 'fusermount3 -u {where}'", err=True)
+
     with c.open() as v, ProgressReporter(False, "serving") as prog:  # prog: the mount's errors as warnings
-        point = v.find_snapshot(snapshot)
-        if not c.json:
-            click.echo(f"serving recovery point {point.short_id} at {mountpoint}; unmount with 'fusermount3 -u {mountpoint}'",
-                       err=True)
-        do_mount(v, point, mountpoint, allow_other=allow_other, on_event=prog)
+        if snapshot is not None:
+            point = v.find_snapshot(snapshot)
+            points = [point]
+        else:
+            point, points = None, v.snapshots(on_corrupt=c.warn)  # a damaged point: warned and left out
+        do_mount(v, point, where, points=points, allow_other=allow_other, on_event=prog, on_ready=ready)
 
 
 command = mount
