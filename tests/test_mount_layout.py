@@ -173,7 +173,7 @@ def test_listing_2000_points_through_fuse_operations_reads_no_tree():
     pts = [point(i, f"2026-11-{1 + i // 100:02}T00:{(i // 60) % 60:02}:{i % 60:02}.000000Z", f"h{i % 3}", ["t"])
            for i in range(2000)]
     vault = TreeCountingVault()
-    fs = RecoveryPointFS(vault, None, layout=build_layout(pts))
+    fs = RecoveryPointFS(vault, None, points=pts)
     start = time.perf_counter()
     assert listdir(fs, pyfuse3.ROOT_INODE) == [b"hosts", b"ids", b"snapshots", b"tags"]
     listed = {top: listdir(fs, lookup(fs, top)) for top in (b"ids", b"snapshots", b"hosts/h1", b"tags/t")}
@@ -194,6 +194,54 @@ def test_listing_2000_points_through_fuse_operations_reads_no_tree():
     attr = trio.run(fs.getattr, lookup(fs, b"hosts/h1/" + target), None)
     assert stat.S_ISDIR(attr.st_mode) and attr.st_mtime_ns // 10**9 == int(parse_time(newest_h1.time).timestamp())
     assert stat.S_ISLNK(trio.run(fs.getattr, latest, None).st_mode)
+
+
+def test_a_changed_set_of_points_rebuilds_the_layout_keeping_the_directories_inodes():
+    """As restic's mount: the points are listed again (at most every refresh_seconds) when a directory of
+    the layout is used; a new backup appears, a forgotten point goes, `latest` follows; a failed listing
+    keeps the old layout and is reported."""
+    a = point(1, "2026-11-20T08:00:00.000000Z", "web1")
+    b = point(2, "2026-11-21T08:00:00.000000Z", "web1")
+    served = [a]
+    events: List = []
+
+    class Vault(TreeCountingVault):
+        index_loads = 0
+
+        def load_index(self) -> int:
+            self.index_loads += 1
+            return 1
+
+    def list_points():
+        if served is None:
+            raise OSError("store unreachable")
+        return list(served)
+
+    vault = Vault()
+    fs = RecoveryPointFS(vault, None, lambda kind, info: events.append((kind, info)), points=served,
+                         list_points=list_points, refresh_seconds=0)
+    web1 = lookup(fs, b"hosts/web1")
+    assert listdir(fs, web1) == [b"2026-11-20T08:00:00Z", b"latest"]
+    assert vault.index_loads == 0  # unchanged: nothing reloaded
+    served = [a, b]
+    assert lookup(fs, b"hosts/web1") == web1  # the same inode
+    assert listdir(fs, web1) == [b"2026-11-20T08:00:00Z", b"2026-11-21T08:00:00Z", b"latest"]
+    assert trio.run(fs.readlink, lookup(fs, b"hosts/web1/latest"), None) == b"2026-11-21T08:00:00Z"
+    assert vault.index_loads == 1  # the new point's blobs
+    served = [point(3, "2026-11-22T08:00:00.000000Z", "db")]  # web1's points forgotten, a new host
+    assert listdir(fs, pyfuse3.ROOT_INODE) == [b"hosts", b"ids", b"snapshots", b"tags"]
+    assert listdir(fs, lookup(fs, b"hosts")) == [b"db"]
+    assert listdir(fs, web1) == []  # still open somewhere: shown empty
+    served = None  # the store fails: the layout stays, the failure is reported
+    assert listdir(fs, lookup(fs, b"hosts")) == [b"db"]
+    assert [k for k, _ in events] == ["error"] and "store unreachable" in events[0][1]["message"]
+    assert trio.run(fs.getattr, web1, None).attr_timeout == 1  # the kernel asks again soon
+
+
+def test_without_list_points_the_layout_never_changes():
+    fs = RecoveryPointFS(TreeCountingVault(), None, points=[point(1, "2026-11-20T08:00:00.000000Z")],
+                         refresh_seconds=0)
+    assert listdir(fs, lookup(fs, b"hosts")) == [b"web1"]
 
 
 def test_mount_info_names_each_point_s_directory():

@@ -22,6 +22,7 @@ import errno
 import os
 import stat as st_mod
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -124,11 +125,12 @@ def read_ahead_threads(vault: Vault) -> int:
 
 
 class _Inode:
-    __slots__ = ("node", "layout", "children", "listing", "chunks", "offsets", "image", "next_off")
+    __slots__ = ("node", "layout", "volatile", "children", "listing", "chunks", "offsets", "image", "next_off")
 
-    def __init__(self, node: Node, layout: Optional[MetaDir] = None) -> None:
+    def __init__(self, node: Node, layout: Optional[MetaDir] = None, volatile: bool = False) -> None:
         self.node = node
         self.layout = layout  # a directory of the browsable layout: its entries are its children
+        self.volatile = volatile  # made by the layout, which a refresh may change: the kernel keeps it 1 s
         self.children: Optional[Dict[bytes, int]] = None
         self.listing: Optional[List[Tuple[bytes, int]]] = None  # children by name, for readdir
         self.chunks: Optional[List[bytes]] = None
@@ -164,22 +166,39 @@ def _base():
     return pyfuse3.Operations
 
 
+#: How often at most a browsable mount asks the vault whether its points changed (restic's mount: 60 s).
+REFRESH_SECONDS = 60.0
+
+
 class RecoveryPointFS(_base() if pyfuse3 is not None else object):  # type: ignore[misc]
-    """The FUSE operations: one point's tree at the root (`point`), or the browsable layout of many
-    (`layout`, mount_layout.build_layout). `read_ahead`: threads reading a file's next chunks ahead."""
+    """The FUSE operations: one point's tree at the root (`point`), or the browsable layout of `points`
+    (mount_layout.build_layout). `read_ahead`: threads reading a file's next chunks ahead. `list_points`
+    (browsable only): asked again, at most every `refresh_seconds`, when a directory of the layout is
+    looked up or opened; when the points changed (a backup, a forget), the layout is rebuilt from them."""
 
     def __init__(self, vault: Vault, point: Optional[RecoveryPoint], on_event: EventSink = no_events, *,
-                 layout: Optional[MetaDir] = None, read_ahead: int = 0) -> None:
+                 points: Optional[Sequence[RecoveryPoint]] = None, read_ahead: int = 0,
+                 list_points: Optional[Callable[[], Sequence[RecoveryPoint]]] = None,
+                 refresh_seconds: float = REFRESH_SECONDS) -> None:
         super().__init__()
         self.vault = vault
         self.on_event = on_event
         self.cache = _BlobCache(vault, workers=read_ahead)
-        if layout is not None:
-            root = _Inode(_layout_node("", layout), layout)
+        self.list_points = list_points
+        self.refresh_seconds = refresh_seconds
+        self.refresh_at = time.monotonic() + refresh_seconds
+        self.layout_paths: Dict[int, str] = {}  # inode -> path of each directory of the layout made so far
+        self.layout_inodes: Dict[str, int] = {}  # and back
+        if points is not None:
+            layout = build_layout(points)
+            self.served = frozenset(p.id for p in points)
+            root = _Inode(_layout_node("", layout), layout, volatile=True)
+            self.layout_paths[pyfuse3.ROOT_INODE] = ""
+            self.layout_inodes[""] = pyfuse3.ROOT_INODE
         elif point is not None:
             root = _Inode(Node.directory(b"", None, point.tree))
         else:
-            raise ValueError("a point or a layout to serve")
+            raise ValueError("a point or points to serve")
         self.inodes: Dict[int, _Inode] = {pyfuse3.ROOT_INODE: root}
         self.next_inode = pyfuse3.ROOT_INODE + 1
 
@@ -192,24 +211,63 @@ class RecoveryPointFS(_base() if pyfuse3 is not None else object):  # type: igno
         self.on_event("error", {"message": f"mount: {what}: {e}"})
         return pyfuse3.FUSEError(errno.EIO)
 
+    def _refresh(self, ino: int) -> None:
+        """Rebuild the layout if the vault's points changed (asked at most every refresh_seconds, when a
+        directory of the layout is used). Every directory of the layout keeps its inode; what is under it
+        gets new ones (the kernel keeps those 1 s). A failure to list is reported; the old layout stays."""
+        if self.list_points is None or ino not in self.layout_paths or time.monotonic() < self.refresh_at:
+            return
+        self.refresh_at = time.monotonic() + self.refresh_seconds
+        try:
+            points = self.list_points()
+            if frozenset(p.id for p in points) == self.served:
+                return
+            self.vault.load_index()  # the blobs of the new points
+        except Exception as e:  # noqa: BLE001 - the mount goes on with the points it has
+            self._failed("listing the recovery points again", e)
+            return
+        self.served = frozenset(p.id for p in points)
+        root = build_layout(points)
+        for dir_ino, path in self.layout_paths.items():
+            entry = self.inodes[dir_ino]
+            found = root.walk(path)
+            entry.layout = found if isinstance(found, MetaDir) else MetaDir()  # gone: shown empty
+            entry.node = _layout_node(os.fsdecode(entry.node.name), entry.layout)
+            entry.children = entry.listing = None
+
     def _children(self, ino: int) -> Dict[bytes, int]:
         entry = self.inodes[ino]
         if entry.children is None:
             # loaded before anything is recorded: a tree that fails to load fails every call, and never
             # leaves the directory looking empty
             if entry.layout is not None:  # the layout's own directories: no tree is read
-                made = [(_layout_node(name, e), e if isinstance(e, MetaDir) else None)
+                made = [(_layout_node(name, e), e if isinstance(e, MetaDir) else None, True)
                         for name, e in entry.layout.entries.items()]
             else:
                 nodes = self.vault.load_nodes(bytes.fromhex(entry.node.subtree)) if entry.node.subtree else []
-                made = [(n, None) for n in nodes]
+                made = [(n, None, False) for n in nodes]
+            base = self.layout_paths.get(ino)
             children = {}
-            for node, layout in made:
-                children[node.name] = self.next_inode
-                self.inodes[self.next_inode] = _Inode(node, layout)
-                self.next_inode += 1
+            for node, layout, volatile in made:
+                path = f"{base}/{os.fsdecode(node.name)}".lstrip("/") if layout is not None else None
+                children[node.name] = self._layout_dir(path, node, layout) if path is not None else self._new(
+                    _Inode(node, layout, volatile))
             entry.children = children
         return entry.children
+
+    def _new(self, entry: _Inode) -> int:
+        ino = self.next_inode
+        self.inodes[ino] = entry
+        self.next_inode += 1
+        return ino
+
+    def _layout_dir(self, path: str, node: Node, layout: MetaDir) -> int:
+        """The inode of the layout's directory at `path`: the same one for as long as the mount lives."""
+        ino = self.layout_inodes.get(path)
+        if ino is None:
+            ino = self.layout_inodes[path] = self._new(_Inode(node, layout, volatile=True))
+            self.layout_paths[ino] = path
+        return ino
 
     def _listing(self, ino: int) -> List[Tuple[bytes, int]]:
         entry = self.inodes[ino]
@@ -235,8 +293,7 @@ class RecoveryPointFS(_base() if pyfuse3 is not None else object):  # type: igno
         a.st_ctime_ns = m.get("ct", m.get("mt", 0))
         if "rd" in m:
             a.st_rdev = os.makedev(*m["rd"])
-        a.entry_timeout = 300
-        a.attr_timeout = 300
+        a.entry_timeout = a.attr_timeout = 1 if self.inodes[ino].volatile else 300
         return a
 
     def _read(self, ino: int, off: int, size: int) -> bytes:
@@ -282,6 +339,7 @@ class RecoveryPointFS(_base() if pyfuse3 is not None else object):  # type: igno
         return self._attr(inode)
 
     async def lookup(self, parent_inode, name, ctx=None):
+        self._refresh(parent_inode)
         try:
             ino = self._children(parent_inode).get(bytes(name))
         except Exception as e:  # noqa: BLE001
@@ -293,6 +351,7 @@ class RecoveryPointFS(_base() if pyfuse3 is not None else object):  # type: igno
     async def opendir(self, inode, ctx):
         if self.inodes[inode].node.meta.get("t") != "d":
             raise pyfuse3.FUSEError(errno.ENOTDIR)
+        self._refresh(inode)
         return inode
 
     async def readdir(self, fh, start_id, token):
@@ -398,8 +457,10 @@ def mount_info(mountpoint: str, point: Optional[RecoveryPoint], points: Sequence
 
 def mount(vault: Vault, point: Optional[RecoveryPoint], mountpoint: str, *,
           points: Sequence[RecoveryPoint] = (), allow_other: bool = False, on_event: EventSink = no_events,
-          on_ready: Optional[Callable[[MountInfo], None]] = None) -> None:
-    """Serve the recovery point at mountpoint (None: the browsable layout of `points`) until it is unmounted
+          on_ready: Optional[Callable[[MountInfo], None]] = None,
+          list_points: Optional[Callable[[], Sequence[RecoveryPoint]]] = None) -> None:
+    """Serve the recovery point at mountpoint (None: the browsable layout of `points`, rebuilt from
+    `list_points()` when the vault's points change: RecoveryPointFS) until it is unmounted
     (fusermount3 -u) or interrupted. `on_event(kind, info)` hears each call that failed (kind "error",
     info["message"]); `on_ready(info)` is called once the mount is live. UsageError without FUSE or for a
     mount point that is no directory; MountBusy for one in use."""
@@ -409,7 +470,7 @@ def mount(vault: Vault, point: Optional[RecoveryPoint], mountpoint: str, *,
     if point is not None:
         fs = RecoveryPointFS(vault, point, on_event, read_ahead=threads)
     else:
-        fs = RecoveryPointFS(vault, None, on_event, layout=build_layout(points), read_ahead=threads)
+        fs = RecoveryPointFS(vault, None, on_event, points=points, read_ahead=threads, list_points=list_points)
     options = set(pyfuse3.default_options)
     options.add("fsname=recovault")
     options.add("ro")

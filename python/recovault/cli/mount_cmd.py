@@ -2,7 +2,7 @@
 system."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, List, Optional, Set
 
 import click
 
@@ -10,6 +10,7 @@ from .context import Ctx, common_options, pass_ctx
 
 if TYPE_CHECKING:
     from ..mount import MountInfo
+    from ..vault.records import RecoveryPoint
 
 
 @click.command()
@@ -46,12 +47,26 @@ def mount(c: Ctx, first: str, mountpoint: Optional[str], allow_other: bool) -> N
                        f"tags/); unmount with 'fusermount3 -u {where}'", err=True)
 
     with c.open() as v, ProgressReporter(False, "serving") as prog:  # prog: the mount's errors as warnings
+        damaged: List[str] = []
+
+        def listed() -> List["RecoveryPoint"]:
+            """The points to browse (asked again while serving); a damaged point is left out, warned once."""
+            points = v.snapshots(on_corrupt=damaged.append)
+            for msg in damaged:
+                if msg not in warned:
+                    warned.add(msg)
+                    c.warn(msg)
+            damaged.clear()
+            return points
+
+        warned: Set[str] = set()
         if snapshot is not None:
             point = v.find_snapshot(snapshot)
             points = [point]
         else:
-            point, points = None, v.snapshots(on_corrupt=c.warn)  # a damaged point: warned and left out
-        do_mount(v, point, where, points=points, allow_other=allow_other, on_event=prog, on_ready=ready)
+            point, points = None, listed()
+        do_mount(v, point, where, points=points, allow_other=allow_other, on_event=prog, on_ready=ready,
+                 list_points=listed)
 
 
 command = mount
