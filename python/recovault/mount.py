@@ -296,13 +296,29 @@ class RecoveryPointFS(_base() if pyfuse3 is not None else object):  # type: igno
         a.entry_timeout = a.attr_timeout = 1 if self.inodes[ino].volatile else 300
         return a
 
+    def _read_ahead(self, entry: _Inode, off: int, end: int, first: int, last: int, count: int,
+                    blob_of: Callable[[int], Optional[bytes]]) -> None:
+        """For a read of [off, end) spanning blobs first..last (of `count`; `blob_of(i)` the ID of blob i, None
+        for none: a hole), start reading the others than `first` (read by the caller meanwhile), and the
+        `workers` after `last` too if the read continues the previous one: a reader in sequence finds
+        them read. Nothing without read-ahead threads."""
+        if self.cache.pool is None or first < 0 or off >= end:
+            return
+        stop = min(last + 1 + (self.cache.workers if off == entry.next_off else 0), count)
+        ids = [blob_of(i) for i in range(first + 1, stop)]  # before prefetch takes its lock (a map page read)
+        self.cache.prefetch([b for b in ids if b is not None])
+
     def _read(self, ino: int, off: int, size: int) -> bytes:
         entry = self.inodes[ino]
         node = entry.node
         if node.image is not None:
             if entry.image is None:
                 entry.image = ImageMap(self.vault, node.image, self.cache.get)
-            return entry.image.read(off, size)
+            m = entry.image
+            end = min(off + size, m.size)
+            self._read_ahead(entry, off, end, off // m.block_size, (end - 1) // m.block_size, m.nblocks, m.block_id)
+            entry.next_off = end
+            return m.read(off, size)
         if entry.chunks is None:
             entry.chunks = [bytes.fromhex(c) for c in node.content or ()]
         content = entry.chunks
@@ -314,11 +330,8 @@ class RecoveryPointFS(_base() if pyfuse3 is not None else object):  # type: igno
             entry.offsets = offs
         end = min(off + size, node.size or 0)
         i = bisect.bisect_right(entry.offsets, off) - 1
-        if self.cache.pool is not None and 0 <= i and off < end:
-            # the other chunks of this read at once, and the next ones too if the file is read in sequence
-            last = bisect.bisect_right(entry.offsets, end - 1) - 1
-            ahead = self.cache.workers if off == entry.next_off else 0
-            self.cache.prefetch(content[i + 1:last + 1 + ahead])
+        self._read_ahead(entry, off, end, i, bisect.bisect_right(entry.offsets, end - 1) - 1, len(content),
+                         content.__getitem__)
         entry.next_off = end
         out = bytearray()
         while off < end and 0 <= i < len(content):
