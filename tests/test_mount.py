@@ -606,3 +606,23 @@ def test_a_mount_point_in_use_exits_20(browsed):
     p = run_cli(browsed.home, "mount", "--vault", browsed.vault, "--json", str(browsed.mnt), check=False)
     assert p.returncode == 20 and json.loads(p.stdout)["exit_code"] == 20
     assert os.listdir(browsed.mnt), "the mount in use was disturbed"
+
+
+def test_a_dead_fuse_mount_left_behind_is_in_use_too(browsed):
+    """A FUSE server killed hard leaves its mount point answering ENOTCONN: mounting there again is refused
+    (exit 20, naming fusermount3 -u) rather than failing with the kernel's error text."""
+    mnt = browsed.home / "dead"
+    mnt.mkdir()
+    proc = start_mount(browsed.home, browsed.vault, None, mnt)
+    proc.kill()
+    proc.wait(timeout=10)
+    try:
+        with pytest.raises(OSError) as ei:
+            os.listdir(mnt)  # (a stat may still be answered from the kernel's attribute cache)
+        assert ei.value.errno == errno.ENOTCONN
+        p = run_cli(browsed.home, "mount", "--vault", browsed.vault, str(mnt), check=False)
+        assert p.returncode == 20, p.stderr
+        assert b"server is gone" in p.stderr and b"fusermount3 -u" in p.stderr
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+    assert not os.path.ismount(mnt)

@@ -400,6 +400,24 @@ def test_a_failed_read_ahead_fails_only_the_read_that_waited_for_it():
     assert not cache.pending
 
 
+# ---- the mount point ------------------------------------------------------------------------------------------
+def test_a_mount_point_must_be_a_free_directory(tmp_path, monkeypatch):
+    from recovault.errors import MountBusy, UsageError
+    from recovault.mount import check_mountpoint
+    assert check_mountpoint(str(tmp_path)) == str(tmp_path)
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert check_mountpoint("sub") == str(tmp_path / "sub")  # absolute: the mount and its report use it
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="is not a directory"):
+        check_mountpoint(str(tmp_path / "file"))
+    with pytest.raises(UsageError, match="does not exist"):
+        check_mountpoint(str(tmp_path / "missing"))
+    with pytest.raises(MountBusy, match="is in use") as ei:
+        check_mountpoint("/")  # always a mount point
+    assert ei.value.exit_code == 20
+
+
 # ---- without pyfuse3 ------------------------------------------------------------------------------------------
 def test_mount_without_pyfuse3_says_how_to_get_it_before_anything_else(tmp_path):
     blocker = tmp_path / "block"

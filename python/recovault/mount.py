@@ -440,18 +440,24 @@ def check_mountpoint(mountpoint: str) -> str:
     """The mount point as an absolute path, if a mount can go there: UsageError if it is no directory;
     MountBusy if something is mounted there already, or a FUSE mount whose server died is still there."""
     where = os.path.abspath(mountpoint)
+    dead = MountBusy(f"mount point {mountpoint} is in use: a FUSE mount whose server is gone is still there; "
+                     f"unmount it first (fusermount3 -u {where})")
     try:
         st = os.stat(where)
     except FileNotFoundError:
         raise UsageError(f"mount point {mountpoint} does not exist") from None
     except OSError as e:
         if e.errno == errno.ENOTCONN:
-            raise MountBusy(f"mount point {mountpoint} is in use: a FUSE mount whose server is gone is still "
-                            f"there; unmount it first (fusermount3 -u {where})") from None
+            raise dead from None
         raise UsageError(f"mount point {mountpoint}: {e.strerror}") from None
     if not st_mod.S_ISDIR(st.st_mode):
         raise UsageError(f"mount point {mountpoint} is not a directory")
     if os.path.ismount(where):
+        try:  # the stat may have come from the kernel's attribute cache: opening asks the server itself
+            os.scandir(where).close()
+        except OSError as e:
+            if e.errno == errno.ENOTCONN:
+                raise dead from None
         raise MountBusy(f"mount point {mountpoint} is in use: something is mounted there already "
                         f"(unmount it first: fusermount3 -u {where}, or umount)")
     return where

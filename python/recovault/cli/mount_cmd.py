@@ -27,8 +27,8 @@ def mount(c: Ctx, first: str, mountpoint: Optional[str], allow_other: bool) -> N
 
     \b
     Example:
-      recovault mount /mnt/vault && ls /mnt/vault/hosts/web1/latest/etc
-      recovault mount latest /mnt/rp"""
+      recovault mount /mnt/vault &    # then: ls /mnt/vault/hosts/web1/latest/etc
+      recovault mount latest /mnt/rp  # one point; fusermount3 -u /mnt/rp ends it"""
     from ..mount import check_mountpoint, require_fuse
     require_fuse()  # before anything else: without pyfuse3, say how to get it
     snapshot, where = (first, mountpoint) if mountpoint is not None else (None, first)
