@@ -12,6 +12,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -626,3 +627,25 @@ def test_a_dead_fuse_mount_left_behind_is_in_use_too(browsed):
     finally:
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
     assert not os.path.ismount(mnt)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_kill_or_ctrl_c_unmounts_and_ends_cleanly(browsed, sig):
+    """`kill PID` (the pid mount --json reports) or Ctrl-C is the operator's way to end a mount, as
+    fusermount3 -u is: the mount is undone, exit 0, nothing on stderr but the serving line."""
+    mnt = browsed.home / f"sig{int(sig)}"
+    mnt.mkdir()
+    proc = start_mount(browsed.home, browsed.vault, None, mnt)
+    try:
+        assert sorted(os.listdir(mnt)) == ["hosts", "ids", "snapshots", "tags"]
+        proc.send_signal(sig)
+        proc.wait(timeout=20)
+    finally:
+        if os.path.ismount(mnt):
+            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+        if proc.poll() is None:
+            proc.kill()
+    log = (browsed.home / f"mount-{mnt.name}.log").read_text(errors="replace")
+    assert proc.returncode == 0, log
+    assert not os.path.ismount(mnt)
+    assert [line for line in log.splitlines() if not line.startswith("serving ")] == [], log

@@ -3,13 +3,14 @@
 
 `mount(vault, point, ...)` serves one point's tree at the mount point; `mount(vault, None, ...)` serves the
 browsable layout of mount_layout.py (ids/, snapshots/, hosts/HOST/, tags/TAG/, `latest` links): a point's
-directory is the root of its tree, whose trees are read only when a directory inside is listed or looked up
-(listing the points reads no tree). Files read their chunks on demand; disk images read their blocks through the block map, so a user can
-loop-mount the file system inside a backed-up disk image and copy single files out without restoring the
-whole disk. Decrypted blobs are kept in a small LRU cache. From a vault whose objects are not local files
-(an object store), each blob is one ranged request, and a file read in sequence has its next chunks read
-ahead, `vault.blobs.connections` of them at once on as many threads (a FUSE read asks for 128 KiB; a
-chunk is one round trip): a point is browsed and copied out at the store's throughput, not its latency.
+directory is the root of its tree, read only when something inside is listed or looked up (listing the
+points reads no tree). Files read their chunks on demand; disk images read their blocks through the block
+map, so a user can loop-mount the file system inside a backed-up disk image and copy single files out
+without restoring the whole disk. Decrypted blobs are kept in a small LRU cache. From a vault whose objects
+are not local files (an object store), each blob is one ranged request, the blobs one read spans are
+fetched together, and a file or image read in sequence has its next blobs read ahead,
+`vault.blobs.connections` at once on as many threads (a FUSE read asks for 128 KiB; each blob is a round
+trip): a point is copied out at the store's throughput, not its latency.
 
 A failure while serving (a damaged or missing blob) fails that one call with EIO and is reported through
 ``on_event("error", {"message": ...})``; the mount goes on. The library never prints: the CLI shows the
@@ -20,6 +21,7 @@ from __future__ import annotations
 import bisect
 import errno
 import os
+import signal
 import stat as st_mod
 import threading
 import time
@@ -479,10 +481,11 @@ def mount(vault: Vault, point: Optional[RecoveryPoint], mountpoint: str, *,
           on_ready: Optional[Callable[[MountInfo], None]] = None,
           list_points: Optional[Callable[[], Sequence[RecoveryPoint]]] = None) -> None:
     """Serve the recovery point at mountpoint (None: the browsable layout of `points`, rebuilt from
-    `list_points()` when the vault's points change: RecoveryPointFS) until it is unmounted
-    (fusermount3 -u) or interrupted. `on_event(kind, info)` hears each call that failed (kind "error",
-    info["message"]); `on_ready(info)` is called once the mount is live. UsageError without FUSE or for a
-    mount point that is no directory; MountBusy for one in use."""
+    `list_points()` when the vault's points change: RecoveryPointFS) until it is unmounted (fusermount3 -u)
+    or the process gets SIGTERM or SIGINT (kill PID, Ctrl-C: a normal end, the mount is undone).
+    `on_event(kind, info)` hears each call that failed (kind "error", info["message"]); `on_ready(info)` is
+    called once the mount is live. UsageError without FUSE or for a mount point that is no directory;
+    MountBusy for one in use."""
     require_fuse()
     where = check_mountpoint(mountpoint)
     threads = read_ahead_threads(vault)
@@ -503,7 +506,22 @@ def mount(vault: Vault, point: Optional[RecoveryPoint], mountpoint: str, *,
     try:
         if on_ready is not None:
             on_ready(mount_info(where, point, points))
-        trio.run(pyfuse3.main)
+        trio.run(_serve)
     finally:
         pyfuse3.close(unmount=True)
         fs.close()
+
+
+async def _serve() -> None:
+    """pyfuse3's loop until the file system is unmounted, or until SIGTERM or SIGINT (kill PID, Ctrl-C): a
+    signal ends the loop as the operator's way to unmount (the caller then unmounts), not as an error."""
+    async with trio.open_nursery() as nursery:
+        async def until_signal() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    return
+
+        nursery.start_soon(until_signal)
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()  # unmounted: stop waiting for a signal
