@@ -649,3 +649,41 @@ def test_kill_or_ctrl_c_unmounts_and_ends_cleanly(browsed, sig):
     assert proc.returncode == 0, log
     assert not os.path.ismount(mnt)
     assert [line for line in log.splitlines() if not line.startswith("serving ")] == [], log
+
+
+def test_2000_points_list_through_the_kernel_fast_and_without_a_request(tmp_path, monkeypatch):
+    """A vault of 2,000 points (bench/points_bench.make_points): `ls -l` of snapshots/, ids/ and a host's
+    directory takes well under a second and costs the mount no storage request at all (the layout comes from
+    the point records it listed when it started): the same requests with or without the listings."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from points_bench import PASSPHRASE as BENCH_PASSPHRASE, fast_vault, make_points
+    vault, cache = str(tmp_path / "vault"), str(tmp_path / "cache")
+    with fast_vault(vault, cache) as v:
+        make_points(v, 2000)
+        v.snapshots()  # into the agent cache: every mount below starts from it
+    pw = tmp_path / "pw"
+    pw.write_text(BENCH_PASSPHRASE)
+    (tmp_path / "home").mkdir()
+
+    def serve(listings: List[str]) -> dict:
+        """Mount, run `ls -l` on each of `listings`, unmount; the mount's storage requests per operation."""
+        metrics = tmp_path / "metrics.json"
+        monkeypatch.setenv("RECOVAULT_STORAGE_METRICS", str(metrics))
+        mnt = tmp_path / "mnt"
+        mnt.mkdir(exist_ok=True)
+        proc = start_mount(tmp_path, vault, None, mnt, "--passphrase-file", str(pw), "--cache-dir", cache)
+        try:
+            for rel in listings:
+                start = time.perf_counter()
+                p = subprocess.run(["ls", "-l", str(mnt / rel)], capture_output=True, text=True, timeout=60)
+                took = time.perf_counter() - start
+                assert p.returncode == 0, p.stderr
+                lines = p.stdout.splitlines()[1:]  # after "total N"
+                assert len(lines) == {"snapshots": 2001, "ids": 2000, "hosts/web1": 667 + 1}[rel]
+                assert took < 3.0, f"ls -l {rel}: {took:.2f} s (about 0.05 s on an idle machine)"
+        finally:
+            stop_mount(proc, mnt)
+        assert proc.returncode == 0
+        return {op: counts["requests"] for op, counts in json.loads(metrics.read_text()).items()}
+
+    assert serve(["snapshots", "ids", "hosts/web1"]) == serve([])
