@@ -97,6 +97,9 @@ def test_id_names_are_the_shortest_unique_prefixes_of_at_least_8():
 
 def test_host_and_tag_names_that_cannot_be_file_names():
     assert [file_name(x) for x in ("", ".", "..", "a/b", "nul\0x", "ok")] == ["_", "_", "__", "a_b", "nul_x", "ok"]
+    assert file_name("bad\ud800name") == "bad?name"  # a lone surrogate (valid JSON): no file name holds it
+    assert file_name("caf\udce9") == "caf\udce9"  # a non-UTF-8 byte, as os.fsdecode spells it: kept
+    assert os.fsencode(file_name("caf\udce9")) == b"caf\xe9"
     t = "2026-11-25T14:00:00.000000Z"
     root = build_layout([point(1, t, "a/b", ["x/y", ".."]), point(2, t, "a_b", ["x_y"]), point(3, t, "", ["."])])
     # "a/b" and "a_b" are different hosts: two directories, never one holding both

@@ -18,6 +18,7 @@ no FUSE import, so it is tested without /dev/fuse. mount.py serves it.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import timezone
 from typing import Dict, Iterable, List, Optional, Sequence, Union
@@ -85,12 +86,18 @@ def time_name(point: RecoveryPoint) -> str:
 
 def file_name(text: str) -> str:
     """`text` as one path component (as restic's filenameFromTag): `/` and NUL become `_`; "", "." and ".."
-    become "_", "_" and "__"."""
+    become "_", "_" and "__"; a character no file name can hold (a lone surrogate a JSON document may
+    carry) becomes `?`."""
     if text in ("", "."):
         return "_"
     if text == "..":
         return "__"
-    return text.replace("/", "_").replace("\0", "_")
+    name = text.replace("/", "_").replace("\0", "_")
+    try:
+        os.fsencode(name)
+    except UnicodeEncodeError:
+        name = name.encode("utf-8", "replace").decode("utf-8")
+    return name
 
 
 def _unique(taken: Dict[str, object], name: str) -> str:
