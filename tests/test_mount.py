@@ -687,3 +687,11 @@ def test_2000_points_list_through_the_kernel_fast_and_without_a_request(tmp_path
         return {op: counts["requests"] for op, counts in json.loads(metrics.read_text()).items()}
 
     assert serve(["snapshots", "ids", "hosts/web1"]) == serve([])
+
+
+def test_mount_with_a_point_and_no_mount_point_says_both_forms(browsed, tmp_path):
+    p = subprocess.run([sys.executable, "-m", "recovault.cli", "mount", "--vault", browsed.vault, "latest"],
+                       capture_output=True, env=cli_env(browsed.home), cwd=tmp_path, timeout=60)
+    assert p.returncode == 2
+    err = p.stderr.decode()
+    assert "mount point latest does not exist" in err and "recovault mount SNAPSHOT MOUNTPOINT" in err, err

@@ -2,10 +2,12 @@
 system."""
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, List, Optional, Set
 
 import click
 
+from ..errors import UsageError
 from .context import Ctx, common_options, pass_ctx
 
 if TYPE_CHECKING:
@@ -32,6 +34,9 @@ def mount(c: Ctx, first: str, mountpoint: Optional[str], allow_other: bool) -> N
     from ..mount import check_mountpoint, require_fuse
     require_fuse()  # before anything else: without pyfuse3, say how to get it
     snapshot, where = (first, mountpoint) if mountpoint is not None else (None, first)
+    if snapshot is None and not os.path.lexists(where):  # `mount latest`: a point named, no mount point
+        raise UsageError(f"mount point {where} does not exist (one recovery point: recovault mount SNAPSHOT "
+                         "MOUNTPOINT; every one: recovault mount MOUNTPOINT)")
     check_mountpoint(where)  # in use (exit 20) or no directory: before the passphrase and the vault
     from ..mount import mount as do_mount
     from ..progress import ProgressReporter
