@@ -12,6 +12,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -39,7 +40,10 @@ if _FUSE_PROBLEM:
 from recovault import api  # noqa: E402
 from recovault.jobs.image import restore_image  # noqa: E402
 from recovault.mount import _BlobCache  # noqa: E402
+from recovault.mount_layout import time_name  # noqa: E402
 from recovault.paths import split_path  # noqa: E402
+from recovault.timefmt import parse_time  # noqa: E402
+from recovault.vault.records import RecoveryPoint  # noqa: E402
 from recovault.vault.tree import node_map  # noqa: E402
 
 PASSPHRASE = "correct horse battery staple"
@@ -123,11 +127,17 @@ class Mounted:
         return os.fsencode(self.mnt) + os.fsencode(os.path.abspath(path))
 
 
-def start_mount(home: Path, vault: str, snapshot: str, mnt: Path) -> subprocess.Popen:
+def start_mount(home: Path, vault: str, snapshot: Optional[str], mnt: Path, *options: str) -> subprocess.Popen:
+    """`recovault mount [OPTIONS] [SNAPSHOT] MNT` until MNT is a mount point; stdout and stderr go to
+    mount-MNT.log (stdout alone to mount-MNT.out with --json)."""
     log = open(home / f"mount-{mnt.name}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "recovault.cli", "mount", "--vault", vault, snapshot, str(mnt)],
-                            stdout=log, stderr=subprocess.STDOUT, env=cli_env(home))
-    log.close()
+    out = open(home / f"mount-{mnt.name}.out", "wb") if "--json" in options else log
+    args = [*options, *([snapshot] if snapshot else []), str(mnt)]
+    proc = subprocess.Popen([sys.executable, "-m", "recovault.cli", "mount", "--vault", vault, *args],
+                            stdout=out, stderr=log, env=cli_env(home))
+    out.close()
+    if not log.closed:
+        log.close()
     deadline = time.monotonic() + 10
     while not os.path.ismount(mnt):
         if proc.poll() is not None:
@@ -489,3 +499,199 @@ def test_a_failing_call_is_an_eio_reported_through_on_event_never_printed(capfd)
     assert events[0][1]["message"].startswith("mount: lookup in inode 1")
     out = capfd.readouterr()
     assert out.out == "" and out.err == ""
+
+
+# ---- the browsable mount: every recovery point (`recovault mount MOUNTPOINT`) --------------------------------------
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Browsed:
+    def __init__(self, mnt: Path, home: Path, vault: str, src: Path, points: Dict[str, dict], info: dict) -> None:
+        self.mnt, self.home, self.vault, self.src, self.points, self.info = mnt, home, vault, src, points, info
+
+    def path(self, rel: str) -> str:
+        return os.path.join(str(self.mnt), rel)
+
+
+@pytest.fixture(scope="module")
+def browsed(tmp_path_factory):
+    """Three points: web1 twice (tag daily; a.txt changes between them), db once (tags daily and weekly),
+    served by `recovault mount --json MNT`."""
+    base = tmp_path_factory.mktemp("browse")
+    src = base / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "b.bin").write_bytes(rand(30, 300 * KiB))
+    vault = str(base / "vault")
+    run_cli(base, "init", "--vault", vault, "--json")
+    points = {}
+    for label, text, host, tags, when in (("web1-old", "v1", "web1", ["daily"], "2026-11-20 08:00:00"),
+                                          ("db", "db", "db", ["daily", "weekly"], "2026-11-21 08:00:00"),
+                                          ("web1-new", "v2", "web1", ["daily"], "2026-11-22 09:30:15")):
+        (src / "a.txt").write_text(text)
+        tag_args = [a for t in tags for a in ("--tag", t)]
+        p = run_cli(base, "backup", "--vault", vault, "--host", host, *tag_args, "--time", when, src, "--json")
+        points[label] = json.loads(p.stdout)
+    mnt = base / "mnt"
+    mnt.mkdir()
+    proc = start_mount(base, vault, None, mnt, "--json")
+    try:
+        info = json.loads((base / f"mount-{mnt.name}.out").read_text())
+        yield Browsed(mnt, base, vault, src, points, info)
+    finally:
+        stop_mount(proc, mnt)
+    log = (base / f"mount-{mnt.name}.log").read_text(errors="replace")
+    assert proc.returncode == 0, f"recovault mount exited {proc.returncode} after fusermount3 -u:\n{log}"
+    assert "Traceback" not in log, log
+
+
+def test_browsable_layout_through_the_kernel(browsed):
+    name = {k: time_name(RecoveryPoint.from_json(v)) for k, v in browsed.points.items()}
+    rel = os.path.abspath(browsed.src).lstrip("/")
+    assert sorted(os.listdir(browsed.mnt)) == ["hosts", "ids", "snapshots", "tags"]
+    assert sorted(os.listdir(browsed.path("ids"))) == sorted(p["id"][:8] for p in browsed.points.values())
+    assert sorted(os.listdir(browsed.path("snapshots"))) == sorted([*name.values(), "latest"])
+    assert sorted(os.listdir(browsed.path("hosts"))) == ["db", "web1"]
+    assert sorted(os.listdir(browsed.path("hosts/web1"))) == sorted([name["web1-old"], name["web1-new"], "latest"])
+    assert os.readlink(browsed.path("hosts/web1/latest")) == name["web1-new"]
+    assert os.readlink(browsed.path("hosts/db/latest")) == name["db"]
+    assert os.readlink(browsed.path("snapshots/latest")) == name["web1-new"]
+    assert sorted(os.listdir(browsed.path("tags"))) == ["daily", "weekly"]
+    assert os.readlink(browsed.path("tags/weekly/latest")) == name["db"]
+    assert os.readlink(browsed.path("tags/daily/latest")) == name["web1-new"]
+    # the points' contents, through latest links, time names and ids
+    read = lambda p: Path(browsed.path(p)).read_text()  # noqa: E731
+    assert read(f"hosts/web1/latest/{rel}/a.txt") == "v2"
+    assert read(f"hosts/web1/{name['web1-old']}/{rel}/a.txt") == "v1"
+    assert read(f"tags/weekly/latest/{rel}/a.txt") == "db"
+    assert read(f"ids/{browsed.points['web1-old']['id'][:8]}/{rel}/a.txt") == "v1"
+    assert Path(browsed.path(f"snapshots/latest/{rel}/sub/b.bin")).read_bytes() == (browsed.src / "sub/b.bin").read_bytes()
+    # a point directory carries its time; the layout is read-only
+    st = os.stat(browsed.path(f"hosts/db/{name['db']}"))
+    assert stat.S_ISDIR(st.st_mode) and st.st_mtime_ns // 10**9 == int(parse_time(browsed.points["db"]["time"]).timestamp())
+    with pytest.raises(OSError) as ei:
+        os.mkdir(browsed.path("hosts/new"))
+    assert ei.value.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+    with pytest.raises(FileNotFoundError):
+        os.stat(browsed.path("hosts/no-such-host"))
+
+
+def test_mount_json_reports_the_mount_and_matches_its_schema(browsed):
+    import jsonschema
+    schema = json.loads((ROOT / "docs/schemas/mount.json").read_text())
+    jsonschema.validate(browsed.info, schema)
+    assert browsed.info["mountpoint"] == str(browsed.mnt.resolve())
+    assert browsed.info["layout"] == "browse" and browsed.info["snapshot"] is None
+    assert [p["id"] for p in browsed.info["points"]] == [browsed.points[k]["id"] for k in ("web1-old", "db", "web1-new")]
+    assert all(os.path.isdir(browsed.path(p["dir"])) for p in browsed.info["points"])
+    assert os.path.exists(f"/proc/{browsed.info['pid']}"), "pid is not the serving process"
+    # one point: the same document, with its id
+    mnt = browsed.home / "one"
+    mnt.mkdir()
+    proc = start_mount(browsed.home, browsed.vault, browsed.points["db"]["id"][:10], mnt, "--json")
+    try:
+        doc = json.loads((browsed.home / "mount-one.out").read_text())
+        jsonschema.validate(doc, schema)
+        assert doc["layout"] == "point" and doc["snapshot"] == browsed.points["db"]["id"]
+        assert (Path(str(mnt) + os.path.abspath(browsed.src)) / "a.txt").read_text() == "db"
+    finally:
+        stop_mount(proc, mnt)
+    assert proc.returncode == 0
+
+
+def test_a_mount_point_in_use_exits_20(browsed):
+    for args in ([str(browsed.mnt)], ["latest", str(browsed.mnt)]):
+        p = run_cli(browsed.home, "mount", "--vault", browsed.vault, *args, check=False)
+        assert p.returncode == 20, p.stderr
+        err = p.stderr.decode()
+        assert "is in use" in err and "fusermount3 -u" in err and "Traceback" not in err
+    p = run_cli(browsed.home, "mount", "--vault", browsed.vault, "--json", str(browsed.mnt), check=False)
+    assert p.returncode == 20 and json.loads(p.stdout)["exit_code"] == 20
+    assert os.listdir(browsed.mnt), "the mount in use was disturbed"
+
+
+def test_a_dead_fuse_mount_left_behind_is_in_use_too(browsed):
+    """A FUSE server killed hard leaves its mount point answering ENOTCONN: mounting there again is refused
+    (exit 20, naming fusermount3 -u) rather than failing with the kernel's error text."""
+    mnt = browsed.home / "dead"
+    mnt.mkdir()
+    proc = start_mount(browsed.home, browsed.vault, None, mnt)
+    proc.kill()
+    proc.wait(timeout=10)
+    try:
+        with pytest.raises(OSError) as ei:
+            os.listdir(mnt)  # (a stat may still be answered from the kernel's attribute cache)
+        assert ei.value.errno == errno.ENOTCONN
+        p = run_cli(browsed.home, "mount", "--vault", browsed.vault, str(mnt), check=False)
+        assert p.returncode == 20, p.stderr
+        assert b"server is gone" in p.stderr and b"fusermount3 -u" in p.stderr
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+    assert not os.path.ismount(mnt)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_kill_or_ctrl_c_unmounts_and_ends_cleanly(browsed, sig):
+    """`kill PID` (the pid mount --json reports) or Ctrl-C is the operator's way to end a mount, as
+    fusermount3 -u is: the mount is undone, exit 0, nothing on stderr but the serving line."""
+    mnt = browsed.home / f"sig{int(sig)}"
+    mnt.mkdir()
+    proc = start_mount(browsed.home, browsed.vault, None, mnt)
+    try:
+        assert sorted(os.listdir(mnt)) == ["hosts", "ids", "snapshots", "tags"]
+        proc.send_signal(sig)
+        proc.wait(timeout=20)
+    finally:
+        if os.path.ismount(mnt):
+            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+        if proc.poll() is None:
+            proc.kill()
+    log = (browsed.home / f"mount-{mnt.name}.log").read_text(errors="replace")
+    assert proc.returncode == 0, log
+    assert not os.path.ismount(mnt)
+    assert [line for line in log.splitlines() if not line.startswith("serving ")] == [], log
+
+
+def test_2000_points_list_through_the_kernel_fast_and_without_a_request(tmp_path, monkeypatch):
+    """A vault of 2,000 points (bench/points_bench.make_points): `ls -l` of snapshots/, ids/ and a host's
+    directory takes well under a second and costs the mount no storage request at all (the layout comes from
+    the point records it listed when it started): the same requests with or without the listings."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from points_bench import PASSPHRASE as BENCH_PASSPHRASE, fast_vault, make_points
+    vault, cache = str(tmp_path / "vault"), str(tmp_path / "cache")
+    with fast_vault(vault, cache) as v:
+        make_points(v, 2000)
+        v.snapshots()  # into the agent cache: every mount below starts from it
+    pw = tmp_path / "pw"
+    pw.write_text(BENCH_PASSPHRASE)
+    (tmp_path / "home").mkdir()
+
+    def serve(listings: List[str]) -> dict:
+        """Mount, run `ls -l` on each of `listings`, unmount; the mount's storage requests per operation."""
+        metrics = tmp_path / "metrics.json"
+        monkeypatch.setenv("RECOVAULT_STORAGE_METRICS", str(metrics))
+        mnt = tmp_path / "mnt"
+        mnt.mkdir(exist_ok=True)
+        proc = start_mount(tmp_path, vault, None, mnt, "--passphrase-file", str(pw), "--cache-dir", cache)
+        try:
+            for rel in listings:
+                start = time.perf_counter()
+                p = subprocess.run(["ls", "-l", str(mnt / rel)], capture_output=True, text=True, timeout=60)
+                took = time.perf_counter() - start
+                assert p.returncode == 0, p.stderr
+                lines = p.stdout.splitlines()[1:]  # after "total N"
+                assert len(lines) == {"snapshots": 2001, "ids": 2000, "hosts/web1": 667 + 1}[rel]
+                assert took < 3.0, f"ls -l {rel}: {took:.2f} s (about 0.05 s on an idle machine)"
+        finally:
+            stop_mount(proc, mnt)
+        assert proc.returncode == 0
+        return {op: counts["requests"] for op, counts in json.loads(metrics.read_text()).items()}
+
+    assert serve(["snapshots", "ids", "hosts/web1"]) == serve([])
+
+
+def test_mount_with_a_point_and_no_mount_point_says_both_forms(browsed, tmp_path):
+    p = subprocess.run([sys.executable, "-m", "recovault.cli", "mount", "--vault", browsed.vault, "latest"],
+                       capture_output=True, env=cli_env(browsed.home), cwd=tmp_path, timeout=60)
+    assert p.returncode == 2
+    err = p.stderr.decode()
+    assert "mount point latest does not exist" in err and "recovault mount SNAPSHOT MOUNTPOINT" in err, err

@@ -94,3 +94,10 @@ class Busy(RecovaultError):
     again when it has finished (or its lease expired)."""
 
     exit_code = 17
+
+
+class MountBusy(RecovaultError):
+    """The mount point is in use: something is mounted there already (or a FUSE mount whose server died is
+    still there). Nothing was mounted; unmount it first (fusermount3 -u), or choose another directory."""
+
+    exit_code = 20
