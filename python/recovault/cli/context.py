@@ -1,5 +1,5 @@
-"""What every command shares: the common options (--vault, --passphrase-file, --cache-dir, --json, the bandwidth
-limits --limit-upload and friends) and the `Ctx` object they fill, which opens the vault and speaks to people
+"""What every command shares: the common options (--vault, --passphrase-file, --passphrase-command, --cache-dir,
+--json, the bandwidth limits --limit-upload and friends) and the `Ctx` object they fill, which opens the vault and speaks to people
 (results on stdout, warnings on stderr).
 
 The common options are accepted before the command name (`recovault --vault V snapshots`) and after it
@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Set, Tuple
 
 import click
 from click.core import ParameterSource
@@ -32,7 +32,10 @@ class Ctx:
 
     def __init__(self) -> None:
         self.location: Optional[str] = None
-        self.passphrase_file: Optional[str] = None
+        self.passphrase_file: Optional[str] = None  # "-": standard input
+        self.passphrase_command: Optional[str] = None
+        self._passphrase: Optional[str] = None  # read once: stdin and a command cannot be read twice
+        self.from_env: Set[str] = set()  # the attributes whose value came from the environment
         self._cache_dir: Optional[str] = None
         self.json = False
         self.connections = 0  # 0: the storage's default (blobstore.default_connections)
@@ -91,9 +94,29 @@ class Ctx:
             raise UsageError("no vault given: use --vault PATH or set RECOVAULT_VAULT")
         return self.location
 
+    def passphrase_source(self) -> Tuple[Optional[str], Optional[str]]:
+        """(passphrase file, passphrase command), at most one of them set: one given on the command line wins
+        over one from the environment (RECOVAULT_PASSPHRASE_FILE, RECOVAULT_PASSPHRASE_COMMAND); two from
+        the same place are refused."""
+        file, command = self.passphrase_file, self.passphrase_command
+        if file is not None and command is not None:
+            file_env, command_env = "passphrase_file" in self.from_env, "passphrase_command" in self.from_env
+            if file_env != command_env:
+                return (None, command) if file_env else (file, None)
+            both = ("RECOVAULT_PASSPHRASE_FILE and RECOVAULT_PASSPHRASE_COMMAND are both set" if file_env
+                    else "give --passphrase-file or --passphrase-command, not both")
+            raise UsageError(f"{both}: the passphrase comes from one of them")
+        return file, command
+
     def passphrase(self, confirm: bool = False) -> str:
-        from ..vault.keys import read_passphrase
-        return read_passphrase(self.passphrase_file, prompt=True, confirm=confirm, on_warning=self.warn)
+        """The vault's passphrase (read_passphrase: a file, '-' for standard input, a command, the environment
+        or a prompt), read once per run."""
+        if self._passphrase is None:
+            from ..vault.keys import read_passphrase
+            file, command = self.passphrase_source()
+            self._passphrase = read_passphrase(file, prompt=True, confirm=confirm, on_warning=self.warn,
+                                               command=command)
+        return self._passphrase
 
     def open(self, quiet: bool = False, write: bool = False) -> "Vault":
         """The vault, unlocked. What it notices while opening is printed as warnings, unless `quiet` (a command
@@ -162,7 +185,13 @@ class _Limit(click.ParamType):
 COMMON_OPTIONS: Tuple[Tuple[Tuple[str, ...], str, dict], ...] = (
     (("--vault", "-r"), "location",
      dict(envvar="RECOVAULT_VAULT", help="The vault: a directory, azure://CONTAINER[/PREFIX] or s3://BUCKET[/PREFIX]. Env: RECOVAULT_VAULT.")),
-    (("--passphrase-file",), "passphrase_file", dict(help="Read the passphrase from this file.")),
+    (("--passphrase-file",), "passphrase_file",
+     dict(envvar="RECOVAULT_PASSPHRASE_FILE", metavar="FILE",
+          help="Read the passphrase from FILE ('-': standard input). Env: RECOVAULT_PASSPHRASE_FILE.")),
+    (("--passphrase-command",), "passphrase_command",
+     dict(envvar="RECOVAULT_PASSPHRASE_COMMAND", metavar="CMD",
+          help="Run CMD (no shell) and read the passphrase from its output, as restic's --password-command. "
+               "Env: RECOVAULT_PASSPHRASE_COMMAND.")),
     (("--cache-dir",), "_cache_dir", dict(help="Agent cache (default ~/.cache/recovault).")),
     (("--json",), "json", dict(is_flag=True, help="Machine-readable output on stdout.")),
     (("--connections",), "connections",
@@ -196,6 +225,10 @@ def _store(attr: str) -> Callable[[click.Context, click.Parameter, Any], None]:
         if from_env and getattr(obj, attr):
             return  # the environment never overrides the command line before the command name
         setattr(obj, attr, value)
+        if from_env:
+            obj.from_env.add(attr)
+        else:
+            obj.from_env.discard(attr)
     return callback
 
 
