@@ -46,6 +46,7 @@ COMMANDS: Dict[str, str] = {
     "prune": "prune_cmd",
     "status": "status_cmd",
     "copy": "copy_cmd",
+    "cache": "cache_cmd",
 }
 
 
@@ -90,6 +91,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         _run(state, argv, as_json)
     finally:
         state.unwire_storage()  # a program that calls main() again, or opens storages after it, starts clean
+        state.tidy_cache()
 
 
 def _run(state: Ctx, argv: Optional[List[str]], as_json: bool) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Set, Tuple
 
 import click
@@ -37,6 +39,9 @@ class Ctx:
         self._passphrase: Optional[str] = None  # read once: stdin and a command cannot be read twice
         self.from_env: Set[str] = set()  # the attributes whose value came from the environment
         self._cache_dir: Optional[str] = None
+        self.cache_max: Optional["CacheSize"] = None  # None: not given (cache_hygiene.DEFAULT_CACHE_MAX)
+        loaded = sys.modules.get("recovault.vault.cache")  # what earlier runs in this process wrote to caches
+        self._cache_written_before = loaded.bytes_written() if loaded is not None else 0
         self.json = False
         self.connections = 0  # 0: the storage's default (blobstore.default_connections)
         self.json_printed = False  # the --json result was printed: a later error must not print a second document
@@ -88,6 +93,26 @@ class Ctx:
             from ..api import default_cache_dir
             self._cache_dir = default_cache_dir()
         return self._cache_dir
+
+    @property
+    def cache_max_bytes(self) -> Optional[int]:
+        """The agent cache's size cap in bytes (None: unlimited)."""
+        if self.cache_max is None:
+            from ..vault.cache_hygiene import DEFAULT_CACHE_MAX
+            return DEFAULT_CACHE_MAX
+        return self.cache_max.bytes
+
+    def tidy_cache(self) -> None:
+        """After a run that wrote into the agent cache: hold it to --cache-max and remove the directories of
+        vaults unused for 30 days (vault/cache_hygiene.py). Best effort: never fails a run."""
+        if self._cache_dir is None or "recovault.vault.cache" not in sys.modules:
+            return
+        from ..vault import cache, cache_hygiene
+        if cache.bytes_written() > self._cache_written_before:
+            try:
+                cache_hygiene.tidy(self._cache_dir, self.cache_max_bytes)
+            except Exception:  # noqa: BLE001 - an accelerator's upkeep: the command itself has succeeded or failed
+                pass
 
     def need_location(self) -> str:
         if not self.location:
@@ -158,6 +183,26 @@ class Ctx:
 pass_ctx = click.make_pass_decorator(Ctx, ensure=True)
 
 
+@dataclass(frozen=True)
+class CacheSize:
+    """--cache-max: the cap in bytes (None: unlimited) as given (an object, so 0 and unlimited are values)."""
+    bytes: Optional[int]
+    text: str
+
+
+class _CacheSize(click.ParamType):
+    name = "SIZE"
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
+        if not isinstance(value, str):
+            return value
+        from ..vault.cache_hygiene import parse_size
+        try:
+            return CacheSize(parse_size(value, "--cache-max"), value)
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 class _Limit(click.ParamType):
     """An option value parsed by a function of storage/limits.py (imported only when the option is given)."""
 
@@ -193,6 +238,10 @@ COMMON_OPTIONS: Tuple[Tuple[Tuple[str, ...], str, dict], ...] = (
           help="Run CMD (no shell) and read the passphrase from its output, as restic's --password-command. "
                "Env: RECOVAULT_PASSPHRASE_COMMAND.")),
     (("--cache-dir",), "_cache_dir", dict(help="Agent cache (default ~/.cache/recovault).")),
+    (("--cache-max",), "cache_max",
+     dict(type=_CacheSize(), envvar="RECOVAULT_CACHE_MAX",
+          help="Cap the agent cache at SIZE (500M, 2GiB, unlimited; default 512MiB), least recently used "
+               "files evicted first. Env: RECOVAULT_CACHE_MAX.")),
     (("--json",), "json", dict(is_flag=True, help="Machine-readable output on stdout.")),
     (("--connections",), "connections",
      dict(type=click.IntRange(1, 64), help="Requests to the vault's storage at once: pack uploads, restore and "
