@@ -39,3 +39,70 @@ def test_a_path_with_brackets_is_printed_as_it_is_on_a_terminal(path):
         prog("error", {"path": path, "error": "again, above the bar"})
     text = buf.getvalue()
     assert f"warning: {path}: Permission denied" in text and f"warning: {path}: again, above the bar" in text
+
+
+def terminal_reporter(verb: str = "backing up") -> "tuple[ProgressReporter, io.StringIO]":
+    """A reporter drawing its bar into a buffer, as it would on a terminal."""
+    from rich.console import Console
+    prog = ProgressReporter(False, verb)
+    buf = io.StringIO()
+    prog.enabled, prog.console = True, Console(file=buf, force_terminal=True, width=200)
+    return prog, buf
+
+
+def test_totals_are_labelled_until_the_walk_ends_then_the_bar_measures_final_totals():
+    """A bar over totals that grow moves backwards: until "walked" the totals say "found so far" and the bar
+    has no total (no time remaining); then its total is the final one and stays."""
+    prog, _buf = terminal_reporter()
+    with prog:
+        prog("plan", {"files": 0, "bytes": 0})
+        prog("more", {"files": 1, "bytes": 1000})
+        prog("file", {"path": "/src/a", "bytes": 1000})
+        task = prog.bar.tasks[0]
+        assert task.total is None and task.fields["totals"] == "1/1 files, 1000 B of 1000 B found so far"
+        assert task.fields["current"] == "/src/a"
+        prog("more", {"files": 2, "bytes": 3000})
+        assert prog.bar.tasks[0].total is None and "found so far" in prog.bar.tasks[0].fields["totals"]
+        prog("walked", {})
+        task = prog.bar.tasks[0]
+        assert task.total == 4000 and task.completed == 1000
+        assert task.fields["totals"] == "1/3 files, 1000 B of 3.9 KiB"
+        prog("file", {"path": "/src/" + "deep/" * 30 + "b", "bytes": 2000})
+        task = prog.bar.tasks[0]
+        assert task.total == 4000 and task.completed == 3000
+        assert task.fields["current"].endswith("deep/b") and len(task.fields["current"]) <= 48
+    from rich.progress import TimeElapsedColumn
+    assert any(isinstance(c, TimeElapsedColumn) for c in prog.bar.columns)
+
+
+def test_a_backup_says_when_its_walk_is_over(tmp_path):
+    """The backup job sends "walked" once, after the last "more": its totals are final from there on."""
+    from recovault import api
+    from recovault.vault.keys import KdfParams
+    src = tmp_path / "src"
+    for i in range(30):
+        (src / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 3}" / f"f{i}").write_bytes(bytes([i]) * (1000 + i))
+    events = []
+    with api.init_vault(str(tmp_path / "v"), "a passphrase of some length",
+                        kdf=KdfParams(memory_kib=8, iterations=1, lanes=1)) as v:
+        api.backup(v, [str(src)], progress=lambda kind, info: events.append(kind))
+    kinds = [k for k in events if k in ("plan", "more", "walked")]
+    assert kinds[0] == "plan" and kinds.count("walked") == 1 and kinds[-1] == "walked"
+    assert kinds.count("more") == 30
+
+
+def test_nothing_on_a_non_terminal_unless_asked(tmp_path):
+    from test_cli import Cli, api_vault, ok
+    cli = Cli(tmp_path / "home")
+    vault = api_vault(tmp_path / "vault")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"x" * 100_000)
+    res = ok(cli("backup", "--vault", vault, src))
+    assert res.stderr == ""
+    (src / "g").write_bytes(b"y" * 50_000)
+    res = ok(cli("backup", "--vault", vault, src, env={"RECOVAULT_PROGRESS": "0.0001"}))
+    lines = res.stderr.splitlines()
+    assert lines and all(line.startswith("recovault: progress: backing up ") for line in lines), res.stderr
+    assert "elapsed" in lines[-1] and "found so far" not in lines[-1] and "1/1 files" in lines[-1], lines
