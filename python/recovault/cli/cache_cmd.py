@@ -8,16 +8,8 @@ from typing import Any, Dict, List, Optional
 
 import click
 
+from ..progress import human_bytes
 from .context import Ctx, common_options, pass_ctx
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 def _when(epoch: float) -> str:
@@ -32,13 +24,13 @@ def _vault_json(v: Any, old_before: float) -> Dict[str, Any]:
 
 def _table(root: str, cap: Optional[int], vaults: List[Dict[str, Any]]) -> List[str]:
     total = sum(v["bytes"] for v in vaults)
-    lines = [f"agent cache {root}: {_human(total)} in {len(vaults)} vault(s), cap "
-             + (_human(cap) if cap is not None else "unlimited")]
+    lines = [f"agent cache {root}: {human_bytes(total)} in {len(vaults)} vault(s), cap "
+             + (human_bytes(cap) if cap is not None else "unlimited")]
     if vaults:
         lines.append(f"{'VAULT':<10}{'LAST USED':<21}{'SIZE':>11}  LOCATION")
     for v in vaults:
         when = v["last_used"][:19].replace("T", " ")
-        lines.append(f"{v['id'][:8]:<10}{when:<21}{_human(v['bytes']):>11}  {v['location'] or '(unknown)'}"
+        lines.append(f"{v['id'][:8]:<10}{when:<21}{human_bytes(v['bytes']):>11}  {v['location'] or '(unknown)'}"
                      + ("  (unused: --cleanup removes it)" if v["old"] else ""))
     return lines
 
@@ -73,7 +65,7 @@ def cache(c: Ctx, cleanup: bool, max_age: int) -> None:
     lines = _table(root, cap, vaults)
     if done is not None:
         lines.append(f"cleanup: removed {len(done['removed'])} unused vault directory(ies), evicted "
-                     f"{done['evicted_files']} file(s) ({_human(done['evicted_bytes'])})")
+                     f"{done['evicted_files']} file(s) ({human_bytes(done['evicted_bytes'])})")
     c.out({"root": root, "max_bytes": cap, "max_age_days": max_age, "bytes": sum(v["bytes"] for v in vaults),
            "vaults": vaults, "cleanup": done}, "\n".join(lines))
 
