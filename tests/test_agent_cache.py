@@ -15,7 +15,7 @@ from test_cli import Cli, api_vault, fails, json_out, ok
 from e2e_tree import write
 
 from recovault.vault.cache import ObjectCache
-from recovault.vault.cache_hygiene import DEFAULT_CACHE_MAX, parse_size, survey, tidy
+from recovault.vault.cache_hygiene import DEFAULT_CACHE_MAX, parse_size, survey, tidy, tidy_if_due
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((ROOT / "docs" / "schemas" / "cache.json").read_text())
@@ -140,7 +140,12 @@ def test_vaults_unused_for_30_days_are_removed(backed_up):
     assert [(v["id"], v["old"], v["location"]) for v in doc["vaults"]][-1] == ("e" * 32, True, "file:///gone")
     assert old.exists()  # listing removes nothing
 
-    # any run that writes into the cache removes it
+    # a run that writes into the cache removes it, at most hourly (surveying a large cache takes time)
+    ok(cli("backup", "--vault", vault, src))
+    assert old.exists()  # the first backup tidied the cache a moment ago
+    state = Path(cli.cache_dir) / "tidy.json"
+    doc = json.loads(state.read_text())
+    state.write_text(json.dumps(dict(doc, time=doc["time"] - 3601)))
     ok(cli("backup", "--vault", vault, src))
     assert not old.exists()
 
@@ -154,3 +159,18 @@ def test_vaults_unused_for_30_days_are_removed(backed_up):
     doc = json_out(cli("cache", "--json", "--cleanup", "--max-age", "0"))
     jsonschema.validate(doc, SCHEMA)
     assert len(doc["cleanup"]["removed"]) == 1 and doc["vaults"] == [] and doc["bytes"] == 0
+
+
+def test_tidy_is_due_hourly_or_when_the_cap_may_be_passed(tmp_path):
+    now = time.time()
+    vid = "f" * 32
+    plant(tmp_path, f"{vid}/index/" + "7" * 64, 100, 50, now)
+    assert tidy_if_due(str(tmp_path), 1000, 100, now=now) is not None  # never tidied: due
+    old = plant(tmp_path, f"{vid}/index/" + "8" * 64, 100, 60, now)  # the least recently used
+    assert tidy_if_due(str(tmp_path), 1000, 100, now=now + 60) is None  # 300 of 1000 by the books
+    assert old.exists()
+    r = tidy_if_due(str(tmp_path), 150, 100, now=now + 120)  # 400 would pass the cap: at once
+    assert r is not None and r.evicted_files == 1 and not old.exists()
+    plant(tmp_path, f"{vid}/index/" + "9" * 64, 100, 40, now)
+    assert tidy_if_due(str(tmp_path), 1000, 1, now=now + 120 + 3599) is None
+    assert tidy_if_due(str(tmp_path), 1000, 1, now=now + 120 + 3600) is not None  # an hour on: due again

@@ -5,6 +5,7 @@ prints its passphrase-loss warning only once the vault exists."""
 from __future__ import annotations
 
 import os
+
 import pytest
 
 from test_cli import PASSPHRASE, Cli, api_vault, fails, json_out, ok
@@ -43,7 +44,8 @@ def test_passphrase_file_from_the_environment(setup):
     ok(cli("snapshots", "--vault", vault, "--passphrase-file", good, env={"RECOVAULT_PASSPHRASE_FILE": wrong}))
     ok(cli("--passphrase-file", good, "snapshots", "--vault", vault, env={"RECOVAULT_PASSPHRASE_FILE": wrong}))
     # and a file wins over RECOVAULT_PASSPHRASE, as --passphrase-file always did
-    ok(cli("snapshots", "--vault", vault, env={"RECOVAULT_PASSPHRASE_FILE": good, "RECOVAULT_PASSPHRASE": SECRET_WRONG}))
+    ok(cli("snapshots", "--vault", vault,
+           env={"RECOVAULT_PASSPHRASE_FILE": good, "RECOVAULT_PASSPHRASE": SECRET_WRONG}))
     res = cli("snapshots", "--vault", vault, env={"RECOVAULT_PASSPHRASE_FILE": wrong})
     fails(res, 12, "wrong passphrase")
     assert SECRET_WRONG not in res.stdout + res.stderr

@@ -3,9 +3,10 @@
 Before the command line is parsed (importing click and the rest of the program takes ~0.1 s), this
 starts deriving the key of the vault the arguments name, in a background thread: Argon2id (~0.2 s)
 releases the GIL, so the two overlap. The arguments are only glanced at here (--vault/-r, RECOVAULT_VAULT,
---passphrase-file, RECOVAULT_PASSPHRASE_FILE, RECOVAULT_PASSPHRASE, never a prompt nor a passphrase command; the common options of cli/context.py, anywhere on
-the command line); a wrong guess or any failure is silently dropped,
-and the command then unlocks the vault the ordinary way. See vault.keys.derive_early.
+--passphrase-file, RECOVAULT_PASSPHRASE_FILE, RECOVAULT_PASSPHRASE; never a prompt, standard input or a
+passphrase command, which can be read or run only once; the common options of cli/context.py, anywhere on
+the command line); a wrong guess or any failure is silently dropped, and the command then unlocks the vault
+the ordinary way. See vault.keys.derive_early.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What every command shares: the common options (--vault, --passphrase-file, --passphrase-command, --cache-dir,
---json, the bandwidth limits --limit-upload and friends) and the `Ctx` object they fill, which opens the vault and speaks to people
-(results on stdout, warnings on stderr).
+--cache-max, --json, the bandwidth limits --limit-upload and friends) and the `Ctx` object they fill, which
+opens the vault and speaks to people (results on stdout, warnings on stderr).
 
 The common options are accepted before the command name (`recovault --vault V snapshots`) and after it
 (`recovault snapshots --vault V`): `common_options` adds them to the group and to every command, without
@@ -104,13 +104,15 @@ class Ctx:
 
     def tidy_cache(self) -> None:
         """After a run that wrote into the agent cache: hold it to --cache-max and remove the directories of
-        vaults unused for 30 days (vault/cache_hygiene.py). Best effort: never fails a run."""
+        vaults unused for 30 days, when due (vault/cache_hygiene.py: hourly, or at once when the cap may be
+        exceeded). Best effort: never fails a run."""
         if self._cache_dir is None or "recovault.vault.cache" not in sys.modules:
             return
         from ..vault import cache, cache_hygiene
-        if cache.bytes_written() > self._cache_written_before:
+        written = cache.bytes_written() - self._cache_written_before
+        if written > 0:
             try:
-                cache_hygiene.tidy(self._cache_dir, self.cache_max_bytes)
+                cache_hygiene.tidy_if_due(self._cache_dir, self.cache_max_bytes, written)
             except Exception:  # noqa: BLE001 - an accelerator's upkeep: the command itself has succeeded or failed
                 pass
 

@@ -6,7 +6,8 @@ is, for `recovault cache`), rewritten when the URL changes and touched whenever 
 file's mtime is its last use: `cache.mark_used` touches it on every hit. A vault's last use is the newest
 mtime in its directory.
 
-`tidy` (run by the CLI after a command that wrote into the cache, and by `recovault cache --cleanup`):
+`tidy` (run by `recovault cache --cleanup`, and by the CLI after a command that wrote into the cache when it
+is due: `tidy_if_due`, hourly or when the cap may have been passed):
 1. removes the directories of vaults last used more than `max_age_days` ago (default 30);
 2. removes leftover temporary files (``.tmp-*``) older than a day (a process killed while writing);
 3. while the cache is larger than the cap, deletes the least recently used files that can be fetched again
@@ -32,13 +33,15 @@ from ..errors import UsageError
 from .cache import mark_used, private_dir, read_private, write_private
 
 __all__ = ["DEFAULT_CACHE_MAX", "MAX_AGE_DAYS", "CachedVault", "TidyResult", "mark_seen", "parse_size", "survey",
-           "tidy"]
+           "tidy", "tidy_if_due"]
 
 DEFAULT_CACHE_MAX = 512 << 20
 MAX_AGE_DAYS = 30
 SEEN_FILE = "vault.json"
 KEPT = ("journal", "journal-heads", SEEN_FILE)  # top-level names of a vault's directory the cap never evicts
 TMP_AGE = 86400.0
+STATE_FILE = "tidy.json"  # in the root: {"v": 1, "bytes": the cache's size after the last tidy, "time": when}
+TIDY_EVERY = 3600.0
 _VAULT_DIR = re.compile(r"[0-9a-f]{32}")
 _SIZE = re.compile(r"(\d+)\s*([bkmgt]?)(?:i?b)?")
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -196,4 +199,25 @@ def tidy(root: str, max_bytes: Optional[int] = DEFAULT_CACHE_MAX, max_age_days: 
                 result.evicted_files += 1
                 result.evicted_bytes += f.size
     result.bytes_after = total
+    return result
+
+
+def tidy_if_due(root: str, max_bytes: Optional[int], written: int,
+                now: Optional[float] = None) -> Optional[TidyResult]:
+    """`tidy` after a run that wrote `written` bytes into the cache, unless the last tidy was less than an hour
+    ago and its size plus what was written since is within the cap (surveying 20,000 cached trees takes
+    ~0.5 s: not after every run). Returns what `tidy` did, or None when it was not due."""
+    now = time.time() if now is None else now
+    path = Path(root) / STATE_FILE
+    try:
+        state = json.loads(read_private(path) or b"null")
+        size, when = int(state["bytes"]), float(state["time"])
+    except (ValueError, TypeError, KeyError):
+        size, when = 0, float("-inf")
+    size += written
+    due = now - when >= TIDY_EVERY or now < when or (max_bytes is not None and size > max_bytes)
+    result = tidy(root, max_bytes, now=now) if due else None
+    if result is not None:
+        size, when = result.bytes_after, now
+    write_private(path, json.dumps({"v": 1, "bytes": size, "time": when}).encode())
     return result
