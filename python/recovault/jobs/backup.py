@@ -219,11 +219,12 @@ class BackupJob:
         base = find_base(snaps, self.host, src.paths, opts.mode)
         self._base_id = base.id if base else None
         mode = self._mode = opts.mode if (opts.mode == "full" or base is not None) else "full"
-        self._base = BaseTrees(self.vault, base.tree if base else None)
+        self._base = BaseTrees(self.vault, base.tree if base else None, self._problem)
         # A full backup trusts nothing of its base, but keeps the block size of each image in it (blocks of
         # another size would share nothing with what the vault has).
         latest = find_base(snaps, self.host, src.paths, "incremental")
-        self._sizes_from = self._base if mode != "full" else BaseTrees(self.vault, latest.tree if latest else None)
+        self._sizes_from = (self._base if mode != "full"
+                            else BaseTrees(self.vault, latest.tree if latest else None, self._problem))
         chain = _Chain(src.paths, mode, base, find_base(snaps, self.host, src.paths, "differential"))
         on_disk = [split_path(p) for p in src.tree_paths + src.images]  # a stream's path has no ancestors
         tree = self._tree = TreeBuilder(self.vault, self._base, pinned_dirs(
@@ -244,6 +245,9 @@ class BackupJob:
         except (StorageError, KeyboardInterrupt) as e:
             self._interrupted(e, chain, session, t0)  # raises
         return self._finish(chain, session, root_id, t0)
+
+    def _problem(self, message: str) -> None:
+        self.progress("problem", {"message": message})
 
     def _finish(self, chain: _Chain, session: WriterSession, root_id: bytes, t0: float,
                 partial: bool = False) -> RecoveryPoint:
