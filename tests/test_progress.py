@@ -3,6 +3,7 @@ their text, and never stdout."""
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 
@@ -106,3 +107,49 @@ def test_nothing_on_a_non_terminal_unless_asked(tmp_path):
     lines = res.stderr.splitlines()
     assert lines and all(line.startswith("recovault: progress: backing up ") for line in lines), res.stderr
     assert "elapsed" in lines[-1] and "found so far" not in lines[-1] and "1/1 files" in lines[-1], lines
+
+
+def test_final_totals_from_the_start_give_a_bar_at_once():
+    prog, _buf = terminal_reporter("reading")
+    with prog:
+        prog("plan", {"files": 2, "bytes": 2048, "final": True})
+        prog("file", {"path": "data/ab/abcd", "bytes": 1024})
+        task = prog.bar.tasks[0]
+        assert task.total == 2048 and task.completed == 1024
+        assert task.fields["totals"] == "1/2 files, 1.0 KiB of 2.0 KiB"
+
+
+def test_check_read_data_reports_its_packs(tmp_path):
+    """check --read-data is a long run: it says how many packs it reads, then each one as it is read."""
+    from recovault import api
+    from recovault.vault.check import Checker
+    from recovault.vault.keys import KdfParams
+    from recovault.vault.repo import Settings
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(6):
+        (src / f"f{i}").write_bytes(os.urandom(300_000))
+    events = []
+    settings = Settings(min_size=16 << 10, avg_size=64 << 10, max_size=256 << 10, pack_size=1 << 20)
+    with api.init_vault(str(tmp_path / "v"), "a passphrase of some length",
+                        kdf=KdfParams(memory_kib=8, iterations=1, lanes=1), settings=settings) as v:
+        api.backup(v, [str(src)])
+        assert Checker(v, lambda kind, info: events.append((kind, info))).run(read_data=True)["ok"]
+    plans = [info for kind, info in events if kind == "plan"]
+    files = [info for kind, info in events if kind == "file"]
+    assert len(plans) == 1 and plans[0]["final"] and plans[0]["files"] == len(files) >= 2
+    assert sum(f["bytes"] for f in files) == plans[0]["bytes"] >= 1_800_000
+    assert all(f["path"].startswith("data/") for f in files)
+
+
+def test_prune_steps_only_on_a_terminal_or_when_asked(tmp_path):
+    from test_cli import Cli, api_vault, ok
+    cli = Cli(tmp_path / "home")
+    vault = api_vault(tmp_path / "vault")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(os.urandom(10_000))
+    ok(cli("backup", "--vault", vault, src))
+    assert ok(cli("prune", "--vault", vault, "--margin", "0")).stderr == ""
+    res = ok(cli("prune", "--vault", vault, "--margin", "0", env={"RECOVAULT_PROGRESS": "60"}))
+    assert "recovault: progress: pruning: finding referenced blobs" in res.stderr.splitlines(), res.stderr

@@ -11,8 +11,9 @@ too. Never in --json mode's stdout: progress goes to stderr.
 The library never prints: a job reports through its progress callback `(kind, info)`: "plan" (the job
 starts: `files`, `bytes` known so far, `final` if they are the totals), "more" (totals grow), "walked" (they
 are final), "file" (one done: `path`, `bytes`), "bytes" (part of a big file or image), "image" (one starts:
-`path`); the kinds in WARNING_KINDS are warnings ({"path", "error"} or {"message"}). An `on_warning(message)`
-callable is the other way. The CLI passes `ProgressReporter` (or its `warn`) or `warn` as those.
+`path`), "prune" (a step: `step`, shown as a line of its own); the kinds in WARNING_KINDS are warnings
+({"path", "error"} or {"message"}). An `on_warning(message)` callable is the other way. The CLI passes
+`ProgressReporter` (or its `warn`) or `warn` as those.
 """
 from __future__ import annotations
 
@@ -135,6 +136,9 @@ class ProgressReporter:
             return
         if not (self.enabled or self.lines_every):
             return
+        if kind == "prune":  # a step of a job that counts nothing (prune's phases)
+            self._step(str(info.get("step", "")))
+            return
         t = self.tally
         if kind == "plan":
             t.total_files, t.total_bytes, t.final = info.get("files", 0), info.get("bytes", 0), bool(info.get("final"))
@@ -154,6 +158,15 @@ class ProgressReporter:
         if info.get("path"):
             t.current = str(info["path"])
         self._show()
+
+    def _step(self, step: str) -> None:
+        """One line per step: above the bar on a terminal, a progress line elsewhere (when asked)."""
+        if self.enabled:
+            from rich.markup import escape
+            console = self.bar.console if self.bar is not None else self.console
+            console.print(f"{escape(self.verb)}: {escape(step)}", highlight=False)
+        else:
+            print(f"recovault: progress: {self.verb}: {step}", file=sys.stderr, flush=True)
 
     def _start_bar(self) -> None:
         if not self.enabled or self.bar is not None:
