@@ -60,20 +60,36 @@ def test_totals_are_labelled_until_the_walk_ends_then_the_bar_measures_final_tot
         prog("more", {"files": 1, "bytes": 1000})
         prog("file", {"path": "/src/a", "bytes": 1000})
         task = prog.bar.tasks[0]
-        assert task.total is None and task.fields["totals"] == "1/1 files, 1000 B of 1000 B found so far"
+        assert task.total is None and task.fields["totals"] == "1/1 files, 1.0 kB of 1.0 kB found so far"
         assert task.fields["current"] == "/src/a"
         prog("more", {"files": 2, "bytes": 3000})
         assert prog.bar.tasks[0].total is None and "found so far" in prog.bar.tasks[0].fields["totals"]
         prog("walked", {})
         task = prog.bar.tasks[0]
         assert task.total == 4000 and task.completed == 1000
-        assert task.fields["totals"] == "1/3 files, 1000 B of 3.9 KiB"
+        assert task.fields["totals"] == "1/3 files, 1.0 kB of 4.0 kB"
         prog("file", {"path": "/src/" + "deep/" * 30 + "b", "bytes": 2000})
         task = prog.bar.tasks[0]
         assert task.total == 4000 and task.completed == 3000
-        assert task.fields["current"].endswith("deep/b") and len(task.fields["current"]) <= 48
-    from rich.progress import TimeElapsedColumn
-    assert any(isinstance(c, TimeElapsedColumn) for c in prog.bar.columns)
+        assert task.fields["current"].endswith("deep/b")
+
+
+def test_the_bar_fits_an_80_column_terminal_with_time_totals_and_the_file_at_hand():
+    import re
+    prog, buf = terminal_reporter()
+    prog.console.width = 80
+    deep = "/srv/" + "deep/" * 30 + "name.txt"
+    with prog:
+        prog("plan", {"files": 0, "bytes": 0})
+        prog("more", {"files": 40, "bytes": 80 << 20})
+        prog("walked", {})
+        prog("file", {"path": deep, "bytes": 2 << 20})
+        prog.bar.refresh()
+    frames = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buf.getvalue()).replace("\r", "\n").splitlines()
+    lines = [line for line in frames if line.strip()][-2:]
+    assert all(len(line) <= 80 for line in lines), lines
+    assert "backing up" in lines[0] and "elapsed" in lines[0] and "left" in lines[0], lines
+    assert "1/40 files, 2.1 MB of 83.9 MB" in lines[1] and lines[1].endswith("deep/name.txt"), lines
 
 
 def test_a_backup_says_when_its_walk_is_over(tmp_path):
@@ -116,7 +132,7 @@ def test_final_totals_from_the_start_give_a_bar_at_once():
         prog("file", {"path": "data/ab/abcd", "bytes": 1024})
         task = prog.bar.tasks[0]
         assert task.total == 2048 and task.completed == 1024
-        assert task.fields["totals"] == "1/2 files, 1.0 KiB of 2.0 KiB"
+        assert task.fields["totals"] == "1/2 files, 1.0 kB of 2.0 kB"
 
 
 def test_check_read_data_reports_its_packs(tmp_path):

@@ -37,11 +37,14 @@ def warn(message: str) -> None:
     print(f"recovault: warning: {message}", file=sys.stderr, flush=True)
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
+def human_bytes(n: float, binary: bool = True) -> str:
+    """`n` bytes for people: binary units (KiB, MiB: sizes such as --cache-max), or decimal ones (kB, MB: as
+    the rate beside them on the bar, and the result lines, show bytes moved)."""
+    step, units = (1024, ("B", "KiB", "MiB", "GiB", "TiB")) if binary else (1000, ("B", "kB", "MB", "GB", "TB"))
+    for unit in units:
+        if n < step or unit == units[-1]:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
+        n /= step
     raise AssertionError("unreachable")
 
 
@@ -69,8 +72,8 @@ class Tally:
 
     def totals(self) -> str:
         """"12/40 files, 1.2 MiB of 3.0 MiB", with "found so far" while the totals may still grow."""
-        text = (f"{self.files}/{self.total_files} {self.unit}, {human_bytes(self.bytes)} of "
-                f"{human_bytes(self.total_bytes)}")
+        text = (f"{self.files}/{self.total_files} {self.unit}, {human_bytes(self.bytes, False)} of "
+                f"{human_bytes(self.total_bytes, False)}")
         return text if self.final else text + " found so far"
 
     def line(self, verb: str) -> str:
@@ -173,11 +176,23 @@ class ProgressReporter:
             return
         from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
                                    TransferSpeedColumn)
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[totals]}"),
-                            TransferSpeedColumn(), TextColumn("elapsed"), TimeElapsedColumn(),
-                            TimeRemainingColumn(), TextColumn("{task.fields[left]}"),
-                            TextColumn("{task.fields[current]}", markup=False), console=self.console,
-                            transient=True)
+        from rich.text import Text
+
+        class TwoLines(Progress):
+            """The bar, rate and times on one line; the totals and the file at hand, fitted, on the next (an
+            80-column terminal holds both)."""
+
+            def get_renderables(self):  # type: ignore[no-untyped-def]
+                yield self.make_tasks_table(self.tasks)
+                for task in self.tasks:
+                    totals = task.fields.get("totals", "")
+                    room = self.console.width - len(totals) - 4
+                    current = short_path(task.fields.get("current", ""), room) if room > 12 else ""
+                    yield Text(f"  {totals}" + (f"  {current}" if current else ""), no_wrap=True, overflow="ellipsis")
+
+        self.bar = TwoLines(TextColumn("{task.description}"), BarColumn(bar_width=20), TransferSpeedColumn(),
+                            TimeElapsedColumn(), TextColumn("elapsed"), TimeRemainingColumn(),
+                            TextColumn("{task.fields[left]}"), console=self.console, transient=True)
         self.bar.start()
         self.task = self.bar.add_task(self.verb, total=None, totals="", current="", left="")
 
@@ -187,7 +202,7 @@ class ProgressReporter:
             # The bar measures against final totals only: while they may grow it pulses (total None) and
             # no time remaining is shown, rather than a bar that moves back as the walk finds more.
             self.bar.update(self.task, completed=t.bytes, total=(t.total_bytes or 1) if t.final else None,
-                            totals=t.totals(), current=short_path(t.current), left="left" if t.final else "")
+                            totals=t.totals(), current=t.current, left="left" if t.final else "")
         elif self.lines_every:
             now = time.monotonic()
             if now - self._last_line >= self.lines_every:
