@@ -121,6 +121,9 @@ def test_cache_max_on_a_real_run_and_the_cache_command(backed_up, tmp_path):
     # the vault still works, from a cold cache
     ok(cli("restore", "--vault", vault, "latest", "--target", tmp_path / "r"))
 
+    doc = json_out(cli("cache", "--json", "--cache-max", "unlimited"))
+    jsonschema.validate(doc, SCHEMA)
+    assert doc["max_bytes"] is None
     fails(cli("snapshots", "--vault", vault, "--cache-max", "lots"), 2, "--cache-max")
     fails(cli("snapshots", "--vault", vault, env={"RECOVAULT_CACHE_MAX": "lots"}), 2, "cache-max")
 

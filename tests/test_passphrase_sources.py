@@ -105,6 +105,9 @@ def test_init_warns_of_passphrase_loss_only_once_the_vault_exists(tmp_path):
     res = cli("init", "--vault", vault, "--passphrase-command", "false")
     fails(res, 2, "passphrase command false failed")
     assert LOSS_WARNING not in res.stderr
+    res = cli("init", "--vault", vault, "--passphrase-command", "echo too short")
+    fails(res, 2, "16 characters")
+    assert LOSS_WARNING not in res.stderr and not os.path.exists(vault / "config")
     res = ok(cli("init", "--vault", vault))
     assert LOSS_WARNING in res.stderr and "created vault" in res.stdout
     res = cli("init", "--vault", vault)
