@@ -169,3 +169,13 @@ def test_prune_steps_only_on_a_terminal_or_when_asked(tmp_path):
     assert ok(cli("prune", "--vault", vault, "--margin", "0")).stderr == ""
     res = ok(cli("prune", "--vault", vault, "--margin", "0", env={"RECOVAULT_PROGRESS": "60"}))
     assert "recovault: progress: pruning: finding referenced blobs" in res.stderr.splitlines(), res.stderr
+
+
+def test_final_totals_of_nothing_give_a_full_bar():
+    """An unchanged backup reads nothing: once its walk is over the bar is full, not stuck at 0%."""
+    prog, _buf = terminal_reporter()
+    with prog:
+        prog("plan", {"files": 0, "bytes": 0})
+        assert prog.bar.tasks[0].total is None
+        prog("walked", {})
+        assert prog.bar.tasks[0].percentage == 100

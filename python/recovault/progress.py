@@ -111,10 +111,6 @@ class ProgressReporter:
         self.task: Any = None
         self._last_line = 0.0
 
-    @property
-    def unit(self) -> str:
-        return self.tally.unit
-
     def __enter__(self) -> "ProgressReporter":
         return self
 
@@ -201,7 +197,10 @@ class ProgressReporter:
         if self.bar is not None:
             # The bar measures against final totals only: while they may grow it pulses (total None) and
             # no time remaining is shown, rather than a bar that moves back as the walk finds more.
-            self.bar.update(self.task, completed=t.bytes, total=(t.total_bytes or 1) if t.final else None,
+            # Final totals of nothing (an unchanged backup): a full bar. A file that grew while read: no more
+            # than full.
+            total = max(t.total_bytes, t.bytes) if t.final else None
+            self.bar.update(self.task, completed=t.bytes if total != 0 else 1, total=total or (1 if t.final else None),
                             totals=t.totals(), current=t.current, left="left" if t.final else "")
         elif self.lines_every:
             now = time.monotonic()
