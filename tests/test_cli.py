@@ -84,15 +84,16 @@ class Cli:
         return head + [os.fspath(a) for a in args]
 
     def __call__(self, *args, env: Optional[Dict[str, Optional[str]]] = None, boot: Optional[str] = None,
-                 timeout: float = 120) -> subprocess.CompletedProcess:
+                 timeout: float = 120, stdin: Optional[bytes] = None) -> subprocess.CompletedProcess:
+        """Run `recovault ARGS`; standard input is /dev/null, or the bytes `stdin`."""
         e = dict(self.env)
         for k, v in (env or {}).items():
             if v is None:
                 e.pop(k, None)
             else:
                 e[k] = v
-        res = subprocess.run(self.cmd(*args, boot=boot), env=e, stdin=subprocess.DEVNULL, capture_output=True,
-                             timeout=timeout)
+        res = subprocess.run(self.cmd(*args, boot=boot), env=e, capture_output=True, timeout=timeout,
+                             **(dict(input=stdin) if stdin is not None else dict(stdin=subprocess.DEVNULL)))
         res.stdout = res.stdout.decode("utf-8", "surrogateescape")
         res.stderr = res.stderr.decode("utf-8", "surrogateescape")
         assert "Traceback" not in res.stderr, res.stderr

@@ -143,7 +143,34 @@ def test_the_glance_looks_for_the_cli_options():
     from recovault.cli.context import COMMON_OPTIONS
     opts = {attr: (names, kw) for names, attr, kw in COMMON_OPTIONS}
     assert opts["location"][0] == ("--vault", "-r") and opts["location"][1].get("envvar") == "RECOVAULT_VAULT"
-    assert opts["passphrase_file"][0] == ("--passphrase-file",) and "envvar" not in opts["passphrase_file"][1]
+    assert opts["passphrase_file"][0] == ("--passphrase-file",)
+    assert opts["passphrase_file"][1].get("envvar") == "RECOVAULT_PASSPHRASE_FILE"  # glanced at: see below
+    assert opts["passphrase_command"][0] == ("--passphrase-command",)
+    assert opts["passphrase_command"][1].get("envvar") == "RECOVAULT_PASSPHRASE_COMMAND"
     argv = ["key", "--passphrase-file", "/p", "list", "-r", "/v"]  # both anywhere on the command line
     assert _entry._option(argv, *opts["location"][0]) == "/v"
     assert _entry._option(argv, *opts["passphrase_file"][0]) == "/p"
+
+
+@pytest.mark.parametrize("argv, env, derives", [
+    (["snapshots", "-r", "{v}"], {"RECOVAULT_PASSPHRASE_FILE": "{f}"}, True),
+    (["snapshots", "-r", "{v}", "--passphrase-file", "{f}"], {"RECOVAULT_PASSPHRASE_COMMAND": "false"}, True),
+    (["snapshots", "-r", "{v}", "--passphrase-command", "cat {f}"], {"RECOVAULT_PASSPHRASE": PASS}, False),
+    (["snapshots", "-r", "{v}"], {"RECOVAULT_PASSPHRASE_COMMAND": "cat {f}", "RECOVAULT_PASSPHRASE": PASS}, False),
+    (["snapshots", "-r", "{v}", "--passphrase-file", "-"], {"RECOVAULT_PASSPHRASE": PASS}, False),
+    (["snapshots", "-r", "{v}"], {"RECOVAULT_PASSPHRASE_FILE": "-"}, False),
+])
+def test_the_glance_follows_the_passphrase_sources(vault_dir, tmp_path, monkeypatch, argv, env, derives):
+    """A passphrase file from the environment is derived from early; standard input and a command never are
+    (each can be read or run only once, and a command wins over RECOVAULT_PASSPHRASE)."""
+    f = tmp_path / "pass"
+    f.write_text(PASS + "\n")
+    for k in ("RECOVAULT_PASSPHRASE", "RECOVAULT_PASSPHRASE_FILE", "RECOVAULT_PASSPHRASE_COMMAND", "RECOVAULT_VAULT"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v.format(f=f))
+    seen = []
+    monkeypatch.setattr(keys, "derive_early", lambda storage, passphrase: seen.append(passphrase))
+    monkeypatch.setattr("sys.stdin", None)  # reading standard input would fail the glance loudly here
+    _entry._start_early_key_derivation([a.format(v=vault_dir, f=f) for a in argv])
+    assert seen == ([PASS] if derives else [])

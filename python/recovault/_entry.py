@@ -3,9 +3,10 @@
 Before the command line is parsed (importing click and the rest of the program takes ~0.1 s), this
 starts deriving the key of the vault the arguments name, in a background thread: Argon2id (~0.2 s)
 releases the GIL, so the two overlap. The arguments are only glanced at here (--vault/-r, RECOVAULT_VAULT,
---passphrase-file, RECOVAULT_PASSPHRASE, never a prompt; the common options of cli/context.py, anywhere on
-the command line); a wrong guess or any failure is silently dropped,
-and the command then unlocks the vault the ordinary way. See vault.keys.derive_early.
+--passphrase-file, RECOVAULT_PASSPHRASE_FILE, RECOVAULT_PASSPHRASE; never a prompt, standard input or a
+passphrase command, which can be read or run only once; the common options of cli/context.py, anywhere on
+the command line); a wrong guess or any failure is silently dropped, and the command then unlocks the vault
+the ordinary way. See vault.keys.derive_early.
 """
 from __future__ import annotations
 
@@ -31,9 +32,15 @@ def _start_early_key_derivation(argv: List[str]) -> None:
     if not argv or argv[0] == "init" or "-h" in argv or "--help" in argv or "--version" in argv:
         return
     location = _option(argv, "--vault", "-r") or os.environ.get("RECOVAULT_VAULT")
+    if _option(argv, "--passphrase-command") is not None:
+        return  # a command runs once, when the CLI asks for the passphrase (it may prompt, or cost)
     passphrase_file = _option(argv, "--passphrase-file")
-    if not location or not (passphrase_file or os.environ.get("RECOVAULT_PASSPHRASE")):
-        return
+    if passphrase_file is None:
+        if os.environ.get("RECOVAULT_PASSPHRASE_COMMAND"):
+            return
+        passphrase_file = os.environ.get("RECOVAULT_PASSPHRASE_FILE") or None
+    if not location or not (passphrase_file or os.environ.get("RECOVAULT_PASSPHRASE")) or passphrase_file == "-":
+        return  # '-': standard input can be read only once: leave it to the CLI
     from .storage import find_scheme
     try:
         scheme = find_scheme(location)

@@ -50,6 +50,7 @@ COMMANDS: Dict[str, str] = {
     "find": "find_cmd",
     "dump": "dump_cmd",
     "version": "version_cmd",
+    "cache": "cache_cmd",
 }
 
 
@@ -97,6 +98,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         _run(state, argv, as_json)
     finally:
         state.unwire_storage()  # a program that calls main() again, or opens storages after it, starts clean
+        state.tidy_cache()
 
 
 def _run(state: Ctx, argv: Optional[List[str]], as_json: bool) -> None:

@@ -40,8 +40,14 @@ def backup(c: Ctx, paths: Tuple[str, ...], images: Tuple[str, ...], image_block_
     """Back up files and directories (and --image disks, --stdin streams) into a new recovery point."""
     if not paths and not images and not use_stdin:
         raise UsageError("nothing to back up: name at least one path, --image or --stdin")
-    if use_stdin and c.passphrase_file is None and not os.environ.get("RECOVAULT_PASSPHRASE"):
-        raise UsageError("--stdin needs the passphrase from RECOVAULT_PASSPHRASE or --passphrase-file")
+    if use_stdin:
+        passphrase_file, command = c.passphrase_source()
+        if passphrase_file == "-":
+            raise UsageError("--stdin reads the data from standard input: the passphrase cannot come from there "
+                             "too (--passphrase-file -)")
+        if passphrase_file is None and command is None and not os.environ.get("RECOVAULT_PASSPHRASE"):
+            raise UsageError("--stdin needs the passphrase from RECOVAULT_PASSPHRASE, --passphrase-file or "
+                             "--passphrase-command")
     try:
         with c.open(write=True) as v, c.progress("backing up") as prog:
             from .. import api

@@ -17,7 +17,7 @@ from .context import Ctx, common_options, examples, pass_ctx
 @pass_ctx
 def check(c: Ctx, read_data: bool, read_data_subset: Optional[str]) -> None:
     """Verify the vault's structure, and with --read-data every byte of it."""
-    with c.open(quiet=True) as v, c.progress("checking") as prog:
+    with c.open(quiet=True) as v, c.progress("reading", "packs") as prog:
         from ..vault.check import Checker
         checker = Checker(v, prog)
         res = checker.run(read_data=read_data, subset=read_data_subset)

@@ -1,6 +1,6 @@
-"""What every command shares: the common options (--vault, --passphrase-file, --cache-dir, --json, --quiet,
---verbose, the bandwidth limits --limit-upload and friends) and the `Ctx` object they fill, which opens the
-vault and speaks to people (results on stdout, warnings on stderr).
+"""What every command shares: the common options (--vault, --passphrase-file, --passphrase-command, --cache-dir,
+--cache-max, --json, --quiet, --verbose, the bandwidth limits --limit-upload and friends) and the `Ctx` object
+they fill, which opens the vault and speaks to people (results on stdout, warnings on stderr).
 
 The common options are accepted before the command name (`recovault --vault V snapshots`) and after it
 (`recovault snapshots --vault V`): `common_options` adds them to the group and to every command, without
@@ -13,7 +13,9 @@ from __future__ import annotations
 import functools
 import json
 import os
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 import click
 from click.core import ParameterSource
@@ -34,8 +36,14 @@ class Ctx:
 
     def __init__(self) -> None:
         self.location: Optional[str] = None
-        self.passphrase_file: Optional[str] = None
+        self.passphrase_file: Optional[str] = None  # "-": standard input
+        self.passphrase_command: Optional[str] = None
+        self._passphrase: Optional[str] = None  # read once: stdin and a command cannot be read twice
+        self.from_env: Set[str] = set()  # the attributes whose value came from the environment
         self._cache_dir: Optional[str] = None
+        self.cache_max: Optional["CacheSize"] = None  # None: not given (cache_hygiene.DEFAULT_CACHE_MAX)
+        loaded = sys.modules.get("recovault.vault.cache")  # what earlier runs in this process wrote to caches
+        self._cache_written_before = loaded.bytes_written() if loaded is not None else 0
         self.json = False
         self.quiet = False  # --quiet: errors, warnings and the --json document only
         self.verbose = 0  # --verbose (-v, -vv): the vault opened, each file as it is backed up or restored
@@ -95,14 +103,56 @@ class Ctx:
             self._cache_dir = default_cache_dir()
         return self._cache_dir
 
+    @property
+    def cache_max_bytes(self) -> Optional[int]:
+        """The agent cache's size cap in bytes (None: unlimited)."""
+        if self.cache_max is None:
+            from ..vault.cache_hygiene import DEFAULT_CACHE_MAX
+            return DEFAULT_CACHE_MAX
+        return self.cache_max.bytes
+
+    def tidy_cache(self) -> None:
+        """After a run that wrote into the agent cache: hold it to --cache-max and remove the directories of
+        vaults unused for 30 days, when due (vault/cache_hygiene.py: hourly, or at once when the cap may be
+        exceeded). Best effort: never fails a run."""
+        if self._cache_dir is None or "recovault.vault.cache" not in sys.modules:
+            return
+        from ..vault import cache, cache_hygiene
+        written = cache.bytes_written() - self._cache_written_before
+        if written > 0:
+            try:
+                cache_hygiene.tidy_if_due(self._cache_dir, self.cache_max_bytes, written)
+            except Exception:  # noqa: BLE001 - an accelerator's upkeep: the command itself has succeeded or failed
+                pass
+
     def need_location(self) -> str:
         if not self.location:
             raise UsageError("no vault given: use --vault PATH or set RECOVAULT_VAULT")
         return self.location
 
+    def passphrase_source(self) -> Tuple[Optional[str], Optional[str]]:
+        """(passphrase file, passphrase command), at most one of them set: one given on the command line wins
+        over one from the environment (RECOVAULT_PASSPHRASE_FILE, RECOVAULT_PASSPHRASE_COMMAND); two from
+        the same place are refused."""
+        file, command = self.passphrase_file, self.passphrase_command
+        if file is not None and command is not None:
+            file_env, command_env = "passphrase_file" in self.from_env, "passphrase_command" in self.from_env
+            if file_env != command_env:
+                return (None, command) if file_env else (file, None)
+            both = ("RECOVAULT_PASSPHRASE_FILE and RECOVAULT_PASSPHRASE_COMMAND are both set" if file_env
+                    else "give --passphrase-file or --passphrase-command, not both")
+            raise UsageError(f"{both}: the passphrase comes from one of them")
+        return file, command
+
     def passphrase(self, confirm: bool = False) -> str:
-        from ..vault.keys import read_passphrase
-        return read_passphrase(self.passphrase_file, prompt=True, confirm=confirm, on_warning=self.warn)
+        """The vault's passphrase (read_passphrase: a file, '-' for standard input, a command, the environment
+        or a prompt), read once per run."""
+        if self._passphrase is None:
+            from ..vault.keys import read_passphrase
+            file, command = self.passphrase_source()
+            self._passphrase = read_passphrase(file, prompt=True, confirm=confirm, on_warning=self.warn,
+                                               command=command)
+        return self._passphrase
 
     def open(self, quiet: bool = False, write: bool = False) -> "Vault":
         """The vault, unlocked. What it notices while opening is printed as warnings, unless `quiet` (a command
@@ -217,6 +267,26 @@ def examples(*lines: str) -> str:
     return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
+@dataclass(frozen=True)
+class CacheSize:
+    """--cache-max: the cap in bytes (None: unlimited) as given (an object, so 0 and unlimited are values)."""
+    bytes: Optional[int]
+    text: str
+
+
+class _CacheSize(click.ParamType):
+    name = "SIZE"
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
+        if not isinstance(value, str):
+            return value
+        from ..vault.cache_hygiene import parse_size
+        try:
+            return CacheSize(parse_size(value, "--cache-max"), value)
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 class _Limit(click.ParamType):
     """An option value parsed by a function of storage/limits.py (imported only when the option is given)."""
 
@@ -244,8 +314,18 @@ class _Limit(click.ParamType):
 COMMON_OPTIONS: Tuple[Tuple[Tuple[str, ...], str, dict], ...] = (
     (("--vault", "-r"), "location",
      dict(envvar="RECOVAULT_VAULT", help="The vault: a directory, azure://CONTAINER[/PREFIX] or s3://BUCKET[/PREFIX]. Env: RECOVAULT_VAULT.")),
-    (("--passphrase-file",), "passphrase_file", dict(help="Read the passphrase from this file.")),
+    (("--passphrase-file",), "passphrase_file",
+     dict(envvar="RECOVAULT_PASSPHRASE_FILE", metavar="FILE",
+          help="Read the passphrase from FILE ('-': standard input). Env: RECOVAULT_PASSPHRASE_FILE.")),
+    (("--passphrase-command",), "passphrase_command",
+     dict(envvar="RECOVAULT_PASSPHRASE_COMMAND", metavar="CMD",
+          help="Run CMD (no shell) and read the passphrase from its output, as restic's --password-command. "
+               "Env: RECOVAULT_PASSPHRASE_COMMAND.")),
     (("--cache-dir",), "_cache_dir", dict(help="Agent cache (default ~/.cache/recovault).")),
+    (("--cache-max",), "cache_max",
+     dict(type=_CacheSize(), envvar="RECOVAULT_CACHE_MAX",
+          help="Cap the agent cache at SIZE (500M, 2GiB, unlimited; default 512MiB), least recently used "
+               "files evicted first. Env: RECOVAULT_CACHE_MAX.")),
     (("--json",), "json", dict(is_flag=True, help="Machine-readable output on stdout: one JSON document "
                                                  "(docs/json.md).")),
     (("--quiet", "-q"), "quiet", dict(is_flag=True, help="No progress, notices or result text (failures, warnings "
@@ -283,6 +363,10 @@ def _store(attr: str) -> Callable[[click.Context, click.Parameter, Any], None]:
         if from_env and getattr(obj, attr):
             return  # the environment never overrides the command line before the command name
         setattr(obj, attr, value)
+        if from_env:
+            obj.from_env.add(attr)
+        else:
+            obj.from_env.discard(attr)
     return callback
 
 

@@ -49,8 +49,6 @@ def init(c: Ctx, chunk_min: Optional[int], chunk_avg: Optional[int], chunk_max: 
         s.avg_size = chunk_avg or s.avg_size
         s.max_size = chunk_max or s.max_size
         s.level = s.level if compression_level is None else compression_level
-    if not c.json:
-        click.echo(LOSS_WARNING, err=True)
     from .. import api
     v = api.init_vault(location, c.passphrase(confirm=True), settings=s, cache_dir=c.cache_dir,
                        soft_delete_days=soft_delete_days, keys_from=source)
@@ -60,6 +58,8 @@ def init(c: Ctx, chunk_min: Optional[int], chunk_avg: Optional[int], chunk_max: 
     c.out({"vault": v.storage.url, "id": v.id, "keyid": v.keyid, "keys_from": source.id if source else None},
           f"created vault {v.id[:8]} at {v.storage.url}"
           + (f", sharing the keys of vault {source.id[:8]} at {source.storage.url}" if source else ""))
+    if not c.json:  # only once the vault exists: a failed init has no passphrase to lose
+        click.echo(LOSS_WARNING, err=True)
 
 
 command = init

@@ -2,7 +2,6 @@
 apart, beside running backups; docs/vault-format.md §10)."""
 from __future__ import annotations
 
-from typing import Any, Dict
 
 import click
 
@@ -27,11 +26,7 @@ def prune(c: Ctx, dry_run: bool, max_unused: str, repack_small: bool, recompress
     opts = PruneOptions(dry_run=dry_run, max_unused=max_unused, repack_small=repack_small, recompress=recompress,
                         margin=parse_margin(margin))
     with c.open(write=not dry_run) as v, c.progress("pruning") as prog:
-        def progress(kind: str, info: Dict[str, Any]) -> None:
-            if kind == "prune" and c.chatty:
-                click.echo(f"recovault: {info['step']}", err=True)
-            prog(kind, info)
-        result = run_prune(v, opts, progress)
+        result = run_prune(v, opts, prog)  # its steps: on a terminal, or with RECOVAULT_PROGRESS
     c.out(result.to_json(), _text(result))
 
 

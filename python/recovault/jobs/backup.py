@@ -219,29 +219,35 @@ class BackupJob:
         base = find_base(snaps, self.host, src.paths, opts.mode)
         self._base_id = base.id if base else None
         mode = self._mode = opts.mode if (opts.mode == "full" or base is not None) else "full"
-        self._base = BaseTrees(self.vault, base.tree if base else None)
+        self._base = BaseTrees(self.vault, base.tree if base else None, self._problem)
         # A full backup trusts nothing of its base, but keeps the block size of each image in it (blocks of
         # another size would share nothing with what the vault has).
         latest = find_base(snaps, self.host, src.paths, "incremental")
-        self._sizes_from = self._base if mode != "full" else BaseTrees(self.vault, latest.tree if latest else None)
+        self._sizes_from = (self._base if mode != "full"
+                            else BaseTrees(self.vault, latest.tree if latest else None, self._problem))
         chain = _Chain(src.paths, mode, base, find_base(snaps, self.host, src.paths, "differential"))
         on_disk = [split_path(p) for p in src.tree_paths + src.images]  # a stream's path has no ancestors
         tree = self._tree = TreeBuilder(self.vault, self._base, pinned_dirs(
             on_disk + ([split_path(src.stdin_path)] if src.stdin_path else [])))
         tree.add_ancestors(on_disk, self._ancestor_meta)
-        self.progress("plan", {"files": 0, "bytes": 0})  # totals grow as the walk finds changed files
+        self.progress("plan", {"files": 0, "bytes": 0})  # totals grow as the walk finds changed files ("more")
         try:
-            self._walk(src, rules, compare=mode != "full")
+            self._walk(src, rules, compare=mode != "full", last=not (src.images or src.stdin_path))
             for path in src.images:
                 self._add_image(path)
             if src.stdin_path:
                 self._add_stdin(src.stdin_path)
+            if src.images or src.stdin_path:
+                self.progress("walked", {})  # an image's size and a stream's are known only as they are read
             self._resolve_links()
             root_id = tree.save_root()
             self.vault.flush()
         except (StorageError, KeyboardInterrupt) as e:
             self._interrupted(e, chain, session, t0)  # raises
         return self._finish(chain, session, root_id, t0)
+
+    def _problem(self, message: str) -> None:
+        self.progress("problem", {"message": message})
 
     def _finish(self, chain: _Chain, session: WriterSession, root_id: bytes, t0: float,
                 partial: bool = False) -> RecoveryPoint:
@@ -317,9 +323,10 @@ class BackupJob:
             self._error(anc, e)
             return dict(DEFAULT_DIR_META)
 
-    def _walk(self, src: "_Sources", rules: ExcludeRules, compare: bool) -> None:
+    def _walk(self, src: "_Sources", rules: ExcludeRules, compare: bool, last: bool) -> None:
         """Walk the named paths: compare each entry with the base, record it in the tree, and hand changed
-        files to the pipeline while the walk goes on."""
+        files to the pipeline while the walk goes on. When the walk is over, the totals of the changed files
+        ("more" events) are final: say so ("walked") if nothing else is to come (`last`)."""
         self._compare = compare
         self._links = HardLinks()
         self._reader = _BatchReader(self)
@@ -328,6 +335,8 @@ class BackupJob:
         for entry in walker:
             if entry.path not in as_images:
                 self._add_entry(entry)
+        if last:
+            self.progress("walked", {})
         self._reader.finish()
         self._tree.leave_all()
         # Saved all the same (a directory may hold only what is excluded tonight), but never silently.

@@ -20,6 +20,7 @@ from ..errors import CorruptData, ObjectMissing, UsageError
 from ..storage import ObjectInfo
 from ..vault import format as fmt
 from ..vault.blobstore import pack_id_of, pack_name
+from ..vault.cache_hygiene import parse_size
 from ..vault.coordination import Clock, Coordinator, LeaseHolder, Plan
 from ..vault.reach import ids_of, referenced
 from ..vault.records import RecoveryPoint
@@ -30,7 +31,6 @@ COMPACT_OVER = 32  # index files: more, and prune compacts them even with nothin
 INDEX_FILE_BLOBS = 50_000  # blobs per compacted index file (as repair writes them)
 SMALL_PACK = 0.8  # --repack-small: packs under this fraction of the vault's pack size (restic's 80%)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 def parse_margin(text: str) -> float:
@@ -58,9 +58,10 @@ class MaxUnused:
         m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", t)
         if m and float(m.group(1)) < 100:
             return cls(percent=float(m.group(1)))
-        m = re.fullmatch(r"(\d+)\s*([bkmgt]?)(?:i?b)?", t)
-        if m:
-            return cls(size=int(m.group(1)) * _SIZE_UNITS[m.group(2)])
+        try:
+            return cls(size=parse_size(t, "--max-unused"))
+        except UsageError:
+            pass
         raise UsageError(f"--max-unused {text!r}: use a percentage below 100% (5%), a size (100M), or unlimited")
 
     def allowed(self, used: int) -> float:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
-from ..errors import CorruptData, StorageError
+from ..errors import CorruptData, ObjectMissing, StorageError
 from ..vault.records import DEFAULT_DIR_META, Node
 from ..vault.repo import Vault
 from ..vault.tree import node_map
@@ -123,12 +123,16 @@ class Leaf:
 
 
 class BaseTrees:
-    """Looks up nodes of the base recovery point by path, loading its trees lazily."""
+    """Looks up nodes of the base recovery point by path, loading its trees lazily. A tree of the base that is
+    lost or damaged (the vault was damaged, then `repair index`) is reported to `on_problem` and taken as
+    absent: what it held is compared with nothing, so read and stored again, which heals the vault."""
 
-    def __init__(self, vault: Vault, root_tree: Optional[str]) -> None:
+    def __init__(self, vault: Vault, root_tree: Optional[str],
+                 on_problem: Optional[Callable[[str], None]] = None) -> None:
         self.vault = vault
         self.cache: Dict[Parts, Optional[Dict[bytes, Node]]] = {}
         self.root = root_tree
+        self.on_problem = on_problem
 
     def dir_nodes(self, parts: Parts) -> Optional[Dict[bytes, Node]]:
         if parts in self.cache:
@@ -139,9 +143,20 @@ class BaseTrees:
             up = self.dir_nodes(parts[:-1])
             node = up.get(parts[-1]) if up else None
             sub = node.subtree if node else None
-        result = node_map(self.vault.load_nodes(bytes.fromhex(sub))) if sub else None
+        result = self._load(sub, parts) if sub else None
         self.cache[parts] = result
         return result
+
+    def _load(self, tree: str, parts: Parts) -> Optional[Dict[bytes, Node]]:
+        try:
+            return node_map(self.vault.load_nodes(bytes.fromhex(tree)))
+        except (CorruptData, ObjectMissing) as e:
+            if self.on_problem is None:
+                raise
+            where = "/" + b"/".join(parts).decode("utf-8", "surrogateescape")
+            self.on_problem(f"the previous recovery point's directory {where} cannot be read ({e}): what it "
+                            "holds is read again and stored")
+            return None
 
     def node(self, parts: Parts) -> Optional[Node]:
         """The base's node at ``parts`` (not the root), or None."""

@@ -121,6 +121,7 @@ class RestoreJob:
                         self._restore_dir(root, bytes.fromhex(self.point.tree))
                     finally:
                         self._closing.append(root)
+                    self.report.progress("walked", {})  # every file is counted: the totals are final
                     self._drain(0)
                 finally:
                     self.report.stopped = self.report.stopped or bool(self._closing)  # failed: end queued runs

@@ -19,10 +19,12 @@ from typing import Dict, Iterable, List, Mapping, Optional
 
 from .. import core
 
-__all__ = ["DIR_MODE", "FILE_MODE", "ObjectBundle", "ObjectCache", "private_dir", "read_private", "write_private"]
+__all__ = ["DIR_MODE", "FILE_MODE", "ObjectBundle", "ObjectCache", "bytes_written", "mark_used", "private_dir",
+           "read_private", "write_private"]
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+_written = 0  # bytes_written()
 
 
 def private_dir(path: Path) -> bool:
@@ -45,6 +47,8 @@ def private_dir(path: Path) -> bool:
 
 def write_private(path: Path, data: bytes) -> bool:
     """Write ``data`` to ``path`` atomically (a unique temporary name, then rename), mode 0600."""
+    global _written
+    _written += len(data)
     tmp = path.with_name(f".tmp-{os.getpid()}-{os.urandom(4).hex()}-{path.name}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
@@ -62,6 +66,20 @@ def write_private(path: Path, data: bytes) -> bool:
         except OSError:
             pass
         return False
+
+
+def mark_used(path: Path) -> None:
+    """A cached file was used: its mtime is its last use, what the size cap's least-recently-used eviction
+    orders by (atime is not kept on most mounts: relatime, noatime)."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def bytes_written() -> int:
+    """Bytes this process wrote into agent caches (the CLI enforces the size cap after a run that wrote)."""
+    return _written
 
 
 def read_private(path: Path) -> Optional[bytes]:
@@ -92,9 +110,11 @@ class ObjectCache:
         """The cached bytes of object ``name``, or None if absent or not matching the name."""
         if not self.ok:
             return None
-        raw = read_private(self.dir / self._id(name))
+        path = self.dir / self._id(name)
+        raw = read_private(path)
         if raw is None or (self.by_hash and core.blake3(raw).hex() != self._id(name)):
             return None
+        mark_used(path)
         return raw
 
     def has(self, name: str) -> bool:
@@ -146,6 +166,7 @@ class ObjectBundle:
         raw = read_private(self.path) if self.ok else None
         if not raw or not raw.startswith(BUNDLE_MAGIC):
             return {}
+        mark_used(self.path)
         out, pos, view = {}, len(BUNDLE_MAGIC), memoryview(raw)
         while pos + BUNDLE_RECORD.size <= len(raw):
             oid, length = BUNDLE_RECORD.unpack_from(raw, pos)

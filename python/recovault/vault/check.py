@@ -104,8 +104,11 @@ class Checker:
         if read_data or subset:
             packs = sorted(set(listed) | recovered)
             names = [on_storage[p] for p in (self._subset(packs, subset) if subset else packs) if p in on_storage]
+            size = {name: listed.get(pack_id_of(name) or b"", 0) for name in names}  # the bytes its blobs take
+            self.progress("plan", {"files": len(names), "bytes": sum(size.values()), "final": True})
             for name, data in self.vault.blobs.get_many(names):  # fetched on --connections threads, ahead
                 self._read_pack(name, data)
+                self.progress("file", {"path": name, "bytes": size[name]})
         return {"ok": not self.problems, "problems": self.problems, "warnings": self.warnings,
                 "stats": self.stats, "damaged_indexes": self.damaged_indexes,
                 "damaged_points": self.damaged_points, "recovered_packs": self.recovered_packs,

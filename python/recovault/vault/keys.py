@@ -240,54 +240,121 @@ def read_passphrase(
     env_var: str = PASSPHRASE_ENV,
     option: str = "--passphrase-file",
     what: str = "",
+    command: Optional[str] = None,
 ) -> str:
-    """Find the passphrase: file > ``$RECOVAULT_PASSPHRASE`` > terminal prompt. Another vault's passphrase
-    (copy's source) comes from another variable (`env_var`) and option (`option`, named in the message),
-    and `what` names that vault in the prompt and the message ("the source vault").
+    """Find the passphrase: a file (``-``: standard input) or a command > ``$RECOVAULT_PASSPHRASE`` >
+    terminal prompt. Another vault's passphrase (copy's source) comes from another variable (`env_var`) and
+    option (`option`, named in the message), and `what` names that vault in the prompt and the message ("the
+    source vault").
 
-    The file's contents are used with one trailing newline removed. An empty
-    environment variable counts as unset. The prompt is used only when ``prompt`` is
-    true and stdin is a TTY; with ``confirm`` (new vaults/keys) the passphrase is
+    The file's (or the command's) output is used with one trailing newline removed. `command` is run as
+    restic runs its password-command: split like a shell would (no shell), its standard output is the
+    passphrase, its standard error goes where ours does, and a non-zero exit is an error (naming the program
+    and its exit status, never its output). An empty environment variable counts as unset. The prompt is used
+    only when ``prompt`` is true and stdin is a TTY; with ``confirm`` (new vaults/keys) the passphrase is
     checked for strength and asked twice. Otherwise raises ``UsageError``. A passphrase file that group or
     others may read is used, and reported to ``on_warning`` (the CLI prints it).
     """
     env = os.environ if env is None else env
+    stream = sys.stdin if stdin is None else stdin
+    if passphrase_file is not None and command is not None:
+        raise UsageError(f"give {option} or --passphrase-command, not both")
+    if command is not None:
+        return _passphrase_from_command(command, stream)
+    if passphrase_file == "-":
+        return _passphrase_from_stdin(stream, option)
     if passphrase_file is not None:
-        try:
-            with open(passphrase_file, "r", encoding="utf-8", newline="") as f:
-                mode = os.fstat(f.fileno()).st_mode
-                text = f.read()
-        except OSError as exc:
-            raise UsageError(f"cannot read passphrase file {passphrase_file}: {exc.strerror or exc}") from exc
-        except UnicodeDecodeError as exc:
-            raise UsageError(f"passphrase file {passphrase_file} is not valid UTF-8") from exc
-        if text.endswith("\r\n"):
-            text = text[:-2]
-        elif text.endswith("\n"):
-            text = text[:-1]
-        if not text:
-            raise UsageError(f"passphrase file {passphrase_file} is empty")
-        if mode & (stat.S_IRGRP | stat.S_IROTH) and on_warning is not None:
-            on_warning(f"passphrase file {passphrase_file} can be read by other users (mode "
-                       f"{stat.S_IMODE(mode):04o}): whoever reads it can open the vault; chmod 600 it")
-        return text
+        return _passphrase_from_file(passphrase_file, on_warning)
     value = env.get(env_var)
     if value:
         return value
-    stream = sys.stdin if stdin is None else stdin
     if prompt and stream is not None and stream.isatty():
-        try:
-            first = getpass.getpass(f"Passphrase{' of ' + what if what else ''}: ")
-            if confirm:
-                check_passphrase(first)
-                second = getpass.getpass("Repeat passphrase: ")
-                if second != first:
-                    raise UsageError("passphrases do not match")
-        except EOFError as exc:
-            raise UsageError("no passphrase entered") from exc
-        return first
+        return _prompt_passphrase(confirm, what)
     raise UsageError(f"no passphrase{' for ' + what if what else ''}: set {env_var}, use {option}, or run on a "
                      "terminal")
+
+
+def _one_line(text: str) -> str:
+    """The passphrase in a file or a command's output: one trailing newline (LF or CRLF) is not part of it."""
+    if text.endswith("\r\n"):
+        return text[:-2]
+    return text[:-1] if text.endswith("\n") else text
+
+
+def _passphrase_from_file(path: str, on_warning: Optional[Callable[[str], None]]) -> str:
+    try:
+        with open(path, "r", encoding="utf-8", newline="") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            text = _one_line(f.read())
+    except OSError as exc:
+        raise UsageError(f"cannot read passphrase file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"passphrase file {path} is not valid UTF-8") from exc
+    if not text:
+        raise UsageError(f"passphrase file {path} is empty")
+    if mode & (stat.S_IRGRP | stat.S_IROTH) and on_warning is not None:
+        on_warning(f"passphrase file {path} can be read by other users (mode "
+                   f"{stat.S_IMODE(mode):04o}): whoever reads it can open the vault; chmod 600 it")
+    return text
+
+
+def _passphrase_from_stdin(stream: Optional[TextIO], option: str) -> str:
+    """``--passphrase-file -``: the passphrase piped in (``pass show backup | recovault ...``)."""
+    if stream is None:
+        raise UsageError(f"{option} -: there is no standard input")
+    if stream.isatty():
+        raise UsageError(f"{option} -: standard input is a terminal, not a pipe; leave the option out to be "
+                         "asked for the passphrase")
+    try:
+        text = _one_line(stream.read())
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{option} -: the passphrase on standard input is not valid UTF-8") from exc
+    if not text:
+        raise UsageError(f"{option} -: standard input held no passphrase")
+    return text
+
+
+def _passphrase_from_command(command: str, stream: Optional[TextIO]) -> str:
+    """The standard output of `command` (restic's --password-command). Its standard input is ours on a
+    terminal (a command may ask there), else empty: data piped to recovault is never the command's."""
+    import shlex
+    import subprocess
+    try:
+        args = shlex.split(command)
+    except ValueError as exc:
+        raise UsageError(f"--passphrase-command: cannot split it into arguments: {exc}") from exc
+    if not args:
+        raise UsageError("--passphrase-command is empty")
+    program = args[0]
+    on_terminal = stream is not None and stream.isatty()
+    try:
+        res = subprocess.run(args, stdin=None if on_terminal else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             check=False)
+    except OSError as exc:
+        raise UsageError(f"passphrase command {program}: cannot run it: {exc.strerror or exc}") from exc
+    if res.returncode != 0:
+        how = f"killed by signal {-res.returncode}" if res.returncode < 0 else f"exit {res.returncode}"
+        raise UsageError(f"passphrase command {program} failed ({how})")
+    try:
+        text = _one_line(res.stdout.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"passphrase command {program} printed something that is not valid UTF-8") from exc
+    if not text:
+        raise UsageError(f"passphrase command {program} printed no passphrase")
+    return text
+
+
+def _prompt_passphrase(confirm: bool, what: str) -> str:
+    try:
+        first = getpass.getpass(f"Passphrase{' of ' + what if what else ''}: ")
+        if confirm:
+            check_passphrase(first)
+            second = getpass.getpass("Repeat passphrase: ")
+            if second != first:
+                raise UsageError("passphrases do not match")
+    except EOFError as exc:
+        raise UsageError("no passphrase entered") from exc
+    return first
 
 
 # ---------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from ..storage import Storage
 from . import envelope
 from . import format as fmt
 from .blobstore import BlobStore, EventSink, Location, Locations, no_events, pack_name
+from .cache_hygiene import mark_seen
 from . import lifecycle
 from .journal import DEFAULT_SOFT_DELETE_DAYS, Journal, VaultPolicy
 from ..selection import PointFilter
@@ -183,6 +184,8 @@ class Vault:
                                vault_id=vault_id, on_event=on_event, connections=connections)
         self.points = PointStore(storage, self.sealer, cache_dir, vault_id)
         self.journal = Journal(storage, self.sealer, cache_dir, vault_id)
+        if cache_dir:  # the cache's record of this vault's location and last use (cache_hygiene)
+            mark_seen(cache_dir, vault_id, storage.url)
         # Only for chunk_id, which never consults a known-ID set: an empty one keeps the index unloaded.
         self._id_pipeline = self.pipeline(workers=1, known=core.IdSet())
 
