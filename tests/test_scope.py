@@ -267,13 +267,13 @@ def test_ls_long(env: Env, owned: Path) -> None:
     root = str(owned)
     text = env.run("ls", "-l", "latest", "www").out.splitlines()
     assert text[0].split() == ["drwxr-s---", "root", "root", "0",
-                               "2024-05-01", "12:00:00", f"{root}/www/img"]
-    assert text[1].split() == ["-rw-r-----", "root", "root", "6", "2024-05-01", "12:00:00", f"{root}/www/index.html"]
+                               "2024-05-01", "12:00:00Z", f"{root}/www/img"]
+    assert text[1].split() == ["-rw-r-----", "root", "root", "6", "2024-05-01", "12:00:00Z", f"{root}/www/index.html"]
     link = env.run("ls", "--long", "latest", "home").out.split()
     assert link[0] == "lrwxrwxrwx" and link[-3:] == [f"{root}/home", "->", "www/index.html"]
     # a file whose owner has no name here: the numbers
     logo = env.run("ls", "-l", "latest:www/img/logo.png").out.split()
-    assert logo[:4] == ["-rw-r--r--", "1234", "5678", "40"] and logo[4:6] == ["2024-05-01", "12:00:00"]
+    assert logo[:4] == ["-rw-r--r--", "1234", "5678", "40"] and logo[4:6] == ["2024-05-01", "12:00:00Z"]
 
 
 def test_ls_json_and_recursive(env: Env, owned: Path) -> None:
@@ -403,7 +403,7 @@ def test_find(env: Env, monkeypatch) -> None:
     assert env.run.json("find", "etc/*.conf") == []
     assert env.run.json("find", "nothing*") == []
     text = env.run("find", "db.conf").out
-    assert f"recovery point {p2[:8]} of 2025-01-02 10:00:00 (host web1):" in text
+    assert f"recovery point {p2[:8]} of 2025-01-02 10:00:00Z (host web1):" in text
     assert "2 matching entries in 2 of 3 recovery points searched" in text
     env.run.fails(16, "find", "*", "--host", "nosuch")
     env.run.fails(2, "find", "*", "--newest", "1", "--oldest", "1")

@@ -71,7 +71,7 @@ class Entry:
     def long_line(self) -> str:
         """`ls -l`'s line: mode, owner, group, size, mtime (UTC), path (-> link target)."""
         user, group = self.owner()
-        when = self.mtime[:19].replace("T", " ")
+        when = timefmt.shown(self.mtime)
         return (f"{self.mode_string} {user:8} {group:8} {self.size:>12} {when} {self.path}"
                 + (f" -> {self.link_target}" if self.link_target is not None else ""))
 

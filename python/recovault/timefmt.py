@@ -45,6 +45,12 @@ def canonical(text: str) -> str:
         return text
 
 
+def shown(text: str) -> str:
+    """A stored time as people's tables show it: RFC 3339 in UTC to the second, with the space separator RFC
+    3339 allows for readability ("2026-11-25 14:00:00Z"); JSON documents carry the stored form."""
+    return text[:19].replace("T", " ") + "Z" if len(text) >= 19 else text
+
+
 def parse_local(text: str) -> datetime:
     """A time a person gives ("YYYY-MM-DD HH:MM:SS", local time, as restic's ``backup --time``) as an aware
     datetime; ValueError if `text` is not one. A wall time that happens twice (DST ends) is the first."""

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional
 import click
 
 from ..progress import human_bytes
+from ..timefmt import shown
 from .context import Ctx, common_options, examples, pass_ctx
 
 
@@ -29,7 +30,7 @@ def _table(root: str, cap: Optional[int], vaults: List[Dict[str, Any]]) -> List[
     if vaults:
         lines.append(f"{'VAULT':<10}{'LAST USED':<21}{'SIZE':>11}  LOCATION")
     for v in vaults:
-        when = v["last_used"][:19].replace("T", " ")
+        when = shown(v["last_used"])
         lines.append(f"{v['id'][:8]:<10}{when:<21}{human_bytes(v['bytes']):>11}  {v['location'] or '(unknown)'}"
                      + ("  (unused: --cleanup removes it)" if v["old"] else ""))
     return lines

@@ -6,6 +6,7 @@ from typing import List, Optional
 import click
 
 from ..errors import UsageError
+from ..timefmt import shown
 from .context import Ctx, common_options, examples, pass_ctx, point_options
 
 
@@ -35,7 +36,7 @@ def find(c: Ctx, pattern: str, newest: Optional[int], oldest: Optional[int]) -> 
     lines: List[str] = []
     for pm in found:
         p = pm.point
-        lines.append(f"recovery point {p.short_id} of {p.time[:19].replace('T', ' ')} (host {p.host}):")
+        lines.append(f"recovery point {p.short_id} of {shown(p.time)} (host {p.host}):")
         lines += [f"  {e.long_line()}" for e in pm.matches]
     lines.append(f"{sum(len(pm.matches) for pm in found)} matching entries in {len(found)} of {len(points)} "
                  "recovery points searched")

@@ -6,6 +6,7 @@ from typing import Any, List, Tuple
 import click
 
 from ..errors import UsageError
+from ..timefmt import shown
 from .context import Ctx, common_options, examples, pass_ctx
 from .keep_options import keep_options, policy_from
 
@@ -55,10 +56,10 @@ def _text(groups: List[Any], dry_run: bool, purged: int) -> str:
                                                    ("tags", ",".join(g.key.tags))) if v) or "all points"
         lines.append(f"{what}:")
         for k in g.keep:
-            lines.append(f"  keep    {k.point.short_id}  {k.point.time[:19].replace('T', ' ')}  "
+            lines.append(f"  keep    {k.point.short_id}  {shown(k.point.time)}  "
                          f"{', '.join(k.matches)}")
         for p in g.remove:
-            lines.append(f"  remove  {p.short_id}  {p.time[:19].replace('T', ' ')}")
+            lines.append(f"  remove  {p.short_id}  {shown(p.time)}")
     removed = sum(len(g.remove) for g in groups)
     if not removed:
         lines.append("nothing to remove")

@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional
 import click
 
 from ..errors import UsageError
+from ..timefmt import shown
 from .context import Ctx, common_options, examples, pass_ctx
 from .keep_options import keep_options, policy_from
 
@@ -40,7 +41,7 @@ def _text(doc: Dict[str, Any]) -> str:
              f"soft delete: {doc['soft_delete_days']} day(s)" + ("" if doc["soft_delete_days"] else " (off)")]
     force = doc["in_force"]
     if force["until"]:
-        lines.append(f"  {force['soft_delete_days']} day(s) stay in force until {force['until'][:19].replace('T', ' ')} "
+        lines.append(f"  {force['soft_delete_days']} day(s) stay in force until {shown(force['until'])} "
                      "UTC (a shorter period takes effect only once the old one has passed)")
     return "\n".join(lines)
 

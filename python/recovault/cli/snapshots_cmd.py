@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, List, Optional
 import click
 
 from ..errors import CorruptData, UsageError
+from ..timefmt import shown
 from .context import Ctx, common_options, examples, pass_ctx, point_options
 
 if TYPE_CHECKING:
@@ -48,12 +49,12 @@ def snapshots(c: Ctx, deleted: bool, group_by: Optional[str]) -> None:
 
 
 def _when(time: str) -> str:
-    return time[:19].replace("T", " ")
+    return shown(time)
 
 
 def _deleted(c: Ctx, gone: List[DeletedPoint]) -> None:
     now = datetime.now(timezone.utc)
-    lines = [f"{'ID':8}  {'time':19}  {'host':12}  {'removed':19}  {'expires':19}  paths"]
+    lines = [f"{'ID':8}  {'time':20}  {'host':12}  {'removed':20}  {'expires':20}  paths"]
     for d in gone:
         s = d.point
         lines.append(f"{s.short_id}  {_when(s.time)}  {s.host[:12]:12}  {_when(d.removed)}  {_when(d.expires)}  "
@@ -61,7 +62,7 @@ def _deleted(c: Ctx, gone: List[DeletedPoint]) -> None:
     c.out([d.to_json() for d in gone], "\n".join(lines))
 
 
-_HEADER = f"{'ID':8}  {'time':19}  {'host':12}  {'tags':12}  {'mode':12}  {'size':>10}  paths"
+_HEADER = f"{'ID':8}  {'time':20}  {'host':12}  {'tags':12}  {'mode':12}  {'size':>10}  paths"
 
 
 def _row(s: RecoveryPoint) -> str:

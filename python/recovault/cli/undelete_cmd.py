@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..timefmt import shown
 from .context import Ctx, common_options, examples, pass_ctx
 
 
@@ -16,7 +17,7 @@ def undelete(c: Ctx, snapshot: str) -> None:
     with c.open(write=True) as v:
         point = v.undelete(snapshot)
     c.out(point.to_json(), f"recovery point {point.short_id} of {point.host} at "
-                           f"{point.time[:19].replace('T', ' ')} is live again")
+                           f"{shown(point.time)} is live again")
 
 
 command = undelete
