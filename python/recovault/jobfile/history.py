@@ -180,7 +180,7 @@ def process_alive(pid: int, stamp: ProcessStamp) -> bool:
 
 
 def interrupted_message(pid: int) -> str:
-    return (f"interrupted: the run's process (pid {pid}) ended without recording a result (killed, or the "
+    return (f"the run's process (pid {pid}) ended without recording a result (killed, or the "
             "machine stopped)")
 
 
