@@ -352,9 +352,10 @@ class History:
         except (OSError, sqlite3.Error) as e:
             raise HistoryUnreadable(f"cannot open the job history {self.path}: {_reason(e)}") from None
         try:
-            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode != "wal" and create:
-                raise sqlite3.OperationalError(f"journal mode {mode}, not WAL")
+            if create:  # WAL is a property of the file: set by its writers (a reader may have no write access)
+                mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode != "wal":
+                    raise sqlite3.OperationalError(f"journal mode {mode}, not WAL")
             self._migrate(db)
         except sqlite3.Error as e:
             db.close()
