@@ -288,7 +288,8 @@ class History:
             problems.append("no successful run recorded")
         elif success.end is not None and (now - timefmt.parse_time(success.end)).total_seconds() > within:
             age = (now - timefmt.parse_time(success.end)).total_seconds()
-            problems.append(f"no successful run for {age_text(age)} (the last ended {success.end[:19].replace('T', ' ')})")
+            ended = success.end[:19].replace("T", " ")
+            problems.append(f"no successful run for {age_text(age)} (the last ended {ended})")
         if last is not None and last.status != "ok":
             when = last.start[:19].replace("T", " ")
             why = f": {last.message}" if last.message and last.status != "interrupted" else ""
