@@ -70,6 +70,8 @@ RUNS: Dict[str, List[List[str]]] = {
             ["key", "list"], ["key", "add", "--new-passphrase-file", "{keyfile}", "--label", "second"],
             ["key", "remove", "{keyid}"], ["key", "passwd", "--new-passphrase-file", "{keyfile}"]],
     "cache": [["cache"]],
+    "history": [["history"], ["history", "web", "--limit", "1"], ["history", "--stale", "1000d"]],
+    "job": [["job", "list", "--jobs-dir", "{jobs_dir}"]],
 }
 # Runs that must print an error document (as every command does): {"error", "exit_code"}.
 ERROR_RUNS: List[List[str]] = [["restore", "no-such-point", "--target", "{target}"], ["snapshots", "--vault", "{target}/none"],
@@ -107,8 +109,21 @@ class Scenario:
         os.chmod(tmp / "newpass", 0o600)
         self.fields = dict(vault=api_vault(tmp / "vault"), src=str(src), image=str(image), target=str(tmp / "t"),
                            out=str(tmp / "out.img"), replica=api_vault(tmp / "replica"),
-                           new_vault=str(tmp / "new-vault"), keyfile=str(tmp / "newpass"))
+                           new_vault=str(tmp / "new-vault"), keyfile=str(tmp / "newpass"),
+                           jobs_dir=str(tmp / "jobs"))
         self.outputs: Dict[str, List[Output]] = {}
+        self._record_a_job_run(tmp)
+
+    def _record_a_job_run(self, tmp: Path) -> None:
+        """A job file and one finished run of it in the history (RECOVAULT_STATE_DIR, set by the fixture), for
+        `history` and `job list`."""
+        from recovault.jobfile.history import History, RunStep
+        (tmp / "jobs").mkdir()
+        (tmp / "jobs" / "web.toml").write_text('[vault]\nurl = "/backup/vault"\n[schedule]\ncalendar = ["daily"]\n')
+        h = History(str(tmp / "state" / "history.sqlite"))
+        r = h.start("web", str(tmp / "jobs" / "web.toml"), "web1", "incremental", os.getpid())
+        r.status, r.exit_code, r.snapshot, r.steps = "ok", 0, "ab" * 32, [RunStep("backup", "ok", 0.5)]
+        h.finish(r)
 
     def argv(self, argv: List[str]) -> List[str]:
         """`argv` with its fields filled, against the scenario's vault unless it names one."""
@@ -149,6 +164,7 @@ def scenario(tmp_path_factory) -> Scenario:
         mp.setenv("RECOVAULT_PASSPHRASE", PASSPHRASE)
         mp.setenv("RECOVAULT_FROM_PASSPHRASE", PASSPHRASE)  # copy's source
         mp.setenv("XDG_CACHE_HOME", str(tmp / "xdg"))
+        mp.setenv("RECOVAULT_STATE_DIR", str(tmp / "state"))
         s.play()
     return s
 
@@ -239,7 +255,7 @@ if __name__ == "__main__":  # `python tests/test_json_schemas.py`: the scenario'
     tmp_dir = Path(tempfile.mkdtemp(prefix="recovault-json-"))
     played = Scenario(tmp_dir)
     os.environ.update(RECOVAULT_PASSPHRASE=PASSPHRASE, RECOVAULT_FROM_PASSPHRASE=PASSPHRASE,
-                      XDG_CACHE_HOME=str(tmp_dir / "xdg"))
+                      XDG_CACHE_HOME=str(tmp_dir / "xdg"), RECOVAULT_STATE_DIR=str(tmp_dir / "state"))
     played.play()
     for name, outputs in played.outputs.items():
         for output in outputs:

@@ -101,3 +101,15 @@ class MountBusy(RecovaultError):
     still there). Nothing was mounted; unmount it first (fusermount3 -u), or choose another directory."""
 
     exit_code = 20
+
+
+class HistoryUnreadable(RecovaultError):
+    """The local journal of job runs (history.sqlite in the state directory) cannot be opened, read or written:
+    damaged, written by a newer recovault, or not accessible. A local error (exit 1): no vault is involved."""
+
+
+class Stale(RecovaultError):
+    """`history --stale`: a job has no successful run within the duration given, or its last run failed (or
+    was interrupted, or left files out). For monitoring: the report was printed; nothing was changed."""
+
+    exit_code = 21

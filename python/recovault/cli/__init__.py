@@ -51,6 +51,8 @@ COMMANDS: Dict[str, str] = {
     "dump": "dump_cmd",
     "version": "version_cmd",
     "cache": "cache_cmd",
+    "history": "history_cmd",
+    "job": "job_cmd",
 }
 
 
