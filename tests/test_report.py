@@ -46,8 +46,8 @@ class Warnings(List[str]):
 # -- the webhook's server ------------------------------------------------------------------------------------
 
 class Hook:
-    """A local HTTP server answering each request with the next planned status (then 200), after an
-    optional delay; it records what it received."""
+    """A local HTTP server answering each request with the next planned status (then 200; 0: hang up
+    without an answer), after an optional delay; it records what it received."""
 
     def __init__(self) -> None:
         self.plan: List[Tuple[int, float]] = []
@@ -62,6 +62,9 @@ class Hook:
                 status, delay = hook.plan.pop(0) if hook.plan else (200, 0.0)
                 if delay:
                     hook.release.wait(delay)
+                if status == 0:  # hang up without an answer
+                    self.close_connection = True
+                    return
                 self.send_response(status)
                 if status in (301, 302):
                     self.send_header("Location", "/elsewhere")
@@ -96,7 +99,10 @@ def hook():
 
 @pytest.fixture(autouse=True)
 def quick_retry(monkeypatch):
+    """Retries without the wait, and no proxy between the webhook and the local server."""
     monkeypatch.setattr(report, "RETRY_DELAY", 0.01)
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def free_port() -> int:
@@ -135,6 +141,22 @@ def test_webhook_5xx_is_tried_again(hook):
     assert warnings == []
     assert len(hook.requests) == 2
     assert hook.requests[0]["body"] == hook.requests[1]["body"]
+
+
+def test_webhook_connection_dropped_is_tried_again(hook):
+    hook.plan = [(0, 0.0)]
+    warnings = Warnings()
+    send(ReportSpec(webhook=hook.url()), run_record(), warnings)
+    assert warnings == []
+    assert len(hook.requests) == 2
+
+
+def test_webhook_dropped_twice_is_one_warning(hook):
+    hook.plan = [(0, 0.0), (0, 0.0)]
+    warnings = Warnings()
+    send(ReportSpec(webhook=hook.url()), run_record(), warnings)
+    assert warnings == [f"report to webhook http://127.0.0.1:{hook.port} failed: it closed the "
+                        "connection without an answer (tried 2 times)"]
 
 
 def test_webhook_failing_twice_is_one_warning_without_secrets(hook):

@@ -299,9 +299,6 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
-
-
 def _webhook_request(url: str, body: bytes) -> urllib.request.Request:
     """The POST of `body` to `url`; credentials in the URL become an Authorization header."""
     parts = urlsplit(url)
@@ -318,13 +315,13 @@ def _post(spec: ReportSpec, body: bytes) -> None:
     default) after RETRY_DELAY; a timeout is not (the server may be handling it: no second report)."""
     assert spec.webhook is not None
     request = _webhook_request(spec.webhook, body)
+    opener = urllib.request.build_opener(_NoRedirect)  # per call: the proxy variables as they are now
     failure = ""
     for attempt in range(WEBHOOK_ATTEMPTS):
         if attempt:
             time.sleep(RETRY_DELAY)
         try:
-            with _OPENER.open(request, timeout=spec.webhook_timeout) as response:
-                response.read()
+            opener.open(request, timeout=spec.webhook_timeout).close()  # a 2xx: its body is not read
             return
         except urllib.error.HTTPError as exc:
             exc.close()
@@ -337,7 +334,11 @@ def _post(spec: ReportSpec, body: bytes) -> None:
             if isinstance(exc.reason, (socket.timeout, TimeoutError)):
                 raise _Failed(f"no answer within {_span_text(spec.webhook_timeout)}") from None
             failure = f"cannot connect: {_reason(exc.reason)}"
-        except (OSError, http.client.HTTPException) as exc:  # reset, closed without an answer, bad answer
+        except http.client.RemoteDisconnected:
+            failure = "it closed the connection without an answer"
+        except http.client.HTTPException:
+            failure = "its answer is not HTTP"
+        except OSError as exc:  # reset while sending or reading
             failure = f"connection failed: {_reason(exc)}"
     raise _Failed(f"{failure} (tried {WEBHOOK_ATTEMPTS} times)" if WEBHOOK_ATTEMPTS > 1 else failure)
 
