@@ -295,6 +295,14 @@ def test_syslog_priority_err_for_failed_runs_info_else():
     assert "2 errors" in lines[2][1] and "exit 3" in lines[2][1]
 
 
+def test_syslog_line_of_a_run_that_left_little_record():
+    lines: List[Tuple[int, str]] = []
+    rec = {"job": "web", "status": "interrupted", "mode": None, "snapshot": None, "files": None,
+           "bytes_read": None, "bytes_added": None, "start": "2026-11-26T01:30:00.000000Z", "end": None}
+    send(ReportSpec(syslog=True), rec, Warnings(), log=lambda p, m: lines.append((p, m)))
+    assert lines == [(syslog.LOG_ERR, "job web: interrupted: backup: no recovery point")]
+
+
 def test_syslog_line_uses_the_recovault_identifier(monkeypatch):
     calls: List[Tuple[str, tuple]] = []
     monkeypatch.setattr(syslog, "openlog", lambda *a, **k: calls.append(("openlog", a)))
@@ -409,12 +417,13 @@ def test_table_that_is_not_a_table():
 
 @pytest.mark.parametrize("text, seconds", [
     ("60s", 60.0), ("60", 60.0), ("5min", 300.0), ("5m", 300.0), ("1h30m", 5400.0), ("500ms", 0.5),
-    ("1.5s", 1.5), (" 2 min 3 s ", 123.0), ("10sec", 10.0)])
+    ("1.5s", 1.5), (" 2 min 3 s ", 123.0), ("10sec", 10.0), ("2days", 172800.0), ("1w", 604800.0),
+    ("3 minutes", 180.0), ("5ms", 0.005)])
 def test_parse_span(text, seconds):
     assert parse_span(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "soon", "5 days", "-1s", "1x", "s"])
+@pytest.mark.parametrize("text", ["", "soon", "5 dayz", "-1s", "1x", "s", "5mins", "1 month"])
 def test_parse_span_refuses(text):
     with pytest.raises(ValueError):
         parse_span(text)

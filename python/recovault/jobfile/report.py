@@ -48,8 +48,13 @@ WEBHOOK_ATTEMPTS = 2
 #: seconds between two tries of a webhook
 RETRY_DELAY = 1.0
 
-_SPAN_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|sec|min|s|m|h)?")
-_SPAN_UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, None: 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+#: systemd's time span units (systemd.time(7)), in seconds; none: seconds
+_SPAN_UNITS: Dict[Optional[str], float] = {
+    None: 1.0, "ms": 0.001, "msec": 0.001, "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "m": 60.0,
+    "min": 60.0, "minute": 60.0, "minutes": 60.0, "h": 3600.0, "hr": 3600.0, "hour": 3600.0, "hours": 3600.0,
+    "d": 86400.0, "day": 86400.0, "days": 86400.0, "w": 604800.0, "week": 604800.0, "weeks": 604800.0}
+_SPAN_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(%s)?(?![a-z])" % "|".join(
+    sorted((u for u in _SPAN_UNITS if u), key=len, reverse=True)))
 
 #: log(priority, message): how a line reaches syslog (tests inject their own)
 LogFunction = Callable[[int, str], None]
@@ -72,8 +77,8 @@ class _Failed(Exception):
 
 
 def parse_span(text: str) -> float:
-    """A time span as systemd writes them ("60s", "5min", "1h30m", "500ms"; a bare number is seconds) in
-    seconds; ValueError if `text` is not one."""
+    """A time span as systemd writes them ("60s", "5min", "1h 30m", "500ms", "2days"; a bare number is
+    seconds) in seconds; ValueError if `text` is not one."""
     rest, total = text.strip(), 0.0
     if not rest:
         raise ValueError("empty")
@@ -386,9 +391,9 @@ def summary(record: Mapping[str, Any]) -> str:
     details: List[str] = []
     if record.get("message"):
         details.append(" ".join(str(record["message"]).split()))
-    mode = record.get("mode") or "backup"
+    backup = f"{record['mode']} backup" if record.get("mode") else "backup"
     snapshot = record.get("snapshot")
-    details.append(f"{mode} backup {str(snapshot)[:8]}" if snapshot else f"{mode} backup: no recovery point")
+    details.append(f"{backup} {str(snapshot)[:8]}" if snapshot else f"{backup}: no recovery point")
     if record.get("files") is not None:
         details.append(f"{record['files']} files")
     for key, what in (("bytes_read", "read"), ("bytes_added", "added")):
