@@ -234,6 +234,13 @@ def test_command_failing_is_a_warning_naming_the_program_only(tmp_path):
     assert warnings == [f"report to command {prog} failed: exit 3"]
 
 
+def test_command_that_does_not_read_its_input_is_fine(tmp_path):
+    prog = script(tmp_path, "ignore.sh", "exit 0\n")
+    warnings = Warnings()
+    send(ReportSpec(command=prog), run_record(message="x" * 1_000_000), warnings)  # past any pipe's buffer
+    assert warnings == []
+
+
 def test_command_missing_is_a_warning(tmp_path):
     warnings = Warnings()
     send(ReportSpec(command=f"{tmp_path}/nowhere --token TOKEN123"), run_record(), warnings)

@@ -203,10 +203,16 @@ class ReportSpec:
 
     @property
     def destinations(self) -> List[str]:
-        """The destinations' names, as warnings name them."""
-        names = [f"command {_program(self.command)}"] if self.command else []
-        names += ["syslog"] if self.syslog else []
-        return names + ([f"webhook {webhook_origin(self.webhook)}"] if self.webhook else [])
+        """The destinations' names, in the order they are tried, as warnings name them."""
+        return list(self._names().values())
+
+    def _names(self) -> Dict[str, str]:
+        """Each destination set ("command", "syslog", "webhook") -> its name for people: a webhook by its
+        origin, a command by its program (the rest may hold secrets)."""
+        names = {"command": f"command {_program(self.command)}"} if self.command else {}
+        names.update({"syslog": "syslog"} if self.syslog else {})
+        names.update({"webhook": f"webhook {webhook_origin(self.webhook)}"} if self.webhook else {})
+        return names
 
     def wants(self, record: Mapping[str, Any]) -> bool:
         """Whether `record` is reported: always, or with ``on = "failure"`` a run that did not end ok."""
@@ -223,8 +229,8 @@ def failed(record: Mapping[str, Any]) -> bool:
 def send(spec: ReportSpec, record: Mapping[str, Any], on_warning: Callable[[str], None], *,
          log: Optional[LogFunction] = None) -> None:
     """Report `record` (a run record's JSON dict) to each of `spec`'s destinations; each that fails is one
-    warning to `on_warning` ("report to webhook https://host failed: ..."). Never raises (but
-    KeyboardInterrupt). `log` replaces the syslog call (priority, message)."""
+    warning to `on_warning` ("report to webhook https://host failed: ..."). Never raises
+    (KeyboardInterrupt aside). `log` replaces the syslog call (priority, message)."""
     if not spec.wants(record):
         return
     try:
@@ -232,16 +238,14 @@ def send(spec: ReportSpec, record: Mapping[str, Any], on_warning: Callable[[str]
     except (TypeError, ValueError) as exc:
         _warn(on_warning, f"report: the run record cannot be written as JSON ({type(exc).__name__})")
         return
-    deliveries: List[Tuple[str, Callable[[], None]]] = []
-    if spec.command:
-        deliveries.append((f"command {_program(spec.command)}", lambda: _run_command(spec, body, record)))
-    if spec.syslog:
-        deliveries.append(("syslog", lambda: (log or syslog_line)(priority(record), summary(record))))
-    if spec.webhook:
-        deliveries.append((f"webhook {webhook_origin(spec.webhook)}", lambda: _post(spec, body)))
-    for name, deliver in deliveries:
+    deliveries: Dict[str, Callable[[], None]] = {
+        "command": lambda: _run_command(spec, body, record),
+        "syslog": lambda: (log or syslog_line)(priority(record), summary(record)),
+        "webhook": lambda: _post(spec, body),
+    }
+    for destination, name in spec._names().items():
         try:
-            deliver()
+            deliveries[destination]()
         except _Failed as exc:
             _warn(on_warning, f"report to {name} failed: {exc}")
         except Exception as exc:  # noqa: BLE001 (a report never fails the run; its text may hold a URL)
