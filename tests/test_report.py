@@ -2,15 +2,18 @@
 HTTP server for the webhook, real scripts for the command, the syslog call injected."""
 from __future__ import annotations
 
+import base64
 import json
-import os
+import re
 import shlex
 import socket
 import stat
 import syslog
 import threading
 import time
+import tomllib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import pytest
@@ -130,7 +133,7 @@ def test_webhook_credentials_in_the_url_are_basic_authentication(hook):
     send(ReportSpec(webhook=url), run_record(), warnings)
     assert warnings == []
     [req] = hook.requests
-    assert req["headers"]["Authorization"] == "Basic " + __import__("base64").b64encode(b"alice:s3cret!").decode()
+    assert req["headers"]["Authorization"] == "Basic " + base64.b64encode(b"alice:s3cret!").decode()
     assert req["headers"]["Host"] == f"127.0.0.1:{hook.port}"
 
 
@@ -434,3 +437,14 @@ def test_parse_span(text, seconds):
 def test_parse_span_refuses(text):
     with pytest.raises(ValueError):
         parse_span(text)
+
+
+def test_the_docs_examples_are_valid_tables():
+    """docs/reports.md's [report] tables parse as TOML and validate."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "reports.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
+    assert len(blocks) == 2
+    specs = [ReportSpec.from_table(tomllib.loads(b)["report"], {}) for b in blocks]
+    assert specs[0].destinations == ["command /usr/local/bin/backup-alert", "syslog",
+                                     "webhook https://hooks.example.com"]
+    assert specs[1].on == "failure"
