@@ -222,6 +222,19 @@ def test_command_gets_the_json_on_stdin_and_the_job_in_its_environment(tmp_path)
     assert (tmp_path / "out.json.env").read_text() == "web failed two words\n"
 
 
+def test_command_environment_has_no_passphrase(tmp_path, monkeypatch):
+    monkeypatch.setenv("RECOVAULT_PASSPHRASE", "pp-one")
+    monkeypatch.setenv("RECOVAULT_FROM_PASSPHRASE", "pp-two")
+    monkeypatch.setenv("WEB_VAULT_KEY", "pp-three")
+    monkeypatch.setenv("REPORT_TEST_KEPT", "kept")
+    out = tmp_path / "env.txt"
+    prog = script(tmp_path, "env.sh", f"env > {out}\n")
+    send(ReportSpec(command=prog), run_record(), Warnings(), hide_env=["WEB_VAULT_KEY"])
+    env = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+    assert not {"RECOVAULT_PASSPHRASE", "RECOVAULT_FROM_PASSPHRASE", "WEB_VAULT_KEY"} & set(env)
+    assert (env["REPORT_TEST_KEPT"], env["RECOVAULT_JOB"], env["RECOVAULT_JOB_STATUS"]) == ("kept", "web", "ok")
+
+
 def test_command_output_goes_to_stderr_never_stdout(tmp_path, capfd):
     prog = script(tmp_path, "talk.sh", "echo said-on-stdout; echo said-on-stderr >&2\n")
     send(ReportSpec(command=prog), run_record(), Warnings())

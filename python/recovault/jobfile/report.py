@@ -31,7 +31,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .. import __version__, timefmt
@@ -227,10 +227,12 @@ def failed(record: Mapping[str, Any]) -> bool:
 # -- sending -------------------------------------------------------------------------------------------------
 
 def send(spec: ReportSpec, record: Mapping[str, Any], on_warning: Callable[[str], None], *,
-         log: Optional[LogFunction] = None) -> None:
+         log: Optional[LogFunction] = None, hide_env: Iterable[str] = ()) -> None:
     """Report `record` (a run record's JSON dict) to each of `spec`'s destinations; each that fails is one
     warning to `on_warning` ("report to webhook https://host failed: ..."). Never raises
-    (KeyboardInterrupt aside). `log` replaces the syslog call (priority, message)."""
+    (KeyboardInterrupt aside). `log` replaces the syslog call (priority, message). The command's environment
+    is ours without the variables named in `hide_env` (the job's passphrase variable) or with PASSPHRASE in
+    their name."""
     if not spec.wants(record):
         return
     try:
@@ -239,7 +241,7 @@ def send(spec: ReportSpec, record: Mapping[str, Any], on_warning: Callable[[str]
         _warn(on_warning, f"report: the run record cannot be written as JSON ({type(exc).__name__})")
         return
     deliveries: Dict[str, Callable[[], None]] = {
-        "command": lambda: _run_command(spec, body, record),
+        "command": lambda: _run_command(spec, body, _command_env(record, hide_env)),
         "syslog": lambda: (log or syslog_line)(priority(record), summary(record)),
         "webhook": lambda: _post(spec, body),
     }
@@ -268,13 +270,19 @@ def _program(command: str) -> str:
     return args[0] if args else "(empty)"
 
 
-def _run_command(spec: ReportSpec, body: bytes, record: Mapping[str, Any]) -> None:
+def _command_env(record: Mapping[str, Any], hide: Iterable[str]) -> Dict[str, str]:
+    """The report command's environment: ours, less what may hold a passphrase, plus the job and status."""
+    hidden = set(hide)
+    env = {k: v for k, v in os.environ.items() if k not in hidden and "PASSPHRASE" not in k.upper()}
+    env.update(RECOVAULT_JOB=str(record.get("job") or ""), RECOVAULT_JOB_STATUS=str(record.get("status") or ""))
+    return env
+
+
+def _run_command(spec: ReportSpec, body: bytes, env: Mapping[str, str]) -> None:
     """Run the report command with `body` on its stdin; its stdout and stderr go to our stderr (stdout stays
     `job run --json`'s document); killed with its process group at the timeout."""
     assert spec.command is not None
     args = shlex.split(spec.command)
-    env = dict(os.environ, RECOVAULT_JOB=str(record.get("job") or ""),
-               RECOVAULT_JOB_STATUS=str(record.get("status") or ""))
     try:
         proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=2, env=env, start_new_session=True)
     except OSError as exc:
