@@ -9,6 +9,22 @@ import pytest
 from servers import azure_env, azurite, moto, s3_env  # noqa: F401 - the object-store server fixtures
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_agent_dirs(tmp_path_factory):
+    """The agent cache and state directories of the whole run in its temporary root, not the home of whoever
+    runs the suite (a test that needs its own sets its own; subprocesses inherit these)."""
+    root = tmp_path_factory.mktemp("agent")
+    old = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "RECOVAULT_STATE_DIR")}
+    os.environ["XDG_CACHE_HOME"] = str(root / "cache")
+    os.environ["RECOVAULT_STATE_DIR"] = str(root / "state")
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture
 def small_tmpfs(tmp_path):
     """A 1 MiB tmpfs (a restore target that fills up); skips unless it can be mounted (root)."""
