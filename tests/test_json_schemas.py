@@ -70,6 +70,7 @@ RUNS: Dict[str, List[List[str]]] = {
             ["key", "list"], ["key", "add", "--new-passphrase-file", "{keyfile}", "--label", "second"],
             ["key", "remove", "{keyid}"], ["key", "passwd", "--new-passphrase-file", "{keyfile}"]],
     "cache": [["cache"]],
+    "job": [["job", "validate", "{jobfile}"], ["job", "run", "{jobfile}"]],  # the job file names the vault
 }
 # Runs that must print an error document (as every command does): {"error", "exit_code"}.
 ERROR_RUNS: List[List[str]] = [["restore", "no-such-point", "--target", "{target}"], ["snapshots", "--vault", "{target}/none"],
@@ -108,6 +109,11 @@ class Scenario:
         self.fields = dict(vault=api_vault(tmp / "vault"), src=str(src), image=str(image), target=str(tmp / "t"),
                            out=str(tmp / "out.img"), replica=api_vault(tmp / "replica"),
                            new_vault=str(tmp / "new-vault"), keyfile=str(tmp / "newpass"))
+        self.fields["jobfile"] = str(tmp / "nightly.toml")
+        (tmp / "nightly.toml").write_text(
+            f'[vault]\nurl = "{self.fields["vault"]}"\npassphrase_env = "RECOVAULT_PASSPHRASE"\n'
+            f'[backup]\npaths = ["{src}"]\ntags = ["nightly"]\n[retention]\nkeep_last = 3\nprune = true\n'
+            '[check]\nevery = "7d"\n[[hooks.before]]\ncommand = "true"\n')
         self.outputs: Dict[str, List[Output]] = {}
 
     def argv(self, argv: List[str]) -> List[str]:
@@ -149,6 +155,7 @@ def scenario(tmp_path_factory) -> Scenario:
         mp.setenv("RECOVAULT_PASSPHRASE", PASSPHRASE)
         mp.setenv("RECOVAULT_FROM_PASSPHRASE", PASSPHRASE)  # copy's source
         mp.setenv("XDG_CACHE_HOME", str(tmp / "xdg"))
+        mp.setenv("RECOVAULT_STATE_DIR", str(tmp / "state"))  # job run's history and lock
         s.play()
     return s
 
@@ -239,7 +246,7 @@ if __name__ == "__main__":  # `python tests/test_json_schemas.py`: the scenario'
     tmp_dir = Path(tempfile.mkdtemp(prefix="recovault-json-"))
     played = Scenario(tmp_dir)
     os.environ.update(RECOVAULT_PASSPHRASE=PASSPHRASE, RECOVAULT_FROM_PASSPHRASE=PASSPHRASE,
-                      XDG_CACHE_HOME=str(tmp_dir / "xdg"))
+                      XDG_CACHE_HOME=str(tmp_dir / "xdg"), RECOVAULT_STATE_DIR=str(tmp_dir / "state"))
     played.play()
     for name, outputs in played.outputs.items():
         for output in outputs:
