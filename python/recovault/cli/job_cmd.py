@@ -97,6 +97,11 @@ def job_run(c: Ctx, file: str) -> None:
     running already exits 17. The exit status is the run's (as backup's: 3 when files were left out)."""
     from ..jobfile.runner import Job, format_record
     job_ = Job.from_file(file, on_warning=c.warn, cache_dir=c._cache_dir)
+    ignored = [o for o, a in (("--vault", "location"), ("--passphrase-file", "passphrase_file"),
+                              ("--passphrase-command", "passphrase_command"))
+               if getattr(c, a) is not None and a not in c.from_env]
+    if ignored:
+        c.warn(f"{', '.join(ignored)} not used: the job file names the vault and its passphrase source")
     with c.progress("backing up") as prog:
         job_.progress = prog
         record = job_.run()

@@ -165,7 +165,7 @@ class Job:
             history = self.history if self.history is not None else History()
             record = history.start(self.name, self.spec.path, self.host, self.mode, os.getpid())
             try:
-                _Run(self, record).execute()
+                _Run(self, history, record).execute()
             finally:
                 record.end = timefmt.now()
                 history.finish(record)
@@ -181,11 +181,11 @@ class Job:
 class _Run:
     """One run's steps, filling `record`."""
 
-    def __init__(self, job: Job, record: RunRecord) -> None:
+    def __init__(self, job: Job, history: History, record: RunRecord) -> None:
         self.job = job
         self.spec = job.spec
+        self.history = history
         self.record = record
-        self.point_saved = False
 
     # the steps of the record
 
@@ -326,7 +326,6 @@ class _Run:
         if point.errors:
             self.record.message = f"{len(point.errors)} file(s) could not be read and are not in the recovery point"
         self.step("backup", "partial" if point.errors else "ok", t0, f"recovery point {point.short_id} ({point.mode})")
-        self.point_saved = True
 
     def forget(self, vault: Any) -> None:
         from ..selection import PointFilter
@@ -365,8 +364,7 @@ class _Run:
         `ok` check step) started more than `every` (less the slack) ago."""
         check = self.spec.check
         assert check is not None
-        history = self.job.history if self.job.history is not None else History()
-        for rec in history.runs(self.spec.name):
+        for rec in self.history.runs(self.spec.name):
             if rec.id != self.record.id and any(s.get("step") == "check" and s.get("status") == "ok"
                                                 for s in rec.steps):
                 age = (datetime.now(timezone.utc) - timefmt.parse_time(rec.start)).total_seconds()
