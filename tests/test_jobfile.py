@@ -171,9 +171,9 @@ def test_every_problem_is_reported_with_its_line(tmp_path):
         (12, "retention.keep_daily: must be an integer, not a string"),
         (13, "retention.prune: must be true or false, not an integer"),
         (16, "limits.upload: "),
-        (20, "hooks.before.0.timeout: 'forever' is not a duration"),
-        (21, "hooks.before.0.on_failure: 'ignore': use 'abort'"),
-        (22, "unknown key 'wat' in [hooks]"),
+        (20, "hooks.before[0].timeout: 'forever' is not a duration"),
+        (21, "hooks.before[0].on_failure: 'ignore': use 'abort'"),
+        (22, "unknown key 'wat' in hooks.before[0]"),
         (24, "[check] has no 'every'"),
         (25, "check.read_data_subset: 'lots'"),
         (27, "unknown table or key 'extra'"),
@@ -216,7 +216,10 @@ def test_bad_hooks_in_inline_form_and_a_toml_syntax_error(tmp_path):
         ]
         after = "notify-send done"
         during = []
+        [limits]
+        work_hours = "Mon-Fri 08:00-18:00"
         """))
+    assert any(l == 14 and "limits.work_hours needs a rate for them" in m for l, m in found), found
     assert any(l == 7 and "hooks.before[1] has no command" in m for l, m in found), found
     assert any(l == 11 and "hooks.after must be an array of tables" in m for l, m in found), found
     assert any(l == 12 and "unknown key 'during' in [hooks]" in m for l, m in found), found

@@ -472,9 +472,12 @@ class _Reader:
         self.problems.append(Problem(self.path, self.line(key), message))
 
     def table(self, doc: Dict[str, Any], name: str, schema: Dict[str, Callable[[Any], Any]],
-              where: Optional[str] = None) -> Dict[str, Any]:
-        """The keys of table `name` (at `where` for messages) that pass their check, converted."""
+              where: Optional[str] = None, label: Optional[str] = None) -> Dict[str, Any]:
+        """The keys of table `name` (at `where` for lines, called `label` in messages) that pass their check,
+        converted."""
         where = where or name
+        prefix = label or where
+        label = label or f"[{where}]"
         value = doc.get(name, {})
         if not isinstance(value, dict):
             self.problem(where, f"{where} must be a table ([{where}]), not {_type_name(value)}")
@@ -483,13 +486,13 @@ class _Reader:
         for key, v in value.items():
             check = schema.get(key)
             if check is None:
-                self.problem(f"{where}.{key}", f"unknown key {key!r} in [{where.split('.')[0]}]"
+                self.problem(f"{where}.{key}", f"unknown key {key!r} in {label}"
                              + _did_you_mean(key, schema))
                 continue
             try:
                 out[key] = check(v)
             except _Bad as e:
-                self.problem(f"{where}.{key}", f"{where}.{key}: {e}")
+                self.problem(f"{where}.{key}", f"{prefix}.{key}: {e}")
         return out
 
 
@@ -528,19 +531,26 @@ def load_job(path: str) -> JobSpec:
         if key not in TABLES:
             r.problem(key, f"unknown table or key {key!r} (known: {', '.join(f'[{t}]' for t in TABLES)})")
     spec = JobSpec(name, path, _vault(r, doc), _backup(r, doc), _retention(r, doc), _schedule(r, doc),
-                   LimitsSpec(**r.table(doc, "limits", SCHEMA["limits"])), _check(r, doc), _hooks(r, doc),
+                   _limits(r, doc), _check(r, doc), _hooks(r, doc),
                    _report(r, doc), r.lines)
     if r.problems:
         raise JobFileError(sorted(r.problems, key=lambda p: p.line))
     return spec
 
 
+def _raw(doc: Dict[str, Any], name: str) -> Dict[str, Any]:
+    """Table `name` as written (empty when missing or not a table: `_Reader.table` reports that)."""
+    value = doc.get(name)
+    return value if isinstance(value, dict) else {}
+
+
 def _vault(r: _Reader, doc: Dict[str, Any]) -> VaultSpec:
     t = r.table(doc, "vault", SCHEMA["vault"])
-    given = [k for k in PASSPHRASE_KEYS if k in (doc.get("vault") or {})]
+    raw = _raw(doc, "vault")
+    given = [k for k in PASSPHRASE_KEYS if k in raw]
     if "vault" not in doc:
         r.problem("", "no [vault] table: the job needs [vault] url and a passphrase source")
-    elif "url" not in (doc.get("vault") or {}):
+    elif "url" not in raw:
         r.problem("vault", "[vault] has no url (the vault's path or URL)")
     if "vault" in doc and not given:
         r.problem("vault", f"[vault] has no passphrase source: give one of {', '.join(PASSPHRASE_KEYS)}")
@@ -553,7 +563,7 @@ def _vault(r: _Reader, doc: Dict[str, Any]) -> VaultSpec:
 
 def _backup(r: _Reader, doc: Dict[str, Any]) -> BackupSpec:
     t = r.table(doc, "backup", SCHEMA["backup"])
-    raw = doc.get("backup") if isinstance(doc.get("backup"), dict) else {}
+    raw = _raw(doc, "backup")
     if not any(k in raw for k in ("paths", "images", "stdin_command")):
         r.problem("backup", "nothing to back up: [backup] needs paths, images or stdin_command")
     if "stdin_name" in raw and "stdin_command" not in raw:
@@ -569,7 +579,7 @@ def _retention(r: _Reader, doc: Dict[str, Any]) -> Optional[RetentionSpec]:
     t = r.table(doc, "retention", SCHEMA["retention"])
     prune = {k: t.pop(k) for k in list(t) if k.startswith("prune")}
     rules = dict(t)
-    raw = doc.get("retention") if isinstance(doc.get("retention"), dict) else {}
+    raw = _raw(doc, "retention")
     if not any(k.startswith("keep_") for k in raw):
         r.problem("retention", "[retention] has no keep_* rule: it would keep nothing (leave the table out to "
                                "forget nothing)")
@@ -599,11 +609,18 @@ def _calendar_problems(expr: str) -> List[str]:
     return []
 
 
+def _limits(r: _Reader, doc: Dict[str, Any]) -> LimitsSpec:
+    t = r.table(doc, "limits", SCHEMA["limits"])
+    if "work_hours" in t and "upload_work" not in t and "download_work" not in t:
+        r.problem("limits.work_hours", "limits.work_hours needs a rate for them: upload_work or download_work")
+    return LimitsSpec(**t)
+
+
 def _check(r: _Reader, doc: Dict[str, Any]) -> Optional[CheckSpec]:
     if "check" not in doc:
         return None
     t = r.table(doc, "check", SCHEMA["check"])
-    raw = doc.get("check") if isinstance(doc.get("check"), dict) else {}
+    raw = _raw(doc, "check")
     if "every" not in raw:
         r.problem("check", "[check] has no 'every' (how often to check, e.g. every = \"7d\")")
         return None
@@ -634,7 +651,7 @@ def _hook_list(r: _Reader, table: Dict[str, Any], when: str) -> List[HookSpec]:
     hooks = []
     for i, item in enumerate(items):
         at = f"{where}.{i}" if f"{where}.{i}" in r.lines else where
-        t = r.table({"hook": item}, "hook", HOOK_KEYS, where=at)
+        t = r.table({"hook": item}, "hook", HOOK_KEYS, where=at, label=f"{where}[{i}]")
         if "command" not in item:
             r.problem(at, f"{where}[{i}] has no command")
         if "command" in t:
