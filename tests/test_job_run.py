@@ -76,12 +76,13 @@ def test_a_job_runs_end_to_end_with_retention_applied_to_its_own_points(env):
     with api.open_vault(env.vault, PASSPHRASE, cache_dir=str(env.tmp / "c")) as v:
         api.backup(v, [str(other)], host="web1")  # another source of the same host: not this job's
         api.backup(v, [env.src], host="web2")  # the job's paths from another host: not this job's either
+        api.backup(v, [env.src], host="web1", tags=["manual"])  # without the job's tag: not this job's
     path = job_file(env, """\
         [retention]
         keep_last = 2
         prune = true
         prune_margin = "0"
-        """)
+        """, backup='tags = ["nightly"]')
     records = []
     for i in range(4):
         (env.tmp / "src" / f"new{i}.txt").write_text(f"run {i}\n" * 1000)
@@ -91,12 +92,12 @@ def test_a_job_runs_end_to_end_with_retention_applied_to_its_own_points(env):
     assert steps(last) == [("backup", "ok"), ("forget", "ok"), ("prune", "ok")]
     assert last.steps[1]["detail"] == "1 removed, 2 kept"
     points = live(env)
-    mine = [p for p in points if p.host == "web1" and p.paths == [env.src]]
+    mine = [p for p in points if p.tags == ["nightly"]]
     assert [p.id for p in mine] == [r.snapshot for r in records[-2:]]
-    assert {(p.host, tuple(p.paths)) for p in points} == {("web1", (str(other),)), ("web2", (env.src,)),
-                                                          ("web1", (env.src,))}
+    assert sorted((p.host, tuple(p.paths), tuple(p.tags)) for p in points if p not in mine) == sorted([
+        ("web1", (env.src,), ("manual",)), ("web1", (str(other),), ()), ("web2", (env.src,), ())])
     assert last.files == 5 and last.bytes_read > 0 and last.errors == 0 and last.mode == "incremental"
-    assert records[0].mode == "full"  # the first backup of a source is full, whatever the day's rule
+    assert records[0].mode == "incremental"  # its base: the manual point of the same host and paths
     assert last.job == "web" and last.host == "web1" and last.file == path and last.pid == os.getpid()
     assert last.end is not None and last.message is None
     journal = history(env).runs("web")
