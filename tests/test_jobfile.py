@@ -193,7 +193,7 @@ def test_missing_vault_and_two_passphrase_sources(tmp_path):
         passphrase_command = "pass show backup"
 
         [backup]
-        tags = ["x"]
+        paths = []
         stdin_name = "db.sql"
         """))
     assert (1, "[vault] has no url (the vault's path or URL)") in found

@@ -564,7 +564,7 @@ def _vault(r: _Reader, doc: Dict[str, Any]) -> VaultSpec:
 def _backup(r: _Reader, doc: Dict[str, Any]) -> BackupSpec:
     t = r.table(doc, "backup", SCHEMA["backup"])
     raw = _raw(doc, "backup")
-    if not any(k in raw for k in ("paths", "images", "stdin_command")):
+    if not any(raw.get(k) for k in ("paths", "images", "stdin_command")):
         r.problem("backup", "nothing to back up: [backup] needs paths, images or stdin_command")
     if "stdin_name" in raw and "stdin_command" not in raw:
         r.problem("backup.stdin_name", "backup.stdin_name names the stream of stdin_command, which is not given")
