@@ -365,9 +365,9 @@ def test_stale_checks_the_jobs_of_the_jobs_directory(state, tmp_path, capsys):
 def _jobs_dir(tmp_path):
     jobs = tmp_path / "jobs"
     jobs.mkdir()
-    (jobs / "web.toml").write_text('[vault]\nurl = "/backup/vault"\n[schedule]\n'
-                                   'calendar = ["*-*-* 13:30", "*-*-* 01:30"]\n')
-    (jobs / "db.toml").write_text('[vault]\nurl = "/backup/vault"\n')
+    vault = '[vault]\nurl = "/backup/vault"\npassphrase_env = "BACKUP_PASSPHRASE"\n[backup]\npaths = ["/srv"]\n'
+    (jobs / "web.toml").write_text(vault + '[schedule]\ncalendar = ["*-*-* 13:30", "*-*-* 01:30"]\n')
+    (jobs / "db.toml").write_text(vault)
     (jobs / "broken.toml").write_text('[vault\n')
     (jobs / "notes.txt").write_text("not a job")
     return jobs
@@ -408,7 +408,8 @@ def test_next_run_is_none_until_the_calendar_module_exists_then_its_earliest(sta
     from recovault.cli import job_cmd
     import recovault.jobfile as jobfile
     jobs = _jobs_dir(tmp_path)
-    spec = job_cmd._read_job(str(jobs / "web.toml"))
+    from recovault.jobfile.spec import load_job
+    spec = load_job(str(jobs / "web.toml"))
     if not hasattr(jobfile, "calendar"):
         try:
             import recovault.jobfile.calendar  # noqa: F401

@@ -71,7 +71,8 @@ RUNS: Dict[str, List[List[str]]] = {
             ["key", "remove", "{keyid}"], ["key", "passwd", "--new-passphrase-file", "{keyfile}"]],
     "cache": [["cache"]],
     "history": [["history"], ["history", "web", "--limit", "1"], ["history", "--stale", "1000d"]],
-    "job": [["job", "list", "--jobs-dir", "{jobs_dir}"]],
+    "job": [["job", "validate", "{jobfile}"], ["job", "run", "{jobfile}"],  # the job file names the vault
+            ["job", "list", "--jobs-dir", "{jobs_dir}"]],
 }
 # Runs that must print an error document (as every command does): {"error", "exit_code"}.
 ERROR_RUNS: List[List[str]] = [["restore", "no-such-point", "--target", "{target}"], ["snapshots", "--vault", "{target}/none"],
@@ -111,6 +112,11 @@ class Scenario:
                            out=str(tmp / "out.img"), replica=api_vault(tmp / "replica"),
                            new_vault=str(tmp / "new-vault"), keyfile=str(tmp / "newpass"),
                            jobs_dir=str(tmp / "jobs"))
+        self.fields["jobfile"] = str(tmp / "nightly.toml")
+        (tmp / "nightly.toml").write_text(
+            f'[vault]\nurl = "{self.fields["vault"]}"\npassphrase_env = "RECOVAULT_PASSPHRASE"\n'
+            f'[backup]\npaths = ["{src}"]\ntags = ["nightly"]\n[retention]\nkeep_last = 3\nprune = true\n'
+            '[check]\nevery = "7d"\n[[hooks.before]]\ncommand = "true"\n')
         self.outputs: Dict[str, List[Output]] = {}
         self._record_a_job_run(tmp)
 
@@ -164,7 +170,7 @@ def scenario(tmp_path_factory) -> Scenario:
         mp.setenv("RECOVAULT_PASSPHRASE", PASSPHRASE)
         mp.setenv("RECOVAULT_FROM_PASSPHRASE", PASSPHRASE)  # copy's source
         mp.setenv("XDG_CACHE_HOME", str(tmp / "xdg"))
-        mp.setenv("RECOVAULT_STATE_DIR", str(tmp / "state"))
+        mp.setenv("RECOVAULT_STATE_DIR", str(tmp / "state"))  # job run's history and lock
         s.play()
     return s
 

@@ -1,69 +1,126 @@
 """recovault job validate | run | list | schedule: jobs described by job files (TOML, one per job,
-`/etc/recovault/jobs/NAME.toml`; jobfile/). Each lane of issue 12 adds its subcommands in a block of its own
-below the group."""
+`/etc/recovault/jobs/NAME.toml`; jobfile/). The group is one module; each subcommand is a block of its own
+below it."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Dict, List, Optional
 
 import click
 
-from ..errors import UsageError
+from ..errors import RecovaultError, UsageError
 from .context import Ctx, common_options, examples, pass_ctx
 
 
 @click.group(epilog=examples(
+    "recovault job validate /etc/recovault/jobs/web.toml",
+    "recovault job run /etc/recovault/jobs/web.toml --json",
     "recovault job list",
-    "recovault job list --jobs-dir /srv/jobs --json"))
+    "recovault job schedule /etc/recovault/jobs/web.toml --dry-run"))
 @common_options
 def job() -> None:
-    """Jobs described by job files: list them with their last and next runs."""
+    """Job files: one TOML file per backup job (vault, sources, modes, retention, limits, check, hooks,
+    schedule, reports); see the README's "Scheduled jobs". validate checks one, run runs it, list shows the
+    jobs with their last and next runs, schedule puts one on the system's scheduler. The job file names its
+    vault and passphrase source: --vault and the passphrase options are not used by job commands."""
+
+
+# -- run lane: validate, run -----------------------------------------------------------------------------------
+
+class RunEnded(RecovaultError):
+    """A job run that did not end ok: its exit code is the run's (3 partial, 17 busy vault lease, 130
+    interrupted, ...), its message the record's."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@job.command(name="validate", epilog=examples(
+    "recovault job validate /etc/recovault/jobs/web.toml",
+    "recovault job validate web.toml --json"))
+@common_options
+@click.argument("file", type=click.Path(dir_okay=False))
+@pass_ctx
+def job_validate(c: Ctx, file: str) -> None:
+    """Check a job file: every problem is listed with its line (exit 2); nothing is run or opened."""
+    import os
+    from ..jobfile.spec import JobFileError, load_job
+    try:
+        spec = load_job(file)
+    except JobFileError as e:
+        path = os.path.abspath(file)
+        c.out({"file": path, "job": os.path.splitext(os.path.basename(path))[0], "valid": False,
+               "problems": [{"line": p.line, "message": p.message} for p in e.problems]}, "")
+        raise
+    doc = validate_json(spec)
+    c.out(doc, _validate_text(doc))
+
+
+def validate_json(spec: Any) -> Dict[str, Any]:
+    """`job validate --json` of a valid job file: what the job will do."""
+    from datetime import datetime
+    b, r = spec.backup, spec.retention
+    return {
+        "file": spec.path, "job": spec.name, "valid": True, "problems": [],
+        "vault": spec.vault.url, "passphrase": spec.vault.passphrase.kind,
+        "paths": b.point_paths(), "host": b.host, "tags": b.tags,
+        "mode_today": b.mode_on(datetime.now().astimezone().date()),
+        "retention": None if r is None else {"policy": r.policy.to_json(), "prune": r.prune},
+        "calendar": spec.schedule.calendar,
+        "check": None if spec.check is None else {"every": spec.check.every_text},
+        "hooks": {"before": len(spec.hooks.before), "after": len(spec.hooks.after)},
+    }
+
+
+def _validate_text(doc: Dict[str, Any]) -> str:
+    lines = [f"job {doc['job']} ({doc['file']}): valid",
+             f"  vault      {doc['vault']} (passphrase from {doc['passphrase']})",
+             f"  backs up   {' '.join(doc['paths'])} ({doc['mode_today']} today)"]
+    if doc["retention"]:
+        rules = " ".join(f"{k}={v}" for k, v in doc["retention"]["policy"].items())
+        lines.append(f"  retention  {rules}" + ("; then prune" if doc["retention"]["prune"] else ""))
+    if doc["check"]:
+        lines.append(f"  check      every {doc['check']['every']}")
+    if doc["calendar"]:
+        lines.append(f"  schedule   {'; '.join(doc['calendar'])}")
+    return "\n".join(lines)
+
+
+@job.command(name="run", epilog=examples(
+    "recovault job run /etc/recovault/jobs/web.toml",
+    "recovault job run /etc/recovault/jobs/web.toml --json"))
+@common_options
+@click.argument("file", type=click.Path(dir_okay=False))
+@pass_ctx
+def job_run(c: Ctx, file: str) -> None:
+    """Run a job end to end: before hooks, backup, forget and prune, check when due, after hooks, with the
+    run recorded in the history. A job file with problems is refused before anything runs (exit 2); a job
+    running already exits 17. The exit status is the run's (as backup's: 3 when files were left out)."""
+    from ..jobfile.runner import Job, format_record
+    job_ = Job.from_file(file, on_warning=c.warn, cache_dir=c._cache_dir)
+    ignored = [o for o, a in (("--vault", "location"), ("--passphrase-file", "passphrase_file"),
+                              ("--passphrase-command", "passphrase_command"))
+               if getattr(c, a) is not None and a not in c.from_env]
+    if ignored:
+        c.warn(f"{', '.join(ignored)} not used: the job file names the vault and its passphrase source")
+    with c.progress("backing up") as prog:
+        job_.progress = prog
+        record = job_.run()
+    c.out(record.to_json(), format_record(record))
+    if record.exit_code:
+        raise RunEnded(f"job {record.job} {record.status}: {record.message or 'see the steps above'}",
+                       record.exit_code)
 
 
 # ---- job list (history lane) -------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _Schedule:
-    calendar: List[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _JobFile:
-    """What `job list` reads of a job file: its name, path and [schedule] (JobSpec's attributes of the same
-    names, so `load_job` can take `_read_job`'s place)."""
-
-    name: str
-    path: str
-    schedule: _Schedule
-
-
-def _read_job(path: str) -> _JobFile:
-    """The job file's name and [schedule] calendar (to be replaced by jobfile.spec.load_job); UsageError
-    naming the file when it does not parse."""
-    import tomllib
-    from ..jobfile.locations import job_name
-    try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise UsageError(f"{path}: {getattr(e, 'strerror', None) or e}") from None
-    calendar = doc.get("schedule", {}).get("calendar", []) if isinstance(doc.get("schedule"), dict) else []
-    calendar = [calendar] if isinstance(calendar, str) else calendar
-    if not isinstance(calendar, list) or not all(isinstance(c, str) for c in calendar):
-        raise UsageError(f"{path}: [schedule] calendar is not a list of strings")
-    return _JobFile(job_name(path), path, _Schedule(list(calendar)))
-
-
 def next_run(spec: Any, after: Optional[datetime] = None) -> Optional[datetime]:
     """When the job's timer fires next: the earliest `calendar.next_elapse(expr, after)` of its [schedule]
-    calendar expressions; None without a calendar, or without jobfile/calendar.py (the schedule lane's)."""
-    try:
-        from ..jobfile import calendar  # type: ignore[attr-defined]
-    except ImportError:
-        return None
+    calendar expressions; None without a calendar."""
     from datetime import timezone
+    from ..jobfile import calendar
     after = after or datetime.now(timezone.utc)
     times = []
     for expr in spec.schedule.calendar:
@@ -81,13 +138,14 @@ def _job_row(path: str, history: Any) -> Dict[str, Any]:
     from ..timefmt import format_time
     name = job_name(path)
     problem: Optional[str] = None
-    spec: Optional[_JobFile] = None
+    spec: Any = None
     if not valid_job_name(name):
         problem = f"{name!r} is no job name (letters, digits, '_', '.' and '-')"
     else:
+        from ..jobfile.spec import load_job
         try:
-            spec = _read_job(path)
-        except UsageError as e:
+            spec = load_job(path)
+        except UsageError as e:  # (JobFileError: every problem with its line)
             problem = str(e)
     last = history.last(name) if valid_job_name(name) else None
     upcoming = next_run(spec) if spec is not None else None
@@ -131,7 +189,7 @@ def job_list(c: Ctx, jobs_dir: Optional[str]) -> None:
     rows = [_job_row(os.path.join(os.path.abspath(directory), n), history) for n in names]
     c.out(rows, _list_text(rows, directory))
 
-# ---- end of job list ----------------------------------------------------------------------------------------
+# -- schedule lane: schedule -----------------------------------------------------------------------------------
 
 
 command = job

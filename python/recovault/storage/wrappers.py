@@ -20,7 +20,7 @@ import io
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional, Union
+from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional, Tuple, Union
 
 from ..errors import ObjectMissing
 from .base import ObjectInfo, Storage
@@ -357,6 +357,11 @@ def configure_process(*, limits: Optional[Callable[[], TransferLimits]] = None,
     collects every request. None for either: no such wrapper (the default)."""
     _Process.limits = limits
     _Process.metrics = metrics
+
+
+def process_config() -> Tuple[Optional[Callable[[], TransferLimits]], Optional[StorageMetrics]]:
+    """What :func:`configure_process` was last given (limits, metrics): to change one and put it back."""
+    return _Process.limits, _Process.metrics
 
 
 def process_wrapper() -> Callable[[Storage], Storage]:
