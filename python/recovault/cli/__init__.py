@@ -51,6 +51,7 @@ COMMANDS: Dict[str, str] = {
     "dump": "dump_cmd",
     "version": "version_cmd",
     "cache": "cache_cmd",
+    "job": "job_cmd",
 }
 
 
