@@ -44,7 +44,8 @@ NO_JSON: Dict[str, str] = {
 ELSEWHERE: Dict[str, str] = {"mount": "test_mount.py"}
 
 # The scenario: every invocation, in order (later ones use what earlier ones made). {name} fields are filled
-# from Scenario.fields: vault, src, image, target, out, replica, new_vault, keyfile, old, new, keyid.
+# from Scenario.fields: vault, src, image, target, out, replica, new_vault, keyfile, old, new, keyid,
+# schedule_job.
 RUNS: Dict[str, List[List[str]]] = {
     "version": [["version"]],
     "init": [["init", "--vault", "{new_vault}"]],
@@ -70,6 +71,7 @@ RUNS: Dict[str, List[List[str]]] = {
             ["key", "list"], ["key", "add", "--new-passphrase-file", "{keyfile}", "--label", "second"],
             ["key", "remove", "{keyid}"], ["key", "passwd", "--new-passphrase-file", "{keyfile}"]],
     "cache": [["cache"]],
+    "job": [["job", "schedule", "{schedule_job}", "--dry-run"]],
 }
 # Runs that must print an error document (as every command does): {"error", "exit_code"}.
 ERROR_RUNS: List[List[str]] = [["restore", "no-such-point", "--target", "{target}"], ["snapshots", "--vault", "{target}/none"],
@@ -105,9 +107,14 @@ class Scenario:
         image.write_bytes(rng.randbytes(64 << 10) + bytes(64 << 10))
         (tmp / "newpass").write_text(NEW_PASSPHRASE + "\n")
         os.chmod(tmp / "newpass", 0o600)
+        (tmp / "jobs").mkdir()
+        (tmp / "jobs" / "nightly.toml").write_text(  # job schedule --dry-run: its [schedule] (nothing is written)
+            f'[vault]\nurl = "{tmp / "vault"}"\n[backup]\npaths = ["{src}"]\n'
+            '[schedule]\ncalendar = ["*-*-* 01:30", "Mon..Fri 13:30"]\n')
         self.fields = dict(vault=api_vault(tmp / "vault"), src=str(src), image=str(image), target=str(tmp / "t"),
                            out=str(tmp / "out.img"), replica=api_vault(tmp / "replica"),
-                           new_vault=str(tmp / "new-vault"), keyfile=str(tmp / "newpass"))
+                           new_vault=str(tmp / "new-vault"), keyfile=str(tmp / "newpass"),
+                           schedule_job=str(tmp / "jobs" / "nightly.toml"))
         self.outputs: Dict[str, List[Output]] = {}
 
     def argv(self, argv: List[str]) -> List[str]:

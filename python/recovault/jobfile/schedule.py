@@ -222,7 +222,7 @@ def _systemctl(argv: List[str]) -> "subprocess.CompletedProcess[str]":
     return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
 
 
-def install(p: Plan, run: Runner = _systemctl) -> Plan:
+def install(p: Plan, run: Optional[Runner] = None) -> Plan:
     """Write the plan's files and enable the timer (systemd) or write the cron file (cron); `p.done` says what
     was done. RecovaultError when there is no scheduler, cron cannot say an expression, or systemctl fails."""
     if p.scheduler == "none":
@@ -245,7 +245,7 @@ def install(p: Plan, run: Runner = _systemctl) -> Plan:
     if p.enable:
         ctl = ["systemctl"] + (["--user"] if p.user else [])
         for argv in (ctl + ["daemon-reload"], ctl + ["enable", "--now", p.timer]):
-            res = run(argv)
+            res = (run or _systemctl)(argv)
             if res.returncode != 0:
                 why = (res.stderr or res.stdout or "").strip().splitlines()
                 raise RecovaultError(f"{' '.join(argv)} failed: {why[-1] if why else f'exit {res.returncode}'}")
