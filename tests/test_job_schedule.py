@@ -350,3 +350,10 @@ def test_the_schedule_json_matches_its_schema(tmp_path, host, monkeypatch):
         assert doc["calendar"][0]["cron"] == "30 1 * * *" and doc["calendar"][1]["cron"] is None
         assert doc["calendar"][0]["next"].endswith("Z")
     assert jsonschema
+
+
+def test_user_timers_need_systemd(tmp_path, host, monkeypatch):
+    root, _ = host
+    monkeypatch.setattr(schedule, "cron_available", lambda: True)
+    code, _, err = run_cli(["job", "schedule", str(job_file(tmp_path, ["daily"])), "--user"])
+    assert code == 1 and "--user needs systemd as the service manager" in err and tree(root) == []

@@ -225,13 +225,15 @@ def _systemctl(argv: List[str]) -> "subprocess.CompletedProcess[str]":
 def install(p: Plan, run: Optional[Runner] = None) -> Plan:
     """Write the plan's files and enable the timer (systemd) or write the cron file (cron); `p.done` says what
     was done. RecovaultError when there is no scheduler, cron cannot say an expression, or systemctl fails."""
+    if p.scheduler == "none" and p.user:
+        raise RecovaultError("--user needs systemd as the service manager (a user's timers): nothing scheduled; "
+                             "without it, schedule the job as root (cron), or write the units with --unit-dir")
     if p.scheduler == "none":
         raise RecovaultError("neither systemd (as the service manager) nor cron found here: nothing scheduled; "
                              f"have your scheduler run '{' '.join(recovault_command())} job run {p.job.path}', or "
                              "write the units elsewhere with --unit-dir (--dry-run shows them)")
     if p.scheduler == "cron":
-        if p.user or p.cron is None:
-            raise UsageError("--user needs systemd (a user's timers); without it, run as root for /etc/cron.d")
+        assert p.cron is not None  # plan() gives cron only without --user
         if p.no_cron:
             raise UsageError("cron cannot say " + ", ".join(repr(e) for e in p.no_cron)
                              + " (seconds, years, '~', a time zone, or weekdays with days of the month): "
