@@ -238,6 +238,8 @@ def test_cron_refuses_what_it_cannot_say(tmp_path, host, monkeypatch):
     code, _, err = run_cli(["job", "schedule", str(jf)])
     assert code == 2 and "cron cannot say '*-*~1 02:00'" in err and "Traceback" not in err
     assert tree(root) == []
+    code, out, _ = run_cli(["job", "schedule", str(jf), "--dry-run"])
+    assert code == 0 and "would refuse: cron cannot say '*-*~1 02:00'" in out and tree(root) == []
 
 
 def test_no_scheduler_one_clear_message(tmp_path, host):

@@ -38,7 +38,8 @@ def _schedule_text(p: Any, cal: List[Dict[str, Any]], dry_run: bool) -> str:
         for f in files:
             lines += [f"# {f.path}", f.text]
         lines.append({"systemd": f"would write the units and {'enable' if p.enable else 'not enable'} {p.timer}",
-                      "cron": f"would write {p.cron.path if p.cron else 'nothing'} (no systemd here)",
+                      "cron": (f"would refuse: cron cannot say {', '.join(map(repr, p.no_cron))}" if p.no_cron
+                               else f"would write {p.cron.path if p.cron else 'nothing'} (no systemd here)"),
                       "none": "neither systemd nor cron here: nothing would be scheduled"}[p.scheduler])
     else:
         lines += p.done
