@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import types
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -404,30 +403,16 @@ def test_job_list_of_a_missing_directory_is_exit_2(state, tmp_path, capsys):
     assert res.code == 0 and "no job files" in res.out
 
 
-def test_next_run_is_none_until_the_calendar_module_exists_then_its_earliest(state, tmp_path, capsys, monkeypatch):
+def test_next_run_is_the_earliest_of_the_job_calendars(state, tmp_path, capsys, tz):
     from recovault.cli import job_cmd
-    import recovault.jobfile as jobfile
-    jobs = _jobs_dir(tmp_path)
     from recovault.jobfile.spec import load_job
-    spec = load_job(str(jobs / "web.toml"))
-    if not hasattr(jobfile, "calendar"):
-        try:
-            import recovault.jobfile.calendar  # noqa: F401
-        except ImportError:
-            assert job_cmd.next_run(spec) is None  # this branch: the schedule lane's module is not here
-    asked = []
-
-    def next_elapse(expr, after):
-        asked.append(expr)
-        hour = 13 if expr.endswith("13:30") else 1
-        return after.replace(hour=hour, minute=30, second=0, microsecond=0) + timedelta(days=1)
-    fake = types.ModuleType("recovault.jobfile.calendar")
-    fake.next_elapse = next_elapse
-    monkeypatch.setitem(sys.modules, "recovault.jobfile.calendar", fake)
-    monkeypatch.setattr(jobfile, "calendar", fake, raising=False)
-    after = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
-    assert job_cmd.next_run(spec, after) == datetime(2026, 11, 27, 1, 30, tzinfo=timezone.utc)
-    assert asked == ["*-*-* 13:30", "*-*-* 01:30"]
+    tz("UTC")
+    jobs = _jobs_dir(tmp_path)
+    spec = load_job(str(jobs / "web.toml"))  # calendar "*-*-* 13:30" and "*-*-* 01:30"
+    assert job_cmd.next_run(spec, datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)) == \
+        datetime(2026, 11, 26, 13, 30, tzinfo=timezone.utc)
+    assert job_cmd.next_run(spec, datetime(2026, 11, 26, 14, 0, tzinfo=timezone.utc)) == \
+        datetime(2026, 11, 27, 1, 30, tzinfo=timezone.utc)
     doc = json.loads(run_main(["job", "list", "--json"], capsys).out)
-    assert doc[2]["job"] == "web" and doc[2]["next"].endswith("01:30:00.000000Z") and doc[1]["next"] is None
+    assert doc[2]["job"] == "web" and doc[2]["next"].endswith(":30:00.000000Z") and doc[1]["next"] is None
     schema_check(doc, "job.json#/$defs/list")

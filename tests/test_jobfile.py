@@ -98,7 +98,8 @@ def test_a_complete_job_file_is_read_into_its_typed_model(tmp_path):
     assert spec.check.every == 7 * 86400 and spec.check.read_data_subset == "5%"
     assert [(h.argv, h.timeout, h.on_failure) for h in spec.hooks.before] == [(["systemctl", "stop", "app"], 60, "abort")]
     assert [(h.timeout, h.on_failure) for h in spec.hooks.after] == [(300, "continue")]
-    assert spec.report == {"webhook": "https://example.net/hook"}
+    assert spec.report is not None and spec.report.webhook == "https://example.net/hook"
+    assert spec.report.destinations == ["webhook https://example.net"]
     assert spec.lines["backup.paths"] == 6 and spec.lines["hooks.before.0.command"] == 40
 
 
@@ -276,3 +277,17 @@ def test_job_validate_of_a_good_file(tmp_path, capsys):
     assert doc["retention"] == {"policy": Policy(keep_daily=7, keep_weekly=4, keep_monthly=12,
                                                  keep_within="2d").to_json(), "prune": True}
     assert doc["hooks"] == {"before": 1, "after": 1} and doc["check"] == {"every": "7d"}
+
+
+def test_the_readme_job_file_is_valid(tmp_path):
+    """The complete job file of the README's "Scheduled jobs" reads without a problem (every key it shows is
+    one load_job knows, with a value it takes)."""
+    import re
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("### Scheduled jobs"):]
+    job = tmp_path / "web.toml"
+    job.write_text(re.search(r"```toml\n(.*?)```", section, re.S).group(1))
+    spec = load_job(str(job))
+    assert spec.report is not None and spec.report.syslog and spec.schedule.calendar
+    assert spec.retention is not None and spec.check is not None and spec.hooks.before and spec.hooks.after

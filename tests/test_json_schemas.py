@@ -44,7 +44,8 @@ NO_JSON: Dict[str, str] = {
 ELSEWHERE: Dict[str, str] = {"mount": "test_mount.py"}
 
 # The scenario: every invocation, in order (later ones use what earlier ones made). {name} fields are filled
-# from Scenario.fields: vault, src, image, target, out, replica, new_vault, keyfile, old, new, keyid.
+# from Scenario.fields: vault, src, image, target, out, replica, new_vault, keyfile, old, new, keyid,
+# schedule_job.
 RUNS: Dict[str, List[List[str]]] = {
     "version": [["version"]],
     "init": [["init", "--vault", "{new_vault}"]],
@@ -72,7 +73,7 @@ RUNS: Dict[str, List[List[str]]] = {
     "cache": [["cache"]],
     "history": [["history"], ["history", "web", "--limit", "1"], ["history", "--stale", "1000d"]],
     "job": [["job", "validate", "{jobfile}"], ["job", "run", "{jobfile}"],  # the job file names the vault
-            ["job", "list", "--jobs-dir", "{jobs_dir}"]],
+            ["job", "list", "--jobs-dir", "{jobs_dir}"], ["job", "schedule", "{schedule_job}", "--dry-run"]],
 }
 # Runs that must print an error document (as every command does): {"error", "exit_code"}.
 ERROR_RUNS: List[List[str]] = [["restore", "no-such-point", "--target", "{target}"], ["snapshots", "--vault", "{target}/none"],
@@ -108,10 +109,14 @@ class Scenario:
         image.write_bytes(rng.randbytes(64 << 10) + bytes(64 << 10))
         (tmp / "newpass").write_text(NEW_PASSPHRASE + "\n")
         os.chmod(tmp / "newpass", 0o600)
+        (tmp / "jobs").mkdir()
+        (tmp / "jobs" / "nightly.toml").write_text(  # job schedule --dry-run: its [schedule] (nothing is written)
+            f'[vault]\nurl = "{tmp / "vault"}"\npassphrase_env = "RECOVAULT_PASSPHRASE"\n[backup]\npaths = ["{src}"]\n'
+            '[schedule]\ncalendar = ["*-*-* 01:30", "Mon..Fri 13:30"]\n')
         self.fields = dict(vault=api_vault(tmp / "vault"), src=str(src), image=str(image), target=str(tmp / "t"),
                            out=str(tmp / "out.img"), replica=api_vault(tmp / "replica"),
                            new_vault=str(tmp / "new-vault"), keyfile=str(tmp / "newpass"),
-                           jobs_dir=str(tmp / "jobs"))
+                           jobs_dir=str(tmp / "jobs"), schedule_job=str(tmp / "jobs" / "nightly.toml"))
         self.fields["jobfile"] = str(tmp / "nightly.toml")
         (tmp / "nightly.toml").write_text(
             f'[vault]\nurl = "{self.fields["vault"]}"\npassphrase_env = "RECOVAULT_PASSPHRASE"\n'
@@ -124,8 +129,8 @@ class Scenario:
         """A job file and one finished run of it in the history (RECOVAULT_STATE_DIR, set by the fixture), for
         `history` and `job list`."""
         from recovault.jobfile.history import History, RunStep
-        (tmp / "jobs").mkdir()
-        (tmp / "jobs" / "web.toml").write_text('[vault]\nurl = "/backup/vault"\n[schedule]\ncalendar = ["daily"]\n')
+        (tmp / "jobs" / "web.toml").write_text('[vault]\nurl = "/backup/vault"\npassphrase_env = "P"\n'
+                                               '[backup]\npaths = ["/srv"]\n[schedule]\ncalendar = ["daily"]\n')
         h = History(str(tmp / "state" / "history.sqlite"))
         r = h.start("web", str(tmp / "jobs" / "web.toml"), "web1", "incremental", os.getpid())
         r.status, r.exit_code, r.snapshot, r.steps = "ok", 0, "ab" * 32, [RunStep("backup", "ok", 0.5)]

@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -354,9 +355,7 @@ class History:
             raise HistoryUnreadable(f"cannot open the job history {self.path}: {_reason(e)}") from None
         try:
             if create:  # WAL is a property of the file: set by its writers (a reader may have no write access)
-                mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if mode != "wal":
-                    raise sqlite3.OperationalError(f"journal mode {mode}, not WAL")
+                self._wal(db)
             self._migrate(db)
         except sqlite3.Error as e:
             db.close()
@@ -366,6 +365,22 @@ class History:
             db.close()
             raise
         return db
+
+    def _wal(self, db: sqlite3.Connection) -> None:
+        """Put the file in WAL mode, once. Switching needs the file to itself, and SQLite answers "database is
+        locked" at once (no busy handler) while another connection has it open: tried again until
+        busy_timeout, as the busy handler would (two first runs at the same moment met it)."""
+        deadline = time.monotonic() + self.busy_timeout
+        while db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            try:
+                mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+                continue
+            if mode != "wal":
+                raise sqlite3.OperationalError(f"journal mode {mode}, not WAL")
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         if self._version(db) == SCHEMA_VERSION:

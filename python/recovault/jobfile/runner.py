@@ -22,7 +22,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from .. import timefmt
 from ..errors import Busy, CorruptData, Partial, RecovaultError, UsageError
@@ -170,13 +170,28 @@ class Job:
             finally:
                 record.end = timefmt.now()
                 history.finish(record)
-            self._send_report(record)
+            self._send_report(record, history)
             return record
 
-    def _send_report(self, record: RunRecord) -> None:
-        """Send the record where the job's [report] says. The seam for the report lane: the integrator makes
-        this `report.send(ReportSpec.from_table(self.spec.report, self.spec.lines), record.to_json(),
-        self.warn)` and records its step ("report"); until then nothing is sent."""
+    def _send_report(self, record: RunRecord, history: History) -> None:
+        """Send the finished record where the job's [report] says (jobfile/report.py: a failing destination is
+        a warning, never the run's failure), then record the step. The job's passphrase variable is kept from
+        a report command's environment."""
+        spec = self.spec.report
+        if spec is None or not spec.destinations or not spec.wants(record.to_json()):
+            return
+        from .report import send
+        failures: List[str] = []
+
+        def warn(message: str) -> None:
+            failures.append(message)
+            self.warn(message)
+        source = self.spec.vault.passphrase
+        t0 = time.monotonic()
+        send(spec, record.to_json(), warn, hide_env=[source.value] if source.kind == "env" else [])
+        record.steps.append(RunStep("report", "failed" if failures else "ok", round(time.monotonic() - t0, 3),
+                                    "; ".join(failures) or ", ".join(spec.destinations)))
+        history.finish(record)
 
 
 class _Run:

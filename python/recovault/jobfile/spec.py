@@ -13,13 +13,20 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import tomllib
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional
 
 from ..errors import UsageError
 from ..retention import Policy
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11: the same parser as a package (pyproject: tomli there)
+    import tomli as tomllib  # type: ignore[no-redef]
+
+if TYPE_CHECKING:
+    from .report import ReportSpec
 
 #: a job's name: its file's stem
 NAME_RE = re.compile(r"[a-zA-Z0-9_.-]+\Z")
@@ -181,7 +188,7 @@ class JobSpec:
     limits: LimitsSpec
     check: Optional[CheckSpec]
     hooks: HooksSpec
-    report: Dict[str, Any]  # the raw [report] table (jobfile/report.py parses it)
+    report: Optional["ReportSpec"]  # [report] (jobfile/report.py); None: no reports
     lines: Dict[str, int]  # "section.key" -> line, for messages
 
 
@@ -268,15 +275,27 @@ def _usage(parse: Callable[[str], Any]) -> Callable[[Any], Any]:
 
 
 def parse_duration(text: str) -> float:
-    """"30s", "15m", "2h", "7d", combinable ("1h30m"), as seconds; UsageError otherwise (zero is refused)."""
-    from ..jobs.prune import parse_margin
+    """A time span as systemd writes them ("30s", "15min", "2h", "7d", "1h 30min": jobfile/timespan.py) in
+    seconds; UsageError otherwise (zero is refused)."""
+    from .timespan import parse_timespan
     try:
-        seconds = parse_margin(text)
+        seconds = parse_timespan(text, "duration")
     except UsageError:
         seconds = 0.0
     if seconds <= 0:
-        raise UsageError(f"{text!r} is not a duration: use e.g. 30s, 15m, 2h, 7d (combinable: 1h30m)")
+        raise UsageError(f"{text!r} is not a duration: use e.g. 30s, 15min, 2h, 7d (combinable: 1h 30min)")
     return seconds
+
+
+def _timespan_text(v: Any) -> str:
+    """A time span kept as written (a unit's RandomizedDelaySec=), checked; 0 allowed."""
+    from .timespan import parse_timespan
+    text = _string(v)
+    try:
+        parse_timespan(text, "time span")
+    except UsageError as e:
+        raise _Bad(str(e)) from None
+    return text
 
 
 def _margin(v: Any) -> float:
@@ -367,8 +386,7 @@ def _on_failure(v: Any) -> str:
 
 
 def _calendar(v: Any) -> List[str]:
-    # The expressions themselves are checked by jobfile/calendar.py (wired by the integrator: see
-    # _calendar_problems); here only their shape.
+    # Here only their shape; _schedule checks each expression (jobfile/calendar.py).
     return _strings(v)
 
 
@@ -384,7 +402,7 @@ SCHEMA: Dict[str, Dict[str, Callable[[Any], Any]]] = {
                                                           "_yearly")},
                   "keep_tags": _strings, "prune": _boolean, "prune_margin": _margin,
                   "prune_max_unused": _max_unused, "prune_repack_small": _boolean},
-    "schedule": {"calendar": _calendar, "randomized_delay": _string, "persistent": _boolean},
+    "schedule": {"calendar": _calendar, "randomized_delay": _timespan_text, "persistent": _boolean},
     "limits": {"upload": _rate, "download": _rate, "upload_work": _rate, "download_work": _rate,
                "work_hours": _work_hours, "connections": _connections},
     "check": {"every": _usage(parse_duration), "read_data": _boolean, "read_data_subset": _subset},
@@ -604,9 +622,9 @@ def _schedule(r: _Reader, doc: Dict[str, Any]) -> ScheduleSpec:
 
 
 def _calendar_problems(expr: str) -> List[str]:
-    """The problems of one OnCalendar expression. The seam for the schedule lane: the integrator makes this
-    `jobfile.calendar.problems(expr)`; until then only the shape is checked (a non-empty string)."""
-    return []
+    """The problems of one OnCalendar expression (jobfile/calendar.py: systemd-analyze where it exists)."""
+    from . import calendar
+    return calendar.problems(expr)
 
 
 def _limits(r: _Reader, doc: Dict[str, Any]) -> LimitsSpec:
@@ -660,11 +678,15 @@ def _hook_list(r: _Reader, table: Dict[str, Any], when: str) -> List[HookSpec]:
     return hooks
 
 
-def _report(r: _Reader, doc: Dict[str, Any]) -> Dict[str, Any]:
-    """The raw [report] table. The seam for the report lane: the integrator checks it here with
-    `ReportSpec.from_table(table, lines)` (its ValueError's (key, message) pairs become problems)."""
-    t = doc.get("report", {})
-    if not isinstance(t, dict):
-        r.problem("report", f"report must be a table ([report]), not {_type_name(t)}")
-        return {}
-    return t
+def _report(r: _Reader, doc: Dict[str, Any]) -> Optional["ReportSpec"]:
+    """The [report] table as a ReportSpec (jobfile/report.py), or None without one; its problems with their
+    lines."""
+    if "report" not in doc:
+        return None
+    from .report import ReportSpec, ReportTableError
+    try:
+        return ReportSpec.from_table(doc["report"], r.lines)
+    except ReportTableError as e:
+        for key, message in e.problems:
+            r.problem(key, f"{key}: {message}")
+        return None
