@@ -333,3 +333,37 @@ def test_recovault_job_is_exported(env):
     import recovault
     from recovault import Job as Exported
     assert Exported is Job and recovault.Job is Job
+
+
+def test_a_finished_run_is_reported_and_the_report_recorded(env, monkeypatch):
+    """[report] command: given the finished run's JSON on stdin (the record the history keeps), without the
+    job's passphrase variable in its environment; then a "report" step is in the record and the history."""
+    got = env.tmp / "report.json"
+    seen_env = env.tmp / "report.env"
+    script = env.tmp / "report.sh"
+    script.write_text(f"#!/bin/sh\ncat > {got}\nenv > {seen_env}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("JOB_SECRET", PASSPHRASE)
+    path = env.tmp / "web.toml"
+    path.write_text(textwrap.dedent(f"""\
+        [vault]
+        url = "{env.vault}"
+        passphrase_env = "JOB_SECRET"
+        [backup]
+        paths = ["{env.src}"]
+        [report]
+        command = "{script}"
+        """))
+    warnings = []
+    record = Job.from_file(str(path), on_warning=warnings.append).run()
+    assert record.status == "ok" and warnings == []
+    sent = json.loads(got.read_text())
+    assert sent["id"] == record.id and sent["status"] == "ok" and sent["snapshot"] == record.snapshot
+    assert [s["step"] for s in sent["steps"]] == ["backup"]  # what was final when it was sent
+    assert "JOB_SECRET" not in seen_env.read_text() and PASSPHRASE not in seen_env.read_text()
+    assert steps(record)[-1] == ("report", "ok")
+    assert steps(history(env).runs("web")[0])[-1] == ("report", "ok")
+    script.write_text("#!/bin/sh\nexit 3\n")  # a failing report: a warning and a failed step, the run still ok
+    record = Job.from_file(str(path), on_warning=warnings.append).run()
+    assert record.status == "ok" and record.exit_code == 0 and steps(record)[-1] == ("report", "failed")
+    assert len(warnings) == 1 and "report to command" in warnings[0]
