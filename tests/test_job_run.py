@@ -352,7 +352,7 @@ def test_a_finished_run_is_reported_and_the_report_recorded(env, monkeypatch):
         [backup]
         paths = ["{env.src}"]
         [report]
-        command = "{script}"
+        report_command = "{script}"
         """))
     warnings = []
     record = Job.from_file(str(path), on_warning=warnings.append).run()

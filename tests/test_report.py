@@ -218,7 +218,7 @@ def test_command_gets_the_json_on_stdin_and_the_job_in_its_environment(tmp_path)
                   'cat > "$1"; echo "$RECOVAULT_JOB $RECOVAULT_JOB_STATUS $2" > "$1.env"\n')
     out = tmp_path / "out.json"
     rec, warnings = run_record(**FAILED), Warnings()
-    send(ReportSpec(command=f"{shlex.quote(prog)} {shlex.quote(str(out))} 'two words'"), rec, warnings)
+    send(ReportSpec(report_command=f"{shlex.quote(prog)} {shlex.quote(str(out))} 'two words'"), rec, warnings)
     assert warnings == []
     assert json.loads(out.read_text()) == rec
     assert (tmp_path / "out.json.env").read_text() == "web failed two words\n"
@@ -231,7 +231,7 @@ def test_command_environment_has_no_passphrase(tmp_path, monkeypatch):
     monkeypatch.setenv("REPORT_TEST_KEPT", "kept")
     out = tmp_path / "env.txt"
     prog = script(tmp_path, "env.sh", f"env > {out}\n")
-    send(ReportSpec(command=prog), run_record(), Warnings(), hide_env=["WEB_VAULT_KEY"])
+    send(ReportSpec(report_command=prog), run_record(), Warnings(), hide_env=["WEB_VAULT_KEY"])
     env = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
     assert not {"RECOVAULT_PASSPHRASE", "RECOVAULT_FROM_PASSPHRASE", "WEB_VAULT_KEY"} & set(env)
     assert (env["REPORT_TEST_KEPT"], env["RECOVAULT_JOB"], env["RECOVAULT_JOB_STATUS"]) == ("kept", "web", "ok")
@@ -239,7 +239,7 @@ def test_command_environment_has_no_passphrase(tmp_path, monkeypatch):
 
 def test_command_output_goes_to_stderr_never_stdout(tmp_path, capfd):
     prog = script(tmp_path, "talk.sh", "echo said-on-stdout; echo said-on-stderr >&2\n")
-    send(ReportSpec(command=prog), run_record(), Warnings())
+    send(ReportSpec(report_command=prog), run_record(), Warnings())
     out, err = capfd.readouterr()
     assert "said-on-stdout" not in out
     assert "said-on-stdout" in err and "said-on-stderr" in err
@@ -248,20 +248,20 @@ def test_command_output_goes_to_stderr_never_stdout(tmp_path, capfd):
 def test_command_failing_is_a_warning_naming_the_program_only(tmp_path):
     prog = script(tmp_path, "fail.sh", "cat >/dev/null; exit 3\n")
     warnings = Warnings()
-    send(ReportSpec(command=f"{prog} --token TOKEN123"), run_record(), warnings)
+    send(ReportSpec(report_command=f"{prog} --token TOKEN123"), run_record(), warnings)
     assert warnings == [f"report to command {prog} failed: exit 3"]
 
 
 def test_command_that_does_not_read_its_input_is_fine(tmp_path):
     prog = script(tmp_path, "ignore.sh", "exit 0\n")
     warnings = Warnings()
-    send(ReportSpec(command=prog), run_record(message="x" * 1_000_000), warnings)  # past any pipe's buffer
+    send(ReportSpec(report_command=prog), run_record(message="x" * 1_000_000), warnings)  # past any pipe's buffer
     assert warnings == []
 
 
 def test_command_missing_is_a_warning(tmp_path):
     warnings = Warnings()
-    send(ReportSpec(command=f"{tmp_path}/nowhere --token TOKEN123"), run_record(), warnings)
+    send(ReportSpec(report_command=f"{tmp_path}/nowhere --token TOKEN123"), run_record(), warnings)
     assert warnings == [f"report to command {tmp_path}/nowhere failed: cannot run it: No such file or directory"]
 
 
@@ -279,7 +279,7 @@ def test_command_that_hangs_is_killed_with_its_children(tmp_path):
     prog = script(tmp_path, "hang.sh", f"sleep 60 & echo $! > {pidfile}; wait\n")
     warnings = Warnings()
     began = time.monotonic()
-    send(ReportSpec(command=prog, command_timeout=0.5), run_record(), warnings)
+    send(ReportSpec(report_command=prog, report_command_timeout=0.5), run_record(), warnings)
     assert time.monotonic() - began < 10
     assert warnings == [f"report to command {prog} failed: still running after 0.5s: killed"]
     child = int(pidfile.read_text())
@@ -292,7 +292,7 @@ def test_command_that_hangs_is_killed_with_its_children(tmp_path):
 def test_on_failure_reports_only_runs_that_did_not_end_ok(tmp_path):
     out = tmp_path / "out.json"
     prog = script(tmp_path, "notify.sh", f"cat >> {out}\n")
-    spec = ReportSpec(command=prog, on="failure")
+    spec = ReportSpec(report_command=prog, on="failure")
     warnings = Warnings()
     send(spec, run_record(), warnings)
     assert not out.exists()
@@ -349,7 +349,7 @@ def test_a_failing_destination_does_not_stop_the_others(tmp_path, hook):
         raise OSError(5, "Input/output error")
 
     warnings = Warnings()
-    spec = ReportSpec(command=prog, syslog=True, webhook=hook.url())
+    spec = ReportSpec(report_command=prog, syslog=True, webhook=hook.url())
     assert spec.destinations == [f"command {prog}", "syslog", f"webhook http://127.0.0.1:{hook.port}"]
     send(spec, run_record(), warnings, log=broken_log)
     assert warnings == ["report to syslog failed: OSError"]
@@ -360,7 +360,7 @@ def test_send_never_raises(tmp_path):
     def raising_warning(message: str) -> None:
         raise RuntimeError("cannot print")
 
-    send(ReportSpec(command=f"{tmp_path}/nowhere"), run_record(), raising_warning)
+    send(ReportSpec(report_command=f"{tmp_path}/nowhere"), run_record(), raising_warning)
     warnings = Warnings()
     send(ReportSpec(syslog=True), run_record(when=object()), warnings, log=lambda p, m: None)
     assert warnings == ["report: the run record cannot be written as JSON (TypeError)"]
@@ -377,36 +377,38 @@ def test_no_destination_sends_nothing():
 # -- the [report] table --------------------------------------------------------------------------------------
 
 def test_table_with_every_key():
-    spec = ReportSpec.from_table({"command": "/usr/local/bin/notify --json", "command_timeout": "2min",
+    spec = ReportSpec.from_table({"report_command": "/usr/local/bin/notify --json", "report_command_timeout": "2min",
                                   "syslog": True, "webhook": "https://hooks.example.com/x?t=1",
                                   "webhook_timeout": "1m30s", "on": "failure"}, {})
-    assert spec == ReportSpec(command="/usr/local/bin/notify --json", command_timeout=120.0, syslog=True,
+    assert spec == ReportSpec(report_command="/usr/local/bin/notify --json", report_command_timeout=120.0, syslog=True,
                               webhook="https://hooks.example.com/x?t=1", webhook_timeout=90.0, on="failure")
 
 
 def test_table_defaults():
     spec = ReportSpec.from_table({"webhook": "http://[::1]:8080/h"}, {})
-    assert (spec.command, spec.command_timeout, spec.syslog, spec.webhook_timeout, spec.on) == (
+    assert (spec.report_command, spec.report_command_timeout, spec.syslog, spec.webhook_timeout, spec.on) == (
         None, 60.0, False, 30.0, "always")
     assert spec.destinations == ["webhook http://[::1]:8080"]
 
 
 def test_table_lists_every_problem_in_line_order():
     table = {"on": "sometimes", "webhook": "ftp://alice:s3cret@host/TOKEN123?k=qsecret", "syslog": "yes",
-             "command": "notify 'unclosed", "command_timeout": "soon", "webhook_timeout": "0s", "emails": ["x"]}
-    lines = {"report.command": 3, "report.command_timeout": 4, "report.syslog": 5, "report.webhook": 6,
-             "report.webhook_timeout": 7, "report.on": 8, "report.emails": 9}
+             "report_command": "notify 'unclosed", "report_command_timeout": "soon", "webhook_timeout": "0s",
+             "emails": ["x"]}
+    lines = {"report.report_command": 3, "report.report_command_timeout": 4, "report.syslog": 5,
+             "report.webhook": 6, "report.webhook_timeout": 7, "report.on": 8, "report.emails": 9}
     with pytest.raises(ValueError) as info:
         ReportSpec.from_table(table, lines)
     assert isinstance(info.value, ReportTableError)
     assert info.value.problems == [
-        ("report.command", "cannot split it into arguments: No closing quotation"),
-        ("report.command_timeout", "'soon' is not a time span (e.g. \"30s\", \"5min\", \"1h\")"),
+        ("report.report_command", "cannot split it into arguments: No closing quotation"),
+        ("report.report_command_timeout", "'soon' is not a time span (e.g. \"30s\", \"5min\", \"1h\")"),
         ("report.syslog", "must be true or false, not str"),
         ("report.webhook", "must be an http:// or https:// URL"),
         ("report.webhook_timeout", "must be longer than 0s"),
         ("report.on", "must be \"always\" or \"failure\", not 'sometimes'"),
-        ("report.emails", "unknown key (known: command, command_timeout, syslog, webhook, webhook_timeout, on)"),
+        ("report.emails",
+         "unknown key (known: report_command, report_command_timeout, syslog, webhook, webhook_timeout, on)"),
     ]
     assert not any(s in str(info.value) for s in SECRETS)
 
@@ -417,8 +419,8 @@ def test_table_lists_every_problem_in_line_order():
 ])
 def test_table_command_problems(value, message):
     with pytest.raises(ReportTableError) as info:
-        ReportSpec.from_table({"command": value}, {})
-    assert info.value.problems == [("report.command", message)]
+        ReportSpec.from_table({"report_command": value}, {})
+    assert info.value.problems == [("report.report_command", message)]
 
 
 @pytest.mark.parametrize("url, message", [

@@ -1,7 +1,7 @@
 """Where a job's run is reported: the job file's ``[report]`` table.
 
 Three destinations, each optional: a command given the run record's JSON on its standard input (an argv
-string split as a shell would, run without one; killed with its process group at ``command_timeout``),
+string split as a shell would, run without one; killed with its process group at ``report_command_timeout``),
 syslog through the stdlib ``syslog`` module (identifier ``recovault``, so journald shows it as
 ``recovault[PID]``; priority err for a run that did not end ``ok``, info otherwise), and a webhook: a POST of
 the JSON (``Content-Type: application/json``; one retry on a 5xx answer or a connection error; the URL's
@@ -141,7 +141,7 @@ def _on(value: Any) -> str:
 
 
 _PARSERS: Dict[str, Callable[[Any], Any]] = {
-    "command": _command, "command_timeout": _timeout, "syslog": _flag, "webhook": _webhook,
+    "report_command": _command, "report_command_timeout": _timeout, "syslog": _flag, "webhook": _webhook,
     "webhook_timeout": _timeout, "on": _on,
 }
 
@@ -150,8 +150,8 @@ _PARSERS: Dict[str, Callable[[Any], Any]] = {
 class ReportSpec:
     """Where to report a job's runs (the ``[report]`` table). No destination: nothing is reported."""
 
-    command: Optional[str] = None
-    command_timeout: float = parse_timespan(DEFAULT_COMMAND_TIMEOUT)
+    report_command: Optional[str] = None
+    report_command_timeout: float = parse_timespan(DEFAULT_COMMAND_TIMEOUT)
     syslog: bool = False
     webhook: Optional[str] = None
     webhook_timeout: float = parse_timespan(DEFAULT_WEBHOOK_TIMEOUT)
@@ -188,7 +188,7 @@ class ReportSpec:
     def _names(self) -> Dict[str, str]:
         """Each destination set ("command", "syslog", "webhook") -> its name for people: a webhook by its
         origin, a command by its program (the rest may hold secrets)."""
-        names = {"command": f"command {_program(self.command)}"} if self.command else {}
+        names = {"command": f"command {_program(self.report_command)}"} if self.report_command else {}
         names.update({"syslog": "syslog"} if self.syslog else {})
         names.update({"webhook": f"webhook {webhook_origin(self.webhook)}"} if self.webhook else {})
         return names
@@ -260,17 +260,17 @@ def _command_env(record: Mapping[str, Any], hide: Iterable[str]) -> Dict[str, st
 def _run_command(spec: ReportSpec, body: bytes, env: Mapping[str, str]) -> None:
     """Run the report command with `body` on its stdin; its stdout and stderr go to our stderr (stdout stays
     `job run --json`'s document); killed with its process group at the timeout."""
-    assert spec.command is not None
-    args = shlex.split(spec.command)
+    assert spec.report_command is not None
+    args = shlex.split(spec.report_command)
     try:
         proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=2, env=env, start_new_session=True)
     except OSError as exc:
         raise _Failed(f"cannot run it: {exc.strerror or type(exc).__name__}") from None
     try:
-        proc.communicate(body, timeout=spec.command_timeout)
+        proc.communicate(body, timeout=spec.report_command_timeout)
     except subprocess.TimeoutExpired:
         _kill_group(proc)
-        raise _Failed(f"still running after {_span_text(spec.command_timeout)}: killed") from None
+        raise _Failed(f"still running after {_span_text(spec.report_command_timeout)}: killed") from None
     finally:
         if proc.poll() is None:
             _kill_group(proc)
