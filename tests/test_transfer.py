@@ -326,8 +326,9 @@ main()
 
 
 def test_sigint_to_the_cli_saves_a_partial_point(tmp_path, src):
-    """A real SIGINT to `recovault backup` (files slowed to 100 ms each: 4.8 s in all, so a loaded machine still interrupts it half way): exit 130, one message, and a partial
-    point that `snapshots` lists and `check --read-data` accepts."""
+    """A real SIGINT to `recovault backup` (files slowed to 100 ms each: 4.8 s in all, so that a loaded machine
+    still interrupts it half way): exit 130, one message, and a partial point that `snapshots` lists and
+    `check --read-data` accepts."""
     import signal
     import subprocess
     import time
