@@ -99,16 +99,23 @@ py::bytes decode(const ErasureCode& ec, const py::sequence& shard_list, size_t l
   uint8_t* res;
   py::bytes out = new_bytes(length, &res);
   py::gil_scoped_release r;
-  std::vector<uint8_t> rebuilt(missing.size() * s);
-  std::vector<uint8_t*> rebuilt_ptrs(missing.size());
-  for (size_t j = 0; j < missing.size(); ++j) rebuilt_ptrs[j] = rebuilt.data() + j * s;
-  ec.reconstruct(shards.ptrs().data(), s, missing, rebuilt_ptrs.data());
-  size_t next_missing = 0;
-  for (int i = 0; i < ec.k(); ++i) {
+  // A lost data shard is rebuilt straight into the result, except one that runs past its end (the padded
+  // last ones): those go to a scratch buffer first. No buffer is zero-filled.
+  std::unique_ptr<uint8_t[]> scratch;
+  std::vector<uint8_t*> rebuilt(missing.size());
+  size_t partial = 0;
+  for (int i : missing) partial += (size_t(i) + 1) * s > length;
+  if (partial) scratch.reset(new uint8_t[partial * s]);
+  for (size_t j = 0, next = 0; j < missing.size(); ++j) {
+    size_t start = size_t(missing[j]) * s;
+    rebuilt[j] = start + s <= length ? res + start : scratch.get() + (next++) * s;
+  }
+  ec.reconstruct(shards.ptrs().data(), s, missing, rebuilt.data());
+  for (int i = 0, j = 0; i < ec.k(); ++i) {
     const uint8_t* src = shards.ptrs()[i];
-    if (!src) src = rebuilt_ptrs[next_missing++];
     size_t start = std::min(length, size_t(i) * s), n = std::min(s, length - start);
-    if (n) std::memcpy(res + start, src, n);
+    if (!src) src = rebuilt[j++];
+    if (n && src != res + start) std::memcpy(res + start, src, n);
   }
   return out;
 }
