@@ -185,7 +185,7 @@ def test_buffers_of_any_kind_are_accepted():
     assert ec.decode(given, 10) == bytes(data)
 
 
-def test_gil_is_released_and_threads_get_their_own_results():
+def test_threads_sharing_one_code_get_their_own_results():
     rng = random.Random(3)
     blobs = [rand_bytes(rng, 200_000 + i) for i in range(4)]
     ec = core.ErasureCode(4, 2)
