@@ -1,6 +1,6 @@
 """The wheelhouse a host without compilers installs from (dist/, built by .ci/wheel, which .ci/setup runs).
 
-recovault's wheel is repaired by auditwheel to a manylinux tag, with libcrypto and libzstd inside it
+recovault's wheel is repaired by auditwheel to a manylinux tag, with libcrypto, libzstd and libisal inside it
 (recovault.libs/); dist/ also holds a repaired pyfuse3 wheel (the `fuse` extra) and every runtime dependency.
 These tests install it into a fresh venv with `--no-index --only-binary=:all:` (nothing is built, nothing is
 fetched: no compiler or network is needed at install time) and run the installed `recovault` there: a backup
@@ -80,7 +80,7 @@ def glibc_version() -> tuple:
     return tuple(int(x) for x in version.split(".")[:2])
 
 
-def test_wheel_is_manylinux_with_libcrypto_and_libzstd_inside():
+def test_wheel_is_manylinux_with_libcrypto_libzstd_and_libisal_inside():
     whl = the_wheel()
     tag = re.fullmatch(r"recovault-[^-]+-cp3\d+-cp3\d+-manylinux_(\d+)_(\d+)_(\w+)\.whl", whl.name)
     assert tag, f"{whl.name} carries no manylinux tag: auditwheel did not repair it"
@@ -91,6 +91,7 @@ def test_wheel_is_manylinux_with_libcrypto_and_libzstd_inside():
         libs = [n for n in names if n.startswith("recovault.libs/")]
         assert any(re.fullmatch(r"recovault\.libs/libcrypto-[0-9a-f]+\.so[.\d]*", n) for n in libs), libs
         assert any(re.fullmatch(r"recovault\.libs/libzstd-[0-9a-f]+\.so[.\d]*", n) for n in libs), libs
+        assert any(re.fullmatch(r"recovault\.libs/libisal-[0-9a-f]+\.so[.\d]*", n) for n in libs), libs
         # the wheel is this tree's (rerun .ci/setup after an edit)
         in_wheel = {n[len("recovault/"):]: z.read(n) for n in names
                     if n.startswith("recovault/") and n.endswith(".py")}
@@ -173,7 +174,7 @@ def test_installed_core_uses_the_bundled_libraries(fresh: FreshVenv):
     assert Path(lines[0]).is_relative_to(site_lib), f"recovault imported from {lines[0]}, not the fresh venv"
     libs = [Path(x) for x in lines[1:]]
     bundled = {p.name.split("-")[0] for p in libs if p.parent.name == "recovault.libs" and p.is_relative_to(site_lib)}
-    assert {"libcrypto", "libzstd"} <= bundled, libs
+    assert {"libcrypto", "libzstd", "libisal"} <= bundled, libs
     assert not [p for p in libs if p.name.startswith("libzstd") and p.parent.name != "recovault.libs"], libs
     # every other library the core needs is one a manylinux host has
     core = next((fresh.root / "lib").rglob("recovault/_core*.so"))

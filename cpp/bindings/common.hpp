@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -75,5 +76,6 @@ void register_index(py::module_& m);     // IdSet, LocationIndex
 void register_blob(py::module_& m);      // SealSession, open_blob
 void register_restore(py::module_& m);   // restore_blobs; RestoreError
 void register_pipeline(py::module_& m);  // Pipeline, PipelineRun
+void register_erasure(py::module_& m);   // ErasureCode; NotEnoughShards
 
 }  // namespace recovault::py_binding

@@ -14,7 +14,7 @@ PYBIND11_MODULE(_core, m) {
   mallopt(M_MMAP_THRESHOLD, 16 << 20);
   mallopt(M_TRIM_THRESHOLD, 32 << 20);
 #endif
-  m.doc() = "recovault's C++ data path: BLAKE3, FastCDC, zstd, AES-256-GCM, HKDF, and the parallel pipeline";
+  m.doc() = "recovault's C++ data path: BLAKE3, FastCDC, zstd, AES-256-GCM, HKDF, the parallel pipeline, Reed-Solomon erasure coding";
   using namespace recovault::py_binding;
   // Classes before the functions and classes whose signatures name them (IdSet, SealSession: Pipeline).
   register_crypto(m);
@@ -24,4 +24,5 @@ PYBIND11_MODULE(_core, m) {
   register_blob(m);
   register_restore(m);
   register_pipeline(m);
+  register_erasure(m);
 }

@@ -116,3 +116,25 @@ class Pipeline:
     def chunk_id(self, data: Buffer) -> bytes: ...
     def _set_after_read(self, fn: Optional[Callable[[bytes, int], None]]) -> None: ...  # test hook
 def _set_event_type(cls: Optional[type]) -> None: ...  # core.py registers PipelineEvent
+
+ERASURE_MAX_SHARDS: int  # k + m at most (255)
+class NotEnoughShards(ValueError):  # "3 shards present, 4 needed"
+    present: int
+    needed: int
+class ErasureCode:
+    """Reed-Solomon, systematic, on ISA-L: k data shards + m parity shards, any k rebuild the others.
+    Data shard i holds bytes [i*S, (i+1)*S) of the object, S = shard_size(len), zero-padded at the end; the
+    caller keeps the object's length. The generator matrix is docs/vault-format.md §12's (``matrix``).
+    Bytes at one offset of the shards are one codeword: slices [a, b) of k shards rebuild slices [a, b).
+    A shard given is believed: detecting a corrupt one is the caller's job (checksums)."""
+    k: int
+    m: int
+    n: int  # k + m
+    matrix: bytes  # n rows of k coefficients, rows 0..k-1 the identity
+    def __init__(self, k: int, m: int) -> None: ...  # ValueError: k < 1, m < 0, k + m > 255
+    def shard_size(self, length: int) -> int: ...  # ceil(length / k)
+    def encode(self, data: Buffer) -> List[bytes]: ...  # the n shards
+    def encode_parity(self, data_shards: Sequence[Buffer]) -> List[bytes]: ...  # the m parity shards of k
+    # shards: n entries, None for a missing one; NotEnoughShards with fewer than k present
+    def decode(self, shards: Sequence[Optional[Buffer]], length: int) -> bytes: ...
+    def reconstruct(self, shards: Sequence[Optional[Buffer]], wanted: Sequence[int]) -> List[bytes]: ...
