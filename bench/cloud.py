@@ -3,7 +3,7 @@
 
 For each store (a local directory, Azurite's blob service, moto's S3 server; the servers started here on
 free ports, as the tests start them): init, a first backup, an unchanged re-run, and a restore (checked
-byte for byte with `diff -r`), each timed (the re-run's storage requests and bytes from
+byte for byte with `diff -r`; restores go to a tmpfs where one can be mounted: see restore_area), each timed (the re-run's storage requests and bytes from
 $RECOVAULT_STORAGE_METRICS) as its own `recovault` process. Two corpora: `tree` (a copy of
 /usr/include: many small files) and `big` (4 files of 64 MiB of random bytes: whole packs). The figure the
 issue sets: restore from each server at least half the local vault's speed (ratio >= 0.5).
@@ -11,6 +11,9 @@ issue sets: restore from each server at least half the local vault's speed (rati
 With --transfer, against each server and the `big` corpus: the backup's upload speed-up from 1 to 8
 connections (`--connections`), and resume: a backup interrupted with SIGINT half way (after half a full
 backup's time), then run again: the bytes the second run uploads as a fraction of a full upload.
+
+For `big` it also measures each server's own serving rate (whole 16 MiB gets on 5 connections, nothing
+else done with the bytes): the ceiling of any restore from it here, as a ratio to the local restore.
 
 Usage: .venv/bin/python bench/cloud.py [--corpora tree,big] [--transfer] [--json out.json]
 Needs `bash .ci/setup` (it installs Azurite and moto's server).
@@ -25,7 +28,7 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +58,26 @@ def make_big(work: Path) -> Path:
     return src
 
 
+@contextmanager
+def restore_area(size: str = "2g"):
+    """Where restores go: a tmpfs mounted for the run when this process may mount one (root), else a directory
+    on WORK's disk. On this project's machines (ext4 with discard) creating many files where many were just
+    deleted costs more system time each round (tar -x of /usr/include: 0.3, 3.2, 5.1 s of system time in three
+    rounds), so restores on the disk, one store after another, would be slower the later their store comes."""
+    area = WORK / "restores"
+    area.mkdir(exist_ok=True)
+    mounted = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(area)],
+                                                   capture_output=True).returncode == 0
+    try:
+        yield area, mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(area)], capture_output=True)
+
+
+AREA = WORK / "restores"
+
+
 def run_store(name: str, url: str, env: dict, src: Path) -> dict:
     env = dict(env, RECOVAULT_PASSPHRASE=PASS, XDG_CACHE_HOME=str(WORK / f"cache-{name}-{src.name}"))
     shutil.rmtree(env["XDG_CACHE_HOME"], ignore_errors=True)
@@ -68,7 +91,7 @@ def run_store(name: str, url: str, env: dict, src: Path) -> dict:
     out["rerun_requests"] = sum(op.get("requests", 0) for op in ops.values())
     out["rerun_bytes_down"] = ops.get("get", {}).get("bytes", 0)
     out["rerun_bytes_up"] = sum(ops.get(k, {}).get("bytes", 0) for k in ("put", "put_if_absent", "put_stream"))
-    target = WORK / f"restore-{name}-{src.name}"
+    target = AREA / f"restore-{name}-{src.name}"
     shutil.rmtree(target, ignore_errors=True)
     out["restore_s"] = rv("restore", "latest", "--target", str(target))
     same = subprocess.run(["diff", "-rq", "--no-dereference", str(src), str(target / str(src).lstrip("/"))],
@@ -77,6 +100,30 @@ def run_store(name: str, url: str, env: dict, src: Path) -> dict:
         raise RuntimeError(f"{name}: the restore differs from the source")
     shutil.rmtree(target)
     return out
+
+
+def raw_get_rate(url: str, env: dict, connections: int = 5, objects: int = 16, size: int = 16 << 20) -> float:
+    """The store's own serving rate: bytes a second of whole-object gets of `objects` objects of `size` bytes
+    (a big file's packs) on `connections` threads, through recovault's back end and nothing else (no
+    decryption, no writing): the ceiling of any restore from it on this machine."""
+    code = f"""
+import os, sys, time
+from concurrent.futures import ThreadPoolExecutor
+from recovault.storage import open_storage
+s = open_storage(sys.argv[1], create=True)
+data = os.urandom({size})
+names = [f"data/{{i:02x}}/raw{{i}}" for i in range({objects})]
+for n in names:
+    s.put(n, data)
+t0 = time.perf_counter()
+with ThreadPoolExecutor({connections}) as pool:
+    got = sum(len(b) for b in pool.map(s.get, names))
+print(got / (time.perf_counter() - t0))
+"""
+    p = subprocess.run([sys.executable, "-c", code, url], env=env, capture_output=True, text=True)
+    if p.returncode:
+        raise RuntimeError(f"raw gets from {url} failed: {p.stderr[-2000:]}")
+    return float(p.stdout.strip())
 
 
 def uploaded(metrics: Path) -> int:
@@ -134,6 +181,8 @@ def main() -> None:
     corpora = {"tree": lambda: make_tree(WORK, ("/usr/include",)), "big": lambda: make_big(WORK)}
     results = {}
     with ExitStack() as stack:
+        _area, on_tmpfs = stack.enter_context(restore_area())
+        results["restore_target"] = "tmpfs" if on_tmpfs else "disk"
         az = stack.enter_context(run_azurite(WORK / "azurite", free_port()))
         (WORK / "moto").mkdir(exist_ok=True)
         s3 = stack.enter_context(run_moto(WORK / "moto", free_port()))
@@ -154,6 +203,12 @@ def main() -> None:
                 r["restore_ratio_to_local"] = res["local"]["restore_s"] / r["restore_s"]
             res["bytes"] = size
             res["local_vault_bytes"] = du(local)
+            if corpus == "big":  # what the servers can serve at all: the ceiling of a restore's ratio
+                for name, (url, env) in stores.items():
+                    if name != "local":
+                        rate = raw_get_rate(f"{url}-raw", env)
+                        res[name]["raw_get_MBps"] = rate / 1e6
+                        res[name]["ceiling_ratio"] = rate / (size / res["local"]["restore_s"])
             results[corpus] = res
             print(json.dumps({corpus: res}, indent=1), flush=True)
         if a.transfer:
