@@ -281,13 +281,18 @@ def test_job_validate_of_a_good_file(tmp_path, capsys):
 
 def test_the_readme_job_file_is_valid(tmp_path):
     """The complete job file of the README's "Scheduled jobs" reads without a problem (every key it shows is
-    one load_job knows, with a value it takes)."""
+    one load_job knows, with a value it takes), and so does docs/usage.md's nightly job."""
     import re
     from pathlib import Path
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
     section = readme[readme.index("### Scheduled jobs"):]
     job = tmp_path / "web.toml"
     job.write_text(re.search(r"```toml\n(.*?)```", section, re.S).group(1))
     spec = load_job(str(job))
     assert spec.report is not None and spec.report.syslog and spec.schedule.calendar
     assert spec.retention is not None and spec.check is not None and spec.hooks.before and spec.hooks.after
+    usage = (root / "docs" / "usage.md").read_text()
+    job.write_text(re.search(r"```toml\n(# /etc/recovault/jobs/nightly.toml.*?)```", usage, re.S).group(1))
+    spec = load_job(str(job))
+    assert spec.vault.passphrase.kind == "credential" and spec.retention is not None and spec.retention.prune
