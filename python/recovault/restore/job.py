@@ -43,7 +43,7 @@ def default_workers(vault: Vault) -> int:
     """File threads by default: 2 from a local vault (more only thrash the GIL on small files, whose cost is
     metadata calls); from an object store one per connection: batched files read fetched memory, but the
     files not batched (big, hard-linked, images) wait on their own ranged gets (measured on the in-memory
-    double, 2 and 5 threads restore /usr/include equally fast)."""
+    double, 5 threads restored /usr/include no slower than 2)."""
     if has_local_files(vault.storage):
         return 2
     return max(2, vault.blobs.connections)
