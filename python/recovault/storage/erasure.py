@@ -158,13 +158,13 @@ def parse_location(location: str) -> EcLocation:
         raise UsageError(f"invalid erasure-coded vault location {location!r}: K must be at least 1, M at least 1 "
                          f"and K+M at most 255 (got {k}+{m})")
     names = locs.split(",") if locs else []
-    if len(names) != k + m or "" in names:
-        raise UsageError(f"invalid erasure-coded vault location {location!r}: {k}+{m} needs {k + m} locations, "
-                         f"got {len([n for n in names if n])}{' (an empty one)' if '' in names else ''}")
     for name in names:
         if name.lower().startswith("ec:"):
             raise UsageError(f"invalid erasure-coded vault location {location!r}: a location cannot itself be "
                              f"an erasure-coded set ({name})")
+    if len(names) != k + m or "" in names:
+        raise UsageError(f"invalid erasure-coded vault location {location!r}: {k}+{m} needs {k + m} locations, "
+                         f"got {len([n for n in names if n])}{' (an empty one)' if '' in names else ''}")
     return EcLocation(k, m, names)
 
 
@@ -306,7 +306,7 @@ class ErasureStorage(Storage):
             return ObjectMissing(f"object {name} is missing from {self.url}")
         parts = [f"{self._where(i)}: {w}" for i, w in sorted(why.items())]
         cls = ObjectMissing if all(w in ("missing", "unreachable") for w in why.values()) else CorruptData
-        return cls(f"object {name} cannot be read from {self.url}: fewer than {self.k} of its {self.n} shards "
+        return cls(f"object {name} cannot be read from the ec:{self.k}+{self.m} set: fewer than {self.k} of its {self.n} shards "
                    f"are intact ({'; '.join(parts)})")
 
     # -- reads ----------------------------------------------------------------------------------------
@@ -557,15 +557,13 @@ def _create_set(location: str, spec: EcLocation, locs: List[Location]) -> Erasur
         if d is None and locs[i].storage.exists("config"):  # type: ignore[union-attr]
             raise UsageError(f"{location}: location {i + 1} ({locs[i].label}) already holds a vault: choose an "
                              "empty location for each shard")
-        if d is not None and (len(existing) > 1 or (d.k, d.m, d.index) != (spec.k, spec.m, i)):
+        whole = len(existing) == 1 and all(e is not None for e, _ in descs)  # this very set again
+        if d is not None and (not whole or (d.k, d.m, d.index) != (spec.k, spec.m, i)):
             raise UsageError(f"{location}: location {i + 1} ({locs[i].label}) already belongs to another "
                              f"erasure-coded set (ec:{d.k}+{d.m}, location {d.index + 1})")
     set_id = existing.pop() if existing else secrets.token_hex(16)
     if all(d is not None for d, _ in descs):
         return ErasureStorage(spec.k, spec.m, locs, set_id)
-    if any(d is not None for d, _ in descs):
-        raise UsageError(f"{location}: some of its locations belong to an erasure-coded set, others not: "
-                         "choose an empty location for each shard")
     for i, loc in enumerate(locs):
         loc.storage.put_if_absent(DESCRIPTOR, Descriptor(set_id, spec.k, spec.m, i).encode())  # type: ignore[union-attr]
     return ErasureStorage(spec.k, spec.m, locs, set_id)
