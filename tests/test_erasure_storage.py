@@ -171,7 +171,10 @@ def test_fewer_than_k_shards_name_the_locations_missing(tmp_path: Path) -> None:
     msg = str(exc.value)
     assert "fewer than 2 of its 4 shards are intact" in msg
     assert [f"location {i + 1} ({tmp_path / f'd{i}'}): missing" in msg for i in range(4)] == [True, False, True, True]
-    assert list(s.list("index/")) == []  # an object exists for a listing when K shards do
+    assert list(s.list("index/")) == []  # an object exists when K shards do: for a listing, a stat, a get
+    assert not s.exists("index/" + "a" * 64)
+    with pytest.raises(ValueError, match="reserved"):
+        s.get(DESCRIPTOR)
     s.close()
 
 
@@ -254,7 +257,7 @@ def test_fewer_than_k_locations_reachable_is_one_message_and_nothing_written(tmp
     shutil.rmtree(tmp_path / "d0")
     shutil.rmtree(tmp_path / "d3")
     s = open_storage(loc)  # K of 4 are enough to read
-    with pytest.raises(StorageError, match=r"location 1 \(.*d0\), location 4 \(.*d3\) not reachable"):
+    with pytest.raises(StorageError, match=r"location 1 \(.*d0\) not reachable .*; location 4 \(.*d3\) not reachable"):
         s.put("data/00/00aa", b"x")
     assert not (tmp_path / "d1" / "data").exists()  # nothing written
     s.close()

@@ -41,6 +41,8 @@ NAME_CONTEXT = "recovault ec shard v1"
 #: Each location's descriptor of the set; never listed, never a vault object's name.
 DESCRIPTOR = "ecset.json"
 DESCRIPTOR_FORMAT = "recovault-ec-set"
+#: Why a shard that is intact is of no use: fewer than K shards of its version (an interrupted put).
+INCOMPLETE = "incomplete (a version of the object fewer than K locations hold)"
 _CACHE_MAX = 4096  # shard headers remembered per storage (ranged reads of packs then cost one request each)
 
 Data = Union[bytes, bytearray, memoryview]
@@ -168,6 +170,13 @@ def parse_location(location: str) -> EcLocation:
     return EcLocation(k, m, names)
 
 
+def _validate(name: str) -> str:
+    """``validate_name``, and not the descriptor's name (reserved in every location)."""
+    if validate_name(name) == DESCRIPTOR:
+        raise ValueError(f"invalid object name {name!r}: reserved for the erasure-coded set's descriptor")
+    return name
+
+
 def _identity(storage: Storage) -> str:
     root = getattr(storage, "root", None)
     return os.path.realpath(root) if root is not None else storage.url.rstrip("/")
@@ -203,18 +212,17 @@ class ErasureStorage(Storage):
     # -- writes -------------------------------------------------------------------------------------
 
     def _shards(self, name: str, data: Data) -> List[bytes]:
-        validate_name(name)
-        if name == DESCRIPTOR:
-            raise ValueError(f"invalid object name {name!r}: reserved for the erasure-coded set's descriptor")
+        _validate(name)
         head = _header(name, self.k, self.m, 0, len(data), core.blake3(data))
         payloads = self.code.encode(data) if len(data) else [b""] * self.n
         return [shard_object(head.for_index(name, i), p) for i, p in enumerate(payloads)]
 
     def _reachable(self, name: str) -> List[Storage]:
-        down = [self._where(i) for i, loc in enumerate(self.locations) if loc.storage is None]
+        down = [f"{self._where(i)} not reachable ({loc.problem})" for i, loc in enumerate(self.locations)
+                if loc.storage is None]
         if down:
-            raise StorageError(f"cannot write {name} to {self.url}: {', '.join(down)} not reachable "
-                               "(a write needs every location)")
+            raise StorageError(f"cannot write {name} to the ec:{self.k}+{self.m} set: {'; '.join(down)} (writes "
+                               "need every location)")
         return [loc.storage for loc in self.locations]  # type: ignore[misc]
 
     def _write(self, i: int, call: str, name: str, shard: bytes):
@@ -242,7 +250,7 @@ class ErasureStorage(Storage):
         return True
 
     def delete(self, name: str) -> None:
-        validate_name(name)
+        _validate(name)
         self._forget(name)
         for i, loc in enumerate(self.locations):
             if loc.storage is not None:
@@ -292,20 +300,25 @@ class ErasureStorage(Storage):
         return heads, why
 
     def _versions(self, name: str) -> Tuple[List[ShardHeader], Dict[int, str]]:
-        """The versions of ``name`` on the locations (one header each), most shards first."""
+        """The versions of ``name`` that at least K locations hold (one header each), most shards first."""
         heads, why = self._all_headers(name)
         groups: Dict[bytes, List[ShardHeader]] = {}
         for h in heads:
             if h is not None:
                 groups.setdefault(h.digest + struct.pack("<Q", h.length), []).append(h)
         ordered = sorted(groups.values(), key=len, reverse=True)
-        return [g[0].for_index(name, 0) for g in ordered], why
+        for g in ordered:
+            if len(g) < self.k:  # too few to read: an interrupted put, or rot that happens to parse
+                why.update({h.index: INCOMPLETE for h in g})
+        return [g[0].for_index(name, 0) for g in ordered if len(g) >= self.k], why
 
     def _failure(self, name: str, why: Dict[int, str]) -> StorageError:
+        """ObjectMissing when the shards are missing (or too few of one version: an interrupted put), else
+        CorruptData; the message names each location and what is wrong there."""
         if all(w in ("missing", "unreachable") for w in why.values()) and len(why) == self.n:
             return ObjectMissing(f"object {name} is missing from {self.url}")
         parts = [f"{self._where(i)}: {w}" for i, w in sorted(why.items())]
-        cls = ObjectMissing if all(w in ("missing", "unreachable") for w in why.values()) else CorruptData
+        cls = ObjectMissing if all(w in ("missing", "unreachable", INCOMPLETE) for w in why.values()) else CorruptData
         return cls(f"object {name} cannot be read from the ec:{self.k}+{self.m} set: fewer than {self.k} of its {self.n} shards "
                    f"are intact ({'; '.join(parts)})")
 
@@ -318,7 +331,7 @@ class ErasureStorage(Storage):
             raise ValueError(f"offset must be >= 0, got {offset}")
         if length is not None and length < 0:
             raise ValueError(f"length must be >= 0, got {length}")
-        validate_name(name)
+        _validate(name)
         with self._lock:
             cached = self._headers.get(name)
         if cached is not None:
@@ -406,7 +419,7 @@ class ErasureStorage(Storage):
     def stat(self, name: str) -> ObjectInfo:
         """The object's length from a shard header (cached, else one read of each location's header) and the
         mtime of the first location holding a shard (as in list_info)."""
-        validate_name(name)
+        _validate(name)
         h = self._header_of(name)
         for loc in self.locations:
             if loc.storage is not None:
