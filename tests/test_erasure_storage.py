@@ -318,3 +318,6 @@ def test_cli_round_trip_on_ec_4_2_with_lost_locations_and_rotten_bytes(tmp_path:
     chk = json_out(cli("check", "--vault", loc, "--json", "--read-data"))
     assert chk["ok"] is True and chk["problems"] == [] and chk["stats"]["packs_read"] == chk["stats"]["packs"]
     fails(cli("backup", "--vault", lost, src), 13, "not reachable")
+    shutil.rmtree(tmp_path / "lost" / "d0")
+    msg = fails(cli("snapshots", "--vault", lost), 13, "only 3 of its 6 locations are reachable, 4 needed")
+    assert all(f"lost/d{i} (" in msg for i in (0, 1, 4)) and "lost/d2 (" not in msg

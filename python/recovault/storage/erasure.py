@@ -230,7 +230,8 @@ class ErasureStorage(Storage):
         try:
             return getattr(storage, call)(name, shard)
         except StorageError as exc:
-            raise type(exc)(f"cannot write {name} to {self._where(i)} of {self.url}: {exc}") from exc
+            raise type(exc)(f"cannot write {name} to {self._where(i)} of the ec:{self.k}+{self.m} set: {exc}") \
+                from exc
 
     def put(self, name: str, data: Data) -> None:
         shards = self._shards(name, data)
