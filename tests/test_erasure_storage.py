@@ -321,3 +321,33 @@ def test_cli_round_trip_on_ec_4_2_with_lost_locations_and_rotten_bytes(tmp_path:
     shutil.rmtree(tmp_path / "lost" / "d0")
     msg = fails(cli("snapshots", "--vault", lost), 13, "only 3 of its 6 locations are reachable, 4 needed")
     assert all(f"lost/d{i} (" in msg for i in (0, 1, 4)) and "lost/d2 (" not in msg
+
+
+def test_forget_prune_and_check_on_an_ec_vault(tmp_path: Path) -> None:
+    """The vault's lifecycle on ec:2+1 unchanged: forget, a prune that deletes packs (sessions, lease and plan
+    objects, pack sizes from list_info), then the kept point restores and check --read-data is clean."""
+    from recovault import api
+    from recovault.vault.keys import KdfParams
+    loc = ec_location(tmp_path / "ec", 2, 1)
+    cache = str(tmp_path / "cache")
+    api.init_vault(loc, "correct horse battery staple", kdf=KdfParams(memory_kib=8, iterations=1, lanes=1),
+                   cache_dir=cache, soft_delete_days=0).close()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "gone").write_bytes(os.urandom(400_000))
+    (src / "kept").write_bytes(os.urandom(300_000))
+    with api.open_vault(loc, "correct horse battery staple", cache_dir=cache) as v:
+        first = api.backup(v, [str(src)])
+        (src / "gone").unlink()
+        api.backup(v, [str(src)])
+        packs = list(v.storage.list("data/"))
+        api.forget(v, ids=[first.id])
+        result = api.prune(v, margin=0, max_unused="0%")
+        assert result.bytes_deleted > 300_000
+        assert len(list(v.storage.list("data/"))) < len(packs)
+        api.restore(v, "latest", str(tmp_path / "out"))
+    cli = Cli(tmp_path / "home")
+    chk = json_out(cli("check", "--vault", loc, "--json", "--read-data"))
+    assert chk["ok"] is True and chk["problems"] == []
+    out = restored_root(tmp_path / "out", os.fsencode(src))
+    assert Path(os.fsdecode(out), "kept").read_bytes() == (src / "kept").read_bytes()
