@@ -22,7 +22,7 @@ import struct
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, TypeVar, Union
 
 from .. import core
 from ..errors import CorruptData, ObjectMissing, StorageError, UsageError, VaultNotFound
@@ -46,6 +46,7 @@ INCOMPLETE = "incomplete (a version of the object fewer than K locations hold)"
 _CACHE_MAX = 4096  # shard headers remembered per storage (ranged reads of packs then cost one request each)
 
 Data = Union[bytes, bytearray, memoryview]
+T = TypeVar("T")
 
 
 class ShardHeader(NamedTuple):
@@ -274,6 +275,10 @@ class ErasureStorage(Storage):
                 self._headers.popitem(last=False)
         return h
 
+    def _map(self, fn: Callable[[int], T], shards: List[int]) -> List[T]:
+        """``fn`` of each shard index, at once on the pool (one alone in this thread: most ranged reads)."""
+        return [fn(shards[0])] if len(shards) == 1 else list(self._pool.map(fn, shards))
+
     def _read(self, i: int, name: str, offset: int, length: Optional[int]) -> Tuple[Optional[bytes], str]:
         """(bytes, "") from shard i, or (None, why not: "missing", "unreachable", an error)."""
         storage = self.locations[i].storage
@@ -287,17 +292,20 @@ class ErasureStorage(Storage):
             return None, str(exc)
 
     def _all_headers(self, name: str) -> Tuple[List[Optional[ShardHeader]], Dict[int, str]]:
-        """Every location's header of ``name`` (None where missing or invalid) and why each is absent."""
-        reads = list(self._pool.map(lambda i: self._read(i, name, 0, HEADER_SIZE), range(self.n)))
-        heads: List[Optional[ShardHeader]] = []
+        """The headers of ``name`` (None where missing, invalid or not read) and why each read one is absent:
+        the first K locations' (one read each, at once), and the others' only when those do not agree."""
+        heads: List[Optional[ShardHeader]] = [None] * self.n
         why: Dict[int, str] = {}
-        for i, (raw, problem) in enumerate(reads):
-            h = parse_header(name, raw) if raw is not None else None
-            if h is not None and (h.k, h.m, h.index) != (self.k, self.m, i):
-                h = None
-            heads.append(h)
-            if h is None:
-                why[i] = problem or "corrupt"
+        for batch in (range(self.k), range(self.k, self.n)):
+            reads = self._map(lambda i: self._read(i, name, 0, HEADER_SIZE), list(batch))
+            for i, (raw, problem) in zip(batch, reads):
+                h = parse_header(name, raw) if raw is not None else None
+                if h is not None and (h.k, h.m, h.index) == (self.k, self.m, i):
+                    heads[i] = h
+                else:
+                    why[i] = problem or "corrupt"
+            if not why and len({h.digest + struct.pack("<Q", h.length) for h in heads if h}) == 1:
+                break  # K headers of one version: the object is there
         return heads, why
 
     def _versions(self, name: str) -> Tuple[List[ShardHeader], Dict[int, str]]:
@@ -320,8 +328,8 @@ class ErasureStorage(Storage):
             return ObjectMissing(f"object {name} is missing from {self.url}")
         parts = [f"{self._where(i)}: {w}" for i, w in sorted(why.items())]
         cls = ObjectMissing if all(w in ("missing", "unreachable", INCOMPLETE) for w in why.values()) else CorruptData
-        return cls(f"object {name} cannot be read from the ec:{self.k}+{self.m} set: fewer than {self.k} of its {self.n} shards "
-                   f"are intact ({'; '.join(parts)})")
+        return cls(f"object {name} cannot be read from the ec:{self.k}+{self.m} set: fewer than {self.k} of its "
+                   f"{self.n} shards are intact ({'; '.join(parts)})")
 
     # -- reads ----------------------------------------------------------------------------------------
 
@@ -360,7 +368,7 @@ class ErasureStorage(Storage):
         s = h.shard_size
         want = {i: (max(offset - i * s, 0), min(end - i * s, s)) for i in range(offset // s, (end - 1) // s + 1)}
         spans = {i: (a // BLOCK, -(-b // BLOCK)) for i, (a, b) in want.items()}
-        reads = list(self._pool.map(lambda i: self._read(i, name, *_block_span(h, *spans[i])), want))
+        reads = self._map(lambda i: self._read(i, name, *_block_span(h, *spans[i])), list(want))
         got: Dict[int, Optional[bytes]] = {}
         why: Dict[int, str] = {}
         for i, (raw, problem) in zip(want, reads):
@@ -398,7 +406,7 @@ class ErasureStorage(Storage):
             if have >= need:
                 break
             batch, pending = pending[:need - have], pending[need - have:]
-            for i, (raw, problem) in zip(batch, self._pool.map(lambda i: self._read(i, name, start, size), batch)):
+            for i, (raw, problem) in zip(batch, self._map(lambda i: self._read(i, name, start, size), batch)):
                 got[i] = verify_blocks(h.for_index(name, i), j0, j1, raw) if raw is not None else None
                 if got[i] is None:
                     why[i] = problem or "corrupt"
@@ -418,8 +426,8 @@ class ErasureStorage(Storage):
         return self._remember(name, versions[0])
 
     def stat(self, name: str) -> ObjectInfo:
-        """The object's length from a shard header (cached, else one read of each location's header) and the
-        mtime of the first location holding a shard (as in list_info)."""
+        """The object's length from a shard header (cached, else the headers of K locations: _all_headers)
+        and the mtime of the first location holding a shard (as in list_info)."""
         _validate(name)
         h = self._header_of(name)
         for loc in self.locations:
@@ -448,7 +456,7 @@ class ErasureStorage(Storage):
 
     def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """:meth:`list` with each object's length from a shard header (cached, else one ranged read of
-        ``HEADER_SIZE`` bytes from each location per object) and the mtime of the first location holding a shard."""
+        ``HEADER_SIZE`` bytes at K locations per object) and the mtime of the first location holding a shard."""
         for infos in self._merged(prefix):
             name = infos[0].name
             try:
@@ -579,5 +587,6 @@ def _create_set(location: str, spec: EcLocation, locs: List[Location]) -> Erasur
     if all(d is not None for d, _ in descs):
         return ErasureStorage(spec.k, spec.m, locs, set_id)
     for i, loc in enumerate(locs):
-        loc.storage.put_if_absent(DESCRIPTOR, Descriptor(set_id, spec.k, spec.m, i).encode())  # type: ignore[union-attr]
+        assert loc.storage is not None
+        loc.storage.put_if_absent(DESCRIPTOR, Descriptor(set_id, spec.k, spec.m, i).encode())
     return ErasureStorage(spec.k, spec.m, locs, set_id)
