@@ -219,7 +219,7 @@ def test_a_location_given_twice_is_refused(tmp_path: Path) -> None:
     loc = f"ec:2+1:{d},{tmp_path / 'e'},{tmp_path / 'x' / '..' / 'd'}"
     with pytest.raises(UsageError, match="location 3 .* is location 1 .* again"):
         open_storage(loc, create=True)
-    assert not (d / DESCRIPTOR).exists()
+    assert not d.exists() and not (tmp_path / "e").exists()
 
 
 def test_init_refuses_a_location_of_another_vault_or_set(tmp_path: Path) -> None:
@@ -227,12 +227,12 @@ def test_init_refuses_a_location_of_another_vault_or_set(tmp_path: Path) -> None
     api_vault(plain)
     with pytest.raises(UsageError, match="location 2 .*plain.* already holds a vault"):
         open_storage(f"ec:1+1:{tmp_path / 'a'},{plain}", create=True)
-    assert not (tmp_path / "a" / DESCRIPTOR).exists()  # nothing written
+    assert not (tmp_path / "a").exists()  # nothing written, no directory made
     open_storage(ec_location(tmp_path / "set1", 2, 1), create=True).close()
     mixed = f"ec:2+1:{tmp_path / 'n0'},{tmp_path / 'n1'},{tmp_path / 'set1' / 'd2'}"
     with pytest.raises(UsageError, match=r"location 3 .* already belongs to another erasure-coded set"):
         open_storage(mixed, create=True)
-    assert not (tmp_path / "n0" / DESCRIPTOR).exists()
+    assert not (tmp_path / "n0").exists() and not (tmp_path / "n1").exists()
     # the same set again (init on an existing set): its descriptors are kept; the vault's init then says so
     again = open_storage(ec_location(tmp_path / "set1", 2, 1), create=True)
     assert isinstance(again, ErasureStorage)

@@ -519,6 +519,7 @@ def _descriptor(loc: Location) -> Tuple[Optional[Descriptor], str]:
 def open_erasure(location: str, create: bool) -> ErasureStorage:
     """Open (``create``: for init, set up) the set at ``location``; see the module's docstring."""
     spec = parse_location(location)
+    new_dirs = [d for d in map(_local_dir, spec.locations) if d and not os.path.lexists(d)] if create else []
     locs = [_open_one(label, create) for label in spec.locations]
     try:
         return _check_set(location, spec, locs, create)
@@ -526,7 +527,18 @@ def open_erasure(location: str, create: bool) -> ErasureStorage:
         for loc in locs:
             if loc.storage is not None:
                 loc.storage.close()
+        for d in new_dirs:  # a refused init leaves no directory it made (their parents, if it made any, stay)
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
         raise
+
+
+def _local_dir(label: str) -> Optional[str]:
+    """The directory a location that is a local path names (None for a URL)."""
+    from . import find_scheme
+    return None if find_scheme(label) is not None else os.path.abspath(os.path.expanduser(label))
 
 
 def _check_set(location: str, spec: EcLocation, locs: List[Location], create: bool) -> ErasureStorage:
