@@ -85,6 +85,8 @@ def test_shards_are_the_kernels_with_headers_and_block_tags(tmp_path: Path) -> N
     assert total / len(data) <= 1.5 * 1.02
     assert s.stat("data/ab/abcd").size == len(data)
     s.close()
+    assert s.get("data/ab/abcd", (4 << 20) - 5, 10) == data[(4 << 20) - 5:(4 << 20) + 5]  # usable after close
+    s.close()
 
 
 def test_ranged_reads_touch_only_the_shards_they_need(tmp_path: Path) -> None:

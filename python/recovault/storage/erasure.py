@@ -466,7 +466,10 @@ class ErasureStorage(Storage):
             yield ObjectInfo(name=name, size=h.length, mtime=infos[0].mtime)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        """Close the locations and stop the pool's threads; like a local directory, the set can still be used
+        afterwards (a new pool starts its threads when needed)."""
+        pool, self._pool = self._pool, ThreadPoolExecutor(max_workers=self.n, thread_name_prefix="ec")
+        pool.shutdown(wait=True)
         for loc in self.locations:
             if loc.storage is not None:
                 loc.storage.close()
