@@ -163,6 +163,24 @@ def test_damaged_shards_are_detected_and_read_around(tmp_path: Path, where: str)
     s.close()
 
 
+def test_rot_in_more_than_m_shards_is_read_around_block_by_block(tmp_path: Path) -> None:
+    """On 2+1, a rotten block in each of the three shards, each in another column of blocks: every column still
+    has two intact blocks, so the object reads whole (each block rebuilt from its own column)."""
+    s = open_storage(ec_location(tmp_path, 2, 1), create=True)
+    data = os.urandom(6 * BLOCK - 1000)  # three blocks per shard
+    s.put("data/22/2222", data)
+    for i in range(3):
+        flip_byte(shard_file(tmp_path, i, "data/22/2222"), HEADER_SIZE + i * (BLOCK + TAG) + 99)
+    s.close()
+    s = open_storage(ec_location(tmp_path, 2, 1))
+    assert s.get("data/22/2222") == data
+    assert s.get("data/22/2222", 10, 3 * BLOCK) == data[10:10 + 3 * BLOCK]
+    flip_byte(shard_file(tmp_path, 0, "data/22/2222"), HEADER_SIZE + 1 * (BLOCK + TAG) + 5)  # column 1: one left
+    with pytest.raises(CorruptData, match="location 1 .*corrupt.*location 2 .*corrupt"):
+        s.get("data/22/2222")
+    s.close()
+
+
 def test_fewer_than_k_shards_name_the_locations_missing(tmp_path: Path) -> None:
     s = open_storage(ec_location(tmp_path, 2, 2), create=True)
     s.put("index/" + "a" * 64, b"x" * 5000)

@@ -22,7 +22,7 @@ import struct
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple, TypeVar, Union
 
 from .. import core
 from ..errors import CorruptData, ObjectMissing, StorageError, UsageError, VaultNotFound
@@ -125,17 +125,23 @@ def _block_span(h: ShardHeader, j0: int, j1: int) -> Tuple[int, int]:
     return start, end - start
 
 
-def verify_blocks(h: ShardHeader, j0: int, j1: int, raw: bytes) -> Optional[bytes]:
-    """The payload of blocks [j0, j1) if ``raw`` (read at ``_block_span``) holds them intact, else None."""
+def block_payloads(h: ShardHeader, j0: int, j1: int, raw: bytes) -> List[Optional[bytes]]:
+    """Each block of [j0, j1) in ``raw`` (read at ``_block_span``): its payload if intact, else None."""
     view, pos, out = memoryview(raw), 0, []
     for j in range(j0, j1):
         size = min(BLOCK, h.shard_size - j * BLOCK)
         block, tag = view[pos:pos + size], view[pos + size:pos + size + TAG]
-        if len(tag) != TAG or _block_tag(h, j, block) != tag:
-            return None
-        out.append(block)
+        out.append(bytes(block) if len(tag) == TAG and _block_tag(h, j, block) == tag else None)
         pos += size + TAG
-    return b"".join(out) if pos == len(raw) else None
+    return out
+
+
+def verify_blocks(h: ShardHeader, j0: int, j1: int, raw: bytes) -> Optional[bytes]:
+    """The payload of blocks [j0, j1) if ``raw`` (read at ``_block_span``) holds them all intact, else None."""
+    blocks = block_payloads(h, j0, j1, raw)
+    if any(b is None for b in blocks) or len(raw) != _block_span(h, j0, j1)[1]:
+        return None
+    return b"".join(blocks)  # type: ignore[arg-type]
 
 
 # -- the location string --------------------------------------------------------------------------------
@@ -377,40 +383,44 @@ class ErasureStorage(Storage):
                 why[i] = problem or "corrupt"
         if why:
             j0, j1 = min(a for a, _ in spans.values()), max(b for _, b in spans.values())
-            order = [i for i in want if i not in why] + [i for i in range(self.n) if i not in want] + list(why)
-            got, more = self._blocks(name, h, order, j0, j1, need=self.k)
+            rebuilt, more = self._rebuild(name, h, list(want), set(why), j0, j1)
             why.update(more)
-            present = [got.get(i) for i in range(self.n)]
-            if sum(p is not None for p in present) < self.k:
+            if rebuilt is None:
                 return None, why
-            lost = [i for i in want if present[i] is None]
-            for i, rebuilt in zip(lost, self.code.reconstruct(present, lost) if lost else []):
-                got[i] = rebuilt
-            spans = {i: (j0, j1) for i in want}
+            got, spans = rebuilt, {i: (j0, j1) for i in want}
         out = b"".join(got[i][a - spans[i][0] * BLOCK:b - spans[i][0] * BLOCK]  # type: ignore[index]
                        for i, (a, b) in sorted(want.items()))
         if offset == 0 and end == h.length and core.blake3(out) != h.digest:
             return None, {i: "corrupt" for i in want}
         return out, why
 
-    def _blocks(self, name: str, h: ShardHeader, shards: List[int], j0: int, j1: int,
-                need: int) -> Tuple[Dict[int, Optional[bytes]], Dict[int, str]]:
-        """Blocks [j0, j1) of ``shards`` in that order (verified; None for one missing or corrupt), read
-        until ``need`` are intact."""
+    def _rebuild(self, name: str, h: ShardHeader, want: List[int], bad: Set[int], j0: int,
+                 j1: int) -> Tuple[Optional[Dict[int, bytes]], Dict[int, str]]:
+        """Blocks [j0, j1) of the shards ``want``, each block rebuilt from any K intact blocks of its column
+        (so rot in more than M shards is read around while no column has more than M bad blocks): K shards
+        read first, those not known ``bad`` first, the others only if some column still lacks K."""
+        order = [i for i in want if i not in bad] + [i for i in range(self.n) if i not in want] + sorted(bad)
         start, size = _block_span(h, j0, j1)
-        got: Dict[int, Optional[bytes]] = {}
+        blocks: Dict[int, List[Optional[bytes]]] = {}
         why: Dict[int, str] = {}
-        pending = list(shards)
-        while pending:
-            have = sum(v is not None for v in got.values())
-            if have >= need:
-                break
-            batch, pending = pending[:need - have], pending[need - have:]
+        for batch in (order[:self.k], order[self.k:]):
             for i, (raw, problem) in zip(batch, self._map(lambda i: self._read(i, name, start, size), batch)):
-                got[i] = verify_blocks(h.for_index(name, i), j0, j1, raw) if raw is not None else None
-                if got[i] is None:
+                blocks[i] = block_payloads(h.for_index(name, i), j0, j1, raw) if raw is not None else \
+                    [None] * (j1 - j0)
+                if raw is None or None in blocks[i]:
                     why[i] = problem or "corrupt"
-        return got, why
+            if all(sum(blocks[i][c] is not None for i in blocks) >= self.k for c in range(j1 - j0)):
+                break
+        out: Dict[int, List[bytes]] = {i: [] for i in want}
+        for c in range(j1 - j0):
+            present = [blocks[i][c] if i in blocks else None for i in range(self.n)]
+            if sum(p is not None for p in present) < self.k:
+                return None, why
+            lost = [i for i in want if present[i] is None]
+            fixed = dict(zip(lost, self.code.reconstruct(present, lost))) if lost else {}
+            for i in want:
+                out[i].append(present[i] if present[i] is not None else fixed[i])  # type: ignore[arg-type]
+        return {i: b"".join(parts) for i, parts in out.items()}, why
 
     # -- listings -------------------------------------------------------------------------------------
 
