@@ -1,5 +1,6 @@
 """The Storage contract, one suite for every back end: a local directory, Azure Blob (Azurite) and S3 (moto),
-the last two on servers the tests start on loopback (tests/servers.py). What only one back end does (fsync
+the last two on servers the tests start on loopback (tests/servers.py), and erasure-coded sets (2+1, 4+2) of
+local directories. What only one back end does (fsync
 order, file modes, ENOSPC) is tested in that back end's own file (test_storage.py for the local directory)."""
 from __future__ import annotations
 
@@ -14,13 +15,18 @@ from recovault.errors import ObjectMissing, StorageError
 from recovault.storage import ObjectInfo, Storage, open_storage
 from servers import unique_name
 
-BACKENDS = ["local", "azure", "s3"]
+BACKENDS = ["local", "azure", "s3", "ec:2+1", "ec:4+2"]
 
 
 def _opener(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Storage]:
-    """A function opening a store of ``kind``: ``open(prefix="", page=None)``, all in one fresh container."""
+    """A function opening a store of ``kind``: ``open(prefix="", page=None)``, all in one fresh container (an
+    erasure-coded set: over local directories, one per shard)."""
     if kind == "local":
         return lambda prefix="", page=None: open_storage(str(tmp_path / "vault" / prefix), create=True)
+    if kind.startswith("ec:"):
+        k, m = map(int, kind[3:].split("+"))
+        return lambda prefix="", page=None: open_storage(
+            kind + ":" + ",".join(str(tmp_path / f"d{i}" / prefix) for i in range(k + m)), create=True)
     container = unique_name()
     if kind == "azure":
         request.getfixturevalue("azure_env")

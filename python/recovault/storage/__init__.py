@@ -12,8 +12,7 @@ applied in this order:
 
 ``file://`` URLs and plain paths open :class:`LocalStorage`; ``azure://CONTAINER[/PREFIX]`` Azure Blob Storage
 (:mod:`.azure`, the ``azure`` extra) and ``s3://BUCKET[/PREFIX]`` S3 (:mod:`.s3`, the ``s3`` extra), each
-imported when first used. ``ec:`` is reserved for the back end to come: it will register an opener with
-:func:`register_scheme`.
+imported when first used; ``ec:K+M:LOC1,...,LOCn`` an erasure-coded set of such locations (:mod:`.erasure`).
 """
 from __future__ import annotations
 
@@ -107,7 +106,14 @@ register_scheme("azure", "Azure Blob Storage", _sdk_opener("azure", "open_azure"
                 form="azure://CONTAINER[/PREFIX]")
 register_scheme("s3", "Amazon S3 or an S3-compatible store", _sdk_opener("s3", "open_s3", "s3", "boto3"),
                 form="s3://BUCKET[/PREFIX]")
-register_scheme("ec", "an erasure-coded set of vaults", None, form="ec:K+M:LOCATION,...", opaque=True)
+
+
+def _open_erasure(location: str, create: bool) -> Storage:
+    from .erasure import open_erasure
+    return open_erasure(location, create)
+
+
+register_scheme("ec", "an erasure-coded set of vaults", _open_erasure, form="ec:K+M:LOCATION,...", opaque=True)
 
 
 def _known() -> str:

@@ -67,6 +67,7 @@ class LocalStorage(Storage):
 
     def __init__(self, root: Union[str, "os.PathLike[str]"], create: bool = False) -> None:
         self._fds: Dict[str, Tuple[int, int]] = {}
+        self._retired: List[int] = []  # descriptors of cached packs put again or deleted: closed at close()
         self._fd_lock = threading.Lock()
         self.root = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
         if create:
@@ -151,6 +152,15 @@ class LocalStorage(Storage):
     def put(self, name: str, data: Union[bytes, bytearray, memoryview]) -> None:
         """Write ``data`` to ``name`` atomically (temp file, fsync, rename, fsync dir)."""
         self._commit(name, [_view(data)], os.replace)
+        self._retire(name)
+
+    def _retire(self, name: str) -> None:
+        """Stop reading ``name`` through a cached descriptor (it was put again, or deleted): later reads open
+        the new file. The old descriptor stays open until close() (a concurrent pread may still use it)."""
+        with self._fd_lock:
+            hit = self._fds.pop(name, None)
+            if hit is not None:
+                self._retired.append(hit[0])
 
     def put_if_absent(self, name: str, data: Union[bytes, bytearray, memoryview]) -> bool:
         """Create ``name`` only if it does not exist: the complete, fsynced temp file is hard-linked to the
@@ -179,6 +189,7 @@ class LocalStorage(Storage):
     def put_stream(self, name: str, stream: BinaryIO, size: int) -> None:
         """Write the ``size`` bytes read from ``stream`` to ``name`` atomically, piece by piece as read."""
         self._commit(name, stream_pieces(name, stream, size), os.replace)
+        self._retire(name)
 
     def _commit(self, name: str, pieces: Iterable[memoryview], place: Callable[[Path, Path], None]) -> None:
         """Write ``pieces`` to a fsynced temp file beside ``name``, ``place(tmp, path)`` it, fsync the
@@ -261,8 +272,9 @@ class LocalStorage(Storage):
 
     def close(self) -> None:
         with self._fd_lock:
-            fds, self._fds = list(self._fds.values()), {}
-        for fd, _ in fds:
+            fds, self._fds = [fd for fd, _ in self._fds.values()] + self._retired, {}
+            self._retired = []
+        for fd in fds:
             try:
                 os.close(fd)
             except OSError:
@@ -384,6 +396,7 @@ class LocalStorage(Storage):
     def delete(self, name: str) -> None:
         """Unlink ``name`` and fsync its directory; a missing object is fine."""
         path = self._path(name)
+        self._retire(name)
         try:
             if not path.is_file():  # missing, or a directory (not an object)
                 return
