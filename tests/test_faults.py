@@ -88,3 +88,45 @@ def test_parse_plan_and_environment(tmp_path, monkeypatch):
         s.put("k", b"1")
     monkeypatch.setenv(ENV, "")
     assert not isinstance(open_storage(str(tmp_path / "v")), FaultStorage)
+
+
+@pytest.fixture(scope="module")
+def small_vault(tmp_path_factory):
+    """A vault with one recovery point of a few files (made once; tests copy it)."""
+    import os
+    import random
+
+    from recovault import api
+    from test_cli import PASSPHRASE, api_vault
+    root = tmp_path_factory.mktemp("fv")
+    src = root / "src"
+    src.mkdir()
+    rng = random.Random(5)
+    tree = {f"f{i}": rng.randbytes(120_000) for i in range(5)}
+    for name, data in tree.items():
+        (src / name).write_bytes(data)
+    vault = api_vault(root / "v")
+    with api.open_vault(vault, PASSPHRASE, cache_dir=os.fspath(root / "c")) as v:
+        point = api.backup(v, [os.fspath(src)])
+    return root, point.id, tree
+
+
+def _copy_vault(small_vault, tmp_path):
+    import shutil
+    root, pid, tree = small_vault
+    shutil.copytree(root / "v", tmp_path / "v")
+    return str(tmp_path / "v"), pid, tree, str(root / "src")
+
+
+@pytest.mark.parametrize("rule,code", [("timeout@get:index/", 19), ("eio@get:journal/", 13),
+                                       ("eio@get:snapshots/", 13), ("timeout@get:data/", 19)])
+def test_check_stops_on_a_storage_error_rather_than_reporting_damage(small_vault, tmp_path, rule, code):
+    """A read that fails (the store timed out, an I/O error) is no evidence of damage: check stops with
+    that error, never calls the object damaged nor sends the operator to `repair`."""
+    from test_cli import Cli, fails, ok
+    vault, *_ = _copy_vault(small_vault, tmp_path)
+    cli = Cli(tmp_path / "home")
+    ok(cli("check", "--read-data", "--vault", vault))  # the agent cache is warm: what check reads itself fails
+    msg = fails(cli("check", "--read-data", "--vault", vault, env={ENV: "rule=" + rule}), code, "injected fault")
+    assert "damaged" not in msg and "problem" not in msg and "repair" not in msg
+    ok(cli("check", "--read-data", "--vault", vault))

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from .. import core, timefmt
-from ..errors import CorruptData, ObjectMissing, RecovaultError, UsageError
+from ..errors import CorruptData, ObjectMissing, RecovaultError, UsageError, store_failed
 from ..retention import Policy
 from ..storage import Storage
 from . import format as fmt
@@ -457,6 +457,8 @@ def audit(journal: Journal, points: Iterable[str], now: Optional[datetime] = Non
         try:
             journal.open_entry(name, journal.storage.get(fmt.JOURNAL + name))
         except (RecovaultError, ValueError) as e:
+            if store_failed(e):
+                raise  # an entry that could not be read is not known to be damaged
             report.problems.append(str(e))
     report.entries = len(journal.stored)
     _missing_entries(journal, report)
