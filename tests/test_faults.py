@@ -90,17 +90,15 @@ def test_parse_plan_and_environment(tmp_path, monkeypatch):
     assert not isinstance(open_storage(str(tmp_path / "v")), FaultStorage)
 
 
-@pytest.fixture(scope="module")
-def small_vault(tmp_path_factory):
-    """A vault with one recovery point of a few files (made once; tests copy it)."""
+def make_small_vault(root):
+    """A vault with one recovery point of a few files, under `root` (a pathlib.Path): (root, id, tree)."""
     import os
     import random
 
     from recovault import api
     from test_cli import PASSPHRASE, api_vault
-    root = tmp_path_factory.mktemp("fv")
     src = root / "src"
-    src.mkdir()
+    src.mkdir(parents=True)
     rng = random.Random(5)
     tree = {f"f{i}": rng.randbytes(120_000) for i in range(5)}
     for name, data in tree.items():
@@ -109,6 +107,12 @@ def small_vault(tmp_path_factory):
     with api.open_vault(vault, PASSPHRASE, cache_dir=os.fspath(root / "c")) as v:
         point = api.backup(v, [os.fspath(src)])
     return root, point.id, tree
+
+
+@pytest.fixture(scope="module")
+def small_vault(tmp_path_factory):
+    """make_small_vault once for the module; tests copy it."""
+    return make_small_vault(tmp_path_factory.mktemp("fv"))
 
 
 def _copy_vault(small_vault, tmp_path):
@@ -155,24 +159,25 @@ def _restored(target: str, src: str, tree) -> bool:
     return True
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-def test_backup_restore_check_prune_under_random_faults(small_vault, tmp_path, seed):
-    """Each command under seeded random faults of every kind either succeeds or fails with one storage
-    message; afterwards (and after a clean rerun of a failed backup) `check --read-data` finds no damage and
-    the first point restores byte for byte."""
+def faulted_round(small_vault, tmp_path, seed: int, rate: float = 0.06):
+    """Backup, restore, check, forget and prune of a copy of `small_vault`, each under seeded random faults of
+    every kind, each followed by a clean `check --read-data`; then a clean backup, check and restore. Returns
+    each faulted command's exit code."""
     import os
 
     from test_cli import Cli, json_out, ok
     vault, pid, tree, src = _copy_vault(small_vault, tmp_path)
     cli = Cli(tmp_path / "home")
-    plan = {ENV: f"seed={seed},rate=0.06,delay=0.001"}
+    plan = {ENV: f"seed={seed},rate={rate},delay=0.001"}
     with open(os.path.join(tmp_path, "new"), "wb") as f:  # a second source: the backup has packs to store
         f.write(os.urandom(300_000))
     runs = [("backup", src, str(tmp_path / "new")), ("restore", pid, "--target", str(tmp_path / "r")),
             ("check", "--read-data"), ("forget", "--allow-empty", pid), ("prune", "--margin", "0", "--max-unused", "0%")]
+    codes = {}
     for args in runs:
         res = cli(*args, "--vault", vault, env=plan)
         _outcome(res)
+        codes[args[0]] = res.returncode
         if args[0] == "restore" and res.returncode == 0:
             _restored(str(tmp_path / "r"), src, tree)
         if args[0] == "forget":
@@ -183,6 +188,16 @@ def test_backup_restore_check_prune_under_random_faults(small_vault, tmp_path, s
     assert json_out(cli("check", "--read-data", "--json", "--vault", vault))["ok"]
     ok(cli("restore", pid, "--target", str(tmp_path / "r2"), "--vault", vault))
     assert _restored(str(tmp_path / "r2"), src, tree)
+    return codes
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_backup_restore_check_prune_under_random_faults(small_vault, tmp_path, seed):
+    """Each command under seeded random faults of every kind either succeeds or fails with one storage
+    message; afterwards (and after a clean rerun of a failed backup) `check --read-data` finds no damage and
+    the first point restores byte for byte."""
+    codes = faulted_round(small_vault, tmp_path, seed)
+    assert set(codes) == {"backup", "restore", "check", "forget", "prune"}
 
 
 @pytest.mark.parametrize("rule", ["torn@put:index/", "torn@put:snapshots/", "torn@put:journal/",

@@ -105,9 +105,10 @@ def _cli(home) -> Cli:
     return cli
 
 
-def _calls(scene: Scene, work: str, cli: Cli) -> int:
+def count_calls(scene: Scene, work: str) -> int:
     """The storage calls the command makes on an untouched copy (RECOVAULT_FAULTS with no fault counts them)."""
     shutil.copytree(scene.root, work, ignore=shutil.ignore_patterns("src"))
+    cli = _cli(os.path.join(work + "-home"))
     ok(cli(*scene.args(work), env={faults.ENV: "tally=" + os.path.join(work, "calls")}))
     with open(os.path.join(work, "calls")) as f:
         return int(f.read())
@@ -135,27 +136,40 @@ def _verify(scene: Scene, work: str, tag: str) -> None:
             assert got == tree, (tag, pid)
 
 
+def make_scenes(root: str, seed: int = SEED) -> Dict[str, Scene]:
+    """Every scene's template, under `root`."""
+    rng = random.Random(seed)
+    out = {}
+    for name, make in SCENES.items():
+        os.makedirs(os.path.join(root, name))
+        out[name] = make(os.path.join(root, name), rng)
+    return out
+
+
+def kill_and_recover(scene: Scene, tmp: str, n: int) -> int:
+    """Run the scene's command killed before storage call `n` in a copy of its template, then verify: check
+    --read-data, the earlier points restored byte for byte, the next run, and both again. Returns the
+    killed run's exit status (-9 when the kill came)."""
+    work = os.path.join(tmp, f"k{n}")
+    shutil.copytree(scene.root, work, ignore=shutil.ignore_patterns("src"))
+    run = _cli(os.path.join(tmp, f"home{n}"))  # a cold agent cache, as in the run that counted the calls
+    res = run(*scene.args(work), env={faults.ENV: f"kill={n}"})
+    assert res.returncode in (-9, 0), (n, res.returncode, res.stderr)
+    _verify(scene, work, f"k{n}")
+    ok(run(*scene.args(work)))  # the next run succeeds, with the agent cache the killed one left
+    _verify(scene, work, f"n{n}")
+    return res.returncode
+
+
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
-    rng = random.Random(SEED)
-    return {name: make(str(tmp_path_factory.mktemp(name)), rng) for name, make in SCENES.items()}
+    return make_scenes(str(tmp_path_factory.mktemp("scenes")))
 
 
 @pytest.mark.parametrize("command", sorted(POINTS))
 def test_kill_9_at_seeded_points_leaves_a_valid_vault_and_the_next_run_succeeds(scenes, tmp_path, command):
     scene = scenes[command]
-    cli = _cli(tmp_path / "home")
-    calls = _calls(scene, str(tmp_path / "tally"), cli)
+    calls = count_calls(scene, str(tmp_path / "tally"))
     points = kill_points(random.Random(f"{SEED}-{command}"), calls, POINTS[command])
-    killed = 0
-    for n in points:
-        work = str(tmp_path / f"k{n}")
-        shutil.copytree(scene.root, work, ignore=shutil.ignore_patterns("src"))
-        run = _cli(tmp_path / f"home{n}")  # a cold agent cache, as in the run that counted the calls
-        res = run(*scene.args(work), env={faults.ENV: f"kill={n}"})
-        assert res.returncode in (-9, 0), (n, res.returncode, res.stderr)
-        killed += res.returncode == -9
-        _verify(scene, work, f"k{n}")
-        ok(run(*scene.args(work)))  # the next run succeeds, with the agent cache the killed one left
-        _verify(scene, work, f"n{n}")
+    killed = sum(kill_and_recover(scene, str(tmp_path), n) == -9 for n in points)
     assert killed == len(points), f"{command}: {killed} of {len(points)} kill points reached ({calls} calls)"
