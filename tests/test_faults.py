@@ -54,6 +54,11 @@ def test_nth_rule_and_seeded_random_faults(tmp_path):
         s.put("x/2", b"2")
     s.put("x/3", b"3")
     s.put("y", b"y")
+    s = _store(tmp_path, rules=(FaultRule("eio", "put", "x/", nth=1), FaultRule("eio", "put", "x/", nth=2)))
+    for i in (1, 2):  # each rule counts every call it matches, also one another rule failed
+        with pytest.raises(StorageError):
+            s.put(f"x/{i}", b"")
+    s.put("x/3", b"3")
 
     def outcomes(seed):
         st = _store(tmp_path / str(seed), seed=seed, rate=0.3, kinds=frozenset({"eio", "lostack"}), after=2)
@@ -74,9 +79,9 @@ def test_nth_rule_and_seeded_random_faults(tmp_path):
 
 
 def test_parse_plan_and_environment(tmp_path, monkeypatch):
-    plan = parse_plan("seed=7, rate=0.5,kinds=eio+torn,ops=put,after=3,kill=9,delay=0,rule=torn@put:index/#2")
+    plan = parse_plan("seed=7, rate=0.5,kinds=eio+torn,ops=put,after=3,kill=9,delay=0,rule=torn@put:index/#2,rule=eio@get#3+")
     assert plan == FaultPlan(7, 0.5, frozenset({"eio", "torn"}), frozenset({"put"}), 3, 9, 0.0,
-                             (FaultRule("torn", "put", "index/", 2),))
+                             (FaultRule("torn", "put", "index/", 2), FaultRule("eio", "get", "", 3, True)))
     assert not plan.may_fault("get") and plan.may_fault("put")
     for bad in ("rate=2", "kinds=eio+fire", "seed", "bogus=1", "rule=torn@get", "kill=0", "ops=put+x"):
         with pytest.raises(UsageError, match=ENV):
@@ -219,3 +224,17 @@ def test_a_failed_write_leaves_nothing_check_calls_damaged(small_vault, tmp_path
     ok(cli("check", "--read-data", "--vault", vault))
     ok(cli("backup", src, str(tmp_path / "new"), "--vault", vault))
     ok(cli("check", "--read-data", "--vault", vault))
+
+
+@pytest.mark.parametrize("rule,code", [("eio@get:data/#7+", 13), ("timeout@get:data/#7+", 19)])
+def test_restore_reports_a_storage_failure_as_such_not_as_corrupt_data(small_vault, tmp_path, rule, code):
+    """Pack reads that fail (an I/O error, a timeout) leave files unrestored: the restore ends with the
+    storage's own error and exit code, not "vault data is corrupt" (exit 15); run again, it restores all."""
+    from test_cli import Cli, fails, ok
+    vault, pid, tree, src = _copy_vault(small_vault, tmp_path)
+    cli = Cli(tmp_path / "home")
+    res = cli("restore", pid, "--target", str(tmp_path / "r"), "--vault", vault, env={ENV: "rule=" + rule})
+    msg = fails(res, code, "could not be restored", "the storage failed", "injected fault", "run the restore again")
+    assert "corrupt" not in msg
+    ok(cli("restore", pid, "--target", str(tmp_path / "r"), "--vault", vault))
+    assert _restored(str(tmp_path / "r"), src, tree)

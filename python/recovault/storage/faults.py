@@ -21,8 +21,9 @@ items separated by commas::
 
 ``seed`` (default 0) and ``rate`` (a probability per call, default 0) drive the random faults, of ``kinds``
 (default: all) on ``ops`` (default: all); the first ``after`` calls to each storage are spared (a vault is opened cleanly).
-``rule=KIND@OP[:PREFIX][#N]`` (repeatable) injects KIND on every call of OP on a name starting with PREFIX,
-or only on the Nth such call. ``kill=N`` kills the process before its Nth call; ``tally=PATH`` writes the
+``rule=KIND@OP[:PREFIX][#N[+]]`` (repeatable) injects KIND on every call of OP on a name starting with
+PREFIX, or only on the Nth such call (``#N+``: the Nth and every later one); each rule counts the calls it
+matches, the first rule that fires decides. ``kill=N`` kills the process before its Nth call; ``tally=PATH`` writes the
 number of calls made to PATH when the process exits (to choose kill points spread over a command); ``delay``
 is the seconds a slow call takes (default 0.05). With threads, the seed fixes the sequence of decisions, not which thread's
 call meets each one.
@@ -60,12 +61,14 @@ Data = Union[bytes, bytearray, memoryview]
 
 @dataclass(frozen=True)
 class FaultRule:
-    """Inject ``kind`` on calls of ``op`` on names starting with ``prefix``: every one, or only the ``nth``."""
+    """Inject ``kind`` on calls of ``op`` on names starting with ``prefix``: every one, or only the ``nth``
+    (``onward``: the nth and every later one)."""
 
     kind: str
     op: str
     prefix: str = ""
     nth: Optional[int] = None
+    onward: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,11 +117,15 @@ class _Decider:
             self.own += 1
             if self.plan.kill is not None and call >= self.plan.kill:
                 os.kill(os.getpid(), signal.SIGKILL)
-            for i, rule in enumerate(self.plan.rules):
+            fired = None
+            for i, rule in enumerate(self.plan.rules):  # each rule counts every call it matches
                 if rule.op == op and name.startswith(rule.prefix):
                     self.matched[i] = self.matched.get(i, 0) + 1
-                    if rule.nth is None or rule.nth == self.matched[i]:
-                        return rule.kind
+                    count = self.matched[i]
+                    if fired is None and (rule.nth is None or rule.nth == count or (rule.onward and count > rule.nth)):
+                        fired = rule.kind
+            if fired is not None:
+                return fired
             plan = self.plan
             if self.own <= plan.after or plan.rate <= 0 or op not in plan.ops:
                 return None
@@ -223,8 +230,9 @@ def _parse_rule(text: str) -> FaultRule:
     rest, _, nth = rest.partition("#")
     op, _, prefix = rest.partition(":")
     if kind not in KINDS or op not in OPS or op not in _APPLIES[kind]:
-        raise ValueError(f"rule {text!r}: KIND@OP[:PREFIX][#N], a kind of {', '.join(KINDS)} on an op it applies to")
-    return FaultRule(kind, op, prefix, int(nth) if nth else None)
+        raise ValueError(f"rule {text!r}: KIND@OP[:PREFIX][#N[+]], a kind of {', '.join(KINDS)} on an op it applies to")
+    onward = nth.endswith("+")
+    return FaultRule(kind, op, prefix, int(nth.rstrip("+")) if nth else None, onward)
 
 
 def _names(value: str, allowed: Tuple[str, ...], what: str) -> FrozenSet[str]:
