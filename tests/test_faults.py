@@ -79,10 +79,11 @@ def test_nth_rule_and_seeded_random_faults(tmp_path):
 
 
 def test_parse_plan_and_environment(tmp_path, monkeypatch):
-    plan = parse_plan("seed=7, rate=0.5,kinds=eio+torn,ops=put,after=3,kill=9,delay=0,rule=torn@put:index/#2,rule=eio@get#3+")
+    plan = parse_plan("seed=7, rate=0.5,kinds=eio+torn,ops=put,after=3,kill=9,delay=0,"
+                      "rule=torn@put:index/#2,rule=eio@get#3+")
     assert plan == FaultPlan(7, 0.5, frozenset({"eio", "torn"}), frozenset({"put"}), 3, 9, 0.0,
                              (FaultRule("torn", "put", "index/", 2), FaultRule("eio", "get", "", 3, True)))
-    assert not plan.may_fault("get") and plan.may_fault("put")
+    assert not plan.may_fault("stat") and plan.may_fault("put") and plan.may_fault("get")  # get: by its rule
     for bad in ("rate=2", "kinds=eio+fire", "seed", "bogus=1", "rule=torn@get", "kill=0", "ops=put+x"):
         with pytest.raises(UsageError, match=ENV):
             parse_plan(bad)
@@ -177,7 +178,8 @@ def faulted_round(small_vault, tmp_path, seed: int, rate: float = 0.06):
     with open(os.path.join(tmp_path, "new"), "wb") as f:  # a second source: the backup has packs to store
         f.write(os.urandom(300_000))
     runs = [("backup", src, str(tmp_path / "new")), ("restore", pid, "--target", str(tmp_path / "r")),
-            ("check", "--read-data"), ("forget", "--allow-empty", pid), ("prune", "--margin", "0", "--max-unused", "0%")]
+            ("check", "--read-data"), ("forget", "--allow-empty", pid),
+            ("prune", "--margin", "0", "--max-unused", "0%")]
     codes = {}
     for args in runs:
         res = cli(*args, "--vault", vault, env=plan)

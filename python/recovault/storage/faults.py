@@ -20,13 +20,13 @@ items separated by commas::
     RECOVAULT_FAULTS="seed=7,rate=0.05,kinds=eio+torn+lostack,ops=put+get,after=20,kill=42,rule=torn@put:index/#2"
 
 ``seed`` (default 0) and ``rate`` (a probability per call, default 0) drive the random faults, of ``kinds``
-(default: all) on ``ops`` (default: all); the first ``after`` calls to each storage are spared (a vault is opened cleanly).
-``rule=KIND@OP[:PREFIX][#N[+]]`` (repeatable) injects KIND on every call of OP on a name starting with
-PREFIX, or only on the Nth such call (``#N+``: the Nth and every later one); each rule counts the calls it
-matches, the first rule that fires decides. ``kill=N`` kills the process before its Nth call; ``tally=PATH`` writes the
-number of calls made to PATH when the process exits (to choose kill points spread over a command); ``delay``
-is the seconds a slow call takes (default 0.05). With threads, the seed fixes the sequence of decisions, not which thread's
-call meets each one.
+(default: all) on ``ops`` (default: all); the first ``after`` calls to each storage are spared (a vault is
+opened cleanly). ``rule=KIND@OP[:PREFIX][#N[+]]`` (repeatable) injects KIND on every call of OP on a name
+starting with PREFIX, or only on the Nth such call (``#N+``: the Nth and every later one); each rule counts
+the calls it matches, the first rule that fires decides. ``kill=N`` kills the process before its Nth call;
+``tally=PATH`` writes the number of calls made to PATH when the process exits (to choose kill points spread
+over a command); ``delay`` is the seconds a slow call takes (default 0.05). With threads, the seed fixes the
+sequence of decisions, not which thread's call meets each one. docs/reliability.md has what it found.
 """
 from __future__ import annotations
 
