@@ -240,3 +240,16 @@ def test_restore_reports_a_storage_failure_as_such_not_as_corrupt_data(small_vau
     assert "corrupt" not in msg
     ok(cli("restore", pid, "--target", str(tmp_path / "r"), "--vault", vault))
     assert _restored(str(tmp_path / "r"), src, tree)
+
+
+@pytest.mark.parametrize("rule", ["torn@put:locks/", "lostack@put:locks/"])
+def test_a_prune_whose_lease_write_failed_does_not_hold_the_lease(small_vault, tmp_path, rule):
+    """A prune whose first write of its lease fails (torn, or its acknowledgement lost) stops, and takes the
+    lease back: the next prune runs at once, not "another prune holds the vault's lease" (exit 17) for a
+    lease term."""
+    from test_cli import Cli, fails, ok
+    vault, *_ = _copy_vault(small_vault, tmp_path)
+    cli = Cli(tmp_path / "home")
+    res = cli("prune", "--margin", "0", "--vault", vault, env={ENV: "rule=" + rule})
+    fails(res, res.returncode, "injected fault", "locks/")
+    ok(cli("prune", "--margin", "0", "--vault", vault))
