@@ -1,7 +1,7 @@
 """kill -9 at seeded points spread over backup, prune and copy (RECOVAULT_FAULTS=kill=N: SIGKILL just before
 the process's Nth storage call). After each kill: `check --read-data` finds no problem, every recovery point
 made before the kill restores byte for byte, and the next run of the same command succeeds. The long form
-(more points, random vaults) is bench/kill9.py."""
+(more points, at random) is bench/reliability.py."""
 from __future__ import annotations
 
 import os
