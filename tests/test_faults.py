@@ -228,14 +228,26 @@ def test_a_failed_write_leaves_nothing_check_calls_damaged(small_vault, tmp_path
     ok(cli("check", "--read-data", "--vault", vault))
 
 
-@pytest.mark.parametrize("rule,code", [("eio@get:data/#7+", 13), ("timeout@get:data/#7+", 19)])
-def test_restore_reports_a_storage_failure_as_such_not_as_corrupt_data(small_vault, tmp_path, rule, code):
+def _file_data_packs(vault: str, pid: str, cache: str):
+    """The packs of `vault` that hold no tree of point `pid` (in the small vault: the files' data)."""
+    from recovault import api
+    from test_cli import PASSPHRASE
+    with api.open_vault(vault, PASSPHRASE, cache_dir=cache) as v:
+        trees = v.pack_name(v.blobs.locate(bytes.fromhex(v.find_snapshot(pid).tree)).pack)
+        return [name for name in v.storage.list("data/") if name != trees]
+
+
+@pytest.mark.parametrize("kind,code", [("eio", 13), ("timeout", 19)])
+def test_restore_reports_a_storage_failure_as_such_not_as_corrupt_data(small_vault, tmp_path, kind, code):
     """Pack reads that fail (an I/O error, a timeout) leave files unrestored: the restore ends with the
     storage's own error and exit code, not "vault data is corrupt" (exit 15); run again, it restores all."""
     from test_cli import Cli, fails, ok
     vault, pid, tree, src = _copy_vault(small_vault, tmp_path)
+    packs = _file_data_packs(vault, pid, str(tmp_path / "c"))
+    assert packs
     cli = Cli(tmp_path / "home")
-    res = cli("restore", pid, "--target", str(tmp_path / "r"), "--vault", vault, env={ENV: "rule=" + rule})
+    plan = ",".join(f"rule={kind}@get:{name}" for name in packs)  # the trees read, every file's data not
+    res = cli("restore", pid, "--target", str(tmp_path / "r"), "--vault", vault, env={ENV: plan})
     msg = fails(res, code, "could not be restored", "the storage failed", "injected fault", "run the restore again")
     assert "corrupt" not in msg
     ok(cli("restore", pid, "--target", str(tmp_path / "r"), "--vault", vault))
