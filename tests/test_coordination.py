@@ -84,8 +84,8 @@ def test_lease_refuses_and_breaks_ties_by_start(vault, monkeypatch):
     early.started = "2026-01-01T00:00:00.000000Z"
     orig = coord.put_lease
 
-    def racing_put(name, started, op="prune"):
-        orig(name, started, op)
+    def racing_put(name, started, op="prune", **kw):
+        orig(name, started, op, **kw)
         if name == late.name:
             orig(early.name, early.started)  # the other one's put lands between our put and our listing
     monkeypatch.setattr(coord, "put_lease", racing_put)

@@ -64,6 +64,13 @@ class StoreUnavailable(StorageError):
     exit_code = 19
 
 
+def store_failed(exc: BaseException) -> bool:
+    """True for a failure of the storage itself (an I/O error, a full disk, a timeout, refused credentials):
+    it says nothing about the data, so a check must stop on it rather than call the object damaged. False for
+    a missing object (damage) and for everything that is not a StorageError."""
+    return isinstance(exc, StorageError) and not isinstance(exc, ObjectMissing)
+
+
 class CorruptData(RecovaultError):
     """Data on storage failed authentication or does not parse: corrupted or tampered with."""
 

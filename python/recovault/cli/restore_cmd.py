@@ -59,8 +59,9 @@ def restore(c: Ctx, snapshot: str, paths: Tuple[str, ...], target: Optional[str]
         point = c.select_point(v, spec)
         chosen = [resolve_path(v, point, p) for p in ([in_spec] if in_spec else []) + list(paths)]
         from ..restore import RestoreJob
-        res = RestoreJob(v, point, target, chosen, verify=verify, workers=workers or 0,
-                         overwrite=overwrite or "if-changed", delete=delete, progress=prog).run()
+        job = RestoreJob(v, point, target, chosen, verify=verify, workers=workers or 0,
+                         overwrite=overwrite or "if-changed", delete=delete, progress=prog)
+        res = job.run()
     st = res["stats"]
     if res["warnings"] and c.chatty:
         click.echo(f"recovault: {len(res['warnings'])} warning(s): metadata not restored as recorded (above)",
@@ -69,6 +70,10 @@ def restore(c: Ctx, snapshot: str, paths: Tuple[str, ...], target: Optional[str]
                 f"{point.short_id} to {res['target']} in {st['duration']:.1f}s"
                 + (f"; {st['verified']} files verified" if verify else "")))
     if res["errors"]:
+        failure = job.report.store_failure
+        if failure is not None and job.report.store_errors == res["data_errors"]:
+            raise type(failure)(f"{res['data_errors']} file(s) could not be restored because the storage failed "
+                                f"(first: {failure}); nothing is known to be damaged: run the restore again")
         if res.get("data_errors"):
             raise CorruptData(f"{res['data_errors']} file(s) could not be restored because vault data is corrupt or "
                               f"missing; {st['errors']} problem(s) in all (listed above)")

@@ -9,9 +9,9 @@ from __future__ import annotations
 import errno
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
-from ..errors import RecovaultError, TargetFull
+from ..errors import RecovaultError, StorageError, TargetFull, store_failed
 
 MAX_LISTED = 1000  # errors (and warnings) listed in the result; all are counted
 
@@ -38,6 +38,8 @@ class Report:
         self.errors: List[Dict[str, str]] = []
         self.warnings: List[Dict[str, str]] = []
         self.data_errors = 0  # errors from the vault (corrupt or missing data), as opposed to the target
+        self.store_errors = 0  # of those, the storage's own failures (I/O errors, timeouts): no sign of damage
+        self.store_failure: Optional[StorageError] = None  # the first of them
         self.stopped = False  # the target is full (or the walk failed): the pool's remaining runs do nothing
         self._lock = threading.Lock()
 
@@ -61,6 +63,9 @@ class Report:
         if isinstance(e, RecovaultError):
             with self._lock:
                 self.data_errors += 1
+                if store_failed(e):
+                    self.store_errors += 1
+                    self.store_failure = self.store_failure or e  # type: ignore[assignment]
             self.error(dest, str(e))
         else:
             self.fail_on_full_disk(e, dest)

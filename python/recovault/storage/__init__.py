@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import UsageError
 from .base import ObjectInfo, Storage, validate_name, validate_prefix
-from . import wrappers
+from . import faults, wrappers
 from .local import LocalStorage
 
 __all__ = [
@@ -140,11 +140,15 @@ def find_scheme(location: str) -> Optional[Scheme]:
 
 def open_storage(location: Union[str, "os.PathLike[str]"], *, create: bool = False) -> Storage:
     """Open the storage at ``location`` (see the module's rule), wrapped as the process configured
-    (``wrappers.configure_process``: rate limits, metrics; nothing by default). ``create=True`` creates a
+    (``wrappers.configure_process``: rate limits, metrics; nothing by default), with the faults of
+    ``$RECOVAULT_FAULTS`` injected under those wrappers when it is set (:mod:`.faults`, for the reliability
+    suite). ``create=True`` creates a
     missing local directory. An unknown or not yet available scheme, or an empty location, raises
     ``UsageError``; a missing local directory without ``create`` raises ``VaultNotFound``."""
     wrap = wrappers.process_wrapper()  # first: a bad limit fails before anything is opened
-    return wrap(_open_backend(location, create))
+    plan = faults.from_environment()  # tests and benches only: RECOVAULT_FAULTS (faults.py)
+    backend = _open_backend(location, create)
+    return wrap(backend if plan is None else faults.FaultStorage(backend, plan))
 
 
 def _open_backend(location: Union[str, "os.PathLike[str]"], create: bool) -> Storage:

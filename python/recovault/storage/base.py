@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Optional, Union
 
-from ..errors import ObjectMissing
+from ..errors import ObjectMissing, StorageError
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -21,6 +21,7 @@ __all__ = [
     "ObjectInfo",
     "Storage",
     "has_local_files",
+    "put_or_withdraw",
     "stream_pieces",
     "validate_name",
     "validate_prefix",
@@ -222,6 +223,23 @@ class Storage(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+
+def put_or_withdraw(storage: "Storage", name: str, data: Union[bytes, bytearray, memoryview]) -> None:
+    """``storage.put(name, data)`` for an object named by the hash of this writer's own sealed bytes (a pack,
+    an index file, a recovery point, a journal entry: no other writer can store that name). If the put
+    fails, what it may have left under the name (a prefix, on a store that tore the write; the whole object,
+    when only the acknowledgement was lost) is deleted, best effort, before the error is raised: the write
+    failed, and leaves nothing a check would call damaged."""
+    try:
+        storage.put(name, data)
+    except StorageError as exc:
+        if not isinstance(exc, ObjectMissing):
+            try:
+                storage.delete(name)
+            except StorageError:
+                pass  # the store is failing: the error raised is the put's
+        raise
 
 
 def has_local_files(storage: "Storage") -> bool:

@@ -28,7 +28,7 @@ from typing import (Any, Callable, Deque, Dict, Generic, Iterable, Iterator, Lis
 from .. import core
 from ..errors import CorruptData, ObjectMissing, RecovaultError, StorageError
 from ..storage import Storage
-from ..storage.base import has_local_files
+from ..storage.base import has_local_files, put_or_withdraw
 from . import format as fmt
 from .cache import ObjectCache
 from .sealing import Sealer
@@ -399,7 +399,7 @@ class BlobStore:
         """Store one object; a failure becomes one error naming the object, the operation and the store, of the
         storage error's own class (so its exit code: a store that cannot be reached stays StoreUnavailable)."""
         try:
-            self.storage.put(name, data)
+            put_or_withdraw(self.storage, name, data)  # named by its own hash: a failed write is taken back
         except StorageError as e:
             raise type(e)(f"storing {what} {name} in {self.storage.url} failed: {e}") from None
 

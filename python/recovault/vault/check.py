@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple, Union
 
 from .. import core
-from ..errors import CorruptData, RecovaultError, UsageError
+from ..errors import CorruptData, RecovaultError, UsageError, store_failed
 from . import format as fmt
 from .blobstore import pack_id_of
 from .journal import audit
@@ -22,6 +22,13 @@ from .repo import Vault
 
 FILES_NAMED = 20  # paths a missing pack's finding lists (its message names the first few; files_total counts all)
 _UNINDEXED = b""  # the key of the blobs no index lists (their pack is unknown: lost, then the index rebuilt)
+
+
+def _damage_only(e: RecovaultError) -> None:
+    """Raise ``e`` when the storage failed (``errors.store_failed``): an object check could not read is not
+    known to be damaged, and check stops with that error rather than report damage or send anyone to repair."""
+    if store_failed(e):
+        raise e
 
 
 @dataclass
@@ -165,6 +172,7 @@ class Checker:
             try:
                 packs = v.blobs.read_index_file(name)
             except RecovaultError as e:
+                _damage_only(e)
                 self.damaged_indexes.append(name)
                 self.problem(str(e))
                 continue
@@ -201,6 +209,7 @@ class Checker:
             try:
                 self.vault.blobs.locate_pack(pack, on_storage[pack])
             except RecovaultError as e:
+                _damage_only(e)
                 self.problem(f"{e}; no good index lists it: its blobs cannot be located")
                 continue
             recovered.add(pack)
@@ -221,6 +230,7 @@ class Checker:
             try:
                 snap = v.load_snapshot(sid)
             except RecovaultError as e:
+                _damage_only(e)
                 self.problem(str(e))
                 self.damaged_points.append(sid)
                 continue
@@ -259,6 +269,7 @@ class Checker:
         try:
             nodes = self.vault.load_nodes(tree_id)
         except RecovaultError as e:
+            _damage_only(e)
             self.problem(f"{where}: {e}")
             return False
         ok = True
@@ -313,6 +324,7 @@ class Checker:
             try:
                 page = self.vault.read_blob(page_id)
             except RecovaultError as e:
+                _damage_only(e)
                 self.problem(f"{where}: block map of {_shown(node)}: {e}")
                 return False
             blocks = [page[i:i + 32] for i in range(0, len(page), 32) if page[i:i + 32] != ZERO_ID]
@@ -393,6 +405,7 @@ class Checker:
         problem, and the check goes on."""
         v = self.vault
         if isinstance(data, RecovaultError):
+            _damage_only(data)
             self.problem(str(data))
             return
         self.stats["packs_read"] += 1
@@ -401,6 +414,7 @@ class Checker:
         try:
             entries = v.blobs.read_pack_header(name, data=data)
         except RecovaultError as e:
+            _damage_only(e)
             self.problem(str(e))
             return
         for e in entries:

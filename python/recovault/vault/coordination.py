@@ -23,6 +23,7 @@ from typing import Callable, List, Optional, Tuple
 from .. import core, timefmt
 from ..errors import Busy, CorruptData, ObjectMissing, RecovaultError, StorageError
 from ..storage import Storage
+from ..storage.base import put_or_withdraw
 from . import format as fmt
 from .sealing import Sealer
 
@@ -190,8 +191,15 @@ class Coordinator:
         makes it read early: ages of sessions and plans read off mtimes then look younger, never older."""
         self.skew = self.storage.stat(name).mtime - time.time()
 
-    def _put(self, name: str, aad: bytes, doc: dict) -> None:
-        self.storage.put(name, self.sealer.seal(aad, json.dumps(doc, sort_keys=True).encode()))
+    def _put(self, name: str, aad: bytes, doc: dict, *, first: bool = False) -> None:
+        """Store `doc` sealed under `name` (this process's random name); `first`: it is created now, so a
+        failed put is withdrawn (a torn lease nobody can read would be held for a lease term). A renewal is
+        never withdrawn: the object it renews stays, with its heartbeat."""
+        sealed = self.sealer.seal(aad, json.dumps(doc, sort_keys=True).encode())
+        if first:
+            put_or_withdraw(self.storage, name, sealed)
+        else:
+            self.storage.put(name, sealed)
 
     def _get(self, name: str, aad: bytes) -> dict:
         doc = json.loads(self.sealer.unseal(aad, self.storage.get(name), name))
@@ -224,11 +232,12 @@ class Coordinator:
         self.storage.delete(fmt.SESSIONS + name)
 
     # ---- leases --------------------------------------------------------------------------------------
-    def put_lease(self, name: str, started: str, op: str = "prune") -> None:
+    def put_lease(self, name: str, started: str, op: str = "prune", *, first: bool = False) -> None:
+        """Store (`first`: take) or renew lease `name`."""
         expires = _stamp(self.clock() + LEASE_TERM)
         self._put(fmt.LOCKS + name, fmt.AAD_LEASE, {"v": 1, "op": op, "host": self.host, "pid": os.getpid(),
                                                     "pid_space": PID_SPACE, "started": started,
-                                                    "expires": expires})
+                                                    "expires": expires}, first=first)
 
     def leases(self) -> List[Lease]:
         """Every lease on storage; an unreadable one is held for a lease term after its mtime."""
@@ -382,7 +391,7 @@ class LeaseHolder:
         others = self._others()
         if others:
             raise Busy(_busy_message(others[0]))
-        self.coord.put_lease(self.name, self.started)
+        self.coord.put_lease(self.name, self.started, first=True)
         self.coord.measure_skew(fmt.LOCKS + self.name)
         mine = (self.started, self.name)
         earlier = [lease for lease in self._others() if (lease.started, lease.name) < mine]

@@ -39,9 +39,10 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from .. import core, timefmt
-from ..errors import CorruptData, ObjectMissing, RecovaultError, UsageError
+from ..errors import CorruptData, ObjectMissing, RecovaultError, UsageError, store_failed
 from ..retention import Policy
 from ..storage import Storage
+from ..storage.base import put_or_withdraw
 from . import format as fmt
 from .cache import ObjectBundle, ObjectCache, read_private, write_private
 from .records import RecoveryPoint
@@ -318,7 +319,7 @@ class Journal:
             raise ValueError(f"unknown journal op {entry.op!r}")
         sealed = self.sealer.seal(fmt.AAD_JOURNAL, entry.to_json())
         name = core.blake3(sealed).hex()
-        self.storage.put(fmt.JOURNAL + name, sealed)
+        put_or_withdraw(self.storage, fmt.JOURNAL + name, sealed)
         self.entries[name] = JournalEntry(entry.op, entry.snapshot, entry.time, entry.host, entry.prev, name,
                                           entry.policy, entry.logged, entry.version)
         self.stored.add(name)
@@ -457,6 +458,8 @@ def audit(journal: Journal, points: Iterable[str], now: Optional[datetime] = Non
         try:
             journal.open_entry(name, journal.storage.get(fmt.JOURNAL + name))
         except (RecovaultError, ValueError) as e:
+            if store_failed(e):
+                raise  # an entry that could not be read is not known to be damaged
             report.problems.append(str(e))
     report.entries = len(journal.stored)
     _missing_entries(journal, report)

@@ -14,6 +14,7 @@ from typing import Callable, List, Optional
 from .. import core
 from ..errors import CorruptData, NotFound, ObjectMissing, UsageError
 from ..storage import Storage
+from ..storage.base import put_or_withdraw
 from . import format as fmt
 from .cache import ObjectBundle
 from .records import RecoveryPoint
@@ -36,7 +37,7 @@ class PointStore:
         if sealed is None:
             sealed = self.sealer.seal(fmt.AAD_SNAPSHOT, json.dumps(point.to_json(with_id=False), sort_keys=True).encode())
         sid = core.blake3(sealed).hex()
-        self.storage.put(fmt.SNAPSHOTS + sid, sealed)
+        put_or_withdraw(self.storage, fmt.SNAPSHOTS + sid, sealed)
         return sid
 
     def load(self, sid: str) -> RecoveryPoint:
