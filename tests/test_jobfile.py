@@ -296,3 +296,15 @@ def test_the_readme_job_file_is_valid(tmp_path):
     job.write_text(re.search(r"```toml\n(# /etc/recovault/jobs/nightly.toml.*?)```", usage, re.S).group(1))
     spec = load_job(str(job))
     assert spec.vault.passphrase.kind == "credential" and spec.retention is not None and spec.retention.prune
+
+
+@pytest.mark.parametrize("name", ["../../etc/shadow", "a/b", "..", "my cred"])
+def test_a_credential_name_is_one_safe_path_component(tmp_path, name):
+    """passphrase_credential is read as $CREDENTIALS_DIRECTORY/NAME (and loaded from /etc/credstore/NAME):
+    a name that is not one plain path component is refused with its line, by validate and so by run."""
+    job = tmp_path / "web.toml"
+    job.write_text(f'[vault]\nurl = "/v"\npassphrase_credential = "{name}"\n[backup]\npaths = ["/srv"]\n')
+    with pytest.raises(JobFileError) as ei:
+        load_job(str(job))
+    assert [(p.line, p.message) for p in ei.value.problems] == [
+        (3, f"vault.passphrase_credential: {name!r} is not a credential name (letters, digits, '_', '.' and '-')")]

@@ -17,9 +17,9 @@ if TYPE_CHECKING:
 
 def job_argument(job: str) -> str:
     """JOB as given: a job's name, or its job file (`/etc/recovault/jobs/web.toml` names `web`)."""
-    from ..jobfile.locations import job_name, valid_job_name
+    from ..jobfile.locations import job_name, valid_name
     name = job_name(job) if job.endswith(".toml") else job
-    if not valid_job_name(name):
+    if not valid_name(name):
         raise UsageError(f"{job!r} is no job name (letters, digits, '_', '.' and '-'), nor a job file NAME.toml")
     return name
 

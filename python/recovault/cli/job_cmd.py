@@ -50,8 +50,9 @@ def job_validate(c: Ctx, file: str) -> None:
     try:
         spec = load_job(file)
     except JobFileError as e:
+        from ..jobfile.locations import job_name
         path = os.path.abspath(file)
-        c.out({"file": path, "job": os.path.splitext(os.path.basename(path))[0], "valid": False,
+        c.out({"file": path, "job": job_name(path), "valid": False,
                "problems": [{"line": p.line, "message": p.message} for p in e.problems]}, "")
         raise
     doc = validate_json(spec)
@@ -134,12 +135,12 @@ def next_run(spec: Any, after: Optional[datetime] = None) -> Optional[datetime]:
 
 
 def _job_row(path: str, history: Any) -> Dict[str, Any]:
-    from ..jobfile.locations import job_name, valid_job_name
+    from ..jobfile.locations import job_name, valid_name
     from ..timefmt import format_time
     name = job_name(path)
     problem: Optional[str] = None
     spec: Any = None
-    if not valid_job_name(name):
+    if not valid_name(name):
         problem = f"{name!r} is no job name (letters, digits, '_', '.' and '-')"
     else:
         from ..jobfile.spec import load_job
@@ -147,7 +148,7 @@ def _job_row(path: str, history: Any) -> Dict[str, Any]:
             spec = load_job(path)
         except UsageError as e:  # (JobFileError: every problem with its line)
             problem = str(e)
-    last = history.last(name) if valid_job_name(name) else None
+    last = history.last(name) if valid_name(name) else None
     upcoming = next_run(spec) if spec is not None else None
     return {"job": name, "file": path, "calendar": spec.schedule.calendar if spec else [],
             "last": last.to_json() if last else None, "status": last.status if last else None,

@@ -19,7 +19,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from typing import FrozenSet, Iterator, List, Optional, Sequence, Tuple
+from typing import FrozenSet, Iterator, List, Optional, Tuple
 
 __all__ = ["Calendar", "parse", "problems", "next_elapse", "next_elapses", "to_cron", "CalendarError"]
 
@@ -355,8 +355,3 @@ def to_cron(expr: str) -> Optional[str]:
     dow = "*" if len(cal.weekdays) == 7 else _cron_field(frozenset((d + 1) % 7 for d in cal.weekdays), 0, 6)
     return " ".join([_cron_field(cal.minutes, 0, 59), _cron_field(cal.hours, 0, 23), _cron_field(cal.days, 1, 31),
                      _cron_field(cal.months, 1, 12), dow])
-
-
-def check_all(exprs: Sequence[str]) -> List[Tuple[str, str]]:
-    """(expression, problem) for each problem of each expression."""
-    return [(e, p) for e in exprs for p in problems(e)]

@@ -12,7 +12,7 @@ import re
 from typing import Optional
 
 DEFAULT_JOBS_DIR = "/etc/recovault/jobs"
-JOB_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
+NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
 
 
 def state_dir() -> str:
@@ -39,5 +39,7 @@ def job_name(path: str) -> str:
     return base[:-len(".toml")] if base.endswith(".toml") else base
 
 
-def valid_job_name(name: str) -> bool:
-    return bool(JOB_NAME.match(name)) and name not in (".", "..")
+def valid_name(name: str) -> bool:
+    """A job's name, or a systemd credential's: one path component of letters, digits, '_', '.' and '-' (not
+    '.' or '..': a name becomes a file name, a unit name, a path under $CREDENTIALS_DIRECTORY)."""
+    return bool(NAME.match(name)) and name not in (".", "..")

@@ -23,12 +23,10 @@ from typing import Callable, List, Optional, Sequence
 
 from ..errors import RecovaultError, UsageError
 from . import calendar
-from .timespan import parse_timespan
 
 SYSTEM_UNIT_DIR = "/etc/systemd/system"
 CRON_DIR = "/etc/cron.d"
 CREDSTORE = "/etc/credstore"
-NAME_RE = re.compile(r"[a-zA-Z0-9_.-]+")
 
 
 @dataclass(frozen=True)
@@ -53,21 +51,6 @@ def job_schedule(path: str) -> JobSchedule:
     source = spec.vault.passphrase
     return JobSchedule(spec.name, spec.path, list(spec.schedule.calendar), spec.schedule.randomized_delay,
                        spec.schedule.persistent, source.value if source.kind == "credential" else None)
-
-
-def problems(job: JobSchedule) -> List[str]:
-    """Everything that stops this job being scheduled, one line each (empty: it can be)."""
-    out = []
-    if not NAME_RE.fullmatch(job.name):
-        out.append(f"job name {job.name!r} (the file's name) may hold only letters, digits, '_', '.' and '-'")
-    out += [f"schedule.calendar: {expr!r}: {why}" for expr, why in calendar.check_all(job.calendar)]
-    try:
-        parse_timespan(job.randomized_delay, "schedule.randomized_delay")
-    except UsageError as e:
-        out.append(str(e))
-    if job.credential is not None and not NAME_RE.fullmatch(job.credential):
-        out.append(f"vault.passphrase_credential: {job.credential!r} is not a credential name")
-    return out
 
 
 @dataclass(frozen=True)
@@ -163,11 +146,8 @@ def cron_text(job: JobSchedule, command: Sequence[str]) -> str:
 def plan(job: JobSchedule, user: bool = False, unit_dir: Optional[str] = None, cron_dir: Optional[str] = None,
          command: Optional[Sequence[str]] = None, scheduler: Optional[str] = None) -> Plan:
     """What scheduling `job` writes. `scheduler` None: systemd where it runs (or when `unit_dir` is given),
-    else cron where it exists, else "none" (then `install` refuses). Raises UsageError listing the job's
-    problems."""
-    bad = problems(job)
-    if bad:
-        raise UsageError(f"{job.path}: cannot schedule the job:\n" + "\n".join(f"  {b}" for b in bad))
+    else cron where it exists, else "none" (then `install` refuses). `job` comes from `job_schedule`: its
+    name, calendar, delay and credential were checked with the job file (spec.load_job)."""
     cmd = list(command or recovault_command())
     running = systemd_running()
     if scheduler is None:

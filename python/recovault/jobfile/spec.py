@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, NamedTup
 
 from ..errors import UsageError
 from ..retention import Policy
+from .locations import job_name, valid_name
 
 try:
     import tomllib
@@ -28,8 +29,6 @@ except ModuleNotFoundError:  # Python < 3.11: the same parser as a package (pypr
 if TYPE_CHECKING:
     from .report import ReportSpec
 
-#: a job's name: its file's stem
-NAME_RE = re.compile(r"[a-zA-Z0-9_.-]+\Z")
 PASSPHRASE_KEYS = ("passphrase_file", "passphrase_env", "passphrase_credential", "passphrase_command")
 HOOK_FAILURE = ("abort", "continue")
 DEFAULT_HOOK_TIMEOUT = "5m"
@@ -246,6 +245,15 @@ def _paths(v: Any) -> List[str]:
     return [_absolute(p) for p in _strings(v)]
 
 
+def _credential(v: Any) -> str:
+    """A systemd credential's name: read as $CREDENTIALS_DIRECTORY/NAME, loaded by the unit from
+    /etc/credstore/NAME, so one path component (no '/', not '..')."""
+    name = _string(v)
+    if not valid_name(name):
+        raise _Bad(f"{name!r} is not a credential name (letters, digits, '_', '.' and '-')")
+    return name
+
+
 def _vault_url(v: Any) -> str:
     url = _string(v)
     if "://" not in url and not url.startswith("ec:"):
@@ -393,7 +401,7 @@ def _calendar(v: Any) -> List[str]:
 # Each table's keys: key -> check. [hooks] and [report] are read apart.
 SCHEMA: Dict[str, Dict[str, Callable[[Any], Any]]] = {
     "vault": {"url": _vault_url, "passphrase_file": _path, "passphrase_env": _string,
-              "passphrase_credential": _string, "passphrase_command": _argv, "cache_dir": _path},
+              "passphrase_credential": _credential, "passphrase_command": _argv, "cache_dir": _path},
     "backup": {"paths": _paths, "exclude": _strings, "exclude_file": _paths, "exclude_caches": _boolean,
                "one_file_system": _boolean, "images": _paths, "stdin_command": _argv, "stdin_name": _stdin_name,
                "host": _string, "tags": _strings, "full_on": _day_rule, "differential_on": _day_rule},
@@ -541,8 +549,8 @@ def load_job(path: str) -> JobSpec:
         msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
         raise JobFileError([Problem(path, int(m.group(1)) if m else 0, f"not valid TOML: {msg}")]) from None
     r = _Reader(path, scan_lines(text))
-    name = os.path.splitext(os.path.basename(path))[0]
-    if not NAME_RE.match(name):
+    name = job_name(path)
+    if not valid_name(name):
         r.problems.append(Problem(path, 0, f"job name {name!r} (the file's name without .toml) may hold only "
                                            "letters, digits, '_', '.' and '-'"))
     for key in doc:
