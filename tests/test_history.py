@@ -278,7 +278,7 @@ def test_health_flags_failures_and_old_successes(state):
     assert h.health("fresh", 86400, now).problems == ()
     assert h.health("old", 4 * 86400, now).problems == ()
     assert h.health("old", 2 * 86400, now).problems == ("no successful run for 3 days (the last ended "
-                                                        f"{old[:19].replace('T', ' ')})",)
+                                                        f"{timefmt.shown(old)})",)
     (problem,) = h.health("broken", 86400, now).problems
     assert "failed (exit 13): storage error: disk full" in problem
     assert h.health("never", 86400, now).problems == ("no finished run recorded",)

@@ -26,7 +26,8 @@ def job_argument(job: str) -> str:
 
 def when(time: Optional[str]) -> str:
     """A stored time as the text tables show it (UTC, to the second)."""
-    return time[:19].replace("T", " ") if time else "-"
+    from ..timefmt import shown
+    return shown(time) if time else "-"
 
 
 def _duration(r: "RunRecord") -> str:

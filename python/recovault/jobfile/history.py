@@ -289,10 +289,10 @@ class History:
             problems.append("no successful run recorded")
         elif success.end is not None and (now - timefmt.parse_time(success.end)).total_seconds() > within:
             age = (now - timefmt.parse_time(success.end)).total_seconds()
-            ended = success.end[:19].replace("T", " ")
+            ended = timefmt.shown(success.end)
             problems.append(f"no successful run for {age_text(age)} (the last ended {ended})")
         if last is not None and last.status != "ok":
-            when = last.start[:19].replace("T", " ")
+            when = timefmt.shown(last.start)
             why = f": {last.message}" if last.message and last.status != "interrupted" else ""
             code = f" (exit {last.exit_code})" if last.exit_code is not None else ""
             problems.append(f"the last run ({when}) {_status_words(last.status)}{code}{why}")
