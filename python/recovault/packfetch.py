@@ -108,7 +108,7 @@ class PackCache:
                 held.pins += 1
                 todo = missing_spans(merged_spans(ranges), held.spans)  # gaps merged in, held bytes not
                 parts.extend((name, off, n) for off, n in split_spans(todo, FETCH_PART))
-        fetched = FetchedPacks(self, list(spans))
+        fetched = FetchedPacks(self, spans)
         try:
             if parts:
                 with ThreadPoolExecutor(max_workers=min(len(parts), max(1, self.vault.blobs.connections)),
@@ -146,30 +146,32 @@ class PackCache:
         with self._lock:
             for name in names:
                 self._held[name].pins -= 1
-            total = sum(h.size for h in self._held.values())
-            for name in list(self._held):
-                held = self._held[name]
-                if held.pins == 0 and (total > self.keep or not held.size):
-                    total -= held.size
-                    del self._held[name]
-                    os.close(held.fd)
+            self._drop(self.keep)
 
     def close(self) -> None:
         """Free every pack no fetch pins (all of them once the job is over)."""
-        keep, self.keep = self.keep, 0
-        try:
-            self.unpin(())
-        finally:
-            self.keep = keep
+        with self._lock:
+            self._drop(0)
+
+    def _drop(self, keep: int) -> None:
+        """(Under the lock.) Drop unpinned packs, oldest first, while more than `keep` bytes are held, and the
+        unpinned packs that hold nothing."""
+        total = sum(h.size for h in self._held.values())
+        for name in list(self._held):
+            held = self._held[name]
+            if held.pins == 0 and (total > keep or not held.size):
+                total -= held.size
+                del self._held[name]
+                os.close(held.fd)
 
 
 class FetchedPacks:
     """What one :meth:`PackCache.fetch` asked for, pinned in memory until closed: read by the engine as files
     (``path``) and by Python (``read``)."""
 
-    def __init__(self, cache: PackCache, names: List[str]) -> None:
+    def __init__(self, cache: PackCache, names: Iterable[str]) -> None:
         self.cache = cache
-        self.names = names
+        self.names = frozenset(names)
         self.errors: Dict[str, RecovaultError] = {}
         self._closed = False
 
@@ -195,9 +197,7 @@ class FetchedPacks:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self.cache.unpin(self.names)
-            if self.cache.keep == 0:
-                self.cache.close()
+            self.cache.unpin(self.names)  # (a cache that keeps nothing frees them here)
 
     def __enter__(self) -> "FetchedPacks":
         return self

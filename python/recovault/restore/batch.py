@@ -98,8 +98,5 @@ class Fetcher:
                     fetched.result().close()
             finally:
                 self._room.release()
-        if not runs:
-            runs = [fetched]  # type: ignore[list-item]
-            left[0] = 1
-        for f in runs:
+        for f in runs:  # (a flushed batch has one run at least)
             f.add_done_callback(done)
