@@ -360,8 +360,9 @@ class _Run:
         from ..jobs.prune import PruneOptions, run_prune
         ret, t0 = self.spec.retention, time.monotonic()
         assert ret is not None
-        options = PruneOptions(max_unused=ret.prune_max_unused, repack_small=ret.prune_repack_small,
-                               margin=ret.prune_margin)
+        given = {"max_unused": ret.prune_max_unused, "repack_small": ret.prune_repack_small,
+                 "margin": ret.prune_margin}
+        options = PruneOptions(**{k: v for k, v in given.items() if v is not None})  # else prune's defaults
         try:
             result = run_prune(vault, options, self.job.progress)
         except Busy as e:  # another prune is at work: this one's turn comes with the next run

@@ -121,9 +121,10 @@ class RetentionSpec:
     and whether (and how) to prune after."""
     policy: Policy
     prune: bool = False
-    prune_margin: float = 7200.0  # seconds (prune --margin; default 2h)
-    prune_max_unused: str = "5%"
-    prune_repack_small: bool = False
+    # prune's options (seconds, as --max-unused, a flag); None: prune's own default (jobs.prune.PruneOptions)
+    prune_margin: Optional[float] = None
+    prune_max_unused: Optional[str] = None
+    prune_repack_small: Optional[bool] = None
 
 
 @dataclass(frozen=True)
@@ -307,8 +308,8 @@ def _timespan_text(v: Any) -> str:
 
 
 def _margin(v: Any) -> float:
-    from ..jobs.prune import parse_margin
-    return _usage(lambda t: parse_margin(t) if t.strip() == "0" else parse_duration(t))(v)
+    """prune --margin: a duration, or 0 (no backup runs beside the prune)."""
+    return _usage(lambda t: 0.0 if t.strip() == "0" else parse_duration(t))(v)
 
 
 def _max_unused(v: Any) -> str:
