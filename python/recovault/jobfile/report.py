@@ -22,7 +22,6 @@ import http.client
 import json
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import time
@@ -36,6 +35,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from .. import __version__, timefmt
 from ..errors import UsageError
 from ..progress import human_bytes
+from .process import kill_group
 from .timespan import parse_timespan
 
 #: the syslog identifier (journald: SYSLOG_IDENTIFIER=recovault)
@@ -269,23 +269,14 @@ def _run_command(spec: ReportSpec, body: bytes, env: Mapping[str, str]) -> None:
     try:
         proc.communicate(body, timeout=spec.report_command_timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
+        kill_group(proc)
         raise _Failed(f"still running after {_span_text(spec.report_command_timeout)}: killed") from None
     finally:
         if proc.poll() is None:
-            _kill_group(proc)
+            kill_group(proc)
     if proc.returncode != 0:
         code = proc.returncode
         raise _Failed(f"killed by signal {-code}" if code < 0 else f"exit {code}")
-
-
-def _kill_group(proc: "subprocess.Popen[bytes]") -> None:
-    """SIGKILL the command's process group (it leads its own session) and reap it."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.communicate()
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import fcntl
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import time
@@ -28,6 +27,7 @@ from .. import timefmt
 from ..errors import Busy, CorruptData, Partial, RecovaultError, UsageError
 from .history import History, RunRecord, RunStep
 from .locations import state_dir
+from .process import kill_group
 from .spec import HookSpec, JobSpec, load_job
 
 Progress = Optional[Callable[[str, Dict[str, Any]], None]]
@@ -88,10 +88,10 @@ def run_hook(hook: HookSpec, env: Dict[str, str]) -> HookResult:
     try:
         out, _ = proc.communicate(timeout=hook.timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
+        kill_group(proc, KILL_GRACE)
         return HookResult(False, f"killed at its timeout ({hook.timeout:g}s)", time.monotonic() - t0)
     except BaseException:
-        _kill_group(proc)
+        kill_group(proc, KILL_GRACE)
         raise
     seconds = time.monotonic() - t0
     if proc.returncode == 0:
@@ -99,22 +99,6 @@ def run_hook(hook: HookSpec, env: Dict[str, str]) -> HookResult:
     last = next((line for line in reversed(out.decode("utf-8", "replace").splitlines()) if line.strip()), "")
     why = (f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}")
     return HookResult(False, why + (f": {last.strip()[:200]}" if last else ""), seconds)
-
-
-def _kill_group(proc: "subprocess.Popen[bytes]") -> None:
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.communicate(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-    for stream in (proc.stdout, proc.stderr):  # a descendant that left the group holds the pipe: let it
-        if stream:
-            stream.close()
 
 
 # -- the job -------------------------------------------------------------------------------------------------
@@ -414,7 +398,7 @@ def _stdin_command(command: str) -> Iterator["subprocess.Popen[bytes]"]:
         yield proc
     finally:
         if proc.poll() is None:
-            _kill_group(proc)
+            kill_group(proc, KILL_GRACE)
         if proc.stdout:
             proc.stdout.close()
 
