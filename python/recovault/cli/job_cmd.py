@@ -45,7 +45,6 @@ class RunEnded(RecovaultError):
 @pass_ctx
 def job_validate(c: Ctx, file: str) -> None:
     """Check a job file: every problem is listed with its line (exit 2); nothing is run or opened."""
-    import os
     from ..jobfile.spec import JobFileError, load_job
     try:
         spec = load_job(file)
