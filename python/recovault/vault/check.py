@@ -16,6 +16,7 @@ from ..errors import CorruptData, RecovaultError, UsageError, store_failed
 from . import format as fmt
 from .blobstore import pack_id_of
 from .journal import audit
+from .keys import KeyStore
 from .reach import ZERO_ID
 from .records import Node
 from .repo import Vault
@@ -100,6 +101,7 @@ class Checker:
             self._parse_subset(subset)  # a malformed argument fails before the work, not after
         # Packs are listed before index files: a concurrent backup stores a pack before the index naming it,
         # so every pack seen here that a finished backup stored is named by an index listed after it.
+        self._keys()
         on_storage = self._packs_on_storage()
         listed = self._index_files()
         self._listed_packs(listed, on_storage)
@@ -120,6 +122,17 @@ class Checker:
                 "stats": self.stats, "damaged_indexes": self.damaged_indexes,
                 "damaged_points": self.damaged_points, "recovered_packs": self.recovered_packs,
                 "garbage": self.garbage, "missing_packs": [m.to_json() for m in self.missing_packs()]}
+
+    # ---- key files ------------------------------------------------------------------------------------
+    def _keys(self) -> None:
+        """Every key file parses and matches its digest (vault-format §3): the vault opened with one key, so
+        damage to another (or to this one's digest alone, which still opens) would be found only by whoever
+        needs that key next."""
+        infos = KeyStore(self.vault.storage).list()
+        self.stats["keys"] = len(infos)
+        for info in infos:
+            if info.problem:
+                self.problem(info.problem)
 
     # ---- garbage: what prune reclaims, not damage ------------------------------------------------------
     def _condemned(self) -> Set[bytes]:

@@ -1,0 +1,139 @@
+"""Every byte tampered (issue 13), the CI form: a seeded sample of positions in every kind of object of a small
+vault (config, key files, packs: data and tree blobs, the sealed header, the trailer; index files, recovery
+points, journal entries, a prune plan), and of every shard on an erasure-coded set. Each flip must be
+reported by `check --read-data` or by a restore with a clear error, or be proven harmless, and no restore
+may write a wrong byte silently (tamper_sweep.py says how). The long form is bench/tamper.py."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+import tamper_sweep as sweep
+from recovault import api
+from recovault.vault.check import Checker
+from test_cli import run_main
+
+SEED = 2613
+PER_KIND = 150  # positions per kind of object on the plain vault (~1,000 flips, ~25 ms each)
+PER_KIND_EC = 30  # per kind of object on the ec:2+1 set (each shard of each location)
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    root = sweep.scratch(str(tmp_path_factory.mktemp("tamper")))
+    try:
+        yield sweep.make_scene(root, seed=SEED), root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ec_set(tmp_path_factory):
+    root = sweep.scratch(str(tmp_path_factory.mktemp("tamper-ec")))
+    try:
+        yield sweep.make_scene(root, seed=SEED, ec=(2, 1)), root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _key_files(scene):
+    return sorted(p for p in scene.regions if "/keys/" in p)
+
+
+def _flip_in_field(scene, path: str, field: str, mask: int = 0x01) -> sweep.Position:
+    region = next(r for r in scene.regions[path] if r.what == f"field {field}")
+    first = region.start + len(json.dumps(field)) + len(': "')  # the first character of its (string) value
+    return sweep.Position(path, first + 1, mask, region)
+
+
+# ---- defects the sweep found (each failed before its fix) ------------------------------------------------------
+
+
+def test_check_reports_a_damaged_key_file_the_vault_did_not_open_with(plain, tmp_path, monkeypatch, capsys):
+    """A flip in a key file other than the one the passphrase opens (here: the second key's host name) left
+    the vault opening as before, and check said nothing: the damage showed only to whoever needed that key."""
+    scene, _ = plain
+    with sweep.open_fresh(scene) as v:
+        used = v.keyid
+    other = next(p for p in _key_files(scene) if not p.endswith(used))
+    with sweep.flipped(_flip_in_field(scene, other, "hostname")):
+        with sweep.open_fresh(scene) as v:
+            res = Checker(v).run()
+        assert not res["ok"]
+        assert any(os.path.basename(other) in p and "digest" in p for p in res["problems"]), res["problems"]
+        monkeypatch.setenv("RECOVAULT_PASSPHRASE", sweep.PASSPHRASE)
+        monkeypatch.setenv("XDG_CACHE_HOME", os.fspath(tmp_path / "xdg"))
+        run = run_main(["check", "--vault", scene.url, "--json"], capsys)
+    out = json.loads(run.out)
+    assert run.code == 15 and not out["ok"] and out["stats"]["keys"] == 2
+
+
+def test_check_reports_a_damaged_digest_of_the_key_in_use(plain):
+    """The key file the vault opens with, damaged in its digest alone, still opens (the AAD vouches for the
+    rest): check says so rather than pass."""
+    scene, _ = plain
+    with sweep.open_fresh(scene) as v:
+        used = next(p for p in _key_files(scene) if p.endswith(v.keyid))
+    with sweep.flipped(_flip_in_field(scene, used, "digest", 0x02)):  # '0'..'9' <-> another digit or letter
+        with sweep.open_fresh(scene) as v:
+            res = Checker(v).run()
+    assert not res["ok"] and any("digest" in p for p in res["problems"])
+
+
+# ---- the sweep ---------------------------------------------------------------------------------------------
+
+
+def test_the_sweep_catches_a_restore_that_writes_a_wrong_byte(plain, monkeypatch):
+    """The harness itself: a restore that silently writes a wrong byte is a finding (so a green sweep means
+    something)."""
+    scene, root = plain
+    real = api.restore
+
+    def bad_restore(vault, point, target, *a, **kw):
+        res = real(vault, point, target, *a, **kw)
+        for dp, _dn, fns in os.walk(target):
+            for f in fns:
+                p = os.path.join(dp, f)
+                if os.path.getsize(p) and not os.path.islink(p):
+                    with open(p, "r+b") as fh:
+                        b = fh.read(1)
+                        fh.seek(0)
+                        fh.write(bytes([b[0] ^ 1]))
+                    return res
+        return res
+
+    monkeypatch.setattr(sweep.api, "restore", bad_restore)
+    pos = next(p for p in sweep.positions(scene, 1, SEED) if p.region.kind == "plan")  # restores go on
+    with pytest.raises(sweep.Finding, match="differs from the recovery point"):
+        sweep.probe(scene, pos, os.path.join(root, "work-bad"))
+
+
+def test_every_flip_in_a_plain_vault_is_reported_and_no_restore_writes_a_wrong_byte(plain):
+    scene, root = plain
+    sample = sweep.positions(scene, PER_KIND, SEED)
+    outcomes = sweep.sweep(scene, sample, os.path.join(root, "work"))  # a Finding fails the test, naming the byte
+    kinds = {o.position.region.kind for o in outcomes}
+    assert kinds == {"config", "key", "pack", "index", "point", "journal", "plan"}
+    regions = {(o.position.region.kind, o.position.region.what) for o in outcomes}
+    assert {("pack", "data blob"), ("pack", "tree blob"), ("pack", "header tag"), ("pack", "trailer")} <= regions
+    for o in outcomes:
+        if o.how.startswith("harmless"):  # only a JSON object's bytes can change without changing its meaning
+            assert o.position.region.kind in ("config", "key") and "same JSON document" in o.how, o
+        if o.how == "check warning":  # a damaged plan deletes nothing: check warns, nothing is lost
+            assert o.position.region.kind == "plan", o
+
+
+def test_every_flipped_shard_of_an_ec_set_is_read_around_or_reported(ec_set):
+    """On ec:2+1 a flip in one shard is read around (the layer's own check rejects the shard, proven for
+    each flip): every restore is right. A flip in a location's descriptor leaves that location out."""
+    scene, root = ec_set
+    sample = sweep.positions(scene, PER_KIND_EC, SEED)
+    outcomes = sweep.sweep(scene, sample, os.path.join(root, "work"))
+    kinds = {o.position.region.kind for o in outcomes}
+    assert kinds == {"config", "key", "pack", "index", "point", "journal", "plan", "ec descriptor"}
+    for o in outcomes:
+        if o.position.region.kind != "ec descriptor":
+            assert o.how.startswith("harmless: ec layer") or o.how.startswith("check"), o
