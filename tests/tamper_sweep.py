@@ -400,27 +400,22 @@ def _compare(want: Fingerprint, got: Fingerprint, target: str, errors: List[str]
 
 
 def _harmless(scene: Scene, pos: Position) -> str:
-    """Why an unreported flip changes nothing (empty if nothing proves it)."""
+    """Why an unreported flip changes nothing that matters (empty if nothing proves it)."""
     with open(pos.path, "rb") as f:
         raw = f.read()
+    flip = bytearray(raw)
+    flip[pos.offset] ^= pos.mask
     name = _name(scene, pos.path)
-    if scene.ec and pos.region.kind != "ec descriptor":
-        return _shard_rejected(name, raw, pos)
-    if pos.region.kind in ("config", "key", "ec descriptor"):
+    if pos.region.kind == "ec descriptor":
+        return _descriptor_left_out(raw, bytes(flip))
+    if scene.ec:
+        return _shard_rejected(name, raw, flip, pos)
+    if pos.region.kind in ("config", "key"):
         try:
-            doc = json.loads(raw)
+            if _same_meaning(pos.region.kind, json.loads(raw), json.loads(bytes(flip))):
+                return "same JSON document (whitespace, or the case of a hex digit)"
         except ValueError:
-            return ""
-        flip = bytearray(raw)
-        flip[pos.offset] ^= pos.mask
-        try:
-            now = json.loads(bytes(flip))
-        except ValueError:
-            return "" if pos.region.kind != "ec descriptor" else "descriptor unreadable: the location is left out"
-        if _same_meaning(pos.region.kind, doc, now):
-            return "same JSON document (whitespace, or the case of a hex digit)"
-        if pos.region.kind == "ec descriptor":
-            return "descriptor changed: the location is left out"
+            pass
     return ""
 
 
@@ -432,17 +427,25 @@ def _same_meaning(kind: str, doc: dict, now: object) -> bool:
     return doc == now
 
 
-def _shard_rejected(name: str, raw: bytes, pos: Position) -> str:
+def _descriptor_left_out(raw: bytes, flip: bytes) -> str:
+    """An ec location's descriptor: unchanged in meaning, or refused as damaged (the location is then left
+    out: reads go around it, writes refuse naming it)."""
+    try:
+        same = erasure.Descriptor.decode(flip) == erasure.Descriptor.decode(raw)
+    except RecovaultError:
+        return "descriptor damaged: its location is left out (read around; writes name it)"
+    return "same descriptor" if same else ""
+
+
+def _shard_rejected(name: str, raw: bytes, flip: bytearray, pos: Position) -> str:
     """On an ec set: the flipped shard fails the layer's own check (its header, or the block the byte is in),
     so reads treat it as missing and rebuild it from the other shards."""
-    flip = bytearray(raw)
-    flip[pos.offset] ^= pos.mask
     h = erasure.parse_header(name, bytes(flip))
-    good = erasure.parse_header(name, raw)
-    if h is None or good is None or h != good:
+    if h is None or h != erasure.parse_header(name, raw):
         return "ec layer: the shard's header fails its check (read around)"
     j = (pos.offset - erasure.HEADER_SIZE) // (erasure.BLOCK + erasure.TAG)
-    start, length = erasure._block_span(h, j, j + 1)
+    start = erasure.HEADER_SIZE + j * (erasure.BLOCK + erasure.TAG)
+    length = min(erasure.BLOCK, h.shard_size - j * erasure.BLOCK) + erasure.TAG  # the block and its tag
     if erasure.verify_blocks(h, j, j + 1, bytes(flip[start:start + length])) is None:
         return "ec layer: the shard's block fails its tag (read around)"
     return ""

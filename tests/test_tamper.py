@@ -13,6 +13,7 @@ import pytest
 
 import tamper_sweep as sweep
 from recovault import api
+from recovault.errors import StorageError
 from recovault.vault.check import Checker
 from test_cli import run_main
 
@@ -83,6 +84,29 @@ def test_check_reports_a_damaged_digest_of_the_key_in_use(plain):
     assert not res["ok"] and any("digest" in p for p in res["problems"])
 
 
+@pytest.mark.parametrize("field", ["set", "index"])
+def test_a_rotten_descriptor_leaves_its_location_out_instead_of_refusing_the_set(ec_set, field):
+    """One flipped digit in one location's descriptor (its set id, or its index) made the set refuse to open
+    ("belongs to another erasure-coded set", "is location 4 of an ec:2+1 set"), though the other locations
+    held every object: rot there looked like another set's disk. Now the descriptor's check tells rot from
+    another set: the location is left out (reads go around it, writes name it), as an unreadable one is."""
+    scene, root = ec_set
+    path = os.path.join(scene.roots[2], sweep.erasure.DESCRIPTOR)
+    region = next(r for r in scene.regions[path] if r.what == f"field {field}")
+    with open(path, "rb") as f:
+        raw = f.read()
+    at = raw.index(b'"%s": ' % field.encode(), region.start) + len(f'"{field}": ') + (field == "set")
+    pos = sweep.Position(path, at, 0x01 if raw[at:at + 1].isdigit() else 0x07, region)  # still a hex digit
+    with sweep.flipped(pos):
+        with sweep.open_fresh(scene) as v:
+            assert Checker(v).run(read_data=True)["ok"]
+            pid = next(iter(scene.points))
+            api.restore(v, pid, os.path.join(root, "rotten-" + field))
+            with pytest.raises(StorageError, match="location 3 .*descriptor is damaged"):
+                v.storage.put("sessions/" + "0" * 32, b"x")
+    assert sweep.fingerprint(os.path.join(root, "rotten-" + field)) == scene.points[pid]
+
+
 # ---- the sweep ---------------------------------------------------------------------------------------------
 
 
@@ -135,5 +159,7 @@ def test_every_flipped_shard_of_an_ec_set_is_read_around_or_reported(ec_set):
     kinds = {o.position.region.kind for o in outcomes}
     assert kinds == {"config", "key", "pack", "index", "point", "journal", "plan", "ec descriptor"}
     for o in outcomes:
-        if o.position.region.kind != "ec descriptor":
-            assert o.how.startswith("harmless: ec layer") or o.how.startswith("check"), o
+        if o.position.region.kind == "ec descriptor":
+            assert o.how.startswith(("harmless: descriptor damaged", "harmless: same descriptor")), o
+        else:
+            assert o.how.startswith(("harmless: ec layer", "check")), o

@@ -495,18 +495,28 @@ class Descriptor(NamedTuple):
     index: int
 
     def encode(self) -> bytes:
-        return json.dumps({"format": DESCRIPTOR_FORMAT, "version": 1, "set": self.set_id, "k": self.k,
-                           "m": self.m, "index": self.index}, sort_keys=True).encode() + b"\n"
+        fields = {"format": DESCRIPTOR_FORMAT, "version": 1, "set": self.set_id, "k": self.k, "m": self.m,
+                  "index": self.index}
+        return json.dumps(dict(fields, check=_descriptor_check(fields)), sort_keys=True).encode() + b"\n"
 
     @staticmethod
     def decode(raw: bytes) -> "Descriptor":
+        """The descriptor in ``raw``; ``CorruptData`` if it does not parse, or if its ``check`` (absent from
+        descriptors written before it) does not match its other fields: a rotten byte, not another set."""
         try:
             doc = json.loads(raw)
             if doc.get("format") != DESCRIPTOR_FORMAT or doc.get("version") != 1:
                 raise ValueError("not a descriptor of version 1")
+            if "check" in doc and doc["check"] != _descriptor_check({k: v for k, v in doc.items() if k != "check"}):
+                raise ValueError("its check does not match its fields (a damaged byte)")
             return Descriptor(str(doc["set"]), int(doc["k"]), int(doc["m"]), int(doc["index"]))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CorruptData(f"the erasure-coded set's descriptor is damaged: {exc}") from None
+
+
+def _descriptor_check(fields: Dict[str, object]) -> str:
+    """BLAKE3-256 (hex) of a descriptor's other fields as JSON with sorted keys (docs/vault-format.md §13)."""
+    return core.blake3(json.dumps(fields, sort_keys=True).encode()).hex()
 
 
 def _open_one(label: str, create: bool) -> Location:
