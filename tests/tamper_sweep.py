@@ -315,12 +315,16 @@ def scratch(fallback: str) -> str:
 
 
 class Outcome(NamedTuple):
-    """How one flip was noticed: `how` is "check" (a problem), "check warning", "restore", or "harmless: ...";
-    `message` the first thing said (empty when harmless); `seconds` the flip's whole cost."""
+    """How one flip was noticed: `how` is "check" (a problem), "check warning", "restore", or what took care of
+    it unreported ("harmless: ...", and on an ec set "read around: ...", "left out: ..."; see _harmless);
+    `message` the first thing said (empty when harmless); `restore` what the restores did on their own:
+    "error" (a clear error for what the flip touched) or "right" (every point restored exactly: the flip was
+    in nothing they read, or was read around); `seconds` the flip's whole cost."""
 
     position: Position
     how: str
     message: str
+    restore: str
     seconds: float
 
 
@@ -400,7 +404,8 @@ def _compare(want: Fingerprint, got: Fingerprint, target: str, errors: List[str]
 
 
 def _harmless(scene: Scene, pos: Position) -> str:
-    """Why an unreported flip changes nothing that matters (empty if nothing proves it)."""
+    """How an unreported flip is taken care of: "harmless: why" (it changed nothing that matters), "read around:
+    why" (an ec shard the layer rejects), "left out: why" (an ec location); empty if nothing proves it."""
     with open(pos.path, "rb") as f:
         raw = f.read()
     flip = bytearray(raw)
@@ -413,7 +418,7 @@ def _harmless(scene: Scene, pos: Position) -> str:
     if pos.region.kind in ("config", "key"):
         try:
             if _same_meaning(pos.region.kind, json.loads(raw), json.loads(bytes(flip))):
-                return "same JSON document (whitespace, or the case of a hex digit)"
+                return "harmless: same JSON document (whitespace, or the case of a hex digit)"
         except ValueError:
             pass
     return ""
@@ -433,8 +438,8 @@ def _descriptor_left_out(raw: bytes, flip: bytes) -> str:
     try:
         same = erasure.Descriptor.decode(flip) == erasure.Descriptor.decode(raw)
     except RecovaultError:
-        return "descriptor damaged: its location is left out (read around; writes name it)"
-    return "same descriptor" if same else ""
+        return "left out: the location's descriptor is damaged (reads go around it; writes name it)"
+    return "harmless: same descriptor" if same else ""
 
 
 def _shard_rejected(name: str, raw: bytes, flip: bytearray, pos: Position) -> str:
@@ -442,12 +447,12 @@ def _shard_rejected(name: str, raw: bytes, flip: bytearray, pos: Position) -> st
     so reads treat it as missing and rebuild it from the other shards."""
     h = erasure.parse_header(name, bytes(flip))
     if h is None or h != erasure.parse_header(name, raw):
-        return "ec layer: the shard's header fails its check (read around)"
+        return "read around: the shard's header fails its check"
     j = (pos.offset - erasure.HEADER_SIZE) // (erasure.BLOCK + erasure.TAG)
     start = erasure.HEADER_SIZE + j * (erasure.BLOCK + erasure.TAG)
     length = min(erasure.BLOCK, h.shard_size - j * erasure.BLOCK) + erasure.TAG  # the block and its tag
     if erasure.verify_blocks(h, j, j + 1, bytes(flip[start:start + length])) is None:
-        return "ec layer: the shard's block fails its tag (read around)"
+        return "read around: the shard's block fails its tag"
     return ""
 
 
@@ -472,8 +477,8 @@ def probe(scene: Scene, pos: Position, work: str) -> Outcome:
         why = _harmless(scene, pos)  # the byte is back: the object as stored, and the flip made in memory
         if not why:
             raise Finding(f"{_where(scene, pos)}: neither check nor restore noticed the flip")
-        how, msg = "harmless: " + why, ""
-    return Outcome(pos, how, msg, time.monotonic() - t0)
+        how, msg = why, ""
+    return Outcome(pos, how, msg, "error" if said else "right", time.monotonic() - t0)
 
 
 def _where(scene: Scene, pos: Position) -> str:
