@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import shutil
 import stat
 import tempfile
@@ -22,12 +23,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-from recovault import api
+from recovault import api, timefmt
 from recovault.errors import RecovaultError
 from recovault.jobs.prune import PruneOptions, run_prune
 from recovault.storage import erasure
 from recovault.vault import format as fmt
 from recovault.vault.check import Checker
+from recovault.vault.coordination import Coordinator
 from recovault.vault.journal import VaultPolicy
 from recovault.vault.keys import KdfParams
 from recovault.vault.repo import Settings
@@ -41,6 +43,8 @@ SETTINGS = Settings(min_size=2 << 10, avg_size=4 << 10, max_size=16 << 10, pack_
 SEALED_HEADER = 30  # version, codec, salt, nonce: docs/vault-format.md §2
 GCM_TAG = 16
 
+#: Every kind of object the vault holds (an ec set adds its locations' descriptors).
+KINDS = ("config", "key", "pack", "index", "point", "journal", "plan", "session", "lease")
 #: What a restored tree holds, per path relative to the target: (type, mode, size, content or link target,
 #: mtime, hard-link group).
 Fingerprint = Dict[str, Tuple]
@@ -141,7 +145,8 @@ def _restored(vault: "api.Vault", point: str, target: str, src: str, img: Option
 def make_scene(root: str, seed: int = 13, ec: Optional[Tuple[int, int]] = None) -> Scene:
     """Build the vault under `root`: three backups (files, then a change and an image, then a file of its
     own), a second key, soft delete off and the third point forgotten (journal: policy, add, remove, purge),
-    and a prune with its default margin, which leaves a pending plan condemning the third point's packs.
+    a prune with its default margin, which leaves a pending plan condemning the third point's packs, and a
+    backup session and a prune lease as processes killed by kill -9 leave them.
     Each remaining point is restored once and must give its source back."""
     rng = random.Random(seed)
     src, img = os.path.join(root, "src"), os.path.join(root, "img", "disk.img")
@@ -169,13 +174,16 @@ def make_scene(root: str, seed: int = 13, ec: Optional[Tuple[int, int]] = None) 
         third = api.backup(v, [src], images=[img])
         v.delete_snapshot(third.id)
         run_prune(v, PruneOptions(), None)
+        coord = Coordinator(v.storage, v.sealer)  # what a backup and a prune killed by kill -9 leave behind
+        coord.put_session(secrets.token_hex(16), timefmt.now(), [])
+        coord.put_lease(secrets.token_hex(16), timefmt.now(), first=True)
     scene = Scene(url, roots, {}, ec=bool(ec))
     with open_fresh(scene) as v:
         for pid, (i, source) in sources.items():
             scene.points[pid] = _restored(v, pid, os.path.join(root, "restore-" + pid[:8]), src, i, source)
         scene.regions = {path: regions_of(scene, path, v) for path in object_files(scene)}
     kinds = {r.kind for rs in scene.regions.values() for r in rs}
-    assert {"config", "key", "pack", "index", "point", "journal", "plan"} <= kinds, kinds
+    assert set(KINDS) <= kinds, kinds
     return scene
 
 

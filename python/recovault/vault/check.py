@@ -15,6 +15,7 @@ from .. import core
 from ..errors import CorruptData, RecovaultError, UsageError, store_failed
 from . import format as fmt
 from .blobstore import pack_id_of
+from .coordination import LEASE_TERM, SESSION_TIMEOUT, Coordinator
 from .journal import audit
 from .keys import KeyStore
 from .reach import ZERO_ID
@@ -138,13 +139,28 @@ class Checker:
     def _condemned(self) -> Set[bytes]:
         """The packs pending prune plans condemn (deleted after their margin: garbage, whether or not an
         index still lists them). A plan that does not open is a problem."""
-        from .coordination import Coordinator
         coord = Coordinator(self.vault.storage, self.vault.sealer)
         plans = coord.plans()
         for name, reason in coord.damaged_plans:
             self.warnings.append(f"{reason}: it deletes nothing (the next prune removes it)")
+        self._sessions_and_leases(coord)
         self.garbage["pending_plans"] = len(plans)
         return {p for plan in plans for p in plan.condemned}
+
+    def _sessions_and_leases(self, coord: Coordinator) -> None:
+        """A backup session or a prune lease that does not open holds no data, but holds prune back (vault-format
+        §10.2): a warning each, saying for how long."""
+        coord.sessions()
+        coord.leases()
+        for found, what, until in ((coord.damaged_sessions, "session", "counts as a running backup that has seen "
+                                    f"no plan (every prune plan waits) until it is {SESSION_TIMEOUT // 60} minutes "
+                                    "old"), (coord.damaged_leases, "lease", "counts as a prune holding the lease "
+                                             f"until {LEASE_TERM // 60} minutes after it was stored")):
+            for name, err in found:
+                if isinstance(err, RecovaultError):
+                    _damage_only(err)
+                self.warnings.append(f"{what} {name} does not open ({err}): it {until}; then the next "
+                                     "prune deletes it")
 
     def _garbage(self, listed: Dict[bytes, int], on_storage: Dict[bytes, str], condemned: Set[bytes]) -> None:
         """Count what prune would reclaim: packs condemned by pending plans, packs no index lists, and (when

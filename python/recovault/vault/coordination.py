@@ -180,6 +180,9 @@ class Coordinator:
         self.host = host or socket.gethostname()
         self.clock = clock
         self.damaged_plans: List[Tuple[str, str]] = []  # from the last plans()
+        # From the last sessions() and leases(): (name, why) of each that could not be read (check warns)
+        self.damaged_sessions: List[Tuple[str, Exception]] = []
+        self.damaged_leases: List[Tuple[str, Exception]] = []
         self.skew = 0.0  # the storage's clock minus this host's (measure_skew), for ages read off mtimes
 
     def storage_now(self) -> float:
@@ -214,8 +217,10 @@ class Coordinator:
                                                          "plans": plans})
 
     def sessions(self) -> List[Session]:
-        """Every session on storage. One that cannot be read counts as a writer that has seen no plan."""
+        """Every session on storage. One that cannot be read counts as a writer that has seen no plan (and is
+        in `damaged_sessions`)."""
         out = []
+        self.damaged_sessions = []
         for info in self.storage.list_info(fmt.SESSIONS):
             name = fmt.name_to_id(info.name)
             try:
@@ -224,7 +229,8 @@ class Coordinator:
                                    str(d.get("pid_space", ""))))
             except ObjectMissing:
                 continue  # ended meanwhile
-            except (RecovaultError, ValueError, KeyError, TypeError):
+            except (RecovaultError, ValueError, KeyError, TypeError) as e:
+                self.damaged_sessions.append((name, e))
                 out.append(Session(name, "?", 0, "", None, info.mtime))
         return out
 
@@ -240,8 +246,10 @@ class Coordinator:
                                                     "expires": expires}, first=first)
 
     def leases(self) -> List[Lease]:
-        """Every lease on storage; an unreadable one is held for a lease term after its mtime."""
+        """Every lease on storage; an unreadable one is held for a lease term after its mtime (and is in
+        `damaged_leases`)."""
         out = []
+        self.damaged_leases = []
         for info in self.storage.list_info(fmt.LOCKS):
             name = fmt.name_to_id(info.name)
             try:
@@ -250,7 +258,8 @@ class Coordinator:
                                  str(d.get("pid_space", ""))))
             except ObjectMissing:
                 continue
-            except (RecovaultError, ValueError, KeyError, TypeError):
+            except (RecovaultError, ValueError, KeyError, TypeError) as e:
+                self.damaged_leases.append((name, e))
                 stamp = _stamp(info.mtime)
                 until = _stamp(info.mtime + LEASE_TERM)
                 out.append(Lease(name, "?", "?", 0, stamp, until))
