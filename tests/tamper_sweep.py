@@ -481,6 +481,9 @@ def probe(scene: Scene, pos: Position, work: str) -> Outcome:
             raise Finding(f"{_where(scene, pos)}: {e}") from None
         except Exception as e:  # noqa: BLE001 - anything not recovault's is a finding (a traceback for a user)
             raise Finding(f"{_where(scene, pos)}: {type(e).__name__}: {e}") from e
+    for said_once in problems + said + warnings:  # what an operator reads: one line each, saying something
+        if not said_once.strip() or "\n" in said_once:
+            raise Finding(f"{_where(scene, pos)}: not a one-line message: {said_once!r}")
     if problems:
         how, msg = "check", problems[0]
     elif said:
