@@ -8,9 +8,9 @@ rules: a wrong byte restored silently, a traceback, a flip nobody noticed), and 
     .venv/bin/python bench/tamper.py [--per-kind 8000] [--ec 2+1] [--per-kind-ec 300] [--seed S]
 
 Every byte of a region smaller than its share is flipped: with --per-kind 8000 that is every byte of every
-object but the packs (config, key files, index files, points, journal entries, the plan), and 1,334 of
-each region of the packs (data blobs, tree blobs, the header's ciphertext; every byte of the header's
-sealed header, tag and the trailer), ~10,800 positions in all. --ec K+M adds the set ('' for none).
+object but the packs (config, key files, index files, points, journal entries, the plan, the session, the
+lease), and 1,334 of each region of the packs (data blobs, tree blobs, the header's ciphertext; every byte
+of the header's sealed header, tag and the trailer), ~11,800 positions in all. --ec K+M adds the set ('' for none).
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from recovault.vault.check import Checker
 from test_cli import run_main
 
 SEED = 2613
-PER_KIND = 150  # positions per kind of object on the plain vault (~1,000 flips, ~25 ms each)
+PER_KIND = 150  # positions per kind of object on the plain vault (1,130 flips, ~15 ms each)
 PER_KIND_EC = 30  # per kind of object on the ec:2+1 set (each shard of each location)
 
 
