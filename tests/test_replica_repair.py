@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 from typing import Dict, List, NamedTuple
 
 import pytest
@@ -177,3 +178,19 @@ def test_repair_needs_from_on_a_plain_vault_and_refuses_the_vault_itself(tmp_pat
     fails(cli("repair", "--vault", vault), 2, "--from REPLICA", "repair index")
     fails(cli("repair", "--from", vault, "--vault", vault), 2, "is the vault itself")
     fails(cli("repair", "--from", str(tmp_path / "nothing"), "--vault", vault), 10, "replica")
+
+
+def test_a_damaged_index_file_is_rebuilt_first_and_a_copied_directory_serves_as_replica(tmp_path):
+    """A replica made outside recovault (the vault's directory copied: the same id and keys) works as one made
+    by copy; a damaged index file is replaced (as repair index does) before the packs are read."""
+    s = _scene(str(tmp_path), shared=True)
+    plain_copy = os.path.join(s.root, "dircopy")
+    shutil.copytree(s.vault, plain_copy)
+    s = s._replace(replica=plain_copy)
+    _damage_first(s)
+    _flip(object_files(s.vault, "index")[0])
+    doc = json.loads(ok(_repair(_cli(str(tmp_path)), s)).stdout)["from"]
+    assert doc["index_rebuilt"] and doc["mode"] == "sealed" and doc["restored_blobs"] > 0
+    res = _check(s, "after")
+    assert res["ok"], res["problems"]
+    _restores(s, "after")

@@ -8,7 +8,8 @@ that no index lists; a recovery point object the journal logs that is missing or
 The repair is a writer (§10.1: a session, pending plans' garbage never taken as present) and works in this
 order, each step idempotent, so a kill -9 anywhere leaves a valid vault and a rerun finishes the job:
 
-1. read every pack the index lists (as `check --read-data` does) and find the lost blobs;
+1. read every pack the index lists (as `check --read-data` does) and find the lost blobs (a damaged index
+   file is replaced first, as `repair index` does);
 2. copy the intact blobs of damaged packs that no sound pack holds, byte for byte, into new packs (a damaged
    pack leaves the index in step 5, and must not take what it still holds with it);
 3. fetch the lost blobs from the replica into new packs, then index them. With the same keys (`init
@@ -59,6 +60,7 @@ class FromRepair:
     vault: str
     replica: str
     mode: str  # "sealed" (same keys: blobs moved as they are) or "re-encoded"
+    index_rebuilt: bool = False  # an index file was damaged: the index was rebuilt first (repair index)
     packs_read: int = 0
     damaged_packs: List[DamagedPack] = field(default_factory=list)
     rescued_blobs: int = 0  # intact blobs copied out of damaged packs
@@ -136,7 +138,15 @@ class _Repair:
     def _scan(self) -> _Scan:
         from ..jobs.prune import read_index
         v = self.vault
-        index = read_index(v)  # a damaged index file stops here: 'repair index' first
+        try:
+            index = read_index(v)
+        except CorruptData:  # a damaged index file: rebuilt from the packs first (repair index), then read
+            from .repair import repair_index
+            self.progress("step", {"step": "rebuilding the index from the packs (an index file is damaged)"})
+            repair_index(v.blobs)
+            self.report.index_rebuilt = True
+            v.blobs.reload_index()
+            index = read_index(v)
         on_storage = {n for n in v.storage.list(fmt.DATA)}
         damaged: Dict[bytes, str] = {}
         intact: Dict[bytes, Tuple[bytes, fmt.BlobEntry, bytes]] = {}
