@@ -194,3 +194,31 @@ def test_a_damaged_index_file_is_rebuilt_first_and_a_copied_directory_serves_as_
     res = _check(s, "after")
     assert res["ok"], res["problems"]
     _restores(s, "after")
+
+
+def test_an_ec_vault_gets_back_a_pack_lost_beyond_what_its_code_rebuilds(tmp_path):
+    """ec:2+1 with two of a pack's three shards gone: the pack is lost to the vault, and the replica gives its
+    blobs back into new packs."""
+    root = str(tmp_path)
+    locs = [os.path.join(root, f"d{i}") for i in range(3)]
+    vault = "ec:2+1:" + ",".join(locs)
+    src = os.path.join(root, "src")
+    tree = {f"f{i}": random.Random(i).randbytes(150_000) for i in range(4)}
+    _write(src, tree)
+    cli = _cli(root)
+    api_vault(vault)
+    point = json.loads(ok(cli("backup", src, "--vault", vault, "--json")).stdout)["id"]
+    replica = os.path.join(root, "r")
+    with api.open_vault(vault, PASSPHRASE, cache_dir=os.path.join(root, "c")) as v:
+        api.init_vault(replica, PASSPHRASE, kdf=FAST_KDF, keys_from=v, cache_dir=os.path.join(root, "rc")).close()
+        with api.open_vault(replica, PASSPHRASE, cache_dir=os.path.join(root, "rc")) as r:
+            api.copy(v, r)
+    shard = max(object_files(locs[0], "data"), key=os.path.getsize)
+    for loc in locs[:2]:
+        os.remove(os.path.join(loc, os.path.relpath(shard, locs[0])))
+    doc = json.loads(ok(cli("repair", "--from", replica, "--vault", vault, "--json")).stdout)["from"]
+    assert [d["reason"] for d in doc["damaged_packs"]] == ["missing from storage"] and doc["restored_blobs"] > 0
+    s = Scene(root, vault, replica, point, point, {point: tree}, {point: src}, [])
+    res = _check(s, "after")
+    assert res["ok"], res["problems"]
+    _restores(s, "after")
