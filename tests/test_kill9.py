@@ -21,7 +21,7 @@ from test_cli import FAST_KDF, PASSPHRASE, Cli, api_vault, object_files, ok
 
 SEED = 1313
 #: Kill points per command (at least 20 in all).
-POINTS = {"backup": 8, "prune": 6, "copy": 6, "repair": 5}
+POINTS = {"backup": 8, "prune": 6, "copy": 6, "repair": 5, "repair-reencoded": 3}
 
 Tree = Dict[str, bytes]
 
@@ -99,9 +99,10 @@ def _copy_scene(root: str, rng: random.Random) -> Scene:
                  {first[0]: a}, src)
 
 
-def _repair_scene(root: str, rng: random.Random) -> Scene:
-    """A vault whose first point lost its tree pack and has a flipped byte in a data pack, a replica with the
-    same keys holding that point, and a second point the damage spared (the replica lacks it)."""
+def _repair_scene(root: str, rng: random.Random, shared: bool = True) -> Scene:
+    """A vault whose first point lost its tree pack and has a flipped byte in a data pack, a replica holding
+    that point (with the same keys, or `shared` False other keys), and a second point the damage spared (the
+    replica lacks it)."""
     src_a, src_b = os.path.join(root, "src"), os.path.join(root, "src-b")
     a, b = _tree(rng, 6, 120_000), _tree(rng, 3, 100_000)
     _write(src_a, a)
@@ -110,7 +111,8 @@ def _repair_scene(root: str, rng: random.Random) -> Scene:
     with _open(vault, os.path.join(root, "c")) as v:
         first = api.backup(v, [src_a])
         packs = sorted(object_files(vault, "data"), key=os.path.getsize)
-        api.init_vault(replica, PASSPHRASE, kdf=FAST_KDF, keys_from=v, cache_dir=os.path.join(root, "c2")).close()
+        api.init_vault(replica, PASSPHRASE, kdf=FAST_KDF, keys_from=v if shared else None,
+                       cache_dir=os.path.join(root, "c2")).close()
         with _open(replica, os.path.join(root, "c2")) as r:
             api.copy(v, r)
         second = api.backup(v, [src_b])
@@ -126,7 +128,8 @@ def _repair_scene(root: str, rng: random.Random) -> Scene:
                  {second.id: b}, {first.id: src_a, second.id: src_b}, {first.id: a})
 
 
-SCENES = {"backup": _backup_scene, "prune": _prune_scene, "copy": _copy_scene, "repair": _repair_scene}
+SCENES = {"backup": _backup_scene, "prune": _prune_scene, "copy": _copy_scene, "repair": _repair_scene,
+          "repair-reencoded": lambda root, rng: _repair_scene(root, rng, shared=False)}
 
 
 def _cli(home) -> Cli:
