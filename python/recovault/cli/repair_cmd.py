@@ -24,6 +24,8 @@ from .source import check_config, from_passphrase_option, open_named, source_pas
 def repair(ctx: click.Context, from_: Optional[str], from_passphrase_file: Optional[str]) -> None:
     """Restore what is damaged or missing (--from REPLICA), or rebuild the index (repair index)."""
     if ctx.invoked_subcommand is not None:
+        if from_:
+            raise UsageError(f"--from is an option of 'repair' itself, not of 'repair {ctx.invoked_subcommand}'")
         return
     if from_:
         _repair_from(ctx.ensure_object(Ctx), from_, from_passphrase_file)

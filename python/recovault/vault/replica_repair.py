@@ -81,7 +81,7 @@ class _Scan(NamedTuple):
     """Step 1: the index as stored, the damaged packs, and per blob of theirs whether it is intact."""
     index: Any  # jobs.prune.IndexView
     damaged: Dict[bytes, str]  # pack -> reason
-    intact: Dict[bytes, Tuple[bytes, fmt.BlobEntry, bytes]]  # blob -> (pack, entry, sealed bytes) in damaged packs
+    intact: Dict[bytes, Tuple[bytes, fmt.BlobEntry]]  # blob -> (pack, entry): an intact copy in a damaged pack
     lost: Set[bytes]  # blobs of damaged packs with no intact copy anywhere
     sound: Set[bytes]  # blobs some sound pack holds
 
@@ -149,7 +149,7 @@ class _Repair:
             index = read_index(v)
         on_storage = {n for n in v.storage.list(fmt.DATA)}
         damaged: Dict[bytes, str] = {}
-        intact: Dict[bytes, Tuple[bytes, fmt.BlobEntry, bytes]] = {}
+        intact: Dict[bytes, Tuple[bytes, fmt.BlobEntry]] = {}
         lost: Set[bytes] = set()
         present = [pack_name(p) for p in sorted(index.packs) if pack_name(p) in on_storage]
         for p in index.packs:
@@ -170,7 +170,7 @@ class _Repair:
                 for e in index.packs[pack]:
                     sealed = data[e.offset:e.offset + e.length]
                     if self._opens(e, sealed, name):
-                        intact.setdefault(e.id, (pack, e, sealed))
+                        intact.setdefault(e.id, (pack, e))
         sound = {e.id for p, es in index.packs.items() if p not in damaged for e in es}
         for p in damaged:
             lost.update(e.id for e in index.packs[p] if e.id not in sound and e.id not in intact)
@@ -189,11 +189,20 @@ class _Repair:
 
     # ---- 2: intact blobs out of damaged packs -----------------------------------------------------------
     def _rescue(self, scan: _Scan) -> None:
-        for blob_id, (_pack, e, sealed) in sorted(scan.intact.items()):
-            if blob_id not in scan.sound and blob_id not in self.fetched:
-                self.vault.add_sealed(e.type, blob_id, sealed, e.raw_length)
-                self.fetched.add(blob_id)
-                self.report.rescued_blobs += 1
+        """Copy them byte for byte, reading each damaged pack once more (a pack at a time in memory)."""
+        by_pack: Dict[bytes, List[fmt.BlobEntry]] = {}
+        for blob_id, (pack, e) in scan.intact.items():
+            if blob_id not in scan.sound:
+                by_pack.setdefault(pack, []).append(e)
+        for pack, entries in sorted(by_pack.items()):
+            name = pack_name(pack)
+            data = self.vault.blobs.get(name)
+            for e in entries:
+                sealed = data[e.offset:e.offset + e.length]
+                if self._opens(e, sealed, name):  # as it was when the scan read it
+                    self.vault.add_sealed(e.type, e.id, sealed, e.raw_length)
+                    self.fetched.add(e.id)
+                    self.report.rescued_blobs += 1
         self.vault.flush()
 
     # ---- 3: lost blobs from the replica -------------------------------------------------------------
