@@ -10,8 +10,9 @@ docs/reliability.md:
 
     .venv/bin/python bench/reliability.py [--points 20] [--rounds 30] [--rate 0.06] [--seed S]
 
---points is per command (20: 80 kill points); --seed fixes the kill points and the fault seeds (default: a
-random one, printed, so a failure can be replayed). Any failed check raises: the run stops there.
+--points is per scene (20: 100 kill points over five scenes); --seed fixes the kill points and the fault
+seeds (default: a random one, printed, so a failure can be replayed). Any failed check raises: the run
+stops there.
 """
 from __future__ import annotations
 
