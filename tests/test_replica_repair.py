@@ -207,7 +207,7 @@ def test_an_ec_vault_gets_back_a_pack_lost_beyond_what_its_code_rebuilds(tmp_pat
     tree = {f"f{i}": random.Random(i).randbytes(150_000) for i in range(4)}
     _write(src, tree)
     cli = _cli(root)
-    api_vault(vault)
+    api.init_vault(vault, PASSPHRASE, kdf=FAST_KDF, cache_dir=os.path.join(root, "c")).close()
     point = json.loads(ok(cli("backup", src, "--vault", vault, "--json")).stdout)["id"]
     replica = os.path.join(root, "r")
     with api.open_vault(vault, PASSPHRASE, cache_dir=os.path.join(root, "c")) as v:
