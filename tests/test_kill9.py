@@ -1,13 +1,15 @@
-"""kill -9 at seeded points spread over backup, prune and copy (RECOVAULT_FAULTS=kill=N: SIGKILL just before
-the process's Nth storage call). After each kill: `check --read-data` finds no problem, every recovery point
-made before the kill restores byte for byte, and the next run of the same command succeeds. The long form
-(more points, at random) is bench/reliability.py."""
+"""kill -9 at seeded points spread over backup, prune, copy and repair --from (RECOVAULT_FAULTS=kill=N: SIGKILL
+just before the process's Nth storage call). After each kill: `check --read-data` finds no problem, every
+recovery point made before the kill restores byte for byte, and the next run of the same command succeeds. A
+repair starts from a damaged vault: after its kill the points the damage spared restore, and after the next
+run the check is clean and every point restores. The long form (more points, at random) is
+bench/reliability.py."""
 from __future__ import annotations
 
 import os
 import random
 import shutil
-from typing import Callable, Dict, List, NamedTuple
+from typing import Callable, Dict, List, NamedTuple, Union
 
 import pytest
 
@@ -15,11 +17,11 @@ from recovault import api
 from recovault.storage import faults
 from recovault.vault.check import Checker
 from recovault.vault.journal import VaultPolicy
-from test_cli import PASSPHRASE, Cli, api_vault, ok
+from test_cli import FAST_KDF, PASSPHRASE, Cli, api_vault, object_files, ok
 
 SEED = 1313
 #: Kill points per command (at least 20 in all).
-POINTS = {"backup": 8, "prune": 6, "copy": 6}
+POINTS = {"backup": 8, "prune": 6, "copy": 6, "repair": 5, "repair-reencoded": 3}
 
 Tree = Dict[str, bytes]
 
@@ -32,7 +34,8 @@ class Scene(NamedTuple):
     args: Callable[[str], List[str]]  # the command line, given the copy's root
     check: str  # the vault (relative to the root) to check and restore from
     points: Dict[str, Tree]
-    src: str
+    src: Union[str, Dict[str, str]]  # the backed-up directory (or one per point)
+    healed: Dict[str, Tree] = {}  # points damaged before the command, whole after its next run (repair)
 
 
 def _write(src: str, tree: Tree) -> None:
@@ -96,7 +99,37 @@ def _copy_scene(root: str, rng: random.Random) -> Scene:
                  {first[0]: a}, src)
 
 
-SCENES = {"backup": _backup_scene, "prune": _prune_scene, "copy": _copy_scene}
+def _repair_scene(root: str, rng: random.Random, shared: bool = True) -> Scene:
+    """A vault whose first point lost its tree pack and has a flipped byte in a data pack, a replica holding
+    that point (with the same keys, or `shared` False other keys), and a second point the damage spared (the
+    replica lacks it)."""
+    src_a, src_b = os.path.join(root, "src"), os.path.join(root, "src-b")
+    a, b = _tree(rng, 6, 120_000), _tree(rng, 3, 100_000)
+    _write(src_a, a)
+    _write(src_b, b)
+    vault, replica = api_vault(os.path.join(root, "v")), os.path.join(root, "r")
+    with _open(vault, os.path.join(root, "c")) as v:
+        first = api.backup(v, [src_a])
+        packs = sorted(object_files(vault, "data"), key=os.path.getsize)
+        api.init_vault(replica, PASSPHRASE, kdf=FAST_KDF, keys_from=v if shared else None,
+                       cache_dir=os.path.join(root, "c2")).close()
+        with _open(replica, os.path.join(root, "c2")) as r:
+            api.copy(v, r)
+        second = api.backup(v, [src_b])
+    os.remove(packs[0])  # the first point's trees
+    with open(packs[-1], "r+b") as f:
+        f.seek(os.path.getsize(packs[-1]) // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with _open(vault, os.path.join(root, "c3")) as v:
+        assert len(Checker(v).run(read_data=True)["problems"]) >= 2  # both packs' damage is seen
+    return Scene(root, lambda r: ["repair", "--from", os.path.join(r, "r"), "--vault", os.path.join(r, "v")], "v",
+                 {second.id: b}, {first.id: src_a, second.id: src_b}, {first.id: a})
+
+
+SCENES = {"backup": _backup_scene, "prune": _prune_scene, "copy": _copy_scene, "repair": _repair_scene,
+          "repair-reencoded": lambda root, rng: _repair_scene(root, rng, shared=False)}
 
 
 def _cli(home) -> Cli:
@@ -120,15 +153,18 @@ def kill_points(rng: random.Random, calls: int, n: int) -> List[int]:
     return [rng.randint(lo, max(lo, hi - 1)) for lo, hi in zip(edges, edges[1:])]
 
 
-def _verify(scene: Scene, work: str, tag: str) -> None:
+def _verify(scene: Scene, work: str, tag: str, after: bool = True) -> None:
+    """check --read-data is clean and the scene's points restore byte for byte; `after` False (just after the
+    kill) for a scene that starts damaged: only the points the damage spared are asked for."""
     cache = os.path.join(work, f"vc-{tag}")
     with _open(os.path.join(work, scene.check), cache) as v:
         res = Checker(v).run(read_data=True)
-        assert res["ok"], (tag, res["problems"])
-        for pid, tree in scene.points.items():
+        assert res["ok"] or not (after or not scene.healed), (tag, res["problems"])
+        for pid, tree in dict(scene.points, **(scene.healed if after else {})).items():
             target = os.path.join(work, f"r-{tag}-{pid[:8]}")
             api.restore(v, pid, target)
-            inner = os.path.join(target, scene.src.lstrip("/"))
+            src = scene.src if isinstance(scene.src, str) else scene.src[pid]
+            inner = os.path.join(target, src.lstrip("/"))
             got = {}
             for name in os.listdir(inner):
                 with open(os.path.join(inner, name), "rb") as f:
@@ -155,7 +191,7 @@ def kill_and_recover(scene: Scene, tmp: str, n: int) -> int:
     run = _cli(os.path.join(tmp, f"home{n}"))  # a cold agent cache, as in the run that counted the calls
     res = run(*scene.args(work), env={faults.ENV: f"kill={n}"})
     assert res.returncode in (-9, 0), (n, res.returncode, res.stderr)
-    _verify(scene, work, f"k{n}")
+    _verify(scene, work, f"k{n}", after=res.returncode == 0)
     ok(run(*scene.args(work)))  # the next run succeeds, with the agent cache the killed one left
     _verify(scene, work, f"n{n}")
     return res.returncode

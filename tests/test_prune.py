@@ -374,3 +374,21 @@ def test_prune_keeps_what_a_soft_deleted_point_needs(tmp_path):
     res = run_prune(v, PruneOptions(margin=0))
     assert res.new_plan is not None and res.decision.bytes_freed >= 400_000
     check_ok(v)
+
+
+def test_a_damaged_unindexed_copy_of_an_indexed_blob_is_not_copied_back(tmp_path):
+    """An unindexed pack holding a damaged copy of blobs a kept indexed pack holds (what `repair --from` leaves
+    when it takes a damaged pack out of the index) is deleted without copying them: prune once copied every
+    live blob of a condemned pack, the damaged copy included, and check then found it in a new pack."""
+    v = new_vault(tmp_path)
+    src = tmp_path / "src"
+    content = files(src, {"x": os.urandom(100_000)})
+    point = api.backup(v, [str(src)])
+    name = max(v.storage.list(fmt.DATA), key=lambda n: v.storage.stat(n).size)
+    data = bytearray(v.storage.get(name))
+    data[100] ^= 0xFF  # inside the first blob's ciphertext: its header still reads
+    v.storage.put(fmt.object_name(fmt.DATA, core.blake3(bytes(data)).hex()), bytes(data))
+    res = run_prune(v, PruneOptions(margin=0))
+    assert len(res.decision.unindexed) == 1 and res.decision.copy == []
+    check_ok(v)
+    assert restored(v, point, tmp_path / "r") == content

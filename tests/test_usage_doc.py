@@ -51,7 +51,7 @@ def test_every_example_is_a_real_command_with_real_options():
         assert name in COMMANDS, args
         command = cli.get_command(ctx, name)
         rest = args[1:]
-        if isinstance(command, click.Group):
+        if isinstance(command, click.Group) and not (command.invoke_without_command and rest[0].startswith("-")):
             sub = command.get_command(ctx, rest[0])
             assert sub is not None, args
             command, rest = sub, rest[1:]

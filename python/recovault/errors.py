@@ -39,7 +39,14 @@ class StorageError(RecovaultError):
     exit_code = 13
 
 
-class TargetFull(StorageError):
+class NoSpace(StorageError):
+    """A disk is full: the vault's storage or the restore target ran out of space or quota (ENOSPC, EDQUOT).
+    The job stops with one message; what it stored is valid, and run again once there is space it finishes."""
+
+    exit_code = 22
+
+
+class TargetFull(NoSpace):
     """The restore target ran out of space or quota (ENOSPC, EDQUOT): the restore stops with one message."""
 
 

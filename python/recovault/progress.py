@@ -135,7 +135,7 @@ class ProgressReporter:
             return
         if not (self.enabled or self.lines_every):
             return
-        if kind == "prune":  # a step of a job that counts nothing (prune's phases)
+        if kind in ("prune", "step"):  # a step of a job that counts nothing (prune's phases, repair's)
             self._step(str(info.get("step", "")))
             return
         t = self.tally

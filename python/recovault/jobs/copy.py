@@ -135,13 +135,16 @@ class _Copier:
         self.sealed = result.mode == "sealed"
         self.walked = core.IdSet()  # sealed: trees whose blobs this run has copied
         self.new_ids: Dict[bytes, bytes] = {}  # re-encoded: source blob id -> target blob id
-        # the target's points by origin (what it has), and the source's origins by id (to map parents)
-        self.in_target = {origin(p): p for p in dst.retained_snapshots()}
-        self.src_origin = {p.id: origin(p) for p in src.points.list(on_corrupt=lambda m: None)}
+        self.in_target: Dict[str, RecoveryPoint] = {}
+        self.src_origin: Dict[str, str] = {}
 
     def run(self, todo: List[RecoveryPoint]) -> None:
         """Copy the points of `todo` the target lacks. Progress: "plan" (files: the points to copy), "more"
         (bytes about to be read), "bytes" (read), "file" (a point stored: path = its source id)."""
+        # the target's points by origin (what it has), and the source's origins by id (to map parents); not
+        # read for the blob-level uses of a copier (repair --from: vault/replica_repair.py)
+        self.in_target = {origin(p): p for p in self.dst.retained_snapshots()}
+        self.src_origin = {p.id: origin(p) for p in self.src.points.list(on_corrupt=lambda m: None)}
         present = [self.in_target[origin(p)] for p in todo if origin(p) in self.in_target]
         if present:  # a copy killed between storing a point and logging it: log it now
             self.dst.journal.adopt(present)

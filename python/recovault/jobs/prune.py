@@ -278,19 +278,26 @@ def _decide(uses: List[PackUse], unindexed: List[PackUse], limit: MaxUnused, rep
             repack += small
     d.repack = [u.id for u in repack]
     d.unindexed = [u.id for u in unindexed]
-    _blobs(d, chosen + repack + unindexed, uses + unindexed, live)
+    condemned = chosen + repack + unindexed
+    gone = {u.id for u in condemned}
+    kept = core.IdSet()
+    kept.update(b"".join(e.id for u in uses if u.id not in gone for e in u.entries))
+    _blobs(d, condemned, uses + unindexed, live, kept)
     return d
 
 
-def _blobs(d: Decision, condemned: List[PackUse], every: List[PackUse], live: "core.IdSet") -> None:
-    """The live blobs to copy out of the condemned packs (each once), and the garbage: every blob of every
-    pack that no retained point references (the plan's promise to writers: none of these is "known" to a
-    writer that has seen it). All of them, not only those in condemned packs, so the argument of §10 needs
-    no reasoning about which kept blob names which condemned one (a tree names its subtrees and chunks)."""
+def _blobs(d: Decision, condemned: List[PackUse], every: List[PackUse], live: "core.IdSet",
+           kept: "core.IdSet") -> None:
+    """The live blobs to copy out of the condemned packs (each once, and none a kept indexed pack holds:
+    an unindexed pack's copy of it may be the damaged one that `repair --from` took out of the index), and
+    the garbage: every blob of every pack that no retained point references (the plan's promise to writers:
+    none of these is "known" to a writer that has seen it). All of them, not only those in condemned packs,
+    so the argument of §10 needs no reasoning about which kept blob names which condemned one (a tree names
+    its subtrees and chunks)."""
     copied, garbage = core.IdSet(), core.IdSet()
     for u in condemned:
         for e in u.entries:
-            if e.id in live and copied.add(e.id):
+            if e.id in live and e.id not in kept and copied.add(e.id):
                 d.copy.append((u.id, e))
                 d.bytes_copied += e.length
         d.bytes_freed += u.size

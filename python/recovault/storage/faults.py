@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, FrozenSet, Optional, Set, Tuple, Union
 
-from ..errors import StorageError, StoreUnavailable, UsageError
+from ..errors import NoSpace, StorageError, StoreUnavailable, UsageError
 from .base import ObjectInfo, Storage, stream_pieces
 from .wrappers import StorageWrapper
 
@@ -138,7 +138,7 @@ class _Decider:
 def _error(kind: str, op: str, name: str, url: str) -> StorageError:
     what = f"{op} {name} on {url}" if name else f"{op} on {url}"
     if kind == "enospc":
-        return StorageError(f"no space left on device while writing {name} to {url} (injected fault)")
+        return NoSpace(f"no space left on device while writing {name} to {url} (injected fault)")
     if kind == "timeout":
         return StoreUnavailable(f"timed out: {what} (injected fault)")
     if kind == "torn":

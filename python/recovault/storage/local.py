@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import BinaryIO, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
-from ..errors import ObjectMissing, StorageError, VaultNotFound
+from ..errors import NoSpace, ObjectMissing, StorageError, VaultNotFound
 from .base import (
     MAX_NAME_LENGTH,
     RESERVED_PREFIX,
@@ -99,8 +99,8 @@ class LocalStorage(Storage):
         if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
             what = "no space left on device" if code == errno.ENOSPC else "disk quota exceeded"
             if name:
-                return StorageError(f"{what} while writing {name} to {self.root}")
-            return StorageError(f"{what}: cannot {action} {path}")
+                return NoSpace(f"{what} while writing {name} to {self.root}")
+            return NoSpace(f"{what}: cannot {action} {path}")
         if code in (errno.EACCES, errno.EPERM):
             where = exc.filename if exc.filename is not None else path
             if os.path.basename(os.fspath(where)).startswith(RESERVED_PREFIX):  # our temp file
