@@ -35,7 +35,8 @@ def check(c: Ctx, read_data: bool, read_data_subset: Optional[str]) -> None:
                f"({g.get('unreferenced_bytes', 0) / 1e6:.1f} MB, {g.get('unreferenced_packs', 0)} whole pack(s)), "
                f"{g['unindexed_packs']} pack(s) no index lists, {g['condemned_packs']} pack(s) condemned by "
                f"{g.get('pending_plans', 0)} pending plan(s)"] if any(g.values()) else []
-    text = "\n".join([f"warning: {w}" for w in res["warnings"]] + affected + garbage +
+    shards = checker.shard_scan.lines() if checker.shard_scan is not None else []  # ec: a line per location
+    text = "\n".join([f"warning: {w}" for w in res["warnings"]] + affected + garbage + shards +
                      [f"checked {st['snapshots']} recovery points, {st['trees']} trees, {st['packs']} packs"
                       + (f", read {st['packs_read']} packs / {st['blobs_read']} blobs" if st["packs_read"] else "")
                       + (": no problems" if res["ok"] else f": {len(res['problems'])} PROBLEM(S)")])

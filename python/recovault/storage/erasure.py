@@ -8,8 +8,10 @@ only the blocks it needs, from the data shards that hold them; a missing, rotten
 is treated as missing and rebuilt from any K. Each location holds a descriptor object (``ecset.json``) naming
 the set, K, M and the location's index, written at ``init`` and checked at every open.
 
-A put writes every shard (each location's own atomic put); a location that fails fails the put (degraded
-writes, and ``repair``, come later). An object exists, for ``list``, when at least K of its shards do.
+A put writes every shard (each location's own atomic put); a location that fails fails the put: a set with a
+location down is read-only until it is back or replaced (``repair --replace``; no degraded writes, §13). An
+object exists, for ``list``, when at least K of its shards do. ``ec_scan`` reports every shard, ``ec_repair``
+rebuilds them.
 """
 from __future__ import annotations
 
@@ -228,8 +230,10 @@ class ErasureStorage(Storage):
         down = [f"{self._where(i)} not reachable ({loc.problem})" for i, loc in enumerate(self.locations)
                 if loc.storage is None]
         if down:
+            first = next(loc.label for loc in self.locations if loc.storage is None)
             raise StorageError(f"cannot write {name} to the ec:{self.k}+{self.m} set: {'; '.join(down)} (writes "
-                               "need every location)")
+                               "need every location: the vault is read-only until the location is back, or replaced "
+                               f"with 'recovault repair --replace {first}=NEW')")
         return [loc.storage for loc in self.locations]  # type: ignore[misc]
 
     def _write(self, i: int, call: str, name: str, shard: bytes):
@@ -510,9 +514,13 @@ class Descriptor(NamedTuple):
 
 
 def _open_one(label: str, create: bool) -> Location:
-    from . import _open_backend
+    from . import _open_backend, faults
+    plan = faults.from_environment()
     try:
-        return Location(label, _open_backend(label, create), "")
+        storage = _open_backend(label, create)
+        if plan is not None and plan.kill is not None:  # kill -9 points count each location's calls too (repair
+            storage = faults.FaultStorage(storage, faults.FaultPlan(kill=plan.kill))  # makes them directly)
+        return Location(label, storage, "")
     except UsageError:
         raise
     except (VaultNotFound, StorageError) as exc:
