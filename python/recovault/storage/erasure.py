@@ -518,8 +518,8 @@ def _open_one(label: str, create: bool) -> Location:
     plan = faults.from_environment()
     try:
         storage = _open_backend(label, create)
-        if plan is not None and plan.kill is not None:  # kill -9 points count each location's calls too (repair
-            storage = faults.FaultStorage(storage, faults.FaultPlan(kill=plan.kill))  # makes them directly)
+        if plan is not None:  # kill -9 points (and tallies) count each location's calls too: repair makes them
+            storage = faults.FaultStorage(storage, faults.FaultPlan(kill=plan.kill))  # directly (no other fault)
         return Location(label, storage, "")
     except UsageError:
         raise
