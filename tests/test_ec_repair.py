@@ -335,3 +335,20 @@ def test_writes_with_a_location_down_name_it_and_say_replace(template: Built, tm
     shutil.rmtree(root / "d3")
     fails(cli("backup", "--vault", location(root, DIRS), str(root / "src")), 13, "location 4 (",
           f"repair --replace {root / 'd3'}=NEW")
+
+
+def test_a_wiped_disk_is_replaced_by_itself(template: Built, tmp_path: Path) -> None:
+    """A location whose disk came back empty (no descriptor: the set leaves it out) is rebuilt in place with
+    --replace D=D; the URL stays the same."""
+    root = copy_of(template, tmp_path)
+    cli = cli_for(tmp_path)
+    loc = location(root, DIRS)
+    shutil.rmtree(root / "d2")
+    (root / "d2").mkdir()
+    fails(cli("repair", "--vault", loc), 15, "location 3", f"--replace {root / 'd2'}=NEW")
+    res = ok(cli("repair", "--vault", loc, "--replace", f"{root / 'd2'}={root / 'd2'}"))
+    assert "URL is now" not in res.stdout
+    chk = json_out(cli("check", "--vault", loc, "--json", "--read-data"))
+    assert chk["shards"]["clean"] is True and chk["warnings"] == []
+    rebuilt = {name: p.read_bytes() for _, name, p in shard_files(root, ["d2"])}
+    assert rebuilt == {name: p.read_bytes() for _, name, p in shard_files(template.root, ["d2"])}  # the very bytes

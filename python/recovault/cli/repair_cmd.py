@@ -3,12 +3,15 @@
 location to a new disk (storage/ec_repair.py); `repair index` rebuilds the index from the packs."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import TYPE_CHECKING, List, Tuple
 
 import click
 
 from ..errors import CorruptData, UsageError
 from .context import Ctx, common_options, examples, pass_ctx
+
+if TYPE_CHECKING:
+    from ..storage.ec_repair import EcRepair
 
 
 @click.group(invoke_without_command=True, epilog=examples(
@@ -57,13 +60,13 @@ def _repair_set(c: Ctx, replace: Tuple[str, ...], dry_run: bool, margin: str) ->
     finally:
         storage.close()
     rep.vault = url
-    c.out(rep.to_json(), "\n".join(_text(rep)))
+    c.out(rep.to_json(), "\n".join(_text(rep, url != location)))
     if rep.unrepairable:
         more = f" (and {len(rep.unrepairable) - 1} more)" if len(rep.unrepairable) > 1 else ""
         raise CorruptData(f"repair could not rebuild everything: {rep.unrepairable[0]}{more}")
 
 
-def _text(rep) -> list:  # type: ignore[no-untyped-def]
+def _text(rep: "EcRepair", moved: bool) -> List[str]:
     would = "would rebuild" if rep.dry_run else "rebuilt"
     lines = rep.scan.lines()
     lines.append(f"{would} {rep.shards_rebuilt} shard(s) of {rep.objects_rebuilt} object(s)")
@@ -74,7 +77,7 @@ def _text(rep) -> list:  # type: ignore[no-untyped-def]
         lines.append(f"kept {len(rep.kept)} incomplete object(s) (younger than --margin, or a location down or "
                      f"being replaced; a later repair removes them), first: {rep.kept[0]}")
     lines += [f"cannot repair: {msg}" for msg in rep.unrepairable]
-    if rep.replaced:
+    if moved:
         lines.append(f"the vault's URL is now {rep.vault}\nrecovault cannot change the URL your scripts, job files "
                      "and RECOVAULT_VAULT give: use this one from now on")
     return lines
