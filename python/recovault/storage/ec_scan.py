@@ -11,13 +11,13 @@ rest of an object lost beyond repair) or *unreadable* (K or more shards, too man
 """
 from __future__ import annotations
 
-import struct
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from ..errors import StorageError
 from .base import ObjectInfo
-from .erasure import DESCRIPTOR, HEADER_SIZE, ErasureStorage, ShardHeader, parse_header, verify_blocks
+from .erasure import (DESCRIPTOR, HEADER_SIZE, ErasureStorage, ShardHeader, parse_header, verify_blocks,
+                      versions_of)
 
 __all__ = ["LocationReport", "ObjectShards", "ShardScan", "scan_set"]
 
@@ -181,7 +181,8 @@ def _scan_object(ec: ErasureStorage, name: str, infos: Dict[int, ObjectInfo], re
             valid[i] = h
         else:
             obj.corrupt.append(i)
-    current = _current(valid, ec.k)
+    best = versions_of(list(valid.values()))
+    current = best[0][0] if best and len(best[0]) + len(obj.corrupt) >= ec.k else None  # as ErasureStorage reads
     if current is None:
         return obj
     obj.header = current.for_index(name, 0)
@@ -193,15 +194,6 @@ def _scan_object(ec: ErasureStorage, name: str, infos: Dict[int, ObjectInfo], re
     obj.missing = [i for i in range(ec.n) if i not in infos and reports[i].reachable]
     obj.corrupt.sort()
     return obj
-
-
-def _current(valid: Dict[int, ShardHeader], k: int) -> Optional[ShardHeader]:
-    """The version most valid headers carry, if at least ``k`` do."""
-    groups: Dict[bytes, List[ShardHeader]] = {}
-    for h in valid.values():
-        groups.setdefault(h.digest + struct.pack("<Q", h.length), []).append(h)
-    best = max(groups.values(), key=len, default=[])
-    return best[0] if len(best) >= k else None
 
 
 def _intact(h: ShardHeader, info: ObjectInfo, raw: Optional[bytes], read_data: bool) -> bool:

@@ -106,6 +106,15 @@ def parse_header(name: str, raw: bytes) -> Optional[ShardHeader]:
     return ShardHeader(k, m, index, length, s, digest, bytes(raw[_FIELDS.size:HEADER_SIZE]))
 
 
+def versions_of(heads: Sequence[Optional[ShardHeader]]) -> List[List[ShardHeader]]:
+    """The valid headers of one object grouped by version (digest and length), most shards first."""
+    groups: Dict[bytes, List[ShardHeader]] = {}
+    for h in heads:
+        if h is not None:
+            groups.setdefault(h.digest + struct.pack("<Q", h.length), []).append(h)
+    return sorted(groups.values(), key=len, reverse=True)
+
+
 def _block_tag(h: ShardHeader, j: int, block: Data) -> bytes:
     return core.blake3(block, core.blake3(h.tag + struct.pack("<Q", j)))
 
@@ -319,17 +328,16 @@ class ErasureStorage(Storage):
         return heads, why
 
     def _versions(self, name: str) -> Tuple[List[ShardHeader], Dict[int, str]]:
-        """The versions of ``name`` that at least K locations hold (one header each), most shards first."""
+        """The versions of ``name`` that at least K locations may hold (one header each), most shards first.
+        A shard whose header is rotten may be of any version (its blocks are checked against the header the
+        others carry: only the index differs), so it counts towards each."""
         heads, why = self._all_headers(name)
-        groups: Dict[bytes, List[ShardHeader]] = {}
-        for h in heads:
-            if h is not None:
-                groups.setdefault(h.digest + struct.pack("<Q", h.length), []).append(h)
-        ordered = sorted(groups.values(), key=len, reverse=True)
+        ordered = versions_of(heads)
+        rotten = sum(1 for w in why.values() if w == "corrupt")
         for g in ordered:
-            if len(g) < self.k:  # too few to read: an interrupted put, or rot that happens to parse
+            if len(g) + rotten < self.k:  # too few to read: an interrupted put, or rot that happens to parse
                 why.update({h.index: INCOMPLETE for h in g})
-        return [g[0].for_index(name, 0) for g in ordered if len(g) >= self.k], why
+        return [g[0].for_index(name, 0) for g in ordered if len(g) + rotten >= self.k], why
 
     def _failure(self, name: str, why: Dict[int, str]) -> StorageError:
         """ObjectMissing when the shards are missing (or too few of one version: an interrupted put), else
