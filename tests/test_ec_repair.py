@@ -252,6 +252,7 @@ def test_repair_on_a_plain_vault_says_what_it_can_do(tmp_path: Path) -> None:
     fails(cli("repair", "--vault", plain), 2, "not an erasure-coded vault", "repair --from REPLICA",
           "repair index")
     ok(cli("repair", "index", "--vault", plain))  # the subcommand is unchanged
+    fails(cli("repair", "--dry-run", "index", "--vault", plain), 2, "not to 'repair index'")
 
 
 def test_missing_corrupt_and_stale_shards_found_by_check_and_rebuilt(template: Built, tmp_path: Path) -> None:

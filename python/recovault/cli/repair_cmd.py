@@ -32,6 +32,9 @@ def repair(ctx: click.Context, replace: Tuple[str, ...], dry_run: bool, margin: 
     """Rebuild the shards of an erasure-coded vault (ec:K+M:...) that are missing, corrupt or stale, or move
     a location (--replace); 'repair index' rebuilds the index from the packs."""
     if ctx.invoked_subcommand is not None:
+        if replace or dry_run:
+            raise UsageError(f"--replace and --dry-run apply to 'recovault repair' itself, not to 'repair "
+                             f"{ctx.invoked_subcommand}'")
         return
     c = ctx.ensure_object(Ctx)
     c.wire_storage()
