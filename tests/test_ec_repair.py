@@ -279,6 +279,10 @@ def test_missing_corrupt_and_stale_shards_found_by_check_and_rebuilt(template: B
     damaged = {d["name"]: d for d in chk["shards"]["damaged"]}
     assert damaged[packs[0]]["missing"] == [4] and damaged[packs[1]]["corrupt"] == [2]
     assert damaged[other]["stale"] == [5]
+    verbose = ok(cli("check", "--vault", loc, "--read-data", "--verbose")).stderr
+    assert f"shards: {packs[0]}: missing at location(s) 4" in verbose
+    assert f"shards: {packs[1]}: corrupt at location(s) 2" in verbose and f"shards: {other}: stale at location(s) 5" \
+        in verbose
     dry = json_out(cli("repair", "--vault", loc, "--dry-run", "--json"))
     assert (dry["dry_run"], dry["objects_rebuilt"], dry["shards_rebuilt"]) == (True, 3, 3)
     assert not (root / "d3" / packs[0]).exists()  # nothing written

@@ -63,6 +63,8 @@ def _repair_set(c: Ctx, replace: Tuple[str, ...], dry_run: bool, margin: str) ->
     finally:
         storage.close()
     rep.vault = url
+    for obj in rep.scan.damaged + rep.scan.unreadable + rep.scan.incomplete:
+        c.info(f"shards: {obj.line()}")  # --verbose: each object that was not whole
     c.out(rep.to_json(), "\n".join(_text(rep, url != location)))
     if rep.unrepairable:
         more = f" (and {len(rep.unrepairable) - 1} more)" if len(rep.unrepairable) > 1 else ""

@@ -71,6 +71,15 @@ class ObjectShards:
     def to_rebuild(self) -> List[int]:
         return sorted(self.missing + self.corrupt + self.stale)
 
+    def line(self) -> str:
+        """One line of text for people: which shards of the object are not intact, by location (from 1)."""
+        parts = [f"{what} at location(s) {', '.join(str(i + 1) for i in where)}"
+                 for what, where in (("missing", self.missing), ("corrupt", self.corrupt), ("stale", self.stale))
+                 if where]
+        if self.header is None:
+            parts.append(f"shards at location(s) {', '.join(str(i + 1) for i in self.present)} only")
+        return f"{self.name}: {'; '.join(parts) or 'shards at a location not reachable'}"
+
     def to_json(self) -> Dict[str, Any]:
         return {"name": self.name, "missing": [i + 1 for i in self.missing],
                 "corrupt": [i + 1 for i in self.corrupt], "stale": [i + 1 for i in self.stale],
