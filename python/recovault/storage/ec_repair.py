@@ -191,9 +191,7 @@ def _rebuild(ec: ErasureStorage, obj: ObjectShards, targets: List[int], dry_run:
     """Read ``obj`` (its current version) from K shards, and put its shards at ``targets``."""
     h = obj.header
     assert h is not None
-    data, why = ec._get_version(obj.name, h, 0, None)  # noqa: SLF001 (the set's own reader, this version)
-    if data is None:
-        raise ec._failure(obj.name, why)  # noqa: SLF001
+    data = ec.read_version(obj.name, h)
     if dry_run:
         return
     payloads = ec.code.encode(data) if len(data) else [b""] * ec.n
@@ -206,7 +204,7 @@ def _rebuild(ec: ErasureStorage, obj: ObjectShards, targets: List[int], dry_run:
         if back != want or storage.stat(obj.name).size != want.file_size():
             raise StorageError(f"the shard of {obj.name} rebuilt at location {i + 1} ({ec.locations[i].label}) "
                                "does not read back as written")
-    ec._forget(obj.name)  # noqa: SLF001
+    ec.forget(obj.name)
 
 
 def _incomplete(ec: ErasureStorage, scan: ShardScan, result: EcRepair, margin: float) -> None:
@@ -223,5 +221,5 @@ def _incomplete(ec: ErasureStorage, scan: ShardScan, result: EcRepair, margin: f
                 storage = ec.locations[i].storage
                 assert storage is not None
                 storage.delete(obj.name)
-            ec._forget(obj.name)  # noqa: SLF001
+            ec.forget(obj.name)
         result.removed.append(obj.name)

@@ -173,15 +173,10 @@ def _listings(ec: ErasureStorage, reports: List[LocationReport]) -> Dict[str, Di
     return out
 
 
-def _read_shard(ec: ErasureStorage, i: int, name: str, read_data: bool) -> Optional[bytes]:
-    raw, _ = ec._read(i, name, 0, None if read_data else HEADER_SIZE)  # noqa: SLF001 (the set's own reader)
-    return raw
-
-
 def _scan_object(ec: ErasureStorage, name: str, infos: Dict[int, ObjectInfo], read_data: bool,
                  reports: List[LocationReport]) -> ObjectShards:
     present = sorted(infos)
-    raws = dict(zip(present, ec._map(lambda i: _read_shard(ec, i, name, read_data), present)))  # noqa: SLF001
+    raws = ec.read_shards(name, present, whole=read_data)
     obj = ObjectShards(name, None, present=present, mtime=max(info.mtime for info in infos.values()))
     valid: Dict[int, ShardHeader] = {}
     for i, raw in raws.items():

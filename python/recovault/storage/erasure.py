@@ -434,6 +434,27 @@ class ErasureStorage(Storage):
                 out[i].append(present[i] if present[i] is not None else fixed[i])  # type: ignore[arg-type]
         return {i: b"".join(parts) for i, parts in out.items()}, why
 
+    # -- for check and repair (ec_scan, ec_repair) ------------------------------------------------------
+
+    def read_shards(self, name: str, indexes: List[int], whole: bool) -> Dict[int, Optional[bytes]]:
+        """Each shard of ``name`` at ``indexes`` as stored (``whole``, else its first HEADER_SIZE bytes), at
+        once; None where it cannot be read."""
+        reads = self._map(lambda i: self._read(i, name, 0, None if whole else HEADER_SIZE)[0], indexes)
+        return dict(zip(indexes, reads))
+
+    def read_version(self, name: str, h: ShardHeader) -> bytes:
+        """The whole object of version ``h`` (from any K shards, checked against its digest); ObjectMissing or
+        CorruptData as ``get`` says them. Forgets the header remembered for ``name`` (repair rewrites it)."""
+        self._forget(name)
+        data, why = self._get_version(name, h, 0, None)
+        if data is None:
+            raise self._failure(name, why)
+        return data
+
+    def forget(self, name: str) -> None:
+        """Drop the header remembered for ``name`` (its shards were rewritten or deleted behind the set)."""
+        self._forget(name)
+
     # -- listings -------------------------------------------------------------------------------------
 
     def _header_of(self, name: str) -> ShardHeader:
