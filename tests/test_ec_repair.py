@@ -11,6 +11,7 @@ across the five locations left when one is deleted, drawn at random and kept onl
 loses more than the code can rebuild (a flip in a header counts against every column of its object)."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -239,8 +240,11 @@ def test_flips_beyond_what_the_code_corrects_give_a_clear_error_never_a_wrong_by
         assert "cannot be read from the ec:4+2 set" in str(exc), exc
     if where:
         assert restored > 0  # only a few packs hit: most files still restore
-    msg = fails(cli("repair", "--vault", loc), 15, "repair could not rebuild everything")
+    res = cli("repair", "--vault", loc, "--json")
+    msg = fails(res, 15, "repair could not rebuild everything")
     assert "cannot be read from the ec:4+2 set" in msg or "not reachable" in msg
+    doc = json.loads(res.stdout)  # one document: the report, naming each thing it could not rebuild
+    assert doc["unrepairable"] and msg.split("everything: ")[1].startswith(doc["unrepairable"][0][:60])
 
 
 # -- repair, piece by piece -------------------------------------------------------------------------------
