@@ -151,10 +151,15 @@ def json_out(res: subprocess.CompletedProcess) -> Any:
 
 def api_vault(path, settings: Optional[Settings] = None) -> str:
     """A vault made through the API with a fast KDF (the CLI then unlocks it in milliseconds)."""
-    api.init_vault(os.fspath(path), PASSPHRASE, settings=settings or Settings(
+    location = os.fspath(path)
+    beside = location  # the cache goes beside the vault (an ec: set's: beside its first location, not in the cwd)
+    if location.lower().startswith("ec:"):
+        from recovault.storage.erasure import parse_location
+        beside = parse_location(location).locations[0]
+    api.init_vault(location, PASSPHRASE, settings=settings or Settings(
         min_size=16 << 10, avg_size=64 << 10, max_size=256 << 10, pack_size=1 << 20), kdf=FAST_KDF,
-        cache_dir=os.path.join(os.fspath(path) + "-cache")).close()
-    return os.fspath(path)
+        cache_dir=beside + "-cache").close()
+    return location
 
 
 def object_files(vault, prefix: str) -> List[str]:

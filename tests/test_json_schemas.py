@@ -45,7 +45,7 @@ ELSEWHERE: Dict[str, str] = {"mount": "test_mount.py"}
 
 # The scenario: every invocation, in order (later ones use what earlier ones made). {name} fields are filled
 # from Scenario.fields: vault, src, image, target, out, replica, new_vault, keyfile, old, new, keyid,
-# schedule_job.
+# schedule_job, ec_vault (an erasure-coded vault).
 RUNS: Dict[str, List[List[str]]] = {
     "version": [["version"]],
     "init": [["init", "--vault", "{new_vault}"]],
@@ -58,14 +58,14 @@ RUNS: Dict[str, List[List[str]]] = {
                 ["restore", "{image_point}", "--to", "{out}", "--image", "{image}"]],
     "stats": [["stats"]],
     "status": [["status"]],
-    "check": [["check"], ["check", "--read-data"]],
+    "check": [["check"], ["check", "--read-data"], ["check", "--vault", "{ec_vault}"]],
     "policy": [["policy", "show"], ["policy", "set", "--keep-last", "5"]],
     "forget": [["forget", "--keep-last", "1", "--dry-run"], ["forget", "{old}"]],
     "snapshots": [["snapshots"], ["snapshots", "--deleted"]],  # after forget: one point is soft-deleted
     "undelete": [["undelete", "{old}"]],
     "prune": [["prune", "--dry-run"], ["prune", "--margin", "0"]],
     "copy": [["copy", "--from", "{vault}", "--to", "{replica}"]],
-    "repair": [["repair", "index"], ["repair", "--from", "{replica}"]],
+    "repair": [["repair", "index"], ["repair", "--from", "{replica}"], ["repair", "--vault", "{ec_vault}"]],
     "migrate": [["migrate"]],
     "key": [  # last: passwd changes the passphrase (the scenario follows)
             ["key", "list"], ["key", "add", "--new-passphrase-file", "{keyfile}", "--label", "second"],
@@ -118,6 +118,7 @@ class Scenario:
                            new_vault=str(tmp / "new-vault"), keyfile=str(tmp / "newpass"),
                            jobs_dir=str(tmp / "jobs"), schedule_job=str(tmp / "jobs" / "nightly.toml"))
         self.fields["jobfile"] = str(tmp / "nightly.toml")
+        self.fields["ec_vault"] = api_vault("ec:2+1:" + ",".join(str(tmp / "ec" / f"d{i}") for i in range(3)))
         (tmp / "nightly.toml").write_text(
             f'[vault]\nurl = "{self.fields["vault"]}"\npassphrase_env = "RECOVAULT_PASSPHRASE"\n'
             f'[backup]\npaths = ["{src}"]\ntags = ["nightly"]\n[retention]\nkeep_last = 3\nprune = true\n'

@@ -1,15 +1,15 @@
-"""kill -9 at seeded points spread over backup, prune, copy and repair --from (RECOVAULT_FAULTS=kill=N: SIGKILL
-just before the process's Nth storage call). After each kill: `check --read-data` finds no problem, every
-recovery point made before the kill restores byte for byte, and the next run of the same command succeeds. A
-repair starts from a damaged vault: after its kill the points the damage spared restore, and after the next
-run the check is clean and every point restores. The long form (more points, at random) is
-bench/reliability.py."""
+"""kill -9 at seeded points spread over backup, prune, copy, repair --from and repair of an erasure-coded
+vault (RECOVAULT_FAULTS=kill=N: SIGKILL just before the process's Nth storage call, each location of a set
+counted). After each kill: `check --read-data` finds no problem, every recovery point made before the kill
+restores byte for byte, and the next run of the same command succeeds. A repair --from starts from a
+damaged vault: after its kill the points the damage spared restore, and after the next run the check is
+clean and every point restores. The long form (more points, at random) is bench/reliability.py."""
 from __future__ import annotations
 
 import os
 import random
 import shutil
-from typing import Callable, Dict, List, NamedTuple, Union
+from typing import Callable, Dict, List, NamedTuple, Optional, Union
 
 import pytest
 
@@ -21,7 +21,7 @@ from test_cli import FAST_KDF, PASSPHRASE, Cli, api_vault, object_files, ok
 
 SEED = 1313
 #: Kill points per command (at least 20 in all).
-POINTS = {"backup": 8, "prune": 6, "copy": 6, "repair": 5, "repair-reencoded": 3}
+POINTS = {"backup": 8, "prune": 6, "copy": 6, "repair": 5, "repair-reencoded": 3, "repair-ec": 5}
 
 Tree = Dict[str, bytes]
 
@@ -32,10 +32,11 @@ class Scene(NamedTuple):
 
     root: str
     args: Callable[[str], List[str]]  # the command line, given the copy's root
-    check: str  # the vault (relative to the root) to check and restore from
+    check: str  # the vault (relative to the root; "{root}" in it: the root) to check and restore from
     points: Dict[str, Tree]
     src: Union[str, Dict[str, str]]  # the backed-up directory (or one per point)
     healed: Dict[str, Tree] = {}  # points damaged before the command, whole after its next run (repair)
+    after: Optional[Callable[[str], None]] = None  # more to verify once the next run succeeded (given the root)
 
 
 def _write(src: str, tree: Tree) -> None:
@@ -128,8 +129,44 @@ def _repair_scene(root: str, rng: random.Random, shared: bool = True) -> Scene:
                  {second.id: b}, {first.id: src_a, second.id: src_b}, {first.id: a})
 
 
+EC_DIRS = [f"d{i}" for i in range(6)]
+
+
+def _ec_url(root: str, dirs: List[str]) -> str:
+    return "ec:4+2:" + ",".join(os.path.join(root, d) for d in dirs)
+
+
+def _repair_ec_scene(root: str, rng: random.Random) -> Scene:
+    """An ec 4+2 vault that lost location 2 and has a corrupt shard of every pack at location 4: `repair
+    --replace` moves location 2 to a new directory and rebuilds every shard there and the corrupt ones."""
+    src = os.path.join(root, "src")
+    a = _tree(rng, 6, 120_000)
+    _write(src, a)
+    with _open(api_vault(_ec_url(root, EC_DIRS)), os.path.join(root, "c")) as v:
+        first = api.backup(v, [src])
+    shutil.rmtree(os.path.join(root, "d1"))
+    for dp, _dn, fns in os.walk(os.path.join(root, "d3", "data")):
+        for f in fns:
+            with open(os.path.join(dp, f), "r+b") as fh:
+                fh.seek(200)
+                byte = fh.read(1)
+                fh.seek(200)
+                fh.write(bytes([byte[0] ^ 0xFF]))
+    new = [d if d != "d1" else "n1" for d in EC_DIRS]
+
+    def args(r: str) -> List[str]:
+        return ["repair", "--vault", _ec_url(r, EC_DIRS), "--replace", f"{os.path.join(r, 'd1')}={os.path.join(r, 'n1')}"]
+
+    def whole(r: str) -> None:  # the next run brought the set back to full redundancy
+        with _open(_ec_url(r, new), os.path.join(r, "vc-whole")) as v:
+            res = Checker(v).run(read_data=True)
+        assert res["ok"] and res["shards"]["clean"], res["shards"]
+
+    return Scene(root, args, _ec_url("{root}", EC_DIRS), {first.id: a}, src, after=whole)
+
+
 SCENES = {"backup": _backup_scene, "prune": _prune_scene, "copy": _copy_scene, "repair": _repair_scene,
-          "repair-reencoded": lambda root, rng: _repair_scene(root, rng, shared=False)}
+          "repair-reencoded": lambda root, rng: _repair_scene(root, rng, shared=False), "repair-ec": _repair_ec_scene}
 
 
 def _cli(home) -> Cli:
@@ -157,7 +194,8 @@ def _verify(scene: Scene, work: str, tag: str, after: bool = True) -> None:
     """check --read-data is clean and the scene's points restore byte for byte; `after` False (just after the
     kill) for a scene that starts damaged: only the points the damage spared are asked for."""
     cache = os.path.join(work, f"vc-{tag}")
-    with _open(os.path.join(work, scene.check), cache) as v:
+    where = scene.check.format(root=work) if "{root}" in scene.check else os.path.join(work, scene.check)
+    with _open(where, cache) as v:
         res = Checker(v).run(read_data=True)
         assert res["ok"] or not (after or not scene.healed), (tag, res["problems"])
         for pid, tree in dict(scene.points, **(scene.healed if after else {})).items():
@@ -194,6 +232,8 @@ def kill_and_recover(scene: Scene, tmp: str, n: int) -> int:
     _verify(scene, work, f"k{n}", after=res.returncode == 0)
     ok(run(*scene.args(work)))  # the next run succeeds, with the agent cache the killed one left
     _verify(scene, work, f"n{n}")
+    if scene.after is not None:
+        scene.after(work)
     return res.returncode
 
 

@@ -24,6 +24,9 @@ def check(c: Ctx, read_data: bool, read_data_subset: Optional[str]) -> None:
     for m in checker.missing_packs():  # --verbose: every path that lost data, not only the first ones
         for path in m.every_file:
             c.info(f"lost data: {path} (pack {m.pack or 'unknown: in no index'})")
+    scan = checker.shard_scan
+    for obj in (scan.damaged + scan.unreadable + scan.incomplete) if scan is not None else []:
+        c.info(f"shards: {obj.line()}")  # --verbose: each object of an erasure-coded vault not whole
     st = res["stats"]
     affected = []
     if res["damaged_points"] or res["damaged_indexes"]:
@@ -35,7 +38,8 @@ def check(c: Ctx, read_data: bool, read_data_subset: Optional[str]) -> None:
                f"({g.get('unreferenced_bytes', 0) / 1e6:.1f} MB, {g.get('unreferenced_packs', 0)} whole pack(s)), "
                f"{g['unindexed_packs']} pack(s) no index lists, {g['condemned_packs']} pack(s) condemned by "
                f"{g.get('pending_plans', 0)} pending plan(s)"] if any(g.values()) else []
-    text = "\n".join([f"warning: {w}" for w in res["warnings"]] + affected + garbage +
+    shards = scan.lines() if scan is not None else []  # an erasure-coded vault: a line per location
+    text = "\n".join([f"warning: {w}" for w in res["warnings"]] + affected + garbage + shards +
                      [f"checked {st['snapshots']} recovery points, {st['trees']} trees, {st['packs']} packs"
                       + (f", read {st['packs_read']} packs / {st['blobs_read']} blobs" if st["packs_read"] else "")
                       + (": no problems" if res["ok"] else f": {len(res['problems'])} PROBLEM(S)")])

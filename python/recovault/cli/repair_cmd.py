@@ -1,9 +1,11 @@
-"""recovault repair: restore what is damaged or missing (--from REPLICA: from another vault holding the same
-recovery points); recovault repair index: rebuild what the vault holds twice (the index) from what it holds
-once (the packs)."""
+"""recovault repair: rebuild what is damaged or missing. On an erasure-coded vault (`ec:K+M:...`), `repair`
+rebuilds every missing, corrupt or stale shard from K intact ones, and `--replace OLD=NEW` moves a location to a
+new disk (storage/ec_repair.py); on any vault `--from REPLICA` restores damaged or missing objects from another
+vault holding the same recovery points (vault/replica_repair.py); `repair index` rebuilds the index from the
+packs."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 import click
 
@@ -11,33 +13,100 @@ from ..errors import CorruptData, UsageError
 from .context import Ctx, common_options, examples, pass_ctx
 from .source import check_config, from_passphrase_option, open_named, source_passphrase, storage_of
 
+if TYPE_CHECKING:
+    from ..storage.ec_repair import EcRepair
+
 
 @click.group(invoke_without_command=True, epilog=examples(
-    'recovault repair --from /mnt/offsite/vault', 'recovault repair index'))
+    'recovault repair --vault ec:4+2:/mnt/d1,/mnt/d2,/mnt/d3,/mnt/d4,/mnt/d5,/mnt/d6',
+    'recovault repair --dry-run --json',
+    'recovault repair --replace /mnt/d3=/mnt/d7',
+    'recovault repair --from /mnt/offsite/vault',
+    'recovault repair index'))
 @common_options
+@click.option("--replace", "replace", multiple=True, metavar="OLD=NEW",
+              help="Move location OLD of an erasure-coded vault to NEW (empty or new) and rebuild its shards "
+                   "there (repeatable); prints the vault's new URL.")
+@click.option("--dry-run", is_flag=True, help="Say what would be rebuilt and removed; write nothing.")
+@click.option("--margin", default="2h", show_default=True,
+              help="Remove an object fewer than K locations hold (an interrupted write) only once its newest "
+                   "shard is this old ('0': at once, when no backup or init is running).")
 @click.option("--from", "from_", default=None, metavar="REPLICA",
               help="Restore damaged or missing packs, blobs and recovery points from REPLICA, another vault "
                    "holding the same recovery points (a copy target or source); its passphrase: "
                    "--from-passphrase-file, RECOVAULT_FROM_PASSPHRASE or a prompt.")
 @from_passphrase_option
 @click.pass_context
-def repair(ctx: click.Context, from_: Optional[str], from_passphrase_file: Optional[str]) -> None:
-    """Restore what is damaged or missing (--from REPLICA), or rebuild the index (repair index)."""
+def repair(ctx: click.Context, replace: Tuple[str, ...], dry_run: bool, margin: str, from_: Optional[str],
+           from_passphrase_file: Optional[str]) -> None:
+    """Rebuild the shards of an erasure-coded vault (ec:K+M:...) that are missing, corrupt or stale, or move
+    a location (--replace); restore damaged or missing objects from a replica (--from REPLICA); 'repair index'
+    rebuilds the index from the packs."""
     if ctx.invoked_subcommand is not None:
-        if from_:
-            raise UsageError(f"--from is an option of 'repair' itself, not of 'repair {ctx.invoked_subcommand}'")
+        if replace or dry_run or from_:
+            raise UsageError(f"--replace, --dry-run and --from apply to 'recovault repair' itself, not to 'repair "
+                             f"{ctx.invoked_subcommand}'")
         return
+    c = ctx.ensure_object(Ctx)
+    c.wire_storage()  # a group's callback: common_options does this for commands only
     if from_:
-        _repair_from(ctx.ensure_object(Ctx), from_, from_passphrase_file)
+        if replace or dry_run:
+            raise UsageError("--from restores from a replica; give --replace and --dry-run without it")
+        _repair_from(c, from_, from_passphrase_file)
         return
-    raise UsageError("a plain vault holds nothing twice to rebuild from: give --from REPLICA (another vault "
-                     "holding the same recovery points), or run 'recovault repair index'")
+    _repair_set(c, replace, dry_run, margin)
+
+
+def _repair_set(c: Ctx, replace: Tuple[str, ...], dry_run: bool, margin: str) -> None:
+    from ..jobs.prune import parse_margin
+    from ..storage import find_scheme, open_storage
+    from ..storage.ec_repair import erasure_of, repair_set, replace_locations, replaced_url
+    location = c.need_location()
+    margin_s = parse_margin(margin)
+    scheme = find_scheme(location)
+    if scheme is None or scheme.name != "ec":
+        raise UsageError(f"{location} is not an erasure-coded vault: it holds each object once, so there is no "
+                         "shard to rebuild; use 'recovault repair --from REPLICA' to restore damaged objects from "
+                         "a copy of the vault, or 'recovault repair index' to rebuild its index")
+    url, replacements = replaced_url(location, replace) if replace else (location, [])
+    storage = open_storage(url)
+    try:
+        ec = erasure_of(storage)
+        assert ec is not None
+        replace_locations(ec, replacements, dry_run)
+        with c.progress("checking", "objects") as prog:
+            rep = repair_set(ec, dry_run=dry_run, margin=margin_s, replaced=replacements, progress=prog)
+    finally:
+        storage.close()
+    rep.vault = url
+    for obj in rep.scan.damaged + rep.scan.unreadable + rep.scan.incomplete:
+        c.info(f"shards: {obj.line()}")  # --verbose: each object that was not whole
+    c.out(rep.to_json(), "\n".join(_text(rep, url != location)))
+    if rep.unrepairable:
+        more = f" (and {len(rep.unrepairable) - 1} more)" if len(rep.unrepairable) > 1 else ""
+        raise CorruptData(f"repair could not rebuild everything: {rep.unrepairable[0]}{more}")
+
+
+def _text(rep: "EcRepair", moved: bool) -> List[str]:
+    would = "would rebuild" if rep.dry_run else "rebuilt"
+    lines = rep.scan.lines()
+    lines.append(f"{would} {rep.shards_rebuilt} shard(s) of {rep.objects_rebuilt} object(s)")
+    if rep.removed:
+        lines.append(f"{'would remove' if rep.dry_run else 'removed'} {len(rep.removed)} incomplete object(s) "
+                     f"(fewer than {rep.scan.k} shards of them anywhere: interrupted writes), first: {rep.removed[0]}")
+    if rep.kept:
+        lines.append(f"kept {len(rep.kept)} incomplete object(s) (younger than --margin, or a location down or "
+                     f"being replaced; a later repair removes them), first: {rep.kept[0]}")
+    lines += [f"cannot repair: {msg}" for msg in rep.unrepairable]
+    if moved:
+        lines.append(f"the vault's URL is now {rep.vault}\nrecovault cannot change the URL your scripts, job files "
+                     "and RECOVAULT_VAULT give: use this one from now on")
+    return lines
 
 
 def _repair_from(c: Ctx, location: str, passphrase_file: Optional[str]) -> None:
     """repair --from: vault/replica_repair.py does the work; this opens both vaults and reports."""
     from ..vault.replica_repair import repair_from
-    c.wire_storage()  # a group's callback: common_options does this for commands only
     storage = storage_of("replica", location)
     check_config("replica", storage)
     with c.open(write=True) as v:

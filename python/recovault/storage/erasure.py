@@ -8,8 +8,10 @@ only the blocks it needs, from the data shards that hold them; a missing, rotten
 is treated as missing and rebuilt from any K. Each location holds a descriptor object (``ecset.json``) naming
 the set, K, M and the location's index, written at ``init`` and checked at every open.
 
-A put writes every shard (each location's own atomic put); a location that fails fails the put (degraded
-writes, and ``repair``, come later). An object exists, for ``list``, when at least K of its shards do.
+A put writes every shard (each location's own atomic put); a location that fails fails the put: a set with a
+location down is read-only until it is back or replaced (``repair --replace``; no degraded writes, §13). An
+object exists, for ``list``, when at least K of its shards do. ``ec_scan`` reports every shard, ``ec_repair``
+rebuilds them.
 """
 from __future__ import annotations
 
@@ -102,6 +104,15 @@ def parse_header(name: str, raw: bytes) -> Optional[ShardHeader]:
     if core.blake3(fields, _name_key(name)) != raw[_FIELDS.size:HEADER_SIZE]:
         return None
     return ShardHeader(k, m, index, length, s, digest, bytes(raw[_FIELDS.size:HEADER_SIZE]))
+
+
+def versions_of(heads: Sequence[Optional[ShardHeader]]) -> List[List[ShardHeader]]:
+    """The valid headers of one object grouped by version (digest and length), most shards first."""
+    groups: Dict[bytes, List[ShardHeader]] = {}
+    for h in heads:
+        if h is not None:
+            groups.setdefault(h.digest + struct.pack("<Q", h.length), []).append(h)
+    return sorted(groups.values(), key=len, reverse=True)
 
 
 def _block_tag(h: ShardHeader, j: int, block: Data) -> bytes:
@@ -228,8 +239,10 @@ class ErasureStorage(Storage):
         down = [f"{self._where(i)} not reachable ({loc.problem})" for i, loc in enumerate(self.locations)
                 if loc.storage is None]
         if down:
+            first = next(loc.label for loc in self.locations if loc.storage is None)
             raise StorageError(f"cannot write {name} to the ec:{self.k}+{self.m} set: {'; '.join(down)} (writes "
-                               "need every location)")
+                               "need every location: the vault is read-only until the location is back, or replaced "
+                               f"with 'recovault repair --replace {first}=NEW')")
         return [loc.storage for loc in self.locations]  # type: ignore[misc]
 
     def _write(self, i: int, call: str, name: str, shard: bytes):
@@ -315,17 +328,16 @@ class ErasureStorage(Storage):
         return heads, why
 
     def _versions(self, name: str) -> Tuple[List[ShardHeader], Dict[int, str]]:
-        """The versions of ``name`` that at least K locations hold (one header each), most shards first."""
+        """The versions of ``name`` that at least K locations may hold (one header each), most shards first.
+        A shard whose header is rotten may be of any version (its blocks are checked against the header the
+        others carry: only the index differs), so it counts towards each."""
         heads, why = self._all_headers(name)
-        groups: Dict[bytes, List[ShardHeader]] = {}
-        for h in heads:
-            if h is not None:
-                groups.setdefault(h.digest + struct.pack("<Q", h.length), []).append(h)
-        ordered = sorted(groups.values(), key=len, reverse=True)
+        ordered = versions_of(heads)
+        rotten = sum(1 for w in why.values() if w == "corrupt")
         for g in ordered:
-            if len(g) < self.k:  # too few to read: an interrupted put, or rot that happens to parse
+            if len(g) + rotten < self.k:  # too few to read: an interrupted put, or rot that happens to parse
                 why.update({h.index: INCOMPLETE for h in g})
-        return [g[0].for_index(name, 0) for g in ordered if len(g) >= self.k], why
+        return [g[0].for_index(name, 0) for g in ordered if len(g) + rotten >= self.k], why
 
     def _failure(self, name: str, why: Dict[int, str]) -> StorageError:
         """ObjectMissing when the shards are missing (or too few of one version: an interrupted put), else
@@ -421,6 +433,27 @@ class ErasureStorage(Storage):
             for i in want:
                 out[i].append(present[i] if present[i] is not None else fixed[i])  # type: ignore[arg-type]
         return {i: b"".join(parts) for i, parts in out.items()}, why
+
+    # -- for check and repair (ec_scan, ec_repair) ------------------------------------------------------
+
+    def read_shards(self, name: str, indexes: List[int], whole: bool) -> Dict[int, Optional[bytes]]:
+        """Each shard of ``name`` at ``indexes`` as stored (``whole``, else its first HEADER_SIZE bytes), at
+        once; None where it cannot be read."""
+        reads = self._map(lambda i: self._read(i, name, 0, None if whole else HEADER_SIZE)[0], indexes)
+        return dict(zip(indexes, reads))
+
+    def read_version(self, name: str, h: ShardHeader) -> bytes:
+        """The whole object of version ``h`` (from any K shards, checked against its digest); ObjectMissing or
+        CorruptData as ``get`` says them. Forgets the header remembered for ``name`` (repair rewrites it)."""
+        self._forget(name)
+        data, why = self._get_version(name, h, 0, None)
+        if data is None:
+            raise self._failure(name, why)
+        return data
+
+    def forget(self, name: str) -> None:
+        """Drop the header remembered for ``name`` (its shards were rewritten or deleted behind the set)."""
+        self._forget(name)
 
     # -- listings -------------------------------------------------------------------------------------
 
@@ -520,9 +553,13 @@ def _descriptor_check(fields: Dict[str, object]) -> str:
 
 
 def _open_one(label: str, create: bool) -> Location:
-    from . import _open_backend
+    from . import _open_backend, faults
+    plan = faults.from_environment()
     try:
-        return Location(label, _open_backend(label, create), "")
+        storage = _open_backend(label, create)
+        if plan is not None:  # kill -9 points (and tallies) count each location's calls too: repair makes them
+            storage = faults.FaultStorage(storage, faults.FaultPlan(kill=plan.kill))  # directly (no other fault)
+        return Location(label, storage, "")
     except UsageError:
         raise
     except (VaultNotFound, StorageError) as exc:

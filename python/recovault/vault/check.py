@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple, Union
 
 from .. import core
 from ..errors import CorruptData, RecovaultError, UsageError, store_failed
@@ -21,6 +21,9 @@ from .keys import KeyStore
 from .reach import ZERO_ID
 from .records import Node
 from .repo import Vault
+
+if TYPE_CHECKING:
+    from ..storage.ec_scan import ShardScan
 
 FILES_NAMED = 20  # paths a missing pack's finding lists (its message names the first few; files_total counts all)
 _UNINDEXED = b""  # the key of the blobs no index lists (their pack is unknown: lost, then the index rebuilt)
@@ -92,6 +95,7 @@ class Checker:
         self._hits: Dict[bytes, List[_Hit]] = {}
         self._unindexed: Set[bytes] = set()
         self._point_roots: Dict[str, bytes] = {}
+        self.shard_scan: "Optional[ShardScan]" = None  # an erasure-coded vault's shards (_shards)
 
     def problem(self, msg: str) -> None:
         self.problems.append(msg)
@@ -119,10 +123,26 @@ class Checker:
             for name, data in self.vault.blobs.get_many(names):  # fetched on --connections threads, ahead
                 self._read_pack(name, data)
                 self.progress("file", {"path": name, "bytes": size[name]})
+        shards = self._shards(read_data)
         return {"ok": not self.problems, "problems": self.problems, "warnings": self.warnings,
                 "stats": self.stats, "damaged_indexes": self.damaged_indexes,
                 "damaged_points": self.damaged_points, "recovered_packs": self.recovered_packs,
-                "garbage": self.garbage, "missing_packs": [m.to_json() for m in self.missing_packs()]}
+                "garbage": self.garbage, "missing_packs": [m.to_json() for m in self.missing_packs()],
+                "shards": shards.to_json() if shards is not None else None}
+
+    # ---- an erasure-coded vault's shards ----------------------------------------------------------------
+    def _shards(self, read_data: bool) -> "Optional[ShardScan]":
+        """On an erasure-coded vault, every shard at every location (headers; with `read_data` every block):
+        what is lost is redundancy, not data (the vault reads around it), so it is reported as warnings
+        pointing to `recovault repair`; an object too damaged to read is a problem where the vault uses it."""
+        from ..storage.ec_repair import erasure_of
+        from ..storage.ec_scan import scan_set
+        ec = erasure_of(self.vault.storage)
+        if ec is None:
+            return None
+        self.shard_scan = scan_set(ec, read_data=read_data)
+        self.warnings.extend(self.shard_scan.warnings())
+        return self.shard_scan
 
     # ---- key files ------------------------------------------------------------------------------------
     def _keys(self) -> None:
