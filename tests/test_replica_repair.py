@@ -178,7 +178,7 @@ def test_repair_needs_from_on_a_plain_vault_and_refuses_the_vault_itself(tmp_pat
     fails(cli("repair", "--vault", vault), 2, "--from REPLICA", "repair index")
     fails(cli("repair", "--from", vault, "--vault", vault), 2, "is the vault itself")
     fails(cli("repair", "--from", str(tmp_path / "nothing"), "--vault", vault), 10, "replica")
-    fails(cli("repair", "--from", vault, "index", "--vault", vault), 2, "not of 'repair index'")
+    fails(cli("repair", "--from", vault, "index", "--vault", vault), 2, "not to 'repair index'")
 
 
 def test_a_damaged_index_file_is_rebuilt_first_and_a_copied_directory_serves_as_replica(tmp_path):
