@@ -69,7 +69,7 @@ def rounds(root: str, count: int, rate: float, seed: int) -> None:
             outcomes[command, code] += 1
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"{count} rounds at rate {rate} in {time.monotonic() - start:.0f} s; exit codes per command "
-          "(0 done, 13 storage error, 14 missing, 19 unavailable, 22 no space), every round then checked clean:")
+          "(0 done, 13 storage error, 14 missing, 19 unavailable, 24 no space), every round then checked clean:")
     for command in ("backup", "restore", "check", "forget", "prune"):
         shown = ", ".join(f"{code}: {n}" for (c, code), n in sorted(outcomes.items()) if c == command)
         print(f"  {command:8} {shown}")

@@ -1,5 +1,5 @@
 """A full disk, for real (a small tmpfs), under the vault and under the restore target: backup, copy, repair
---from and restore each stop with one clear message and exit 22 (errors.NoSpace), leave a vault that `check
+--from and restore each stop with one clear message and exit 24 (errors.NoSpace), leave a vault that `check
 --read-data` passes, and finish when run again once space is freed."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from recovault import api
 from recovault.vault.check import Checker
 from test_cli import FAST_KDF, PASSPHRASE, Cli, api_vault, fails, object_files, ok
 
-NO_SPACE = 22
+NO_SPACE = 24
 
 
 class Tmpfs:

@@ -1122,8 +1122,8 @@ def test_full_target_is_one_storage_error(tmp_path, monkeypatch, small_tmpfs, en
             api.restore(v, snap.id, str(small_tmpfs / "t"))
     finally:
         v.close()
-    if engine:  # and the CLI: one line, a full disk's own exit code (errors.NoSpace, 22), no traceback
+    if engine:  # and the CLI: one line, a full disk's own exit code (errors.NoSpace, 24), no traceback
         p = run_cli(tmp_path, "restore", "--vault", vault, "latest", "--to", small_tmpfs / "cli.img", check=False)
         err = p.stderr.decode()
-        assert p.returncode == TargetFull.exit_code == 22 and "no space left on the restore target" in err, err
+        assert p.returncode == TargetFull.exit_code == 24 and "no space left on the restore target" in err, err
         assert "Traceback" not in err

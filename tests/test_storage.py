@@ -297,7 +297,7 @@ def test_enospc_is_reported_plainly(store: LocalStorage, monkeypatch: pytest.Mon
         store.put("data/cc/cc00", b"new")
     monkeypatch.undo()
     assert str(info.value) == f"no space left on device while writing data/cc/cc00 to {store.root}"
-    assert info.value.exit_code == 22  # errors.NoSpace: a full disk has its own exit code
+    assert info.value.exit_code == 24  # errors.NoSpace: a full disk has its own exit code
     assert store.get("data/cc/cc00") == b"old"
     assert tmp_files(store.root) == []
 

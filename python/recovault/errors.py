@@ -43,7 +43,7 @@ class NoSpace(StorageError):
     """A disk is full: the vault's storage or the restore target ran out of space or quota (ENOSPC, EDQUOT).
     The job stops with one message; what it stored is valid, and run again once there is space it finishes."""
 
-    exit_code = 22
+    exit_code = 24
 
 
 class TargetFull(NoSpace):
