@@ -446,7 +446,7 @@ def _remove_dead(coord: Coordinator, lease: LeaseHolder) -> int:
     storage_now, now = coord.storage_now(), coord.clock()
     dead = [s for s in coord.sessions() if not s.live(storage_now, coord.host)]
     for s in dead:
-        coord.delete_session(s.name)
+        coord.remove_session(s)
     for old in coord.leases():
         if old.name != lease.name and not old.held(now, coord.host):
             coord.delete_lease(old.name)
