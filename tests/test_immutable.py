@@ -111,3 +111,80 @@ def test_a_deletion_refused_at_the_end_stores_the_end(vault):
     coord = Coordinator(vault.storage, vault.sealer)
     (s,) = coord.sessions()
     assert s.ended and not s.live(coord.storage_now(), coord.host)
+
+
+# ---- per store: a backup with storage that refuses deletion, then the admin's prune and restore ----------
+def make_tree(root: Path) -> Path:
+    src = root / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.bin").write_bytes(os.urandom(300_000))
+    (src / "sub" / "b.txt").write_bytes(b"hello immutable storage\n" * 2000)
+    return src
+
+
+def read_tree(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def assert_restores(vault, point, src: Path, target: Path) -> None:
+    api.restore(vault, point.id, str(target))
+    restored = target / src.relative_to("/") if (target / src.relative_to("/")).exists() else target
+    assert read_tree(restored) == read_tree(src)
+
+
+def assert_session_ended_create_only(storage: Storage) -> None:
+    """One session, in the create-only protocol: its registration, later puts, and its end."""
+    names = [n.rsplit("/", 1)[1] for n in session_objects(storage)]
+    ids = {n[:32] for n in names}
+    assert len(ids) == 1 and any(n.endswith("-end") for n in names) and len(names) >= 3, names
+
+
+def chattr(flag: str, *paths: Path) -> None:
+    """Set or clear the append-only attribute (as root: CAP_LINUX_IMMUTABLE). Fails the test, with the
+    reason, where the file system or the process cannot (this suite's machines can: ext4, root)."""
+    done = subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.fail(f"chattr {flag} failed (needs ext4/xfs/btrfs and CAP_LINUX_IMMUTABLE): {done.stderr}",
+                    pytrace=False)
+
+
+def append_only_dirs(vault_dir: Path):
+    """What the admin prepares (docs/security.md): every directory a backup writes into exists, and is
+    append-only, the 256 pack directories included (a directory a host made itself would not be)."""
+    for sub in ("data", "index", "snapshots", "journal", "sessions"):
+        (vault_dir / sub).mkdir(exist_ok=True)
+    for i in range(256):
+        (vault_dir / "data" / f"{i:02x}").mkdir(exist_ok=True)
+    return [vault_dir] + [p for p in vault_dir.rglob("*") if p.is_dir() and not p.name.startswith(".tmp-")]
+
+
+def test_local_append_only_directory(tmp_path):
+    """A backup into a vault whose directories are append-only (chattr +a): it stores its point, replaces and
+    deletes nothing (the file system refuses both), leaves no temp file behind; the admin, with the attribute
+    lifted, prunes the session objects away and restores byte for byte."""
+    src = make_tree(tmp_path)
+    with new_vault(tmp_path) as admin:
+        api.backup(admin, [str(src)])
+    vault_dir = tmp_path / "vault"
+    dirs = append_only_dirs(vault_dir)
+    chattr("+a", *dirs)
+    try:
+        (src / "c.bin").write_bytes(os.urandom(200_000))
+        with open_vault(vault_dir, tmp_path / "cache-host") as host:
+            point = api.backup(host, [str(src)])
+            some_pack = next(iter(host.storage.list(fmt.DATA)))
+            with pytest.raises(AccessDenied, match="append-only"):
+                host.storage.delete(some_pack)
+            with pytest.raises(AccessDenied, match="append-only"):
+                host.storage.put(some_pack, b"garbage")
+            with pytest.raises(PermissionError):
+                os.unlink(vault_dir / some_pack)
+        assert [p.name for p in vault_dir.rglob(".tmp-*")] == [".tmp-staging"]  # and it is empty
+        assert not list((vault_dir / ".tmp-staging").iterdir())
+        assert_session_ended_create_only(LocalStorage(vault_dir))
+    finally:
+        chattr("-a", *dirs)
+    with open_vault(vault_dir, tmp_path / "cache-admin") as admin:
+        result = run_prune(admin, PruneOptions())
+        assert result.sessions_removed == 1 and session_objects(admin.storage) == []
+        assert_restores(admin, point, src, tmp_path / "restored")
