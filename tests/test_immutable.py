@@ -4,6 +4,7 @@ directory (chattr +a), a create-only Azure SAS (Azurite), S3 credentials without
 IAM enforced), and S3 Object Lock retention (moto)."""
 from __future__ import annotations
 
+import datetime
 import os
 import subprocess
 import time
@@ -18,7 +19,8 @@ from recovault.jobs.prune import PruneOptions, run_prune
 from recovault.storage import LocalStorage, Storage
 from recovault.vault import format as fmt
 from recovault.vault.coordination import Coordinator, Plan, WriterSession
-from test_backup_restore import PASSPHRASE, new_vault, open_vault
+from servers import AZURITE_ACCOUNT, AZURITE_KEY, unique_name
+from test_backup_restore import FAST_KDF, PASSPHRASE, new_vault, open_vault, small_settings
 
 
 class CreateOnly(LocalStorage):
@@ -188,3 +190,51 @@ def test_local_append_only_directory(tmp_path):
         result = run_prune(admin, PruneOptions())
         assert result.sessions_removed == 1 and session_objects(admin.storage) == []
         assert_restores(admin, point, src, tmp_path / "restored")
+
+
+def init_at(url: str, cache: Path):
+    return api.init_vault(url, PASSPHRASE, settings=small_settings(), kdf=FAST_KDF, cache_dir=str(cache))
+
+
+def host_backup_refused_deletes(url: str, tmp_path: Path, src: Path):
+    """The host's backup (with the environment's restricted credentials): it stores its point; deleting and
+    replacing an object are refused by the store. Returns the point."""
+    (src / "c.bin").write_bytes(os.urandom(200_000))
+    with api.open_vault(url, PASSPHRASE, cache_dir=str(tmp_path / "cache-host")) as host:
+        point = api.backup(host, [str(src)])
+        some_pack = next(iter(host.storage.list(fmt.DATA)))
+        with pytest.raises(AccessDenied):
+            host.storage.delete(some_pack)
+        with pytest.raises(AccessDenied):
+            host.storage.put(some_pack, b"garbage")
+        assert_session_ended_create_only(host.storage)
+    return point
+
+
+def admin_prunes_and_restores(url: str, tmp_path: Path, src: Path, point) -> None:
+    with api.open_vault(url, PASSPHRASE, cache_dir=str(tmp_path / "cache-admin")) as admin:
+        result = run_prune(admin, PruneOptions())
+        assert result.sessions_removed == 1 and session_objects(admin.storage) == []
+        assert_restores(admin, point, src, tmp_path / "restored")
+
+
+def test_azure_create_only_sas(azure_env, monkeypatch, tmp_path):
+    """A container SAS with read, create and list permissions only (no write: no overwrite; no delete), which
+    Azurite enforces: the host backs up with it; the admin (account key) prunes and restores."""
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+    container = unique_name()
+    url = f"azure://{container}/v"
+    src = make_tree(tmp_path)
+    with init_at(url, tmp_path / "cache-admin") as admin:
+        api.backup(admin, [str(src)])
+    sas = generate_container_sas(AZURITE_ACCOUNT, container, account_key=AZURITE_KEY,
+                                 permission=ContainerSasPermissions(read=True, create=True, list=True),
+                                 expiry=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1))
+    admin_env = os.environ["AZURE_STORAGE_CONNECTION_STRING"]
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING")
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT", AZURITE_ACCOUNT)
+    monkeypatch.setenv("AZURE_STORAGE_SAS_TOKEN", sas)
+    monkeypatch.setenv("AZURE_STORAGE_BLOB_ENDPOINT", azure_env.endpoint)
+    point = host_backup_refused_deletes(url, tmp_path, src)
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", admin_env)
+    admin_prunes_and_restores(url, tmp_path, src, point)
