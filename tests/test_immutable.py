@@ -5,6 +5,7 @@ IAM enforced), and S3 Object Lock retention (moto)."""
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import subprocess
 import time
@@ -19,7 +20,7 @@ from recovault.jobs.prune import PruneOptions, run_prune
 from recovault.storage import LocalStorage, Storage
 from recovault.vault import format as fmt
 from recovault.vault.coordination import Coordinator, Plan, WriterSession
-from servers import AZURITE_ACCOUNT, AZURITE_KEY, unique_name
+from servers import AZURITE_ACCOUNT, AZURITE_KEY, free_port, run_moto, unique_name
 from test_backup_restore import FAST_KDF, PASSPHRASE, new_vault, open_vault, small_settings
 
 
@@ -138,7 +139,7 @@ def assert_session_ended_create_only(storage: Storage) -> None:
     """One session, in the create-only protocol: its registration, later puts, and its end."""
     names = [n.rsplit("/", 1)[1] for n in session_objects(storage)]
     ids = {n[:32] for n in names}
-    assert len(ids) == 1 and any(n.endswith("-end") for n in names) and len(names) >= 3, names
+    assert len(ids) == 1 and names[0] in ids and names[-1].endswith("-end") and len(names) >= 2, names
 
 
 def chattr(flag: str, *paths: Path) -> None:
@@ -196,17 +197,18 @@ def init_at(url: str, cache: Path):
     return api.init_vault(url, PASSPHRASE, settings=small_settings(), kdf=FAST_KDF, cache_dir=str(cache))
 
 
-def host_backup_refused_deletes(url: str, tmp_path: Path, src: Path):
-    """The host's backup (with the environment's restricted credentials): it stores its point; deleting and
-    replacing an object are refused by the store. Returns the point."""
+def host_backup_refused_deletes(url: str, tmp_path: Path, src: Path, overwrite_refused: bool = True):
+    """The host's backup (with the environment's restricted credentials): it stores its point; deleting (and,
+    `overwrite_refused`, replacing) an object are refused by the store. Returns the point."""
     (src / "c.bin").write_bytes(os.urandom(200_000))
     with api.open_vault(url, PASSPHRASE, cache_dir=str(tmp_path / "cache-host")) as host:
         point = api.backup(host, [str(src)])
         some_pack = next(iter(host.storage.list(fmt.DATA)))
         with pytest.raises(AccessDenied):
             host.storage.delete(some_pack)
-        with pytest.raises(AccessDenied):
-            host.storage.put(some_pack, b"garbage")
+        if overwrite_refused:
+            with pytest.raises(AccessDenied):
+                host.storage.put(some_pack, b"garbage")
         assert_session_ended_create_only(host.storage)
     return point
 
@@ -237,4 +239,56 @@ def test_azure_create_only_sas(azure_env, monkeypatch, tmp_path):
     monkeypatch.setenv("AZURE_STORAGE_BLOB_ENDPOINT", azure_env.endpoint)
     point = host_backup_refused_deletes(url, tmp_path, src)
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", admin_env)
+    admin_prunes_and_restores(url, tmp_path, src, point)
+
+
+#: What a host may do in the bucket: read, write new objects (and, S3 being S3, replace them), list; no
+#: s3:DeleteObject.
+HOST_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:ListBucket", "s3:GetBucketLocation"]
+
+
+@pytest.fixture
+def moto_iam(monkeypatch, tmp_path):
+    """A private moto server that enforces IAM (after the 6 unauthenticated requests that create an admin
+    user, allowed s3:*, and a host user, allowed HOST_ACTIONS): yields {"admin": env, "host": env}."""
+    import boto3
+    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "6")
+    for var in [v for v in os.environ if v.startswith("AWS_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config-none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials-none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    work = tmp_path / "moto"
+    work.mkdir()
+    with run_moto(work, free_port()) as server:
+        iam = boto3.client("iam", endpoint_url=server.endpoint, region_name="us-east-1",
+                           aws_access_key_id="AKIASETUP", aws_secret_access_key="setup")
+        envs = {}
+        for user, actions in (("admin", ["s3:*"]), ("host", HOST_ACTIONS)):
+            iam.create_user(UserName=user)
+            iam.put_user_policy(UserName=user, PolicyName="vault", PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}))
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            envs[user] = {"AWS_ENDPOINT_URL": server.endpoint, "AWS_DEFAULT_REGION": "us-east-1",
+                          "AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+        yield envs
+
+
+def use_env(monkeypatch, env: dict) -> None:
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+
+
+def test_s3_credentials_without_delete(moto_iam, monkeypatch, tmp_path):
+    """IAM credentials without s3:DeleteObject (moto enforces the policy): the host backs up; its deletions
+    are refused (its session ends with an end object); the admin prunes and restores. (s3:PutObject also
+    replaces: only versioning or Object Lock keeps what it replaced, docs/security.md.)"""
+    url = f"s3://{unique_name()}/v"
+    src = make_tree(tmp_path)
+    use_env(monkeypatch, moto_iam["admin"])
+    with init_at(url, tmp_path / "cache-admin") as admin:
+        api.backup(admin, [str(src)])
+    use_env(monkeypatch, moto_iam["host"])
+    point = host_backup_refused_deletes(url, tmp_path, src, overwrite_refused=False)  # PutObject replaces
+    use_env(monkeypatch, moto_iam["admin"])
     admin_prunes_and_restores(url, tmp_path, src, point)
