@@ -292,3 +292,44 @@ def test_s3_credentials_without_delete(moto_iam, monkeypatch, tmp_path):
     point = host_backup_refused_deletes(url, tmp_path, src, overwrite_refused=False)  # PutObject replaces
     use_env(monkeypatch, moto_iam["admin"])
     admin_prunes_and_restores(url, tmp_path, src, point)
+
+
+def test_s3_object_lock(s3_env, tmp_path):
+    """On a bucket with Object Lock, each pack, recovery point and journal entry gets a COMPLIANCE retention
+    of the vault's lock period (soft-delete period + what the retention policy keeps); index files do not.
+    Nobody deletes a locked object, the admin included; prune skips and reports the locked ones, and the
+    vault stays whole."""
+    import boto3
+    from recovault.retention import Policy
+    from recovault.vault.journal import VaultPolicy
+    bucket = unique_name()
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    url = f"s3://{bucket}/v"
+    src = make_tree(tmp_path)
+    with api.init_vault(url, PASSPHRASE, settings=small_settings(), kdf=FAST_KDF, soft_delete_days=0,
+                        cache_dir=str(tmp_path / "cache")) as v:
+        v.set_policy(VaultPolicy(Policy(keep_daily=2), 0))  # lock: 0 + 2 days
+        first = api.backup(v, [str(src)])
+        assert v.lock_days == 2
+        for name in (next(iter(v.storage.list(fmt.DATA))), fmt.SNAPSHOTS + first.id,
+                     next(iter(v.storage.list(fmt.JOURNAL)))):
+            head = s3.head_object(Bucket=bucket, Key="v/" + name)
+            assert head["ObjectLockMode"] == "COMPLIANCE"
+            left = head["ObjectLockRetainUntilDate"] - datetime.datetime.now(datetime.timezone.utc)
+            assert datetime.timedelta(days=2) - datetime.timedelta(minutes=5) < left <= datetime.timedelta(days=2)
+        assert "ObjectLockMode" not in s3.head_object(Bucket=bucket, Key="v/" + next(iter(v.storage.list(fmt.INDEX))))
+        first_packs = set(v.storage.list(fmt.DATA))
+        with pytest.raises(AccessDenied, match="locked until"):
+            v.storage.delete(sorted(first_packs)[0])
+        (src / "a.bin").write_bytes(os.urandom(300_000))  # the first point's own chunks become garbage
+        second = api.backup(v, [str(src)])
+        api.forget(v, ids=[first.id])  # soft delete off: purged at once, its object locked: left
+        assert v.storage.exists(fmt.SNAPSHOTS + first.id)
+        result = run_prune(v, PruneOptions(margin=0))
+        locked = {o.name for o in result.locked}
+        assert fmt.SNAPSHOTS + first.id in locked and locked & first_packs
+        assert all("locked until" in o.message for o in result.locked)
+        assert locked <= set(v.storage.list("")), "a locked object is still stored"
+        assert result.to_json()["locked"]
+        assert_restores(v, second, src, tmp_path / "restored")
