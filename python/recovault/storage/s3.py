@@ -10,8 +10,9 @@ overwrite, see docs/vault-format.md §1).
 
 On a bucket with S3 Object Lock enabled (``can_lock_objects``), ``lock_new_objects`` gives each later put of
 the named prefixes a COMPLIANCE retention (nobody, the bucket owner included, can delete that version or
-shorten its lock), and ``delete`` deletes the object's versions (a plain delete in a versioned bucket only adds
-a delete marker and frees nothing): a version still locked raises ``ObjectLocked``.
+shorten its lock), and ``delete`` (once the bucket was asked, as every writer and prune does through
+``Vault.prepare_write``) deletes the object's versions (a plain delete in a versioned bucket only adds a delete
+marker and frees nothing): a version still locked raises ``ObjectLocked``.
 """
 from __future__ import annotations
 
@@ -264,7 +265,7 @@ class S3Storage(ObjectStore):
         return ObjectInfo(name=name, size=head["ContentLength"], mtime=head["LastModified"].timestamp())
 
     def delete(self, name: str) -> None:
-        if self.can_lock_objects():  # versioned: a plain delete would only hide the object
+        if self._lockable:  # asked (lock_new_objects): versioned, a plain delete would only hide the object
             self._delete_versions(name)
             return
         try:
