@@ -182,6 +182,10 @@ def test_local_append_only_directory(tmp_path):
                 host.storage.put(some_pack, b"garbage")
             with pytest.raises(PermissionError):
                 os.unlink(vault_dir / some_pack)
+        # A process without CAP_LINUX_IMMUTABLE (any non-root user) cannot lift the attribute either.
+        drop = ["setpriv", "--bounding-set=-linux_immutable", "--inh-caps=-linux_immutable"]
+        lifted = subprocess.run(drop + ["chattr", "-a", str(vault_dir / "data")], capture_output=True, text=True)
+        assert lifted.returncode != 0 and "not permitted" in lifted.stderr
         assert [p.name for p in vault_dir.rglob(".tmp-*")] == [".tmp-staging"]  # and it is empty
         assert not list((vault_dir / ".tmp-staging").iterdir())
         assert_session_ended_create_only(LocalStorage(vault_dir))
@@ -310,10 +314,11 @@ def test_s3_object_lock(s3_env, tmp_path):
     with api.init_vault(url, PASSPHRASE, settings=small_settings(), kdf=FAST_KDF, soft_delete_days=0,
                         cache_dir=str(tmp_path / "cache")) as v:
         v.set_policy(VaultPolicy(Policy(keep_daily=2), 0))  # lock: 0 + 2 days
+        entries = set(v.storage.list(fmt.JOURNAL))
         first = api.backup(v, [str(src)])
         assert v.lock_days == 2
-        for name in (next(iter(v.storage.list(fmt.DATA))), fmt.SNAPSHOTS + first.id,
-                     next(iter(v.storage.list(fmt.JOURNAL)))):
+        (added,) = set(v.storage.list(fmt.JOURNAL)) - entries
+        for name in (next(iter(v.storage.list(fmt.DATA))), fmt.SNAPSHOTS + first.id, added):
             head = s3.head_object(Bucket=bucket, Key="v/" + name)
             assert head["ObjectLockMode"] == "COMPLIANCE"
             left = head["ObjectLockRetainUntilDate"] - datetime.datetime.now(datetime.timezone.utc)

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .. import core, timefmt
-from ..errors import CorruptData, ObjectMissing, UsageError, VaultExists, VaultNotFound
+from ..errors import AccessDenied, CorruptData, ObjectMissing, UsageError, VaultExists, VaultNotFound
 from ..paths import split_path
 from ..storage import Storage
 from . import envelope
@@ -398,7 +398,10 @@ class Vault:
             try:
                 check_stored()
             except BaseException:
-                self.points.delete(sid)
+                try:
+                    self.points.delete(sid)
+                except AccessDenied:
+                    pass  # storage that refuses deletion: it stays, unlogged (docs/vault-format.md §10.4)
                 raise
         self.journal.append("add", sid, point.time, point.host)  # after the point: see journal.py
         return sid
