@@ -36,6 +36,19 @@ class CreateOnly(LocalStorage):
         raise AccessDenied(f"refused: delete {name}")
 
 
+def test_lock_period_is_soft_delete_plus_what_retention_keeps():
+    from recovault.retention import Duration, Policy
+    from recovault.vault.immutability import MAX_LOCK_DAYS, lock_days
+    assert lock_days(None, 14) == 14
+    assert lock_days(Policy(keep_daily=7), 14) == 21
+    assert lock_days(Policy(keep_last=5, keep_weekly=4), 0) == 28  # keep_last keeps by count: no time
+    assert lock_days(Policy(keep_within=Duration(years=1), keep_monthly=6), 30) == 366 + 30
+    assert lock_days(Policy(keep_within_daily=Duration(days=3, hours=1)), 0) == 4
+    assert lock_days(Policy(keep_hourly=30), 0) == 2
+    assert lock_days(None, 0) == 1  # never an object with no lock at all
+    assert lock_days(Policy(keep_yearly=-1), 14) == MAX_LOCK_DAYS
+
+
 def session_objects(storage: Storage):
     return sorted(storage.list(fmt.SESSIONS))
 
@@ -337,4 +350,6 @@ def test_s3_object_lock(s3_env, tmp_path):
         assert all("locked until" in o.message for o in result.locked)
         assert locked <= set(v.storage.list("")), "a locked object is still stored"
         assert result.to_json()["locked"]
+        from recovault.cli.prune_cmd import _text
+        assert f"{len(result.locked)} object(s) still locked" in _text(result)
         assert_restores(v, second, src, tmp_path / "restored")
