@@ -101,6 +101,11 @@ def test_a_session_object_copied_to_another_name_is_not_believed(vault):
     assert sessions[a.name].ended and not sessions[b.name].ended
     assert sessions[b.name].live(coord.storage_now(), coord.host)
     b.close()
+    # An end object alone that does not open ends nothing, and goes once it is as old as a dead session's.
+    vault.storage.put(fmt.SESSIONS + "c" * 32 + "-end", ended)
+    (c,) = [s for s in coord.sessions() if s.name == "c" * 32]
+    assert not c.ended and c.plans is None and c.live(coord.storage_now(), coord.host)
+    assert not c.live(coord.storage_now() + 16 * 60, coord.host)
 
 
 def test_v2_protocol_kept_where_the_storage_allows_it(vault):

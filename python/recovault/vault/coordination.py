@@ -286,8 +286,8 @@ class Coordinator:
         names = [o.info.name for o in objects]
         ended = any(o.seq < 0 and self._session_doc(o) is not None for o in objects)
         newest = max((o for o in objects if o.seq >= 0), key=lambda o: o.seq, default=None)
-        if newest is None:
-            return Session(name, "?", 0, "", None, mtime, objects=names, ended=ended) if ended else None
+        if newest is None:  # only an end object (the others already deleted): one that does not open is kept
+            return Session(name, "?", 0, "", None, mtime, objects=names, ended=ended)  # ... only until it is dead
         try:
             d = self._session_doc(newest, strict=True)
         except ObjectMissing:
