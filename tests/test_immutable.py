@@ -358,3 +358,20 @@ def test_s3_object_lock(s3_env, tmp_path):
         from recovault.cli.prune_cmd import _text
         assert f"{len(result.locked)} object(s) still locked" in _text(result)
         assert_restores(v, second, src, tmp_path / "restored")
+
+
+def test_a_failed_put_is_left_where_deletion_is_refused(tmp_path):
+    """A put that fails after the store kept the object (a lost acknowledgement) cannot be withdrawn on
+    create-only storage: the put's own error is raised, and the object stays (content-addressed garbage
+    that check reports and prune removes)."""
+    from recovault.errors import StorageError
+    from recovault.storage.base import put_or_withdraw
+
+    class LostAck(CreateOnly):
+        def put(self, name, data):
+            super().put(name, data)
+            raise StorageError("connection reset by peer")
+    store = LostAck(tmp_path)
+    with pytest.raises(StorageError, match="connection reset"):
+        put_or_withdraw(store, "data/00/" + "0" * 64, b"pack")
+    assert store.get("data/00/" + "0" * 64) == b"pack"
