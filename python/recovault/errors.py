@@ -65,6 +65,10 @@ class AccessDenied(StorageError):
     exit_code = 18
 
 
+class ObjectLocked(AccessDenied):
+    """The store refused to delete an object under a retention lock (S3 Object Lock) that has not expired."""
+
+
 class StoreUnavailable(StorageError):
     """The store could not be reached (connection refused, DNS, timeouts) after the SDK's own retries."""
 

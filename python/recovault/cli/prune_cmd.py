@@ -49,6 +49,9 @@ def _text(result) -> str:
                      f": its packs are deleted by a prune after the margin ({result.margin:g}s)"))
     if result.purged:
         lines.append(f"{len(result.purged)} expired soft-deleted recovery point(s) purged")
+    if result.locked:
+        lines.append(f"{len(result.locked)} object(s) still locked by the store (S3 Object Lock), left for a later "
+                     f"prune: first {result.locked[0].message}")
     return "\n".join(lines)
 
 

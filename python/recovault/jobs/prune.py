@@ -16,12 +16,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from .. import core, timefmt
-from ..errors import CorruptData, ObjectMissing, UsageError
+from ..errors import CorruptData, ObjectLocked, ObjectMissing, UsageError
 from ..storage import ObjectInfo
 from ..vault import format as fmt
 from ..vault.blobstore import pack_id_of, pack_name
 from ..vault.cache_hygiene import parse_size
 from ..vault.coordination import Clock, Coordinator, LeaseHolder, Plan
+from ..vault.immutability import LockedObject, LockedSink
 from ..vault.reach import ids_of, referenced
 from ..vault.records import RecoveryPoint
 
@@ -141,6 +142,8 @@ class PruneResult:
     decision: Optional[Decision] = None
     index_files_written: int = 0
     index_files_deleted: int = 0
+    #: Objects it would have deleted that the store refused, locked (S3 Object Lock): left for a later prune.
+    locked: List[LockedObject] = field(default_factory=list)
 
     @property
     def bytes_deleted(self) -> int:
@@ -151,7 +154,7 @@ class PruneResult:
                 "sessions_removed": self.sessions_removed, "plans": [asdict(p) for p in self.plans],
                 "new_plan": self.new_plan, "decision": self.decision.to_json() if self.decision else None,
                 "index": {"files_written": self.index_files_written, "files_deleted": self.index_files_deleted},
-                "bytes_deleted": self.bytes_deleted}
+                "bytes_deleted": self.bytes_deleted, "locked": [o.to_json() for o in self.locked]}
 
 
 def retained_points(vault) -> List[RecoveryPoint]:
@@ -419,10 +422,13 @@ def _listed_again(vault, seen: Set[str], condemned: Set[bytes]) -> Set[bytes]:
 
 
 def phase2(vault, coord: Coordinator, plan: Plan, progress: Progress,
-           still_held: Callable[[], None] = lambda: None) -> Tuple[PlanOutcome, List[str], int]:
+           still_held: Callable[[], None] = lambda: None,
+           locked: LockedSink = None) -> Tuple[PlanOutcome, List[str], int]:
     """Carry out `plan` (its readiness checked, and the sessions listed, by the caller): rescue, compact the
     index, delete the condemned packs, then the plan. `still_held()` raises if the lease may be lost; it is
-    asked before each deleting step. Returns (outcome, index files written, deleted)."""
+    asked before each deleting step. A condemned pack the store keeps locked goes to `locked` (if given) and
+    stays: no index lists it any more, so a later prune condemns it again (as unindexed) and deletes it once
+    its lock has expired. Returns (outcome, index files written, deleted)."""
     progress("prune", {"step": f"carrying out plan {plan.name[:16]}"})
     live = _referenced(vault, retained_points(vault), progress)
     index = read_index(vault)
@@ -438,7 +444,13 @@ def phase2(vault, coord: Coordinator, plan: Plan, progress: Progress,
     for pack in sorted(condemned - keep):
         info = on_storage.get(pack)
         if info is not None:
-            vault.storage.delete(info.name)
+            try:
+                vault.storage.delete(info.name)
+            except ObjectLocked as exc:
+                if locked is None:
+                    raise
+                locked.append(LockedObject(info.name, str(exc)))
+                continue
             out.packs_deleted += 1
             out.bytes_deleted += info.size
             _test_hook("pack-deleted")
@@ -453,7 +465,7 @@ def _remove_dead(coord: Coordinator, lease: LeaseHolder) -> int:
     storage_now, now = coord.storage_now(), coord.clock()
     dead = [s for s in coord.sessions() if not s.live(storage_now, coord.host)]
     for s in dead:
-        coord.delete_session(s.name)
+        coord.remove_session(s)
     for old in coord.leases():
         if old.name != lease.name and not old.held(now, coord.host):
             coord.delete_lease(old.name)
@@ -485,7 +497,7 @@ def run_prune(vault, opts: Optional[PruneOptions] = None, progress: Optional[Pro
         result.decision = plan_prune(vault, opts, pending, coord.storage_now(), progress)
         return result
     with LeaseHolder(coord) as lease:
-        result.purged = vault.purge_expired()
+        result.purged = vault.purge_expired(locked=result.locked)
         result.sessions_removed = _remove_dead(coord, lease)
         for plan in _plans(coord, progress):
             sessions = coord.sessions()  # before phase 2 lists the recovery points
@@ -493,12 +505,12 @@ def run_prune(vault, opts: Optional[PruneOptions] = None, progress: Optional[Pro
             if reason:
                 result.plans.append(PlanOutcome(plan.name, False, reason))
             else:
-                _record(result, phase2(vault, coord, plan, progress, lease.ensure))
+                _record(result, phase2(vault, coord, plan, progress, lease.ensure, result.locked))
         result.decision, new = _phase1(vault, coord, opts, progress, lease.ensure)
         if new is not None:
             result.new_plan = new.name
             if opts.margin <= 0:
-                _record(result, phase2(vault, coord, new, progress, lease.ensure))
+                _record(result, phase2(vault, coord, new, progress, lease.ensure, result.locked))
         if not any(p.done for p in result.plans):
             index = read_index(vault)
             if len(index.files) > COMPACT_OVER:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, Optional, Union
+from typing import BinaryIO, Iterator, Optional, Tuple, Union
 
 from ..errors import ObjectMissing, StorageError
 
@@ -202,6 +202,17 @@ class Storage(ABC):
         except ObjectMissing:
             return False
         return True
+
+    def can_lock_objects(self) -> bool:
+        """Whether this store can lock objects against deletion and replacement for a period (S3 Object
+        Lock on a bucket that has it enabled). False by default."""
+        return False
+
+    def lock_new_objects(self, days: int, prefixes: Tuple[str, ...]) -> bool:
+        """From now on, lock each object put whose name starts with one of ``prefixes`` for ``days`` days
+        after its put (deleting it before raises ``ObjectLocked``). False, and nothing changes, where the
+        store cannot (``can_lock_objects``)."""
+        return False
 
     def local_path(self, name: str) -> Optional[str]:
         """The path of object ``name`` as a file on this host that a reader may open and ``pread``

@@ -3,18 +3,25 @@
 Each object is one file at ``<root>/<name>``. Writes go to ``.tmp-*`` files in the
 destination directory, are fsynced and then renamed into place, and the directory is
 fsynced, so a crash leaves either the old object or the complete new one.
+
+A destination directory with the append-only attribute (``chattr +a``: entries can be added, never removed or
+replaced, not even by root) cannot have a temp file renamed out of it: there the temp file is written in
+``<root>/.tmp-staging/`` and renamed into place from it. Replacing an existing object and deleting one are
+then refused by the file system (``AccessDenied``): the create-only storage of docs/vault-format.md §10.2.
 """
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import secrets
 import stat as stat_mod
+import struct
 import threading
 from pathlib import Path
 from typing import BinaryIO, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
-from ..errors import NoSpace, ObjectMissing, StorageError, VaultNotFound
+from ..errors import AccessDenied, NoSpace, ObjectMissing, StorageError, VaultNotFound
 from .base import (
     MAX_NAME_LENGTH,
     RESERVED_PREFIX,
@@ -31,6 +38,25 @@ FILE_MODE = 0o600  # objects are encrypted, but sizes and key files are nobody e
 DIR_MODE = 0o700
 _MAX_PREAD = 1 << 30  # bytes per os.pread call (Linux caps one read at ~2 GiB anyway)
 _MISSING_ERRNOS = (errno.ENOENT, errno.ENOTDIR)
+_FS_IOC_GETFLAGS = 0x80086601  # Linux: a file's attribute flags (lsattr)
+_FS_APPEND_FL = 0x20  # chattr +a
+#: Where temp files are written for an append-only destination directory (never listed: RESERVED_PREFIX).
+STAGING = RESERVED_PREFIX + "staging"
+
+
+def append_only(directory: Union[str, Path]) -> bool:
+    """Whether ``directory`` has the append-only attribute (False where the file system does not say)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        flags = struct.unpack_from("<i", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, bytes(8)))[0]
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return bool(flags & _FS_APPEND_FL)
 
 
 def _fsync_dir(path: Union[str, Path]) -> None:
@@ -69,6 +95,7 @@ class LocalStorage(Storage):
         self._fds: Dict[str, Tuple[int, int]] = {}
         self._retired: List[int] = []  # descriptors of cached packs put again or deleted: closed at close()
         self._fd_lock = threading.Lock()
+        self._append_only: Dict[Path, bool] = {}  # per destination directory, asked once
         self.root = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
         if create:
             self._create_root()
@@ -103,6 +130,9 @@ class LocalStorage(Storage):
             return NoSpace(f"{what}: cannot {action} {path}")
         if code in (errno.EACCES, errno.EPERM):
             where = exc.filename if exc.filename is not None else path
+            if code == errno.EPERM and self._is_append_only(path.parent):
+                return AccessDenied(f"not permitted: {path.parent} is append-only (chattr +a): cannot {action} "
+                                    f"{path}")
             if os.path.basename(os.fspath(where)).startswith(RESERVED_PREFIX):  # our temp file
                 return StorageError(f"permission denied: cannot {action} {path} (directory {path.parent})")
             return StorageError(f"permission denied: cannot {action} {where}")
@@ -143,6 +173,25 @@ class LocalStorage(Storage):
             except FileExistsError:
                 continue  # a concurrent writer made it, or it is a file: open() will tell
             _fsync_dir(parent)
+
+    def _is_append_only(self, directory: Path) -> bool:
+        known = self._append_only.get(directory)
+        if known is None:
+            known = self._append_only[directory] = append_only(directory)
+        return known
+
+    def _temp_dir(self, directory: Path) -> Path:
+        """Where a temp file for an object in ``directory`` is written: beside it, or in the staging
+        directory when ``directory`` is append-only (a temp file could never be renamed out of it)."""
+        if not self._is_append_only(directory):
+            return directory
+        staging = self.root / STAGING
+        if not staging.is_dir():
+            try:
+                os.mkdir(staging, DIR_MODE)
+            except FileExistsError:
+                pass
+        return staging
 
     # -- the Storage interface -----------------------------------------------------------
 
@@ -199,8 +248,9 @@ class LocalStorage(Storage):
         fd = -1
         try:
             self._ensure_dir(path.parent)
+            where = self._temp_dir(path.parent)
             while True:
-                tmp = path.parent / f"{RESERVED_PREFIX}{secrets.token_hex(8)}"
+                tmp = where / f"{RESERVED_PREFIX}{secrets.token_hex(8)}"
                 try:
                     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
                     break

@@ -7,12 +7,19 @@ and container roles; ``AWS_REGION`` / ``AWS_DEFAULT_REGION``; ``AWS_ENDPOINT_URL
 throttling); checksums are botocore's (CRC on uploads where the service takes them). ``put_if_absent`` is a
 ``PutObject`` with ``If-None-Match: *`` (S3 has honoured it since 2024; a store that ignores it would
 overwrite, see docs/vault-format.md §1).
+
+On a bucket with S3 Object Lock enabled (``can_lock_objects``), ``lock_new_objects`` gives each later put of
+the named prefixes a COMPLIANCE retention (nobody, the bucket owner included, can delete that version or
+shorten its lock), and ``delete`` (once the bucket was asked, as every writer and prune does through
+``Vault.prepare_write``) deletes the object's versions (a plain delete in a versioned bucket only adds a delete
+marker and frees nothing): a version still locked raises ``ObjectLocked``.
 """
 from __future__ import annotations
 
 import re
 import time
-from typing import Any, Dict, Iterator, Optional, Tuple, Union
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import boto3
 from botocore.config import Config
@@ -25,7 +32,8 @@ from botocore.exceptions import (
     ProfileNotFound,
 )
 
-from ..errors import AccessDenied, ObjectMissing, StorageError, StoreNotFound, StoreUnavailable, UsageError
+from ..errors import (AccessDenied, ObjectLocked, ObjectMissing, StorageError, StoreNotFound, StoreUnavailable,
+                      UsageError)
 from .base import ObjectInfo
 from .objstore import POOL_SIZE, ObjectStore, StoreLocation, parse_location
 
@@ -37,6 +45,9 @@ _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Expir
            "AllAccessDisabled", "AccountProblem", "403", "401"}
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _CONFLICT_RETRIES = 5  # 409 ConditionalRequestConflict: another conditional write of the key is in flight
+#: The Object Lock mode of the retention recovault gives: COMPLIANCE (GOVERNANCE could be lifted by anyone
+#: allowed s3:BypassGovernanceRetention).
+LOCK_MODE = "COMPLIANCE"
 
 
 class S3Storage(ObjectStore):
@@ -59,6 +70,8 @@ class S3Storage(ObjectStore):
             raise UsageError(f"{self.url}: the AWS configuration (AWS_* variables, ~/.aws) is not usable "
                              f"({type(exc).__name__})") from None
         self._page = list_page_size
+        self._lockable: Optional[bool] = None  # the bucket has Object Lock enabled (asked once)
+        self._lock: Optional[Tuple[int, Tuple[str, ...]]] = None  # (days, prefixes) of lock_new_objects
         if create:
             self._create_bucket()
 
@@ -125,12 +138,77 @@ class S3Storage(ObjectStore):
                 pass
         return err
 
+    # -- Object Lock ---------------------------------------------------------------------------------------
+
+    def can_lock_objects(self) -> bool:
+        """Whether the bucket has Object Lock enabled (GetBucketObjectLockConfiguration; credentials that may
+        not ask are taken for "no")."""
+        if self._lockable is None:
+            try:
+                conf = self._client.get_object_lock_configuration(Bucket=self.where.container)
+                self._lockable = conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+            except ClientError as exc:
+                if self._code(exc) not in ("ObjectLockConfigurationNotFoundError", "404", "NotImplemented") \
+                        and not isinstance(self._error(exc, "lock configuration", ""), AccessDenied):
+                    raise self._error(exc, "lock configuration", "") from exc
+                self._lockable = False
+            except BotoCoreError as exc:
+                raise self._error(exc, "lock configuration", "") from exc
+        return self._lockable
+
+    def lock_new_objects(self, days: int, prefixes: Tuple[str, ...]) -> bool:
+        if not self.can_lock_objects():
+            return False
+        self._lock = (days, tuple(prefixes))
+        return True
+
+    def _lock_args(self, name: str) -> Dict[str, Any]:
+        """The retention of a put of ``name``: none, or LOCK_MODE until ``days`` from now."""
+        if self._lock is None or not name.startswith(self._lock[1]):
+            return {}
+        until = datetime.now(timezone.utc) + timedelta(days=self._lock[0])
+        return {"ObjectLockMode": LOCK_MODE, "ObjectLockRetainUntilDate": until}
+
+    def _versions(self, key: str) -> List[str]:
+        """The version ids (delete markers too) of exactly ``key``."""
+        out: List[str] = []
+        pages = self._client.get_paginator("list_object_versions").paginate(Bucket=self.where.container, Prefix=key)
+        for page in pages:
+            for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                if v["Key"] == key:
+                    out.append(v["VersionId"])
+        return out
+
+    def _delete_versions(self, name: str) -> None:
+        """Delete every version of ``name``; ObjectLocked (naming until when) for one still locked."""
+        key = self._key(name)
+        try:
+            for version in self._versions(key):
+                try:
+                    self._client.delete_object(Bucket=self.where.container, Key=key, VersionId=version)
+                except ClientError as exc:
+                    until = self._locked_until(key, version) if self._code(exc) in _DENIED else None
+                    if until is not None:
+                        raise ObjectLocked(self._message(f"locked until {until.isoformat()} (S3 Object Lock)",
+                                                         "delete", name)) from exc
+                    raise
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, "delete", name) from exc
+
+    def _locked_until(self, key: str, version: str) -> Optional[datetime]:
+        try:
+            head = self._client.head_object(Bucket=self.where.container, Key=key, VersionId=version)
+        except (ClientError, BotoCoreError):
+            return None
+        until = head.get("ObjectLockRetainUntilDate")
+        return until if until is not None and until > datetime.now(timezone.utc) else None
+
     # -- the Storage interface --------------------------------------------------------------------------
 
     def put(self, name: str, data: Union[bytes, bytearray, memoryview]) -> None:
         key = self._key(name)
         try:
-            self._client.put_object(Bucket=self.where.container, Key=key, Body=bytes(data))
+            self._client.put_object(Bucket=self.where.container, Key=key, Body=bytes(data), **self._lock_args(name))
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, "write", name) from exc
 
@@ -139,7 +217,8 @@ class S3Storage(ObjectStore):
         body = bytes(data)
         for attempt in range(_CONFLICT_RETRIES):
             try:
-                self._client.put_object(Bucket=self.where.container, Key=key, Body=body, IfNoneMatch="*")
+                self._client.put_object(Bucket=self.where.container, Key=key, Body=body, IfNoneMatch="*",
+                                        **self._lock_args(name))
                 return True
             except ClientError as exc:
                 code = self._code(exc)
@@ -186,6 +265,9 @@ class S3Storage(ObjectStore):
         return ObjectInfo(name=name, size=head["ContentLength"], mtime=head["LastModified"].timestamp())
 
     def delete(self, name: str) -> None:
+        if self._lockable:  # asked (lock_new_objects): versioned, a plain delete would only hide the object
+            self._delete_versions(name)
+            return
         try:
             self._client.delete_object(Bucket=self.where.container, Key=self._key(name))
         except (ClientError, BotoCoreError) as exc:

@@ -6,6 +6,13 @@ mtime of a session is its heartbeat.
 
 `Coordinator` reads and writes these objects; `WriterSession` is a backup's registration (with its heartbeat
 thread); `LeaseHolder` is a prune's lease (with its renewal thread). Library code: nothing here prints.
+
+On storage that refuses overwriting and deleting (a create-only Azure SAS, S3 credentials without
+s3:DeleteObject, an append-only directory) a writer keeps the **create-only** session protocol (§10.2): its
+session is the object `sessions/<id>` put once, each later put (the plans it read, every heartbeat) a new
+object `sessions/<id>-<seq>`, and its end an object `sessions/<id>-end` instead of a deletion; a prune (with
+delete rights) reads a session from its newest object and deletes them all once it is dead or ended. A
+writer switches to it at the first overwrite or deletion of its session the storage refuses (AccessDenied).
 """
 from __future__ import annotations
 
@@ -18,12 +25,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from .. import core, timefmt
-from ..errors import Busy, CorruptData, ObjectMissing, RecovaultError, StorageError
+from ..errors import AccessDenied, Busy, CorruptData, ObjectMissing, RecovaultError, StorageError
 from ..storage import Storage
-from ..storage.base import put_or_withdraw
+from ..storage.base import ObjectInfo, put_or_withdraw
 from . import format as fmt
 from .sealing import Sealer
 
@@ -34,6 +41,8 @@ LEASE_TERM = 10 * 60  # a lease expires this long after its last renewal
 #: refused the puts) may have been taken for dead: it revalidates before it saves its recovery point.
 LAPSE = SESSION_TIMEOUT // 3
 PLAN_PREFIX = struct.Struct("<I")  # the length of a plan's JSON part
+#: The name suffix of a create-only session's end (`sessions/<id>-end`); its puts are `-<8 hex seq>`.
+SESSION_END = "end"
 
 Clock = Callable[[], float]
 
@@ -91,10 +100,16 @@ class Session:
     plans: Optional[List[str]]
     mtime: float  # the storage's: the last heartbeat
     pid_space: str = ""
+    #: Its objects (names under `sessions/`): one for the v2 protocol; the registration, every later put
+    #: and the end for the create-only one. Removing the session deletes them all.
+    objects: List[str] = field(default_factory=list)
+    ended: bool = False  # a create-only session whose (authentic) end object is stored
 
     def live(self, storage_now: float, host: str) -> bool:
-        """Its heartbeat is younger than SESSION_TIMEOUT (both on the storage's clock), or its process is
-        alive here."""
+        """Not ended, and its heartbeat is younger than SESSION_TIMEOUT (both on the storage's clock), or its
+        process is alive here."""
+        if self.ended:
+            return False
         return (storage_now - self.mtime < SESSION_TIMEOUT
                 or (_here(self.host, self.pid_space, host) and pid_alive(self.pid)))
 
@@ -104,6 +119,38 @@ class Session:
     def to_json(self) -> dict:
         return {"name": self.name, "host": self.host, "pid": self.pid, "started": self.started,
                 "plans": self.plans, "heartbeat": _stamp(self.mtime)}
+
+
+class SessionObject(NamedTuple):
+    """One object of a session: `sessions/<id>` (seq 0), `sessions/<id>-<8 hex seq>` or `sessions/<id>-end`."""
+    session: str  # the 32 hex id
+    seq: int  # 0 for the registration; -1 for the end
+    info: ObjectInfo
+
+    @classmethod
+    def parse(cls, info: ObjectInfo) -> Optional["SessionObject"]:
+        """None for a name that is no session object's."""
+        stem, _, suffix = fmt.name_to_id(info.name).partition("-")
+        if len(stem) != 32 or not _is_hex(stem):
+            return None
+        if not suffix:
+            return cls(stem, 0, info)
+        if suffix == SESSION_END:
+            return cls(stem, -1, info)
+        if len(suffix) == 8 and _is_hex(suffix):
+            return cls(stem, int(suffix, 16), info)
+        return None
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
+
+
+def session_object(session: str, seq: int) -> str:
+    """The name (under `sessions/`) of `session`'s object `seq` (0: the registration; -1: the end)."""
+    if seq == 0:
+        return session
+    return f"{session}-{SESSION_END if seq < 0 else format(seq, '08x')}"
 
 
 @dataclass
@@ -211,31 +258,77 @@ class Coordinator:
         return doc
 
     # ---- sessions --------------------------------------------------------------------------------
-    def put_session(self, name: str, started: str, plans: Optional[List[str]]) -> None:
-        self._put(fmt.SESSIONS + name, fmt.AAD_SESSION, {"v": 1, "host": self.host, "pid": os.getpid(),
-                                                         "pid_space": PID_SPACE, "started": started,
-                                                         "plans": plans})
+    def put_session(self, name: str, started: str, plans: Optional[List[str]], seq: Optional[int] = None) -> None:
+        """Put session `name`'s document: the v2 object (`seq` None, put again at each heartbeat), or its
+        create-only object `seq` (0 the registration, n > 0 a later put, -1 the end), which names the session
+        and its seq inside, so a sealed object copied to another name is not believed."""
+        doc = {"v": 1, "host": self.host, "pid": os.getpid(), "pid_space": PID_SPACE, "started": started,
+               "plans": plans}
+        if seq is not None and seq != 0:
+            doc.update(session=name, seq=seq)
+        self._put(fmt.SESSIONS + session_object(name, seq or 0), fmt.AAD_SESSION, doc)
 
     def sessions(self) -> List[Session]:
-        """Every session on storage. One that cannot be read counts as a writer that has seen no plan (and is
-        in `damaged_sessions`)."""
-        out = []
+        """Every session on storage, each read from its newest object (a create-only session's objects are
+        grouped by id; its mtime is the newest one's). One that cannot be read counts as a writer that has
+        seen no plan (and is in `damaged_sessions`); a create-only end object counts only if it opens and names
+        its session."""
         self.damaged_sessions = []
+        groups: Dict[str, List[SessionObject]] = {}
         for info in self.storage.list_info(fmt.SESSIONS):
-            name = fmt.name_to_id(info.name)
-            try:
-                d = self._get(info.name, fmt.AAD_SESSION)
-                out.append(Session(name, d["host"], int(d["pid"]), d["started"], d["plans"], info.mtime,
-                                   str(d.get("pid_space", ""))))
-            except ObjectMissing:
-                continue  # ended meanwhile
-            except (RecovaultError, ValueError, KeyError, TypeError) as e:
-                self.damaged_sessions.append((name, e))
-                out.append(Session(name, "?", 0, "", None, info.mtime))
+            obj = SessionObject.parse(info)
+            if obj is not None:
+                groups.setdefault(obj.session, []).append(obj)
+        out = []
+        for name, objects in groups.items():
+            session = self._session(name, objects)
+            if session is not None:
+                out.append(session)
         return out
 
+    def _session(self, name: str, objects: List[SessionObject]) -> Optional[Session]:
+        mtime = max(o.info.mtime for o in objects)
+        names = [o.info.name for o in objects]
+        ended = any(o.seq < 0 and self._session_doc(o) is not None for o in objects)
+        newest = max((o for o in objects if o.seq >= 0), key=lambda o: o.seq, default=None)
+        if newest is None:  # only an end object (the others already deleted): one that does not open is kept
+            return Session(name, "?", 0, "", None, mtime, objects=names, ended=ended)  # ... only until it is dead
+        try:
+            d = self._session_doc(newest, strict=True)
+        except ObjectMissing:
+            return None if len(objects) == 1 else Session(name, "?", 0, "", None, mtime, objects=names)
+        if d is None:
+            return Session(name, "?", 0, "", None, mtime, objects=names, ended=ended)
+        return Session(name, d["host"], int(d["pid"]), d["started"], d["plans"], mtime, str(d.get("pid_space", "")),
+                       objects=names, ended=ended)
+
+    def _session_doc(self, obj: SessionObject, strict: bool = False) -> Optional[dict]:
+        """The document of one session object, None if it does not open or does not name itself (`strict`:
+        a vanished object raises ObjectMissing)."""
+        try:
+            d = self._get(obj.info.name, fmt.AAD_SESSION)
+            if obj.seq != 0 and (d.get("session") != obj.session or d.get("seq") != obj.seq):
+                raise CorruptData(f"{obj.info.name} names another session object")
+            if not all(key in d for key in ("host", "pid", "started", "plans")):
+                raise CorruptData(f"{obj.info.name} is not a session")
+            return d
+        except ObjectMissing:
+            if strict:
+                raise
+            return None
+        except (RecovaultError, ValueError, KeyError, TypeError) as e:
+            if strict:  # the session's newest object: check warns of it
+                self.damaged_sessions.append((obj.session, e))
+            return None
+
     def delete_session(self, name: str) -> None:
+        """Delete a v2 session's object (its writer's end)."""
         self.storage.delete(fmt.SESSIONS + name)
+
+    def remove_session(self, session: Session) -> None:
+        """Delete every object of `session` (prune, once it is dead or ended)."""
+        for name in session.objects or [fmt.SESSIONS + session.name]:
+            self.storage.delete(name)
 
     # ---- leases --------------------------------------------------------------------------------------
     def put_lease(self, name: str, started: str, op: str = "prune", *, first: bool = False) -> None:
@@ -326,21 +419,27 @@ class _Beat:
 
 
 class WriterSession:
-    """A backup's session (§10): registered before it lists plans and loads the index, then re-put with
-    the plans it has read, re-put by a heartbeat thread, deleted at the end (`close`). `lapsed` tells
-    whether the heartbeat ever stopped long enough (LAPSE) that a prune may have taken it for dead."""
+    """A backup's session (§10): registered before it lists plans and loads the index, then put again with
+    the plans it has read and by a heartbeat thread, ended at the end (`close`). On storage that refuses
+    overwriting or deleting it (AccessDenied) it keeps the create-only protocol from then on: each later put
+    a new object, its end an object too (`create_only`, or learned). `lapsed` tells whether the heartbeat
+    ever stopped long enough (LAPSE) that a prune may have taken it for dead."""
 
-    def __init__(self, coord: Coordinator, heartbeat: float = HEARTBEAT, lapse: float = LAPSE) -> None:
+    def __init__(self, coord: Coordinator, heartbeat: float = HEARTBEAT, lapse: float = LAPSE,
+                 create_only: bool = False) -> None:
         self.coord = coord
         self.name = secrets.token_hex(16)
         self.started = timefmt.now()
         self.plans: List[Plan] = []
+        self.create_only = create_only
+        self._seq = -1  # the last create-only object put (-1: none yet, not even the registration)
         self._seen: Optional[List[str]] = None
         self._heartbeat = heartbeat
         self._lapse = lapse
         self._last = _elapsed()
         self._lapsed = False
         self._lock = threading.Lock()
+        self._put_lock = threading.Lock()  # one put at a time: the heartbeat thread and block_plans
         self._beat: Optional[_Beat] = None
 
     def open(self) -> List[Plan]:
@@ -353,12 +452,24 @@ class WriterSession:
         return self.plans
 
     def put(self) -> None:
-        self.coord.put_session(self.name, self.started, self._seen)
+        with self._put_lock:
+            self._store(self._seen)
         with self._lock:
             now = _elapsed()
             if now - self._last >= self._lapse:
                 self._lapsed = True
             self._last = now
+
+    def _store(self, plans: Optional[List[str]], end: bool = False) -> None:
+        """Put the session (the v2 object again), or its next create-only object (`end`: its end)."""
+        if not self.create_only and self._seq >= 0:
+            try:
+                self.coord.put_session(self.name, self.started, plans)
+                return
+            except AccessDenied:
+                self.create_only = True  # the storage refuses overwriting: create-only from now on
+        self._seq = -1 if end else self._seq + 1
+        self.coord.put_session(self.name, self.started, plans, seq=self._seq)
 
     def block_plans(self) -> None:
         """Say "seen no plan" again (revalidation): every plan now waits for this writer."""
@@ -371,11 +482,20 @@ class WriterSession:
             return self._lapsed or _elapsed() - self._last >= self._lapse
 
     def close(self) -> None:
+        """End the session: delete its object, or (create-only, or the deletion refused) store its end."""
         if self._beat is not None:
             self._beat.stop()
             self._beat = None
         try:
-            self.coord.delete_session(self.name)
+            if not self.create_only:
+                try:
+                    self.coord.delete_session(self.name)
+                    return
+                except AccessDenied:
+                    self.create_only = True
+            with self._put_lock:
+                if self._seq >= 0:  # registered
+                    self._store(self._seen, end=True)
         except RecovaultError:
             pass  # left behind: its heartbeat stops, and a prune deletes it once it is dead
 

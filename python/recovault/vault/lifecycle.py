@@ -18,9 +18,11 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .. import timefmt
-from ..errors import NotFound, ObjectMissing, UsageError
+from ..errors import NotFound, ObjectLocked, ObjectMissing, UsageError
 from ..retention import GroupKey, Kept, Policy, apply_policy, group_points, parse_group_by
 from ..selection import PointFilter
+from . import format as fmt
+from .immutability import LockedObject, LockedSink
 from .journal import Journal, PointState, VaultPolicy, expiry
 from .points import OnCorrupt
 from .records import RecoveryPoint
@@ -128,37 +130,44 @@ def _remove(vault: "Vault", points: Sequence[RecoveryPoint], now: datetime) -> N
     when = timefmt.format_time(now)
     journal.append_many([("remove", p.id, when) for p in points])
     states, changes = journal.states(), journal.period_changes()
-    _purge(vault, [p.id for p in points if expiry(states[p.id].effective, changes, now) <= now], now)
+    # A purged point whose object the store keeps locked stays stored; the next prune deletes and reports it.
+    _purge(vault, [p.id for p in points if expiry(states[p.id].effective, changes, now) <= now], now, [])
 
 
-def _purge(vault: "Vault", sids: Sequence[str], now: datetime) -> None:
+def _purge(vault: "Vault", sids: Sequence[str], now: datetime, locked: LockedSink = None) -> None:
     """Log `sids` as purged, then delete their objects (a crash in between: the audit warns, purge_expired
     finishes)."""
     if sids:
         vault.prepare_write()
     vault.journal.append_many([("purge", sid, timefmt.format_time(now)) for sid in sids])
-    _delete_objects(vault, sids)
+    _delete_objects(vault, sids, locked)
 
 
-def _delete_objects(vault: "Vault", sids: Iterable[str]) -> None:
+def _delete_objects(vault: "Vault", sids: Iterable[str], locked: LockedSink = None) -> None:
+    """Delete the objects of points `sids`; one still locked by the store (S3 Object Lock) is added to
+    `locked` and left (it is logged purged: the next prune deletes it) instead of raising, when given."""
     for sid in sids:
         try:
             vault.points.delete(sid)
         except ObjectMissing:
             pass  # deleted by an earlier, interrupted run (or another host finishing it at the same time)
+        except ObjectLocked as exc:
+            if locked is None:
+                raise
+            locked.append(LockedObject(fmt.SNAPSHOTS + sid, str(exc)))
 
 
-def purge_expired(vault: "Vault", now: Optional[datetime] = None) -> List[str]:
+def purge_expired(vault: "Vault", now: Optional[datetime] = None, locked: LockedSink = None) -> List[str]:
     """Purge the soft-deleted points expired at `now`, and finish interrupted purges (a purge entry whose
-    object is still stored). Returns their ids."""
+    object is still stored). Returns their ids. Objects still locked go to `locked` (see _delete_objects)."""
     now = _now(now)
     states, changes = _states(vault.journal), vault.journal.period_changes()
     stored = set(vault.points.ids())
     expired = sorted(sid for sid, st in states.items()
                      if st.state == "deleted" and expiry(st.effective, changes, now) <= now)
-    _purge(vault, expired, now)
+    _purge(vault, expired, now, locked)
     unfinished = sorted(sid for sid, st in states.items() if st.state == "purged" and sid in stored)
-    _delete_objects(vault, unfinished)
+    _delete_objects(vault, unfinished, locked)
     return sorted(set(expired) | set(unfinished))
 
 

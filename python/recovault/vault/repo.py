@@ -14,14 +14,14 @@ from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .. import core, timefmt
-from ..errors import CorruptData, ObjectMissing, UsageError, VaultExists, VaultNotFound
+from ..errors import AccessDenied, CorruptData, ObjectMissing, UsageError, VaultExists, VaultNotFound
 from ..paths import split_path
 from ..storage import Storage
 from . import envelope
 from . import format as fmt
 from .blobstore import BlobStore, EventSink, Location, Locations, no_events, pack_name
 from .cache_hygiene import mark_seen
-from . import lifecycle
+from . import immutability, lifecycle
 from .journal import DEFAULT_SOFT_DELETE_DAYS, Journal, VaultPolicy
 from ..selection import PointFilter
 from .lifecycle import DeletedPoint, ForgetGroup
@@ -188,6 +188,7 @@ class Vault:
             mark_seen(cache_dir, vault_id, storage.url)
         # Only for chunk_id, which never consults a known-ID set: an empty one keeps the index unloaded.
         self._id_pipeline = self.pipeline(workers=1, known=core.IdSet())
+        self.lock_days: Optional[int] = None  # what this process puts is locked this long (immutability.py)
 
     # ---- creation and unlocking ----------------------------------------------------------------
     @classmethod
@@ -280,7 +281,9 @@ class Vault:
     def prepare_write(self) -> Optional[UpgradeReport]:
         """Call before writing to the vault: upgrades a vault of an older format first (a v1 writer knows
         nothing of what v2 readers rely on) and says so with a "notice" event ({"message", "upgrade"}).
-        Returns the report, or None when the vault was current."""
+        Returns the report, or None when the vault was current. On a store that can lock objects, what this
+        process puts from then on is locked for the vault's lock period (immutability.py)."""
+        self.lock_days = immutability.lock_new_objects(self)  # the policy now in force (it may have changed)
         if self.format_version >= fmt.VAULT_FORMAT:
             return None
         report = self.upgrade()
@@ -395,7 +398,10 @@ class Vault:
             try:
                 check_stored()
             except BaseException:
-                self.points.delete(sid)
+                try:
+                    self.points.delete(sid)
+                except AccessDenied:
+                    pass  # storage that refuses deletion: it stays, unlogged (docs/vault-format.md §10.4)
                 raise
         self.journal.append("add", sid, point.time, point.host)  # after the point: see journal.py
         return sid
@@ -448,9 +454,10 @@ class Vault:
         """Live and soft-deleted unexpired recovery points: everything prune must keep the data of."""
         return lifecycle.retained(self, now, on_corrupt)
 
-    def purge_expired(self, now: Optional[datetime] = None) -> List[str]:
-        """Purge expired soft-deleted points (and finish interrupted purges); their ids."""
-        return lifecycle.purge_expired(self, now)
+    def purge_expired(self, now: Optional[datetime] = None, locked: immutability.LockedSink = None) -> List[str]:
+        """Purge expired soft-deleted points (and finish interrupted purges); their ids. Objects still locked
+        by the store go to `locked`, if given, instead of raising (lifecycle._delete_objects)."""
+        return lifecycle.purge_expired(self, now, locked)
 
     def forget(self, policy: Optional[Policy] = None, ids: Sequence[str] = (), *, group_by: Any = ("host", "paths"),
                where: PointFilter = PointFilter(), dry_run: bool = False, allow_empty: bool = False,
