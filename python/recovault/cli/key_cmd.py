@@ -5,6 +5,7 @@ from typing import Optional
 
 import click
 
+from ..errors import UsageError
 from .context import Ctx, common_options, examples, pass_ctx
 
 
@@ -40,16 +41,46 @@ def _new_passphrase(new_passphrase_file: Optional[str]) -> str:
 
 
 @key.command(name="add", epilog=examples(
-    'recovault key add --label backup-admin', 'recovault key add --new-passphrase-file /root/new-pass'))
+    'recovault key add --label backup-admin', 'recovault key add --new-passphrase-file /root/new-pass',
+    'recovault key add --role host --host web1 --export web1.key --new-passphrase-file web1.pass'))
 @common_options
 @click.option("--new-passphrase-file", default=None, help="Read the new passphrase from this file.")
 @click.option("--label", default=None, help="A note stored with the key (who or what uses it).")
+@click.option("--role", type=click.Choice(["admin", "host"]), default="admin", show_default=True,
+              help="admin: another passphrase for the vault's keys (a key file in the vault). host: a key for "
+                   "one host that can add backups only, written to --export (the vault becomes format 3).")
+@click.option("--host", "host_name", default=None, metavar="NAME", help="--role host: the host the key is for.")
+@click.option("--export", default=None, metavar="FILE",
+              help="--role host: write the host's key file here (never into the vault); the host opens the vault "
+                   "with --key-file FILE.")
 @pass_ctx
-def key_add(c: Ctx, new_passphrase_file: Optional[str], label: Optional[str]) -> None:
-    """Add a passphrase (a new key file for the same vault)."""
+def key_add(c: Ctx, new_passphrase_file: Optional[str], label: Optional[str], role: str,
+            host_name: Optional[str], export: Optional[str]) -> None:
+    """Add a passphrase (a new key file for the same vault), or a host key (--role host)."""
+    if role == "host":
+        _add_host_key(c, new_passphrase_file, label, host_name, export)
+        return
+    if host_name is not None or export is not None:
+        raise UsageError("--host and --export go with --role host")
     with c.open() as v:
         kid = v.keys.add(_new_passphrase(new_passphrase_file), v.master, label=label)
     c.out({"keyid": kid}, f"added key {kid[:12]}")
+
+
+def _add_host_key(c: Ctx, new_passphrase_file: Optional[str], label: Optional[str], host_name: Optional[str],
+                  export: Optional[str]) -> None:
+    import os
+    from .. import api
+    if not host_name or not export:
+        raise UsageError("--role host needs --host NAME and --export FILE")
+    if label is not None:
+        raise UsageError("--label goes with an admin key; a host key is named by --host")
+    if os.path.lexists(export):
+        raise UsageError(f"{export} exists already: choose another file for the key")
+    with c.open() as v:
+        kid = api.add_host_key(v, host_name, _new_passphrase(new_passphrase_file), export)
+    c.out({"keyid": kid, "role": "host", "host": host_name, "export": export},
+          f"added host key {kid[:12]} for host {host_name}: key file {export}")
 
 
 @key.command(name="remove", epilog=examples(

@@ -63,6 +63,9 @@ def upgrade_to_v3(vault: Vault) -> bool:
         if vault.journal.entries or vault.journal.damaged:
             vault.journal.append(POLICY_OP, "", timefmt.now(), policy=vault.journal.policy())
         vault._write_config(config)
+    vault.on_event("notice", {"message": "upgraded the vault from format version 2 to 3 (host keys): index files "
+                              "rewritten for hosts; recovault versions that read only formats 1 and 2 can no "
+                              "longer open it"})
     return True
 
 
