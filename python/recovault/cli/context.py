@@ -164,10 +164,8 @@ class Ctx:
         import time
         from ..storage import open_storage
         from ..vault.repo import Vault
-        if self.key_file is not None and not host_ok:
-            from ..errors import HostKeyOnly
-            from ..vault.hostvault import HOST_KEY_ONLY
-            raise HostKeyOnly(HOST_KEY_ONLY)
+        if not host_ok:
+            self.refuse_host_key()
         self.wire_storage()
         t0 = time.monotonic()
         on_event = self._notices if quiet else self.vault_event
@@ -181,6 +179,14 @@ class Ctx:
         self.info(f"opened vault {v.id[:8]} at {v.storage.url} (format {v.format_version}, key {v.keyid[:12]}) "
                   f"in {time.monotonic() - t0:.2f}s")
         return v
+
+    def refuse_host_key(self) -> None:
+        """HostKeyOnly if a host key file was given (--key-file, RECOVAULT_KEY_FILE): the command is the
+        admin's."""
+        if self.key_file is not None:
+            from ..errors import HostKeyOnly
+            from ..vault.hostvault import HOST_KEY_ONLY
+            raise HostKeyOnly(HOST_KEY_ONLY)
 
     @property
     def chatty(self) -> bool:

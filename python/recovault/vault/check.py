@@ -70,6 +70,7 @@ class _Hit(NamedTuple):
 
 class Checker:
     def __init__(self, vault: Vault, progress: Optional[Callable[[str, Dict[str, Any]], None]] = None) -> None:
+        vault.require_admin()
         self.vault = vault
         self.progress = progress or (lambda kind, info: None)
         self.problems: List[str] = []
