@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Dict, List
+from typing import Dict
 
 import pytest
 
@@ -291,3 +291,54 @@ def test_host_key_file_material_holds_no_admin_secret(fleet):
     secrets_held = {material.id_key, material.chunker_seed, material.index_key, material.signing}
     assert master.enc_key not in secrets_held and master.mac_key not in secrets_held
     assert material.index_key == AdminKeys.derive(master).index_key
+
+
+def test_a_job_file_with_a_host_key_backs_up_and_may_not_forget_or_check(fleet, monkeypatch):
+    from recovault.jobfile.runner import Job
+    from recovault.jobfile.spec import JobFileError, load_job
+    tmp = fleet["tmp"]
+    for k in [k for k in os.environ if k.startswith("RECOVAULT_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("RECOVAULT_STATE_DIR", str(tmp / "state"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp / "xdg"))
+    (tmp / "h.pass").write_text(HOST_PASSPHRASE + "\n")
+    (tmp / "h.pass").chmod(0o600)
+    head = (f'[vault]\nurl = "{fleet["vault"]}"\npassphrase_file = "{tmp / "h.pass"}"\n'
+            f'key_file = "{tmp / "web1.key"}"\n[backup]\npaths = ["{fleet["src"]}"]\nhost = "web1"\n')
+    bad = tmp / "bad.toml"
+    bad.write_text(head + "[retention]\nkeep_last = 3\n[check]\nevery = \"7d\"\n")
+    with pytest.raises(JobFileError) as e:
+        load_job(str(bad))
+    assert "a host key can add backups only" in str(e.value) and "[retention] or [check]" in str(e.value)
+    good = tmp / "web.toml"
+    good.write_text(head)
+    record = Job.from_file(str(good)).run()
+    assert record.exit_code == 0, record
+    with api.open_vault(fleet["vault"], PASSPHRASE, cache_dir=str(tmp / "a8")) as v:
+        assert [p.host for p in api.snapshots(v)].count("web1") == 1
+
+
+def test_the_admin_reading_a_format_3_vault_writes_nothing(fleet):
+    """A restore (with --verify: it hashes through a pipeline), ls and check store no session key object:
+    only a session that stores what it seals needs one."""
+    tmp = fleet["tmp"]
+    with _host(fleet, "web1") as h:
+        api.backup(h, [str(fleet["src"])], host="web1")
+    before = _objects(fleet["vault"])
+    with api.open_vault(fleet["vault"], PASSPHRASE, cache_dir=str(tmp / "a9")) as v:
+        for point in api.snapshots(v):
+            api.restore(v, point.id, str(tmp / f"r-{point.id[:8]}"), verify=True)
+        assert Checker(v).run(read_data=True)["ok"]
+    after = _objects(fleet["vault"])
+    assert sorted(set(after) - set(before)) == [] and after == before
+
+
+def test_a_v2_config_relabelled_3_is_refused_as_tampered_with(tmp_path):
+    vault = api_vault(tmp_path / "v")
+    path = os.path.join(vault, "config")
+    doc = json.loads(open(path).read())
+    doc["recovault"] = 3
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    with pytest.raises(CorruptData, match="changed after it was written"):
+        api.open_vault(vault, PASSPHRASE, cache_dir=str(tmp_path / "c"))

@@ -16,14 +16,13 @@ Crypto only through `cryptography`. Library code: nothing here prints.
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
 import secrets
 import socket
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization

@@ -69,7 +69,8 @@ def upgrade_to_v3(vault: Vault) -> bool:
     return True
 
 
-def add_host_key(vault: Vault, host: str, passphrase: str, kdf: Optional[KdfParams] = None) -> Tuple[HostMaterial, bytes]:
+def add_host_key(vault: Vault, host: str, passphrase: str,
+                 kdf: Optional[KdfParams] = None) -> Tuple[HostMaterial, bytes]:
     """Register a new host key for `host` in the keyring (upgrading the vault to format 3 first) and return
     its material and its key file's bytes, sealed under `passphrase` (the caller writes the file)."""
     vault.require_admin()

@@ -329,10 +329,13 @@ class Vault:
 
     # ---- sealing --------------------------------------------------------------------------------
     def pipeline(self, *, workers: int = 0, fixed_block: int = 0, level: Optional[int] = None,
-                 compress: str = "auto", known: Optional["core.IdSet"] = None) -> "core.Pipeline":
+                 compress: str = "auto", known: Optional["core.IdSet"] = None,
+                 hashing_only: bool = False) -> "core.Pipeline":
         """A pipeline with this vault's keys and chunker; `known` replaces the vault's set of stored IDs
-        (restore's verification passes its own, so that re-reading files stores nothing)."""
-        return self._pipeline(self.sealer.session, workers=workers, fixed_block=fixed_block, level=level,
+        (restore's verification passes its own, so that re-reading files stores nothing). `hashing_only`: what
+        it seals is never stored (a verification), so a format 3 session key need not be stored for it."""
+        session = self.sealer.id_session if hashing_only else self.sealer.session
+        return self._pipeline(session, workers=workers, fixed_block=fixed_block, level=level,
                               compress=compress, known=known)
 
     def _pipeline(self, session: "core.SealSession", *, workers: int = 0, fixed_block: int = 0,
