@@ -277,6 +277,10 @@ def test_a_session_key_signed_by_a_key_not_in_the_keyring_is_ignored(fleet):
         assert v.sealer.resolver.known(salt) is None
         with pytest.raises(CorruptData):
             v.load_snapshot(point.id)
+        report = Checker(v).run()
+        assert any(f"sessionkeys/{salt.hex()}" in w and "not signed by a key of the keyring" in w
+                   for w in report["warnings"]), report["warnings"]
+        assert not report["ok"]  # the point it sealed does not open: a problem
     with open(path, "wb") as f:
         f.write(honest)
     with api.open_vault(fleet["vault"], PASSPHRASE, cache_dir=str(tmp / "admin6")) as v:
