@@ -346,3 +346,42 @@ def test_a_v2_config_relabelled_3_is_refused_as_tampered_with(tmp_path):
         json.dump(doc, f)
     with pytest.raises(CorruptData, match="changed after it was written"):
         api.open_vault(vault, PASSPHRASE, cache_dir=str(tmp_path / "c"))
+
+
+@pytest.mark.parametrize("stop", ["compacted", "anchored"])
+def test_an_upgrade_to_format_3_stopped_before_its_config_leaves_a_vault_that_reads_and_upgrades_again(
+        tmp_path, monkeypatch, stop):
+    """Stopped after the index was rewritten under index_key (and the heads' entry written), before the
+    config's put: the vault is still format 2, everything reads with no damage reported, and the next
+    `key add --role host` finishes the upgrade."""
+    from recovault.vault.repo import Vault
+    vault = api_vault(tmp_path / "v")
+    src = tmp_path / "src"
+    files = _tree(src, 4, big=300 << 10)
+    with api.open_vault(vault, PASSPHRASE, cache_dir=str(tmp_path / "c")) as v:
+        point = api.backup(v, [str(src)])
+
+    def killed(*_a, **_k):
+        raise KeyboardInterrupt("kill -9")
+    if stop == "compacted":  # the journal is read right after the compaction, to write the heads' entry
+        monkeypatch.setattr("recovault.vault.journal.Journal.refresh", killed)
+    else:
+        monkeypatch.setattr(Vault, "_write_config", killed)
+    v = api.open_vault(vault, PASSPHRASE, cache_dir=str(tmp_path / "c2"))
+    with pytest.raises(KeyboardInterrupt):
+        api.add_host_key(v, "web1", HOST_PASSPHRASE, str(tmp_path / "web1.key"), kdf=FAST_KDF)
+    monkeypatch.undo()
+    assert json.loads(open(os.path.join(vault, "config")).read())["recovault"] == 2
+    events = []
+    with api.open_vault(vault, PASSPHRASE, cache_dir=str(tmp_path / "c3"), on_event=lambda k, i: events.append(i)) as v:
+        assert v.format_version == 2
+        api.restore(v, point.id, str(tmp_path / "r"))
+        report = Checker(v).run(read_data=True)
+        assert report["ok"] and not report["damaged_indexes"], report
+        api.add_host_key(v, "web1", HOST_PASSPHRASE, str(tmp_path / "web1.key"), kdf=FAST_KDF)
+        assert v.format_version == 3
+    assert not [e for e in events if "damaged" in str(e) or "corrupt" in str(e)], events
+    for rel, data in files.items():
+        assert (tmp_path / "r" / str(src).lstrip("/") / rel).read_bytes() == data
+    with _host({"vault": vault, "tmp": tmp_path}, "web1") as h:
+        assert api.backup(h, [str(src)], host="web1").stats["bytes_added"] == 0

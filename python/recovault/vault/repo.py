@@ -202,8 +202,6 @@ class Vault:
         """Format 1-2: everything under the master's enc_key. Format 3: this session's own random data key,
         stored sealed to the vault's public key before its first sealed object; index files and plans under
         index_key; the admin resolves other sessions' keys by salt (docs/vault-format.md §3)."""
-        if self.host_key is None and self.format_version < fmt.HOST_KEY_FORMAT:
-            return Sealer(self.master, self.settings.level)
         resolver = None
         if self.host_key is not None:
             writer, index_key = self.host_key.writer(), self.host_key.index_key
@@ -211,6 +209,8 @@ class Vault:
             admin = AdminKeys.derive(self.master)  # type: ignore[arg-type]
             writer, index_key = admin.writer(), admin.index_key
             resolver = SessionKeys(self.storage, admin, self.id, self.cache_dir)
+            if self.format_version < fmt.HOST_KEY_FORMAT:  # seals as format 2 does; reads what an upgrade wrote
+                return Sealer(self.master, self.settings.level, index_key=index_key, resolver=resolver, v3=False)
 
         def register(salt: bytes, data_key: bytes) -> None:
             put_or_withdraw(self.storage, session_key_name(salt), seal_session_key(salt, data_key, writer))

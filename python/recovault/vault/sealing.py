@@ -10,7 +10,7 @@ blobs, and the fallback, so a planted session key object cannot make admin data 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional
 
 from .. import core
 from ..errors import CorruptData
@@ -27,14 +27,18 @@ SHARED_AADS = (fmt.AAD_INDEX, fmt.AAD_PLAN)
 class Sealer:
     def __init__(self, master: Optional[MasterKeys], level: int, *, data_key: Optional[bytes] = None,
                  index_key: Optional[bytes] = None, resolver: Optional["SessionKeys"] = None,
-                 register: Optional[Callable[[bytes, bytes], None]] = None) -> None:
+                 register: Optional[Callable[[bytes, bytes], None]] = None, v3: bool = True) -> None:
+        """`v3`: seal index files and plans under `index_key`, and look a blob's session key up before the
+        master's. A format 2 vault's Sealer (v3 False) seals under `enc_key` and reads `index_key` and session
+        keys only where `enc_key` fails (an upgrade to format 3 interrupted after its first steps)."""
         self.master = master
         self.level = level
         self.data_key = data_key if data_key is not None else master.enc_key  # type: ignore[union-attr]
         self._session = core.SealSession(self.data_key)
         self.index_key = index_key
-        self._shared = core.SealSession(index_key) if index_key is not None else None
+        self._shared = core.SealSession(index_key) if index_key is not None and v3 else None
         self.resolver = resolver
+        self.v3 = v3
         self._register = register
         self._lock = threading.Lock()
 
@@ -59,19 +63,26 @@ class Sealer:
         return self.session.seal(aad, data, self.level)
 
     def session_key(self, salt: bytes) -> Optional[bytes]:
-        """The data key of session `salt` when it is not the master's: this session's, or the resolver's."""
+        """The data key of session `salt` when it is not the master's: this session's, or the resolver's (a
+        format 2 vault: None, the C++ engine then uses the master's)."""
         if salt == self._session.salt and (self.master is None or self.data_key != self.master.enc_key):
             return self.data_key
-        return self.resolver.known(salt) if self.resolver is not None else None
+        return self.resolver.known(salt) if self.resolver is not None and self.v3 else None
 
-    def _keys(self, aad: bytes, salt: bytes) -> List[bytes]:
-        keys = [self.index_key] if self.index_key is not None and aad in SHARED_AADS else []
-        dk = self.session_key(salt)
-        if dk is not None:
-            keys.append(dk)
-        if self.master is not None:
-            keys.append(self.master.enc_key)
-        return list(dict.fromkeys(keys))
+    def _keys(self, aad: bytes, salt: bytes) -> Iterator[bytes]:
+        """The keys to try, in order, each once; those that cost a lookup only when the ones before failed."""
+        def every() -> Iterator[Optional[bytes]]:
+            if aad in SHARED_AADS:
+                yield self.index_key
+            yield self.session_key(salt)
+            yield self.master.enc_key if self.master is not None else None
+            if not self.v3 and self.resolver is not None:
+                yield self.resolver.known(salt)
+        tried: List[bytes] = []
+        for key in every():
+            if key is not None and key not in tried:
+                tried.append(key)
+                yield key
 
     def unseal(self, aad: bytes, blob: bytes, what: str, max_size: int = 1 << 30) -> bytes:
         """The plaintext of a sealed object; CorruptData (naming `what`) if it fails authentication."""
