@@ -385,3 +385,39 @@ def test_an_upgrade_to_format_3_stopped_before_its_config_leaves_a_vault_that_re
         assert (tmp_path / "r" / str(src).lstrip("/") / rel).read_bytes() == data
     with _host({"vault": vault, "tmp": tmp_path}, "web1") as h:
         assert api.backup(h, [str(src)], host="web1").stats["bytes_added"] == 0
+
+
+def test_a_host_honours_prune_plans_and_prune_reads_the_hosts_session(tmp_path):
+    """Plans are sealed under index_key: a host's backup reads them and stores again the chunks a pending plan
+    will delete; the admin's prune reads the host's session (sealed under its session key) and what it has
+    seen; after the plan is carried out, the host's point restores byte for byte."""
+    from recovault.vault.coordination import Coordinator, WriterSession
+    from recovault.vault.repo import Settings
+    vault = str(tmp_path / "v")
+    src = tmp_path / "src"
+    files = _tree(src, 5, big=400 << 10)
+    settings = Settings(min_size=16 << 10, avg_size=64 << 10, max_size=256 << 10, pack_size=1 << 20)
+    with api.init_vault(vault, PASSPHRASE, settings=settings, kdf=FAST_KDF, cache_dir=str(tmp_path / "a"),
+                        soft_delete_days=0) as v:
+        admin_point = api.backup(v, [str(src)])
+        api.add_host_key(v, "web1", HOST_PASSPHRASE, str(tmp_path / "web1.key"), kdf=FAST_KDF)
+        api.forget(v, ids=[admin_point.id], allow_empty=True)
+        plan = api.prune(v, margin=3600).new_plan
+    assert plan
+    fleet = {"vault": vault, "tmp": tmp_path}
+    with _host(fleet, "web1") as h:
+        session = WriterSession(Coordinator(h.storage, h.sealer))
+        assert [p.name for p in session.open()] == [plan]
+        with api.open_vault(vault, PASSPHRASE, cache_dir=str(tmp_path / "a2")) as v:
+            seen = [s.plans for s in Coordinator(v.storage, v.sealer).sessions()]
+        session.close()
+        assert seen == [[plan]]
+        point = api.backup(h, [str(src)], host="web1")
+    assert point.stats["bytes_added"] >= len(files["big.bin"])  # the plan's garbage stored again
+    with api.open_vault(vault, PASSPHRASE, cache_dir=str(tmp_path / "a3")) as v:
+        result = api.prune(v, margin=0)
+        assert [p.done for p in result.plans if p.plan == plan] == [True]
+        api.restore(v, point.id, str(tmp_path / "r"))
+        assert Checker(v).run(read_data=True)["ok"]
+    for rel, data in files.items():
+        assert (tmp_path / "r" / str(src).lstrip("/") / rel).read_bytes() == data
