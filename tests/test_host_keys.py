@@ -162,6 +162,10 @@ def test_key_add_role_host_on_the_cli_upgrades_a_v2_vault_and_the_host_backs_up(
     key = json.loads((tmp_path / "web1.key").read_text())
     assert key["role"] == "host" and key["host"] == "web1" and not any(
         n.endswith(key["keyid"]) for n in os.listdir(os.path.join(vault, "keys")))  # never stored in the vault
+    rows = json.loads(ok(cli("key", "list", "--vault", vault, "--json")).stdout)
+    assert [(r["role"], r["hostname"], r["keyid"]) for r in rows if r["role"] == "host"] == [
+        ("host", "web1", doc["keyid"])]
+    assert "host key for web1" in ok(cli("key", "list", "--vault", vault)).stdout
     host = Cli(tmp_path / "host-home", passphrase=None)
     ok(host("backup", "--vault", vault, "--key-file", tmp_path / "web1.key", "--passphrase-file",
             tmp_path / "h.pass", src))

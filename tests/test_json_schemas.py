@@ -71,6 +71,7 @@ RUNS: Dict[str, List[List[str]]] = {
             ["key", "list"], ["key", "add", "--new-passphrase-file", "{keyfile}", "--label", "second"],
             ["key", "add", "--role", "host", "--host", "web1", "--export", "{host_key}",
              "--new-passphrase-file", "{keyfile}"],  # the vault is format 3 from here on
+            ["key", "list"],  # with the host key's row
             ["key", "remove", "{keyid}"], ["key", "passwd", "--new-passphrase-file", "{keyfile}"]],
     "cache": [["cache"]],
     "history": [["history"], ["history", "web", "--limit", "1"], ["history", "--stale", "1000d"]],

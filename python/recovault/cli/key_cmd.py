@@ -21,14 +21,19 @@ def key() -> None:
 @common_options
 @pass_ctx
 def key_list(c: Ctx) -> None:
-    """List the vault's keys (* marks the one that opened it)."""
+    """List the vault's keys (* marks the one that opened it), and the host keys its keyring registers."""
+    from ..timefmt import canonical
+    from ..vault.hostvault import host_keys
     with c.open() as v:
         keys = v.keys.list()
         cur = v.keyid
-    from ..timefmt import canonical
-    rows = [dict(k.__dict__, current=k.keyid == cur, created=canonical(k.created)) for k in keys]
+        hosts = host_keys(v).hosts if v.format_version >= 3 else ()
+    rows = [dict(k.__dict__, current=k.keyid == cur, created=canonical(k.created), role="admin") for k in keys]
+    rows += [dict(keyid=h.keyid, created=canonical(h.created), hostname=h.host, username="", label=None,
+                  problem=None, authenticated=True, current=False, role="host") for h in hosts]
     c.out(rows, "\n".join(f"{'*' if r['current'] else ' '} {r['keyid'][:12]}  {r['created']}  "
-                          f"{r['username']}@{r['hostname']}  {r.get('label') or ''}"
+                          + (f"host key for {r['hostname']}" if r["role"] == "host" else
+                             f"{r['username']}@{r['hostname']}  {r.get('label') or ''}")
                           + ("" if r["authenticated"] or r["problem"] else
                              "  (version 1 key file: its fields are not authenticated; 'key passwd' rewrites it)")
                           + (f"  PROBLEM: {r['problem']}" if r["problem"] else "") for r in rows))
