@@ -375,3 +375,29 @@ def test_a_failed_put_is_left_where_deletion_is_refused(tmp_path):
     with pytest.raises(StorageError, match="connection reset"):
         put_or_withdraw(store, "data/00/" + "0" * 64, b"pack")
     assert store.get("data/00/" + "0" * 64) == b"pack"
+
+
+def test_s3_object_lock_with_a_host_key(s3_env, tmp_path):
+    """A host key cannot open the journal's policy entries: on a bucket with Object Lock its packs and
+    recovery point are locked for the default soft-delete period (docs/security.md), and the backup works."""
+    import boto3
+    from recovault.vault.journal import DEFAULT_SOFT_DELETE_DAYS
+    bucket = unique_name()
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    url = f"s3://{bucket}/v"
+    src = make_tree(tmp_path)
+    host_pass = "host passphrase of web1 " * 2
+    with api.init_vault(url, PASSPHRASE, settings=small_settings(), kdf=FAST_KDF,
+                        cache_dir=str(tmp_path / "cache")) as v:
+        api.add_host_key(v, "web1", host_pass, str(tmp_path / "web1.key"), kdf=FAST_KDF)
+    with api.open_vault(url, host_pass, key_file=str(tmp_path / "web1.key"), cache_dir=str(tmp_path / "hc")) as h:
+        point = api.backup(h, [str(src)])
+        assert h.lock_days == DEFAULT_SOFT_DELETE_DAYS
+    head = s3.head_object(Bucket=bucket, Key="v/" + fmt.SNAPSHOTS + point.id)
+    assert head["ObjectLockMode"] == "COMPLIANCE"
+    left = head["ObjectLockRetainUntilDate"] - datetime.datetime.now(datetime.timezone.utc)
+    days = datetime.timedelta(days=DEFAULT_SOFT_DELETE_DAYS)
+    assert days - datetime.timedelta(minutes=5) < left <= days
+    with api.open_vault(url, PASSPHRASE, cache_dir=str(tmp_path / "cache")) as v:
+        assert_restores(v, point, src, tmp_path / "restored")

@@ -44,7 +44,7 @@ NO_JSON: Dict[str, str] = {
 ELSEWHERE: Dict[str, str] = {"mount": "test_mount.py"}
 
 # The scenario: every invocation, in order (later ones use what earlier ones made). {name} fields are filled
-# from Scenario.fields: vault, src, image, target, out, replica, new_vault, keyfile, old, new, keyid,
+# from Scenario.fields: vault, src, image, target, out, replica, new_vault, keyfile, host_key, old, new, keyid,
 # schedule_job, ec_vault (an erasure-coded vault).
 RUNS: Dict[str, List[List[str]]] = {
     "version": [["version"]],
@@ -69,6 +69,9 @@ RUNS: Dict[str, List[List[str]]] = {
     "migrate": [["migrate"]],
     "key": [  # last: passwd changes the passphrase (the scenario follows)
             ["key", "list"], ["key", "add", "--new-passphrase-file", "{keyfile}", "--label", "second"],
+            ["key", "add", "--role", "host", "--host", "web1", "--export", "{host_key}",
+             "--new-passphrase-file", "{keyfile}"],  # the vault is format 3 from here on
+            ["key", "list"],  # with the host key's row
             ["key", "remove", "{keyid}"], ["key", "passwd", "--new-passphrase-file", "{keyfile}"]],
     "cache": [["cache"]],
     "history": [["history"], ["history", "web", "--limit", "1"], ["history", "--stale", "1000d"]],
@@ -115,7 +118,7 @@ class Scenario:
             '[schedule]\ncalendar = ["*-*-* 01:30", "Mon..Fri 13:30"]\n')
         self.fields = dict(vault=api_vault(tmp / "vault"), src=str(src), image=str(image), target=str(tmp / "t"),
                            out=str(tmp / "out.img"), replica=api_vault(tmp / "replica"),
-                           new_vault=str(tmp / "new-vault"), keyfile=str(tmp / "newpass"),
+                           new_vault=str(tmp / "new-vault"), keyfile=str(tmp / "newpass"), host_key=str(tmp / "web1.key"),
                            jobs_dir=str(tmp / "jobs"), schedule_job=str(tmp / "jobs" / "nightly.toml"))
         self.fields["jobfile"] = str(tmp / "nightly.toml")
         self.fields["ec_vault"] = api_vault("ec:2+1:" + ",".join(str(tmp / "ec" / f"d{i}") for i in range(3)))
@@ -160,7 +163,7 @@ class Scenario:
             else:
                 self.fields.setdefault("old", doc["id"])
                 self.fields["new"] = doc["id"]
-        elif argv[:2] == ["key", "add"]:
+        elif argv[:2] == ["key", "add"] and "--role" not in argv:  # a host key is no key file to remove
             self.fields["keyid"] = doc["keyid"]
         elif argv[:2] == ["key", "passwd"]:
             os.environ["RECOVAULT_PASSPHRASE"] = NEW_PASSPHRASE  # the fixture's MonkeyPatch restores it

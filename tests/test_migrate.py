@@ -212,11 +212,11 @@ def _set_config(vault: str, **fields) -> None:
 
 def test_newer_format_is_refused_with_one_message(tmp_path: Path) -> None:
     vault = api_vault(tmp_path / "v")
-    _set_config(vault, recovault=3)
+    _set_config(vault, recovault=4)  # 3 is read since issue 14 (host keys)
     cli = Cli(tmp_path / "home")
     for args in (("snapshots",), ("backup", str(tmp_path)), ("migrate",)):
-        fails(cli(*args, "--vault", vault), 2, "format version 3", "newer recovault")
-    with pytest.raises(UsageError, match="format version 3"):
+        fails(cli(*args, "--vault", vault), 2, "format version 4", "newer recovault")
+    with pytest.raises(UsageError, match="format version 4"):
         api.open_vault(vault, "wrong passphrase: not even asked", cache_dir=str(tmp_path / "c"))
     _set_config(vault, recovault="2")
     fails(cli("snapshots", "--vault", vault), 15, "config", "corrupt")

@@ -43,7 +43,8 @@ std::vector<RestoreItem> restore_items(const py::sequence& seq) {
 void register_restore(py::module_& m) {
   static py::exception<RestoreErrorTag> restore_exc(m, "RestoreError", PyExc_Exception);
   m.def("restore_blobs", [](const py::handle& key, int fd, const py::sequence& packs, const py::sequence& items,
-                            unsigned workers, bool sparse, bool by_pack, size_t run_items, const py::object& progress) {
+                            unsigned workers, bool sparse, bool by_pack, size_t run_items, const py::object& progress,
+                            const py::object& session_key) {
         View k(key);
         need_len(k, 32, "master key");
         std::vector<std::string> paths;
@@ -55,6 +56,25 @@ void register_restore(py::module_& m) {
         opt.sparse = sparse;
         opt.by_pack = by_pack;
         if (run_items) opt.run_items = run_items;
+        // Format v3: session_key(salt) -> a 32-byte key or None, called from a worker thread with the GIL
+        // taken. An exception in it counts as None (the default key is tried; a real failure then says so).
+        if (!session_key.is_none()) {
+          opt.session_key = [&session_key](const uint8_t* salt, uint8_t* key) {
+            py::gil_scoped_acquire g;
+            try {
+              py::object r = session_key(py::bytes(reinterpret_cast<const char*>(salt), 16));
+              if (r.is_none()) return false;
+              View v(r);
+              if (v.size() != 32) return false;
+              std::memcpy(key, v.data(), 32);
+              return true;
+            } catch (const py::error_already_set&) {
+              return false;
+            } catch (const std::exception&) {
+              return false;
+            }
+          };
+        }
         // Every tick (on this thread, GIL taken for a moment): Ctrl-C and the caller's progress callback.
         PyObject *etype = nullptr, *evalue = nullptr, *etb = nullptr;
         opt.progress = [&](uint64_t done) {
@@ -94,11 +114,12 @@ void register_restore(py::module_& m) {
         return out;
       }, py::arg("key"), py::arg("fd"), py::arg("packs"), py::arg("items"), py::arg("workers") = 0,
       py::arg("sparse") = false, py::arg("by_pack") = true, py::arg("run_items") = 0,
-      py::arg("progress") = py::none(),
+      py::arg("progress") = py::none(), py::arg("session_key") = py::none(),
       "Write blobs read from pack files into fd on `workers` threads (GIL released): each item is (index in "
       "packs or -1 for zeros, offset in the pack, sealed length, id, destination offset, plaintext length, "
       "bytes to skip, bytes to write). sparse: leave aligned all-zero 4 KiB blocks as holes. Raises "
-      "RestoreError (kind, index, errno, detail) on the first failure; returns byte counts.");
+      "RestoreError (kind, index, errno, detail) on the first failure; returns byte counts. session_key(salt): "
+      "the data key of a format v3 session (16-byte salt -> 32 bytes, or None for `key`).");
 }
 
 }  // namespace recovault::py_binding

@@ -4,12 +4,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <list>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -176,6 +178,11 @@ class Engine {
   ~Engine() {
     volatile uint8_t* k = key_;
     for (size_t i = 0; i < sizeof(key_); ++i) k[i] = 0;
+    for (auto& kv : keys_) {
+      if (!kv.second) continue;
+      volatile uint8_t* s = kv.second->data();
+      for (size_t i = 0; i < 32; ++i) s[i] = 0;
+    }
   }
 
   RestoreResult run() {
@@ -233,6 +240,24 @@ class Engine {
   std::atomic<uint64_t> data_bytes_{0}, zero_bytes_{0}, items_done_{0};
   std::mutex mu_;
   std::condition_variable cv_;
+  std::mutex keys_mu_;
+  std::map<std::array<uint8_t, 16>, std::unique_ptr<std::array<uint8_t, 32>>> keys_;  // salt -> key or null
+
+  // The data key of the blob's session (its salt, bytes 2..17), or nullptr for the default key. The map's
+  // entries are never erased, so a pointer stays valid for the engine's life.
+  const uint8_t* session_key(const uint8_t* blob, size_t len) {
+    if (!opt_.session_key || len < 18) return nullptr;
+    std::array<uint8_t, 16> salt;
+    std::memcpy(salt.data(), blob + 2, 16);
+    std::lock_guard<std::mutex> g(keys_mu_);
+    auto found = keys_.find(salt);
+    if (found == keys_.end()) {
+      auto key = std::make_unique<std::array<uint8_t, 32>>();
+      if (!opt_.session_key(salt.data(), key->data())) key.reset();
+      found = keys_.emplace(salt, std::move(key)).first;
+    }
+    return found->second ? found->second->data() : nullptr;
+  }
   unsigned running_ = 0;
   RestoreResult result_;
 
@@ -304,11 +329,21 @@ class Engine {
                         "the pack ends " + std::to_string(it.sealed_len - got) + " bytes before the blob does"};
     // No size limit is needed: alloc refuses any length but the recorded one before memory is allocated.
     uint8_t* out = nullptr;
-    open_blob_into(key_, it.id, 32, buf, it.sealed_len, SIZE_MAX, [&](size_t n) {
+    auto alloc = [&](size_t n) {
       if (n != it.plain_len) throw LengthMismatch{n};
       out = plain.get(std::max<size_t>(n, 1));
       return out;
-    });
+    };
+    const uint8_t* session = session_key(buf, it.sealed_len);
+    if (session == nullptr) {
+      open_blob_into(key_, it.id, 32, buf, it.sealed_len, SIZE_MAX, alloc);
+    } else {
+      try {
+        open_blob_into(session, it.id, 32, buf, it.sealed_len, SIZE_MAX, alloc);
+      } catch (const crypto::AuthenticationError&) {
+        open_blob_into(key_, it.id, 32, buf, it.sealed_len, SIZE_MAX, alloc);
+      }
+    }
     const uint8_t* p = out + it.skip;
     if (opt_.sparse)
       write_sparse(fd_, p, static_cast<size_t>(it.length), it.dest_offset);

@@ -34,6 +34,8 @@ def _start_early_key_derivation(argv: List[str]) -> None:
     if not argv or argv[0] == "init" or "-h" in argv or "--help" in argv or "--version" in argv:
         return
     location = _option(argv, "--vault", "-r") or os.environ.get("RECOVAULT_VAULT")
+    if _option(argv, "--key-file") is not None or os.environ.get("RECOVAULT_KEY_FILE"):
+        return  # a host key file: its own key derivation (the vault's key files are not its)
     if _option(argv, "--passphrase-command") is not None:
         return  # a command runs once, when the CLI asks for the passphrase (it may prompt, or cost)
     passphrase_file = _option(argv, "--passphrase-file")

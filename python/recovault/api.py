@@ -73,15 +73,34 @@ def copy(src: Vault, dst: Vault, snapshots: Sequence[str] = (), *, progress: Pro
 
 def open_vault(location: str, passphrase: str, *, cache_dir: Optional[str] = None,
                on_event: Optional[Callable[[str, Dict[str, Any]], None]] = None, write: bool = False,
-               connections: int = 0) -> Vault:
+               connections: int = 0, key_file: Optional[str] = None) -> Vault:
     """Unlock an existing vault. `on_event(kind, info)` hears what the vault notices (kind "problem": a
     damaged index file skipped, a damaged recovery point left out of a search, with info["message"]; kind
     "notice": the vault was upgraded). A vault of an older format opens for reading; `write=True` upgrades it
     first (so does every writing call: `backup`, `migrate`). `connections`: requests to the storage at once
-    (pack uploads, restore reads; 0: 2 for a local directory, 5 for an object store)."""
-    return Vault.open(open_storage(location), passphrase,
-                      cache_dir=cache_dir if cache_dir is not None else default_cache_dir(),
-                      on_event=on_event or no_events, write=write, connections=connections)
+    (pack uploads, restore reads; 0: 2 for a local directory, 5 for an object store). `key_file`: a host key
+    file (`add_host_key`): the vault then opens for adding backups only, and every other call raises
+    errors.HostKeyOnly."""
+    cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
+    if key_file is not None:
+        from .vault.hostvault import open_host
+        return open_host(open_storage(location), key_file, passphrase, cache_dir=cache_dir,
+                         on_event=on_event or no_events, connections=connections)
+    return Vault.open(open_storage(location), passphrase, cache_dir=cache_dir, on_event=on_event or no_events,
+                      write=write, connections=connections)
+
+
+def add_host_key(vault: Vault, host: str, passphrase: str, export: str, *, kdf: Optional[KdfParams] = None) -> str:
+    """Make a host key for `host` (the vault becomes format 3 the first time) and write its key file to
+    `export`, sealed under `passphrase` (refused if the file exists); returns the new key's id. The host opens
+    the vault with ``open_vault(location, passphrase, key_file=export)``."""
+    from .vault.hostkeys import write_key_file
+    from .vault.hostvault import add_host_key as add
+    if os.path.lexists(export):
+        raise UsageError(f"{export} exists already: choose another file for the key")
+    material, data = add(vault, host, passphrase, kdf)
+    write_key_file(export, data)
+    return material.keyid
 
 
 def migrate(vault: Vault) -> UpgradeReport:
@@ -137,4 +156,5 @@ def prune(vault: Vault, *, progress: Progress = None, **options: Any):
     """Reclaim space (options are jobs.prune.PruneOptions fields: dry_run, max_unused, repack_small,
     recompress, margin in seconds). Returns a jobs.prune.PruneResult; errors.Busy if a prune runs elsewhere."""
     from .jobs.prune import PruneOptions, run_prune
+    vault.require_admin()
     return run_prune(vault, PruneOptions(**options), progress)

@@ -111,7 +111,8 @@ class BlobWriter:
         """One engine call; `indexes`: each item's index in self.items (for messages)."""
         try:
             return core.restore_blobs(self.vault.master.enc_key, fd, [p or "" for p in packs], items,
-                                      workers=workers, sparse=sparse, progress=tick)
+                                      workers=workers, sparse=sparse, progress=tick,
+                                      session_key=self.vault.sealer.session_key)
         except core.RestoreError as e:
             raise self._error(e, dest, None if e.index is None else list(indexes)[e.index]) from None
 

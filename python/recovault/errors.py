@@ -131,3 +131,11 @@ class Stale(RecovaultError):
     was interrupted, or left files out). For monitoring: the report was printed; nothing was changed."""
 
     exit_code = 21
+
+
+class HostKeyOnly(RecovaultError):
+    """The vault was opened with a host key (format 3), which can add backups only: every operation that reads
+    or deletes what the vault holds (restore, ls, snapshots, forget, prune, check, copy, key management...) is
+    refused with one message, before anything is read or changed."""
+
+    exit_code = 22

@@ -45,6 +45,12 @@ struct RestoreOptions {
   // far (data and zeros); returning false stops the workers (the result is then CANCELLED).
   std::function<bool(uint64_t done)> progress;
   unsigned progress_ms = 250;
+  // Format v3 (docs/vault-format.md §2-§3): each writing session seals under its own data key. Given a
+  // session salt (a sealed blob's bytes 2..17), fills `key` and returns true for a session whose key the
+  // caller resolved; false: the key passed to restore_blobs. Called at most once per salt (from worker
+  // threads, one at a time), the answers cached. A blob that does not open under a resolved key is tried
+  // under the default key too (a planted session key object never makes data sealed under it unreadable).
+  std::function<bool(const uint8_t* salt, uint8_t* key)> session_key;
 };
 
 enum class RestoreFailure {

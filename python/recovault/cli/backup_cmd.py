@@ -49,7 +49,7 @@ def backup(c: Ctx, paths: Tuple[str, ...], images: Tuple[str, ...], image_block_
             raise UsageError("--stdin needs the passphrase from RECOVAULT_PASSPHRASE, --passphrase-file or "
                              "--passphrase-command")
     try:
-        with c.open(write=True) as v, c.progress("backing up") as prog:
+        with c.open(write=True, host_ok=True) as v, c.progress("backing up") as prog:
             from .. import api
             point = api.backup(v, list(paths), mode=mode, excludes=list(exclude), exclude_files=list(exclude_file),
                               exclude_caches=exclude_caches, one_file_system=one_file_system, tags=list(tag),

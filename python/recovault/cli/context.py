@@ -38,6 +38,7 @@ class Ctx:
         self.location: Optional[str] = None
         self.passphrase_file: Optional[str] = None  # "-": standard input
         self.passphrase_command: Optional[str] = None
+        self.key_file: Optional[str] = None  # --key-file: a host key file (backups only)
         self._passphrase: Optional[str] = None  # read once: stdin and a command cannot be read twice
         self.from_env: Set[str] = set()  # the attributes whose value came from the environment
         self._cache_dir: Optional[str] = None
@@ -154,21 +155,38 @@ class Ctx:
                                                command=command)
         return self._passphrase
 
-    def open(self, quiet: bool = False, write: bool = False) -> "Vault":
+    def open(self, quiet: bool = False, write: bool = False, host_ok: bool = False) -> "Vault":
         """The vault, unlocked. What it notices while opening is printed as warnings, unless `quiet` (a command
         that reports the same findings itself, as check does). A command that writes says `write=True`: a
-        vault of an older format is then upgraded first, with one notice line saying so."""
+        vault of an older format is then upgraded first, with one notice line saying so. With --key-file (a
+        host key), only a command that says `host_ok` (backup) opens it; every other is refused (HostKeyOnly)
+        before the passphrase is asked for."""
         import time
         from ..storage import open_storage
         from ..vault.repo import Vault
+        if not host_ok:
+            self.refuse_host_key()
         self.wire_storage()
         t0 = time.monotonic()
-        v = Vault.open(open_storage(self.need_location()), self.passphrase(), cache_dir=self.cache_dir,
-                       on_event=self._notices if quiet else self.vault_event, write=write,
-                       connections=self.connections)
+        on_event = self._notices if quiet else self.vault_event
+        if self.key_file is not None:
+            from ..vault.hostvault import open_host
+            v: Vault = open_host(open_storage(self.need_location()), self.key_file, self.passphrase(),
+                                 cache_dir=self.cache_dir, on_event=on_event, connections=self.connections)
+        else:
+            v = Vault.open(open_storage(self.need_location()), self.passphrase(), cache_dir=self.cache_dir,
+                           on_event=on_event, write=write, connections=self.connections)
         self.info(f"opened vault {v.id[:8]} at {v.storage.url} (format {v.format_version}, key {v.keyid[:12]}) "
                   f"in {time.monotonic() - t0:.2f}s")
         return v
+
+    def refuse_host_key(self) -> None:
+        """HostKeyOnly if a host key file was given (--key-file, RECOVAULT_KEY_FILE): the command is the
+        admin's."""
+        if self.key_file is not None:
+            from ..errors import HostKeyOnly
+            from ..vault.hostvault import HOST_KEY_ONLY
+            raise HostKeyOnly(HOST_KEY_ONLY)
 
     @property
     def chatty(self) -> bool:
@@ -321,6 +339,10 @@ COMMON_OPTIONS: Tuple[Tuple[Tuple[str, ...], str, dict], ...] = (
      dict(envvar="RECOVAULT_PASSPHRASE_COMMAND", metavar="CMD",
           help="Run CMD (no shell) and read the passphrase from its output, as restic's --password-command. "
                "Env: RECOVAULT_PASSPHRASE_COMMAND.")),
+    (("--key-file",), "key_file",
+     dict(envvar="RECOVAULT_KEY_FILE", metavar="FILE",
+          help="Open the vault with the host key in FILE ('key add --role host --export'): backups only. "
+               "Env: RECOVAULT_KEY_FILE.")),
     (("--cache-dir",), "_cache_dir", dict(help="Agent cache (default ~/.cache/recovault).")),
     (("--cache-max",), "cache_max",
      dict(type=_CacheSize(), envvar="RECOVAULT_CACHE_MAX",

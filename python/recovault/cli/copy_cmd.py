@@ -23,6 +23,7 @@ from .source import check_config, from_passphrase_option, open_named, source_pas
 def copy(c: Ctx, snapshots: Tuple[str, ...], source: str, target: Optional[str],
          from_passphrase_file: Optional[str]) -> None:
     """Copy recovery points (default: every live one the target lacks) with their blobs into another vault."""
+    c.refuse_host_key()
     src_storage = storage_of("source", source)
     src_id = check_config("source", src_storage)
     try:

@@ -5,6 +5,7 @@ from typing import Optional
 
 import click
 
+from ..errors import UsageError
 from .context import Ctx, common_options, examples, pass_ctx
 
 
@@ -20,14 +21,19 @@ def key() -> None:
 @common_options
 @pass_ctx
 def key_list(c: Ctx) -> None:
-    """List the vault's keys (* marks the one that opened it)."""
+    """List the vault's keys (* marks the one that opened it), and the host keys its keyring registers."""
+    from ..timefmt import canonical
+    from ..vault.hostvault import host_keys
     with c.open() as v:
         keys = v.keys.list()
         cur = v.keyid
-    from ..timefmt import canonical
-    rows = [dict(k.__dict__, current=k.keyid == cur, created=canonical(k.created)) for k in keys]
+        hosts = host_keys(v).hosts if v.format_version >= 3 else ()
+    rows = [dict(k.__dict__, current=k.keyid == cur, created=canonical(k.created), role="admin") for k in keys]
+    rows += [dict(keyid=h.keyid, created=canonical(h.created), hostname=h.host, username="", label=None,
+                  problem=None, authenticated=True, current=False, role="host") for h in hosts]
     c.out(rows, "\n".join(f"{'*' if r['current'] else ' '} {r['keyid'][:12]}  {r['created']}  "
-                          f"{r['username']}@{r['hostname']}  {r.get('label') or ''}"
+                          + (f"host key for {r['hostname']}" if r["role"] == "host" else
+                             f"{r['username']}@{r['hostname']}  {r.get('label') or ''}")
                           + ("" if r["authenticated"] or r["problem"] else
                              "  (version 1 key file: its fields are not authenticated; 'key passwd' rewrites it)")
                           + (f"  PROBLEM: {r['problem']}" if r["problem"] else "") for r in rows))
@@ -40,16 +46,46 @@ def _new_passphrase(new_passphrase_file: Optional[str]) -> str:
 
 
 @key.command(name="add", epilog=examples(
-    'recovault key add --label backup-admin', 'recovault key add --new-passphrase-file /root/new-pass'))
+    'recovault key add --label backup-admin', 'recovault key add --new-passphrase-file /root/new-pass',
+    'recovault key add --role host --host web1 --export web1.key --new-passphrase-file web1.pass'))
 @common_options
 @click.option("--new-passphrase-file", default=None, help="Read the new passphrase from this file.")
 @click.option("--label", default=None, help="A note stored with the key (who or what uses it).")
+@click.option("--role", type=click.Choice(["admin", "host"]), default="admin", show_default=True,
+              help="admin: another passphrase for the vault's keys (a key file in the vault). host: a key for "
+                   "one host that can add backups only, written to --export (the vault becomes format 3).")
+@click.option("--host", "host_name", default=None, metavar="NAME", help="--role host: the host the key is for.")
+@click.option("--export", default=None, metavar="FILE",
+              help="--role host: write the host's key file here (never into the vault); the host opens the vault "
+                   "with --key-file FILE.")
 @pass_ctx
-def key_add(c: Ctx, new_passphrase_file: Optional[str], label: Optional[str]) -> None:
-    """Add a passphrase (a new key file for the same vault)."""
+def key_add(c: Ctx, new_passphrase_file: Optional[str], label: Optional[str], role: str,
+            host_name: Optional[str], export: Optional[str]) -> None:
+    """Add a passphrase (a new key file for the same vault), or a host key (--role host)."""
+    if role == "host":
+        _add_host_key(c, new_passphrase_file, label, host_name, export)
+        return
+    if host_name is not None or export is not None:
+        raise UsageError("--host and --export go with --role host")
     with c.open() as v:
         kid = v.keys.add(_new_passphrase(new_passphrase_file), v.master, label=label)
     c.out({"keyid": kid}, f"added key {kid[:12]}")
+
+
+def _add_host_key(c: Ctx, new_passphrase_file: Optional[str], label: Optional[str], host_name: Optional[str],
+                  export: Optional[str]) -> None:
+    import os
+    from .. import api
+    if not host_name or not export:
+        raise UsageError("--role host needs --host NAME and --export FILE")
+    if label is not None:
+        raise UsageError("--label goes with an admin key; a host key is named by --host")
+    if os.path.lexists(export):
+        raise UsageError(f"{export} exists already: choose another file for the key")
+    with c.open() as v:
+        kid = api.add_host_key(v, host_name, _new_passphrase(new_passphrase_file), export)
+    c.out({"keyid": kid, "role": "host", "host": host_name, "export": export},
+          f"added host key {kid[:12]} for host {host_name}: key file {export}")
 
 
 @key.command(name="remove", epilog=examples(

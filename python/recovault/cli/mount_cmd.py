@@ -31,6 +31,7 @@ def mount(c: Ctx, first: str, mountpoint: Optional[str], allow_other: bool) -> N
     SNAPSHOT, that one point's tree at MOUNTPOINT. With --json, one document describes the mount once it is
     live. --host/--path/--tag browse (or choose 'latest' among) the points they select. A mount point in use
     exits 20."""
+    c.refuse_host_key()
     from ..mount import check_mountpoint, require_fuse
     require_fuse()  # before anything else: without pyfuse3, say how to get it
     snapshot, where = (first, mountpoint) if mountpoint is not None else (None, first)

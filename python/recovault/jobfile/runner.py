@@ -266,7 +266,8 @@ class _Run:
             stack.enter_context(self.limits())
             vault = stack.enter_context(api.open_vault(
                 self.spec.vault.url, passphrase, cache_dir=self.job.cache_dir, write=True,
-                connections=self.spec.limits.connections, on_event=self.vault_event))
+                connections=self.spec.limits.connections, on_event=self.vault_event,
+                key_file=self.spec.vault.key_file))
             self.backup(vault)
             if self.spec.retention is not None:
                 self.forget(vault)

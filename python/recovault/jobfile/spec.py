@@ -69,6 +69,7 @@ class VaultSpec:
     url: str
     passphrase: PassphraseSource
     cache_dir: Optional[str] = None
+    key_file: Optional[str] = None  # a host key file: the passphrase is its, and the job only backs up
 
 
 @dataclass(frozen=True)
@@ -402,7 +403,8 @@ def _calendar(v: Any) -> List[str]:
 # Each table's keys: key -> check. [hooks] and [report] are read apart.
 SCHEMA: Dict[str, Dict[str, Callable[[Any], Any]]] = {
     "vault": {"url": _vault_url, "passphrase_file": _path, "passphrase_env": _string,
-              "passphrase_credential": _credential, "passphrase_command": _argv, "cache_dir": _path},
+              "passphrase_credential": _credential, "passphrase_command": _argv, "cache_dir": _path,
+              "key_file": _path},
     "backup": {"paths": _paths, "exclude": _strings, "exclude_file": _paths, "exclude_caches": _boolean,
                "one_file_system": _boolean, "images": _paths, "stdin_command": _argv, "stdin_name": _stdin_name,
                "host": _string, "tags": _strings, "full_on": _day_rule, "differential_on": _day_rule},
@@ -585,7 +587,11 @@ def _vault(r: _Reader, doc: Dict[str, Any]) -> VaultSpec:
         r.problem(f"vault.{given[1]}", f"[vault] gives {' and '.join(given)}: the passphrase comes from one")
     source = next((PassphraseSource(k[len("passphrase_"):], t[k]) for k in given if k in t),
                   PassphraseSource("env", ""))
-    return VaultSpec(t.get("url", ""), source, t.get("cache_dir"))
+    admin_only = [name for name in ("retention", "check") if name in doc]
+    if "key_file" in raw and admin_only:
+        r.problem("vault.key_file", f"a host key can add backups only: a job with [vault] key_file has no "
+                  f"[{'] or ['.join(admin_only)}] (the admin's job does that)")
+    return VaultSpec(t.get("url", ""), source, t.get("cache_dir"), t.get("key_file"))
 
 
 def _backup(r: _Reader, doc: Dict[str, Any]) -> BackupSpec:

@@ -215,7 +215,8 @@ class BackupJob:
         t0 = time.monotonic()
         opts = self.opts
         # A damaged recovery point is reported and skipped: it must not prevent new backups.
-        snaps = self.vault.snapshots(on_corrupt=lambda msg: self.progress("error", {"path": "", "error": msg}))
+        snaps = self.vault.backup_bases(self.host, src.paths,
+                                        on_corrupt=lambda msg: self.progress("error", {"path": "", "error": msg}))
         base = find_base(snaps, self.host, src.paths, opts.mode)
         self._base_id = base.id if base else None
         mode = self._mode = opts.mode if (opts.mode == "full" or base is not None) else "full"

@@ -51,8 +51,11 @@ def origin(point: RecoveryPoint) -> str:
 
 def shares_keys(src: Vault, dst: Vault) -> bool:
     """Whether sealed blobs and chunk IDs of `src` are valid in `dst` as they are."""
+    # Format 3 seals each session under its own data key, whose session key object only the source holds:
+    # blobs are opened and sealed again.
     return (src.master.enc_key == dst.master.enc_key and src.master.id_key == dst.master.id_key
-            and src.settings.id_algo == dst.settings.id_algo)
+            and src.settings.id_algo == dst.settings.id_algo
+            and max(src.format_version, dst.format_version) < fmt.HOST_KEY_FORMAT)
 
 
 class CopiedPoint(NamedTuple):
@@ -98,6 +101,8 @@ def copy_points(src: Vault, dst: Vault, refs: Sequence[str] = (), progress: Opti
     """Copy the source's recovery points named by `refs` (ids, unique prefixes, 'latest'), by default every
     live one, that the target lacks. Everything is checked (same vault, unknown names) before the target is
     written to."""
+    src.require_admin()
+    dst.require_admin()
     if src.id == dst.id:
         raise UsageError(f"the source and the target are the same vault (id {src.id}): nothing to copy")
     progress = progress or (lambda kind, info: None)

@@ -347,7 +347,8 @@ def verify_image(m: ImageMap, dest: str, start: int, end: int, workers: int = 0,
         scratch = core.IdSet()
         for p in range(whole_lo // PAGE_BLOCKS, -(-whole_hi // PAGE_BLOCKS)):
             scratch.update(m.page(p))
-        pipe = m.vault.pipeline(workers=workers, fixed_block=bs, compress="never", known=scratch)
+        pipe = m.vault.pipeline(workers=workers, fixed_block=bs, compress="never", known=scratch,
+                                hashing_only=True)
         lo, hi = whole_lo * bs, min(whole_hi * bs, m.size)
         if device_size(f.fileno()) < hi:
             raise differs(device_size(f.fileno()), hi)  # the destination is shorter than the image

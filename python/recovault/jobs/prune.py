@@ -486,6 +486,7 @@ def run_prune(vault, opts: Optional[PruneOptions] = None, progress: Optional[Pro
               clock: Clock = time.time) -> PruneResult:
     """One prune (see the module docstring). Busy if another prune holds the lease; with `dry_run`, only
     the decision (and the pending plans' state), nothing written and no lease taken."""
+    vault.require_admin()
     opts = opts or PruneOptions()
     progress = progress or (lambda kind, info: None)
     coord = Coordinator(vault.storage, vault.sealer, clock=clock)

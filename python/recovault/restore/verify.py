@@ -65,7 +65,7 @@ class Verifier:
         if not files:
             return
         scratch = core.IdSet()
-        pipe = self.vault.pipeline(compress="never", known=scratch)
+        pipe = self.vault.pipeline(compress="never", known=scratch, hashing_only=True)
         # Preload every id as known so nothing is sealed: verification only hashes.
         ids: List[List[str]] = [[] for _ in files]
         for f in files:

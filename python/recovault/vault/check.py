@@ -75,6 +75,7 @@ class _Hit(NamedTuple):
 
 class Checker:
     def __init__(self, vault: Vault, progress: Optional[Callable[[str, Dict[str, Any]], None]] = None) -> None:
+        vault.require_admin()
         self.vault = vault
         self.progress = progress or (lambda kind, info: None)
         self.problems: List[str] = []
@@ -113,6 +114,7 @@ class Checker:
         condemned = self._condemned()
         recovered = self._unlisted_packs(listed, {p: n for p, n in on_storage.items() if p not in condemned})
         self._points()
+        self._session_keys()
         self._report_missing()
         self._garbage(listed, on_storage, condemned)
         if read_data or subset:
@@ -154,6 +156,23 @@ class Checker:
         for info in infos:
             if info.problem:
                 self.problem(info.problem)
+
+    def _session_keys(self) -> None:
+        """Format 3: a session key object that does not open, or is signed by a key the keyring does not list,
+        is reported (planted, or damaged); the blobs of its session are read under the master key, and any
+        that does not open is a problem found by reading them (--read-data)."""
+        resolver = self.vault.sealer.resolver
+        if resolver is None:
+            return
+        bad = []
+        for name in self.vault.storage.list(fmt.SESSION_KEYS):
+            salt = _salt_of(name)
+            if salt is None or resolver.known(salt) is None:
+                bad.append(name)
+        if bad:
+            self.warnings.append(f"{len(bad)} session key object(s) do not open or are not signed by a key of the "
+                                 f"keyring ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): planted or "
+                                 "damaged; their sessions' blobs open only if sealed under the master key")
 
     # ---- garbage: what prune reclaims, not damage ------------------------------------------------------
     def _condemned(self) -> Set[bytes]:
@@ -475,6 +494,15 @@ class Checker:
                 self.stats["blobs_read"] += 1
             except CorruptData as err:
                 self.problem(str(err))
+
+
+def _salt_of(name: str) -> Optional[bytes]:
+    """The session salt a `sessionkeys/<32 hex>` name carries, or None."""
+    hexid = fmt.name_to_id(name)
+    try:
+        return bytes.fromhex(hexid) if len(hexid) == 32 else None
+    except ValueError:
+        return None
 
 
 def _shown(node: Node) -> str:

@@ -13,7 +13,10 @@ from typing import Dict, Iterable, Iterator, List, Mapping, Sequence, Tuple
 # lifecycle objects (sessions, lease, plans) and requires every recovery point to be in the journal; a v1
 # writer knows none of it, so a v2 vault must refuse it (it does: it reads only version 1).
 VAULT_FORMAT = 2
-READABLE_VAULT_FORMATS = (1, 2)  # opened for reading; a writing command upgrades a v1 vault first
+READABLE_VAULT_FORMATS = (1, 2, 3)  # opened for reading; a writing command upgrades a v1 vault first
+#: Format 3 (issue 14): per-session data keys, the keyring, host keys. A vault becomes v3 when its first host
+#: key is added; until then it stays v2 (new vaults too).
+HOST_KEY_FORMAT = 3
 
 # Versions of the binary layouts, each its own: unchanged by the vault format version 2.
 PACK_HEADER_VERSION = 1
@@ -29,6 +32,8 @@ JOURNAL = "journal/"  # the authenticated log of the set of recovery points (jou
 SESSIONS = "sessions/"  # one per running backup: its heartbeat and the plans it has seen (prune.py, §10)
 LOCKS = "locks/"  # the prune lease (§10)
 PLANS = "plans/"  # prune plans: packs condemned and blobs unreferenced, deleted after a margin (§10)
+KEYRING = "keyring/"  # v3: the signed keyring (§3)
+SESSION_KEYS = "sessionkeys/"  # v3: each writing session's data key, sealed to the vault's public key (§3)
 
 # Blob types inside packs.
 BLOB_DATA = 0
@@ -40,6 +45,7 @@ AAD_PACK_HEADER = b"recovault/v1/pack-header"
 AAD_INDEX = b"recovault/v1/index"
 AAD_SNAPSHOT = b"recovault/v1/snapshot"
 AAD_JOURNAL = b"recovault/v1/journal"
+AAD_JOURNAL_V3 = b"recovault/v3/journal/"  # followed by the BLAKE3 of the entry's plaintext prefix
 AAD_SESSION = b"recovault/v2/session"
 AAD_LEASE = b"recovault/v2/lease"
 AAD_PLAN = b"recovault/v2/plan"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, List, NamedTuple, Optional
 
 from ..retention import Duration, Policy
 from . import format as fmt
-from .journal import soft_delete_days_at
+from .journal import DEFAULT_SOFT_DELETE_DAYS, soft_delete_days_at
 
 if TYPE_CHECKING:
     from .repo import Vault
@@ -69,7 +69,10 @@ def lock_new_objects(vault: "Vault", now: Optional[datetime] = None) -> Optional
     storage = vault.storage
     if not storage.can_lock_objects():
         return None
-    policy = vault.policy
-    days = lock_days(policy.retention, soft_delete_days_at(vault.journal.period_changes(),
-                                                           now or datetime.now(timezone.utc)))
+    if vault.host_key is not None:  # a host key cannot open the journal's policy entries
+        days = lock_days(None, DEFAULT_SOFT_DELETE_DAYS)
+    else:
+        policy = vault.policy
+        days = lock_days(policy.retention, soft_delete_days_at(vault.journal.period_changes(),
+                                                               now or datetime.now(timezone.utc)))
     return days if storage.lock_new_objects(days, LOCKED_PREFIXES) else None

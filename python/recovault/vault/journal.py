@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -52,9 +53,13 @@ __all__ = ["DEFAULT_SOFT_DELETE_DAYS", "ENTRY_VERSION", "READ_VERSIONS", "OPS", 
            "JournalReport", "PeriodChange", "PointState", "VaultPolicy", "audit", "effective_times", "expiry",
            "longer_period_until", "period_changes", "soft_delete_days_at"]
 
-#: the entry version written (format 2: soft delete); version 1 entries (format 1) are read too
+#: the entry version written (format 2: soft delete); version 1 entries (format 1) are read too. Format 3
+#: writes version 3: `prev` in a plaintext prefix bound to the sealed body (hosts find the heads from it).
 ENTRY_VERSION = 2
-READ_VERSIONS = (1, 2)
+ENTRY_VERSION_V3 = 3
+READ_VERSIONS = (1, 2, 3)
+V3_MAGIC = b"RVJ3"
+V3_PREFIX_LEN = struct.Struct("<H")
 #: op on a recovery point -> the point's state after it: live, soft-deleted (object kept), purged. In a
 #: version 1 entry, "remove" meant the object was being deleted for good: it reads as "purge".
 OPS = {"add": "live", "remove": "deleted", "undelete": "live", "purge": "purged"}
@@ -128,8 +133,9 @@ class JournalEntry:
         return "purged" if self.version == 1 and self.op == "remove" else OPS[self.op]
 
     def to_json(self) -> bytes:
-        doc: Dict[str, Any] = {"v": self.version, "op": self.op, "time": self.time, "host": self.host,
-                               "prev": sorted(self.prev)}
+        doc: Dict[str, Any] = {"v": self.version, "op": self.op, "time": self.time, "host": self.host}
+        if self.version < ENTRY_VERSION_V3:  # version 3: prev is in the plaintext prefix (encode_v3)
+            doc["prev"] = sorted(self.prev)
         if self.op == POLICY_OP:
             doc["policy"] = self.policy.to_json() if self.policy else VaultPolicy().to_json()
         else:
@@ -138,13 +144,22 @@ class JournalEntry:
             doc["logged"] = self.logged
         return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
+    def prefix(self) -> bytes:
+        """Version 3: the plaintext prefix's JSON (its prev), canonical."""
+        return json.dumps({"prev": sorted(self.prev)}, sort_keys=True, separators=(",", ":")).encode()
+
     @classmethod
-    def from_json(cls, name: str, plain: bytes) -> "JournalEntry":
-        """Parse and validate; ``ValueError`` naming the first problem."""
+    def from_json(cls, name: str, plain: bytes, prev: Optional[List[str]] = None) -> "JournalEntry":
+        """Parse and validate; ``ValueError`` naming the first problem. `prev`: a version 3 entry's, from its
+        plaintext prefix (its body has none)."""
         doc = json.loads(plain)
         if not isinstance(doc, dict) or doc.get("v") not in READ_VERSIONS:
             raise ValueError(f"not a version {' or '.join(map(str, READ_VERSIONS))} journal entry")
         version = doc["v"]
+        if (version == ENTRY_VERSION_V3) != (prev is not None) or (prev is not None and "prev" in doc):
+            raise ValueError("prev belongs in the plaintext prefix of a version 3 entry, and only there")
+        if prev is not None:
+            doc = {**doc, "prev": prev}
         op, sid, time, host, prev = (doc.get(k) for k in ("op", "snapshot", "time", "host", "prev"))
         logged = doc.get("logged", "")
         if not all(isinstance(x, str) for x in (op, time, host, logged)):
@@ -200,6 +215,7 @@ class Journal:
         self.entries: Dict[str, JournalEntry] = {}
         self.damaged: Dict[str, str] = {}  # name -> why it could not be read
         self.stored: Set[str] = set()  # names on storage at the last refresh
+        self.entry_version = ENTRY_VERSION  # ENTRY_VERSION_V3 in a format 3 vault
 
     # ---- reading ---------------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -233,9 +249,18 @@ class Journal:
 
     def open_entry(self, name: str, raw: bytes) -> JournalEntry:
         """Verify ``raw`` against its name and unseal it; ``CorruptData`` or ``ValueError`` if it fails."""
-        plain = self.sealer.open_named(fmt.AAD_JOURNAL, raw, name, f"journal entry {name[:16]}")
+        what = f"journal entry {name[:16]}"
+        prev = None
+        if raw.startswith(V3_MAGIC):
+            if core.blake3(raw).hex() != name:
+                raise CorruptData(f"{what}: its content does not match its name (corrupt or tampered with)")
+            prefix, body = split_v3(raw, what)
+            prev = prefix_prev(prefix, what)
+            plain = self.sealer.unseal(v3_aad(prefix), body, what)
+        else:
+            plain = self.sealer.open_named(fmt.AAD_JOURNAL, raw, name, what)
         try:
-            return JournalEntry.from_json(name, plain)
+            return JournalEntry.from_json(name, plain, prev)
         except ValueError as e:
             raise CorruptData(f"journal entry {name[:16]} does not parse: {e}") from None
 
@@ -317,7 +342,14 @@ class Journal:
     def _put(self, entry: JournalEntry) -> str:
         if entry.op not in OPS and entry.op != POLICY_OP:
             raise ValueError(f"unknown journal op {entry.op!r}")
-        sealed = self.sealer.seal(fmt.AAD_JOURNAL, entry.to_json())
+        if self.entry_version == ENTRY_VERSION_V3:
+            entry = JournalEntry(entry.op, entry.snapshot, entry.time, entry.host, entry.prev, "", entry.policy,
+                                 entry.logged, ENTRY_VERSION_V3)
+            prefix = entry.prefix()
+            sealed = (V3_MAGIC + V3_PREFIX_LEN.pack(len(prefix)) + prefix
+                      + self.sealer.seal(v3_aad(prefix), entry.to_json()))
+        else:
+            sealed = self.sealer.seal(fmt.AAD_JOURNAL, entry.to_json())
         name = core.blake3(sealed).hex()
         put_or_withdraw(self.storage, fmt.JOURNAL + name, sealed)
         self.entries[name] = JournalEntry(entry.op, entry.snapshot, entry.time, entry.host, entry.prev, name,
@@ -347,6 +379,79 @@ class Journal:
         self.refresh()
         logged = {e.snapshot for e in self.entries.values()}
         return [self.append("add", p.id, p.time, p.host) for p in points if p.id not in logged]
+
+
+def v3_aad(prefix: bytes) -> bytes:
+    """The id a version 3 entry's body is sealed under: the label and the BLAKE3 of the plaintext prefix."""
+    return fmt.AAD_JOURNAL_V3 + core.blake3(prefix)
+
+
+def split_v3(raw: bytes, what: str) -> Tuple[bytes, bytes]:
+    """A version 3 entry's plaintext prefix and sealed body; CorruptData if the layout is wrong."""
+    start = len(V3_MAGIC) + V3_PREFIX_LEN.size
+    if len(raw) < start:
+        raise CorruptData(f"{what} is corrupt: too short")
+    (n,) = V3_PREFIX_LEN.unpack_from(raw, len(V3_MAGIC))
+    if len(raw) < start + n:
+        raise CorruptData(f"{what} is corrupt: its prefix is cut short")
+    return raw[start:start + n], raw[start + n:]
+
+
+def prefix_prev(prefix: bytes, what: str) -> List[str]:
+    """The prev a version 3 entry's prefix names; CorruptData if it does not parse."""
+    try:
+        doc = json.loads(prefix)
+        prev = doc["prev"]
+        if not isinstance(prev, list) or not all(isinstance(p, str) and _HEX64.fullmatch(p) for p in prev):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise CorruptData(f"{what} is corrupt: its prefix does not parse") from None
+    return prev
+
+
+class HostJournal(Journal):
+    """The journal as a host key sees it (format 3): it cannot open entries, only read their plaintext
+    prefixes, so its heads are the version 3 entries no other names (the upgrade to format 3 wrote one that
+    names every earlier head: version 2 entries are all behind it). It appends "add" entries only."""
+
+    def __init__(self, storage: Storage, sealer: Sealer, cache_root: Optional[str], vault_id: str) -> None:
+        super().__init__(storage, sealer, cache_root, vault_id)
+        self.entry_version = ENTRY_VERSION_V3
+        self.prefixes: Dict[str, Tuple[str, ...]] = {}
+
+    def refresh(self) -> None:
+        self.stored = {fmt.name_to_id(n) for n in self.storage.list(fmt.JOURNAL)}
+        for name in sorted(self.stored - set(self.prefixes) - set(self.damaged)):
+            raw = self.cache.get(name) if self.cache else None
+            fetched = raw is None
+            try:
+                if fetched:
+                    raw = self.storage.get(fmt.JOURNAL + name)
+                if core.blake3(raw).hex() != name:
+                    raise CorruptData(f"journal entry {name[:16]} does not match its name")
+            except ObjectMissing:
+                self.stored.discard(name)
+                continue
+            except CorruptData as e:
+                self.damaged[name] = str(e)
+                continue
+            if raw.startswith(V3_MAGIC):
+                try:
+                    self.prefixes[name] = tuple(prefix_prev(split_v3(raw, name)[0], name))
+                except CorruptData as e:
+                    self.damaged[name] = str(e)
+                    continue
+            if self.cache and fetched:
+                self.cache.put(name, raw)
+
+    def heads(self) -> List[str]:
+        referenced = {p for prev in self.prefixes.values() for p in prev}
+        return sorted(n for n in self.prefixes if n in self.stored and n not in referenced)
+
+    def _put(self, entry: JournalEntry) -> str:
+        name = super()._put(entry)
+        self.prefixes[name] = tuple(entry.prev)
+        return name
 
 
 # ---- the time rules (pure) -------------------------------------------------------------------------

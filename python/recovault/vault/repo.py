@@ -26,6 +26,9 @@ from .journal import DEFAULT_SOFT_DELETE_DAYS, Journal, VaultPolicy
 from ..selection import PointFilter
 from .lifecycle import DeletedPoint, ForgetGroup
 from .keys import KdfParams, KeyStore, MasterKeys
+from .hostkeys import AdminKeys, HostMaterial, SessionKeys, seal_session_key, session_key_name
+from .journal import ENTRY_VERSION_V3, HostJournal
+from ..storage.base import put_or_withdraw
 from .points import OnCorrupt, PointStore
 from .records import Node, RecoveryPoint
 from ..retention import Policy
@@ -167,28 +170,57 @@ class Vault:
     code never prints. Opening reads the config and the key only: the index is loaded by the first use of a
     blob (see BlobStore), so listing recovery points or managing keys never reads index/."""
 
-    def __init__(self, storage: Storage, master: MasterKeys, keyid: str, vault_id: str, settings: Settings,
-                 cache_dir: Optional[str] = None, on_event: EventSink = no_events,
-                 config: Optional["ConfigEnvelope"] = None, connections: int = 0) -> None:
+    def __init__(self, storage: Storage, master: Optional[MasterKeys], keyid: str, vault_id: str,
+                 settings: Settings, cache_dir: Optional[str] = None, on_event: EventSink = no_events,
+                 config: Optional["ConfigEnvelope"] = None, connections: int = 0,
+                 host: Optional[HostMaterial] = None) -> None:
         self.storage = storage
         self.config = config or ConfigEnvelope(fmt.VAULT_FORMAT, vault_id, timefmt.now())
         self.master = master
+        self.host_key = host  # a host key's material (HostVault), None for the admin
         self.keyid = keyid
         self.id = vault_id
         self.settings = settings
         self.on_event = on_event
+        self.cache_dir = cache_dir
         self.keys = KeyStore(storage)
-        self.sealer = Sealer(master, settings.level)
-        self._session = self.sealer.session
+        keys = host if host is not None else master
+        self.id_key, self.chunker_seed = keys.id_key, keys.chunker_seed  # type: ignore[union-attr]
+        self.sealer = self._make_sealer()
         self.blobs = BlobStore(storage, self.sealer, pack_size=settings.pack_size, cache_dir=cache_dir,
                                vault_id=vault_id, on_event=on_event, connections=connections)
         self.points = PointStore(storage, self.sealer, cache_dir, vault_id)
-        self.journal = Journal(storage, self.sealer, cache_dir, vault_id)
+        self.journal = (HostJournal if host is not None else Journal)(storage, self.sealer, cache_dir, vault_id)
+        if self.format_version >= fmt.HOST_KEY_FORMAT:
+            self.journal.entry_version = ENTRY_VERSION_V3
         if cache_dir:  # the cache's record of this vault's location and last use (cache_hygiene)
             mark_seen(cache_dir, vault_id, storage.url)
         # Only for chunk_id, which never consults a known-ID set: an empty one keeps the index unloaded.
-        self._id_pipeline = self.pipeline(workers=1, known=core.IdSet())
+        self._id_pipeline = self._pipeline(self.sealer.id_session, workers=1, known=core.IdSet())
         self.lock_days: Optional[int] = None  # what this process puts is locked this long (immutability.py)
+
+    def _make_sealer(self) -> Sealer:
+        """Format 1-2: everything under the master's enc_key. Format 3: this session's own random data key,
+        stored sealed to the vault's public key before its first sealed object; index files and plans under
+        index_key; the admin resolves other sessions' keys by salt (docs/vault-format.md §3)."""
+        resolver = None
+        if self.host_key is not None:
+            writer, index_key = self.host_key.writer(), self.host_key.index_key
+        else:
+            admin = AdminKeys.derive(self.master)  # type: ignore[arg-type]
+            writer, index_key = admin.writer(), admin.index_key
+            resolver = SessionKeys(self.storage, admin, self.id, self.cache_dir)
+            if self.format_version < fmt.HOST_KEY_FORMAT:  # seals as format 2 does; reads what an upgrade wrote
+                return Sealer(self.master, self.settings.level, index_key=index_key, resolver=resolver, v3=False)
+
+        def register(salt: bytes, data_key: bytes) -> None:
+            put_or_withdraw(self.storage, session_key_name(salt), seal_session_key(salt, data_key, writer))
+        return Sealer(self.master, self.settings.level, data_key=secrets.token_bytes(32), index_key=index_key,
+                      resolver=resolver, register=register)
+
+    def _use_sealer(self, sealer: Sealer) -> None:
+        """Seal with `sealer` from now on (the vault was just upgraded to format 3)."""
+        self.sealer = self.blobs.sealer = self.points.sealer = self.journal.sealer = sealer
 
     # ---- creation and unlocking ----------------------------------------------------------------
     @classmethod
@@ -250,6 +282,14 @@ class Vault:
         self.blobs.close(flush)
         self.storage.close()
 
+    def require_admin(self) -> None:
+        """Nothing for the admin; a host key's vault (HostVault) raises HostKeyOnly."""
+
+    def backup_bases(self, host: str, paths: List[str], on_corrupt: Optional[OnCorrupt] = None) -> List[RecoveryPoint]:
+        """The recovery points a backup of (host, paths) may compare with, oldest first: every live one (a
+        host key's vault: the ones its own cache holds)."""
+        return self.snapshots(on_corrupt=on_corrupt)
+
     # ---- the format version -------------------------------------------------------------------------
     @property
     def format_version(self) -> int:
@@ -292,12 +332,21 @@ class Vault:
 
     # ---- sealing --------------------------------------------------------------------------------
     def pipeline(self, *, workers: int = 0, fixed_block: int = 0, level: Optional[int] = None,
-                 compress: str = "auto", known: Optional["core.IdSet"] = None) -> "core.Pipeline":
+                 compress: str = "auto", known: Optional["core.IdSet"] = None,
+                 hashing_only: bool = False) -> "core.Pipeline":
         """A pipeline with this vault's keys and chunker; `known` replaces the vault's set of stored IDs
-        (restore's verification passes its own, so that re-reading files stores nothing)."""
+        (restore's verification passes its own, so that re-reading files stores nothing). `hashing_only`: what
+        it seals is never stored (a verification), so a format 3 session key need not be stored for it."""
+        session = self.sealer.id_session if hashing_only else self.sealer.session
+        return self._pipeline(session, workers=workers, fixed_block=fixed_block, level=level,
+                              compress=compress, known=known)
+
+    def _pipeline(self, session: "core.SealSession", *, workers: int = 0, fixed_block: int = 0,
+                  level: Optional[int] = None, compress: str = "auto",
+                  known: Optional["core.IdSet"] = None) -> "core.Pipeline":
         s = self.settings
-        return core.Pipeline(self.master.id_key, self.master.chunker_seed,
-                             self.known if known is None else known, self._session,
+        return core.Pipeline(self.id_key, self.chunker_seed,
+                             self.known if known is None else known, session,
                              min_size=s.min_size, avg_size=s.avg_size, max_size=s.max_size,
                              normalization=s.normalization, fixed_block=fixed_block, id_algo=s.id_algo,
                              level=s.level if level is None else level, compress=compress, workers=workers,
@@ -340,7 +389,8 @@ class Vault:
         """Store plaintext `data` as a blob (deduplicated) and return its id."""
         blob_id = self.chunk_id(data)
         if self.known.add(blob_id):
-            self.add_sealed(blob_type, blob_id, self._session.seal(blob_id, data, self.settings.level), len(data))
+            self.add_sealed(blob_type, blob_id, self.sealer.session.seal(blob_id, data, self.settings.level),
+                            len(data))
         return blob_id
 
     def write_index(self) -> None:

@@ -1,28 +1,104 @@
 """Sealing for one writing session: every object a vault stores encrypted goes through a Sealer (a random
 per-session subkey salt and a nonce counter, see docs/vault-format.md §2). Shared by the blob store and the
-recovery-point store, so one process never runs two sessions under one key by accident."""
+recovery-point store, so one process never runs two sessions under one key by accident.
+
+Format v3 (§3): the session seals under its own random data key, stored (sealed to the vault's public key)
+as `sessionkeys/<salt>` before the session's first sealed object (`register`); index files and prune plans
+are sealed under `index_key` (hosts read them). A reader finds a blob's key by the blob's salt: its own
+session's, then one the resolver (the admin's `SessionKeys`) opens, then the master's `enc_key` (v1/v2
+blobs, and the fallback, so a planted session key object cannot make admin data unreadable)."""
 from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional
 
 from .. import core
 from ..errors import CorruptData
+from . import format as fmt
 from .keys import MasterKeys
+
+if TYPE_CHECKING:
+    from .hostkeys import SessionKeys
+
+#: objects sealed under index_key in a v3 vault (hosts read them)
+SHARED_AADS = (fmt.AAD_INDEX, fmt.AAD_PLAN)
 
 
 class Sealer:
-    def __init__(self, master: MasterKeys, level: int) -> None:
+    def __init__(self, master: Optional[MasterKeys], level: int, *, data_key: Optional[bytes] = None,
+                 index_key: Optional[bytes] = None, resolver: Optional["SessionKeys"] = None,
+                 register: Optional[Callable[[bytes, bytes], None]] = None, v3: bool = True) -> None:
+        """`v3`: seal index files and plans under `index_key`, and look a blob's session key up before the
+        master's. A format 2 vault's Sealer (v3 False) seals under `enc_key` and reads `index_key` and session
+        keys only where `enc_key` fails (an upgrade to format 3 interrupted after its first steps)."""
         self.master = master
         self.level = level
-        self.session = core.SealSession(master.enc_key)
+        self.data_key = data_key if data_key is not None else master.enc_key  # type: ignore[union-attr]
+        self._session = core.SealSession(self.data_key)
+        self.index_key = index_key
+        self._shared = core.SealSession(index_key) if index_key is not None and v3 else None
+        self.resolver = resolver
+        self.v3 = v3
+        self._register = register
+        self._lock = threading.Lock()
+
+    @property
+    def session(self) -> "core.SealSession":
+        """The session, for sealing: in a v3 vault its data key is stored first (once)."""
+        if self._register is not None:
+            with self._lock:
+                if self._register is not None:
+                    self._register(self._session.salt, self.data_key)
+                    self._register = None
+        return self._session
+
+    @property
+    def id_session(self) -> "core.SealSession":
+        """The session, for computing chunk IDs only (nothing sealed: nothing stored)."""
+        return self._session
 
     def seal(self, aad: bytes, data: bytes) -> bytes:
+        if self._shared is not None and aad in SHARED_AADS:
+            return self._shared.seal(aad, data, self.level)
         return self.session.seal(aad, data, self.level)
+
+    def session_key(self, salt: bytes) -> Optional[bytes]:
+        """The data key of session `salt` when it is not the master's: this session's, or the resolver's (a
+        format 2 vault: None, the C++ engine then uses the master's)."""
+        if salt == self._session.salt and (self.master is None or self.data_key != self.master.enc_key):
+            return self.data_key
+        return self.resolver.known(salt) if self.resolver is not None and self.v3 else None
+
+    def _keys(self, aad: bytes, salt: bytes) -> Iterator[bytes]:
+        """The keys to try, in order, each once; those that cost a lookup only when the ones before failed."""
+        def every() -> Iterator[Optional[bytes]]:
+            if aad in SHARED_AADS:
+                yield self.index_key
+            yield self.session_key(salt)
+            yield self.master.enc_key if self.master is not None else None
+            if not self.v3 and self.resolver is not None:
+                yield self.resolver.known(salt)
+        tried: List[bytes] = []
+        for key in every():
+            if key is not None and key not in tried:
+                tried.append(key)
+                yield key
 
     def unseal(self, aad: bytes, blob: bytes, what: str, max_size: int = 1 << 30) -> bytes:
         """The plaintext of a sealed object; CorruptData (naming `what`) if it fails authentication."""
-        try:
-            return core.open_blob(self.master.enc_key, aad, blob, max_size)
-        except (core.AuthenticationError, core.DecompressError, ValueError) as e:
-            raise CorruptData(f"{what} is corrupt or was tampered with ({e})") from None
+        salt = bytes(blob[2:18])
+        error: object = "no key of this session opens it"
+        for _ in range(2):
+            for key in self._keys(aad, salt):
+                try:
+                    return core.open_blob(key, aad, blob, max_size)
+                except core.AuthenticationError as e:
+                    error = e
+                except (core.DecompressError, ValueError) as e:
+                    raise CorruptData(f"{what} is corrupt or was tampered with ({e})") from None
+            if self.resolver is None or len(blob) < 18 or not self.resolver.relist(salt):
+                break
+        raise CorruptData(f"{what} is corrupt or was tampered with ({error})")
 
     def open_named(self, aad: bytes, raw: bytes, name: str, what: str) -> bytes:
         """The plaintext of a content-addressed sealed object (an index file, a recovery point, a journal
