@@ -125,7 +125,8 @@ CLI_REFUSED = [
     ["check"], ["check", "--read-data"], ["stats"], ["status"], ["migrate"], ["repair", "index"],
     ["policy", "show"], ["policy", "set", "--soft-delete-days", "0"], ["key", "list"], ["key", "add"],
     ["key", "add", "--role", "host", "--host", "x", "--export", "{tmp}/x.key"], ["key", "remove", "abc"],
-    ["key", "passwd"], ["copy", "--from", "{vault}"], ["mount", "{tmp}/mnt"],
+    ["key", "passwd"], ["key", "rotate"], ["key", "rotate", "--rewrite"], ["key", "revoke", "abc"],
+    ["copy", "--from", "{vault}"], ["mount", "{tmp}/mnt"],
 ]
 
 

@@ -1,4 +1,4 @@
-"""kill -9 at seeded points spread over backup, prune and copy (RECOVAULT_FAULTS=kill=N: SIGKILL just before
+"""kill -9 at seeded points spread over backup, prune, copy and key rotate --rewrite (RECOVAULT_FAULTS=kill=N: SIGKILL just before
 the process's Nth storage call). After each kill: `check --read-data` finds no problem, every recovery point
 made before the kill restores byte for byte, and the next run of the same command succeeds. The long form
 (more points, at random) is bench/reliability.py."""
@@ -19,7 +19,7 @@ from test_cli import PASSPHRASE, Cli, api_vault, ok
 
 SEED = 1313
 #: Kill points per command (at least 20 in all).
-POINTS = {"backup": 8, "prune": 6, "copy": 6}
+POINTS = {"backup": 8, "prune": 6, "copy": 6, "rotate": 4}
 
 Tree = Dict[str, bytes]
 
@@ -96,7 +96,23 @@ def _copy_scene(root: str, rng: random.Random) -> Scene:
                  {first[0]: a}, src)
 
 
-SCENES = {"backup": _backup_scene, "prune": _prune_scene, "copy": _copy_scene}
+def _rotate_scene(root: str, rng: random.Random) -> Scene:
+    """A format 2 vault with two points: the rewrite upgrades it to format 3, rotates, and re-seals every
+    blob (the next run, after a completed one, rotates and rewrites again)."""
+    src = os.path.join(root, "src")
+    vault = api_vault(os.path.join(root, "v"))
+    a = _tree(rng, 6, 80_000)
+    _write(src, a)
+    with _open(vault, os.path.join(root, "c")) as v:
+        first = api.backup(v, [src])
+        b = dict(a, **{f"r{i}": rng.randbytes(120_000) for i in range(6)})
+        _write(src, b)
+        second = api.backup(v, [src])
+    return Scene(root, lambda r: ["key", "rotate", "--rewrite", "--margin", "0", "--vault", os.path.join(r, "v")],
+                 "v", {first.id: a, second.id: b}, src)
+
+
+SCENES = {"backup": _backup_scene, "prune": _prune_scene, "copy": _copy_scene, "rotate": _rotate_scene}
 
 
 def _cli(home) -> Cli:

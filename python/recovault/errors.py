@@ -128,3 +128,10 @@ class HostKeyOnly(RecovaultError):
     refused with one message, before anything is read or changed."""
 
     exit_code = 22
+
+
+class HostKeyRevoked(RecovaultError):
+    """The host key given was revoked by the admin (`key revoke`): the vault refuses it before anything is
+    written; the admin makes the host a new key."""
+
+    exit_code = 23
