@@ -2,14 +2,14 @@
 docs/reliability.md:
 
 * kill -9 at random points (RECOVAULT_FAULTS=kill=N, spread over each command's storage calls) in backup,
-  prune and copy, each followed by check --read-data, byte-for-byte restores of the earlier points and a
+  prune, copy and key rotate --rewrite, each followed by check --read-data, byte-for-byte restores of the earlier points and a
   successful next run;
 * backup, restore, check, forget and prune under seeded random faults of every kind, each followed by a
   clean check --read-data, then a clean backup, check and restore.
 
     .venv/bin/python bench/reliability.py [--points 20] [--rounds 30] [--rate 0.06] [--seed S]
 
---points is per command (20: 60 kill points); --seed fixes the kill points and the fault seeds (default: a
+--points is per command (20: 80 kill points); --seed fixes the kill points and the fault seeds (default: a
 random one, printed, so a failure can be replayed). Any failed check raises: the run stops there.
 """
 from __future__ import annotations
