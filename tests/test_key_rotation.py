@@ -13,12 +13,12 @@ from typing import Dict, Set
 import pytest
 
 from recovault import api
-from recovault.errors import CorruptData, HostKeyRevoked
+from recovault.errors import HostKeyRevoked, RefusedSession
 from recovault.vault import format as fmt
 from recovault.vault.check import Checker
-from recovault.vault.hostkeys import AdminKeys, read_keyring
+from recovault.vault.hostkeys import AdminKeys, HostKeyFile, read_keyring
 
-from test_cli import PASSPHRASE, Cli, fails, ok
+from test_cli import FAST_KDF, PASSPHRASE, Cli, fails, ok
 from test_host_keys import HOST_PASSPHRASE, _host, fleet  # noqa: F401  (the fixture)
 
 
@@ -63,6 +63,10 @@ def test_rotate_makes_a_generation_admin_and_host_sessions_seal_to(fleet):
         ring = _ring(v)
     assert rot.gen == 2 and sorted(ring.box) == [1, 2] and ring.seq == rot.seq and not ring.rewriting
     assert os.listdir(os.path.join(fleet["vault"], "keygen")) == [ring.box[2].hex()]
+    with _admin(fleet) as v:  # a host key made after the rotation names the new generation
+        api.add_host_key(v, "web3", HOST_PASSPHRASE, str(tmp / "web3.key"), kdf=FAST_KDF)
+    material = HostKeyFile.open((tmp / "web3.key").read_bytes(), HOST_PASSPHRASE, "web3.key")
+    assert (material.gen, material.box_public) == (2, ring.box[2])
     before = set(_session_gens(fleet["vault"]))
     with _host(fleet, "web1") as h:  # its key file names generation 1: it seals to the keyring's newest
         hp = api.backup(h, [str(fleet["src"])], host="web1")
@@ -150,8 +154,12 @@ def test_a_revoked_host_key_is_refused_at_open_and_its_later_sessions_on_check_a
         api.backup(h2, [str(fleet["src"])], host="web2")
     with _admin(fleet, "admin2") as v:
         _restores(v, fleet, before, tmp)
-        with pytest.raises(CorruptData, match="refused.*revocation"):
+        with pytest.raises(RefusedSession, match="refused.*revocation") as e:
             api.restore(v, after.id, str(tmp / "r-after"))
+        assert e.value.exit_code == 15
+        listed = {p.id for p in api.snapshots(v)}  # the refused point is not the vault's: left out, not fatal
+        assert before.id in listed and after.id not in listed
+        api.prune(v)  # nor does it stop prune (its blobs are garbage)
         report = Checker(v).run()
         assert not report["ok"] and any("revocation" in p and keyid[:12] in p for p in report["problems"])
     cli = Cli(tmp / "home", passphrase=HOST_PASSPHRASE)

@@ -77,6 +77,11 @@ class CorruptData(RecovaultError):
     exit_code = 15
 
 
+class RefusedSession(CorruptData):
+    """An object sealed in a session of a host key revoked before that session (docs/vault-format.md §3.1): not
+    the vault's. Left out of listings of recovery points; named by check; reading it is this error (exit 15)."""
+
+
 class NotFound(RecovaultError):
     """A recovery point, path or key the user named does not exist."""
 

@@ -82,6 +82,7 @@ def add_host_key(vault: Vault, host: str, passphrase: str,
     ring = read_keyring(vault.storage, admin.signing_public, vault.id)
     if ring is None:
         raise CorruptData(f"the keyring of the vault at {vault.storage.url} is missing or does not verify")
+    admin = admin.with_generations(vault.storage, ring, vault.master.mac_key)  # type: ignore[union-attr]
     material, entry = new_host_material(vault.id, host, vault.master, admin,  # type: ignore[arg-type]
                                         vault.settings.to_dict())
     data = HostKeyFile.encode(material, passphrase, kdf)  # a weak passphrase fails before anything is stored

@@ -13,7 +13,7 @@ import threading
 from typing import TYPE_CHECKING, Callable, Iterator, List, Optional
 
 from .. import core
-from ..errors import CorruptData
+from ..errors import CorruptData, RefusedSession
 from . import format as fmt
 from .keys import MasterKeys
 
@@ -100,7 +100,7 @@ class Sealer:
                 break
         refused = self.refusal(salt)
         if refused:
-            raise CorruptData(f"{what} is refused: its session was {refused}")
+            raise RefusedSession(f"{what} is refused: its session was {refused}")
         raise CorruptData(f"{what} is corrupt or was tampered with ({error})")
 
     def refusal(self, salt: bytes) -> str:
