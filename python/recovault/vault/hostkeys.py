@@ -448,9 +448,10 @@ class SessionKeys:
             return opened
 
     def relist(self, salt: bytes) -> bool:
-        """List again if `salt` was not listed (a session that began after the listing): whether it is now."""
+        """Once per salt whose blob no key opened: list again and read the keyring again (a session, or a host
+        key, newer than what this process read); whether the salt's session key object is there now."""
         with self._lock:
-            if salt in self._relisted or (self._listed is not None and salt.hex() in self._listed):
+            if salt in self._relisted:
                 return False
             self._relisted.add(salt)
             self._listed = self._list()
