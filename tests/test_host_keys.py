@@ -98,7 +98,9 @@ def test_a_host_key_fails_every_read_and_delete_through_the_api(fleet):
                  lambda: h.load_snapshot(point), lambda: h.find_snapshot("latest"), lambda: h.delete_snapshot(point),
                  lambda: h.policy, lambda: h.deleted_snapshots(), lambda: h.purge_expired(),
                  lambda: h.read_blob(bytes(32)), lambda: api.add_host_key(h, "x", HOST_PASSPHRASE, "/nonexistent"),
-                 lambda: Checker(h), lambda: api.copy(h, h)]
+                 lambda: Checker(h), lambda: api.copy(h, h), lambda: api.rotate_key(h),
+                 lambda: api.rotate_key(h, rewrite=True, margin=0), lambda: api.revoke_host_key(h, "ab"),
+                 lambda: api.host_key_list(h)]
         for call in calls:
             with pytest.raises(HostKeyOnly) as e:
                 call()
