@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Dict, Set
 
 import pytest
@@ -178,4 +177,3 @@ def test_revoke_refuses_the_admin_and_unknown_keys(fleet):
     fails(cli("key", "revoke", admin_keyid[:10], "--vault", vault), 2, "is an admin key")
     fails(cli("key", "revoke", "0123abcd", "--vault", vault), 16, "no host key matches")
     fails(cli("key", "rotate", "--margin", "0", "--vault", vault), 2, "--margin goes with --rewrite")
-    shutil.rmtree(fleet["tmp"] / "home")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+from .. import core, timefmt
 from ..errors import CorruptData, ObjectMissing
 from ..vault import format as fmt
 from ..vault.blobstore import pack_name
@@ -22,7 +23,6 @@ from ..vault.coordination import Coordinator, LeaseHolder, Plan
 from ..vault.hostkeys import AdminKeys, store_keyring
 from ..vault.repo import Vault
 from ..vault.rotation import current_ring, rotate
-from .. import timefmt
 from . import prune as pr
 
 __all__ = ["RewriteResult", "rewrite"]
@@ -108,7 +108,7 @@ def _condemn(vault: Vault, coord: Coordinator, opts: pr.PruneOptions, result: Re
     vault.blobs.flush()
     if not condemned:
         return None
-    garbage = pr.core.IdSet()
+    garbage = core.IdSet()
     for use in uses + unindexed:
         garbage.update(b"".join(e.id for e in use.entries if e.id not in live))
     return Plan(timefmt.now(), coord.host, condemned, garbage.dump(), [p.id for p in points])
