@@ -165,6 +165,10 @@ def test_key_add_role_host_on_the_cli_upgrades_a_v2_vault_and_the_host_backs_up(
     key = json.loads((tmp_path / "web1.key").read_text())
     assert key["role"] == "host" and key["host"] == "web1" and not any(
         n.endswith(key["keyid"]) for n in os.listdir(os.path.join(vault, "keys")))  # never stored in the vault
+    rows = json.loads(ok(cli("key", "list", "--vault", vault, "--json")).stdout)
+    assert [(r["role"], r["hostname"], r["keyid"]) for r in rows if r["role"] == "host"] == [
+        ("host", "web1", doc["keyid"])]
+    assert "host key for web1" in ok(cli("key", "list", "--vault", vault)).stdout
     host = Cli(tmp_path / "host-home", passphrase=None)
     ok(host("backup", "--vault", vault, "--key-file", tmp_path / "web1.key", "--passphrase-file",
             tmp_path / "h.pass", src))
@@ -424,3 +428,16 @@ def test_a_host_honours_prune_plans_and_prune_reads_the_hosts_session(tmp_path):
         assert Checker(v).run(read_data=True)["ok"]
     for rel, data in files.items():
         assert (tmp_path / "r" / str(src).lstrip("/") / rel).read_bytes() == data
+
+
+def test_an_admin_process_reads_a_host_key_registered_after_it_read_the_keyring(fleet):
+    """The keyring is read again when a listed session key object does not open under the one read before:
+    a host key added meanwhile (by another admin process) is then known."""
+    tmp = fleet["tmp"]
+    with api.open_vault(fleet["vault"], PASSPHRASE, cache_dir=str(tmp / "a10")) as v:
+        assert {h.host for h in v.sealer.resolver.ring().hosts} == {"web1", "web2"}
+        with api.open_vault(fleet["vault"], PASSPHRASE, cache_dir=str(tmp / "a11")) as other:
+            api.add_host_key(other, "web3", HOST_PASSPHRASE, str(tmp / "web3.key"), kdf=FAST_KDF)
+        with _host(fleet, "web3") as h:
+            point = api.backup(h, [str(fleet["src"])], host="web3")
+        assert v.load_snapshot(point.id).host == "web3"

@@ -165,8 +165,9 @@ def test_a_revoked_host_key_is_refused_at_open_and_its_later_sessions_on_check_a
     fails(cli("backup", "--vault", fleet["vault"], "--key-file", tmp / "web1.key", fleet["src"]), 23,
           "this host key was revoked")
     rows = json.loads(ok(Cli(tmp / "admin-home")("key", "list", "--json", "--vault", fleet["vault"])).stdout)
-    states = {r["host"]: r["state"] for r in rows if r["role"] == "host"}
+    states = {r["hostname"]: r["state"] for r in rows if r["role"] == "host"}
     assert states == {"web1": "revoked", "web2": "active"}
+    assert "host key for web1  REVOKED" in ok(Cli(tmp / "admin-home")("key", "list", "--vault", fleet["vault"])).stdout
 
 
 def test_revoke_refuses_the_admin_and_unknown_keys(fleet):

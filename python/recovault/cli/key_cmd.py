@@ -23,24 +23,23 @@ def key() -> None:
 @common_options
 @pass_ctx
 def key_list(c: Ctx) -> None:
-    """List the vault's keys (* marks the one that opened it), then its host keys and their state."""
+    """List the vault's keys (* marks the one that opened it), and the host keys its keyring registers."""
     from .. import api
     from ..timefmt import canonical
     with c.open() as v:
         keys = v.keys.list()
         cur = v.keyid
         hosts = api.host_key_list(v)
-    rows = [dict(k.__dict__, role="admin", current=k.keyid == cur, created=canonical(k.created)) for k in keys]
-    lines = [f"{'*' if r['current'] else ' '} {r['keyid'][:12]}  {r['created']}  "
-             f"{r['username']}@{r['hostname']}  {r.get('label') or ''}"
-             + ("" if r["authenticated"] or r["problem"] else
-                "  (version 1 key file: its fields are not authenticated; 'key passwd' rewrites it)")
-             + (f"  PROBLEM: {r['problem']}" if r["problem"] else "") for r in rows]
-    host_rows = [{"role": "host", "keyid": h.keyid, "host": h.host, "created": h.created, "state": h.state,
-                  "revoked": h.revoked or None, "current": False} for h in hosts]
-    lines += [f"  {h['keyid'][:12]}  {h['created']}  host {h['host']}  {h['state']}"
-              + (f" {h['revoked']}" if h["revoked"] else "") for h in host_rows]
-    c.out(rows + host_rows, "\n".join(lines))
+    rows = [dict(k.__dict__, current=k.keyid == cur, created=canonical(k.created), role="admin") for k in keys]
+    rows += [dict(keyid=h.keyid, created=canonical(h.created), hostname=h.host, username="", label=None,
+                  problem=None, authenticated=True, current=False, role="host", state=h.state,
+                  revoked=canonical(h.revoked) if h.revoked else None) for h in hosts]
+    c.out(rows, "\n".join(f"{'*' if r['current'] else ' '} {r['keyid'][:12]}  {r['created']}  "
+                          + (f"host key for {r['hostname']}" + (f"  REVOKED {r['revoked']}" if r["revoked"] else "")
+                             if r["role"] == "host" else f"{r['username']}@{r['hostname']}  {r.get('label') or ''}")
+                          + ("" if r["authenticated"] or r["problem"] else
+                             "  (version 1 key file: its fields are not authenticated; 'key passwd' rewrites it)")
+                          + (f"  PROBLEM: {r['problem']}" if r["problem"] else "") for r in rows))
 
 
 def _new_passphrase(new_passphrase_file: Optional[str]) -> str:
