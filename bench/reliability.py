@@ -2,17 +2,17 @@
 docs/reliability.md:
 
 * kill -9 at random points (RECOVAULT_FAULTS=kill=N, spread over each command's storage calls) in backup,
-  prune, copy, repair --from and repair of an erasure-coded vault (--replace of a lost location, corrupt
-  shards rebuilt), each followed by check --read-data, byte-for-byte restores of the earlier points and a
-  successful next run (a repair --from, which starts from a damaged vault: the points the damage spared
-  after the kill, every point and a clean check after the next run; a repair of an ec vault: then full
-  redundancy);
+  prune, copy, repair --from, repair of an erasure-coded vault (--replace of a lost location, corrupt
+  shards rebuilt) and key rotate --rewrite, each followed by check --read-data, byte-for-byte restores of
+  the earlier points and a successful next run (a repair --from, which starts from a damaged vault: the
+  points the damage spared after the kill, every point and a clean check after the next run; a repair of
+  an ec vault: then full redundancy);
 * backup, restore, check, forget and prune under seeded random faults of every kind, each followed by a
   clean check --read-data, then a clean backup, check and restore.
 
     .venv/bin/python bench/reliability.py [--points 20] [--rounds 30] [--rate 0.06] [--seed S]
 
---points is per scene (20: 120 kill points over six scenes); --seed fixes the kill points and the fault
+--points is per scene (20: 140 kill points over seven scenes); --seed fixes the kill points and the fault
 seeds (default: a random one, printed, so a failure can be replayed). Any failed check raises: the run
 stops there.
 """

@@ -98,7 +98,9 @@ def test_a_host_key_fails_every_read_and_delete_through_the_api(fleet):
                  lambda: h.load_snapshot(point), lambda: h.find_snapshot("latest"), lambda: h.delete_snapshot(point),
                  lambda: h.policy, lambda: h.deleted_snapshots(), lambda: h.purge_expired(),
                  lambda: h.read_blob(bytes(32)), lambda: api.add_host_key(h, "x", HOST_PASSPHRASE, "/nonexistent"),
-                 lambda: Checker(h), lambda: api.copy(h, h)]
+                 lambda: Checker(h), lambda: api.copy(h, h), lambda: api.rotate_key(h),
+                 lambda: api.rotate_key(h, rewrite=True, margin=0), lambda: api.revoke_host_key(h, "ab"),
+                 lambda: api.host_key_list(h)]
         for call in calls:
             with pytest.raises(HostKeyOnly) as e:
                 call()
@@ -125,7 +127,8 @@ CLI_REFUSED = [
     ["check"], ["check", "--read-data"], ["stats"], ["status"], ["migrate"], ["repair", "index"],
     ["policy", "show"], ["policy", "set", "--soft-delete-days", "0"], ["key", "list"], ["key", "add"],
     ["key", "add", "--role", "host", "--host", "x", "--export", "{tmp}/x.key"], ["key", "remove", "abc"],
-    ["key", "passwd"], ["copy", "--from", "{vault}"], ["mount", "{tmp}/mnt"],
+    ["key", "passwd"], ["key", "rotate"], ["key", "rotate", "--rewrite"], ["key", "revoke", "abc"],
+    ["copy", "--from", "{vault}"], ["mount", "{tmp}/mnt"],
 ]
 
 

@@ -71,8 +71,9 @@ RUNS: Dict[str, List[List[str]]] = {
             ["key", "list"], ["key", "add", "--new-passphrase-file", "{keyfile}", "--label", "second"],
             ["key", "add", "--role", "host", "--host", "web1", "--export", "{host_key}",
              "--new-passphrase-file", "{keyfile}"],  # the vault is format 3 from here on
-            ["key", "list"],  # with the host key's row
-            ["key", "remove", "{keyid}"], ["key", "passwd", "--new-passphrase-file", "{keyfile}"]],
+            ["key", "list"], ["key", "rotate"], ["key", "rotate", "--rewrite", "--margin", "0"],
+            ["key", "revoke", "{host_keyid}"], ["key", "remove", "{keyid}"],
+            ["key", "passwd", "--new-passphrase-file", "{keyfile}"]],
     "cache": [["cache"]],
     "history": [["history"], ["history", "web", "--limit", "1"], ["history", "--stale", "1000d"]],
     "job": [["job", "validate", "{jobfile}"], ["job", "run", "{jobfile}"],  # the job file names the vault
@@ -165,6 +166,8 @@ class Scenario:
                 self.fields["new"] = doc["id"]
         elif argv[:2] == ["key", "add"] and "--role" not in argv:  # a host key is no key file to remove
             self.fields["keyid"] = doc["keyid"]
+        elif argv[:2] == ["key", "add"]:
+            self.fields["host_keyid"] = doc["keyid"]
         elif argv[:2] == ["key", "passwd"]:
             os.environ["RECOVAULT_PASSPHRASE"] = NEW_PASSPHRASE  # the fixture's MonkeyPatch restores it
 

@@ -1,6 +1,6 @@
-"""kill -9 at seeded points spread over backup, prune, copy, repair --from and repair of an erasure-coded
-vault (RECOVAULT_FAULTS=kill=N: SIGKILL just before the process's Nth storage call, each location of a set
-counted). After each kill: `check --read-data` finds no problem, every recovery point made before the kill
+"""kill -9 at seeded points spread over backup, prune, copy, repair --from, repair of an erasure-coded
+vault and key rotate --rewrite (RECOVAULT_FAULTS=kill=N: SIGKILL just before the process's Nth storage call,
+each location of a set counted). After each kill: `check --read-data` finds no problem, every recovery point made before the kill
 restores byte for byte, and the next run of the same command succeeds. A repair --from starts from a
 damaged vault: after its kill the points the damage spared restore, and after the next run the check is
 clean and every point restores. The long form (more points, at random) is bench/reliability.py."""
@@ -21,7 +21,7 @@ from test_cli import FAST_KDF, PASSPHRASE, Cli, api_vault, object_files, ok
 
 SEED = 1313
 #: Kill points per command (at least 20 in all).
-POINTS = {"backup": 8, "prune": 6, "copy": 6, "repair": 5, "repair-reencoded": 3, "repair-ec": 5}
+POINTS = {"backup": 8, "prune": 6, "copy": 6, "repair": 5, "repair-reencoded": 3, "repair-ec": 5, "rotate": 4}
 
 Tree = Dict[str, bytes]
 
@@ -165,8 +165,25 @@ def _repair_ec_scene(root: str, rng: random.Random) -> Scene:
     return Scene(root, args, _ec_url("{root}", EC_DIRS), {first.id: a}, src, after=whole)
 
 
+def _rotate_scene(root: str, rng: random.Random) -> Scene:
+    """A format 2 vault with two points: the rewrite upgrades it to format 3, rotates, and re-seals every
+    blob (the next run, after a completed one, rotates and rewrites again)."""
+    src = os.path.join(root, "src")
+    vault = api_vault(os.path.join(root, "v"))
+    a = _tree(rng, 6, 80_000)
+    _write(src, a)
+    with _open(vault, os.path.join(root, "c")) as v:
+        first = api.backup(v, [src])
+        b = dict(a, **{f"r{i}": rng.randbytes(120_000) for i in range(6)})
+        _write(src, b)
+        second = api.backup(v, [src])
+    return Scene(root, lambda r: ["key", "rotate", "--rewrite", "--margin", "0", "--vault", os.path.join(r, "v")],
+                 "v", {first.id: a, second.id: b}, src)
+
+
 SCENES = {"backup": _backup_scene, "prune": _prune_scene, "copy": _copy_scene, "repair": _repair_scene,
-          "repair-reencoded": lambda root, rng: _repair_scene(root, rng, shared=False), "repair-ec": _repair_ec_scene}
+          "repair-reencoded": lambda root, rng: _repair_scene(root, rng, shared=False), "repair-ec": _repair_ec_scene,
+          "rotate": _rotate_scene}
 
 
 def _cli(home) -> Cli:

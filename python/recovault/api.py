@@ -103,6 +103,31 @@ def add_host_key(vault: Vault, host: str, passphrase: str, export: str, *, kdf: 
     return material.keyid
 
 
+def rotate_key(vault: Vault, rewrite: bool = False, margin: Optional[float] = None, progress=None):
+    """`key rotate`: a new X25519 generation every session seals to from now on (returns a
+    vault.rotation.Rotation); with `rewrite`, also re-seal every blob under it (returns a
+    jobs.rotate.RewriteResult; `margin` as prune's, default prune's)."""
+    if not rewrite:
+        from .vault.rotation import rotate
+        return rotate(vault)
+    from .jobs.prune import DEFAULT_MARGIN, PruneOptions
+    from .jobs.rotate import rewrite as run
+    return run(vault, PruneOptions(margin=DEFAULT_MARGIN if margin is None else margin), progress)
+
+
+def host_key_list(vault: Vault):
+    """The host keys the keyring lists (vault.hostkeys.HostEntry; none for a vault below format 3)."""
+    from .vault.hostvault import host_keys
+    return list(host_keys(vault).hosts) if vault.format_version >= 3 else []
+
+
+def revoke_host_key(vault: Vault, keyid: str):
+    """`key revoke`: revoke host key `keyid` (id or unique prefix). Returns (its keyring entry, whether this
+    call revoked it)."""
+    from .vault.rotation import revoke_host
+    return revoke_host(vault, keyid)
+
+
 def migrate(vault: Vault) -> UpgradeReport:
     """Upgrade `vault` to the current format version (nothing if it is current); see Vault.upgrade."""
     return vault.upgrade()

@@ -88,6 +88,11 @@ class CorruptData(RecovaultError):
     exit_code = 15
 
 
+class RefusedSession(CorruptData):
+    """An object sealed in a session of a host key revoked before that session (docs/vault-format.md §3.1): not
+    the vault's. Left out of listings of recovery points; named by check; reading it is this error (exit 15)."""
+
+
 class NotFound(RecovaultError):
     """A recovery point, path or key the user named does not exist."""
 
@@ -139,3 +144,10 @@ class HostKeyOnly(RecovaultError):
     refused with one message, before anything is read or changed."""
 
     exit_code = 22
+
+
+class HostKeyRevoked(RecovaultError):
+    """The host key given was revoked by the admin (`key revoke`): the vault refuses it before anything is
+    written; the admin makes the host a new key."""
+
+    exit_code = 23

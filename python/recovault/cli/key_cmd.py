@@ -1,4 +1,5 @@
-"""recovault key list | add | remove | passwd: the passphrases that open the vault (one key file each)."""
+"""recovault key list | add | remove | passwd | rotate | revoke: the passphrases that open the vault (one key
+file each), host keys, and the generations of the key sessions seal their data keys to."""
 from __future__ import annotations
 
 from typing import Optional
@@ -10,7 +11,8 @@ from .context import Ctx, common_options, examples, pass_ctx
 
 
 @click.group(epilog=examples(
-    'recovault key list', 'recovault key add --label laptop'))
+    'recovault key list', 'recovault key add --label laptop', 'recovault key rotate --rewrite',
+    'recovault key revoke 3f2a9c'))
 @common_options
 def key() -> None:
     """Manage the passphrases that open the vault."""
@@ -22,18 +24,19 @@ def key() -> None:
 @pass_ctx
 def key_list(c: Ctx) -> None:
     """List the vault's keys (* marks the one that opened it), and the host keys its keyring registers."""
+    from .. import api
     from ..timefmt import canonical
-    from ..vault.hostvault import host_keys
     with c.open() as v:
         keys = v.keys.list()
         cur = v.keyid
-        hosts = host_keys(v).hosts if v.format_version >= 3 else ()
+        hosts = api.host_key_list(v)
     rows = [dict(k.__dict__, current=k.keyid == cur, created=canonical(k.created), role="admin") for k in keys]
     rows += [dict(keyid=h.keyid, created=canonical(h.created), hostname=h.host, username="", label=None,
-                  problem=None, authenticated=True, current=False, role="host") for h in hosts]
+                  problem=None, authenticated=True, current=False, role="host", state=h.state,
+                  revoked=canonical(h.revoked) if h.revoked else None) for h in hosts]
     c.out(rows, "\n".join(f"{'*' if r['current'] else ' '} {r['keyid'][:12]}  {r['created']}  "
-                          + (f"host key for {r['hostname']}" if r["role"] == "host" else
-                             f"{r['username']}@{r['hostname']}  {r.get('label') or ''}")
+                          + (f"host key for {r['hostname']}" + (f"  REVOKED {r['revoked']}" if r["revoked"] else "")
+                             if r["role"] == "host" else f"{r['username']}@{r['hostname']}  {r.get('label') or ''}")
                           + ("" if r["authenticated"] or r["problem"] else
                              "  (version 1 key file: its fields are not authenticated; 'key passwd' rewrites it)")
                           + (f"  PROBLEM: {r['problem']}" if r["problem"] else "") for r in rows))
@@ -110,6 +113,64 @@ def key_passwd(c: Ctx, new_passphrase_file: Optional[str]) -> None:
     with c.open() as v:
         kid = v.keys.passwd(v.keyid, v.master, _new_passphrase(new_passphrase_file))
     c.out({"keyid": kid}, f"passphrase changed (new key {kid[:12]})")
+
+
+@key.command(name="rotate", epilog=examples(
+    'recovault key rotate', 'recovault key rotate --rewrite', 'recovault key rotate --rewrite --margin 0 --json'))
+@common_options
+@click.option("--rewrite", is_flag=True,
+              help="Also re-seal every stored blob under the new key (prune's repacking: reads and rewrites every "
+                   "pack), so a leaked older key opens none; resumable: run it again after an interruption.")
+@click.option("--margin", default="2h", show_default=True,
+              help="--rewrite: how long the old packs wait before they are deleted, as prune's --margin (0: no "
+                   "backup runs, delete them at once; else the next --rewrite or prune deletes them).")
+@pass_ctx
+def key_rotate(c: Ctx, rewrite: bool, margin: str) -> None:
+    """Make a new key that every backup seals its data keys to from now on (hosts keep their key files)."""
+    from .. import api
+    from ..jobs.prune import parse_margin
+    seconds = parse_margin(margin)  # bad input fails before the vault is opened
+    if not rewrite and margin != "2h":
+        raise UsageError("--margin goes with --rewrite")
+    with c.open(write=True) as v:
+        if not rewrite:
+            rot = api.rotate_key(v)
+            c.out({"gen": rot.gen, "keyring": rot.keyring, "seq": rot.seq, "rewrite": None},
+                  f"key generation {rot.gen} made: sessions seal to it from now on (keyring {rot.seq}); "
+                  "'recovault key rotate --rewrite' re-seals what is stored")
+            return
+        with c.progress("rotating") as prog:
+            res = api.rotate_key(v, rewrite=True, margin=seconds, progress=prog)
+    c.out({"gen": res.gen, "keyring": None, "seq": None, "rewrite": res.to_json()}, _rewrite_text(res))
+
+
+def _rewrite_text(res) -> str:
+    head = (f"key generation {res.gen} made" if res.rotated else f"resuming the rewrite to key generation {res.gen}")
+    lines = [f"{head}: {res.packs_rewritten} pack(s) re-sealed ({res.blobs_resealed} blob(s), "
+             f"{res.bytes_resealed / 1e6:.1f} MB), {res.packs_deleted} old pack(s) deleted"]
+    if res.done:
+        lines.append("done: every stored blob is sealed under the new key")
+    else:
+        lines.append(f"plan {(res.waiting or '')[:16]} waits for its margin: run 'recovault key rotate --rewrite' "
+                     "again after it to delete the old packs")
+    return "\n".join(lines)
+
+
+@key.command(name="revoke", epilog=examples(
+    'recovault key revoke 3f2a9c', 'recovault key revoke 3f2a9c --json'))
+@common_options
+@click.argument("keyid")
+@pass_ctx
+def key_revoke(c: Ctx, keyid: str) -> None:
+    """Revoke host key KEYID (id or unique prefix): its later backups are refused, its earlier ones kept."""
+    from .. import api
+    with c.open() as v:
+        entry, now = api.revoke_host_key(v, keyid)
+    c.out({"keyid": entry.keyid, "host": entry.host, "revoked": entry.revoked, "sessions_accepted":
+           len(entry.accepted), "changed": now},
+          (f"revoked host key {entry.keyid[:12]} (host {entry.host}); its {len(entry.accepted)} earlier "
+           "session(s) stay readable" if now else f"host key {entry.keyid[:12]} (host {entry.host}) was revoked "
+           f"already, on {entry.revoked}"))
 
 
 command = key

@@ -321,17 +321,24 @@ def copy_blobs(vault, blobs: List[Tuple[bytes, fmt.BlobEntry]], recompress: bool
     copied = 0
     for pack, entries in sorted(by_pack.items()):
         name = pack_name(pack)
-        data = vault.blobs.get(name)
-        for e in entries:
-            sealed = data[e.offset:e.offset + e.length]
-            if len(sealed) != e.length:
-                raise CorruptData(f"pack {name} is truncated (blob {e.id.hex()[:16]} cut short)")
-            if recompress:
-                plain = vault.open_sealed(e.id, sealed, name, e.raw_length)
-                sealed = vault.sealer.session.seal(e.id, plain, vault.settings.level)
-            vault.add_sealed(e.type, e.id, sealed, e.raw_length)
-            copied += len(sealed)
+        copied += copy_from_pack(vault, name, vault.blobs.get(name), entries, recompress)
     vault.blobs.flush()
+    return copied
+
+
+def copy_from_pack(vault, name: str, data: bytes, entries: List[fmt.BlobEntry], recompress: bool) -> int:
+    """Queue `entries` of pack `name` (its bytes `data`) for new packs (see copy_blobs; the caller flushes).
+    With `recompress` each is opened and sealed again by this process's session. Returns the bytes queued."""
+    copied = 0
+    for e in entries:
+        sealed = data[e.offset:e.offset + e.length]
+        if len(sealed) != e.length:
+            raise CorruptData(f"pack {name} is truncated (blob {e.id.hex()[:16]} cut short)")
+        if recompress:
+            plain = vault.open_sealed(e.id, sealed, name, e.raw_length)
+            sealed = vault.sealer.session.seal(e.id, plain, vault.settings.level)
+        vault.add_sealed(e.type, e.id, sealed, e.raw_length)
+        copied += len(sealed)
     return copied
 
 

@@ -167,7 +167,10 @@ class Checker:
         bad = []
         for name in self.vault.storage.list(fmt.SESSION_KEYS):
             salt = _salt_of(name)
-            if salt is None or resolver.known(salt) is None:
+            if salt is not None and resolver.known(salt) is None and salt in resolver.refusals:
+                self.problem(f"session key object {name}: {resolver.refusals[salt]}: its blobs, trees and "
+                             "recovery point are refused")
+            elif salt is None or resolver.known(salt) is None:
                 bad.append(name)
         if bad:
             self.warnings.append(f"{len(bad)} session key object(s) do not open or are not signed by a key of the "

@@ -34,6 +34,7 @@ LOCKS = "locks/"  # the prune lease (§10)
 PLANS = "plans/"  # prune plans: packs condemned and blobs unreferenced, deleted after a margin (§10)
 KEYRING = "keyring/"  # v3: the signed keyring (§3)
 SESSION_KEYS = "sessionkeys/"  # v3: each writing session's data key, sealed to the vault's public key (§3)
+KEYGEN = "keygen/"  # v3: a rotated X25519 generation's private key, sealed under a key the master derives (§3.1)
 
 # Blob types inside packs.
 BLOB_DATA = 0

@@ -21,8 +21,8 @@ import os
 import secrets
 import socket
 import threading
-from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -43,6 +43,7 @@ __all__ = ["ADMIN_KEYID", "KEYRING", "SESSION_KEYS", "AdminKeys", "HostEntry", "
 
 KEYRING = fmt.KEYRING
 SESSION_KEYS = fmt.SESSION_KEYS
+KEYGEN = fmt.KEYGEN
 ADMIN_KEYID = "admin"  # the keyid of the admin's signing key in session key objects
 FIRST_GEN = 1
 INFO_INDEX = b"recovault/v3/index-key"
@@ -50,6 +51,7 @@ INFO_BOX = b"recovault/v3/x25519/"
 INFO_SIGN = b"recovault/v3/admin-sign"
 INFO_SESSION = b"recovault/v3/session-key"
 INFO_HOST_CACHE = b"recovault/v3/host-cache"
+INFO_KEYGEN = b"recovault/v3/keygen"
 AAD_HOST_KEY = b"recovault/v3/host-key/"
 HOST_KEY_FILE_VERSION = 1
 _ZERO_NONCE = bytes(12)
@@ -109,6 +111,21 @@ class AdminKeys:
     def box_public(self) -> Dict[int, bytes]:
         return {gen: _raw_public(k) for gen, k in self.box.items()}
 
+    def with_generations(self, storage: Storage, ring: "Keyring", mac_key: bytes) -> "AdminKeys":
+        """These keys with the private keys of every generation `ring` lists (generation 1 derived, later
+        ones from their `keygen/` objects); a generation whose object is missing or does not open is left
+        out (its sessions' keys do not open: check reports them)."""
+        box: Dict[int, X25519PrivateKey] = {}
+        for gen, public in ring.box.items():
+            if gen == FIRST_GEN and FIRST_GEN in self.box:
+                box[gen] = self.box[FIRST_GEN]
+                continue
+            try:
+                box[gen] = open_generation(mac_key, storage.get(generation_name(public)), public)
+            except (ObjectMissing, ValueError):
+                continue
+        return AdminKeys(self.index_key, box or dict(self.box), self.signing)
+
     def writer(self) -> "Writer":
         gen = max(self.box)
         return Writer(ADMIN_KEYID, self.signing, gen, _raw_public(self.box[gen]))
@@ -117,19 +134,62 @@ class AdminKeys:
         return "AdminKeys(<secret>)"
 
 
+# ---- rotated generations ---------------------------------------------------------------------------
+
+def generation_name(public: bytes) -> str:
+    """`keygen/<64 hex X25519 public key>`: the object holding that generation's private key."""
+    return KEYGEN + public.hex()
+
+
+def _generation_key(mac_key: bytes) -> bytes:
+    return hkdf(mac_key, INFO_KEYGEN)
+
+
+def seal_generation(mac_key: bytes, private: X25519PrivateKey) -> Tuple[str, bytes]:
+    """(name, bytes) of the `keygen/` object of a new generation: nonce(12) || AES-256-GCM(HKDF(mac_key,
+    "recovault/v3/keygen"), nonce, private key (32), AAD = name)."""
+    name = generation_name(_raw_public(private))
+    nonce = secrets.token_bytes(12)
+    return name, nonce + AESGCM(_generation_key(mac_key)).encrypt(nonce, _raw_private(private), name.encode())
+
+
+def open_generation(mac_key: bytes, raw: bytes, public: bytes) -> X25519PrivateKey:
+    """The private key of generation `public` from its `keygen/` object; ValueError if it does not open or
+    does not match."""
+    name = generation_name(public)
+    try:
+        private = AESGCM(_generation_key(mac_key)).decrypt(raw[:12], raw[12:], name.encode())
+    except InvalidTag:
+        raise ValueError(f"{name} does not open") from None
+    key = X25519PrivateKey.from_private_bytes(private)
+    if _raw_public(key) != public:
+        raise ValueError(f"{name} holds another key")
+    return key
+
+
 # ---- the keyring -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class HostEntry:
-    """One host key the admin registered: its id, the host it was made for, its Ed25519 public key."""
+    """One host key the admin registered: its id, the host it was made for, its Ed25519 public key; once
+    revoked, when, and the sessions (salts, hex) of that key accepted before it."""
 
     keyid: str
     host: str
     public: bytes
     created: str
+    revoked: str = ""
+    accepted: Tuple[str, ...] = ()
+
+    @property
+    def state(self) -> str:
+        return "revoked" if self.revoked else "active"
 
     def to_json(self) -> Dict[str, Any]:
-        return {"keyid": self.keyid, "host": self.host, "public": _b64(self.public), "created": self.created}
+        out = {"keyid": self.keyid, "host": self.host, "public": _b64(self.public), "created": self.created}
+        if self.revoked:
+            out.update(revoked=self.revoked, accepted=sorted(self.accepted))
+        return out
 
     @classmethod
     def from_json(cls, d: Any) -> "HostEntry":
@@ -138,14 +198,22 @@ class HostEntry:
         public = _unb64(d.get("public"), "public")
         if len(public) != 32:
             raise ValueError("a host's public key is not 32 bytes")
-        return cls(d["keyid"], d["host"], public, d["created"])
+        revoked, accepted = d.get("revoked", ""), d.get("accepted", [])
+        if not isinstance(revoked, str) or not isinstance(accepted, list) or not all(
+                isinstance(a, str) for a in accepted):
+            raise ValueError("a host entry's revocation is not a time and a list of sessions")
+        return cls(d["keyid"], d["host"], public, d["created"], revoked, tuple(accepted))
+
+    def refuses(self, salt: bytes) -> bool:
+        """Whether a session `salt` of this key is refused: the key was revoked and did not write it before."""
+        return bool(self.revoked) and salt.hex() not in self.accepted
 
 
 @dataclass(frozen=True)
 class Keyring:
-    """The signed keyring: the vault's X25519 public keys by generation, the admin's signing public key, and
-    the host keys. Later versions add revocations (`hosts` entries gain `revoked` and the sessions accepted
-    before it) and generations (key rotation)."""
+    """The signed keyring: the vault's X25519 public keys by generation (sessions seal to the newest), the
+    admin's signing public key, the host keys (revoked ones with the sessions accepted before), and while a
+    `key rotate --rewrite` is under way, the generation it rewrites to (`rewriting`)."""
 
     seq: int
     vault_id: str
@@ -153,11 +221,19 @@ class Keyring:
     admin: bytes
     hosts: Tuple[HostEntry, ...] = ()
     name: str = field(default="", compare=False)
+    rewriting: int = 0
+
+    @property
+    def newest(self) -> int:
+        return max(self.box)
 
     def to_json(self) -> Dict[str, Any]:
-        return {"v": 1, "seq": self.seq, "vault": self.vault_id, "admin": _b64(self.admin),
-                "box": [{"gen": g, "public": _b64(p)} for g, p in sorted(self.box.items())],
-                "hosts": [h.to_json() for h in self.hosts]}
+        out = {"v": 1, "seq": self.seq, "vault": self.vault_id, "admin": _b64(self.admin),
+               "box": [{"gen": g, "public": _b64(p)} for g, p in sorted(self.box.items())],
+               "hosts": [h.to_json() for h in self.hosts]}
+        if self.rewriting:
+            out["rewriting"] = self.rewriting
+        return out
 
     @classmethod
     def parse(cls, raw: bytes, admin: bytes, vault_id: str, name: str = "") -> "Keyring":
@@ -177,7 +253,10 @@ class Keyring:
         if not box:
             raise ValueError("it names no X25519 public key")
         hosts = tuple(HostEntry.from_json(h) for h in doc.get("hosts") or [])
-        return cls(doc["seq"], vault_id, box, admin, hosts, name)
+        rewriting = doc.get("rewriting", 0)
+        if type(rewriting) is not int:
+            raise ValueError("its rewriting generation is not a number")
+        return cls(doc["seq"], vault_id, box, admin, hosts, name, rewriting)
 
     def signer(self, keyid: str) -> Optional[bytes]:
         """The Ed25519 public key registered under `keyid` ("admin", or a host key's id), or None."""
@@ -185,8 +264,15 @@ class Keyring:
             return self.admin
         return next((h.public for h in self.hosts if h.keyid == keyid), None)
 
+    def host(self, keyid: str) -> Optional[HostEntry]:
+        return next((h for h in self.hosts if h.keyid == keyid), None)
+
     def with_host(self, entry: HostEntry) -> "Keyring":
-        return Keyring(self.seq + 1, self.vault_id, self.box, self.admin, self.hosts + (entry,))
+        return self.next(hosts=self.hosts + (entry,))
+
+    def next(self, **changes: Any) -> "Keyring":
+        """The keyring that follows this one (seq + 1) with `changes` (dataclass fields)."""
+        return replace(self, seq=self.seq + 1, name="", **changes)
 
 
 def read_keyring(storage: Storage, admin: bytes, vault_id: str) -> Optional[Keyring]:
@@ -251,9 +337,21 @@ def seal_session_key(salt: bytes, dk: bytes, writer: Writer) -> bytes:
     return json.dumps(sign(writer.signing, doc), sort_keys=True).encode() + b"\n"
 
 
-def open_session_key(raw: bytes, salt: bytes, box: Mapping[int, X25519PrivateKey], ring: Keyring) -> bytes:
+class OpenedSession(NamedTuple):
+    """A session key object opened: the session's data key, the generation it was sealed to, its writer."""
+
+    dk: bytes
+    gen: int
+    keyid: str
+
+
+class Refused(ValueError):
+    """A session key object that is authentic but refused: its writer's host key was revoked before it."""
+
+
+def open_session_key(raw: bytes, salt: bytes, box: Mapping[int, X25519PrivateKey], ring: Keyring) -> OpenedSession:
     """The data key in session key object `raw` (for session `salt`): ValueError unless its writer is in
-    the keyring, its signature verifies and it opens."""
+    the keyring, its signature verifies and it opens; Refused if its writer was revoked before it."""
     doc = json.loads(raw)
     if not isinstance(doc, dict) or doc.get("v") != 1:
         raise ValueError("not a version 1 session key")
@@ -263,6 +361,10 @@ def open_session_key(raw: bytes, salt: bytes, box: Mapping[int, X25519PrivateKey
         raise ValueError(f"its writer {keyid!r} is not in the keyring")
     if not verify_signature(public, doc):
         raise ValueError("its signature does not verify")
+    entry = ring.host(keyid)
+    if entry is not None and entry.refuses(salt):
+        raise Refused(f"written by host key {keyid[:12]} (host {entry.host}) after its revocation on "
+                      f"{entry.revoked}")
     if type(gen) is not int or gen not in box:
         raise ValueError(f"it is sealed to an unknown key generation {gen!r}")
     eph = X25519PublicKey.from_public_bytes(_unb64(doc.get("eph"), "eph"))
@@ -274,24 +376,30 @@ def open_session_key(raw: bytes, salt: bytes, box: Mapping[int, X25519PrivateKey
         raise ValueError("it does not open") from None
     if len(dk) != 32:
         raise ValueError("its data key is not 32 bytes")
-    return dk
+    return OpenedSession(dk, gen, keyid)
 
 
 class SessionKeys:
     """The admin's resolver of session salts to data keys: lists `sessionkeys/` once (again for a salt the
     listing did not have, once per salt), opens each object it is asked for (through the agent cache,
-    where the objects are kept as stored: sealed), and remembers the keys. Thread-safe."""
+    where the objects are kept as stored: sealed), and remembers the keys, the generation each was sealed
+    to, and why one was refused (a revoked writer). The keyring, and with it the rotated generations' private
+    keys (`mac_key` opens them), is read on first use. Thread-safe."""
 
-    def __init__(self, storage: Storage, admin: AdminKeys, vault_id: str, cache_root: Optional[str] = None) -> None:
+    def __init__(self, storage: Storage, admin: AdminKeys, vault_id: str, cache_root: Optional[str] = None,
+                 mac_key: Optional[bytes] = None) -> None:
         from .cache import ObjectCache
         self.storage = storage
         self.admin = admin
         self.vault_id = vault_id
+        self.mac_key = mac_key
         self.cache = ObjectCache(cache_root, vault_id, "sessionkeys", by_hash=False) if cache_root else None
         self._listed: Optional[set] = None
         self._relisted: set = set()
-        self._keys: Dict[bytes, Optional[bytes]] = {}
+        self._keys: Dict[bytes, Optional[OpenedSession]] = {}
+        self.refusals: Dict[bytes, str] = {}
         self._ring: Optional[Keyring] = None
+        self._box: Dict[int, X25519PrivateKey] = dict(admin.box)
         self._lock = threading.RLock()
 
     def ring(self) -> Keyring:
@@ -299,13 +407,35 @@ class SessionKeys:
             if self._ring is None:
                 self._ring = read_keyring(self.storage, self.admin.signing_public, self.vault_id) or Keyring(
                     0, self.vault_id, self.admin.box_public(), self.admin.signing_public)
+                if self.mac_key is not None:
+                    self._box = self.admin.with_generations(self.storage, self._ring, self.mac_key).box
             return self._ring
+
+    def writer(self) -> Writer:
+        """The admin's writer, sealing to the keyring's newest generation."""
+        with self._lock:
+            ring = self.ring()
+            gen = ring.newest if ring.newest in self._box else max(self._box)
+            return Writer(ADMIN_KEYID, self.admin.signing, gen, _raw_public(self._box[gen]))
+
+    def forget(self) -> None:
+        """Read the keyring and the listing again on next use (a rotation or revocation changed them)."""
+        with self._lock:
+            self._ring, self._listed = None, None
+            self._keys.clear()
+            self.refusals.clear()
 
     def _list(self) -> set:
         return {n[len(SESSION_KEYS):] for n in self.storage.list(SESSION_KEYS)}
 
     def known(self, salt: bytes) -> Optional[bytes]:
-        """The data key of session `salt`, or None (no such object, or one that does not open or verify)."""
+        """The data key of session `salt`, or None (no such object, or one that does not open, verify, or
+        whose writer was revoked before it: `refusals` says so)."""
+        opened = self.opened(salt)
+        return opened.dk if opened is not None else None
+
+    def opened(self, salt: bytes) -> Optional[OpenedSession]:
+        """Session `salt`'s key object opened, or None (see `known`)."""
         with self._lock:
             if salt in self._keys:
                 return self._keys[salt]
@@ -313,9 +443,9 @@ class SessionKeys:
                 self._listed = self._list()
             if salt.hex() not in self._listed:
                 return None
-            dk = self._open(salt)
-            self._keys[salt] = dk
-            return dk
+            opened = self._open(salt)
+            self._keys[salt] = opened
+            return opened
 
     def relist(self, salt: bytes) -> bool:
         """Once per salt whose blob no key opened: list again and read the keyring again (a session, or a host
@@ -329,18 +459,22 @@ class SessionKeys:
             self._ring = None  # a host added since may have written it
             return salt.hex() in self._listed
 
-    def _open(self, salt: bytes) -> Optional[bytes]:
+    def _open(self, salt: bytes) -> Optional[OpenedSession]:
         name = session_key_name(salt)
         raw = self.cache.get(name) if self.cache else None
+        ring = self.ring()
         for attempt in ((raw,) if raw is not None else ()) + (None,):
             try:
                 data = attempt if attempt is not None else self.storage.get(name)
-                dk = open_session_key(data, salt, self.admin.box, self.ring())
+                opened = open_session_key(data, salt, self._box, ring)
+            except Refused as e:
+                self.refusals[salt] = str(e)
+                return None
             except (ObjectMissing, ValueError, TypeError, KeyError):
                 continue
             if self.cache and attempt is None:
                 self.cache.put(name, data)
-            return dk
+            return opened
         return None
 
 

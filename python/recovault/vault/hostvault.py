@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from .. import core, timefmt
-from ..errors import CorruptData, HostKeyOnly, ObjectMissing, UsageError
+from ..errors import CorruptData, HostKeyOnly, HostKeyRevoked, ObjectMissing, UsageError
 from ..storage import Storage
 from . import format as fmt
 from .blobstore import EventSink, no_events
@@ -81,6 +82,7 @@ def add_host_key(vault: Vault, host: str, passphrase: str,
     ring = read_keyring(vault.storage, admin.signing_public, vault.id)
     if ring is None:
         raise CorruptData(f"the keyring of the vault at {vault.storage.url} is missing or does not verify")
+    admin = admin.with_generations(vault.storage, ring, vault.master.mac_key)  # type: ignore[union-attr]
     material, entry = new_host_material(vault.id, host, vault.master, admin,  # type: ignore[arg-type]
                                         vault.settings.to_dict())
     data = HostKeyFile.encode(material, passphrase, kdf)  # a weak passphrase fails before anything is stored
@@ -115,8 +117,16 @@ def open_host(storage: Storage, key_file: str, passphrase: str, *, cache_dir: Op
     if config.version < fmt.HOST_KEY_FORMAT:
         raise UsageError(f"the vault at {storage.url} has format version {config.version}, which has no host "
                          "keys: was it replaced by an older copy?")
-    if not registered(read_keyring(storage, material.admin_public, config.vault_id), material.keyid):
+    ring = read_keyring(storage, material.admin_public, config.vault_id)
+    if ring is None or not registered(ring, material.keyid):
         raise UsageError(f"host key {material.keyid[:12]} of key file {key_file} is not in the vault's keyring")
+    entry = ring.host(material.keyid)
+    if entry is not None and entry.revoked:
+        raise HostKeyRevoked(f"this host key was revoked (key file {key_file}, host key {material.keyid[:12]}, "
+                             f"revoked {entry.revoked}): ask the vault's admin for a new one")
+    # Its sessions seal to the newest generation of the keyring it verified (a key rotation since the key
+    # file was made needs no new key file).
+    material = replace(material, gen=ring.newest, box_public=ring.box[ring.newest])
     return HostVault(storage, None, material.keyid, config.vault_id, Settings.from_dict(material.settings),
                      cache_dir, on_event, config, connections, host=material)
 

@@ -9,10 +9,10 @@ points. `load` (and so `check`) always reads the vault."""
 from __future__ import annotations
 
 import json
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from .. import core
-from ..errors import CorruptData, NotFound, ObjectMissing, UsageError
+from ..errors import CorruptData, NotFound, ObjectMissing, RefusedSession, UsageError
 from ..storage import Storage
 from ..storage.base import put_or_withdraw
 from . import format as fmt
@@ -29,6 +29,7 @@ class PointStore:
         self.storage = storage
         self.sealer = sealer
         self.cache = ObjectBundle(cache_root, vault_id, "points") if cache_root else None
+        self.refused: Dict[str, str] = {}  # id -> why: points of sessions by a revoked host key, left out
 
     def save(self, point: RecoveryPoint, sealed: Optional[bytes] = None) -> str:
         """Store `point` (its document without the id, keys sorted) and return the id it is stored under.
@@ -79,6 +80,8 @@ class PointStore:
                     read += 1
                 snaps.append(point)
                 good[sid] = raw
+            except RefusedSession as e:  # not the vault's: a revoked host key's (check names its session)
+                self.refused[sid] = str(e)
             except (CorruptData, ObjectMissing) as e:
                 if on_corrupt is None:
                     raise
@@ -117,6 +120,9 @@ class PointStore:
                 raise NotFound("the vault has no recovery points yet")
             return snaps[-1]
         hits = [s for s in snaps if s.id.startswith(ref)]
+        refused = [msg for sid, msg in self.refused.items() if sid.startswith(ref)]
+        if not hits and refused:
+            raise RefusedSession(refused[0])
         if not hits:
             raise NotFound(f"no recovery point matches '{ref}'")
         if len(hits) > 1:

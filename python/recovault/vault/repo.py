@@ -208,13 +208,14 @@ class Vault:
             writer, index_key = self.host_key.writer(), self.host_key.index_key
         else:
             admin = AdminKeys.derive(self.master)  # type: ignore[arg-type]
-            writer, index_key = admin.writer(), admin.index_key
-            resolver = SessionKeys(self.storage, admin, self.id, self.cache_dir)
+            index_key = admin.index_key
+            resolver = SessionKeys(self.storage, admin, self.id, self.cache_dir, self.master.mac_key)  # type: ignore[union-attr]
             if self.format_version < fmt.HOST_KEY_FORMAT:  # seals as format 2 does; reads what an upgrade wrote
                 return Sealer(self.master, self.settings.level, index_key=index_key, resolver=resolver, v3=False)
 
-        def register(salt: bytes, data_key: bytes) -> None:
-            put_or_withdraw(self.storage, session_key_name(salt), seal_session_key(salt, data_key, writer))
+        def register(salt: bytes, data_key: bytes) -> None:  # the admin seals to the keyring's newest generation
+            who = writer if resolver is None else resolver.writer()
+            put_or_withdraw(self.storage, session_key_name(salt), seal_session_key(salt, data_key, who))
         return Sealer(self.master, self.settings.level, data_key=secrets.token_bytes(32), index_key=index_key,
                       resolver=resolver, register=register)
 

@@ -13,7 +13,7 @@ import threading
 from typing import TYPE_CHECKING, Callable, Iterator, List, Optional
 
 from .. import core
-from ..errors import CorruptData
+from ..errors import CorruptData, RefusedSession
 from . import format as fmt
 from .keys import MasterKeys
 
@@ -98,7 +98,14 @@ class Sealer:
                     raise CorruptData(f"{what} is corrupt or was tampered with ({e})") from None
             if self.resolver is None or len(blob) < 18 or not self.resolver.relist(salt):
                 break
+        refused = self.refusal(salt)
+        if refused:
+            raise RefusedSession(f"{what} is refused: its session was {refused}")
         raise CorruptData(f"{what} is corrupt or was tampered with ({error})")
+
+    def refusal(self, salt: bytes) -> str:
+        """Why session `salt`'s key was refused (its writer's host key revoked before it), or ""."""
+        return self.resolver.refusals.get(salt, "") if self.resolver is not None else ""
 
     def open_named(self, aad: bytes, raw: bytes, name: str, what: str) -> bytes:
         """The plaintext of a content-addressed sealed object (an index file, a recovery point, a journal
