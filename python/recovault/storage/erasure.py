@@ -24,7 +24,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple, TypeVar, Union
 
-from .. import core
+from .. import core, jsondoc
 from ..errors import CorruptData, ObjectMissing, StorageError, UsageError, VaultNotFound
 from .base import ObjectInfo, Storage, validate_name, validate_prefix
 
@@ -501,7 +501,7 @@ class Descriptor(NamedTuple):
     @staticmethod
     def decode(raw: bytes) -> "Descriptor":
         try:
-            doc = json.loads(raw)
+            doc = jsondoc.parse(raw)
             if doc.get("format") != DESCRIPTOR_FORMAT or doc.get("version") != 1:
                 raise ValueError("not a descriptor of version 1")
             return Descriptor(str(doc["set"]), int(doc["k"]), int(doc["m"]), int(doc["index"]))

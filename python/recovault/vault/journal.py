@@ -38,7 +38,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from .. import core, timefmt
+from .. import core, jsondoc, timefmt
 from ..errors import CorruptData, ObjectMissing, RecovaultError, UsageError, store_failed
 from ..retention import Policy
 from ..storage import Storage
@@ -141,7 +141,7 @@ class JournalEntry:
     @classmethod
     def from_json(cls, name: str, plain: bytes) -> "JournalEntry":
         """Parse and validate; ``ValueError`` naming the first problem."""
-        doc = json.loads(plain)
+        doc = jsondoc.parse(plain)
         if not isinstance(doc, dict) or doc.get("v") not in READ_VERSIONS:
             raise ValueError(f"not a version {' or '.join(map(str, READ_VERSIONS))} journal entry")
         version = doc["v"]
@@ -250,7 +250,7 @@ class Journal:
         raw = read_private(self._heads_path) if self._heads_path else None
         if raw:
             try:
-                names.update(h for h in json.loads(raw).get("heads", []) if isinstance(h, str))
+                names.update(h for h in jsondoc.parse(raw).get("heads", []) if isinstance(h, str))
             except (ValueError, AttributeError, TypeError):
                 pass  # a damaged heads file: the cached entries still testify
         return {n for n in names if _HEX64.fullmatch(n)}

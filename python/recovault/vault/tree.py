@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Iterable, List
 
+from .. import jsondoc
 from ..errors import CorruptData
 from .records import Node
 
@@ -37,7 +38,7 @@ def decode_tree(data: bytes, what: str) -> List[Node]:
 def parse_tree(data: bytes, what: str) -> Dict[str, Any]:
     """A tree's plaintext as its JSON document."""
     try:
-        doc = json.loads(data)
+        doc = jsondoc.parse(data)
     except ValueError:
         raise CorruptData(f"{what} does not parse") from None
     if not isinstance(doc, dict):
