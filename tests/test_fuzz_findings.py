@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
-from recovault import api, timefmt
+from recovault import api, core, timefmt
 from recovault.errors import CorruptData
 from recovault.jobs.image import ImageMap
 from recovault.storage import erasure
 from recovault.vault import format as fmt
-from recovault.vault import reach
+from recovault.vault import envelope, reach
 from recovault.vault.coordination import Coordinator, Plan
 from recovault.vault.records import Node, RecoveryPoint
 from recovault.vault.repo import ConfigEnvelope, Settings
@@ -67,6 +69,15 @@ def test_a_tree_with_a_malformed_node_is_corrupt(vault, what):
         reach.referenced(v, [root])  # prune's walk
 
 
+def test_a_tree_node_named_by_a_lone_surrogate_is_corrupt(vault):
+    """A name is a str when it is UTF-8 (§8): "\\ud800" is no file name (UnicodeEncodeError before)."""
+    _, v = vault
+    tree = v.save_blob(fmt.BLOB_TREE, b'{"nodes":[{"meta":{"t":"f"},"name":"\\ud800"}],"v":1}')
+    v.flush()
+    with pytest.raises(CorruptData, match="malformed node"):
+        v.load_nodes(tree)
+
+
 def test_check_reports_a_tree_with_a_malformed_node(vault, capsys):
     path, v = vault
     _point(v, [MALFORMED_NODES["subtree not hex"]])
@@ -104,6 +115,16 @@ def test_a_config_whose_sealed_settings_the_chunker_refuses_is_corrupt(vault, ca
     assert r.code == 15 and "internal error" not in r.err, r.err
 
 
+def test_a_config_whose_sealed_chunker_is_no_object_is_corrupt(vault):
+    path, v = vault
+    doc = {"recovault": v.config.version, "id": v.id, "created": v.config.created}
+    settings = envelope.bind({**Settings().to_dict(), "chunker": "x"}, doc)
+    sealed = core.SealSession(v.master.enc_key).seal(fmt.AAD_CONFIG + v.id.encode(), json.dumps(settings).encode())
+    v.storage.put(fmt.CONFIG, json.dumps({**doc, "settings": sealed.hex()}).encode())
+    with pytest.raises(CorruptData, match="corrupt or was tampered with"):  # AttributeError before
+        api.open_vault(path, PASSPHRASE)
+
+
 DEEP = b"[" * 5000 + b"]" * 5000
 
 
@@ -120,6 +141,48 @@ def test_json_nested_too_deeply_is_corrupt_not_a_recursion_error(vault, what, ca
 def test_an_ec_descriptor_nested_too_deeply_is_damaged():
     with pytest.raises(CorruptData, match="descriptor is damaged"):
         erasure.Descriptor.decode(DEEP)
+
+
+EC_FORGED_LENGTH = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from fixture import DictStorage
+from recovault.errors import CorruptData, ObjectMissing
+from recovault.storage import erasure
+name = "index/" + "ec" * 32
+locs = [erasure.Location(f"m{i}", DictStorage(f"m{i}"), "") for i in range(3)]
+ec = erasure.ErasureStorage(2, 1, locs)
+ec.put(name, b"x" * 1000)
+for i, loc in enumerate(locs):  # headers tagged as a writer would (the tag key is the name's), length 2^62
+    loc.storage.put(name, erasure._header_bytes(erasure._header(name, 2, 1, i, 1 << 62, bytes(32)))
+                    + loc.storage.get(name)[erasure.HEADER_SIZE:])
+assert ec.stat(name).size == 1 << 62  # what the headers say
+for offset, length in ((0, None), (1 << 61, 100), (10, 10)):
+    try:
+        ec.get(name, offset, length)
+        raise SystemExit("read")
+    except (CorruptData, ObjectMissing) as e:
+        print(type(e).__name__)
+"""
+
+
+def test_ec_shard_headers_claiming_more_than_was_stored_fail_fast(tmp_path):
+    """K shard headers agreeing on a length of 2^62 (anyone who can write the locations can make them): a
+    read walked 2^47 blocks that are not there (a hang, then memory exhausted); now it fails at once."""
+    script = tmp_path / "forged.py"
+    script.write_text(EC_FORGED_LENGTH)
+    fuzz_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fuzz")
+    proc = subprocess.run([sys.executable, str(script), fuzz_dir], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["CorruptData"] * 3
+
+
+@pytest.mark.parametrize("field, value", [("k", float("inf")), ("m", 1.5), ("index", "0"), ("set", {})])
+def test_an_ec_descriptor_with_a_field_of_the_wrong_type_is_damaged(field, value):
+    doc = {"format": "recovault-ec-set", "index": 0, "k": 2, "m": 1, "set": "ab" * 16, "version": 1}
+    doc[field] = value
+    with pytest.raises(CorruptData, match="descriptor is damaged"):  # OverflowError for an infinite k before
+        erasure.Descriptor.decode(json.dumps(doc).encode())
 
 
 def _coordinator(v) -> Coordinator:

@@ -127,7 +127,7 @@ class ConfigEnvelope:
             opened = envelope.verify(jsondoc.parse(core.open_blob(
                 master.enc_key, fmt.AAD_CONFIG + self.vault_id.encode(), self.sealed)), self.doc, where)
             settings = Settings.from_dict(opened.settings)
-        except (core.AuthenticationError, core.DecompressError, ValueError, KeyError, TypeError):
+        except (core.AuthenticationError, core.DecompressError, ValueError, KeyError, TypeError, AttributeError):
             raise CorruptData(f"the vault config at {where} is corrupt or was tampered with") from None
         problem = settings.problem()
         if problem:

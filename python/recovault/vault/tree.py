@@ -31,7 +31,7 @@ def decode_tree(data: bytes, what: str) -> List[Node]:
     """The nodes of a tree's plaintext (`what` names it in the CorruptData a malformed one raises)."""
     try:
         return [Node.from_json(n) for n in parse_tree(data, what).get("nodes", [])]
-    except (KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError, ValueError):  # ValueError: a name no file system name encodes
         raise CorruptData(f"{what} holds a malformed node") from None
 
 
