@@ -104,9 +104,10 @@ def test_a_recovery_point_whose_tree_is_no_tree_id_is_corrupt(vault, capsys):
     assert r.code == 15 and "internal error" not in r.err and sid[:8] in r.err, r.err
 
 
-def test_a_config_whose_sealed_settings_the_chunker_refuses_is_corrupt(vault, capsys):
+@pytest.mark.parametrize("bad", [Settings(min_size=4096, avg_size=2180, max_size=16384),  # the chunker refuses
+                                 Settings(level=2 ** 64 + 1)])  # no C int: core.Pipeline refused it (TypeError)
+def test_a_config_whose_sealed_settings_are_unusable_is_corrupt(vault, bad, capsys):
     path, v = vault
-    bad = Settings(min_size=4096, avg_size=2180, max_size=16384)  # avg below min: core.Chunker refuses it
     config = ConfigEnvelope(v.config.version, v.id, v.config.created)
     v.storage.put(fmt.CONFIG, config.encode(v.master, bad))
     with pytest.raises(CorruptData, match="settings are unusable"):

@@ -67,6 +67,8 @@ class Settings:
         numbers = (self.min_size, self.avg_size, self.max_size, self.normalization, self.level, self.pack_size)
         if not all(type(v) is int for v in numbers):
             return "a size or level is not an integer"
+        if not -(1 << 31) <= self.level < 1 << 31:  # zstd takes an int (and clamps it to its own range)
+            return f"compression level {self.level} is out of range"
         try:
             core.Chunker(bytes(32), self.min_size, self.avg_size, self.max_size, self.normalization)
         except (ValueError, TypeError, OverflowError) as e:
