@@ -33,6 +33,10 @@ def parse_time(text: str) -> datetime:
     dt = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
     if dt.tzinfo is None:
         raise ValueError(f"time without a UTC offset: {text!r}")
+    try:
+        dt.astimezone(timezone.utc)  # what format_time and every comparison in UTC do with it
+    except OverflowError:
+        raise ValueError(f"time out of range: {text!r}") from None
     return dt
 
 

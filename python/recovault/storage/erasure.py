@@ -26,7 +26,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple, TypeVar, Union
 
-from .. import core
+from .. import core, jsondoc
 from ..errors import CorruptData, ObjectMissing, StorageError, UsageError, VaultNotFound
 from .base import ObjectInfo, Storage, validate_name, validate_prefix
 
@@ -149,10 +149,17 @@ def block_payloads(h: ShardHeader, j0: int, j1: int, raw: bytes) -> List[Optiona
 
 def verify_blocks(h: ShardHeader, j0: int, j1: int, raw: bytes) -> Optional[bytes]:
     """The payload of blocks [j0, j1) if ``raw`` (read at ``_block_span``) holds them all intact, else None."""
+    if len(raw) != _block_span(h, j0, j1)[1]:  # first: a header may claim any length (a forged one, §13)
+        return None
     blocks = block_payloads(h, j0, j1, raw)
-    if any(b is None for b in blocks) or len(raw) != _block_span(h, j0, j1)[1]:
+    if any(b is None for b in blocks):
         return None
     return b"".join(blocks)  # type: ignore[arg-type]
+
+
+def _blocks_held(raw: bytes) -> int:
+    """How many blocks (with their tags) `raw`, read from a block boundary, can hold at most."""
+    return -(-len(raw) // (BLOCK + TAG))
 
 
 # -- the location string --------------------------------------------------------------------------------
@@ -416,7 +423,13 @@ class ErasureStorage(Storage):
         blocks: Dict[int, List[Optional[bytes]]] = {}
         why: Dict[int, str] = {}
         for batch in (order[:self.k], order[self.k:]):
-            for i, (raw, problem) in zip(batch, self._map(lambda i: self._read(i, name, start, size), batch)):
+            reads = self._map(lambda i: self._read(i, name, start, size), batch)
+            if max((_blocks_held(raw) for raw, _ in reads if raw is not None), default=0) < j1 - j0:
+                # no shard holds the last blocks: a header that claims more than was stored (no column
+                # past them can be rebuilt; never walk or allocate blocks that are not there)
+                why.update({i: problem or "corrupt" for i, (_, problem) in zip(batch, reads)})
+                continue
+            for i, (raw, problem) in zip(batch, reads):
                 blocks[i] = block_payloads(h.for_index(name, i), j0, j1, raw) if raw is not None else \
                     [None] * (j1 - j0)
                 if raw is None or None in blocks[i]:
@@ -537,12 +550,15 @@ class Descriptor(NamedTuple):
         """The descriptor in ``raw``; ``CorruptData`` if it does not parse, or if its ``check`` (absent from
         descriptors written before it) does not match its other fields: a rotten byte, not another set."""
         try:
-            doc = json.loads(raw)
+            doc = jsondoc.parse(raw)
             if doc.get("format") != DESCRIPTOR_FORMAT or doc.get("version") != 1:
                 raise ValueError("not a descriptor of version 1")
             if "check" in doc and doc["check"] != _descriptor_check({k: v for k, v in doc.items() if k != "check"}):
                 raise ValueError("its check does not match its fields (a damaged byte)")
-            return Descriptor(str(doc["set"]), int(doc["k"]), int(doc["m"]), int(doc["index"]))
+            fields = doc["set"], doc["k"], doc["m"], doc["index"]
+            if type(fields[0]) is not str or any(type(v) is not int for v in fields[1:]):
+                raise ValueError("set is not a string, or k, m or index not an integer")
+            return Descriptor(*fields)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CorruptData(f"the erasure-coded set's descriptor is damaged: {exc}") from None
 

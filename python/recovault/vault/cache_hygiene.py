@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from .. import jsondoc
 from ..errors import UsageError
 from .cache import mark_used, private_dir, read_private, write_private
 
@@ -117,7 +118,7 @@ def _files(vault_dir: str) -> List[CachedFile]:
 def _url(vault_dir: str) -> Optional[str]:
     raw = read_private(Path(vault_dir) / SEEN_FILE)
     try:
-        url = json.loads(raw)["url"] if raw else None
+        url = jsondoc.parse(raw)["url"] if raw else None
     except (ValueError, TypeError, KeyError):
         return None
     return url if isinstance(url, str) else None
@@ -210,7 +211,7 @@ def tidy_if_due(root: str, max_bytes: Optional[int], written: int,
     now = time.time() if now is None else now
     path = Path(root) / STATE_FILE
     try:
-        state = json.loads(read_private(path) or b"null")
+        state = jsondoc.parse(read_private(path) or b"null")
         size, when = int(state["bytes"]), float(state["time"])
     except (ValueError, TypeError, KeyError):
         size, when = 0, float("-inf")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
-from .. import core, timefmt
+from .. import core, jsondoc, timefmt
 from ..errors import AccessDenied, Busy, CorruptData, ObjectMissing, RecovaultError, StorageError
 from ..storage import Storage
 from ..storage.base import ObjectInfo, put_or_withdraw
@@ -79,6 +79,29 @@ PID_SPACE = _pid_space()
 def _here(host: str, pid_space: str, this_host: str) -> bool:
     """Whether a record's pid can be checked from here: same host, same boot, same pid namespace."""
     return host == this_host and pid_space == PID_SPACE
+
+
+def _text(doc: dict, key: str) -> str:
+    """Field `key` of a session, lease or plan document: a string, else ValueError (KeyError if absent)."""
+    value = doc[key]
+    if type(value) is not str:
+        raise ValueError(f"{key} is not a string")
+    return value
+
+
+def _time(doc: dict, key: str) -> str:
+    """A time field (§9), checked to parse (ValueError), as stored."""
+    value = _text(doc, key)
+    timefmt.parse_time(value)
+    return value
+
+
+def _pid(doc: dict) -> int:
+    """The `pid` field: a process id (what os.kill takes), else ValueError."""
+    pid = doc["pid"]
+    if type(pid) is not int or not 0 <= pid < 1 << 31:
+        raise ValueError("pid is not a process id")
+    return pid
 
 
 def _stamp(seconds: float) -> str:
@@ -200,12 +223,15 @@ class Plan:
     def decode(cls, plain: bytes, name: str, mtime: float) -> "Plan":
         try:
             (n,) = PLAN_PREFIX.unpack_from(plain, 0)
-            doc = json.loads(plain[PLAN_PREFIX.size:PLAN_PREFIX.size + n])
+            doc = jsondoc.parse(plain[PLAN_PREFIX.size:PLAN_PREFIX.size + n])
             garbage = plain[PLAN_PREFIX.size + n:]
             if doc["v"] != 1 or len(garbage) % 32 or PLAN_PREFIX.size + n > len(plain):
                 raise ValueError("bad layout")
-            return cls(doc["time"], doc["host"], [bytes.fromhex(p) for p in doc["condemned"]], garbage,
-                       [str(p) for p in doc["points"]], name, mtime)
+            condemned = [bytes.fromhex(p) for p in doc["condemned"]]
+            if any(len(p) != 32 for p in condemned):
+                raise ValueError("a condemned pack is not a pack ID")
+            return cls(_time(doc, "time"), _text(doc, "host"), condemned, garbage, [str(p) for p in doc["points"]],
+                       name, mtime)
         except (ValueError, KeyError, TypeError, struct.error) as e:
             raise CorruptData(f"plan {name} is corrupt: {e}") from None
 
@@ -252,7 +278,7 @@ class Coordinator:
             self.storage.put(name, sealed)
 
     def _get(self, name: str, aad: bytes) -> dict:
-        doc = json.loads(self.sealer.unseal(aad, self.storage.get(name), name))
+        doc = jsondoc.parse(self.sealer.unseal(aad, self.storage.get(name), name))
         if not isinstance(doc, dict) or doc.get("v") != 1:
             raise CorruptData(f"{name} is corrupt: not a version 1 document")
         return doc
@@ -299,7 +325,7 @@ class Coordinator:
             return None if len(objects) == 1 else Session(name, "?", 0, "", None, mtime, objects=names)
         if d is None:
             return Session(name, "?", 0, "", None, mtime, objects=names, ended=ended)
-        return Session(name, d["host"], int(d["pid"]), d["started"], d["plans"], mtime, str(d.get("pid_space", "")),
+        return Session(name, _text(d, "host"), _pid(d), _text(d, "started"), d["plans"], mtime, str(d.get("pid_space", "")),
                        objects=names, ended=ended)
 
     def _session_doc(self, obj: SessionObject, strict: bool = False) -> Optional[dict]:
@@ -311,6 +337,10 @@ class Coordinator:
                 raise CorruptData(f"{obj.info.name} names another session object")
             if not all(key in d for key in ("host", "pid", "started", "plans")):
                 raise CorruptData(f"{obj.info.name} is not a session")
+            plans = d["plans"]
+            if plans is not None and (type(plans) is not list or not all(type(p) is str for p in plans)):
+                raise ValueError("plans is neither null nor a list of names")
+            _text(d, "host"), _pid(d), _text(d, "started")  # each of the right type, or ValueError
             return d
         except ObjectMissing:
             if strict:
@@ -347,8 +377,8 @@ class Coordinator:
             name = fmt.name_to_id(info.name)
             try:
                 d = self._get(info.name, fmt.AAD_LEASE)
-                out.append(Lease(name, d["op"], d["host"], int(d["pid"]), d["started"], d["expires"],
-                                 str(d.get("pid_space", ""))))
+                out.append(Lease(name, _text(d, "op"), _text(d, "host"), _pid(d), _text(d, "started"),
+                                 _time(d, "expires"), str(d.get("pid_space", ""))))
             except ObjectMissing:
                 continue
             except (RecovaultError, ValueError, KeyError, TypeError) as e:

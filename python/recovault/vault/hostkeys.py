@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .. import core, timefmt
+from .. import core, jsondoc, timefmt
 from ..errors import CorruptData, ObjectMissing, UsageError, WrongPassphrase
 from ..storage import Storage
 from ..storage.base import put_or_withdraw
@@ -238,7 +238,7 @@ class Keyring:
     @classmethod
     def parse(cls, raw: bytes, admin: bytes, vault_id: str, name: str = "") -> "Keyring":
         """A keyring signed by `admin` for vault `vault_id`; ValueError otherwise."""
-        doc = json.loads(raw)
+        doc = jsondoc.parse(raw)
         if not isinstance(doc, dict) or doc.get("v") != 1:
             raise ValueError("not a version 1 keyring")
         if not verify_signature(admin, doc) or _unb64(doc.get("admin"), "admin") != admin:
@@ -352,7 +352,7 @@ class Refused(ValueError):
 def open_session_key(raw: bytes, salt: bytes, box: Mapping[int, X25519PrivateKey], ring: Keyring) -> OpenedSession:
     """The data key in session key object `raw` (for session `salt`): ValueError unless its writer is in
     the keyring, its signature verifies and it opens; Refused if its writer was revoked before it."""
-    doc = json.loads(raw)
+    doc = jsondoc.parse(raw)
     if not isinstance(doc, dict) or doc.get("v") != 1:
         raise ValueError("not a version 1 session key")
     keyid, gen = doc.get("keyid"), doc.get("gen")
@@ -505,7 +505,7 @@ class HostMaterial:
 
     @classmethod
     def from_json(cls, raw: bytes) -> "HostMaterial":
-        d = json.loads(raw)
+        d = jsondoc.parse(raw)
         b = {k: _unb64(d[k], k) for k in ("id_key", "chunker_seed", "index_key", "box_public", "admin_public",
                                           "signing")}
         if any(len(v) != 32 for v in b.values()):
@@ -563,7 +563,7 @@ class HostKeyFile:
     @staticmethod
     def is_host_key(raw: bytes) -> bool:
         try:
-            doc = json.loads(raw)
+            doc = jsondoc.parse(raw)
         except ValueError:
             return False
         return isinstance(doc, dict) and doc.get("format") == "recovault-host-key"
@@ -581,7 +581,7 @@ class HostKeyFile:
         """The material of a host key file; UsageError if it is not one, WrongPassphrase if the passphrase
         does not open it, CorruptData if it was edited."""
         try:
-            doc = json.loads(raw)
+            doc = jsondoc.parse(raw)
             if not cls.is_host_key(raw) or doc.get("version") != HOST_KEY_FILE_VERSION:
                 raise ValueError
             params = doc["kdf_params"]

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
-from .. import core, timefmt
+from .. import core, jsondoc, timefmt
 from ..errors import CorruptData, HostKeyOnly, HostKeyRevoked, ObjectMissing, UsageError
 from ..storage import Storage
 from . import format as fmt
@@ -133,7 +133,7 @@ def open_host(storage: Storage, key_file: str, passphrase: str, *, cache_dir: Op
 
 def _claimed_vault(raw: bytes) -> Optional[str]:
     try:
-        doc = json.loads(raw)
+        doc = jsondoc.parse(raw)
     except ValueError:
         return None
     vault = doc.get("vault") if isinstance(doc, dict) else None
@@ -171,7 +171,7 @@ class HostCache:
         try:
             plain = core.open_blob(self.key, AAD_HOST_CACHE, raw)
             (n,) = _LEN.unpack_from(plain, 0)
-            doc = json.loads(plain[_LEN.size:_LEN.size + n])
+            doc = jsondoc.parse(plain[_LEN.size:_LEN.size + n])
             points = [RecoveryPoint.from_json(p, p["id"]) for p in doc["points"]]
             trees, pos = {}, _LEN.size + n
             while pos < len(plain):

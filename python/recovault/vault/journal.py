@@ -39,7 +39,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from .. import core, timefmt
+from .. import core, jsondoc, timefmt
 from ..errors import CorruptData, ObjectMissing, RecovaultError, UsageError, store_failed
 from ..retention import Policy
 from ..storage import Storage
@@ -152,7 +152,7 @@ class JournalEntry:
     def from_json(cls, name: str, plain: bytes, prev: Optional[List[str]] = None) -> "JournalEntry":
         """Parse and validate; ``ValueError`` naming the first problem. `prev`: a version 3 entry's, from its
         plaintext prefix (its body has none)."""
-        doc = json.loads(plain)
+        doc = jsondoc.parse(plain)
         if not isinstance(doc, dict) or doc.get("v") not in READ_VERSIONS:
             raise ValueError(f"not a version {' or '.join(map(str, READ_VERSIONS))} journal entry")
         version = doc["v"]
@@ -275,7 +275,7 @@ class Journal:
         raw = read_private(self._heads_path) if self._heads_path else None
         if raw:
             try:
-                names.update(h for h in json.loads(raw).get("heads", []) if isinstance(h, str))
+                names.update(h for h in jsondoc.parse(raw).get("heads", []) if isinstance(h, str))
             except (ValueError, AttributeError, TypeError):
                 pass  # a damaged heads file: the cached entries still testify
         return {n for n in names if _HEX64.fullmatch(n)}
@@ -400,7 +400,7 @@ def split_v3(raw: bytes, what: str) -> Tuple[bytes, bytes]:
 def prefix_prev(prefix: bytes, what: str) -> List[str]:
     """The prev a version 3 entry's prefix names; CorruptData if it does not parse."""
     try:
-        doc = json.loads(prefix)
+        doc = jsondoc.parse(prefix)
         prev = doc["prev"]
         if not isinstance(prev, list) or not all(isinstance(p, str) and _HEX64.fullmatch(p) for p in prev):
             raise ValueError

@@ -28,7 +28,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
-from .. import timefmt
+from .. import jsondoc, timefmt
 from ..errors import (
     CorruptData,
     NotFound,
@@ -446,8 +446,8 @@ class _KeyFile:
     def parse(cls, keyid: str, raw: bytes) -> "_KeyFile":
         """Parse and validate; ``ValueError`` describing the first problem otherwise."""
         try:
-            doc = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            doc = jsondoc.parse(raw.decode("utf-8"))
+        except ValueError as exc:  # bad UTF-8, bad JSON, JSON nested too deeply
             raise ValueError("not valid UTF-8 JSON") from exc
         if not isinstance(doc, dict):
             raise ValueError("not a JSON object")

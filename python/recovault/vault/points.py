@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Callable, Dict, List, Optional
 
-from .. import core
+from .. import core, jsondoc
 from ..errors import CorruptData, NotFound, ObjectMissing, RefusedSession, UsageError
 from ..storage import Storage
 from ..storage.base import put_or_withdraw
@@ -54,7 +54,7 @@ class PointStore:
 
     def _decode(self, sid: str, raw: bytes) -> RecoveryPoint:
         try:
-            doc = json.loads(self.sealer.open_named(fmt.AAD_SNAPSHOT, raw, sid, f"recovery point {sid[:8]}"))
+            doc = jsondoc.parse(self.sealer.open_named(fmt.AAD_SNAPSHOT, raw, sid, f"recovery point {sid[:8]}"))
         except ValueError:
             raise CorruptData(f"recovery point {sid[:8]} does not parse") from None
         if not isinstance(doc, dict):

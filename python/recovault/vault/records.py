@@ -9,6 +9,7 @@ its ``{"bs", "size", "pages"}`` dict: both are copied into the tree as they are,
 is reused from the base recovery point without being decoded further."""
 from __future__ import annotations
 
+import re
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
@@ -63,6 +64,8 @@ class RecoveryPoint:
         for name, kind in _POINT_TYPES:
             if not isinstance(getattr(rp, name), kind):
                 raise CorruptData(f"recovery point {sid[:8]}: {name} is not a {kind.__name__}")
+        if not _is_id(rp.tree):
+            raise CorruptData(f"recovery point {sid[:8]}: tree is not a tree ID")
         rp.extra = {k: v for k, v in doc.items() if k not in known and k != "id"}
         rp.absent = frozenset(k for k in known if k not in doc)
         rp.id = sid or doc.get("id", "")
@@ -126,6 +129,9 @@ class Node:
         # decode_name, with its str case inlined (the common one)
         raw = name.encode("utf-8", "surrogateescape") if type(name) is str else decode_name(name)
         node = cls(raw, doc["meta"], get("size"), get("content"), get("subtree"), get("image"), {})
+        problem = _malformed(node)
+        if problem:
+            raise CorruptData(f"a tree node's {problem}")
         if len(doc) != 2 + (node.size is not None) + (node.content is not None) + (node.subtree is not None) \
                 + (node.image is not None):
             # keys this version does not know, or a known one written as null: kept exactly as they are
@@ -165,5 +171,40 @@ class Node:
         return self.image is not None
 
 
+def _is_id(value: Any) -> bool:
+    """A blob ID as the JSON holds it: 64 lowercase hex digits."""
+    return type(value) is str and _HEX64.fullmatch(value) is not None
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _malformed(node: "Node") -> str:
+    """What is wrong with a node's fields (§8) that every reader relies on (check's walk, prune's references,
+    restore, the block map), or "": a tree is sealed, so only a writer with the key (or a bug) makes one, but
+    its reader must say "corrupt" rather than fail inside. `meta` is checked where it is used (fsmeta)."""
+    if type(node.meta) is not dict:
+        return "meta is not an object"
+    if node.size is not None and not _is_count(node.size):
+        return "size is not a count of bytes"
+    if node.subtree is not None and not _is_id(node.subtree):
+        return "subtree is not a tree ID"
+    if node.content is not None and (type(node.content) is not list or not all(map(_is_id, node.content))):
+        return "content is not a list of chunk IDs"
+    image = node.image
+    if image is not None:
+        if type(image) is not dict or type(image.get("pages")) is not list or not all(map(_is_id, image["pages"])):
+            return "image has no list of page IDs"
+        bs, size = image.get("bs"), image.get("size")
+        if type(bs) is not int or not MIN_IMAGE_BLOCK <= bs <= MAX_IMAGE_BLOCK or not _is_count(size):
+            return "image has no valid block size and size"
+    return ""
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+#: an image's block size (§8): 4 KiB to 64 MiB, chosen by the writer
+MIN_IMAGE_BLOCK = 4 << 10
+MAX_IMAGE_BLOCK = 64 << 20
 _NODE_KEYS = frozenset(("size", "content", "subtree", "image"))
 _NODE_FIXED = frozenset(("name", "meta"))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from .. import core, timefmt
+from .. import core, jsondoc, timefmt
 from ..errors import AccessDenied, CorruptData, ObjectMissing, UsageError, VaultExists, VaultNotFound
 from ..paths import split_path
 from ..storage import Storage
@@ -64,6 +64,22 @@ class Settings:
             "pack_size": self.pack_size,
         }
 
+    def problem(self) -> str:
+        """What makes these settings unusable (not integers, sizes the chunker refuses, a pack size out of
+        range), or "". Checked at init (bad input) and at open (a config that says so is corrupt)."""
+        numbers = (self.min_size, self.avg_size, self.max_size, self.normalization, self.level, self.pack_size)
+        if not all(type(v) is int for v in numbers):
+            return "a size or level is not an integer"
+        if not -(1 << 31) <= self.level < 1 << 31:  # zstd takes an int (and clamps it to its own range)
+            return f"compression level {self.level} is out of range"
+        try:
+            core.Chunker(bytes(32), self.min_size, self.avg_size, self.max_size, self.normalization)
+        except (ValueError, TypeError, OverflowError) as e:
+            return str(e)
+        if not 0 < self.pack_size <= fmt.MAX_PACK_SIZE // 2:
+            return f"pack size {self.pack_size} is out of range"
+        return ""
+
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "Settings":
         c = d["chunker"]
@@ -93,7 +109,7 @@ class ConfigEnvelope:
         except ObjectMissing:
             raise VaultNotFound(f"no vault at {storage.url} (no config object; run 'recovault init' first)") from None
         try:
-            doc = json.loads(raw)
+            doc = jsondoc.parse(raw)
             version, vault_id, sealed = doc["recovault"], doc["id"], bytes.fromhex(doc["settings"])
             created = doc.get("created", "")
             if type(version) is not int or not isinstance(vault_id, str) or not isinstance(created, str):
@@ -113,11 +129,14 @@ class ConfigEnvelope:
     def settings(self, master: MasterKeys, where: str) -> Settings:
         """Unseal and check the settings (CorruptData if they fail, or if the plaintext fields were edited)."""
         try:
-            opened = envelope.verify(json.loads(core.open_blob(
+            opened = envelope.verify(jsondoc.parse(core.open_blob(
                 master.enc_key, fmt.AAD_CONFIG + self.vault_id.encode(), self.sealed)), self.doc, where)
             settings = Settings.from_dict(opened.settings)
-        except (core.AuthenticationError, core.DecompressError, ValueError, KeyError, TypeError):
+        except (core.AuthenticationError, core.DecompressError, ValueError, KeyError, TypeError, AttributeError):
             raise CorruptData(f"the vault config at {where} is corrupt or was tampered with") from None
+        problem = settings.problem()
+        if problem:
+            raise CorruptData(f"the vault config at {where} is corrupt: its settings are unusable ({problem})")
         if self.version >= 2 and not opened.authenticated:
             # every v2 config binds its envelope: one without is an old (v1) config given a new version
             raise CorruptData(f"the vault config at {where} claims format version {self.version} but does not "
@@ -239,12 +258,9 @@ class Vault:
         settings = settings or Settings()
         # Settings are fixed for the vault's life: refuse bad ones before anything is written (a config the
         # chunker rejects would make the vault impossible to open).
-        try:
-            core.Chunker(bytes(32), settings.min_size, settings.avg_size, settings.max_size, settings.normalization)
-        except (ValueError, TypeError) as e:
-            raise UsageError(f"invalid vault settings: {e}") from None
-        if not 0 < settings.pack_size <= fmt.MAX_PACK_SIZE // 2:
-            raise UsageError(f"invalid vault settings: pack size {settings.pack_size} is out of range")
+        problem = settings.problem()
+        if problem:
+            raise UsageError(f"invalid vault settings: {problem}")
         master = master or MasterKeys.generate()
         keys = KeyStore(storage)
         keyid = keys.add(passphrase, master, kdf=kdf)

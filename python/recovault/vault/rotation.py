@@ -13,13 +13,12 @@ Library code: nothing here prints.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from typing import NamedTuple, Tuple
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from .. import timefmt
+from .. import jsondoc, timefmt
 from ..errors import CorruptData, NotFound, ObjectMissing, UsageError
 from ..storage.base import put_or_withdraw
 from .coordination import Coordinator, LeaseHolder
@@ -88,7 +87,7 @@ def accepted_sessions(vault: Vault, entry: HostEntry) -> Tuple[str, ...]:
     out = []
     for name in vault.storage.list(SESSION_KEYS):
         try:
-            doc = json.loads(vault.storage.get(name))
+            doc = jsondoc.parse(vault.storage.get(name))
         except (ObjectMissing, ValueError):
             continue
         if isinstance(doc, dict) and doc.get("keyid") == entry.keyid and verify_signature(entry.public, doc):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Iterable, List
 
+from .. import jsondoc
 from ..errors import CorruptData
 from .records import Node
 
@@ -30,14 +31,14 @@ def decode_tree(data: bytes, what: str) -> List[Node]:
     """The nodes of a tree's plaintext (`what` names it in the CorruptData a malformed one raises)."""
     try:
         return [Node.from_json(n) for n in parse_tree(data, what).get("nodes", [])]
-    except (KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError, ValueError):  # ValueError: a name no file system name encodes
         raise CorruptData(f"{what} holds a malformed node") from None
 
 
 def parse_tree(data: bytes, what: str) -> Dict[str, Any]:
     """A tree's plaintext as its JSON document."""
     try:
-        doc = json.loads(data)
+        doc = jsondoc.parse(data)
     except ValueError:
         raise CorruptData(f"{what} does not parse") from None
     if not isinstance(doc, dict):
