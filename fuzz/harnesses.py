@@ -430,6 +430,55 @@ def _job_run(fx: Fixture, data: bytes) -> None:
         load_job(path).backup.point_paths()
 
 
+# -- format 3 (host keys): the keyring, session key objects, host key files, a journal entry's prefix ---------
+
+def _admin():
+    from recovault.vault.hostkeys import AdminKeys
+    return AdminKeys.derive(MASTER)
+
+
+def _host_file(fx: Fixture) -> bytes:
+    from recovault.vault.hostkeys import HostKeyFile, new_host_material
+    from fixture import TINY_KDF
+    material, _ = new_host_material(fx.vault.id, "web1", MASTER, _admin(), fx.vault.settings.to_dict())
+    return HostKeyFile.encode(material, PASSPHRASE, TINY_KDF)
+
+
+def _hostkeys_seeds(fx: Fixture) -> List[bytes]:
+    """Mode 0 a keyring, 1 a session key object (salt 16 x 0x07), 2 a host key file, 3 a journal prefix."""
+    from recovault.vault.hostkeys import Keyring, seal_session_key, sign
+    admin = _admin()
+    ring = Keyring(1, fx.vault.id, admin.box_public(), admin.signing_public)
+    ring_raw = json.dumps(sign(admin.signing, ring.to_json()), sort_keys=True, indent=1).encode()
+    session = seal_session_key(bytes([7]) * 16, bytes(32), admin.writer())
+    prefix = json.dumps({"prev": ["ab" * 32]}).encode()
+    return [b"\x00" + ring_raw, b"\x01" + session, b"\x02" + _host_file(fx), b"\x03" + prefix]
+
+
+def _hostkeys_run(fx: Fixture, data: bytes) -> None:
+    from recovault.vault.hostkeys import (HostKeyFile, Keyring, SessionKeys, read_keyring, session_key_name,
+                                          store_keyring)
+    from recovault.vault.journal import prefix_prev
+    mode, body = _mode(data, 4)
+    admin = _admin()
+    storage = DictStorage()
+    if mode == 0:  # the reader takes the newest keyring whose name, signature and vault match: none is fine
+        storage.put(fmt.KEYRING + core.blake3(body).hex(), body)
+        ring = read_keyring(storage, admin.signing_public, fx.vault.id)
+        if ring is not None:
+            ring.newest, [(h.state, h.refuses(bytes(16))) for h in ring.hosts], ring.signer("admin")
+    elif mode == 1:  # an admin reading a session's key: unknown, refused or the key
+        store_keyring(storage, Keyring(1, fx.vault.id, admin.box_public(), admin.signing_public), admin.signing)
+        salt = bytes([7]) * 16
+        storage.put(session_key_name(salt), body)
+        SessionKeys(storage, admin, fx.vault.id).known(salt)
+    elif mode == 2:  # a host opening its key file
+        HostKeyFile.is_host_key(body)
+        HostKeyFile.open(body, PASSPHRASE, "the fuzzed key file")
+    else:
+        prefix_prev(body, "the fuzzed journal entry")
+
+
 HARNESSES: Dict[str, Harness] = {h.name: h for h in (
     Harness("blob", "sealed blobs (core.open_blob, BlobStore.open_sealed)", _blob_seeds, _blob_run),
     Harness("pack", "pack trailer and sealed header (read_pack_header, check's pack read)", _pack_seeds, _pack_run),
@@ -450,6 +499,8 @@ HARNESSES: Dict[str, Harness] = {h.name: h for h in (
             (CorruptData, UsageError, VaultNotFound, StorageError), json_at=0),
     Harness("coord", "sessions, leases and plans (Coordinator)", _coord_seeds, _coord_run, json_at=1),
     Harness("job", "job files (TOML: load_job)", lambda fx: [_JOB], _job_run, (UsageError,)),
+    Harness("hostkeys", "format 3: keyrings, session key objects, host key files, journal prefixes", _hostkeys_seeds,
+            _hostkeys_run, (CorruptData, UsageError, WrongPassphrase), json_at=1),
 )}
 
 __all__ = ["HARNESSES", "Harness", "RecovaultError"]

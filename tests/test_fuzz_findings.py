@@ -235,3 +235,27 @@ def test_the_malformed_nodes_encode_as_written(vault):
     tree = v.save_tree([MALFORMED_NODES["subtree not hex"]])
     v.flush()
     assert json.loads(v.read_blob(tree))["nodes"][0]["subtree"].startswith("d8bf2b'ea")
+
+
+def test_a_host_key_file_with_a_lone_surrogate_is_corrupt(tmp_path):
+    """Found by fuzzing (harness hostkeys): a host key file whose JSON holds a lone surrogate ("\\ud800", which no
+    file recovault writes holds) raised UnicodeEncodeError computing its AAD and digest; it was edited:
+    CorruptData."""
+    from recovault.errors import CorruptData
+    from recovault.vault.hostkeys import HostKeyFile
+    doc = {"cipher": "aes-256-gcm", "created": "2026-11-26T00:00:00Z", "data": "AAAA", "digest": "0" * 64,
+           "format": "recovault-host-key", "host": "web1\ud800", "hostname": "h", "kdf": "argon2id",
+           "kdf_params": {"salt": "AAAAAAAAAAAAAAAAAAAAAA==", "iterations": 1, "lanes": 1, "memory_kib": 8},
+           "keyid": "0" * 32, "nonce": "AAAAAAAAAAAAAAAA", "role": "host", "vault": "0" * 32, "version": 1}
+    raw = json.dumps(doc).encode()
+    with pytest.raises(CorruptData, match="changed after it was written"):
+        HostKeyFile.open(raw, "a passphrase of sixteen+ chars", "web1.key")
+
+
+def test_a_host_key_file_whose_kdf_params_are_no_object_is_no_host_key_file():
+    """Found by fuzzing (harness hostkeys): `kdf_params` that is not an object raised AttributeError."""
+    from recovault.errors import UsageError
+    from recovault.vault.hostkeys import HostKeyFile
+    raw = json.dumps({"format": "recovault-host-key", "version": 1, "kdf_params": 7}).encode()
+    with pytest.raises(UsageError, match="is not a recovault host key file"):
+        HostKeyFile.open(raw, "a passphrase of sixteen+ chars", "web1.key")

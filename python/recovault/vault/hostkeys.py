@@ -590,17 +590,21 @@ class HostKeyFile:
                             iterations=_int_field(params, "iterations", 1, 1000), lanes=lanes)
             salt, nonce, data = (_unb64(params["salt"], "salt"), _unb64(doc["nonce"], "nonce"),
                                  _unb64(doc["data"], "data"))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):  # AttributeError: kdf_params not an object
             raise UsageError(f"{where} is not a recovault host key file") from None
         try:
-            plain = AESGCM(kdf.derive(passphrase, salt)).decrypt(nonce, data, cls._aad(doc))
+            aad, digest_ok = cls._aad(doc), doc.get("digest") == _digest(doc)
+        except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800"): no file recovault writes holds one
+            raise CorruptData(f"key file {where} was changed after it was written") from None
+        try:
+            plain = AESGCM(kdf.derive(passphrase, salt)).decrypt(nonce, data, aad)
         except (InvalidTag, ValueError):
-            if doc.get("digest") != _digest(doc):
+            if not digest_ok:
                 raise CorruptData(f"key file {where} was changed after it was written") from None
             raise WrongPassphrase(f"wrong passphrase: key file {where} does not open with it") from None
         try:
             material = HostMaterial.from_json(plain)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise CorruptData(f"key file {where} holds material this recovault cannot read") from None
         if material.vault_id != doc.get("vault") or material.keyid != doc.get("keyid"):
             raise CorruptData(f"key file {where} was changed after it was written")
