@@ -1,6 +1,8 @@
 """Backups with a host key against the admin key (issue 14), and dedup across hosts.
 
-    .venv/bin/python bench/hostkey.py [MIB] [ROUNDS]
+    TMPDIR=/dev/shm .venv/bin/python bench/hostkey.py [MIB] [ROUNDS]
+
+(on a tmpfs: on a disk the write-back swings each round by more than the difference measured)
 
 A local format 3 vault (a fast KDF, so the key derivation does not hide the rest) and a source of MIB MiB
 (default 256) of random files. Measured alternately, ROUNDS times each (default 3), each a full backup of the
