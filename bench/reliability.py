@@ -10,7 +10,7 @@ docs/reliability.md:
 * backup, restore, check, forget and prune under seeded random faults of every kind, each followed by a
   clean check --read-data, then a clean backup, check and restore.
 
-    .venv/bin/python bench/reliability.py [--points 20] [--rounds 30] [--rate 0.06] [--seed S]
+    .venv/bin/python bench/reliability.py [--points 20] [--rounds 30] [--rate 0.06] [--seed S] [--scene NAME]
 
 --points is per scene (20: 140 kill points over seven scenes); --seed fixes the kill points and the fault
 seeds (default: a random one, printed, so a failure can be replayed). Any failed check raises: the run
@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Sequence
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
@@ -43,8 +44,9 @@ def _kill(scene: "test_kill9.Scene", tmp: str, n: int) -> int:
             shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
 
 
-def kills(root: str, per_command: int, seed: int) -> None:
+def kills(root: str, per_command: int, seed: int, only: Sequence[str] = ()) -> None:
     scenes = test_kill9.make_scenes(os.path.join(root, "scenes"), seed)
+    scenes = {name: scene for name, scene in scenes.items() if not only or name in only}
     print(f"{'command':8} {'calls':>5} {'points':>6} {'killed':>6} {'recovered':>9} {'seconds':>8}")
     for name, scene in sorted(scenes.items()):
         tmp = os.path.join(root, "k-" + name)
@@ -81,6 +83,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=30, help="random-fault rounds (default 30)")
     ap.add_argument("--rate", type=float, default=0.06, help="fault probability per storage call")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--scene", action="append", default=[], choices=sorted(test_kill9.SCENES),
+                    help="kill only in this scene (repeatable; default every one)")
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     print(f"seed {seed}")
@@ -88,7 +92,7 @@ def main() -> None:
         os.environ.setdefault("XDG_CACHE_HOME", os.path.join(root, "cache"))
         os.environ.setdefault("RECOVAULT_STATE_DIR", os.path.join(root, "state"))
         if args.points:
-            kills(root, args.points, seed)
+            kills(root, args.points, seed, args.scene)
         if args.rounds:
             rounds(root, args.rounds, args.rate, seed)
 
