@@ -62,3 +62,12 @@ def test_one_form_in_config_key_files_and_recovery_points(tmp_path):
     config = json.loads((tmp_path / "v" / "config").read_text())
     for text in (config["created"], key.created, snap.time):
         assert STORED.match(text), text
+
+
+def test_a_year_before_1000_is_written_with_four_digits_and_reads_back():
+    """strftime's %Y writes year 5 as "5": the stored form is always 27 characters (vault-format §9), and
+    what format_time writes parse_time reads."""
+    want = datetime(5, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+    text = timefmt.format_time(want)
+    assert text == "0005-01-02T03:04:05.000006Z" and len(text) == 27
+    assert timefmt.parse_time(text) == want

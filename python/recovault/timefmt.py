@@ -19,7 +19,7 @@ def format_time(dt: datetime) -> str:
     """`dt` (aware; a naive one is taken as UTC) as stored: UTC, microseconds, "Z"."""
     if dt.tzinfo is not None:
         dt = dt.astimezone(timezone.utc)
-    return dt.strftime(_FORMAT)
+    return f"{dt.year:04d}" + dt.strftime(_FORMAT[2:])  # strftime's %Y does not pad years before 1000
 
 
 def now() -> str:
