@@ -45,8 +45,7 @@ def _kill(scene: "test_kill9.Scene", tmp: str, n: int) -> int:
 
 
 def kills(root: str, per_command: int, seed: int, only: Sequence[str] = ()) -> None:
-    scenes = test_kill9.make_scenes(os.path.join(root, "scenes"), seed)
-    scenes = {name: scene for name, scene in scenes.items() if not only or name in only}
+    scenes = test_kill9.make_scenes(os.path.join(root, "scenes"), seed, only)
     print(f"{'command':8} {'calls':>5} {'points':>6} {'killed':>6} {'recovered':>9} {'seconds':>8}")
     for name, scene in sorted(scenes.items()):
         tmp = os.path.join(root, "k-" + name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
-from typing import Callable, Dict, List, NamedTuple, Optional, Union
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Union
 
 import pytest
 
@@ -227,11 +227,13 @@ def _verify(scene: Scene, work: str, tag: str, after: bool = True) -> None:
             assert got == tree, (tag, pid)
 
 
-def make_scenes(root: str, seed: int = SEED) -> Dict[str, Scene]:
-    """Every scene's template, under `root`."""
+def make_scenes(root: str, seed: int = SEED, only: Sequence[str] = ()) -> Dict[str, Scene]:
+    """Every scene's template (or those named in `only`), under `root`."""
     rng = random.Random(seed)
     out = {}
     for name, make in SCENES.items():
+        if only and name not in only:
+            continue
         os.makedirs(os.path.join(root, name))
         out[name] = make(os.path.join(root, name), rng)
     return out

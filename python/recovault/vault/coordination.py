@@ -325,8 +325,8 @@ class Coordinator:
             return None if len(objects) == 1 else Session(name, "?", 0, "", None, mtime, objects=names)
         if d is None:
             return Session(name, "?", 0, "", None, mtime, objects=names, ended=ended)
-        return Session(name, _text(d, "host"), _pid(d), _text(d, "started"), d["plans"], mtime, str(d.get("pid_space", "")),
-                       objects=names, ended=ended)
+        return Session(name, d["host"], d["pid"], d["started"], d["plans"], mtime, str(d.get("pid_space", "")),
+                       objects=names, ended=ended)  # _session_doc checked each field's type
 
     def _session_doc(self, obj: SessionObject, strict: bool = False) -> Optional[dict]:
         """The document of one session object, None if it does not open or does not name itself (`strict`:
