@@ -378,9 +378,12 @@ def test_a_failed_put_is_left_where_deletion_is_refused(tmp_path):
 
 
 def test_s3_object_lock_with_a_host_key(s3_env, tmp_path):
-    """A host key cannot open the journal's policy entries: on a bucket with Object Lock its packs and
-    recovery point are locked for the default soft-delete period (docs/security.md), and the backup works."""
+    """A host key cannot open the journal's policy entries: on a bucket with Object Lock it locks its packs
+    and recovery point for the lock period the admin publishes in the signed keyring: the default's (14 days of
+    soft delete) when the key is made, the new policy's (keep_daily 30 + 14 days) once the admin sets one, and
+    the backup works."""
     import boto3
+    from recovault.retention import Policy
     from recovault.vault.journal import DEFAULT_SOFT_DELETE_DAYS
     bucket = unique_name()
     s3 = boto3.client("s3")
@@ -388,16 +391,26 @@ def test_s3_object_lock_with_a_host_key(s3_env, tmp_path):
     url = f"s3://{bucket}/v"
     src = make_tree(tmp_path)
     host_pass = "host passphrase of web1 " * 2
+
+    def locked_for(point) -> datetime.timedelta:
+        head = s3.head_object(Bucket=bucket, Key="v/" + fmt.SNAPSHOTS + point.id)
+        assert head["ObjectLockMode"] == "COMPLIANCE"
+        return head["ObjectLockRetainUntilDate"] - datetime.datetime.now(datetime.timezone.utc)
     with api.init_vault(url, PASSPHRASE, settings=small_settings(), kdf=FAST_KDF,
                         cache_dir=str(tmp_path / "cache")) as v:
         api.add_host_key(v, "web1", host_pass, str(tmp_path / "web1.key"), kdf=FAST_KDF)
     with api.open_vault(url, host_pass, key_file=str(tmp_path / "web1.key"), cache_dir=str(tmp_path / "hc")) as h:
         point = api.backup(h, [str(src)])
         assert h.lock_days == DEFAULT_SOFT_DELETE_DAYS
-    head = s3.head_object(Bucket=bucket, Key="v/" + fmt.SNAPSHOTS + point.id)
-    assert head["ObjectLockMode"] == "COMPLIANCE"
-    left = head["ObjectLockRetainUntilDate"] - datetime.datetime.now(datetime.timezone.utc)
     days = datetime.timedelta(days=DEFAULT_SOFT_DELETE_DAYS)
-    assert days - datetime.timedelta(minutes=5) < left <= days
+    assert days - datetime.timedelta(minutes=5) < locked_for(point) <= days
     with api.open_vault(url, PASSPHRASE, cache_dir=str(tmp_path / "cache")) as v:
-        assert_restores(v, point, src, tmp_path / "restored")
+        api.set_policy(v, Policy(keep_daily=30))
+    (src / "later.txt").write_bytes(b"a later file" * 100)
+    with api.open_vault(url, host_pass, key_file=str(tmp_path / "web1.key"), cache_dir=str(tmp_path / "hc")) as h:
+        later = api.backup(h, [str(src)])
+        assert h.lock_days == 30 + DEFAULT_SOFT_DELETE_DAYS
+    days = datetime.timedelta(days=30 + DEFAULT_SOFT_DELETE_DAYS)
+    assert days - datetime.timedelta(minutes=5) < locked_for(later) <= days
+    with api.open_vault(url, PASSPHRASE, cache_dir=str(tmp_path / "cache")) as v:
+        assert_restores(v, later, src, tmp_path / "restored-later")

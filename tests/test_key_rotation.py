@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, Set
+from typing import Dict, List, Set, Tuple
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from recovault import api
-from recovault.errors import HostKeyRevoked, RefusedSession
+from recovault import api, core
+from recovault.errors import CorruptData, HostKeyRevoked, RefusedSession
 from recovault.vault import format as fmt
+from recovault.vault import lifecycle
 from recovault.vault.check import Checker
-from recovault.vault.hostkeys import AdminKeys, HostKeyFile, read_keyring
+from recovault.vault.hostkeys import AdminKeys, HostKeyFile, open_session_key, read_keyring
+from recovault.vault.journal import entry_layout
+from recovault.vault.sealing import resealed_aad
 
 from test_cli import FAST_KDF, PASSPHRASE, Cli, fails, ok
 from test_host_keys import HOST_PASSPHRASE, _host, fleet  # noqa: F401  (the fixture)
@@ -95,7 +99,7 @@ def test_rotate_rewrite_leaves_no_blob_under_an_old_key_and_every_point_restores
         salts = _pack_salts(v)
         assert salts and not salts & old_salts
         assert all(gens.get(s) == res.gen for s in salts), {s: gens.get(s) for s in salts}  # no enc_key blob either
-        assert not _ring(v).rewriting and sorted(_ring(v).box) == [1, 2]
+        assert not _ring(v).rewriting and sorted(_ring(v).box) == [2]
         for point in (fleet["admin_point"], hp):
             _restores(v, fleet, point, tmp)
         report = Checker(v).run(read_data=True)
@@ -115,7 +119,8 @@ def test_a_rewrite_waiting_for_its_margin_is_finished_by_the_next_run_without_ro
         assert Checker(v).run(read_data=True)["ok"]
 
 
-@pytest.mark.parametrize("step", ["rotated", "resealed", "planned", "pack-deleted"])
+@pytest.mark.parametrize("step", ["rotated", "resealed", "planned", "pack-deleted", "record-resealed",
+                                  "keys-retired"])
 def test_a_rewrite_killed_at_a_step_leaves_a_valid_vault_and_the_next_run_finishes_it(fleet, step):
     tmp = fleet["tmp"]
     cli = Cli(tmp / "home")
@@ -133,6 +138,106 @@ def test_a_rewrite_killed_at_a_step_leaves_a_valid_vault_and_the_next_run_finish
         assert all(gens.get(s) == 2 for s in _pack_salts(v))
         assert Checker(v).run(read_data=True)["ok"]
         _restores(v, fleet, fleet["admin_point"], tmp / "n")
+
+
+def _sealed_objects(v) -> List[Tuple[str, bytes, bytes]]:
+    """Every sealed thing stored in the vault, as (where, label it is sealed under, sealed bytes): every
+    recovery point and journal entry (re-sealed or not), every pack header and blob, index file, plan,
+    session and lease object."""
+    out = []
+    for name in [*v.storage.list(fmt.SNAPSHOTS), *v.storage.list(fmt.JOURNAL)]:
+        raw, oid = v.storage.get(name), fmt.name_to_id(name)
+        if name.startswith(fmt.JOURNAL):
+            aad, _, sealed = entry_layout(raw, name)
+        else:
+            aad, sealed = fmt.AAD_SNAPSHOT, raw[len(fmt.RESEALED):] if raw.startswith(fmt.RESEALED) else raw
+        out.append((name, resealed_aad(aad, oid) if raw.startswith(fmt.RESEALED) else aad, sealed))
+    for info in v.storage.list_info(fmt.DATA):
+        data = v.storage.get(info.name)
+        start, hlen = fmt.split_pack(len(data), data[-fmt.PACK_TRAILER.size:])
+        out.append((info.name, fmt.AAD_PACK_HEADER, data[start:start + hlen]))
+        out += [(info.name, e.id, data[e.offset:e.offset + e.length]) for e in v.read_pack_header(info.name)]
+    for prefix, aad in ((fmt.INDEX, fmt.AAD_INDEX), (fmt.PLANS, fmt.AAD_PLAN), (fmt.SESSIONS, fmt.AAD_SESSION),
+                        (fmt.LOCKS, fmt.AAD_LEASE)):
+        out += [(name, aad, v.storage.get(name)) for name in v.storage.list(prefix)]
+    return out
+
+
+def _old_keys(v) -> Tuple[List[bytes], Dict[int, X25519PrivateKey]]:
+    """What a thief of the vault's keys before a rotation would hold: every session's data key, and the
+    private key of every X25519 generation."""
+    ring = _ring(v)
+    box = AdminKeys.derive(v.master).with_generations(v.storage, ring, v.master.mac_key).box
+    assert sorted(box) == sorted(ring.box)
+    salts = [bytes.fromhex(n[len(fmt.SESSION_KEYS):]) for n in v.storage.list(fmt.SESSION_KEYS)]
+    dks = [v.sealer.resolver.known(s) for s in salts]
+    assert all(dks)
+    return dks + [v.master.enc_key], box
+
+
+def test_a_finished_rewrite_leaves_nothing_an_old_key_opens_and_keeps_every_name(fleet):
+    """The issue's "a leaked old key opens nothing": every session data key and every generation's private key
+    of before the rewrite, tried on every sealed thing stored after it, opens nothing; no byte of the vault
+    holds an old session's salt; points and journal entries keep their names (re-sealed in place), so an
+    admin's agent cache from before reads the vault as it was, and every point restores byte for byte."""
+    tmp = fleet["tmp"]
+    with _host(fleet, "web1") as h:
+        hp = api.backup(h, [str(fleet["src"])], host="web1")
+    with _admin(fleet) as v:
+        api.rotate_key(v)  # a second generation in use before the rewrite
+    with _host(fleet, "web2") as h:
+        hp2 = api.backup(h, [str(fleet["src"])], host="web2")
+    with _admin(fleet) as v:
+        (tmp / "more").mkdir()
+        (tmp / "more" / "f").write_bytes(os.urandom(300_000))
+        extra = api.backup(v, [str(tmp / "more")])
+        api.forget(v, ids=[extra.id], allow_empty=True)  # soft-deleted: its point and entries are kept, and re-sealed too
+        dks, box = _old_keys(v)
+        before = _sealed_objects(v)
+        old_salts = {bytes(s[2:18]) for _, _, s in before} | {bytes.fromhex(n[len(fmt.SESSION_KEYS):])
+                                                              for n in v.storage.list(fmt.SESSION_KEYS)}
+        names = set(v.storage.list(fmt.SNAPSHOTS)) | set(v.storage.list(fmt.JOURNAL))
+        assert sorted(box) == [1, 2] and len(dks) >= 5
+        res = api.rotate_key(v, rewrite=True, margin=0)
+    assert res.done and not res.unfinished and res.points_resealed == 4 and res.entries_resealed >= 6
+    assert res.generations_retired == 2 and res.session_keys_deleted == len(dks) - 1
+    with _admin(fleet, "after") as v:
+        ring = _ring(v)
+        assert sorted(ring.box) == [3] and not ring.rewriting
+        assert os.listdir(os.path.join(fleet["vault"], "keygen")) == [ring.box[3].hex()]
+        after = _sealed_objects(v)
+        assert set(v.storage.list(fmt.SNAPSHOTS)) | set(v.storage.list(fmt.JOURNAL)) == names
+        gens = _session_gens(fleet["vault"])
+        index_salts = {bytes(s[2:18]) for w, _, s in after if w.startswith((fmt.INDEX, fmt.PLANS))}
+        assert all(gens.get(s[2:18].hex()) == 3 for w, _, s in after if not w.startswith((fmt.INDEX, fmt.PLANS)))
+        for dk in dks:
+            for where, aad, sealed in after:
+                with pytest.raises(core.AuthenticationError):
+                    core.open_blob(dk, aad, sealed, 1 << 30)
+        for name in v.storage.list(fmt.SESSION_KEYS):
+            raw, salt = v.storage.get(name), bytes.fromhex(name[len(fmt.SESSION_KEYS):])
+            claimed = json.loads(raw)["gen"]
+            for key in box.values():  # an old private key, tried as the generation the object names
+                with pytest.raises(ValueError, match="does not open"):
+                    open_session_key(raw, salt, {claimed: key}, ring)
+        stale = old_salts - index_salts
+        for root, _, files in os.walk(fleet["vault"]):
+            for f in files:
+                data = open(os.path.join(root, f), "rb").read()
+                assert not any(s in data for s in stale), os.path.join(root, f)
+        for point in (fleet["admin_point"], hp, hp2):
+            _restores(v, fleet, point, tmp / "r")
+        assert Checker(v).run(read_data=True)["ok"]
+    with _admin(fleet) as v:  # the agent cache of before: its cached copies no longer open, and are read again
+        assert {p.id for p in api.snapshots(v)} == {fleet["admin_point"].id, hp.id, hp2.id}
+        assert [d.point.id for d in lifecycle.deleted(v)] == [extra.id]
+        report = Checker(v).run()
+        assert report["ok"], report["problems"]
+    with _host(fleet, "web1") as h:  # the hosts keep their key files: they seal to the new generation
+        later = api.backup(h, [str(fleet["src"])], host="web1")
+    with _admin(fleet, "last") as v:
+        _restores(v, fleet, later, tmp / "l")
+        assert sorted(set(_session_gens(fleet["vault"]).values())) == [3]
 
 
 def test_a_revoked_host_key_is_refused_at_open_and_its_later_sessions_on_check_and_restore(fleet):
@@ -178,3 +283,56 @@ def test_revoke_refuses_the_admin_and_unknown_keys(fleet):
     fails(cli("key", "revoke", admin_keyid[:10], "--vault", vault), 2, "is an admin key")
     fails(cli("key", "revoke", "0123abcd", "--vault", vault), 16, "no host key matches")
     fails(cli("key", "rotate", "--margin", "0", "--vault", vault), 2, "--margin goes with --rewrite")
+
+
+def test_a_resealed_record_is_believed_only_from_an_admin_session_under_its_own_name(fleet):
+    """A re-sealed point or entry no longer hashes to its name: its tag must bind it instead. A flipped byte
+    anywhere, a re-sealed object copied under another name, or one a host's session sealed (a host can seal
+    anything it likes under its own data key), is corrupt to the admin, never believed."""
+    tmp = fleet["tmp"]
+    with _host(fleet, "web1") as h:
+        hp = api.backup(h, [str(fleet["src"])], host="web1")
+    with _admin(fleet) as v:
+        assert api.rotate_key(v, rewrite=True, margin=0).done
+        plain = json.dumps(v.points.load(hp.id).to_json(with_id=False), sort_keys=True).encode()
+    vault = fleet["vault"]
+    point_path = os.path.join(vault, "snapshots", hp.id)
+    entry = next(n for n in os.listdir(os.path.join(vault, "journal"))
+                 if open(os.path.join(vault, "journal", n), "rb").read().startswith(fmt.RESEALED + b"RVJ3"))
+    entry_path = os.path.join(vault, "journal", entry)
+    good_point, good_entry = open(point_path, "rb").read(), open(entry_path, "rb").read()
+    assert good_point.startswith(fmt.RESEALED)
+
+    def refused(path: str, raw: bytes, cache: str) -> None:
+        with open(path, "wb") as f:
+            f.write(raw)
+        with _admin(fleet, cache) as v:
+            report = Checker(v).run()
+            assert not report["ok"], path
+    for i in range(0, len(good_point), max(1, len(good_point) // 40)):
+        flipped = bytearray(good_point)
+        flipped[i] ^= 0x20
+        with open(point_path, "wb") as f:
+            f.write(bytes(flipped))
+        with _admin(fleet, f"p{i}") as v, pytest.raises(CorruptData):
+            v.points.load(hp.id)
+    for i in range(0, len(good_entry), max(1, len(good_entry) // 40)):
+        flipped = bytearray(good_entry)
+        flipped[i] ^= 0x20
+        with _admin(fleet, f"e{i}") as v, pytest.raises((CorruptData, ValueError)):
+            v.journal.open_entry(entry, bytes(flipped))
+    with open(point_path, "wb") as f:
+        f.write(good_point)
+    other = fleet["admin_point"].id  # the same bytes under another point's name
+    with _admin(fleet, "moved") as v, pytest.raises(CorruptData, match="re-sealed"):
+        v.points._decode(other, good_point)
+    with _host(fleet, "web2") as h:  # a host forges point hp, sealed by its own session
+        forged = fmt.RESEALED + h.sealer.reseal(fmt.AAD_SNAPSHOT, plain, hp.id)
+    refused(point_path, forged, "forged")
+    with _admin(fleet, "forged2") as v, pytest.raises(CorruptData, match="no admin session"):
+        v.points.load(hp.id)
+    with open(point_path, "wb") as f:
+        f.write(good_point)
+    with _admin(fleet, "whole") as v:
+        _restores(v, fleet, hp, tmp / "w")
+        assert Checker(v).run(read_data=True)["ok"]

@@ -21,7 +21,7 @@ from test_cli import FAST_KDF, PASSPHRASE, Cli, api_vault, object_files, ok
 
 SEED = 1313
 #: Kill points per command (at least 20 in all).
-POINTS = {"backup": 8, "prune": 6, "copy": 6, "repair": 5, "repair-reencoded": 3, "repair-ec": 5, "rotate": 4}
+POINTS = {"backup": 8, "prune": 6, "copy": 6, "repair": 5, "repair-reencoded": 3, "repair-ec": 5, "rotate": 6}
 
 Tree = Dict[str, bytes]
 

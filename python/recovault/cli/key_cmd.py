@@ -148,11 +148,16 @@ def _rewrite_text(res) -> str:
     head = (f"key generation {res.gen} made" if res.rotated else f"resuming the rewrite to key generation {res.gen}")
     lines = [f"{head}: {res.packs_rewritten} pack(s) re-sealed ({res.blobs_resealed} blob(s), "
              f"{res.bytes_resealed / 1e6:.1f} MB), {res.packs_deleted} old pack(s) deleted"]
+    if res.points_resealed or res.entries_resealed:
+        lines.append(f"{res.points_resealed} recovery point(s) and {res.entries_resealed} journal entry(ies) "
+                     "re-sealed (their ids unchanged)")
     if res.done:
-        lines.append("done: every stored blob is sealed under the new key")
-    else:
-        lines.append(f"plan {(res.waiting or '')[:16]} waits for its margin: run 'recovault key rotate --rewrite' "
+        lines.append(f"done: everything stored is sealed under the new key; {res.generations_retired} older key "
+                     f"generation(s) and {res.session_keys_deleted} old session key(s) retired")
+    elif res.waiting:
+        lines.append(f"plan {res.waiting[:16]} waits for its margin: run 'recovault key rotate --rewrite' "
                      "again after it to delete the old packs")
+    lines += [f"not finished: {why}" for why in res.unfinished]
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ from ..vault import format as fmt
 from ..vault.blobstore import pack_id_of, pack_name
 from ..vault.cache_hygiene import parse_size
 from ..vault.coordination import Clock, Coordinator, LeaseHolder, Plan
+from ..vault.immutability import publish_lock_days
 from ..vault.immutability import LockedObject, LockedSink
 from ..vault.reach import ids_of, referenced
 from ..vault.records import RecoveryPoint
@@ -505,6 +506,7 @@ def run_prune(vault, opts: Optional[PruneOptions] = None, progress: Optional[Pro
         result.decision = plan_prune(vault, opts, pending, coord.storage_now(), progress)
         return result
     with LeaseHolder(coord) as lease:
+        publish_lock_days(vault, lease_held=True)  # hosts follow a policy changed while a prune held the lease
         result.purged = vault.purge_expired(locked=result.locked)
         result.sessions_removed = _remove_dead(coord, lease)
         for plan in _plans(coord, progress):

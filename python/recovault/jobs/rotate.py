@@ -9,20 +9,29 @@ or a header, whose session key is not of the new generation; open and seal again
 every unreferenced blob, as prune's); with margin 0, or once the plan is ready, carry it out. When no pack
 is left to rewrite and no plan of the rewrite waits, a keyring without `rewriting` says it is done. Progress
 is what is left to rewrite (read off the packs), so a kill -9 anywhere is resumed by the next run.
+
+Then the records: every recovery point and journal entry sealed under an older generation's session is
+re-sealed in place (sealing.RESEALED: it keeps its name, so no id, journal link or outside script changes).
+Last, the old keys are retired once no session that began before the rotation is running: the dead ones'
+`sessions/` and `locks/` objects, every `sessionkeys/` object of an older generation (those of a revoked host's
+refused sessions stay: they say why its data is refused), then a keyring listing only the new generation, then
+the `keygen/` objects of the others. What an old generation's private key or an old session's data key then
+opens in the vault is nothing (tests/test_key_rotation.py inspects every stored byte).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import core, timefmt
-from ..errors import CorruptData, ObjectMissing
+from ..errors import CorruptData, ObjectMissing, RefusedSession
 from ..vault import format as fmt
 from ..vault.blobstore import pack_name
 from ..vault.coordination import Coordinator, LeaseHolder, Plan
 from ..vault.hostkeys import AdminKeys, store_keyring
 from ..vault.repo import Vault
-from ..vault.rotation import current_ring, rotate
+from ..vault.journal import entry_layout
+from ..vault.rotation import current_ring, retire_generations, rotate
 from . import prune as pr
 
 __all__ = ["RewriteResult", "rewrite"]
@@ -43,6 +52,11 @@ class RewriteResult:
     plans_done: int = 0
     waiting: Optional[str] = None  # a plan of the rewrite waiting for its margin (or a running backup)
     done: bool = False
+    points_resealed: int = 0
+    entries_resealed: int = 0
+    session_keys_deleted: int = 0
+    generations_retired: int = 0
+    unfinished: List[str] = field(default_factory=list)  # why the old keys cannot be retired yet
 
     def to_json(self) -> Dict[str, Any]:
         return dict(self.__dict__)
@@ -144,11 +158,78 @@ def rewrite(vault: Vault, opts: Optional[pr.PruneOptions] = None,
         waiting = coord.plans()
         result.waiting = waiting[0].name if waiting else None
         if plan is None and not waiting:
-            ring = current_ring(vault, admin)
-            if ring.rewriting:
-                store_keyring(vault.storage, ring.next(rewriting=0), admin.signing)
-            result.done = True
+            fresh = _Fresh(vault, gen)
+            _reseal_records(vault, fresh, result, progress)
+            lease.ensure()
+            _settle_sessions(vault, coord, fresh, result)
+            if not result.unfinished:
+                lease.ensure()
+                _retire(vault, admin, gen, result)
+                result.done = True
     return result
+
+
+def _reseal_records(vault: Vault, fresh: _Fresh, result: RewriteResult, progress: pr.Progress) -> None:
+    """Re-seal in place every recovery point and journal entry sealed under an older generation's session
+    (or the master's enc_key). A refused one (a revoked host's) is left; a damaged one is named in
+    `unfinished` ('check' and 'repair' deal with it)."""
+    for prefix, what, reseal in ((fmt.SNAPSHOTS, "recovery point", vault.points.reseal),
+                                 (fmt.JOURNAL, "journal entry", vault.journal.reseal)):
+        for name in vault.storage.list(prefix):
+            oid = fmt.name_to_id(name)
+            try:
+                raw = vault.storage.get(name)
+                sealed = raw[len(fmt.RESEALED):] if raw.startswith(fmt.RESEALED) else raw
+                if prefix == fmt.JOURNAL:
+                    sealed = entry_layout(raw, what)[2]
+                if fresh(sealed) or vault.sealer.refusal(bytes(sealed[2:18])):
+                    continue
+                new = reseal(oid, raw)
+            except ObjectMissing:
+                continue  # deleted since the listing (a purge)
+            except RefusedSession:
+                continue  # a revoked host's: refused, and left as it is
+            except (CorruptData, ValueError) as e:
+                result.unfinished.append(f"{what} {oid[:16]} cannot be re-sealed: {e}")
+                continue
+            progress("rotate", {"step": f"re-sealing {what} {oid[:16]}"})
+            vault.storage.put(name, new)  # an atomic overwrite: the old bytes or the new, each valid
+            if prefix == fmt.SNAPSHOTS:
+                result.points_resealed += 1
+            else:
+                result.entries_resealed += 1
+            pr._test_hook("record-resealed")
+
+
+def _settle_sessions(vault: Vault, coord: Coordinator, fresh: _Fresh, result: RewriteResult) -> None:
+    """Sessions and leases sealed under an older generation: a running one keeps the old keys (its later
+    packs would be sealed to them: `unfinished`); a dead or ended one's objects are deleted."""
+    now = coord.storage_now()
+    for session in coord.sessions():
+        if all(_fresh_object(vault, name, fresh) for name in session.objects or [fmt.SESSIONS + session.name]):
+            continue
+        if session.live(now, coord.host):
+            result.unfinished.append(f"backup session {session.name[:16]} (host {session.host}) began before "
+                                     "the rotation and is running: run 'recovault key rotate --rewrite' again "
+                                     "after it ends")
+        else:
+            coord.remove_session(session)
+    for name in vault.storage.list(fmt.LOCKS):
+        if not _fresh_object(vault, name, fresh):  # not ours (we hold the lease): expired, and old
+            vault.storage.delete(name)
+
+
+def _fresh_object(vault: Vault, name: str, fresh: _Fresh) -> bool:
+    try:
+        return fresh(vault.storage.get(name))
+    except ObjectMissing:
+        return True
+
+
+def _retire(vault: Vault, admin: AdminKeys, gen: int, result: RewriteResult) -> None:
+    """Nothing sealed under an older generation is left: retire the old keys (rotation.retire_generations)."""
+    retired = retire_generations(vault, admin, gen, between=lambda: pr._test_hook("keys-retired"))
+    result.session_keys_deleted, result.generations_retired = retired
 
 
 def _carry_out(vault: Vault, coord: Coordinator, opts: pr.PruneOptions, progress: pr.Progress,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional
 
 from .. import core
+from . import format as fmt
 
 __all__ = ["DIR_MODE", "FILE_MODE", "ObjectBundle", "ObjectCache", "bytes_written", "mark_used", "private_dir",
            "read_private", "write_private"]
@@ -112,7 +113,9 @@ class ObjectCache:
             return None
         path = self.dir / self._id(name)
         raw = read_private(path)
-        if raw is None or (self.by_hash and core.blake3(raw).hex() != self._id(name)):
+        # a re-sealed object (§3.1) no longer hashes to its name: opening it authenticates it, under its name
+        resealed = raw is not None and raw.startswith(fmt.RESEALED)
+        if raw is None or (self.by_hash and not resealed and core.blake3(raw).hex() != self._id(name)):
             return None
         mark_used(path)
         return raw
@@ -162,7 +165,8 @@ class ObjectBundle:
         self.ok = all(private_dir(p) for p in (self.root, self.vault_dir))
 
     def load(self) -> Dict[str, bytes]:
-        """The objects of the bundle that match their names (hex id -> bytes); empty if there is none."""
+        """The objects of the bundle that match their names (hex id -> bytes; a re-sealed one is authenticated
+        when opened, under its name); empty if there is none."""
         raw = read_private(self.path) if self.ok else None
         if not raw or not raw.startswith(BUNDLE_MAGIC):
             return {}
@@ -173,7 +177,7 @@ class ObjectBundle:
             pos += BUNDLE_RECORD.size
             data = bytes(view[pos:pos + length])
             pos += length
-            if len(data) == length and core.blake3(data) == oid:
+            if len(data) == length and (data.startswith(fmt.RESEALED) or core.blake3(data) == oid):
                 out[oid.hex()] = data
         return out
 

@@ -50,6 +50,10 @@ AAD_JOURNAL_V3 = b"recovault/v3/journal/"  # followed by the BLAKE3 of the entry
 AAD_SESSION = b"recovault/v2/session"
 AAD_LEASE = b"recovault/v2/lease"
 AAD_PLAN = b"recovault/v2/plan"
+AAD_RESEALED = b"recovault/v3/resealed/"  # followed by a BLAKE3 of the object's label and name (§3.1)
+
+#: the first bytes of a re-sealed recovery point or journal entry: it keeps its name (§3.1, sealing.py)
+RESEALED = b"RVS1"
 
 PACK_MAGIC = b"RVP1"
 PACK_TRAILER = struct.Struct("<I4s")  # sealed header length, magic

@@ -222,6 +222,7 @@ class Keyring:
     hosts: Tuple[HostEntry, ...] = ()
     name: str = field(default="", compare=False)
     rewriting: int = 0
+    lock_days: int = 0  # the vault's lock period the admin published for hosts (immutability.py); 0: none
 
     @property
     def newest(self) -> int:
@@ -233,6 +234,8 @@ class Keyring:
                "hosts": [h.to_json() for h in self.hosts]}
         if self.rewriting:
             out["rewriting"] = self.rewriting
+        if self.lock_days:
+            out["lock_days"] = self.lock_days
         return out
 
     @classmethod
@@ -256,7 +259,10 @@ class Keyring:
         rewriting = doc.get("rewriting", 0)
         if type(rewriting) is not int:
             raise ValueError("its rewriting generation is not a number")
-        return cls(doc["seq"], vault_id, box, admin, hosts, name, rewriting)
+        lock = doc.get("lock_days", 0)
+        if type(lock) is not int or lock < 0:
+            raise ValueError("its lock period is not a number of days")
+        return cls(doc["seq"], vault_id, box, admin, hosts, name, rewriting, lock)
 
     def signer(self, keyid: str) -> Optional[bytes]:
         """The Ed25519 public key registered under `keyid` ("admin", or a host key's id), or None."""

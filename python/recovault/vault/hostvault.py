@@ -24,6 +24,7 @@ from .blobstore import EventSink, no_events
 from .cache import private_dir, read_private, write_private
 from .hostkeys import (AdminKeys, HostKeyFile, HostMaterial, Keyring, new_host_material, read_keyring, registered,
                        store_keyring)
+from .immutability import vault_lock_days
 from .journal import ENTRY_VERSION_V3, POLICY_OP
 from .keys import KdfParams
 from .records import Node, RecoveryPoint
@@ -86,7 +87,10 @@ def add_host_key(vault: Vault, host: str, passphrase: str,
     material, entry = new_host_material(vault.id, host, vault.master, admin,  # type: ignore[arg-type]
                                         vault.settings.to_dict())
     data = HostKeyFile.encode(material, passphrase, kdf)  # a weak passphrase fails before anything is stored
-    store_keyring(vault.storage, ring.with_host(entry), admin.signing)
+    ring = ring.with_host(entry)
+    if vault.storage.can_lock_objects():  # the lock period hosts follow (immutability.publish_lock_days)
+        ring = replace(ring, lock_days=vault_lock_days(vault))
+    store_keyring(vault.storage, ring, admin.signing)
     return material, data
 
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, List, NamedTuple, Optional
 
 from ..retention import Duration, Policy
 from . import format as fmt
+from .coordination import Coordinator, LeaseHolder
+from .hostkeys import AdminKeys, read_keyring, store_keyring
 from .journal import DEFAULT_SOFT_DELETE_DAYS, soft_delete_days_at
 
 if TYPE_CHECKING:
@@ -65,14 +67,41 @@ def lock_days(retention: Optional[Policy], soft_delete_days: int) -> int:
 
 def lock_new_objects(vault: "Vault", now: Optional[datetime] = None) -> Optional[int]:
     """Ask the vault's storage to lock what this process puts from now on (LOCKED_PREFIXES) for the vault's
-    lock period; the period in days, or None where the storage cannot lock objects (nothing is read then)."""
+    lock period; the period in days, or None where the storage cannot lock objects (nothing is read then).
+    A host key cannot open the journal's policy entries: it takes the period the admin published in the
+    signed keyring (`publish_lock_days`), or the default soft-delete period's if none is published."""
     storage = vault.storage
     if not storage.can_lock_objects():
         return None
-    if vault.host_key is not None:  # a host key cannot open the journal's policy entries
-        days = lock_days(None, DEFAULT_SOFT_DELETE_DAYS)
+    if vault.host_key is not None:
+        ring = read_keyring(storage, vault.host_key.admin_public, vault.id)
+        days = ring.lock_days if ring is not None and ring.lock_days else lock_days(None, DEFAULT_SOFT_DELETE_DAYS)
     else:
-        policy = vault.policy
-        days = lock_days(policy.retention, soft_delete_days_at(vault.journal.period_changes(),
-                                                               now or datetime.now(timezone.utc)))
+        days = vault_lock_days(vault, now)
     return days if storage.lock_new_objects(days, LOCKED_PREFIXES) else None
+
+
+def vault_lock_days(vault: "Vault", now: Optional[datetime] = None) -> int:
+    """The lock period the admin reads off the journal: its retention policy and the soft-delete period in
+    force."""
+    return lock_days(vault.policy.retention, soft_delete_days_at(vault.journal.period_changes(),
+                                                                 now or datetime.now(timezone.utc)))
+
+
+def publish_lock_days(vault: "Vault", lease_held: bool = False) -> Optional[int]:
+    """The admin's side: on a store that locks objects, in a format 3 vault, store a keyring that names the
+    lock period (so hosts lock for it) when the newest one names another, under the prune lease (keyrings are
+    written one at a time: `lease_held` says the caller holds it; else it is taken here, and Busy raised if
+    another holds it). The period published, or None (nothing to do)."""
+    if vault.host_key is not None or vault.format_version < fmt.HOST_KEY_FORMAT or not vault.storage.can_lock_objects():
+        return None
+    if not lease_held:
+        with LeaseHolder(Coordinator(vault.storage, vault.sealer)):
+            return publish_lock_days(vault, lease_held=True)
+    admin = AdminKeys.derive(vault.master)  # type: ignore[arg-type]
+    ring = read_keyring(vault.storage, admin.signing_public, vault.id)
+    days = vault_lock_days(vault)
+    if ring is None or ring.lock_days == days:
+        return None
+    store_keyring(vault.storage, ring.next(lock_days=days), admin.signing)
+    return days

@@ -47,7 +47,7 @@ from ..storage.base import put_or_withdraw
 from . import format as fmt
 from .cache import ObjectBundle, ObjectCache, read_private, write_private
 from .records import RecoveryPoint
-from .sealing import Sealer
+from .sealing import RESEALED, Sealer
 
 __all__ = ["DEFAULT_SOFT_DELETE_DAYS", "ENTRY_VERSION", "READ_VERSIONS", "OPS", "POLICY_OP", "Journal", "JournalEntry",
            "JournalReport", "PeriodChange", "PointState", "VaultPolicy", "audit", "effective_times", "expiry",
@@ -227,11 +227,19 @@ class Journal:
         unbundled: Dict[str, bytes] = {}
         for name in todo:
             raw = bundled.get(name) or (self.cache.get(name) if self.cache else None)
-            fetched = raw is None
+            fetched = replaced = raw is None
             try:
-                if fetched:
+                try:
+                    if fetched:
+                        raw = self.storage.get(fmt.JOURNAL + name)
+                    entry = self.open_entry(name, raw)
+                except (CorruptData, ValueError):
+                    if fetched:
+                        raise
+                    # a cached copy that no longer opens (re-sealed since, its old session key retired)
+                    fetched = replaced = True
                     raw = self.storage.get(fmt.JOURNAL + name)
-                entry = self.open_entry(name, raw)
+                    entry = self.open_entry(name, raw)
             except (RecovaultError, ValueError) as e:
                 if isinstance(e, ObjectMissing):
                     self.stored.discard(name)  # deleted since listing: the audit reports it if it mattered
@@ -240,7 +248,7 @@ class Journal:
                 continue
             self.damaged.pop(name, None)
             self.entries[name] = entry
-            if name not in bundled:
+            if replaced or name not in bundled:  # (it replaces the bundle's copy)
                 unbundled[name] = raw
             if self.cache and fetched:  # a cached one is there already: rewriting it cost 10,000 renames
                 self.cache.put(name, raw)
@@ -249,20 +257,32 @@ class Journal:
 
     def open_entry(self, name: str, raw: bytes) -> JournalEntry:
         """Verify ``raw`` against its name and unseal it; ``CorruptData`` or ``ValueError`` if it fails."""
-        what = f"journal entry {name[:16]}"
-        prev = None
-        if raw.startswith(V3_MAGIC):
-            if core.blake3(raw).hex() != name:
-                raise CorruptData(f"{what}: its content does not match its name (corrupt or tampered with)")
-            prefix, body = split_v3(raw, what)
-            prev = prefix_prev(prefix, what)
-            plain = self.sealer.unseal(v3_aad(prefix), body, what)
-        else:
-            plain = self.sealer.open_named(fmt.AAD_JOURNAL, raw, name, what)
+        plain, prefix = self._open(name, raw)
+        prev = prefix_prev(prefix, f"journal entry {name[:16]}") if prefix is not None else None
         try:
             return JournalEntry.from_json(name, plain, prev)
         except ValueError as e:
             raise CorruptData(f"journal entry {name[:16]} does not parse: {e}") from None
+
+    def _open(self, name: str, raw: bytes) -> Tuple[bytes, Optional[bytes]]:
+        """The plaintext of stored entry `name` and its plaintext prefix (None before version 3), authenticated
+        under its name (its hash, or, re-sealed, an admin session's tag); CorruptData if it fails."""
+        what = f"journal entry {name[:16]}"
+        resealed = raw.startswith(RESEALED)
+        if not resealed and core.blake3(raw).hex() != name:
+            raise CorruptData(f"{what}: its content does not match its name (corrupt or tampered with)")
+        aad, prefix, sealed = entry_layout(raw, what)
+        if resealed:
+            return self.sealer.open_resealed(aad, sealed, name, what), prefix
+        return self.sealer.unseal(aad, sealed, what), prefix
+
+    def reseal(self, name: str, raw: bytes) -> bytes:
+        """Entry `name` (stored as `raw`) re-sealed by this session under the same name (§3.1, key rotate
+        --rewrite): the same prefix and plaintext. CorruptData if `raw` does not open."""
+        plain, prefix = self._open(name, raw)
+        aad = entry_layout(raw, name)[0]
+        head = RESEALED + (V3_MAGIC + V3_PREFIX_LEN.pack(len(prefix)) + prefix if prefix is not None else b"")
+        return head + self.sealer.reseal(aad, plain, name)
 
     def heads(self) -> List[str]:
         """Entries on storage (readable or not) that no readable entry names in its prev, sorted."""
@@ -381,6 +401,15 @@ class Journal:
         return [self.append("add", p.id, p.time, p.host) for p in points if p.id not in logged]
 
 
+def entry_layout(raw: bytes, what: str) -> Tuple[bytes, Optional[bytes], bytes]:
+    """A stored entry's (re-sealed or not) label, plaintext prefix (None before version 3) and sealed part."""
+    body = raw[len(RESEALED):] if raw.startswith(RESEALED) else raw
+    if body.startswith(V3_MAGIC):
+        prefix, sealed = split_v3(body, what)
+        return v3_aad(prefix), prefix, sealed
+    return fmt.AAD_JOURNAL, None, body
+
+
 def v3_aad(prefix: bytes) -> bytes:
     """The id a version 3 entry's body is sealed under: the label and the BLAKE3 of the plaintext prefix."""
     return fmt.AAD_JOURNAL_V3 + core.blake3(prefix)
@@ -427,17 +456,18 @@ class HostJournal(Journal):
             try:
                 if fetched:
                     raw = self.storage.get(fmt.JOURNAL + name)
-                if core.blake3(raw).hex() != name:
+                if not raw.startswith(RESEALED) and core.blake3(raw).hex() != name:
                     raise CorruptData(f"journal entry {name[:16]} does not match its name")
+                prefix = entry_layout(raw, name)[1]  # a re-sealed one's prefix: only the admin can verify it
             except ObjectMissing:
                 self.stored.discard(name)
                 continue
             except CorruptData as e:
                 self.damaged[name] = str(e)
                 continue
-            if raw.startswith(V3_MAGIC):
+            if prefix is not None:
                 try:
-                    self.prefixes[name] = tuple(prefix_prev(split_v3(raw, name)[0], name))
+                    self.prefixes[name] = tuple(prefix_prev(prefix, name))
                 except CorruptData as e:
                     self.damaged[name] = str(e)
                     continue

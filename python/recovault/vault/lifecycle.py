@@ -18,10 +18,11 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence
 
 from .. import timefmt
-from ..errors import NotFound, ObjectLocked, ObjectMissing, UsageError
+from ..errors import Busy, NotFound, ObjectLocked, ObjectMissing, UsageError
 from ..retention import GroupKey, Kept, Policy, apply_policy, group_points, parse_group_by
 from ..selection import PointFilter
 from . import format as fmt
+from . import immutability
 from .immutability import LockedObject, LockedSink
 from .journal import Journal, PointState, VaultPolicy, expiry
 from .points import OnCorrupt
@@ -260,4 +261,10 @@ def set_policy(vault: "Vault", policy: VaultPolicy, now: Optional[datetime] = No
     the current one has passed (journal.soft_delete_days_at)."""
     vault.prepare_write()
     vault.journal.append("policy", "", timefmt.format_time(_now(now)), policy=policy)
+    try:
+        immutability.publish_lock_days(vault)  # hosts lock for the new period from their next backup
+    except Busy:
+        vault.on_event("notice", {"message": "a prune holds the vault's lease: hosts keep locking what they store "
+                                             "for the previous lock period until the next prune publishes this "
+                                             "policy's"})
     return policy

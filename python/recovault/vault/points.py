@@ -41,6 +41,12 @@ class PointStore:
         put_or_withdraw(self.storage, fmt.SNAPSHOTS + sid, sealed)
         return sid
 
+    def reseal(self, sid: str, raw: bytes) -> bytes:
+        """Point `sid` (stored as `raw`) re-sealed by this session under the same name (§3.1, key rotate
+        --rewrite): CorruptData if `raw` does not open."""
+        plain = self.sealer.open_named(fmt.AAD_SNAPSHOT, raw, sid, f"recovery point {sid[:8]}")
+        return fmt.RESEALED + self.sealer.reseal(fmt.AAD_SNAPSHOT, plain, sid)
+
     def load(self, sid: str) -> RecoveryPoint:
         """The recovery point `sid`, read from the vault (never from the cache)."""
         return self._decode(sid, self._fetch(sid))

@@ -14,7 +14,7 @@ Library code: nothing here prints.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import NamedTuple, Tuple
+from typing import Callable, NamedTuple, Tuple
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -22,12 +22,12 @@ from .. import jsondoc, timefmt
 from ..errors import CorruptData, NotFound, ObjectMissing, UsageError
 from ..storage.base import put_or_withdraw
 from .coordination import Coordinator, LeaseHolder
-from .hostkeys import (ADMIN_KEYID, SESSION_KEYS, AdminKeys, HostEntry, Keyring, _raw_public, read_keyring,
-                       seal_generation, store_keyring, verify_signature)
+from .hostkeys import (ADMIN_KEYID, KEYGEN, SESSION_KEYS, AdminKeys, HostEntry, Keyring, _raw_public,
+                       generation_name, read_keyring, seal_generation, store_keyring, verify_signature)
 from .hostvault import upgrade_to_v3
 from .repo import Vault
 
-__all__ = ["Rotation", "current_ring", "revoke_host", "rotate"]
+__all__ = ["Rotation", "current_ring", "retire_generations", "revoke_host", "rotate"]
 
 
 class Rotation(NamedTuple):
@@ -112,3 +112,33 @@ def revoke_host(vault: Vault, ref: str) -> Tuple[HostEntry, bool]:
         store_keyring(vault.storage, ring.next(hosts=hosts), admin.signing)
     _changed(vault)
     return entry, True
+
+
+def retire_generations(vault: Vault, admin: AdminKeys, gen: int,
+                       between: Callable[[], None] = lambda: None) -> Tuple[int, int]:
+    """The last step of `key rotate --rewrite`, once nothing stored is sealed under a session of another
+    generation than `gen` (the caller holds the prune lease and has made sure): delete every session key
+    object of another generation (a refused one, a revoked host's, stays: it is why its data is refused),
+    then the `keygen/` objects of the other generations, then store a keyring that lists `gen` alone and no
+    rewrite. Each step idempotent: a kill -9 between them is finished by the next run (the keyring still
+    names the rewrite). `between` runs after the session keys are gone (the kill -9 tests). Returns (session
+    key objects deleted, generations retired)."""
+    resolver = vault.sealer.resolver
+    assert resolver is not None  # an admin's v3 sealer
+    resolver.forget()  # list session keys afresh
+    deleted = 0
+    for name in vault.storage.list(SESSION_KEYS):
+        opened = resolver.opened(bytes.fromhex(name[len(SESSION_KEYS):]))
+        if opened is not None and opened.gen != gen:
+            vault.storage.delete(name)
+            deleted += 1
+    between()
+    ring = current_ring(vault, admin)
+    for name in vault.storage.list(KEYGEN):
+        if name != generation_name(ring.box[gen]):
+            vault.storage.delete(name)
+    retired = len(ring.box) - 1
+    if retired or ring.rewriting:
+        store_keyring(vault.storage, ring.next(box={gen: ring.box[gen]}, rewriting=0), admin.signing)
+    _changed(vault)
+    return deleted, retired

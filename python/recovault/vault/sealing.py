@@ -6,7 +6,12 @@ Format v3 (§3): the session seals under its own random data key, stored (sealed
 as `sessionkeys/<salt>` before the session's first sealed object (`register`); index files and prune plans
 are sealed under `index_key` (hosts read them). A reader finds a blob's key by the blob's salt: its own
 session's, then one the resolver (the admin's `SessionKeys`) opens, then the master's `enc_key` (v1/v2
-blobs, and the fallback, so a planted session key object cannot make admin data unreadable)."""
+blobs, and the fallback, so a planted session key object cannot make admin data unreadable).
+
+A re-sealed object (`key rotate --rewrite`, §3.1): a recovery point or journal entry keeps its name (the
+BLAKE3 of the bytes first stored under it), and its bytes become `RESEALED` followed by the object sealed again
+by an admin session, under a label made of its own and its name (`resealed_aad`): the tag binds it to its
+name as the hash did, and only the admin's sessions are believed (a host's session key could seal anything)."""
 from __future__ import annotations
 
 import threading
@@ -15,6 +20,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, List, Optional
 from .. import core
 from ..errors import CorruptData, RefusedSession
 from . import format as fmt
+from .hostkeys import ADMIN_KEYID
 from .keys import MasterKeys
 
 if TYPE_CHECKING:
@@ -22,6 +28,13 @@ if TYPE_CHECKING:
 
 #: objects sealed under index_key in a v3 vault (hosts read them)
 SHARED_AADS = (fmt.AAD_INDEX, fmt.AAD_PLAN)
+RESEALED = fmt.RESEALED
+
+
+def resealed_aad(aad: bytes, name: str) -> bytes:
+    """The label a re-sealed object named `name` is sealed under: AAD_RESEALED and the BLAKE3 of its own
+    label, "@" and its name's 32 bytes (a label is at most 64 bytes)."""
+    return fmt.AAD_RESEALED + core.blake3(aad + b"@" + bytes.fromhex(name))
 
 
 class Sealer:
@@ -109,8 +122,40 @@ class Sealer:
 
     def open_named(self, aad: bytes, raw: bytes, name: str, what: str) -> bytes:
         """The plaintext of a content-addressed sealed object (an index file, a recovery point, a journal
-        entry: its name is the BLAKE3 of its bytes): CorruptData naming `what` unless `raw` matches `name`
-        and opens."""
+        entry: its name is the BLAKE3 of its bytes, or it is re-sealed): CorruptData naming `what` unless
+        `raw` matches `name` and opens."""
+        if raw[:len(RESEALED)] == RESEALED:
+            return self.open_resealed(aad, raw[len(RESEALED):], name, what)
         if core.blake3(raw).hex() != name:
             raise CorruptData(f"{what}: its content does not match its name (corrupt or tampered with)")
         return self.unseal(aad, raw, what)
+
+    def reseal(self, aad: bytes, plain: bytes, name: str) -> bytes:
+        """Object `name` (whose plaintext is `plain`, sealed under `aad`) re-sealed by this session, without
+        the RESEALED magic (a journal entry puts its prefix between)."""
+        return self.seal(resealed_aad(aad, name), plain)
+
+    def open_resealed(self, aad: bytes, sealed: bytes, name: str, what: str) -> bytes:
+        """The plaintext of re-sealed object `name` (its bytes after RESEALED and any prefix): CorruptData
+        unless an admin session's key opens it under its name (a host's session key is never tried)."""
+        salt = bytes(sealed[2:18])
+        for _ in range(2):
+            key = self._admin_key(salt)
+            if key is not None:
+                try:
+                    return core.open_blob(key, resealed_aad(aad, name), sealed, 1 << 30)
+                except core.AuthenticationError:
+                    break
+                except (core.DecompressError, ValueError) as e:
+                    raise CorruptData(f"{what} is corrupt or was tampered with ({e})") from None
+            if self.resolver is None or len(sealed) < 18 or not self.resolver.relist(salt):
+                break
+        raise CorruptData(f"{what} is corrupt or was tampered with (re-sealed, but no admin session's key "
+                          "opens it under its name)")
+
+    def _admin_key(self, salt: bytes) -> Optional[bytes]:
+        """The data key of session `salt` if it is an admin's session (this one, when this is the admin)."""
+        if salt == self._session.salt and self.master is not None:
+            return self.data_key
+        opened = self.resolver.opened(salt) if self.resolver is not None else None
+        return opened.dk if opened is not None and opened.keyid == ADMIN_KEYID else None
