@@ -266,6 +266,14 @@ def test_a_revoked_host_key_is_refused_at_open_and_its_later_sessions_on_check_a
         api.prune(v)  # nor does it stop prune (its blobs are garbage)
         report = Checker(v).run()
         assert not report["ok"] and any("revocation" in p and keyid[:12] in p for p in report["problems"])
+        res = api.rotate_key(v, rewrite=True, margin=0)  # nor a rewrite: the refused session is left as it is
+        assert res.done and not res.unfinished, res.unfinished
+    with _admin(fleet, "admin3") as v:
+        _restores(v, fleet, before, tmp / "after-rewrite")
+        with pytest.raises(RefusedSession, match="refused.*revocation"):
+            api.restore(v, after.id, str(tmp / "r-after2"))
+        report = Checker(v).run(read_data=True)
+        assert [p for p in report["problems"] if "revocation" not in p] == []
     cli = Cli(tmp / "home", passphrase=HOST_PASSPHRASE)
     fails(cli("backup", "--vault", fleet["vault"], "--key-file", tmp / "web1.key", fleet["src"]), 23,
           "this host key was revoked")

@@ -28,7 +28,7 @@ from ..errors import CorruptData, ObjectMissing, RefusedSession
 from ..vault import format as fmt
 from ..vault.blobstore import pack_name
 from ..vault.coordination import Coordinator, LeaseHolder, Plan
-from ..vault.hostkeys import AdminKeys, store_keyring
+from ..vault.hostkeys import AdminKeys
 from ..vault.repo import Vault
 from ..vault.journal import entry_layout
 from ..vault.rotation import current_ring, retire_generations, rotate
