@@ -10,7 +10,13 @@ same data into a fresh vault (so both store every byte), the median printed:
 - the admin key (`api.open_vault`) against a host key (`api.open_vault(..., key_file=...)`): their throughput
   (source bytes a second) and the ratio host / admin (issue 14's target: at least 0.95);
 - then, in the last vault, a second host backing up the same files from another directory: the bytes it
-  adds (data and trees, the vault's size before and after), which dedup across hosts keeps near zero.
+  adds (data and trees, the vault's size before and after), which dedup across hosts keeps near zero;
+- then `key rotate --rewrite --margin 0` of that vault (every pack, point and journal entry re-sealed, the old
+  keys retired): its rate in stored pack bytes a second, and as a ratio to the admin's backup rate;
+- last, the same rewrite of a vault holding RECORDS (default 500) small recovery points: points and journal
+  entries re-sealed a second (each one get and one put).
+
+    TMPDIR=/dev/shm .venv/bin/python bench/hostkey.py [MIB] [ROUNDS] [RECORDS]
 """
 from __future__ import annotations
 
@@ -55,7 +61,40 @@ def _backup(vault: str, src: str, cache: str, key_file: str = "") -> float:
     return time.monotonic() - t0
 
 
-def main(mib: int, rounds: int) -> None:
+def _rewrite(vault: str, cache: str, admin_rate: float) -> None:
+    t0 = time.monotonic()
+    with api.open_vault(vault, PASSPHRASE, cache_dir=cache) as v:
+        res = api.rotate_key(v, rewrite=True, margin=0)
+    took = time.monotonic() - t0
+    assert res.done, res.unfinished
+    rate = res.bytes_resealed / took
+    print(f"key rotate --rewrite: {res.bytes_resealed / 2**20:.1f} MiB in {res.packs_rewritten} packs, "
+          f"{res.points_resealed} points and {res.entries_resealed} journal entries re-sealed, "
+          f"{res.generations_retired} generation(s) retired in {took:.2f} s: {rate / 2**20:.1f} MiB/s, "
+          f"{rate / admin_rate:.2f} x the admin's backup rate")
+
+
+def _records(tmp: str, n: int) -> None:
+    vault, cache = os.path.join(tmp, "records"), os.path.join(tmp, "cache-records")
+    src = os.path.join(tmp, "small")
+    os.makedirs(src)
+    with api.init_vault(vault, PASSPHRASE, kdf=KDF, cache_dir=cache) as v:
+        api.add_host_key(v, "web1", PASSPHRASE, vault + "-web1.key", kdf=KDF)
+        for i in range(n):
+            with open(os.path.join(src, "f"), "wb") as f:
+                f.write(os.urandom(1000))
+            api.backup(v, [src])
+    t0 = time.monotonic()
+    with api.open_vault(vault, PASSPHRASE, cache_dir=cache) as v:
+        res = api.rotate_key(v, rewrite=True, margin=0)
+    took = time.monotonic() - t0
+    records = res.points_resealed + res.entries_resealed
+    print(f"key rotate --rewrite of {n} small points: {res.points_resealed} points and {res.entries_resealed} "
+          f"journal entries re-sealed ({res.packs_rewritten} packs) in {took:.2f} s: {records / took:.0f} "
+          "records/s, all steps included")
+
+
+def main(mib: int = 256, rounds: int = 3, records: int = 500) -> None:
     tmp = tempfile.mkdtemp(prefix="recovault-hostkey-bench-")
     try:
         src = os.path.join(tmp, "src")
@@ -81,9 +120,11 @@ def main(mib: int, rounds: int) -> None:
         _backup(kept, other, os.path.join(tmp, "cache-web2"), kept + "-web2.key")
         print(f"second host backing up the same {total / 2**20:.0f} MiB: {_size(kept) - before} bytes added "
               f"(vault {before / 2**20:.1f} MiB before)")
+        _rewrite(kept, os.path.join(tmp, "cache-admin-rewrite"), admin)
+        _records(tmp, records)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 256, int(sys.argv[2]) if len(sys.argv) > 2 else 3)
+    main(*(int(a) for a in sys.argv[1:4]))
