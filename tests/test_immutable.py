@@ -320,7 +320,8 @@ def test_s3_object_lock(s3_env, tmp_path):
     """On a bucket with Object Lock, each pack, recovery point and journal entry gets a COMPLIANCE retention
     of the vault's lock period (soft-delete period + what the retention policy keeps); index files do not.
     Nobody deletes a locked object, the admin included; prune skips and reports the locked ones, and the
-    vault stays whole."""
+    vault stays whole: check passes, warning of the purged point's locked object (it once reported the blobs
+    of that point, which prune had rightly dropped from the index, as lost)."""
     import boto3
     from recovault.retention import Policy
     from recovault.vault.journal import VaultPolicy
@@ -357,6 +358,53 @@ def test_s3_object_lock(s3_env, tmp_path):
         assert result.to_json()["locked"]
         from recovault.cli.prune_cmd import _text
         assert f"{len(result.locked)} object(s) still locked" in _text(result)
+        assert_restores(v, second, src, tmp_path / "restored")
+        from recovault.vault.check import Checker  # the purged point's object, locked, is no damage
+        report = Checker(v).run(read_data=True)
+        assert report["ok"], report["problems"]
+        assert any(first.id[:8] in w and "locked" in w for w in report["warnings"]), report["warnings"]
+
+
+def test_s3_object_lock_on_an_erasure_coded_set(s3_env, tmp_path):
+    """An ec:2+1 set whose three locations are prefixes of a bucket with Object Lock: every shard of every
+    pack, point and journal entry is locked for the lock period at each location; deleting a locked object
+    is refused before any shard goes (the vault stays whole), prune skips and reports it, and the point
+    restores."""
+    import boto3
+    from recovault.errors import AccessDenied
+    from recovault.retention import Policy
+    from recovault.vault.journal import VaultPolicy
+    bucket = unique_name()
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    url = "ec:2+1:" + ",".join(f"s3://{bucket}/l{i}" for i in range(3))
+    src = make_tree(tmp_path)
+    with api.init_vault(url, PASSPHRASE, settings=small_settings(), kdf=FAST_KDF, soft_delete_days=0,
+                        cache_dir=str(tmp_path / "cache")) as v:
+        v.set_policy(VaultPolicy(Policy(keep_daily=3), 0))
+        first = api.backup(v, [str(src)])
+        assert v.storage.can_lock_objects() and v.lock_days == 3
+        pack = next(iter(v.storage.list(fmt.DATA)))
+        for name in (pack, fmt.SNAPSHOTS + first.id):
+            for i in range(3):
+                head = s3.head_object(Bucket=bucket, Key=f"l{i}/{name}")
+                assert head["ObjectLockMode"] == "COMPLIANCE", (i, name)
+                left = head["ObjectLockRetainUntilDate"] - datetime.datetime.now(datetime.timezone.utc)
+                assert datetime.timedelta(days=3) - datetime.timedelta(minutes=5) < left <= datetime.timedelta(days=3)
+        with pytest.raises(AccessDenied, match="locked until"):
+            v.storage.delete(pack)
+        assert all(s3.head_object(Bucket=bucket, Key=f"l{i}/{pack}") for i in range(3))  # no shard went
+        (src / "a.bin").write_bytes(os.urandom(300_000))
+        second = api.backup(v, [str(src)])
+        api.forget(v, ids=[first.id])
+        from recovault.vault.check import Checker
+        pre = Checker(v).run(read_data=True)
+        assert pre["ok"], ("before prune", pre["problems"])
+        result = run_prune(v, PruneOptions(margin=0))
+        print("PRUNE", result.to_json())
+        assert fmt.SNAPSHOTS + first.id in {o.name for o in result.locked}
+        report = Checker(v).run(read_data=True)
+        assert report["ok"] and report["shards"]["clean"], (report["problems"], report["shards"])
         assert_restores(v, second, src, tmp_path / "restored")
 
 

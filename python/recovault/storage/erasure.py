@@ -287,6 +287,21 @@ class ErasureStorage(Storage):
                 except StorageError as exc:
                     raise type(exc)(f"cannot delete {name} from {self._where(i)}: {exc}") from exc
 
+    # -- Object Lock ----------------------------------------------------------------------------------
+
+    def can_lock_objects(self) -> bool:
+        """Every location can lock (S3 Object Lock), and every one is reachable: a location that could not
+        would leave its shards deletable, and with M+1 of them an object gone before its time."""
+        return all(loc.storage is not None and loc.storage.can_lock_objects() for loc in self.locations)
+
+    def lock_new_objects(self, days: int, prefixes: Tuple[str, ...]) -> bool:
+        """Each location locks the shards put from now on, for the same period: a delete refused as locked
+        is refused by the first location, before any shard is deleted (shards put a moment apart unlock a
+        moment apart: a delete at that very moment may leave the last shards, which the next prune deletes)."""
+        if not self.can_lock_objects():
+            return False
+        return all([loc.storage.lock_new_objects(days, prefixes) for loc in self.locations])  # type: ignore[union-attr]
+
     # -- headers --------------------------------------------------------------------------------------
 
     def _forget(self, name: str) -> None:

@@ -660,7 +660,8 @@ def _check_points(journal: Journal, points: Set[str], report: JournalReport, now
                 report.warnings.append(text + " with no purge entry: deleted outside recovault after it expired")
         elif st.state == "purged" and sid in points:
             report.warnings.append(f"recovery point {sid[:8]} was removed for good ({st.last.describe}) but its "
-                                   "object is still stored (an interrupted purge; the next prune finishes it)")
+                                   "object is still stored (an interrupted purge, or an object still locked: a later prune "
+                                   "finishes it)")
     report.problems.extend(_premature_purges(journal, states, changes))
     unlogged = sorted(points - set(states))
     if unlogged:
