@@ -83,11 +83,15 @@ def _host(vault: Vault, ring: Keyring, ref: str) -> HostEntry:
 
 
 def accepted_sessions(vault: Vault, entry: HostEntry) -> Tuple[str, ...]:
-    """The sessions (salts, hex) host key `entry` has stored a session key object for, signed by it."""
+    """The sessions (salts, hex) host key `entry` has stored a session key object for, signed by it. Each
+    object is read from the agent cache when the admin's resolver cached it (the signature is checked all
+    the same), so a revocation reads from the vault only the session keys this machine has not seen."""
+    cache = vault.sealer.resolver.cache if vault.sealer.resolver is not None else None
     out = []
     for name in vault.storage.list(SESSION_KEYS):
         try:
-            doc = jsondoc.parse(vault.storage.get(name))
+            raw = cache.get(name) if cache is not None else None
+            doc = jsondoc.parse(raw if raw is not None else vault.storage.get(name))
         except (ObjectMissing, ValueError):
             continue
         if isinstance(doc, dict) and doc.get("keyid") == entry.keyid and verify_signature(entry.public, doc):
