@@ -220,6 +220,19 @@ def test_s3_refused_credentials(s3_env, code: str) -> None:
     assert info.value.exit_code == 18
 
 
+@pytest.mark.parametrize("code,status", [("QuotaExceeded", 403), ("XMinioStorageFull", 507), ("Whatever", 507)])
+def test_an_s3_compatible_store_out_of_space_or_quota_is_no_space(s3_env, code: str, status: int) -> None:
+    """Ceph RGW's bucket quota (403 QuotaExceeded, not a refused credential), MinIO's full drives (507): the
+    full-disk error (exit 24), so a job stops as on a full local disk and is run again once there is room."""
+    from recovault.errors import NoSpace
+    store, stub = _stubbed_s3(s3_env)
+    stub.add_client_error("put_object", service_error_code=code, http_status_code=status)
+    with stub, pytest.raises(NoSpace) as info:
+        store.put("data/00/" + "0" * 64, b"pack")
+    assert str(info.value).startswith(f"s3://bkt/v: the store is full or over its quota ({code})")
+    assert info.value.exit_code == 24
+
+
 def test_s3_conditional_create_retries_a_conflict(s3_env) -> None:
     """409 ConditionalRequestConflict: another conditional write of the key was in flight; asked again, the
     service says whether it now exists (412: it does, and this call did not create it)."""

@@ -32,7 +32,7 @@ from botocore.exceptions import (
     ProfileNotFound,
 )
 
-from ..errors import (AccessDenied, ObjectLocked, ObjectMissing, StorageError, StoreNotFound, StoreUnavailable,
+from ..errors import (AccessDenied, NoSpace, ObjectLocked, ObjectMissing, StorageError, StoreNotFound, StoreUnavailable,
                       UsageError)
 from .base import ObjectInfo
 from .objstore import POOL_SIZE, ObjectStore, StoreLocation, parse_location
@@ -44,6 +44,9 @@ BUCKET_NAME = re.compile(r"(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
            "AllAccessDisabled", "AccountProblem", "403", "401"}
 _MISSING = {"NoSuchKey", "404", "NotFound"}
+#: A store out of space or over its quota: S3-compatible stores say so (Ceph RGW's QuotaExceeded, MinIO's
+#: XMinioStorageFull, HTTP 507 Insufficient Storage); AWS itself has no capacity limit.
+_FULL = {"QuotaExceeded", "XMinioStorageFull", "507"}
 _CONFLICT_RETRIES = 5  # 409 ConditionalRequestConflict: another conditional write of the key is in flight
 #: The Object Lock mode of the retention recovault gives: COMPLIANCE (GOVERNANCE could be lifted by anyone
 #: allowed s3:BypassGovernanceRetention).
@@ -117,10 +120,13 @@ class S3Storage(ObjectStore):
                                                "(init creates it)", op, name))
         if code in _MISSING:
             return ObjectMissing(self._message("object missing", op, name))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in _FULL or status == 507:
+            return NoSpace(self._message(f"the store is full or over its quota ({code}): free space or raise "
+                                         "the quota, then run the job again", op, name))
         if code in _DENIED:
             return AccessDenied(self._message(f"access denied ({code}): check the AWS credentials and what "
                                               "they allow", op, name))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         return StorageError(self._message(f"request failed ({code}{f', HTTP {status}' if status else ''})",
                                           op, name))
 
