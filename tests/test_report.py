@@ -402,10 +402,10 @@ def test_table_lists_every_problem_in_line_order():
     assert isinstance(info.value, ReportTableError)
     assert info.value.problems == [
         ("report.report_command", "cannot split it into arguments: No closing quotation"),
-        ("report.report_command_timeout", "'soon' is not a time span (e.g. \"30s\", \"5min\", \"1h\")"),
-        ("report.syslog", "must be true or false, not str"),
+        ("report.report_command_timeout", "'soon' is not a duration: use e.g. 30s, 15min, 2h, 7d (combinable: 1h 30min)"),
+        ("report.syslog", "must be true or false, not a string"),
         ("report.webhook", "must be an http:// or https:// URL"),
-        ("report.webhook_timeout", "must be longer than 0s"),
+        ("report.webhook_timeout", "'0s' is not a duration: use e.g. 30s, 15min, 2h, 7d (combinable: 1h 30min)"),
         ("report.on", "must be \"always\" or \"failure\", not 'sometimes'"),
         ("report.emails",
          "unknown key (known: report_command, report_command_timeout, syslog, webhook, webhook_timeout, on)"),
@@ -414,7 +414,7 @@ def test_table_lists_every_problem_in_line_order():
 
 
 @pytest.mark.parametrize("value, message", [
-    (42, "must be a string (a command line, e.g. \"/usr/local/bin/notify --json\"), not int"),
+    (42, "must be a string (a command line, e.g. \"/usr/local/bin/notify --json\"), not an integer"),
     ("  ", "is empty"),
 ])
 def test_table_command_problems(value, message):
@@ -428,7 +428,7 @@ def test_table_command_problems(value, message):
     ("http://alice:s3cret@host:99999/TOKEN123", "is not a valid URL"),
     ("http://host/a TOKEN123", "must not contain spaces (write them as %20)"),
     ("hooks.example.com/TOKEN123", "must be an http:// or https:// URL"),
-    (True, "must be a string (an http:// or https:// URL), not bool"),
+    (True, "must be a string (an http:// or https:// URL), not a boolean"),
 ])
 def test_table_webhook_problems_never_quote_the_url(url, message):
     with pytest.raises(ReportTableError) as info:

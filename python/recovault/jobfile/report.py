@@ -36,7 +36,9 @@ from .. import __version__, timefmt
 from ..errors import UsageError
 from ..progress import human_bytes
 from .process import kill_group
+from .spec import parse_duration
 from .timespan import parse_timespan
+from .values import BadValue, check_bool, check_str
 
 #: the syslog identifier (journald: SYSLOG_IDENTIFIER=recovault)
 IDENT = "recovault"
@@ -82,14 +84,8 @@ def webhook_origin(url: str) -> str:
 
 # -- the table -----------------------------------------------------------------------------------------------
 
-def _string(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"must be a string ({what}), not {type(value).__name__}")
-    return value
-
-
 def _command(value: Any) -> str:
-    text = _string(value, 'a command line, e.g. "/usr/local/bin/notify --json"')
+    text = check_str(value, 'a command line, e.g. "/usr/local/bin/notify --json"', empty_ok=True)
     try:
         args = shlex.split(text)
     except ValueError as exc:
@@ -100,25 +96,16 @@ def _command(value: Any) -> str:
 
 
 def _timeout(value: Any) -> float:
-    text = _string(value, 'a time span, e.g. "30s" or "5min"')
+    text = check_str(value, 'a time span, e.g. "30s" or "5min"')
     try:
-        seconds = parse_timespan(text)
-    except UsageError:
-        raise ValueError(f'{text!r} is not a time span (e.g. "30s", "5min", "1h")') from None
-    if seconds <= 0:
-        raise ValueError("must be longer than 0s")
-    return seconds
-
-
-def _flag(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"must be true or false, not {type(value).__name__}")
-    return value
+        return parse_duration(text)
+    except UsageError as exc:
+        raise BadValue(str(exc)) from None
 
 
 def _webhook(value: Any) -> str:
     """A webhook URL, checked without ever quoting it (it may carry a token)."""
-    text = _string(value, 'an http:// or https:// URL')
+    text = check_str(value, 'an http:// or https:// URL', empty_ok=True)
     try:
         parts = urlsplit(text)
         parts.port  # noqa: B018 (raises ValueError on a port that is not a number in range)
@@ -134,14 +121,14 @@ def _webhook(value: Any) -> str:
 
 
 def _on(value: Any) -> str:
-    text = _string(value, '"always" or "failure"')
+    text = check_str(value, '"always" or "failure"', empty_ok=True)
     if text not in ON_VALUES:
         raise ValueError(f'must be "always" or "failure", not {text!r}')
     return text
 
 
 _PARSERS: Dict[str, Callable[[Any], Any]] = {
-    "report_command": _command, "report_command_timeout": _timeout, "syslog": _flag, "webhook": _webhook,
+    "report_command": _command, "report_command_timeout": _timeout, "syslog": check_bool, "webhook": _webhook,
     "webhook_timeout": _timeout, "on": _on,
 }
 

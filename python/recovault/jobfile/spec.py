@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, NamedTup
 from ..errors import UsageError
 from ..retention import Policy
 from .locations import job_name, valid_name
+from .values import BadValue, check_bool, check_str, type_name
 
 try:
     import tomllib
@@ -193,34 +194,11 @@ class JobSpec:
     lines: Dict[str, int]  # "section.key" -> line, for messages
 
 
-# -- value checks: each returns the value converted, or raises _Bad(message) ----------------------------------
-
-class _Bad(Exception):
-    pass
-
-
-def _type_name(v: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
-            dict: "a table"}.get(type(v), type(v).__name__)
-
-
-def _string(v: Any) -> str:
-    if not isinstance(v, str):
-        raise _Bad(f"must be a string, not {_type_name(v)}")
-    if not v.strip():
-        raise _Bad("must not be empty")
-    return v
-
-
-def _boolean(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise _Bad(f"must be true or false, not {_type_name(v)}")
-    return v
-
+# -- value checks: each returns the value converted, or raises BadValue(message) ----------------------------------
 
 def _integer(v: Any) -> int:
     if type(v) is not int:
-        raise _Bad(f"must be an integer, not {_type_name(v)}")
+        raise BadValue(f"must be an integer, not {type_name(v)}")
     return v
 
 
@@ -228,19 +206,19 @@ def _strings(v: Any) -> List[str]:
     if isinstance(v, str):
         v = [v]
     if not isinstance(v, list) or not all(isinstance(s, str) and s for s in v):
-        raise _Bad("must be an array of non-empty strings" + ("" if isinstance(v, list) else
-                                                               f", not {_type_name(v)}"))
+        raise BadValue("must be an array of non-empty strings" + ("" if isinstance(v, list) else
+                                                               f", not {type_name(v)}"))
     return list(v)
 
 
 def _absolute(p: str) -> str:
     if not os.path.isabs(p):
-        raise _Bad(f"{p!r} is not an absolute path (a job runs from any directory)")
+        raise BadValue(f"{p!r} is not an absolute path (a job runs from any directory)")
     return os.path.normpath(p)
 
 
 def _path(v: Any) -> str:
-    return _absolute(_string(v))
+    return _absolute(check_str(v))
 
 
 def _paths(v: Any) -> List[str]:
@@ -250,27 +228,27 @@ def _paths(v: Any) -> List[str]:
 def _credential(v: Any) -> str:
     """A systemd credential's name: read as $CREDENTIALS_DIRECTORY/NAME, loaded by the unit from
     /etc/credstore/NAME, so one path component (no '/', not '..')."""
-    name = _string(v)
+    name = check_str(v)
     if not valid_name(name):
-        raise _Bad(f"{name!r} is not a credential name (letters, digits, '_', '.' and '-')")
+        raise BadValue(f"{name!r} is not a credential name (letters, digits, '_', '.' and '-')")
     return name
 
 
 def _vault_url(v: Any) -> str:
-    url = _string(v)
+    url = check_str(v)
     if "://" not in url and not url.startswith("ec:"):
         _absolute(url)
     return url
 
 
 def _argv(v: Any) -> str:
-    cmd = _string(v)
+    cmd = check_str(v)
     try:
         argv = shlex.split(cmd)
     except ValueError as e:
-        raise _Bad(f"cannot split {cmd!r} into arguments: {e}") from None
+        raise BadValue(f"cannot split {cmd!r} into arguments: {e}") from None
     if not argv:
-        raise _Bad("names no program")
+        raise BadValue("names no program")
     return cmd
 
 
@@ -278,9 +256,9 @@ def _usage(parse: Callable[[str], Any]) -> Callable[[Any], Any]:
     """A check made of a library parser that raises UsageError."""
     def check(v: Any) -> Any:
         try:
-            return parse(_string(v))
+            return parse(check_str(v))
         except UsageError as e:
-            raise _Bad(str(e)) from None
+            raise BadValue(str(e)) from None
     return check
 
 
@@ -300,11 +278,11 @@ def parse_duration(text: str) -> float:
 def _timespan_text(v: Any) -> str:
     """A time span kept as written (a unit's RandomizedDelaySec=), checked; 0 allowed."""
     from .timespan import parse_timespan
-    text = _string(v)
+    text = check_str(v)
     try:
         parse_timespan(text, "time span")
     except UsageError as e:
-        raise _Bad(str(e)) from None
+        raise BadValue(str(e)) from None
     return text
 
 
@@ -332,14 +310,14 @@ def _work_hours(v: Any) -> Any:
 def _connections(v: Any) -> int:
     n = _integer(v)
     if not 1 <= n <= 64:
-        raise _Bad(f"{n} is not between 1 and 64")
+        raise BadValue(f"{n} is not between 1 and 64")
     return n
 
 
 def _count(v: Any) -> int:
     n = _integer(v)
     if n < -1:
-        raise _Bad(f"{n}: a count is 0 or more, or -1 for unlimited")
+        raise BadValue(f"{n}: a count is 0 or more, or -1 for unlimited")
     return n
 
 
@@ -350,16 +328,16 @@ def _within(v: Any) -> str:
 
 
 def _subset(v: Any) -> str:
-    text = _string(v)
+    text = check_str(v)
     if not re.fullmatch(r"\d+/\d+|\d+(\.\d+)?%", text.strip()):
-        raise _Bad(f"{text!r}: use 'n/m' or a percentage like '5%'")
+        raise BadValue(f"{text!r}: use 'n/m' or a percentage like '5%'")
     return text
 
 
 def _stdin_name(v: Any) -> str:
-    name = _string(v).strip("/")
+    name = check_str(v).strip("/")
     if not name or any(part in ("", ".", "..") for part in name.split("/")):
-        raise _Bad(f"{v!r} is not a valid file name")
+        raise BadValue(f"{v!r} is not a valid file name")
     return v
 
 
@@ -368,7 +346,7 @@ def _day(text: str) -> int:
     for names in (WEEKDAYS, _FULL_DAYS):
         if t in names:
             return names.index(t)
-    raise _Bad(f"{text!r} is not a weekday (Mon..Sun), a range of them (Mon..Fri) or a day of the month (1..31)")
+    raise BadValue(f"{text!r} is not a weekday (Mon..Sun), a range of them (Mon..Fri) or a day of the month (1..31)")
 
 
 def _day_rule(v: Any) -> DayRule:
@@ -377,7 +355,7 @@ def _day_rule(v: Any) -> DayRule:
         item = item.strip()
         if item.isdigit():
             if not 1 <= int(item) <= 31:
-                raise _Bad(f"{item!r} is not a day of the month (1..31)")
+                raise BadValue(f"{item!r} is not a day of the month (1..31)")
             monthdays.add(int(item))
             continue
         ends = re.split(r"\.\.|-", item)
@@ -390,8 +368,8 @@ def _day_rule(v: Any) -> DayRule:
 
 
 def _on_failure(v: Any) -> str:
-    if _string(v) not in HOOK_FAILURE:
-        raise _Bad(f"{v!r}: use 'abort' (the job fails, nothing else runs) or 'continue' (a warning)")
+    if check_str(v) not in HOOK_FAILURE:
+        raise BadValue(f"{v!r}: use 'abort' (the job fails, nothing else runs) or 'continue' (a warning)")
     return v
 
 
@@ -402,21 +380,21 @@ def _calendar(v: Any) -> List[str]:
 
 # Each table's keys: key -> check. [hooks] and [report] are read apart.
 SCHEMA: Dict[str, Dict[str, Callable[[Any], Any]]] = {
-    "vault": {"url": _vault_url, "passphrase_file": _path, "passphrase_env": _string,
+    "vault": {"url": _vault_url, "passphrase_file": _path, "passphrase_env": check_str,
               "passphrase_credential": _credential, "passphrase_command": _argv, "cache_dir": _path,
               "key_file": _path},
-    "backup": {"paths": _paths, "exclude": _strings, "exclude_file": _paths, "exclude_caches": _boolean,
-               "one_file_system": _boolean, "images": _paths, "stdin_command": _argv, "stdin_name": _stdin_name,
-               "host": _string, "tags": _strings, "full_on": _day_rule, "differential_on": _day_rule},
+    "backup": {"paths": _paths, "exclude": _strings, "exclude_file": _paths, "exclude_caches": check_bool,
+               "one_file_system": check_bool, "images": _paths, "stdin_command": _argv, "stdin_name": _stdin_name,
+               "host": check_str, "tags": _strings, "full_on": _day_rule, "differential_on": _day_rule},
     "retention": {**{f"keep_{w}": _count for w in ("last", "hourly", "daily", "weekly", "monthly", "yearly")},
                   **{f"keep_within{s}": _within for s in ("", "_hourly", "_daily", "_weekly", "_monthly",
                                                           "_yearly")},
-                  "keep_tags": _strings, "prune": _boolean, "prune_margin": _margin,
-                  "prune_max_unused": _max_unused, "prune_repack_small": _boolean},
-    "schedule": {"calendar": _calendar, "randomized_delay": _timespan_text, "persistent": _boolean},
+                  "keep_tags": _strings, "prune": check_bool, "prune_margin": _margin,
+                  "prune_max_unused": _max_unused, "prune_repack_small": check_bool},
+    "schedule": {"calendar": _calendar, "randomized_delay": _timespan_text, "persistent": check_bool},
     "limits": {"upload": _rate, "download": _rate, "upload_work": _rate, "download_work": _rate,
                "work_hours": _work_hours, "connections": _connections},
-    "check": {"every": _usage(parse_duration), "read_data": _boolean, "read_data_subset": _subset},
+    "check": {"every": _usage(parse_duration), "read_data": check_bool, "read_data_subset": _subset},
 }
 HOOK_KEYS: Dict[str, Callable[[Any], Any]] = {
     "command": _argv, "timeout": _usage(parse_duration),
@@ -509,7 +487,7 @@ class _Reader:
         label = label or f"[{where}]"
         value = doc.get(name, {})
         if not isinstance(value, dict):
-            self.problem(where, f"{where} must be a table ([{where}]), not {_type_name(value)}")
+            self.problem(where, f"{where} must be a table ([{where}]), not {type_name(value)}")
             return {}
         out: Dict[str, Any] = {}
         for key, v in value.items():
@@ -520,7 +498,7 @@ class _Reader:
                 continue
             try:
                 out[key] = check(v)
-            except _Bad as e:
+            except BadValue as e:
                 self.problem(f"{where}.{key}", f"{prefix}.{key}: {e}")
         return out
 
@@ -666,7 +644,7 @@ def _check(r: _Reader, doc: Dict[str, Any]) -> Optional[CheckSpec]:
 def _hooks(r: _Reader, doc: Dict[str, Any]) -> HooksSpec:
     t = doc.get("hooks", {})
     if not isinstance(t, dict):
-        r.problem("hooks", f"hooks must be a table ([hooks]), not {_type_name(t)}")
+        r.problem("hooks", f"hooks must be a table ([hooks]), not {type_name(t)}")
         return HooksSpec()
     for key in t:
         if key not in ("before", "after"):
