@@ -62,7 +62,10 @@ def check_ok(v):
 def test_parse_margin_and_max_unused():
     assert parse_margin("0") == 0 and parse_margin("30s") == 30 and parse_margin("1h30m") == 5400
     assert parse_margin("1d") == 86400 and parse_margin("15m") == 900
-    for bad in ("", "2x", "h", "-1h", "1.5h", "2h 3"):
+    # the job file's grammar (systemd's time spans), so `prune_margin` and --margin read alike
+    assert parse_margin("1.5h") == 5400 and parse_margin("2h 3") == 7203 and parse_margin("1h 30min") == 5400
+    assert parse_margin("2H") == 7200 and parse_margin("0s") == 0  # as before: lower-cased, zero allowed
+    for bad in ("", "2x", "h", "-1h", "2 parsecs"):
         with pytest.raises(UsageError):
             parse_margin(bad)
     assert MaxUnused.parse("5%").allowed(950) == pytest.approx(50)  # restic: 5% of the size after prune

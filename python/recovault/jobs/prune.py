@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 from .. import core, timefmt
 from ..errors import CorruptData, ObjectLocked, ObjectMissing, UsageError
 from ..storage import ObjectInfo
+from ..jobfile.timespan import parse_timespan
 from ..vault import format as fmt
 from ..vault.blobstore import pack_id_of, pack_name
 from ..vault.cache_hygiene import parse_size
@@ -32,18 +33,18 @@ DEFAULT_MARGIN = 2 * 3600  # seconds; see docs/vault-format.md §10 for why
 COMPACT_OVER = 32  # index files: more, and prune compacts them even with nothing to delete
 INDEX_FILE_BLOBS = 50_000  # blobs per compacted index file (as repair writes them)
 SMALL_PACK = 0.8  # --repack-small: packs under this fraction of the vault's pack size (restic's 80%)
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_margin(text: str) -> float:
-    """"0", "30s", "15m", "2h", "1d" or combined ("1h30m") as seconds; UsageError otherwise."""
+    """--margin: "0", or a time span as a job file writes one (jobfile/timespan.py: "30s", "15m", "2h", "1d",
+    "1h30m", "1h 30min"; lower-cased first, as always: "2H" is two hours) in seconds; UsageError otherwise."""
     t = text.strip().lower()
     if t == "0":
         return 0.0
-    parts = re.findall(r"(\d+)([smhd])", t)
-    if not parts or "".join(n + u for n, u in parts) != t:
-        raise UsageError(f"--margin {text!r}: use a duration like 0, 30s, 15m, 2h, 1d (combinable: 1h30m)")
-    return float(sum(int(n) * _UNITS[u] for n, u in parts))
+    try:
+        return parse_timespan(t, "--margin")
+    except UsageError:
+        raise UsageError(f"--margin {text!r}: use a duration like 0, 30s, 15m, 2h, 1d (combinable: 1h30m)") from None
 
 
 @dataclass(frozen=True)
