@@ -190,6 +190,16 @@ def test_lengthening_applies_to_points_already_deleted(vault) -> None:
     assert timefmt.parse_time(d2.expires) == timefmt.parse_time(d.removed) + 60 * DAY
 
 
+def test_status_counts_live_and_soft_deleted_points_as_the_listings_do(vault) -> None:
+    from recovault.jobs.prune import vault_status
+    v, ids = vault(n=4)
+    api.forget(v, ids=[ids[0], ids[2]])
+    v.purge_expired(now=now() + 15 * DAY)  # one of them expired and purged: counted by neither
+    api.forget(v, ids=[ids[1]])
+    st = vault_status(v)
+    assert (st.points, st.soft_deleted) == (len(v.snapshots()), len(v.deleted_snapshots())) == (1, 1)
+
+
 def test_check_reports_a_soft_deleted_unexpired_point_whose_object_is_gone(vault) -> None:
     v, ids = vault()
     v.forget(ids=[ids[0]])

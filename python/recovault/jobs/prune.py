@@ -20,11 +20,11 @@ from ..errors import CorruptData, ObjectLocked, ObjectMissing, UsageError
 from ..storage import ObjectInfo
 from ..jobfile.timespan import parse_timespan
 from ..vault import format as fmt
+from ..vault import lifecycle
 from ..vault.blobstore import pack_id_of, pack_name
 from ..vault.cache_hygiene import parse_size
 from ..vault.coordination import Clock, Coordinator, LeaseHolder, Plan
-from ..vault.immutability import publish_lock_days
-from ..vault.immutability import LockedObject, LockedSink
+from ..vault.immutability import LockedObject, LockedSink, publish_lock_days
 from ..vault.reach import ids_of, referenced
 from ..vault.records import RecoveryPoint
 
@@ -581,8 +581,7 @@ def vault_status(vault, clock: Clock = time.time) -> VaultStatus:
     plans = [{"name": p.name, "time": p.time, "host": p.host, "packs": len(p.condemned),
               "blobs_garbage": len(p.garbage) // 32,
               "waiting_for": [s.name for s in live if not s.has_seen(p.name)]} for p in coord.plans()]
-    return VaultStatus(vault.storage.url, vault.id, vault.format_version,
-                       len(vault.snapshots(on_corrupt=lambda msg: None)),
-                       len(vault.deleted_snapshots(on_corrupt=lambda msg: None)),
+    n_live, n_deleted = lifecycle.counts(vault, on_corrupt=lambda msg: None)  # one listing of the points
+    return VaultStatus(vault.storage.url, vault.id, vault.format_version, n_live, n_deleted,
                        held[0].to_json() if held else None, [s.to_json() for s in live],
                        len(sessions) - len(live), plans)

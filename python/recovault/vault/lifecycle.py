@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .. import timefmt
 from ..errors import Busy, NotFound, ObjectLocked, ObjectMissing, UsageError
@@ -109,6 +109,14 @@ def deleted(vault: "Vault", now: Optional[datetime] = None,
                                     timefmt.format_time(expiry(st.effective, changes, now)), st.last.host))
     out.sort(key=lambda d: (d.removed, d.point.id))
     return out
+
+
+def counts(vault: "Vault", on_corrupt: Optional[OnCorrupt] = None) -> Tuple[int, int]:
+    """(live points, soft-deleted points still stored) as `live` and `deleted` count them, listing once."""
+    states = _states(vault.journal)
+    points = vault.points.list(on_corrupt)
+    n_live = sum(1 for p in points if p.id not in states or states[p.id].live)
+    return n_live, sum(1 for p in points if p.id in states and states[p.id].state == "deleted")
 
 
 def retained(vault: "Vault", now: Optional[datetime] = None,
