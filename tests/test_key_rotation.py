@@ -293,6 +293,35 @@ def test_revoke_refuses_the_admin_and_unknown_keys(fleet):
     fails(cli("key", "rotate", "--margin", "0", "--vault", vault), 2, "--margin goes with --rewrite")
 
 
+def test_a_backup_begun_before_the_rotation_holds_the_retirement_back_until_it_ends(fleet):
+    """A host's backup that read the keyring before the rotation seals to the old generation while it runs:
+    the rewrite re-seals what is stored but keeps the old keys ("unfinished" names the session), and the
+    next run after the backup ends re-seals what it stored meanwhile and retires them."""
+    from recovault.vault.coordination import Coordinator, WriterSession
+    tmp = fleet["tmp"]
+    h = _host(fleet, "web1")
+    running = WriterSession(Coordinator(h.storage, h.sealer))
+    running.open()  # its session object, sealed under its data key, sealed to generation 1
+    try:
+        with _admin(fleet) as v:
+            first = api.rotate_key(v, rewrite=True, margin=0)
+            assert not first.done and len(first.unfinished) == 1, first.unfinished
+            assert "began before the rotation and is running" in first.unfinished[0]
+            assert sorted(_ring(v).box) == [1, 2] and _ring(v).rewriting == 2  # the old keys kept
+        late = api.backup(h, [str(fleet["src"])], host="web1")  # the running host stores more, under gen 1
+    finally:
+        running.close()
+        h.close()
+    assert 1 in _session_gens(fleet["vault"]).values()
+    out = json.loads(ok(Cli(tmp / "home")("key", "rotate", "--rewrite", "--margin", "0", "--json", "--vault",
+                                           fleet["vault"])).stdout)["rewrite"]
+    assert out["done"] and not out["rotated"] and out["points_resealed"] == 1 and out["generations_retired"] == 1
+    with _admin(fleet, "after") as v:
+        assert sorted(_ring(v).box) == [2] and set(_session_gens(fleet["vault"]).values()) == {2}
+        _restores(v, fleet, late, tmp / "late")
+        assert Checker(v).run(read_data=True)["ok"]
+
+
 def test_a_resealed_record_is_believed_only_from_an_admin_session_under_its_own_name(fleet):
     """A re-sealed point or entry no longer hashes to its name: its tag must bind it instead. A flipped byte
     anywhere, a re-sealed object copied under another name, or one a host's session sealed (a host can seal
