@@ -1,8 +1,8 @@
 """recovault repair: rebuild what is damaged or missing. On an erasure-coded vault (`ec:K+M:...`), `repair`
 rebuilds every missing, corrupt or stale shard from K intact ones, and `--replace OLD=NEW` moves a location to a
 new disk (storage/ec_repair.py); on any vault `--from REPLICA` restores damaged or missing objects from another
-vault holding the same recovery points (vault/replica_repair.py); `repair index` rebuilds the index from the
-packs."""
+vault holding the same recovery points (vault/replica_repair.py; with `--dry-run` what it would restore, the
+vault left as it is); `repair index` rebuilds the index from the packs."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, List, Optional, Tuple

@@ -126,11 +126,14 @@ def repair_from(vault: Vault, replica: Vault, progress: Optional[Progress] = Non
 
 def _shadow(vault: Vault) -> Vault:
     """`vault` over a copy-on-write view of its storage (the same keys, no agent cache): what it writes stays
-    in a scratch directory, dropped when it is closed (without storing what it queued)."""
-    overlay = OverlayStorage(vault.storage)
-    shadow = type(vault)(overlay, vault.master, vault.keyid, vault.id, vault.settings, None, vault.on_event,
-                         vault.config, host=vault.host_key)
-    return shadow
+    in a scratch directory, dropped when it is closed. An upgrade of an older format happens there too: its
+    notice says a real run would do it."""
+    def on_event(kind: str, info: Dict[str, Any]) -> None:
+        if kind == "notice" and "upgrade" in info:
+            info = {**info, "message": f"a real run would first upgrade the vault ({info['message']})"}
+        vault.on_event(kind, info)
+    return type(vault)(OverlayStorage(vault.storage), vault.master, vault.keyid, vault.id, vault.settings, None,
+                       on_event, vault.config, host=vault.host_key)
 
 
 class _Repair:
