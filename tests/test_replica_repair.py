@@ -1,6 +1,7 @@
 """repair --from REPLICA (vault/replica_repair.py): what is damaged or missing in a vault is restored, blob by
 blob, from another vault holding the same recovery points, with the same keys (blobs moved sealed) or other
-keys (the points that lost data rebuilt from the replica's copies)."""
+keys (the points that lost data rebuilt from the replica's copies); --dry-run reports what the repair then
+does, field for field, and leaves every file of the vault as it was."""
 from __future__ import annotations
 
 import json
@@ -97,6 +98,25 @@ def _restores(s: Scene, tag: str) -> None:
                 with open(os.path.join(inner, name), "rb") as f:
                     got[name] = f.read()
             assert got == tree, (tag, pid)
+
+
+DONE_FIELDS = ("mode", "index_rebuilt", "packs_read", "damaged_packs", "rescued_blobs", "restored_blobs",
+               "restored_bytes", "restored_points", "dropped_packs", "incomplete_points", "lacking")
+
+
+def _files(root: str) -> Dict[str, bytes]:
+    """Every file under `root`, by relative path, with its bytes."""
+    out = {}
+    for dp, _dn, fns in os.walk(root):
+        for f in fns:
+            with open(os.path.join(dp, f), "rb") as fh:
+                out[os.path.relpath(os.path.join(dp, f), root)] = fh.read()
+    return out
+
+
+def _same_as_real(dry: Dict, real: Dict) -> None:
+    assert dry["dry_run"] is True and real["dry_run"] is False
+    assert {k: dry[k] for k in DONE_FIELDS} == {k: real[k] for k in DONE_FIELDS}
 
 
 def _repair(cli: Cli, s: Scene, *more: str):
@@ -217,8 +237,12 @@ def test_an_ec_vault_gets_back_a_pack_lost_beyond_what_its_code_rebuilds(tmp_pat
     shard = max(object_files(locs[0], "data"), key=os.path.getsize)
     for loc in locs[:2]:
         os.remove(os.path.join(loc, os.path.relpath(shard, locs[0])))
+    before = _files(root + "/d0"), _files(root + "/d1"), _files(root + "/d2")
+    dry = json.loads(ok(cli("repair", "--from", replica, "--vault", vault, "--json", "--dry-run")).stdout)["from"]
+    assert (_files(root + "/d0"), _files(root + "/d1"), _files(root + "/d2")) == before  # no shard written
     doc = json.loads(ok(cli("repair", "--from", replica, "--vault", vault, "--json")).stdout)["from"]
     assert [d["reason"] for d in doc["damaged_packs"]] == ["missing from storage"] and doc["restored_blobs"] > 0
+    _same_as_real(dry, doc)
     s = Scene(root, vault, replica, point, point, {point: tree}, {point: src}, [])
     res = _check(s, "after")
     assert res["ok"], res["problems"]
@@ -226,25 +250,6 @@ def test_an_ec_vault_gets_back_a_pack_lost_beyond_what_its_code_rebuilds(tmp_pat
 
 
 # ---- --dry-run: what a real run would do, and nothing written ------------------------------------------------
-
-DONE_FIELDS = ("mode", "index_rebuilt", "packs_read", "damaged_packs", "rescued_blobs", "restored_blobs",
-               "restored_bytes", "restored_points", "dropped_packs", "incomplete_points", "lacking")
-
-
-def _files(root: str) -> Dict[str, bytes]:
-    """Every file under `root`, by relative path, with its bytes."""
-    out = {}
-    for dp, _dn, fns in os.walk(root):
-        for f in fns:
-            with open(os.path.join(dp, f), "rb") as fh:
-                out[os.path.relpath(os.path.join(dp, f), root)] = fh.read()
-    return out
-
-
-def _same_as_real(dry: Dict, real: Dict) -> None:
-    assert dry["dry_run"] is True and real["dry_run"] is False
-    assert {k: dry[k] for k in DONE_FIELDS} == {k: real[k] for k in DONE_FIELDS}
-
 
 def _dry_then_real(cli: Cli, s: Scene, code: int = 0) -> Dict:
     """repair --from --dry-run, the vault's files unchanged by it, then the real run: the two reports agree."""
