@@ -65,7 +65,8 @@ RUNS: Dict[str, List[List[str]]] = {
     "undelete": [["undelete", "{old}"]],
     "prune": [["prune", "--dry-run"], ["prune", "--margin", "0"]],
     "copy": [["copy", "--from", "{vault}", "--to", "{replica}"]],
-    "repair": [["repair", "index"], ["repair", "--from", "{replica}"], ["repair", "--vault", "{ec_vault}"]],
+    "repair": [["repair", "index"], ["repair", "--from", "{replica}", "--dry-run"], ["repair", "--from", "{replica}"],
+               ["repair", "--vault", "{ec_vault}"]],
     "migrate": [["migrate"]],
     "key": [  # last: passwd changes the passphrase (the scenario follows)
             ["key", "list"], ["key", "add", "--new-passphrase-file", "{keyfile}", "--label", "second"],

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import signal
+import shutil
 import stat
 import tarfile
 from pathlib import Path
@@ -237,3 +238,16 @@ def test_relabelled_config_is_refused(v1: V1, tmp_path: Path) -> None:
     _set_config(vault, settings=sealed.hex())  # no envelope in the sealed settings, as before v2
     with pytest.raises(CorruptData, match="claims format version 2 but does not authenticate it"):
         api.open_vault(vault, "correct horse battery staple", cache_dir=str(tmp_path / "c"))
+
+
+def test_repair_from_a_replica_dry_run_leaves_a_v1_vault_as_it_is(v1: V1, tmp_path: Path) -> None:
+    """A dry run opens for reading: the upgrade a real run would do first happens only in its scratch view."""
+    replica = str(tmp_path / "replica")
+    shutil.copytree(v1.vault, replica)
+    before = v1.files()
+    cli = v1.cli(tmp_path / "home")
+    cli.env["RECOVAULT_FROM_PASSPHRASE"] = v1.passphrase
+    res = ok(cli("repair", "--from", replica, "--vault", v1.vault, "--dry-run"))
+    assert "a real run would first upgrade the vault" in res.stderr, res.stderr
+    assert "would restore 0 blob(s)" in res.stdout, res.stdout
+    assert v1.files() == before and v1.config()["recovault"] == 1

@@ -1,6 +1,7 @@
 """repair --from REPLICA (vault/replica_repair.py): what is damaged or missing in a vault is restored, blob by
 blob, from another vault holding the same recovery points, with the same keys (blobs moved sealed) or other
-keys (the points that lost data rebuilt from the replica's copies)."""
+keys (the points that lost data rebuilt from the replica's copies); --dry-run reports what the repair then
+does, field for field, and leaves every file of the vault as it was."""
 from __future__ import annotations
 
 import json
@@ -97,6 +98,25 @@ def _restores(s: Scene, tag: str) -> None:
                 with open(os.path.join(inner, name), "rb") as f:
                     got[name] = f.read()
             assert got == tree, (tag, pid)
+
+
+DONE_FIELDS = ("mode", "index_rebuilt", "packs_read", "damaged_packs", "rescued_blobs", "restored_blobs",
+               "restored_bytes", "restored_points", "dropped_packs", "incomplete_points", "lacking")
+
+
+def _files(root: str) -> Dict[str, bytes]:
+    """Every file under `root`, by relative path, with its bytes."""
+    out = {}
+    for dp, _dn, fns in os.walk(root):
+        for f in fns:
+            with open(os.path.join(dp, f), "rb") as fh:
+                out[os.path.relpath(os.path.join(dp, f), root)] = fh.read()
+    return out
+
+
+def _same_as_real(dry: Dict, real: Dict) -> None:
+    assert dry["dry_run"] is True and real["dry_run"] is False
+    assert {k: dry[k] for k in DONE_FIELDS} == {k: real[k] for k in DONE_FIELDS}
 
 
 def _repair(cli: Cli, s: Scene, *more: str):
@@ -217,9 +237,92 @@ def test_an_ec_vault_gets_back_a_pack_lost_beyond_what_its_code_rebuilds(tmp_pat
     shard = max(object_files(locs[0], "data"), key=os.path.getsize)
     for loc in locs[:2]:
         os.remove(os.path.join(loc, os.path.relpath(shard, locs[0])))
+    before = _files(root + "/d0"), _files(root + "/d1"), _files(root + "/d2")
+    dry = json.loads(ok(cli("repair", "--from", replica, "--vault", vault, "--json", "--dry-run")).stdout)["from"]
+    assert (_files(root + "/d0"), _files(root + "/d1"), _files(root + "/d2")) == before  # no shard written
     doc = json.loads(ok(cli("repair", "--from", replica, "--vault", vault, "--json")).stdout)["from"]
     assert [d["reason"] for d in doc["damaged_packs"]] == ["missing from storage"] and doc["restored_blobs"] > 0
+    _same_as_real(dry, doc)
     s = Scene(root, vault, replica, point, point, {point: tree}, {point: src}, [])
     res = _check(s, "after")
     assert res["ok"], res["problems"]
     _restores(s, "after")
+
+
+# ---- --dry-run: what a real run would do, and nothing written ------------------------------------------------
+
+def _dry_then_real(cli: Cli, s: Scene, code: int = 0) -> Dict:
+    """repair --from --dry-run, the vault's files unchanged by it, then the real run: the two reports agree."""
+    before = _files(s.vault)
+    res = _repair(cli, s, "--dry-run")
+    assert res.returncode == code, res.stderr
+    assert _files(s.vault) == before
+    dry = json.loads(res.stdout)["from"]
+    res = _repair(cli, s)
+    assert res.returncode == code, res.stderr
+    real = json.loads(res.stdout)["from"]
+    _same_as_real(dry, real)
+    return dry
+
+
+def test_a_dry_run_with_the_same_keys_says_what_the_repair_then_does_and_writes_nothing(tmp_path):
+    s = _scene(str(tmp_path), shared=True)
+    _damage_first(s)
+    os.remove(os.path.join(s.vault, "snapshots", s.first))
+    cli = _cli(str(tmp_path))
+    before = _files(s.vault)
+    text = ok(cli("repair", "--from", s.replica, "--vault", s.vault, "--dry-run"))
+    assert _files(s.vault) == before
+    assert "would restore" in text.stdout and "would put back 1 recovery point(s)" in text.stdout, text.stdout
+    dry = _dry_then_real(cli, s)
+    assert dry["restored_points"] == [s.first] and dry["restored_blobs"] > 0 and dry["rescued_blobs"] > 0
+    assert len(dry["dropped_packs"]) == 2 and dry["lacking"] == []
+    res = _check(s, "after")
+    assert res["ok"], res["problems"]
+    # on a whole vault, a dry run finds nothing to do
+    again = json.loads(ok(_repair(cli, s, "--dry-run")).stdout)["from"]
+    assert (again["damaged_packs"], again["restored_blobs"], again["rescued_blobs"], again["restored_points"],
+            again["dropped_packs"], again["lacking"]) == ([], 0, 0, [], [], [])
+
+
+def test_a_dry_run_with_other_keys_through_the_api_matches_the_real_rebuild(tmp_path):
+    from recovault.vault.replica_repair import repair_from
+    s = _scene(str(tmp_path), shared=False)
+    _damage_first(s)
+    before = _files(s.vault)
+    reports = []
+    for dry_run in (True, False):
+        with api.open_vault(s.vault, PASSPHRASE, cache_dir=os.path.join(s.root, "c"),
+                             write=not dry_run) as v, \
+                api.open_vault(s.replica, PASSPHRASE, cache_dir=os.path.join(s.root, "rc")) as r:
+            reports.append(repair_from(v, r, dry_run=dry_run).to_json())
+            if dry_run:
+                assert _files(s.vault) == before
+    _same_as_real(*reports)
+    assert reports[0]["mode"] == "re-encoded" and reports[0]["restored_blobs"] > 0
+    assert len(reports[0]["dropped_packs"]) == 2 and reports[0]["lacking"] == []
+    res = _check(s, "after")
+    assert res["ok"], res["problems"]
+
+
+def test_a_dry_run_names_what_the_replica_lacks_and_exits_as_the_repair_does(tmp_path):
+    s = _scene(str(tmp_path), shared=True)
+    _damage_first(s)
+    second_packs = [p for p in object_files(s.vault, "data") if p not in s.first_packs]
+    os.remove(max(second_packs, key=os.path.getsize))
+    cli = _cli(str(tmp_path))
+    fails(_repair(cli, s, "--dry-run"), 15, "not everything can be restored", "dry run: nothing was written",
+          f"still missing data: {s.second[:8]}")
+    dry = _dry_then_real(cli, s, code=15)
+    assert dry["incomplete_points"] == [s.second] and len(dry["dropped_packs"]) == 2
+
+
+def test_a_dry_run_on_a_damaged_index_says_the_index_would_be_rebuilt_first(tmp_path):
+    s = _scene(str(tmp_path), shared=True)
+    _damage_first(s)
+    _flip(object_files(s.vault, "index")[0])
+    cli = _cli(str(tmp_path))
+    text = ok(cli("repair", "--from", s.replica, "--vault", s.vault, "--dry-run"))
+    assert "would rebuild the index from the packs first" in text.stdout, text.stdout
+    dry = _dry_then_real(cli, s)
+    assert dry["index_rebuilt"] and dry["restored_blobs"] > 0

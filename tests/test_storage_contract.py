@@ -1,7 +1,8 @@
 """The Storage contract, one suite for every back end: a local directory, Azure Blob (Azurite) and S3 (moto),
-the last two on servers the tests start on loopback (tests/servers.py), and erasure-coded sets (2+1, 4+2) of
-local directories. What only one back end does (fsync
-order, file modes, ENOSPC) is tested in that back end's own file (test_storage.py for the local directory)."""
+the last two on servers the tests start on loopback (tests/servers.py), erasure-coded sets (2+1, 4+2) of
+local directories, and the copy-on-write overlay of a dry run over a local directory. What only one back end
+does (fsync order, file modes, ENOSPC) is tested in that back end's own file (test_storage.py for the local
+directory; test_storage_wrappers.py for the overlay over objects it did not write)."""
 from __future__ import annotations
 
 import threading
@@ -15,7 +16,7 @@ from recovault.errors import ObjectMissing, StorageError
 from recovault.storage import ObjectInfo, Storage, open_storage
 from servers import unique_name
 
-BACKENDS = ["local", "azure", "s3", "ec:2+1", "ec:4+2"]
+BACKENDS = ["local", "azure", "s3", "ec:2+1", "ec:4+2", "overlay"]
 
 
 def _opener(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Storage]:
@@ -23,6 +24,10 @@ def _opener(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Callab
     erasure-coded set: over local directories, one per shard)."""
     if kind == "local":
         return lambda prefix="", page=None: open_storage(str(tmp_path / "vault" / prefix), create=True)
+    if kind == "overlay":  # a dry run's copy-on-write view (storage/overlay.py) over a local directory
+        from recovault.storage.overlay import OverlayStorage
+        return lambda prefix="", page=None: OverlayStorage(
+            open_storage(str(tmp_path / "vault" / prefix), create=True), str(tmp_path / "scratch" / prefix))
     if kind.startswith("ec:"):
         k, m = map(int, kind[3:].split("+"))
         return lambda prefix="", page=None: open_storage(

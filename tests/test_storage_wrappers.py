@@ -402,3 +402,35 @@ def test_default_put_stream_reads_whole_then_puts():
     with pytest.raises(ValueError, match="ended after 10 of 20 bytes"):
         rec.put_stream("y", io.BytesIO(b"0123456789"), 20)
     assert "y" not in rec.objects
+
+
+# -- the overlay of a dry run ------------------------------------------------------------------------------
+
+def _tree(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_the_overlay_shows_what_was_written_on_top_and_never_writes_below(tmp_path: Path) -> None:
+    from recovault.storage.overlay import OverlayStorage
+    below = LocalStorage(tmp_path / "below", create=True)
+    for name in ("data/aa", "data/bb", "index/cc"):
+        below.put(name, name.encode())
+    before = _tree(tmp_path / "below")
+    top = OverlayStorage(below)
+    top.put("data/ab", b"new")
+    top.put("data/bb", b"replaced")
+    top.delete("data/aa")
+    top.delete("index/cc")
+    assert not top.put_if_absent("data/bb", b"x") and top.put_if_absent("index/cc", b"again")
+    assert list(top.list("data/")) == ["data/ab", "data/bb"]
+    assert [(i.name, i.size) for i in top.list_info()] == [("data/ab", 3), ("data/bb", 8), ("index/cc", 5)]
+    assert top.get("data/bb", 2, 3) == b"pla" and top.get("index/cc") == b"again"
+    with pytest.raises(ObjectMissing):
+        top.get("data/aa")
+    assert not top.exists("data/aa") and top.stat("data/ab").size == 3
+    assert top.deleted == ("data/aa",) and top.written == ("data/ab", "data/bb", "index/cc")
+    assert top.local_path("data/bb") is None and not top.can_lock_objects()
+    scratch = top._dir
+    top.close()
+    assert _tree(tmp_path / "below") == before and not os.path.exists(scratch)
+    below.close()

@@ -1,8 +1,8 @@
 """recovault repair: rebuild what is damaged or missing. On an erasure-coded vault (`ec:K+M:...`), `repair`
 rebuilds every missing, corrupt or stale shard from K intact ones, and `--replace OLD=NEW` moves a location to a
 new disk (storage/ec_repair.py); on any vault `--from REPLICA` restores damaged or missing objects from another
-vault holding the same recovery points (vault/replica_repair.py); `repair index` rebuilds the index from the
-packs."""
+vault holding the same recovery points (vault/replica_repair.py; with `--dry-run` what it would restore, the
+vault left as it is); `repair index` rebuilds the index from the packs."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, List, Optional, Tuple
@@ -15,6 +15,7 @@ from .source import check_config, from_passphrase_option, open_named, source_pas
 
 if TYPE_CHECKING:
     from ..storage.ec_repair import EcRepair
+    from ..vault.replica_repair import FromRepair
 
 
 @click.group(invoke_without_command=True, epilog=examples(
@@ -22,12 +23,14 @@ if TYPE_CHECKING:
     'recovault repair --dry-run --json',
     'recovault repair --replace /mnt/d3=/mnt/d7',
     'recovault repair --from /mnt/offsite/vault',
+    'recovault repair --from /mnt/offsite/vault --dry-run',
     'recovault repair index'))
 @common_options
 @click.option("--replace", "replace", multiple=True, metavar="OLD=NEW",
               help="Move location OLD of an erasure-coded vault to NEW (empty or new) and rebuild its shards "
                    "there (repeatable); prints the vault's new URL.")
-@click.option("--dry-run", is_flag=True, help="Say what would be rebuilt and removed; write nothing.")
+@click.option("--dry-run", is_flag=True, help="Say what would be rebuilt and removed (with --from: restored, put "
+                                             "back and taken out of the index); write nothing.")
 @click.option("--margin", default="2h", show_default=True,
               help="Remove an object fewer than K locations hold (an interrupted write) only once its newest "
                    "shard is this old ('0': at once, when no backup or init is running).")
@@ -50,9 +53,9 @@ def repair(ctx: click.Context, replace: Tuple[str, ...], dry_run: bool, margin: 
     c = ctx.ensure_object(Ctx)
     c.wire_storage()  # a group's callback: common_options does this for commands only
     if from_:
-        if replace or dry_run:
-            raise UsageError("--from restores from a replica; give --replace and --dry-run without it")
-        _repair_from(c, from_, from_passphrase_file)
+        if replace:
+            raise UsageError("--from restores from a replica; give --replace without it")
+        _repair_from(c, from_, from_passphrase_file, dry_run)
         return
     _repair_set(c, replace, dry_run, margin)
 
@@ -104,25 +107,38 @@ def _text(rep: "EcRepair", moved: bool) -> List[str]:
     return lines
 
 
-def _repair_from(c: Ctx, location: str, passphrase_file: Optional[str]) -> None:
-    """repair --from: vault/replica_repair.py does the work; this opens both vaults and reports."""
+def _repair_from(c: Ctx, location: str, passphrase_file: Optional[str], dry_run: bool) -> None:
+    """repair --from: vault/replica_repair.py does the work; this opens both vaults and reports. A dry run
+    opens the vault for reading (no upgrade) and exits as the real run would (15 with `lacking`)."""
     from ..vault.replica_repair import repair_from
     storage = storage_of("replica", location)
     check_config("replica", storage)
-    with c.open(write=True) as v:
+    with c.open(write=not dry_run) as v:
         if storage.url == v.storage.url:
             raise UsageError(f"--from {location} is the vault itself: give another vault holding its recovery points")
         with open_named(c, "replica", storage, source_passphrase(c, passphrase_file)) as replica, \
                 c.progress("checking", "packs") as prog:
-            rep = repair_from(v, replica, progress=prog)
-    c.out({"vault": rep.vault, "from": rep.to_json()}, (
-        f"read {rep.packs_read} pack(s): {len(rep.damaged_packs)} damaged or missing; restored {rep.restored_blobs} "
-        f"blob(s) ({rep.restored_bytes / 1e6:.1f} MB) from {rep.replica} ({rep.mode}), copied {rep.rescued_blobs} "
-        f"intact one(s) out of damaged packs, put back {len(rep.restored_points)} recovery point(s); "
-        f"{len(rep.dropped_packs)} damaged pack(s) left the index (the next prune deletes them)"))
+            rep = repair_from(v, replica, progress=prog, dry_run=dry_run)
+    c.out({"vault": rep.vault, "from": rep.to_json()}, _from_text(rep))
     if rep.lacking:
         more = f" (and {len(rep.lacking) - 1} more: see --json)" if len(rep.lacking) > 1 else ""
-        raise CorruptData(f"not everything could be restored from {rep.replica}: {rep.lacking[0]}{more}")
+        could = "can be restored (dry run: nothing was written)" if rep.dry_run else "could be restored"
+        raise CorruptData(f"not everything {could} from {rep.replica}: {rep.lacking[0]}{more}")
+
+
+def _from_text(rep: "FromRepair") -> str:
+    """The text of repair --from: what was done, or with --dry-run what would be."""
+    if rep.dry_run:
+        verbs = ("would rebuild the index from the packs first (an index file is damaged); ", "would restore",
+                 "would copy", "would put back", "would leave the index", "nothing was written")
+    else:
+        verbs = ("rebuilt the index from the packs first (an index file was damaged); ", "restored", "copied",
+                 "put back", "left the index", "the next prune deletes them")
+    return (f"{verbs[0] if rep.index_rebuilt else ''}read {rep.packs_read} pack(s): {len(rep.damaged_packs)} "
+            f"damaged or missing; {verbs[1]} {rep.restored_blobs} blob(s) ({rep.restored_bytes / 1e6:.1f} MB) from "
+            f"{rep.replica} ({rep.mode}), {verbs[2]} {rep.rescued_blobs} intact one(s) out of damaged packs, "
+            f"{verbs[3]} {len(rep.restored_points)} recovery point(s); {len(rep.dropped_packs)} damaged pack(s) "
+            f"{verbs[4]} ({verbs[5]})")
 
 
 @repair.command(name="index", epilog=examples(

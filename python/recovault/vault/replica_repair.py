@@ -25,6 +25,16 @@ order, each step idempotent, so a kill -9 anywhere leaves a valid vault and a re
    pack objects stay on storage, unindexed, for the normal prune to delete: nothing here deletes data.
 
 A rerun finds the lost blobs indexed in sound packs (nothing to fetch) and finishes step 5.
+
+A dry run (`dry_run=True`, `repair --from REPLICA --dry-run`) does all of the above on a copy-on-write view
+of the vault's storage (storage/overlay.py: reads go to the vault, every write to a scratch directory under
+TMPDIR, dropped at the end), through a second `Vault` over that view with the same keys and no agent cache.
+So its report is what a real run would do, not an estimate: the index rebuilt first if an index file is
+damaged, the blobs below a lost tree found by walking the restored tree, a point re-encoded and its root
+compared, the packs that would leave the index. Nothing reaches the vault's storage (no session, pack,
+index file, point or journal entry) nor the caller's `Vault` object. Its costs: the reads of a real run
+(every indexed pack, the replica's blobs), and scratch space for what a real run would store. What it
+cannot foresee is what changes between it and the real run (another writer, more damage, the replica).
 """
 from __future__ import annotations
 
@@ -38,6 +48,7 @@ from .blobstore import pack_name
 from .reach import ZERO_ID
 from .records import Node, RecoveryPoint
 from .repo import Vault
+from ..storage.overlay import OverlayStorage
 
 Progress = Callable[[str, Dict[str, Any]], None]
 MAX_ROUNDS = 64  # tree levels a repair descends, a round each (a lost tree hides what lies below it)
@@ -55,8 +66,8 @@ class DamagedPack(NamedTuple):
 
 @dataclass
 class FromRepair:
-    """What `repair_from` did. `lacking`: one message per thing it could not restore (the replica lacks it,
-    or holds it damaged too); empty when the vault is whole again."""
+    """What `repair_from` did (with `dry_run`: would do). `lacking`: one message per thing it could not
+    restore (the replica lacks it, or holds it damaged too); empty when the vault is whole again."""
     vault: str
     replica: str
     mode: str  # "sealed" (same keys: blobs moved as they are) or "re-encoded"
@@ -70,6 +81,7 @@ class FromRepair:
     dropped_packs: List[str] = field(default_factory=list)  # taken out of the index (prune deletes them)
     incomplete_points: List[str] = field(default_factory=list)  # ids of the points still missing data after it
     lacking: List[str] = field(default_factory=list)
+    dry_run: bool = False  # nothing was written: every field says what a real run would do
 
     def to_json(self) -> Dict[str, Any]:
         doc = dict(self.__dict__)
@@ -86,9 +98,15 @@ class _Scan(NamedTuple):
     sound: Set[bytes]  # blobs some sound pack holds
 
 
-def repair_from(vault: Vault, replica: Vault, progress: Optional[Progress] = None) -> FromRepair:
+def repair_from(vault: Vault, replica: Vault, progress: Optional[Progress] = None,
+                dry_run: bool = False) -> FromRepair:
     """Restore what `vault` lost from `replica` (see the module docstring); the report says what, and what
-    could not be restored (`lacking`)."""
+    could not be restored (`lacking`). `dry_run`: write nothing to `vault`, report what a real run would do."""
+    if dry_run:
+        with _shadow(vault) as shadow:
+            report = repair_from(shadow, replica, progress)
+        report.dry_run = True
+        return report
     from ..jobs.copy import CopyResult, _Copier, shares_keys
     from .coordination import Coordinator, WriterSession
     progress = progress or (lambda kind, info: None)
@@ -104,6 +122,18 @@ def repair_from(vault: Vault, replica: Vault, progress: Optional[Progress] = Non
     finally:
         session.close()
     return report
+
+
+def _shadow(vault: Vault) -> Vault:
+    """`vault` over a copy-on-write view of its storage (the same keys, no agent cache): what it writes stays
+    in a scratch directory, dropped when it is closed. An upgrade of an older format happens there too: its
+    notice says a real run would do it."""
+    def on_event(kind: str, info: Dict[str, Any]) -> None:
+        if kind == "notice" and "upgrade" in info:
+            info = {**info, "message": f"a real run would first upgrade the vault ({info['message']})"}
+        vault.on_event(kind, info)
+    return type(vault)(OverlayStorage(vault.storage), vault.master, vault.keyid, vault.id, vault.settings, None,
+                       on_event, vault.config, host=vault.host_key)
 
 
 class _Repair:
