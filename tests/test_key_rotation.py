@@ -283,6 +283,45 @@ def test_a_revoked_host_key_is_refused_at_open_and_its_later_sessions_on_check_a
     assert "host key for web1  REVOKED" in ok(Cli(tmp / "admin-home")("key", "list", "--vault", fleet["vault"])).stdout
 
 
+def test_a_revoked_hosts_later_packs_leave_the_index_so_the_data_is_stored_again(fleet):
+    """A host still running after its key's revocation stores new chunks in packs the admin refuses; another
+    host backing up the same data deduplicates against them (the index says they are there), so its point
+    names refused blobs. Prune takes those packs out of the index (and deletes nothing while a point misses
+    them), check names the point, the other host's next backup stores the chunks again, and the earlier
+    point is whole again: it restores byte for byte."""
+    tmp = fleet["tmp"]
+    late = _host(fleet, "web1", cache="late")  # opened before the revocation
+    with _admin(fleet) as v:
+        api.revoke_host_key(v, fleet["keys"]["web1"])
+    new = tmp / "new"
+    new.mkdir()
+    (new / "f").write_bytes(os.urandom(400_000))
+    with late:
+        api.backup(late, [str(new)], host="web1")  # a refused session: its packs hold the new chunks
+    with _host(fleet, "web2") as h2:
+        poisoned = api.backup(h2, [str(new)], host="web2")
+    assert poisoned.stats["bytes_added"] < 10_000  # it deduplicated the 400 kB against the refused packs
+    with _admin(fleet, "a1") as v:
+        with pytest.raises(RefusedSession):
+            api.restore(v, poisoned.id, str(tmp / "r0"))
+        with pytest.raises(CorruptData, match="no index lists it"):  # nothing deleted while a point misses blobs
+            api.prune(v, margin=0)
+        report = Checker(v).run()
+        assert any("in no index" in p and poisoned.id[:8] in p for p in report["problems"]), report["problems"]
+    with _host(fleet, "web2") as h2:  # the chunks are not in the index any more: stored again
+        healed = api.backup(h2, [str(new)], host="web2")
+    assert healed.stats["bytes_added"] >= 400_000
+    with _admin(fleet, "a2") as v:
+        for point in (poisoned, healed):
+            target = tmp / f"r-{point.id[:8]}"
+            api.restore(v, point.id, str(target))
+            assert (target / str(new).lstrip("/") / "f").read_bytes() == (new / "f").read_bytes()
+        result = api.prune(v, margin=0)
+        assert result.refused_packs == [] and sum(p.packs_deleted for p in result.plans) >= 1
+        report = Checker(v).run(read_data=True)
+        assert [p for p in report["problems"] if "revocation" not in p] == [], report["problems"]
+
+
 def test_revoke_refuses_the_admin_and_unknown_keys(fleet):
     cli = Cli(fleet["tmp"] / "home")
     vault = fleet["vault"]

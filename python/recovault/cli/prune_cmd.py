@@ -52,6 +52,9 @@ def _text(result) -> str:
     if result.locked:
         lines.append(f"{len(result.locked)} object(s) still locked by the store (S3 Object Lock), left for a later "
                      f"prune: first {result.locked[0].message}")
+    if result.refused_packs:
+        lines.append(f"{len(result.refused_packs)} pack(s) a revoked host key stored after its revocation taken out "
+                     "of the index (deleted by a later prune)")
     return "\n".join(lines)
 
 

@@ -26,6 +26,7 @@ from ..vault.cache_hygiene import parse_size
 from ..vault.coordination import Clock, Coordinator, LeaseHolder, Plan
 from ..vault.immutability import LockedObject, LockedSink, publish_lock_days
 from ..vault.reach import ids_of, referenced
+from ..vault.rotation import refused_packs
 from ..vault.records import RecoveryPoint
 
 Progress = Callable[[str, Dict[str, Any]], None]
@@ -146,6 +147,8 @@ class PruneResult:
     index_files_deleted: int = 0
     #: Objects it would have deleted that the store refused, locked (S3 Object Lock): left for a later prune.
     locked: List[LockedObject] = field(default_factory=list)
+    #: Packs a revoked host key stored after its revocation, taken out of the index (`quarantine_refused`).
+    refused_packs: List[str] = field(default_factory=list)
 
     @property
     def bytes_deleted(self) -> int:
@@ -156,7 +159,8 @@ class PruneResult:
                 "sessions_removed": self.sessions_removed, "plans": [asdict(p) for p in self.plans],
                 "new_plan": self.new_plan, "decision": self.decision.to_json() if self.decision else None,
                 "index": {"files_written": self.index_files_written, "files_deleted": self.index_files_deleted},
-                "bytes_deleted": self.bytes_deleted, "locked": [o.to_json() for o in self.locked]}
+                "bytes_deleted": self.bytes_deleted, "locked": [o.to_json() for o in self.locked],
+                "refused_packs": self.refused_packs}
 
 
 def retained_points(vault) -> List[RecoveryPoint]:
@@ -368,6 +372,24 @@ def compact_index(vault, index: IndexView, drop: Set[bytes]) -> Tuple[List[str],
     return written, deleted
 
 
+def quarantine_refused(vault, progress: Progress) -> List[str]:
+    """Take the packs a revoked host key stored after its revocation out of the index (under the lease):
+    writers then no longer deduplicate against what it claims to hold, so the next backup of that data
+    stores it again, and a point that had named one of its blobs is whole again once some backup has. Until
+    then check names such points, and prune deletes nothing they miss. The packs stay on storage, unindexed,
+    until a prune deletes them as garbage. Returns their names."""
+    index = read_index(vault)
+    refused = set(refused_packs(vault, index.packs))
+    if not refused:
+        return []
+    progress("problem", {"message": f"{len(refused)} pack(s) stored by a revoked host key after its revocation "
+                                    "taken out of the index: a point that deduplicated against them misses those "
+                                    "blobs until that data is backed up again ('recovault check' names them)"})
+    compact_index(vault, index, refused)
+    vault.blobs.reload_index()
+    return [pack_name(p) for p in sorted(refused)]
+
+
 # ---- phase 2 ------------------------------------------------------------------------------------------
 def waiting_reason(plan: Plan, sessions, coord: Coordinator, margin: float) -> str:
     """Why `plan` cannot be carried out yet ("margin", "session"), or "" when it can. With margin 0 the
@@ -508,6 +530,7 @@ def run_prune(vault, opts: Optional[PruneOptions] = None, progress: Optional[Pro
         return result
     with LeaseHolder(coord) as lease:
         publish_lock_days(vault, lease_held=True)  # hosts follow a policy changed while a prune held the lease
+        result.refused_packs = quarantine_refused(vault, progress)
         result.purged = vault.purge_expired(locked=result.locked)
         result.sessions_removed = _remove_dead(coord, lease)
         for plan in _plans(coord, progress):

@@ -14,20 +14,25 @@ Library code: nothing here prints.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable, NamedTuple, Tuple
+from typing import Callable, Collection, List, NamedTuple, Tuple
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from .. import jsondoc, timefmt
-from ..errors import CorruptData, NotFound, ObjectMissing, UsageError
+from ..errors import CorruptData, NotFound, ObjectMissing, RefusedSession, UsageError
 from ..storage.base import put_or_withdraw
+from . import format as fmt
 from .coordination import Coordinator, LeaseHolder
 from .hostkeys import (ADMIN_KEYID, KEYGEN, SESSION_KEYS, AdminKeys, HostEntry, Keyring, _raw_public,
                        generation_name, read_keyring, seal_generation, store_keyring, verify_signature)
 from .hostvault import upgrade_to_v3
 from .repo import Vault
 
-__all__ = ["Rotation", "current_ring", "retire_generations", "revoke_host", "rotate"]
+__all__ = ["Rotation", "current_ring", "refused_packs", "retire_generations", "revoke_host", "rotate"]
+
+#: Storage clocks and the admin's differ: a pack of a session refused by a revocation may carry an mtime up to
+#: this long before the revocation's time.
+REVOCATION_SLACK = 3600.0
 
 
 class Rotation(NamedTuple):
@@ -146,3 +151,36 @@ def retire_generations(vault: Vault, admin: AdminKeys, gen: int,
         store_keyring(vault.storage, ring.next(box={gen: ring.box[gen]}, rewriting=0), admin.signing)
     _changed(vault)
     return deleted, retired
+
+
+def refused_packs(vault: Vault, indexed: Collection[bytes]) -> List[bytes]:
+    """The packs of `indexed` that a revoked host key stored after its revocation (its refused sessions'):
+    not the vault's, yet other hosts deduplicate against what the index says they hold. Cheap when nothing
+    was refused: only session key objects stored since the earliest revocation are opened (the agent cache
+    keeps them), and pack headers are read only when one of them was refused, only of packs stored since."""
+    resolver = vault.sealer.resolver
+    if resolver is None or vault.host_key is not None or vault.format_version < fmt.HOST_KEY_FORMAT:
+        return []
+    revoked = [timefmt.parse_time(h.revoked).timestamp() for h in resolver.ring().hosts if h.revoked]
+    if not revoked:
+        return []
+    since = min(revoked) - REVOCATION_SLACK
+    refused = False
+    for info in vault.storage.list_info(SESSION_KEYS):
+        salt = bytes.fromhex(info.name[len(SESSION_KEYS):])
+        if info.mtime >= since and resolver.opened(salt) is None and salt in resolver.refusals:
+            refused = True
+    if not refused:
+        return []
+    out = []
+    for info in vault.storage.list_info(fmt.DATA):
+        pack = bytes.fromhex(fmt.name_to_id(info.name))
+        if pack not in indexed or info.mtime < since:
+            continue
+        try:
+            vault.blobs.read_pack_header(info.name, info.size)
+        except RefusedSession:
+            out.append(pack)
+        except (CorruptData, ObjectMissing):
+            continue  # damaged or gone: check's business, not a refusal
+    return out
