@@ -20,6 +20,7 @@ opens in the vault is nothing (tests/test_key_rotation.py inspects every stored 
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -169,36 +170,50 @@ def rewrite(vault: Vault, opts: Optional[pr.PruneOptions] = None,
     return result
 
 
+#: Points and journal entries re-sealed at once: each is a get and a put, a round trip each on an object store.
+RESEAL_WORKERS = 8
+
+
 def _reseal_records(vault: Vault, fresh: _Fresh, result: RewriteResult, progress: pr.Progress) -> None:
     """Re-seal in place every recovery point and journal entry sealed under an older generation's session
-    (or the master's enc_key). A refused one (a revoked host's) is left; a damaged one is named in
-    `unfinished` ('check' and 'repair' deal with it)."""
+    (or the master's enc_key), RESEAL_WORKERS at a time. A refused one (a revoked host's) is left; a damaged
+    one is named in `unfinished` ('check' and 'repair' deal with it)."""
     for prefix, what, reseal in ((fmt.SNAPSHOTS, "recovery point", vault.points.reseal),
                                  (fmt.JOURNAL, "journal entry", vault.journal.reseal)):
-        for name in vault.storage.list(prefix):
-            oid = fmt.name_to_id(name)
-            try:
-                raw = vault.storage.get(name)
-                sealed = raw[len(fmt.RESEALED):] if raw.startswith(fmt.RESEALED) else raw
-                if prefix == fmt.JOURNAL:
-                    sealed = entry_layout(raw, what)[2]
-                if fresh(sealed) or vault.sealer.refusal(bytes(sealed[2:18])):
+        names = list(vault.storage.list(prefix))
+        with ThreadPoolExecutor(RESEAL_WORKERS, thread_name_prefix="reseal") as pool:
+            for name, outcome in zip(names, pool.map(lambda n: _reseal_one(vault, n, what, reseal, fresh), names)):
+                if outcome is None:
                     continue
-                new = reseal(oid, raw)
-            except ObjectMissing:
-                continue  # deleted since the listing (a purge)
-            except RefusedSession:
-                continue  # a revoked host's: refused, and left as it is
-            except (CorruptData, ValueError) as e:
-                result.unfinished.append(f"{what} {oid[:16]} cannot be re-sealed: {e}")
-                continue
-            progress("rotate", {"step": f"re-sealing {what} {oid[:16]}"})
-            vault.storage.put(name, new)  # an atomic overwrite: the old bytes or the new, each valid
-            if prefix == fmt.SNAPSHOTS:
-                result.points_resealed += 1
-            else:
-                result.entries_resealed += 1
-            pr._test_hook("record-resealed")
+                if outcome:  # why it could not be
+                    result.unfinished.append(outcome)
+                    continue
+                progress("rotate", {"step": f"re-sealed {what} {fmt.name_to_id(name)[:16]}"})
+                if prefix == fmt.SNAPSHOTS:
+                    result.points_resealed += 1
+                else:
+                    result.entries_resealed += 1
+                pr._test_hook("record-resealed")
+
+
+def _reseal_one(vault: Vault, name: str, what: str, reseal: Any, fresh: _Fresh) -> Optional[str]:
+    """Re-seal one point or entry (an atomic overwrite: the old bytes or the new, each valid): "" when done,
+    None when there was nothing to do (fresh, refused, or deleted since the listing: a purge), else why not."""
+    oid = fmt.name_to_id(name)
+    try:
+        raw = vault.storage.get(name)
+        sealed = raw[len(fmt.RESEALED):] if raw.startswith(fmt.RESEALED) else raw
+        if name.startswith(fmt.JOURNAL):
+            sealed = entry_layout(raw, what)[2]
+        if fresh(sealed) or vault.sealer.refusal(bytes(sealed[2:18])):
+            return None
+        new = reseal(oid, raw)
+    except (ObjectMissing, RefusedSession):
+        return None
+    except (CorruptData, ValueError) as e:
+        return f"{what} {oid[:16]} cannot be re-sealed: {e}"
+    vault.storage.put(name, new)
+    return ""
 
 
 def _settle_sessions(vault: Vault, coord: Coordinator, fresh: _Fresh, result: RewriteResult) -> None:
