@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import core, timefmt
-from ..errors import CorruptData, ObjectMissing, RefusedSession
+from ..errors import CorruptData, ObjectMissing, RecovaultError, RefusedSession
 from ..vault import format as fmt
 from ..vault.blobstore import pack_name
 from ..vault.coordination import Coordinator, LeaseHolder, Plan
@@ -105,12 +105,13 @@ def _condemn(vault: Vault, coord: Coordinator, opts: pr.PruneOptions, result: Re
     unindexed = [pr._unindexed_use(vault, p, info, live) for p, info in on_storage.items()
                  if p not in index.packs and p not in taken and now - info.mtime >= opts.margin]
     condemned: List[bytes] = []
-    for use in uses + unindexed:
-        name = pack_name(use.id)
-        try:
-            data = vault.blobs.get(name)
-        except ObjectMissing:
+    by_name = {pack_name(u.id): u for u in uses + unindexed}
+    for name, data in vault.blobs.get_many(by_name):  # read `connections` packs ahead
+        if isinstance(data, ObjectMissing):
             continue
+        if isinstance(data, RecovaultError):
+            raise data
+        use = by_name[name]
         if not _stale_blobs(name, data, use.entries, fresh):
             continue
         progress("rotate", {"step": f"re-sealing pack {name}"})
