@@ -322,6 +322,28 @@ def test_a_revoked_hosts_later_packs_leave_the_index_so_the_data_is_stored_again
         assert [p for p in report["problems"] if "revocation" not in p] == [], report["problems"]
 
 
+def test_objects_planted_under_odd_names_stop_neither_a_rewrite_nor_a_prune(fleet):
+    """Anyone with storage write access (a host) can put objects under any name: a `sessionkeys/` or `data/`
+    name that is not a salt or a pack ID is not the vault's and is passed over (check names the session key
+    one), never a traceback in the rewrite's retirement or in prune's search for a revoked host's packs."""
+    late = _host(fleet, "web1", cache="late")
+    with _admin(fleet) as v:
+        api.revoke_host_key(v, fleet["keys"]["web1"])
+    with late:
+        api.backup(late, [str(fleet["src"])], host="web1")  # a refused session: prune looks for its packs
+    for name in ("sessionkeys/not-a-salt", "data/zz/not-a-pack"):
+        os.makedirs(os.path.dirname(os.path.join(fleet["vault"], name)), exist_ok=True)
+        with open(os.path.join(fleet["vault"], name), "wb") as f:
+            f.write(b"planted")
+    with _admin(fleet) as v:
+        api.prune(v, margin=0)
+        assert api.rotate_key(v, rewrite=True, margin=0).done
+    with _admin(fleet, "after") as v:
+        _restores(v, fleet, fleet["admin_point"], fleet["tmp"] / "r")
+        report = Checker(v).run()
+        assert any("not-a-salt" in w for w in report["warnings"]), report["warnings"]
+
+
 def test_revoke_refuses_the_admin_and_unknown_keys(fleet):
     cli = Cli(fleet["tmp"] / "home")
     vault = fleet["vault"]

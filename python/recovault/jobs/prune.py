@@ -26,7 +26,7 @@ from ..vault.cache_hygiene import parse_size
 from ..vault.coordination import Clock, Coordinator, LeaseHolder, Plan
 from ..vault.immutability import LockedObject, LockedSink, publish_lock_days
 from ..vault.reach import ids_of, referenced
-from ..vault.rotation import refused_packs
+from ..vault.rotation import refusal_since, refused_packs
 from ..vault.records import RecoveryPoint
 
 Progress = Callable[[str, Dict[str, Any]], None]
@@ -378,8 +378,11 @@ def quarantine_refused(vault, progress: Progress) -> List[str]:
     stores it again, and a point that had named one of its blobs is whole again once some backup has. Until
     then check names such points, and prune deletes nothing they miss. The packs stay on storage, unindexed,
     until a prune deletes them as garbage. Returns their names."""
+    since = refusal_since(vault)
+    if since is None:  # no host key stored anything after its revocation: the index is not read here
+        return []
     index = read_index(vault)
-    refused = set(refused_packs(vault, index.packs))
+    refused = set(refused_packs(vault, index.packs, since))
     if not refused:
         return []
     progress("problem", {"message": f"{len(refused)} pack(s) stored by a revoked host key after its revocation "

@@ -16,6 +16,7 @@ from ..errors import CorruptData, RecovaultError, UsageError, store_failed
 from . import format as fmt
 from .blobstore import pack_id_of
 from .coordination import LEASE_TERM, SESSION_TIMEOUT, Coordinator
+from .hostkeys import session_salt
 from .journal import audit
 from .keys import KeyStore
 from .reach import ZERO_ID
@@ -166,7 +167,7 @@ class Checker:
             return
         bad = []
         for name in self.vault.storage.list(fmt.SESSION_KEYS):
-            salt = _salt_of(name)
+            salt = session_salt(name)
             if salt is not None and resolver.known(salt) is None and salt in resolver.refusals:
                 self.problem(f"session key object {name}: {resolver.refusals[salt]}: its blobs, trees and "
                              "recovery point are refused")
@@ -500,15 +501,6 @@ class Checker:
                 self.stats["blobs_read"] += 1
             except CorruptData as err:
                 self.problem(str(err))
-
-
-def _salt_of(name: str) -> Optional[bytes]:
-    """The session salt a `sessionkeys/<32 hex>` name carries, or None."""
-    hexid = fmt.name_to_id(name)
-    try:
-        return bytes.fromhex(hexid) if len(hexid) == 32 else None
-    except ValueError:
-        return None
 
 
 def _shown(node: Node) -> str:

@@ -333,6 +333,15 @@ def session_key_name(salt: bytes) -> str:
     return SESSION_KEYS + salt.hex()
 
 
+def session_salt(name: str) -> Optional[bytes]:
+    """The session salt a `sessionkeys/<32 hex>` name carries, or None (a name planted there is not one)."""
+    hexid = fmt.name_to_id(name)
+    try:
+        return bytes.fromhex(hexid) if len(hexid) == 32 else None
+    except ValueError:
+        return None
+
+
 def seal_session_key(salt: bytes, dk: bytes, writer: Writer) -> bytes:
     """The `sessionkeys/<salt>` object sealing `dk` to the vault's public key, signed by the writer."""
     eph = X25519PrivateKey.generate()

@@ -14,7 +14,7 @@ Library code: nothing here prints.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable, Collection, List, NamedTuple, Tuple
+from typing import Callable, Collection, List, NamedTuple, Optional, Tuple
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -22,13 +22,16 @@ from .. import jsondoc, timefmt
 from ..errors import CorruptData, NotFound, ObjectMissing, RefusedSession, UsageError
 from ..storage.base import put_or_withdraw
 from . import format as fmt
+from .blobstore import pack_id_of
 from .coordination import Coordinator, LeaseHolder
 from .hostkeys import (ADMIN_KEYID, KEYGEN, SESSION_KEYS, AdminKeys, HostEntry, Keyring, _raw_public,
-                       generation_name, read_keyring, seal_generation, store_keyring, verify_signature)
+                       generation_name, read_keyring, seal_generation, session_salt, store_keyring,
+                       verify_signature)
 from .hostvault import upgrade_to_v3
 from .repo import Vault
 
-__all__ = ["Rotation", "current_ring", "refused_packs", "retire_generations", "revoke_host", "rotate"]
+__all__ = ["Rotation", "current_ring", "refusal_since", "refused_packs", "retire_generations", "revoke_host",
+           "rotate"]
 
 #: Storage clocks and the admin's differ: a pack of a session refused by a revocation may carry an mtime up to
 #: this long before the revocation's time.
@@ -137,7 +140,8 @@ def retire_generations(vault: Vault, admin: AdminKeys, gen: int,
     resolver.forget()  # list session keys afresh
     deleted = 0
     for name in vault.storage.list(SESSION_KEYS):
-        opened = resolver.opened(bytes.fromhex(name[len(SESSION_KEYS):]))
+        salt = session_salt(name)
+        opened = resolver.opened(salt) if salt is not None else None
         if opened is not None and opened.gen != gen:
             vault.storage.delete(name)
             deleted += 1
@@ -153,29 +157,31 @@ def retire_generations(vault: Vault, admin: AdminKeys, gen: int,
     return deleted, retired
 
 
-def refused_packs(vault: Vault, indexed: Collection[bytes]) -> List[bytes]:
-    """The packs of `indexed` that a revoked host key stored after its revocation (its refused sessions'):
-    not the vault's, yet other hosts deduplicate against what the index says they hold. Cheap when nothing
-    was refused: only session key objects stored since the earliest revocation are opened (the agent cache
-    keeps them), and pack headers are read only when one of them was refused, only of packs stored since."""
+def refusal_since(vault: Vault) -> Optional[float]:
+    """When a revoked host key has stored a session after its revocation (a session key object stored since
+    the earliest revocation, less REVOCATION_SLACK, is refused): that time (the storage's clock), from which
+    on its packs are to be looked for; else None. Costs nothing while no host key is revoked; then it opens
+    only the session key objects stored since (the agent cache keeps them)."""
     resolver = vault.sealer.resolver
     if resolver is None or vault.host_key is not None or vault.format_version < fmt.HOST_KEY_FORMAT:
-        return []
+        return None
     revoked = [timefmt.parse_time(h.revoked).timestamp() for h in resolver.ring().hosts if h.revoked]
     if not revoked:
-        return []
+        return None
     since = min(revoked) - REVOCATION_SLACK
-    refused = False
-    for info in vault.storage.list_info(SESSION_KEYS):
-        salt = bytes.fromhex(info.name[len(SESSION_KEYS):])
-        if info.mtime >= since and resolver.opened(salt) is None and salt in resolver.refusals:
-            refused = True
-    if not refused:
-        return []
+    salts = (session_salt(info.name) for info in vault.storage.list_info(SESSION_KEYS) if info.mtime >= since)
+    refused = any(s is not None and resolver.opened(s) is None and s in resolver.refusals for s in salts)
+    return since if refused else None
+
+
+def refused_packs(vault: Vault, indexed: Collection[bytes], since: float) -> List[bytes]:
+    """The packs of `indexed` stored since `since` (refusal_since) whose header a refused session sealed:
+    a revoked host key's, not the vault's, yet other hosts deduplicate against what the index says they
+    hold."""
     out = []
     for info in vault.storage.list_info(fmt.DATA):
-        pack = bytes.fromhex(fmt.name_to_id(info.name))
-        if pack not in indexed or info.mtime < since:
+        pack = pack_id_of(info.name)
+        if pack is None or pack not in indexed or info.mtime < since:
             continue
         try:
             vault.blobs.read_pack_header(info.name, info.size)
