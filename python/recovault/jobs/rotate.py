@@ -11,7 +11,7 @@ is left to rewrite and no plan of the rewrite waits, a keyring without `rewritin
 is what is left to rewrite (read off the packs), so a kill -9 anywhere is resumed by the next run.
 
 Then the records: every recovery point and journal entry sealed under an older generation's session is
-re-sealed in place (sealing.RESEALED: it keeps its name, so no id, journal link or outside script changes).
+re-sealed in place (format.RESEALED: it keeps its name, so no id, journal link or outside script changes).
 Last, the old keys are retired once no session that began before the rotation is running: the dead ones'
 `sessions/` and `locks/` objects, every `sessionkeys/` object of an older generation (those of a revoked host's
 refused sessions stay: they say why its data is refused), then a keyring listing only the new generation, then
@@ -33,6 +33,7 @@ from ..vault.hostkeys import AdminKeys
 from ..vault.repo import Vault
 from ..vault.journal import entry_layout
 from ..vault.rotation import current_ring, retire_generations, rotate
+from ..vault.sealing import resealed_body
 from . import prune as pr
 
 __all__ = ["RewriteResult", "rewrite"]
@@ -163,7 +164,7 @@ def rewrite(vault: Vault, opts: Optional[pr.PruneOptions] = None,
             fresh = _Fresh(vault, gen)
             _reseal_records(vault, fresh, result, progress)
             lease.ensure()
-            _settle_sessions(vault, coord, fresh, result)
+            _settle_sessions(vault, coord, lease, fresh, result)
             if not result.unfinished:
                 lease.ensure()
                 _retire(vault, admin, gen, result)
@@ -203,9 +204,7 @@ def _reseal_one(vault: Vault, name: str, what: str, reseal: Any, fresh: _Fresh) 
     oid = fmt.name_to_id(name)
     try:
         raw = vault.storage.get(name)
-        sealed = raw[len(fmt.RESEALED):] if raw.startswith(fmt.RESEALED) else raw
-        if name.startswith(fmt.JOURNAL):
-            sealed = entry_layout(raw, what)[2]
+        sealed = entry_layout(raw, what)[2] if name.startswith(fmt.JOURNAL) else resealed_body(raw)
         if fresh(sealed) or vault.sealer.refusal(bytes(sealed[2:18])):
             return None
         new = reseal(oid, raw)
@@ -217,22 +216,16 @@ def _reseal_one(vault: Vault, name: str, what: str, reseal: Any, fresh: _Fresh) 
     return ""
 
 
-def _settle_sessions(vault: Vault, coord: Coordinator, fresh: _Fresh, result: RewriteResult) -> None:
-    """Sessions and leases sealed under an older generation: a running one keeps the old keys (its later
-    packs would be sealed to them: `unfinished`); a dead or ended one's objects are deleted."""
-    now = coord.storage_now()
+def _settle_sessions(vault: Vault, coord: Coordinator, lease: LeaseHolder, fresh: _Fresh,
+                     result: RewriteResult) -> None:
+    """Dead sessions and expired leases are deleted (prune's `_remove_dead`); a running session sealed under
+    an older generation keeps the old keys (its later packs would be sealed to them): `unfinished`."""
+    pr._remove_dead(coord, lease)
     for session in coord.sessions():
-        if all(_fresh_object(vault, name, fresh) for name in session.objects or [fmt.SESSIONS + session.name]):
-            continue
-        if session.live(now, coord.host):
+        if not all(_fresh_object(vault, name, fresh) for name in session.objects or [fmt.SESSIONS + session.name]):
             result.unfinished.append(f"backup session {session.name[:16]} (host {session.host}) began before "
                                      "the rotation and is running: run 'recovault key rotate --rewrite' again "
                                      "after it ends")
-        else:
-            coord.remove_session(session)
-    for name in vault.storage.list(fmt.LOCKS):
-        if not _fresh_object(vault, name, fresh):  # not ours (we hold the lease): expired, and old
-            vault.storage.delete(name)
 
 
 def _fresh_object(vault: Vault, name: str, fresh: _Fresh) -> bool:

@@ -47,7 +47,7 @@ from ..storage.base import put_or_withdraw
 from . import format as fmt
 from .cache import ObjectBundle, ObjectCache, read_private, write_private
 from .records import RecoveryPoint
-from .sealing import RESEALED, Sealer
+from .sealing import Sealer, resealed_body
 
 __all__ = ["DEFAULT_SOFT_DELETE_DAYS", "ENTRY_VERSION", "READ_VERSIONS", "OPS", "POLICY_OP", "Journal", "JournalEntry",
            "JournalReport", "PeriodChange", "PointState", "VaultPolicy", "audit", "effective_times", "expiry",
@@ -257,32 +257,32 @@ class Journal:
 
     def open_entry(self, name: str, raw: bytes) -> JournalEntry:
         """Verify ``raw`` against its name and unseal it; ``CorruptData`` or ``ValueError`` if it fails."""
-        plain, prefix = self._open(name, raw)
+        plain, _aad, prefix = self._open(name, raw)
         prev = prefix_prev(prefix, f"journal entry {name[:16]}") if prefix is not None else None
         try:
             return JournalEntry.from_json(name, plain, prev)
         except ValueError as e:
             raise CorruptData(f"journal entry {name[:16]} does not parse: {e}") from None
 
-    def _open(self, name: str, raw: bytes) -> Tuple[bytes, Optional[bytes]]:
-        """The plaintext of stored entry `name` and its plaintext prefix (None before version 3), authenticated
-        under its name (its hash, or, re-sealed, an admin session's tag); CorruptData if it fails."""
+    def _open(self, name: str, raw: bytes) -> Tuple[bytes, bytes, Optional[bytes]]:
+        """The plaintext of stored entry `name`, the label it was sealed under and its plaintext prefix (None
+        before version 3), authenticated under its name (its hash, or, re-sealed, an admin session's tag);
+        CorruptData if it fails."""
         what = f"journal entry {name[:16]}"
-        resealed = raw.startswith(RESEALED)
+        resealed = raw.startswith(fmt.RESEALED)
         if not resealed and core.blake3(raw).hex() != name:
             raise CorruptData(f"{what}: its content does not match its name (corrupt or tampered with)")
         aad, prefix, sealed = entry_layout(raw, what)
         if resealed:
-            return self.sealer.open_resealed(aad, sealed, name, what), prefix
-        return self.sealer.unseal(aad, sealed, what), prefix
+            return self.sealer.open_resealed(aad, sealed, name, what), aad, prefix
+        return self.sealer.unseal(aad, sealed, what), aad, prefix
 
     def reseal(self, name: str, raw: bytes) -> bytes:
         """Entry `name` (stored as `raw`) re-sealed by this session under the same name (§3.1, key rotate
         --rewrite): the same prefix and plaintext. CorruptData if `raw` does not open."""
-        plain, prefix = self._open(name, raw)
-        aad = entry_layout(raw, name)[0]
-        head = RESEALED + (V3_MAGIC + V3_PREFIX_LEN.pack(len(prefix)) + prefix if prefix is not None else b"")
-        return head + self.sealer.reseal(aad, plain, name)
+        plain, aad, prefix = self._open(name, raw)
+        head = v3_head(prefix) if prefix is not None else b""
+        return fmt.RESEALED + head + self.sealer.reseal(aad, plain, name)
 
     def heads(self) -> List[str]:
         """Entries on storage (readable or not) that no readable entry names in its prev, sorted."""
@@ -366,8 +366,7 @@ class Journal:
             entry = JournalEntry(entry.op, entry.snapshot, entry.time, entry.host, entry.prev, "", entry.policy,
                                  entry.logged, ENTRY_VERSION_V3)
             prefix = entry.prefix()
-            sealed = (V3_MAGIC + V3_PREFIX_LEN.pack(len(prefix)) + prefix
-                      + self.sealer.seal(v3_aad(prefix), entry.to_json()))
+            sealed = v3_head(prefix) + self.sealer.seal(v3_aad(prefix), entry.to_json())
         else:
             sealed = self.sealer.seal(fmt.AAD_JOURNAL, entry.to_json())
         name = core.blake3(sealed).hex()
@@ -403,7 +402,7 @@ class Journal:
 
 def entry_layout(raw: bytes, what: str) -> Tuple[bytes, Optional[bytes], bytes]:
     """A stored entry's (re-sealed or not) label, plaintext prefix (None before version 3) and sealed part."""
-    body = raw[len(RESEALED):] if raw.startswith(RESEALED) else raw
+    body = resealed_body(raw)
     if body.startswith(V3_MAGIC):
         prefix, sealed = split_v3(body, what)
         return v3_aad(prefix), prefix, sealed
@@ -413,6 +412,11 @@ def entry_layout(raw: bytes, what: str) -> Tuple[bytes, Optional[bytes], bytes]:
 def v3_aad(prefix: bytes) -> bytes:
     """The id a version 3 entry's body is sealed under: the label and the BLAKE3 of the plaintext prefix."""
     return fmt.AAD_JOURNAL_V3 + core.blake3(prefix)
+
+
+def v3_head(prefix: bytes) -> bytes:
+    """What a version 3 entry's sealed body follows: the magic, the prefix's length and the prefix."""
+    return V3_MAGIC + V3_PREFIX_LEN.pack(len(prefix)) + prefix
 
 
 def split_v3(raw: bytes, what: str) -> Tuple[bytes, bytes]:
@@ -456,7 +460,7 @@ class HostJournal(Journal):
             try:
                 if fetched:
                     raw = self.storage.get(fmt.JOURNAL + name)
-                if not raw.startswith(RESEALED) and core.blake3(raw).hex() != name:
+                if not raw.startswith(fmt.RESEALED) and core.blake3(raw).hex() != name:
                     raise CorruptData(f"journal entry {name[:16]} does not match its name")
                 prefix = entry_layout(raw, name)[1]  # a re-sealed one's prefix: only the admin can verify it
             except ObjectMissing:

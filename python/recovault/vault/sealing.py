@@ -9,7 +9,7 @@ session's, then one the resolver (the admin's `SessionKeys`) opens, then the mas
 blobs, and the fallback, so a planted session key object cannot make admin data unreadable).
 
 A re-sealed object (`key rotate --rewrite`, §3.1): a recovery point or journal entry keeps its name (the
-BLAKE3 of the bytes first stored under it), and its bytes become `RESEALED` followed by the object sealed again
+BLAKE3 of the bytes first stored under it), and its bytes become `fmt.RESEALED` followed by the object sealed again
 by an admin session, under a label made of its own and its name (`resealed_aad`): the tag binds it to its
 name as the hash did, and only the admin's sessions are believed (a host's session key could seal anything)."""
 from __future__ import annotations
@@ -28,7 +28,11 @@ if TYPE_CHECKING:
 
 #: objects sealed under index_key in a v3 vault (hosts read them)
 SHARED_AADS = (fmt.AAD_INDEX, fmt.AAD_PLAN)
-RESEALED = fmt.RESEALED
+
+
+def resealed_body(raw: bytes) -> bytes:
+    """A stored object's bytes after fmt.RESEALED when it is re-sealed, else the bytes themselves."""
+    return raw[len(fmt.RESEALED):] if raw.startswith(fmt.RESEALED) else raw
 
 
 def resealed_aad(aad: bytes, name: str) -> bytes:
@@ -124,19 +128,19 @@ class Sealer:
         """The plaintext of a content-addressed sealed object (an index file, a recovery point, a journal
         entry: its name is the BLAKE3 of its bytes, or it is re-sealed): CorruptData naming `what` unless
         `raw` matches `name` and opens."""
-        if raw[:len(RESEALED)] == RESEALED:
-            return self.open_resealed(aad, raw[len(RESEALED):], name, what)
+        if raw.startswith(fmt.RESEALED):
+            return self.open_resealed(aad, resealed_body(raw), name, what)
         if core.blake3(raw).hex() != name:
             raise CorruptData(f"{what}: its content does not match its name (corrupt or tampered with)")
         return self.unseal(aad, raw, what)
 
     def reseal(self, aad: bytes, plain: bytes, name: str) -> bytes:
         """Object `name` (whose plaintext is `plain`, sealed under `aad`) re-sealed by this session, without
-        the RESEALED magic (a journal entry puts its prefix between)."""
+        the fmt.RESEALED magic (a journal entry puts its prefix between)."""
         return self.seal(resealed_aad(aad, name), plain)
 
     def open_resealed(self, aad: bytes, sealed: bytes, name: str, what: str) -> bytes:
-        """The plaintext of re-sealed object `name` (its bytes after RESEALED and any prefix): CorruptData
+        """The plaintext of re-sealed object `name` (its bytes after fmt.RESEALED and any prefix): CorruptData
         unless an admin session's key opens it under its name (a host's session key is never tried)."""
         salt = bytes(sealed[2:18])
         for _ in range(2):
