@@ -12,11 +12,11 @@ is what is left to rewrite (read off the packs), so a kill -9 anywhere is resume
 
 Then the records: every recovery point and journal entry sealed under an older generation's session is
 re-sealed in place (format.RESEALED: it keeps its name, so no id, journal link or outside script changes).
-Last, the old keys are retired once no session that began before the rotation is running: the dead ones'
-`sessions/` and `locks/` objects, every `sessionkeys/` object of an older generation (those of a revoked host's
-refused sessions stay: they say why its data is refused), then a keyring listing only the new generation, then
-the `keygen/` objects of the others. What an old generation's private key or an old session's data key then
-opens in the vault is nothing (tests/test_key_rotation.py inspects every stored byte).
+Last, the old keys are retired once no session that began before the rotation is running (dead sessions
+and expired leases are deleted first, as prune does): every `sessionkeys/` object of an older generation
+(those of a revoked host's refused sessions stay: they say why its data is refused), then the `keygen/`
+objects of the others, then a keyring listing only the new generation. What an old generation's private
+key or an old session's data key then opens in the vault is nothing (tests/test_key_rotation.py inspects every stored byte).
 """
 from __future__ import annotations
 
