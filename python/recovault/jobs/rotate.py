@@ -16,7 +16,8 @@ Last, the old keys are retired once no session that began before the rotation is
 and expired leases are deleted first, as prune does): every `sessionkeys/` object of an older generation
 (those of a revoked host's refused sessions stay: they say why its data is refused), then the `keygen/`
 objects of the others, then a keyring listing only the new generation. What an old generation's private
-key or an old session's data key then opens in the vault is nothing (tests/test_key_rotation.py inspects every stored byte).
+key or an old session's data key then opens in the vault is nothing (tests/test_key_rotation.py inspects
+every stored byte).
 """
 from __future__ import annotations
 
